@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what veil and its tests need on a fresh Debian (bookworm) machine, then the npm
+# dependencies. Idempotent: it installs only what is missing. Needs root (apt, namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests and benches use: iproute2 (ip, bridge), ping, nsenter (util-linux),
+# openssl (the bench's reference).
+PACKAGES=(iproute2 iputils-ping util-linux openssl)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: veil's tests build network namespaces and need root" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); if (a < 20 || (a === 20 && b < 19)) { console.error(`setup: Node >= 20.19 required, found ${process.version}`); process.exit(1); }'
+
+# npm ci when node_modules is missing or older than the lock file.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,437 @@
+// Host plumbing: the vtep namespace, per-network bridge + kernel VXLAN device, container veths
+// and the VXLAN FDB that steers each peer's frames to the gateway socket for that peer.
+//
+//  container netns ──veth──┐
+//  container netns ──veth──┤  br<VNI> ── vx<VNI> (kernel VXLAN, nolearning)        vtep netns
+//                          │    FDB: MAC | 00:00:00:00:00:00 → 169.254.x.1 port P(peer)
+//                          └──────────────────────────────────────── to-host 169.254.x.2/30
+//                                                                        │ veth
+//  host netns:   gateway binds 169.254.x.1:P(peer) ─────────────────── to-vtep 169.254.x.1/30
+//
+// Naming (every interface name fits IFNAMSIZ − 1 = 15 characters):
+//   to-vtep / to-host     the veth pair between host netns and vtep netns (named by where it leads)
+//   br<VNI>, vx<VNI>      bridge and VXLAN device of a network; VNI ≤ 16777215 → at most 10 chars
+//   ve<12 hex>            vtep-side end of a container veth: sha256("<VNI>/<endpointId>"), 14 chars,
+//                         so it is derived again from (VNI, endpoint) on detach without any state
+// Address plan: the veth pair uses one /30 inside 169.254.0.0/16 (RFC 3927 link-local): .1 host side,
+// .2 vtep side. A /30 holds exactly those two and leaves the rest of 169.254/16 alone (clouds use
+// 169.254.169.254 for metadata, so 169.254.169.0/24 is refused; RFC 3927 §2.1 reserves .0.x and .255.x).
+//
+// Everything here is control plane: operations are serialized, idempotent, and throw PlumbingError
+// carrying the failing argv and its stderr. Commands are argv arrays, never shell strings.
+
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { overlayMtu, VXLAN_PORT, VXLAN_VNI_MAX } from './constants.js';
+
+export const HOST_LINK = 'to-vtep';
+export const VTEP_LINK = 'to-host';
+export const ZERO_MAC = '00:00:00:00:00:00';
+
+export function bridgeName(vni: number): string {
+  return `br${checkVni(vni)}`;
+}
+export function vxlanName(vni: number): string {
+  return `vx${checkVni(vni)}`;
+}
+export function endpointLinkName(vni: number, endpointId: string): string {
+  return `ve${createHash('sha256').update(`${checkVni(vni)}/${endpointId}`).digest('hex').slice(0, 12)}`;
+}
+
+/** A network namespace: a named one (/run/netns/<name>), a bind-mounted path, or a process's. */
+export type NetnsRef = { readonly name: string } | { readonly path: string } | { readonly pid: number };
+
+export interface NetworkSpec {
+  readonly vni: number;
+  readonly encrypted: boolean;
+}
+
+export interface ContainerAttachment {
+  readonly vni: number;
+  /** Stable id of the endpoint; with the VNI it names the vtep-side veth. */
+  readonly endpointId: string;
+  readonly netns: NetnsRef;
+  readonly mac: string;
+  /** Address with prefix length, e.g. "10.42.0.5/24". */
+  readonly ipv4: string;
+  /** Default route via this address when given. */
+  readonly gateway?: string;
+  /** Defaults to the network's MTU (read from its VXLAN device). */
+  readonly mtu?: number;
+  /** Name inside the container; default "eth0". */
+  readonly ifName?: string;
+}
+
+/** A remote VXLAN FDB entry of a network: frames for `mac` go to dst:port (the gateway socket of one peer). */
+export interface FdbEntry {
+  readonly mac: string;
+  readonly dst: string;
+  readonly port: number;
+}
+
+/** The seam between the gateway and the host's network stack. Every operation is idempotent. */
+export interface Plumbing {
+  /** The host netns address the gateway binds its per-peer sockets to (169.254.x.1). */
+  readonly hostAddress: string;
+  /** The VTEP's address in the vtep netns (169.254.x.2); inbound datagrams go to it on port 4789. */
+  readonly vtepAddress: string;
+  /** vtep netns, lo up in both namespaces, the to-vtep/to-host veth pair and its /30. */
+  ensureHost(): Promise<void>;
+  /** Removes the vtep netns (with every network and container veth in it) and the veth pair. */
+  teardownHost(): Promise<void>;
+  /** Bridge br<VNI> and VXLAN vx<VNI> (local vtepAddress, dstport 4789, nolearning, MTU from networkMtu). */
+  ensureNetwork(spec: NetworkSpec): Promise<void>;
+  /** Removes vx<VNI>, br<VNI> and the container veths attached to it. */
+  removeNetwork(vni: number): Promise<void>;
+  attachContainer(attachment: ContainerAttachment): Promise<void>;
+  detachContainer(vni: number, endpointId: string): Promise<void>;
+  /** Flood (BUM) entry: 00:00:00:00:00:00 → hostAddress:peerPort, one per peer of the network. */
+  ensurePeerFlood(vni: number, peerPort: number): Promise<void>;
+  /** Unicast entry: mac → hostAddress:peerPort (replaces a previous peer of that MAC). */
+  ensurePeerMac(vni: number, mac: string, peerPort: number): Promise<void>;
+  removePeerMac(vni: number, mac: string): Promise<void>;
+  /** Removes every entry of the network pointing at peerPort (flood and unicast). */
+  removePeer(vni: number, peerPort: number): Promise<void>;
+  /** Remote entries of the network's VXLAN FDB. */
+  listFdb(vni: number): Promise<FdbEntry[]>;
+}
+
+export interface CommandResult {
+  readonly stdout: string;
+  readonly stderr: string;
+}
+export type CommandRunner = (file: string, args: readonly string[]) => Promise<CommandResult>;
+
+export class PlumbingError extends Error {
+  readonly code = 'VEIL_ERR_PLUMBING_COMMAND';
+  constructor(
+    readonly argv: readonly string[],
+    readonly exitCode: number | string | null,
+    readonly stderr: string,
+  ) {
+    super(`plumbing command failed (exit ${String(exitCode)}): ${argv.join(' ')}: ${stderr.trim() || '(no stderr)'}`);
+    this.name = 'PlumbingError';
+  }
+}
+
+/** Runs argv without a shell; rejects with PlumbingError on a non-zero exit. */
+export const execRunner: CommandRunner = (file, args) =>
+  new Promise((resolve, reject) => {
+    execFile(file, [...args], { encoding: 'utf8', timeout: 30_000 }, (error, stdout, stderr) => {
+      if (error) {
+        const code = (error as NodeJS.ErrnoException & { code?: number | string }).code ?? null;
+        reject(new PlumbingError([file, ...args], code, stderr || error.message));
+      } else {
+        resolve({ stdout, stderr });
+      }
+    });
+  });
+
+export interface IproutePlumbingConfig {
+  /** Name of the vtep netns (created under /run/netns). */
+  readonly vtepNetns: string;
+  /** The gateway's netns; undefined = the netns this process runs in. */
+  readonly hostNetns?: string;
+  /** Network address of the /30 for the veth pair, e.g. "169.254.47.0". */
+  readonly linkNet?: string;
+  readonly underlayMtu?: number;
+  readonly runner?: CommandRunner;
+}
+
+export const DEFAULT_LINK_NET = '169.254.47.0';
+export const LINK_PREFIX_LENGTH = 30;
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
+
+export class IproutePlumbing implements Plumbing {
+  readonly hostAddress: string;
+  readonly vtepAddress: string;
+  readonly vtepNetns: string;
+  readonly hostNetns: string | undefined;
+  readonly underlayMtu: number;
+  private readonly run: CommandRunner;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(config: IproutePlumbingConfig) {
+    const octets = parseIpv4(config.linkNet ?? DEFAULT_LINK_NET);
+    if (octets[0] !== 169 || octets[1] !== 254 || octets[2] === 0 || octets[2] === 255 || octets[2] === 169 || octets[3] % 4 !== 0) {
+      throw new RangeError(`linkNet must be a /30 network address in 169.254.1.0–169.254.254.252 outside 169.254.169.0/24, got ${String(config.linkNet)}`);
+    }
+    const base = `${octets[0]}.${octets[1]}.${octets[2]}.`;
+    this.hostAddress = base + String(octets[3] + 1);
+    this.vtepAddress = base + String(octets[3] + 2);
+    this.vtepNetns = config.vtepNetns;
+    this.hostNetns = config.hostNetns;
+    this.underlayMtu = config.underlayMtu ?? 1500;
+    overlayMtu(this.underlayMtu, true); // validates
+    this.run = config.runner ?? execRunner;
+  }
+
+  ensureHost(): Promise<void> {
+    return this.serial(async () => {
+      if (!(await this.netnsExists(this.vtepNetns))) {
+        await this.run('ip', ['netns', 'add', this.vtepNetns]);
+      }
+      await this.ipHost(['link', 'set', 'lo', 'up']);
+      await this.ipVtep(['link', 'set', 'lo', 'up']);
+      const hostSide = await this.linkInfo('host', HOST_LINK);
+      const vtepSide = await this.linkInfo('vtep', VTEP_LINK);
+      if (!hostSide || !vtepSide || hostSide.linkinfo?.info_kind !== 'veth' || vtepSide.linkinfo?.info_kind !== 'veth') {
+        // Half a pair (or a foreign device of that name): start over.
+        if (hostSide) await this.ipHost(['link', 'del', HOST_LINK]);
+        if (vtepSide) await this.ipVtep(['link', 'del', VTEP_LINK]);
+        const mtu = String(this.underlayMtu);
+        await this.ipHost(['link', 'add', HOST_LINK, 'mtu', mtu, 'type', 'veth', 'peer', 'name', VTEP_LINK, 'mtu', mtu, 'netns', this.vtepNetns]);
+      }
+      // The veth carries whole VXLAN datagrams of plain networks: it needs the underlay's MTU.
+      const mtu = String(this.underlayMtu);
+      const cidr = `/${LINK_PREFIX_LENGTH}`;
+      await this.ipHost(['addr', 'replace', this.hostAddress + cidr, 'dev', HOST_LINK]);
+      await this.ipHost(['link', 'set', HOST_LINK, 'mtu', mtu, 'up']);
+      await this.ipVtep(['addr', 'replace', this.vtepAddress + cidr, 'dev', VTEP_LINK]);
+      await this.ipVtep(['link', 'set', VTEP_LINK, 'mtu', mtu, 'up']);
+    });
+  }
+
+  teardownHost(): Promise<void> {
+    return this.serial(async () => {
+      if (await this.linkInfo('host', HOST_LINK)) await this.ipHost(['link', 'del', HOST_LINK]);
+      if (await this.netnsExists(this.vtepNetns)) await this.run('ip', ['netns', 'del', this.vtepNetns]);
+    });
+  }
+
+  ensureNetwork(spec: NetworkSpec): Promise<void> {
+    return this.serial(async () => {
+      const br = bridgeName(spec.vni);
+      const vx = vxlanName(spec.vni);
+      const mtu = String(overlayMtu(this.underlayMtu, spec.encrypted));
+      const bridge = await this.linkInfo('vtep', br);
+      if (bridge && bridge.linkinfo?.info_kind !== 'bridge') await this.ipVtep(['link', 'del', br]);
+      if (!bridge || bridge.linkinfo?.info_kind !== 'bridge') await this.ipVtep(['link', 'add', br, 'mtu', mtu, 'type', 'bridge']);
+      const vxlan = await this.linkInfo('vtep', vx);
+      const data = vxlan?.linkinfo?.info_data;
+      const matches =
+        vxlan?.linkinfo?.info_kind === 'vxlan' &&
+        data?.id === spec.vni &&
+        data.local === this.vtepAddress &&
+        data.port === VXLAN_PORT &&
+        data.learning === false;
+      if (vxlan && !matches) await this.ipVtep(['link', 'del', vx]);
+      if (!matches) {
+        await this.ipVtep(['link', 'add', vx, 'mtu', mtu, 'type', 'vxlan', 'id', String(spec.vni), 'local', this.vtepAddress,
+          'dstport', String(VXLAN_PORT), 'nolearning']);
+      }
+      await this.ipVtep(['link', 'set', br, 'mtu', mtu, 'up']);
+      await this.ipVtep(['link', 'set', vx, 'master', br, 'mtu', mtu, 'up']);
+    });
+  }
+
+  removeNetwork(vni: number): Promise<void> {
+    return this.serial(async () => {
+      const br = bridgeName(vni);
+      const vx = vxlanName(vni);
+      if (await this.linkInfo('vtep', br)) {
+        const ports = await this.jsonLinks(['link', 'show', 'master', br]);
+        for (const port of ports) {
+          if (port.ifname !== vx && port.linkinfo?.info_kind !== 'vxlan') await this.ipVtep(['link', 'del', port.ifname]);
+        }
+      }
+      if (await this.linkInfo('vtep', vx)) await this.ipVtep(['link', 'del', vx]);
+      if (await this.linkInfo('vtep', br)) await this.ipVtep(['link', 'del', br]);
+    });
+  }
+
+  attachContainer(a: ContainerAttachment): Promise<void> {
+    return this.serial(async () => {
+      const br = bridgeName(a.vni);
+      const outer = endpointLinkName(a.vni, a.endpointId);
+      const inner = a.ifName ?? 'eth0';
+      const mac = a.mac.toLowerCase();
+      if (!MAC_RE.test(mac)) throw new RangeError(`invalid MAC address ${a.mac}`);
+      if (!IFNAME_RE.test(inner)) throw new RangeError(`invalid interface name ${inner}`);
+      parseCidr(a.ipv4);
+      if (a.gateway !== undefined) parseIpv4(a.gateway);
+      const vxlan = await this.linkInfo('vtep', vxlanName(a.vni));
+      if (!vxlan || !(await this.linkInfo('vtep', br))) {
+        throw new PlumbingError(['attachContainer', String(a.vni)], null, `network ${a.vni} has no ${br}/${vxlanName(a.vni)} in netns ${this.vtepNetns}: call ensureNetwork first`);
+      }
+      const mtu = String(a.mtu ?? vxlan.mtu);
+      if (!(await this.linkInfo('vtep', outer))) {
+        await this.ipVtep(['link', 'add', outer, 'mtu', mtu, 'type', 'veth', 'peer', 'name', inner, 'address', mac, 'mtu', mtu,
+          'netns', netnsArg(a.netns)]);
+      }
+      await this.ipVtep(['link', 'set', outer, 'master', br, 'mtu', mtu, 'up']);
+      const inC = (args: readonly string[]): Promise<CommandResult> => this.ipIn(a.netns, args);
+      await inC(['link', 'set', 'lo', 'up']);
+      await inC(['link', 'set', inner, 'address', mac, 'mtu', mtu, 'up']);
+      await inC(['addr', 'replace', a.ipv4, 'dev', inner]);
+      if (a.gateway !== undefined) await inC(['route', 'replace', 'default', 'via', a.gateway, 'dev', inner]);
+    });
+  }
+
+  detachContainer(vni: number, endpointId: string): Promise<void> {
+    return this.serial(async () => {
+      const outer = endpointLinkName(vni, endpointId);
+      // Deleting one end of a veth deletes the other, inside the container.
+      if (await this.linkInfo('vtep', outer)) await this.ipVtep(['link', 'del', outer]);
+    });
+  }
+
+  ensurePeerFlood(vni: number, peerPort: number): Promise<void> {
+    return this.serial(async () => {
+      // `append` adds one more destination to the all-zero (default) entry; appending an existing
+      // destination is a no-op in the kernel (vxlan_fdb_append finds the rdst), so this is idempotent.
+      await this.bridgeVtep(['fdb', 'append', ZERO_MAC, 'dev', vxlanName(vni), 'dst', this.hostAddress, 'port', checkPort(peerPort)]);
+    });
+  }
+
+  ensurePeerMac(vni: number, mac: string, peerPort: number): Promise<void> {
+    return this.serial(async () => {
+      // `replace`, not `append`: a unicast MAC lives behind exactly one peer, and for an existing unicast
+      // entry the kernel ignores `append` while returning success, so a MAC that moved would keep its old peer.
+      await this.bridgeVtep(['fdb', 'replace', checkUnicastMac(mac), 'dev', vxlanName(vni), 'dst', this.hostAddress, 'port', checkPort(peerPort)]);
+    });
+  }
+
+  removePeerMac(vni: number, mac: string): Promise<void> {
+    return this.serial(async () => {
+      const lower = checkUnicastMac(mac);
+      for (const e of await this.fdb(vni)) {
+        if (e.mac === lower) await this.delFdb(vni, e);
+      }
+    });
+  }
+
+  removePeer(vni: number, peerPort: number): Promise<void> {
+    return this.serial(async () => {
+      checkPort(peerPort);
+      for (const e of await this.fdb(vni)) {
+        if (e.dst === this.hostAddress && e.port === peerPort) await this.delFdb(vni, e);
+      }
+    });
+  }
+
+  listFdb(vni: number): Promise<FdbEntry[]> {
+    return this.serial(() => this.fdb(vni));
+  }
+
+  // ── internals ────────────────────────────────────────────────────────────────
+
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(op, op);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async fdb(vni: number): Promise<FdbEntry[]> {
+    const vx = vxlanName(vni);
+    if (!(await this.linkInfo('vtep', vx))) return [];
+    const { stdout } = await this.bridgeVtep(['-j', 'fdb', 'show', 'dev', vx]);
+    const rows = parseJson<Array<{ mac?: string; dst?: string; port?: number }>>(stdout, 'bridge -j fdb show');
+    const entries: FdbEntry[] = [];
+    for (const r of rows) {
+      // Remote entries carry dst; those without are the bridge's own (master) entries.
+      if (r.mac !== undefined && r.dst !== undefined) entries.push({ mac: r.mac, dst: r.dst, port: r.port ?? VXLAN_PORT });
+    }
+    return entries;
+  }
+
+  private async delFdb(vni: number, e: FdbEntry): Promise<void> {
+    await this.bridgeVtep(['fdb', 'del', e.mac, 'dev', vxlanName(vni), 'dst', e.dst, 'port', String(e.port)]);
+  }
+
+  private async netnsExists(name: string): Promise<boolean> {
+    const { stdout } = await this.run('ip', ['-j', 'netns', 'list']);
+    const list = stdout.trim() === '' ? [] : parseJson<Array<{ name: string }>>(stdout, 'ip -j netns list');
+    return list.some((n) => n.name === name);
+  }
+
+  private async linkInfo(where: 'host' | 'vtep', ifname: string): Promise<LinkJson | undefined> {
+    const args = ['-d', '-j', 'link', 'show', 'dev', ifname];
+    try {
+      const { stdout } = where === 'host' ? await this.ipHost(args) : await this.ipVtep(args);
+      return parseJson<LinkJson[]>(stdout, 'ip -j link show')[0];
+    } catch (err) {
+      if (err instanceof PlumbingError && /does not exist/.test(err.stderr)) return undefined;
+      throw err;
+    }
+  }
+
+  private async jsonLinks(args: readonly string[]): Promise<LinkJson[]> {
+    const { stdout } = await this.ipVtep(['-d', '-j', ...args]);
+    return stdout.trim() === '' ? [] : parseJson<LinkJson[]>(stdout, 'ip -j link show');
+  }
+
+  private ipHost(args: readonly string[]): Promise<CommandResult> {
+    return this.run('ip', this.hostNetns === undefined ? args : ['-n', this.hostNetns, ...args]);
+  }
+  private ipVtep(args: readonly string[]): Promise<CommandResult> {
+    return this.run('ip', ['-n', this.vtepNetns, ...args]);
+  }
+  private bridgeVtep(args: readonly string[]): Promise<CommandResult> {
+    return this.run('bridge', ['-n', this.vtepNetns, ...args]);
+  }
+  /** `ip -n` takes only names under /run/netns; a path or pid goes through nsenter. */
+  private ipIn(ns: NetnsRef, args: readonly string[]): Promise<CommandResult> {
+    if ('name' in ns) return this.run('ip', ['-n', ns.name, ...args]);
+    const path = 'path' in ns ? ns.path : `/proc/${ns.pid}/ns/net`;
+    return this.run('nsenter', [`--net=${path}`, '--', 'ip', ...args]);
+  }
+}
+
+interface LinkJson {
+  ifname: string;
+  mtu: number;
+  master?: string;
+  linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean } };
+}
+
+/** `ip link ... netns X` accepts a name, a path (contains '/') or a pid. */
+function netnsArg(ns: NetnsRef): string {
+  if ('name' in ns) return ns.name;
+  if ('path' in ns) return ns.path;
+  return String(ns.pid);
+}
+
+function checkVni(vni: number): number {
+  if (!Number.isInteger(vni) || vni < 1 || vni > VXLAN_VNI_MAX) throw new RangeError(`VNI must be an integer in 1..${VXLAN_VNI_MAX}, got ${vni}`);
+  return vni;
+}
+
+function checkPort(port: number): string {
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new RangeError(`port must be an integer in 1..65535, got ${port}`);
+  return String(port);
+}
+
+function checkUnicastMac(mac: string): string {
+  const lower = mac.toLowerCase();
+  if (!MAC_RE.test(lower) || lower === ZERO_MAC) throw new RangeError(`invalid unicast MAC address ${mac}`);
+  return lower;
+}
+
+function parseIpv4(address: string): [number, number, number, number] {
+  const parts = address.split('.');
+  const octets = parts.map((p) => (/^\d{1,3}$/.test(p) ? Number(p) : NaN));
+  const [a, b, c, d] = octets;
+  if (octets.length !== 4 || a === undefined || b === undefined || c === undefined || d === undefined || octets.some((o) => !(o >= 0 && o <= 255))) {
+    throw new RangeError(`invalid IPv4 address ${address}`);
+  }
+  return [a, b, c, d];
+}
+
+function parseCidr(cidr: string): void {
+  const [addr, len, extra] = cidr.split('/');
+  if (addr === undefined || len === undefined || extra !== undefined || !/^\d{1,2}$/.test(len) || Number(len) > 32) {
+    throw new RangeError(`invalid IPv4 address/prefix ${cidr}`);
+  }
+  parseIpv4(addr);
+}
+
+function parseJson<T>(text: string, what: string): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new PlumbingError([what], null, `unparseable output: ${text.slice(0, 200)}`);
+  }
+}
