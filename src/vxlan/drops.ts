@@ -18,6 +18,7 @@ export const DROP_REASONS = [
   'bad-inner-udp', // inner UDP header malformed or not to port 4789
   'bad-vxlan-header', // RFC 7348 §5: I flag clear or too short
   'vni-mismatch', // authentic, but for another network: isolation
+  'plaintext-on-encrypted', // plain VXLAN claiming an encrypted network's VNI: a downgrade
   // outbound (VTEP → underlay)
   'unknown-vni',
   'unknown-peer',

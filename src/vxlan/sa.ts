@@ -3,6 +3,14 @@ import type { Dropped } from './drops.js';
 import { ReplayWindow } from './replay.js';
 import { SEQ_EXHAUSTED, SequenceCounter, seqHigh, seqLow } from './sequence.js';
 
+/** Which pair, network and epoch an SA belongs to (status, metrics, rotation). */
+export interface SaLabel {
+  readonly peerId: string;
+  readonly epoch: number;
+}
+
+const UNLABELLED: SaLabel = { peerId: '', epoch: 0 };
+
 /** Traffic figures of one SA, for status and metrics. */
 export interface SaCounters {
   packets: number;
@@ -18,7 +26,7 @@ export class OutboundSa {
   readonly counter: SequenceCounter;
   readonly counters: SaCounters = { packets: 0, bytes: 0 };
 
-  constructor(readonly cipher: EspCipher, readonly vni: number, budget?: number) {
+  constructor(readonly cipher: EspCipher, readonly vni: number, budget?: number, readonly label: SaLabel = UNLABELLED) {
     this.counter = new SequenceCounter(cipher.esn, budget);
   }
 
@@ -44,7 +52,7 @@ export class InboundSa {
   readonly replay: ReplayWindow;
   readonly counters: SaCounters = { packets: 0, bytes: 0 };
 
-  constructor(readonly cipher: EspCipher, readonly vni: number, replayWindow?: number) {
+  constructor(readonly cipher: EspCipher, readonly vni: number, replayWindow?: number, readonly label: SaLabel = UNLABELLED) {
     this.replay = new ReplayWindow(cipher.esn, replayWindow);
   }
 

@@ -1,0 +1,65 @@
+import type { AeadProvider } from '../crypto/aead.js';
+import { deriveSaKeymat } from '../crypto/sa-keys.js';
+import type { SecretKey } from '../crypto/secret.js';
+import { createEspCipher } from './esp.js';
+import { InboundSa, OutboundSa } from './sa.js';
+import { encodeSpi } from './spi.js';
+
+/** A host as key derivation sees it. */
+export interface SaHost {
+  readonly id: string;
+  /** Allocated once (etcd); 1..16383, part of the SPI. */
+  readonly index: number;
+  readonly publicKey: Uint8Array;
+  /** Random per start of that host's gateway. */
+  readonly incarnation: string;
+}
+
+export interface SaNetworkEpoch {
+  readonly networkId: string;
+  /** Allocated once (etcd); 0..65535, part of the SPI. */
+  readonly networkIndex: number;
+  readonly vni: number;
+  readonly epoch: number;
+  readonly secret: SecretKey;
+}
+
+export interface SaOptions {
+  provider: AeadProvider;
+  /** Packets an outbound SA may seal before it must be replaced (default: the ESN limit). */
+  sequenceBudget?: number;
+  replayWindow?: number;
+}
+
+/**
+ * Both SAs between this host and one peer for one network epoch (ESN always on):
+ * outbound self → peer, named at the peer by SPI(epoch, self, network), and
+ * inbound peer → self, named here by SPI(epoch, peer, network).
+ */
+export function deriveSaPair(
+  self: SaHost,
+  selfPrivateKey: SecretKey,
+  peer: SaHost,
+  net: SaNetworkEpoch,
+  options: SaOptions,
+): { outbound: OutboundSa; inbound: InboundSa } {
+  const base = { networkId: net.networkId, epoch: net.epoch };
+  const outKeymat = deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, {
+    ...base, senderId: self.id, receiverId: peer.id, senderIncarnation: self.incarnation,
+  });
+  const inKeymat = deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, {
+    ...base, senderId: peer.id, receiverId: self.id, senderIncarnation: peer.incarnation,
+  });
+  const label = { peerId: peer.id, epoch: net.epoch };
+  const outbound = new OutboundSa(
+    createEspCipher(encodeSpi(net.epoch, self.index, net.networkIndex), outKeymat, true, options.provider),
+    net.vni, options.sequenceBudget, label,
+  );
+  const inbound = new InboundSa(
+    createEspCipher(encodeSpi(net.epoch, peer.index, net.networkIndex), inKeymat, true, options.provider),
+    net.vni, options.replayWindow, label,
+  );
+  outKeymat.wipe();
+  inKeymat.wipe();
+  return { outbound, inbound };
+}
