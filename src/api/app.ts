@@ -1,0 +1,35 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import { ERRORS, VeilError } from '../errors.js';
+import type { GatewayStatus } from '../vxlan/gateway.js';
+import { renderMetrics } from './metrics.js';
+import { errorSchema, gatewayStatusSchema } from './schemas.js';
+
+export interface AppDeps {
+  gatewayStatus: () => GatewayStatus;
+}
+
+/** The REST API, without listening (tests use inject()). */
+export function buildApp(deps: AppDeps, options: { logger?: boolean } = {}): FastifyInstance {
+  const app = Fastify({ logger: options.logger ?? false });
+
+  app.setErrorHandler((err, _req, reply) => {
+    if (err instanceof VeilError) return reply.status(err.status).send({ code: err.code, message: err.message });
+    if ((err as { validation?: unknown }).validation) {
+      return reply.status(400).send({ code: 'VEIL_ERR_REQUEST_INVALID', message: `${ERRORS.VEIL_ERR_REQUEST_INVALID.message}: ${(err as Error).message}` });
+    }
+    app.log.error(err);
+    return reply.status(500).send({ code: 'VEIL_ERR_INTERNAL', message: ERRORS.VEIL_ERR_INTERNAL.message });
+  });
+  app.setNotFoundHandler((req, reply) => reply.status(404).send({ code: 'VEIL_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url}` }));
+
+  app.get('/healthz', { schema: { response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
+
+  app.get('/metrics', { schema: { response: { 200: { type: 'string' } } } }, async (_req, reply) => {
+    reply.type('text/plain; version=0.0.4');
+    return renderMetrics(deps.gatewayStatus());
+  });
+
+  app.get('/status', { schema: { response: { 200: gatewayStatusSchema, 500: errorSchema } } }, async () => deps.gatewayStatus());
+
+  return app;
+}

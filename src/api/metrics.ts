@@ -1,0 +1,34 @@
+import type { GatewayStatus } from '../vxlan/gateway.js';
+
+/** Prometheus text exposition (version 0.0.4) of the gateway's per-(peer, network) counters. */
+export function renderMetrics(status: GatewayStatus): string {
+  const lines: string[] = [];
+  const family = (name: string, help: string, type: 'counter' | 'gauge') => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  };
+  const labels = (o: Record<string, string | number>) =>
+    '{' + Object.entries(o).map(([k, v]) => `${k}="${String(v).replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`))}"`).join(',') + '}';
+
+  const counters: Array<[string, string, (p: GatewayStatus['pairs'][number]) => number]> = [
+    ['veil_tx_packets_total', 'Datagrams sent to a peer (sealed or plain).', (p) => p.txPackets],
+    ['veil_tx_bytes_total', 'VXLAN bytes sent to a peer, before encryption.', (p) => p.txBytes],
+    ['veil_rx_packets_total', 'Datagrams from a peer delivered to the local VTEP.', (p) => p.rxPackets],
+    ['veil_rx_bytes_total', 'VXLAN bytes from a peer delivered to the local VTEP.', (p) => p.rxBytes],
+  ];
+  for (const [name, help, get] of counters) {
+    family(name, help, 'counter');
+    for (const p of status.pairs) lines.push(`${name}${labels({ peer: p.peer, vni: p.vni, encrypted: String(p.encrypted) })} ${get(p)}`);
+  }
+  family('veil_drops_total', 'Datagrams dropped, by reason; peer="" when no peer could be named.', 'counter');
+  for (const p of status.pairs) {
+    for (const [reason, n] of Object.entries(p.drops)) lines.push(`veil_drops_total${labels({ peer: p.peer, vni: p.vni, reason })} ${n}`);
+  }
+  for (const [reason, n] of Object.entries(status.unattributedDrops)) lines.push(`veil_drops_total${labels({ peer: '', vni: '', reason })} ${n}`);
+  family('veil_sa_sequence_headroom', 'Sequence numbers the current outbound SA may still use.', 'gauge');
+  for (const p of status.pairs) {
+    if (p.outbound) lines.push(`veil_sa_sequence_headroom${labels({ peer: p.peer, vni: p.vni, spi: p.outbound.spi, epoch: p.outbound.epoch })} ${p.outbound.sequenceHeadroom}`);
+  }
+  family('veil_send_failures_total', 'Datagrams the gateway could not hand to a socket.', 'counter');
+  lines.push(`veil_send_failures_total ${status.sendFailures}`);
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,63 @@
+// JSON schemas of the API's responses: allowlists, so nothing unlisted (least of all key material) leaves.
+
+export const errorSchema = {
+  type: 'object',
+  required: ['code', 'message'],
+  additionalProperties: false,
+  properties: { code: { type: 'string' }, message: { type: 'string' } },
+} as const;
+
+const dropsSchema = { type: 'object', additionalProperties: { type: 'number' } } as const;
+
+export const gatewayStatusSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['host', 'peers', 'networks', 'pairs', 'unattributedDrops', 'sendFailures'],
+  properties: {
+    host: { type: 'string' },
+    peers: {
+      type: 'array',
+      items: { type: 'object', additionalProperties: false, properties: { id: { type: 'string' }, address: { type: 'string' } } },
+    },
+    networks: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { id: { type: 'string' }, index: { type: 'integer' }, vni: { type: 'integer' }, encrypted: { type: 'boolean' } },
+      },
+    },
+    pairs: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          peer: { type: 'string' },
+          vni: { type: 'integer' },
+          encrypted: { type: 'boolean' },
+          txPackets: { type: 'number' },
+          txBytes: { type: 'number' },
+          rxPackets: { type: 'number' },
+          rxBytes: { type: 'number' },
+          drops: dropsSchema,
+          outbound: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { spi: { type: 'integer' }, epoch: { type: 'integer' }, sealed: { type: 'number' }, sequenceHeadroom: { type: 'number' } },
+          },
+          inbound: {
+            type: 'array',
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { spi: { type: 'integer' }, epoch: { type: 'integer' }, opened: { type: 'number' } },
+            },
+          },
+        },
+      },
+    },
+    unattributedDrops: dropsSchema,
+    sendFailures: { type: 'number' },
+  },
+} as const;
