@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests and benches use: iproute2 (ip, bridge), ping, nsenter (util-linux),
-# openssl (the bench's reference).
-PACKAGES=(iproute2 iputils-ping util-linux openssl)
+# openssl (bench/crypto's reference), tcpdump and tshark (captures, independent ESP decryption).
+PACKAGES=(iproute2 iputils-ping util-linux openssl tcpdump tshark)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: veil's tests build network namespaces and need root" >&2
