@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests and benches use: iproute2 (ip, bridge), ping, nsenter (util-linux),
-# openssl (bench/crypto's reference), tcpdump and tshark (captures, independent ESP decryption).
-PACKAGES=(iproute2 iputils-ping util-linux openssl tcpdump tshark)
+# ethtool (checksum offload on the VTEP veth), openssl (bench/crypto's reference), tcpdump and
+# tshark (captures, independent ESP decryption).
+PACKAGES=(iproute2 iputils-ping util-linux ethtool openssl tcpdump tshark)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: veil's tests build network namespaces and need root" >&2

@@ -191,6 +191,11 @@ export class IproutePlumbing implements Plumbing {
       await this.ipHost(['link', 'set', HOST_LINK, 'mtu', mtu, 'up']);
       await this.ipVtep(['addr', 'replace', this.vtepAddress + cidr, 'dev', VTEP_LINK]);
       await this.ipVtep(['link', 'set', VTEP_LINK, 'mtu', mtu, 'up']);
+      // A container's TCP leaves with CHECKSUM_PARTIAL (veth offload). Encapsulated by the kernel
+      // VXLAN and delivered locally to the gateway's socket, its inner checksum would never be
+      // filled in, and the far container would drop every segment. Without tx offload on the
+      // VTEP end of this veth the kernel completes checksums (and segments) before the hand-over.
+      await this.run('ip', ['netns', 'exec', this.vtepNetns, 'ethtool', '-K', VTEP_LINK, 'tx', 'off']);
     });
   }
 

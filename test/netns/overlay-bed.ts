@@ -2,7 +2,7 @@
 // static keys generated here, one `veil gateway` process per host, containers
 // attached through the hosts' plumbing.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -14,7 +14,18 @@ import type { GatewayStatus, PairStatus } from '../../src/vxlan/gateway.js';
 import { encodeSpi } from '../../src/vxlan/spi.js';
 import { createBed, type Bed, type BedHost, type BedProcess } from './bed.js';
 
-export const CLI = resolve(import.meta.dirname, '../../dist/src/cli/veil.js');
+/** The repository root, whether this file runs from test/ (vitest) or dist/test/ (the benches). */
+function repoRoot(): string {
+  let dir = import.meta.dirname;
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = resolve(dir, '..');
+    if (up === dir) throw new Error('cannot find the repository root');
+    dir = up;
+  }
+  return dir;
+}
+
+export const CLI = join(repoRoot(), 'dist/src/cli/veil.js');
 
 export interface NetworkDef {
   id: string;
