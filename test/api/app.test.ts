@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { buildApp } from '../../src/api/app.js';
+import type { GatewayStatus } from '../../src/vxlan/gateway.js';
+
+const status: GatewayStatus = {
+  host: 'h1',
+  peers: [{ id: 'h2', address: '198.18.0.2' }],
+  networks: [{ id: 'enc', index: 1, vni: 4096, encrypted: true }],
+  pairs: [{
+    peer: 'h2', vni: 4096, encrypted: true, txPackets: 5, txBytes: 500, rxPackets: 4, rxBytes: 400,
+    drops: { 'replay-duplicate': 2 },
+    outbound: { spi: 0x40010001, epoch: 1, sealed: 5, sequenceHeadroom: 1000 },
+    inbound: [{ spi: 0x40020001, epoch: 1, opened: 4 }],
+  }],
+  unattributedDrops: { 'unknown-spi': 3 },
+  sendFailures: 0,
+};
+
+describe('API', () => {
+  const app = buildApp({ gatewayStatus: () => status });
+
+  it('GET /healthz', async () => {
+    const r = await app.inject({ method: 'GET', url: '/healthz' });
+    expect(r.statusCode).toBe(200);
+    expect(r.json()).toEqual({ status: 'ok' });
+  });
+
+  it('GET /metrics speaks Prometheus text with per-pair counters and drops by reason', async () => {
+    const r = await app.inject({ method: 'GET', url: '/metrics' });
+    expect(r.statusCode).toBe(200);
+    expect(r.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
+    expect(r.body).toContain('# TYPE veil_tx_packets_total counter');
+    expect(r.body).toContain('veil_tx_packets_total{peer="h2",vni="4096",encrypted="true"} 5');
+    expect(r.body).toContain('veil_drops_total{peer="h2",vni="4096",reason="replay-duplicate"} 2');
+    expect(r.body).toContain('veil_drops_total{peer="",vni="",reason="unknown-spi"} 3');
+    expect(r.body).toContain('veil_sa_sequence_headroom{peer="h2",vni="4096",spi="1073807361",epoch="1"} 1000');
+  });
+
+  it('GET /status passes only what its schema lists', async () => {
+    const leaky = buildApp({ gatewayStatus: () => ({ ...status, secret: 'deadbeef', pairs: [{ ...status.pairs[0]!, key: 'cafe' }] }) as unknown as GatewayStatus });
+    const r = await leaky.inject({ method: 'GET', url: '/status' });
+    expect(r.statusCode).toBe(200);
+    expect(r.body).not.toContain('deadbeef');
+    expect(r.body).not.toContain('cafe');
+    expect(r.json().pairs[0].drops).toEqual({ 'replay-duplicate': 2 });
+  });
+
+  it('unknown routes answer 404 with a code from the registry', async () => {
+    const r = await app.inject({ method: 'GET', url: '/nope' });
+    expect(r.statusCode).toBe(404);
+    expect(r.json()).toMatchObject({ code: 'VEIL_ERR_NOT_FOUND' });
+  });
+});
