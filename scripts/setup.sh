@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests and benches use: iproute2 (ip, bridge), ping, nsenter (util-linux),
-# ethtool (checksum offload on the VTEP veth), openssl (bench/crypto's reference), tcpdump and
+# ethtool and procps (checksum offload and IPv6 off in the vtep namespace), openssl (bench/crypto's reference), tcpdump and
 # tshark (captures, independent ESP decryption).
-PACKAGES=(iproute2 iputils-ping util-linux ethtool openssl tcpdump tshark)
+PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: veil's tests build network namespaces and need root" >&2

@@ -196,6 +196,11 @@ export class IproutePlumbing implements Plumbing {
       // filled in, and the far container would drop every segment. Without tx offload on the
       // VTEP end of this veth the kernel completes checksums (and segments) before the hand-over.
       await this.run('ip', ['netns', 'exec', this.vtepNetns, 'ethtool', '-K', VTEP_LINK, 'tx', 'off']);
+      // The vtep namespace must not be a host on the overlays it bridges: without IPv6 its bridges and
+      // veths get no link-local address, answer nothing and send no router solicitations or MLD
+      // reports into every network. "all" covers the links that exist, "default" those made later.
+      await this.run('ip', ['netns', 'exec', this.vtepNetns, 'sysctl', '-q', '-w',
+        'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
     });
   }
 

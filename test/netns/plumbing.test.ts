@@ -118,8 +118,12 @@ describe('IproutePlumbing on real namespaces', () => {
       for (const ns of [host.netns, host.vtepNetns]) {
         expect((await bed.exec(ns, ['ip', 'link', 'show', 'lo'])).stdout).toMatch(/<LOOPBACK,UP,LOWER_UP>/);
       }
+      // The vtep namespace is no host on the overlays: no IPv6 address on any of its links
+      // (no link-local to answer containers, no RS/MLD chatter flooded to every peer).
+      const v6 = (await bed.exec(host.vtepNetns, ['ip', '-6', '-o', 'addr', 'show'])).stdout.split('\n').filter((l) => l && !/^\d+: lo /.test(l));
+      expect(v6).toEqual([]);
     }
-    // An encrypted network gets underlay − 100.
+    // An encrypted network gets underlay − 95 (worst-case ESP-in-UDP overhead).
     const p = bed.hosts[0]!.plumbing;
     await p.ensureNetwork({ vni: 43, encrypted: true });
     const vx43 = (await bed.exec(bed.hosts[0]!.vtepNetns, ['ip', '-d', 'link', 'show', vxlanName(43)])).stdout;
