@@ -219,6 +219,9 @@ export class IproutePlumbing implements Plumbing {
       const bridge = await this.linkInfo('vtep', br);
       if (bridge && bridge.linkinfo?.info_kind !== 'bridge') await this.ipVtep(['link', 'del', br]);
       if (!bridge || bridge.linkinfo?.info_kind !== 'bridge') await this.ipVtep(['link', 'add', br, 'mtu', mtu, 'type', 'bridge']);
+      // No IGMP snooping: the bridge would join 224.0.0.106 and send IGMP reports into the overlay
+      // itself; flooding multicast to every port is what an overlay segment does anyway.
+      await this.ipVtep(['link', 'set', br, 'type', 'bridge', 'mcast_snooping', '0']);
       const vxlan = await this.linkInfo('vtep', vx);
       const data = vxlan?.linkinfo?.info_data;
       const matches =
