@@ -201,6 +201,11 @@ export class IproutePlumbing implements Plumbing {
       // reports into every network. "all" covers the links that exist, "default" those made later.
       await this.run('ip', ['netns', 'exec', this.vtepNetns, 'sysctl', '-q', '-w',
         'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+      // Where br_netfilter is loaded, bridged frames would also traverse iptables in this namespace:
+      // pointless for an overlay segment, and it halved batched throughput here. -e: hosts without
+      // the module have no such keys.
+      await this.run('ip', ['netns', 'exec', this.vtepNetns, 'sysctl', '-e', '-q', '-w',
+        'net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-ip6tables=0', 'net.bridge.bridge-nf-call-arptables=0']);
     });
   }
 
