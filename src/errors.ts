@@ -8,17 +8,29 @@ export const ERRORS = {
   VEIL_ERR_CONFIG_INSECURE: { status: 400, message: 'configuration file holds secrets but is readable by others' },
   VEIL_ERR_REQUEST_INVALID: { status: 400, message: 'invalid request' },
   VEIL_ERR_NOT_FOUND: { status: 404, message: 'not found' },
+  VEIL_ERR_NETWORK_NAME_TAKEN: { status: 409, message: 'network name already in use' },
+  VEIL_ERR_NETWORK_EXISTS: { status: 409, message: 'network id already exists' },
+  VEIL_ERR_VNI_TAKEN: { status: 409, message: 'VNI already in use' },
+  VEIL_ERR_SUBNET_OVERLAP: { status: 409, message: "subnet overlaps another network's subnet" },
+  VEIL_ERR_NETWORK_HAS_ENDPOINTS: { status: 409, message: 'network has active endpoints' },
+  VEIL_ERR_ENDPOINT_EXISTS: { status: 409, message: 'endpoint already exists' },
+  VEIL_ERR_IP_TAKEN: { status: 409, message: 'IP address already in use' },
+  VEIL_ERR_IPAM_EXHAUSTED: { status: 409, message: 'no free IP address in the network' },
+  VEIL_ERR_INDEX_EXHAUSTED: { status: 409, message: 'no free host, network index or VNI' },
+  VEIL_ERR_NOT_LEADER: { status: 503, message: 'not the key-schedule leader' },
+  VEIL_ERR_STORE_CONFLICT: { status: 503, message: 'store kept changing under a transaction; retry' },
+  VEIL_ERR_STORE_UNAVAILABLE: { status: 503, message: 'etcd unavailable' },
   VEIL_ERR_INTERNAL: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;
 
 export class VeilError extends Error {
-  override readonly name = 'VeilError';
+  override readonly name: string = 'VeilError';
   readonly status: number;
 
-  constructor(readonly code: ErrorCode, detail?: string) {
-    super(detail ? `${ERRORS[code].message}: ${detail}` : ERRORS[code].message);
+  constructor(readonly code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(detail ? `${ERRORS[code].message}: ${detail}` : ERRORS[code].message, options);
     this.status = ERRORS[code].status;
   }
 }

@@ -1,0 +1,695 @@
+/*
+ * The Store on etcd (v3 API, etcd3 client), the only importer of `etcd3`.
+ *
+ * How etcd is used (STYLE.md habit 11):
+ *  - one client namespaced to /veil/v1/ (layout.ts); no other code spells a key;
+ *  - leases for liveness: hosts/<id> and its acks live and die with the host's lease;
+ *  - every multi-key change is one transaction whose compares state what must still be
+ *    true (a key absent: Create == 0; unchanged since read: Mod == r); a failed compare
+ *    re-reads and retries, or names the conflict with a StoreError;
+ *  - "no endpoint under this network" and "no network created since I read them" are
+ *    compares over a key RANGE (etcd >= 3.3: Compare.range_end). etcd3's if()/and()
+ *    builder has no range_end, so those two transactions go to the KV client's txn()
+ *    with the prefixed keys spelled out (rangeCompare below);
+ *  - the key-schedule election is etcd3's Election (the Go client's protocol); every
+ *    leader write is fenced by a compare on the leader's own election key;
+ *  - watches start from the revision just read and resume from the last revision
+ *    delivered; a compaction past it becomes a resync (re-list, then continue).
+ */
+
+import {
+  Etcd3,
+  GRPCDeadlineExceededError,
+  GRPCUnavailableError,
+  ClientClosedError,
+  EtcdLeaseInvalidError,
+  type Campaign,
+  type Election,
+  type IKeyValue,
+  type IOptions,
+  type IRequestOp,
+  type ICompare,
+  type Lease,
+  type Namespace,
+  type Watcher,
+  type IWatchResponse,
+} from 'etcd3';
+import { StoreError } from './errors.js';
+import { HOST_INDEX_MAX, HOST_INDEX_MIN, KEYSCHEDULE_ELECTION, NETWORK_INDEX_MAX, NETWORK_INDEX_MIN, PREFIX, SEGMENT_RE, VNI_MAX, VNI_MIN, keys, prefixEnd } from './layout.js';
+import { allocRange, buildNetwork, checkAck, checkEndpoint, checkEpoch, checkHost, macFromIpv4, pickFree, pickFreeIp } from './logic.js';
+import type {
+  AckRecord,
+  EndpointRecord,
+  EndpointSpec,
+  HostLease,
+  HostRecord,
+  HostRegistration,
+  KeyEpochRecord,
+  Leadership,
+  LeaderElection,
+  Listing,
+  NetworkRecord,
+  NetworkSpec,
+  Store,
+  WatchEvent,
+  WatchHandle,
+  WatchHandler,
+} from './types.js';
+
+export interface EtcdStoreOptions {
+  endpoints: string[];
+  /** Per unary call; a call to an unreachable etcd fails with VEIL_ERR_STORE_UNAVAILABLE after this. Default 5000. */
+  callTimeoutMs?: number;
+  dialTimeoutMs?: number;
+  /** Layout prefix; default /veil/v1/. Tests may use their own to share one etcd. */
+  prefix?: string;
+}
+
+/** Optimistic transactions retry this many times before VEIL_ERR_STORE_CONFLICT. */
+const MAX_ATTEMPTS = 100;
+
+const json = (v: unknown): string => JSON.stringify(v);
+const decode = <T>(buf: Buffer | undefined): T => JSON.parse(buf ? buf.toString('utf8') : 'null') as T;
+/** Watch values: records are JSON; index keys and election keys hold bare strings. */
+function decodeLoose(buf: Buffer | undefined): unknown {
+  if (!buf || buf.length === 0) return null;
+  try {
+    return JSON.parse(buf.toString('utf8'));
+  } catch {
+    return buf.toString('utf8');
+  }
+}
+const rev = (r: string | number | undefined | null): number => Number(r ?? 0);
+
+/** A small random pause between optimistic retries so colliding writers spread out. */
+const jitter = (attempt: number): Promise<void> => new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 * attempt)));
+
+function unavailable(err: unknown): StoreError | null {
+  // etcd3 puts a circuit breaker (cockatiel) in front of each member: after 3 failures it
+  // refuses calls for 5 s with a BrokenCircuitError, which is etcd being unreachable too.
+  const brokenCircuit = typeof err === 'object' && err !== null && (err as { isBrokenCircuitError?: boolean }).isBrokenCircuitError === true;
+  if (err instanceof GRPCUnavailableError || err instanceof GRPCDeadlineExceededError || err instanceof ClientClosedError || brokenCircuit) {
+    return new StoreError('VEIL_ERR_STORE_UNAVAILABLE', (err as Error).message, { cause: err });
+  }
+  return null;
+}
+
+/** Maps client failures to StoreError; StoreErrors and programming errors pass through. */
+async function guard<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw unavailable(err) ?? err;
+  }
+}
+
+class EtcdHostLease implements HostLease {
+  private readonly ctl = new AbortController();
+  constructor(
+    readonly hostId: string,
+    readonly index: number,
+    readonly lease: Lease,
+  ) {
+    lease.on('lost', (err) => this.ctl.abort(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', `host lease lost: ${err.message}`)));
+  }
+  get lost(): AbortSignal {
+    return this.ctl.signal;
+  }
+  async revoke(): Promise<void> {
+    if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_NOT_FOUND', 'host lease revoked'));
+    await guard(() => this.lease.revoke());
+  }
+}
+
+/**
+ * Leadership on etcd. etcd3 reports a lost campaign lease only 2 x TTL after the last
+ * keepalive, while another candidate can win TTL after it. So the leader also
+ * confirms its own key every TTL/3 and gives up (lost) when it has not confirmed it
+ * for 2/3 of the TTL. The fence on every leader write is the hard guarantee; this is
+ * what makes "stop leader work now" timely.
+ */
+class EtcdLeadership implements Leadership {
+  private readonly ctl = new AbortController();
+  private readonly timer: NodeJS.Timeout;
+  private lastConfirmed = Date.now();
+
+  constructor(
+    readonly value: string,
+    readonly campaign: Campaign,
+    /** The leader's own election key (relative to the layout prefix) and its create revision: the fence. */
+    readonly fenceKey: string,
+    readonly fenceRevision: number,
+    ns: Namespace,
+    ttlSeconds: number,
+  ) {
+    const periodMs = (ttlSeconds * 1000) / 3;
+    const budgetMs = (ttlSeconds * 2000) / 3;
+    this.timer = setInterval(() => {
+      if (Date.now() - this.lastConfirmed > budgetMs) return this.lose('could not confirm leadership with etcd within 2/3 of the lease TTL');
+      const started = Date.now();
+      ns.get(fenceKey)
+        .options({ deadline: started + periodMs })
+        .exec()
+        .then((res) => {
+          const kv = res.kvs[0];
+          if (!kv || rev(kv.create_revision) !== fenceRevision) this.lose('leader key gone');
+          else this.lastConfirmed = started;
+        })
+        .catch(() => undefined); // unreachable: the budget above decides
+    }, periodMs);
+    this.timer.unref();
+  }
+  get lost(): AbortSignal {
+    return this.ctl.signal;
+  }
+  onLost(listener: (reason: Error) => void): void {
+    if (this.ctl.signal.aborted) listener(this.ctl.signal.reason as Error);
+    else this.ctl.signal.addEventListener('abort', () => listener(this.ctl.signal.reason as Error), { once: true });
+  }
+  confirmed(at: number): void {
+    this.lastConfirmed = Math.max(this.lastConfirmed, at);
+  }
+  lose(detail: string, cause?: unknown): void {
+    clearInterval(this.timer);
+    if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_NOT_LEADER', detail, { cause }));
+  }
+  async resign(): Promise<void> {
+    this.lose('resigned');
+    await guard(() => this.campaign.resign());
+  }
+}
+
+export class EtcdStore implements Store {
+  readonly client: Etcd3;
+  private readonly ns: Namespace;
+  private readonly watches = new Set<EtcdWatch>();
+  /** Released by close(): etcd3 would otherwise keep them alive after the client closes. */
+  private readonly leases = new Set<Lease>();
+  private readonly campaigns = new Set<Campaign>();
+
+  constructor(opts: EtcdStoreOptions) {
+    const callTimeoutMs = opts.callTimeoutMs ?? 5000;
+    const options: IOptions = {
+      hosts: opts.endpoints,
+      dialTimeout: opts.dialTimeoutMs ?? 3000,
+      // Unary calls get a deadline so an unreachable etcd fails fast; streams (watch, keepalive) must not.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+    };
+    this.client = new Etcd3(options);
+    this.ns = this.client.namespace(opts.prefix ?? PREFIX);
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------
+
+  private abs(key: string): Buffer {
+    return Buffer.concat([this.ns.prefix, Buffer.from(key)]);
+  }
+
+  /** A compare over every key under `prefix` (Compare.range_end), which etcd3's builder cannot express. */
+  private rangeCompare(prefix: string, target: 'Create' | 'Mod', result: 'Equal' | 'Less', value: number): ICompare {
+    const key = this.abs(prefix);
+    return { key, range_end: prefixEnd(key), target, result, [target === 'Create' ? 'create_revision' : 'mod_revision']: value };
+  }
+  private keyCompare(key: string, target: 'Create' | 'Mod', value: number): ICompare {
+    return { key: this.abs(key), target, result: 'Equal', [target === 'Create' ? 'create_revision' : 'mod_revision']: value };
+  }
+  private async rawTxn(compare: ICompare[], success: Array<Promise<IRequestOp>>, failure: Array<Promise<IRequestOp>> = []) {
+    return this.ns.kv.txn({ compare, success: await Promise.all(success), failure: await Promise.all(failure) });
+  }
+  /** Keys in a txn's range responses are absolute; strip our prefix. */
+  private rel(key: Buffer): string {
+    return key.subarray(this.ns.prefix.length).toString();
+  }
+
+  private async getAll(prefix: string): Promise<{ kvs: IKeyValue[]; revision: number }> {
+    const res = await this.ns.getAll().prefix(prefix).exec();
+    return { kvs: res.kvs, revision: rev(res.header.revision) };
+  }
+  private async list<T>(prefix: string): Promise<Listing<T>> {
+    return guard(async () => {
+      const { kvs, revision } = await this.getAll(prefix);
+      return { items: kvs.map((kv) => decode<T>(kv.value)), revision };
+    });
+  }
+  private async keySet(prefix: string): Promise<Set<string>> {
+    const res = await this.ns.getAll().prefix(prefix).keys();
+    return new Set(res.map((k) => k.slice(prefix.length)));
+  }
+  private async getOne<T>(key: string): Promise<{ value: T; modRevision: number } | null> {
+    const res = await this.ns.get(key).exec();
+    const kv = res.kvs[0];
+    return kv ? { value: decode<T>(kv.value), modRevision: rev(kv.mod_revision) } : null;
+  }
+
+  // ---- hosts -------------------------------------------------------------------------------
+
+  async registerHost(host: HostRegistration, ttlSeconds: number): Promise<HostLease> {
+    checkHost(host, ttlSeconds);
+    return guard(async () => {
+      const lease = this.ns.lease(ttlSeconds);
+      try {
+        await lease.grant();
+        for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+          const { kvs } = await this.getAll(keys.hostIndexPrefix());
+          const mine = kvs.find((kv) => kv.value.toString() === host.id);
+          const indexOf = (kv: IKeyValue): number => Number(kv.key.toString().slice(keys.hostIndexPrefix().length));
+          const index = mine ? indexOf(mine) : pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(kvs.map(indexOf)), attempt);
+          if (index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
+          const record: HostRecord = { ...host, index };
+          const idx = keys.hostIndex(index);
+          // The index is claimed once, forever: a restarted host finds its own and keeps its SPIs' sender field.
+          const txn = mine
+            ? this.ns.if(idx, 'Value', '==', host.id).then(lease.put(keys.host(host.id)).value(json(record)))
+            : this.ns.if(idx, 'Create', '==', 0).then(this.ns.put(idx).value(host.id), lease.put(keys.host(host.id)).value(json(record)));
+          if ((await txn.commit()).succeeded) {
+            this.leases.add(lease);
+            return new EtcdHostLease(host.id, index, lease);
+          }
+          await jitter(attempt);
+        }
+        throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'host index allocation');
+      } catch (err) {
+        await lease.revoke().catch(() => undefined);
+        throw err;
+      }
+    });
+  }
+
+  listHosts(): Promise<Listing<HostRecord>> {
+    return this.list<HostRecord>(keys.hostsPrefix());
+  }
+
+  // ---- networks ----------------------------------------------------------------------------
+
+  async createNetwork(spec: NetworkSpec): Promise<NetworkRecord> {
+    return guard(async () => {
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const networks = await this.list<NetworkRecord>(keys.networksPrefix());
+        const base = buildNetwork(spec, networks.items, new Date()); // validation and overlap, before any write
+        const [vnis, indexes] = await Promise.all([this.keySet(keys.vnisPrefix()), this.keySet(keys.netIndexPrefix())]);
+        const vni = base.vni ?? pickFree(VNI_MIN, VNI_MAX, new Set([...vnis].map(Number)), attempt);
+        const index = pickFree(NETWORK_INDEX_MIN, NETWORK_INDEX_MAX, new Set([...indexes].map(Number)), attempt);
+        if (vni === null || index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', vni === null ? 'no free VNI' : 'no free network index');
+        const record: NetworkRecord = { ...base, vni, index };
+        const res = await this.rawTxn(
+          [
+            this.keyCompare(keys.name(record.name), 'Create', 0),
+            this.keyCompare(keys.vni(vni), 'Create', 0),
+            this.keyCompare(keys.netIndex(index), 'Create', 0),
+            this.keyCompare(keys.network(record.id), 'Create', 0),
+            // No network was created or changed since the overlap check read them.
+            this.rangeCompare(keys.networksPrefix(), 'Mod', 'Less', networks.revision + 1),
+          ],
+          [
+            this.ns.put(keys.network(record.id)).value(json(record)).op(),
+            this.ns.put(keys.name(record.name)).value(record.id).op(),
+            this.ns.put(keys.vni(vni)).value(record.id).op(),
+            this.ns.put(keys.netIndex(index)).value(record.id).op(),
+          ],
+          [this.ns.get(keys.name(record.name)).op(), this.ns.get(keys.vni(vni)).op(), this.ns.get(keys.network(record.id)).op()],
+        );
+        if (res.succeeded) return record;
+        const [nameTaken, vniTaken, idTaken] = res.responses.map((r) => (r.response_range?.kvs.length ?? 0) > 0);
+        if (nameTaken) throw new StoreError('VEIL_ERR_NETWORK_NAME_TAKEN', record.name);
+        if (vniTaken && spec.vni !== undefined) throw new StoreError('VEIL_ERR_VNI_TAKEN', String(spec.vni));
+        if (idTaken) throw new StoreError('VEIL_ERR_NETWORK_EXISTS', record.id);
+        await jitter(attempt); // lost a race for a VNI or an index, or another network appeared: re-read
+      }
+      throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'network creation');
+    });
+  }
+
+  private async findNetwork(idOrName: string): Promise<{ value: NetworkRecord; modRevision: number }> {
+    // Not a possible id or name (layout.ts SEGMENT_RE): nothing to look up.
+    let found = SEGMENT_RE.test(idOrName) ? await this.getOne<NetworkRecord>(keys.network(idOrName)) : null;
+    if (!found && SEGMENT_RE.test(idOrName)) {
+      const id = await this.ns.get(keys.name(idOrName)).string();
+      if (id) found = await this.getOne<NetworkRecord>(keys.network(id));
+    }
+    if (!found) throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${idOrName}`);
+    return found;
+  }
+
+  getNetwork(idOrName: string): Promise<NetworkRecord> {
+    return guard(async () => (await this.findNetwork(idOrName)).value);
+  }
+
+  listNetworks(): Promise<Listing<NetworkRecord>> {
+    return this.list<NetworkRecord>(keys.networksPrefix());
+  }
+
+  async deleteNetwork(idOrName: string): Promise<void> {
+    return guard(async () => {
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const { value: net, modRevision } = await this.findNetwork(idOrName);
+        const res = await this.rawTxn(
+          [this.keyCompare(keys.network(net.id), 'Mod', modRevision), this.rangeCompare(keys.endpointsPrefix(net.id), 'Create', 'Equal', 0)],
+          [
+            this.ns.delete().key(keys.network(net.id)).op(),
+            this.ns.delete().key(keys.name(net.name)).op(),
+            this.ns.delete().key(keys.vni(net.vni)).op(),
+            this.ns.delete().key(keys.netIndex(net.index)).op(),
+            this.ns.delete().prefix(keys.ipamPrefix(net.id)).op(),
+            this.ns.delete().prefix(keys.keysPrefix(net.id)).op(),
+            this.ns.delete().prefix(keys.acksPrefix(net.id)).op(),
+          ],
+          [this.ns.getAll().prefix(keys.endpointsPrefix(net.id)).limit(1).op()],
+        );
+        if (res.succeeded) return;
+        const count = rev(res.responses[0]?.response_range?.count);
+        if (count > 0) throw new StoreError('VEIL_ERR_NETWORK_HAS_ENDPOINTS', `network ${net.name} has ${count} endpoint(s)`);
+        await jitter(attempt);
+      }
+      throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'network deletion');
+    });
+  }
+
+  // ---- endpoints ---------------------------------------------------------------------------
+
+  async createEndpoint(spec: EndpointSpec): Promise<EndpointRecord> {
+    return guard(async () => {
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const { value: net, modRevision } = await this.findNetwork(spec.networkId);
+        const { id, requestedIp } = checkEndpoint(spec, net);
+        const taken = await this.keySet(keys.ipamPrefix(net.id));
+        if (requestedIp !== undefined && taken.has(requestedIp)) throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
+        const ip = requestedIp ?? pickFreeIp(allocRange(net.ipam), taken, attempt);
+        if (ip === null) throw new StoreError('VEIL_ERR_IPAM_EXHAUSTED', `network ${net.name} (${net.ipam.ipRange ?? net.ipam.subnet})`);
+        const record: EndpointRecord = {
+          id,
+          networkId: net.id,
+          name: spec.name,
+          aliases: [...(spec.aliases ?? [])],
+          hostId: spec.hostId,
+          mac: spec.mac ?? macFromIpv4(ip),
+          ipv4: ip,
+        };
+        const res = await this.ns
+          .if(keys.network(net.id), 'Mod', '==', modRevision)
+          .and(keys.ipam(net.id, ip), 'Create', '==', 0)
+          .and(keys.endpoint(net.id, id), 'Create', '==', 0)
+          .then(this.ns.put(keys.ipam(net.id, ip)).value(id), this.ns.put(keys.endpoint(net.id, id)).value(json(record)))
+          .else(this.ns.get(keys.endpoint(net.id, id)), this.ns.get(keys.ipam(net.id, ip)))
+          .commit();
+        if (res.succeeded) return record;
+        const [epTaken, ipTaken] = res.responses.map((r) => (r.response_range?.kvs.length ?? 0) > 0);
+        if (epTaken) throw new StoreError('VEIL_ERR_ENDPOINT_EXISTS', `${id} in network ${net.name}`);
+        if (ipTaken && requestedIp !== undefined) throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
+        await jitter(attempt);
+      }
+      throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'IP allocation');
+    });
+  }
+
+  listEndpoints(networkId?: string): Promise<Listing<EndpointRecord>> {
+    return this.list<EndpointRecord>(keys.endpointsPrefix(networkId));
+  }
+
+  async deleteEndpoint(networkId: string, endpointId: string): Promise<void> {
+    return guard(async () => {
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const found = SEGMENT_RE.test(networkId) && SEGMENT_RE.test(endpointId) ? await this.getOne<EndpointRecord>(keys.endpoint(networkId, endpointId)) : null;
+        if (!found) throw new StoreError('VEIL_ERR_NOT_FOUND', `endpoint ${endpointId} in network ${networkId}`);
+        const ep = found.value;
+        const res = await this.ns
+          .if(keys.endpoint(networkId, endpointId), 'Mod', '==', found.modRevision)
+          .then(this.ns.delete().key(keys.endpoint(networkId, endpointId)), this.ns.delete().key(keys.ipam(networkId, ep.ipv4)))
+          .commit();
+        if (res.succeeded) return;
+        await jitter(attempt);
+      }
+      throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'endpoint deletion');
+    });
+  }
+
+  // ---- key epochs and acks -------------------------------------------------------------------
+
+  private fence(leader: Leadership): EtcdLeadership {
+    if (!(leader instanceof EtcdLeadership)) throw new TypeError('leadership from another store');
+    if (leader.lost.aborted) throw new StoreError('VEIL_ERR_NOT_LEADER', 'leadership already lost');
+    return leader;
+  }
+
+  async putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void> {
+    checkEpoch(record);
+    const l = this.fence(leader);
+    return guard(async () => {
+      const started = Date.now();
+      const res = await this.ns.if(l.fenceKey, 'Create', '==', l.fenceRevision).then(this.ns.put(keys.keyEpoch(record.networkId, record.epoch)).value(json(record))).commit();
+      if (res.succeeded) l.confirmed(started);
+      else {
+        l.lose('leader key gone');
+        throw new StoreError('VEIL_ERR_NOT_LEADER', 'leader key gone; write refused');
+      }
+    });
+  }
+
+  async deleteEpoch(leader: Leadership, networkId: string, epoch: number): Promise<void> {
+    const l = this.fence(leader);
+    return guard(async () => {
+      const res = await this.ns
+        .if(l.fenceKey, 'Create', '==', l.fenceRevision)
+        .then(this.ns.delete().key(keys.keyEpoch(networkId, epoch)), this.ns.delete().prefix(keys.acksPrefix(networkId, epoch)))
+        .commit();
+      if (!res.succeeded) {
+        l.lose('leader key gone');
+        throw new StoreError('VEIL_ERR_NOT_LEADER', 'leader key gone; write refused');
+      }
+    });
+  }
+
+  async getEpochs(networkId: string): Promise<Listing<KeyEpochRecord>> {
+    const l = await this.list<KeyEpochRecord>(keys.keysPrefix(networkId));
+    l.items.sort((a, b) => a.epoch - b.epoch);
+    return l;
+  }
+
+  async ack(host: HostLease, record: AckRecord): Promise<void> {
+    if (!(host instanceof EtcdHostLease)) throw new TypeError('host lease from another store');
+    checkAck(record, host.hostId);
+    if (host.lost.aborted) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease lost');
+    await guard(async () => {
+      await host.lease.put(keys.ack(record.networkId, record.epoch, record.hostId)).value(json(record)).exec();
+    }).catch((err: unknown) => {
+      throw err instanceof EtcdLeaseInvalidError ? new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease expired', { cause: err }) : err;
+    });
+  }
+
+  listAcks(networkId: string, epoch: number): Promise<Listing<AckRecord>> {
+    return this.list<AckRecord>(keys.acksPrefix(networkId, epoch));
+  }
+
+  // ---- election ----------------------------------------------------------------------------
+
+  election(name: string = KEYSCHEDULE_ELECTION, ttlSeconds = 10): LeaderElection {
+    const election: Election = this.ns.election(name, ttlSeconds);
+    const electionPrefix = keys.electionPrefix(name);
+    const ns = this.ns;
+    const campaigns = this.campaigns;
+    return {
+      campaign(value, opts = {}) {
+        return new Promise<Leadership>((resolve, reject) => {
+          if (opts.signal?.aborted) return reject(opts.signal.reason);
+          const campaign = election.campaign(value);
+          campaigns.add(campaign);
+          let leadership: EtcdLeadership | null = null;
+          const onAbort = (): void => {
+            campaign.resign().catch(() => undefined);
+            reject(opts.signal?.reason);
+          };
+          opts.signal?.addEventListener('abort', onAbort, { once: true });
+          campaign.on('error', (err) => {
+            opts.signal?.removeEventListener('abort', onAbort);
+            if (leadership) leadership.lose('campaign failed', err);
+            else reject(unavailable(err) ?? err);
+          });
+          campaign.on('elected', () => {
+            opts.signal?.removeEventListener('abort', onAbort);
+            (async () => {
+              const abs = await campaign.getCampaignKey();
+              const fenceKey = electionPrefix + abs.slice(abs.lastIndexOf('/') + 1);
+              const kv = (await ns.get(fenceKey).exec()).kvs[0];
+              if (!kv) throw new StoreError('VEIL_ERR_NOT_LEADER', 'election key vanished as it was won');
+              leadership = new EtcdLeadership(value, campaign, fenceKey, rev(kv.create_revision), ns, ttlSeconds);
+              resolve(leadership);
+            })().catch((err: unknown) => {
+              campaign.resign().catch(() => undefined);
+              reject(unavailable(err) ?? err);
+            });
+          });
+        });
+      },
+      leader: () => guard(() => election.leader()),
+      async observe(onChange) {
+        const observer = await guard(() => election.observe());
+        onChange(observer.leader());
+        observer.on('change', onChange);
+        observer.on('error', () => onChange(undefined));
+        return { cancel: () => observer.cancel() };
+      },
+    };
+  }
+
+  // ---- watch -------------------------------------------------------------------------------
+
+  async watch(prefix: string, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
+    const w = new EtcdWatch(this.ns, prefix, fromRevision, handler, () => this.watches.delete(w));
+    this.watches.add(w);
+    w.start();
+    return w;
+  }
+
+  // ---- maintenance (tests, diagnostics) ---------------------------------------------------------
+
+  async dump(): Promise<Map<string, string>> {
+    return guard(async () => {
+      const { kvs } = await this.getAll('');
+      return new Map(kvs.map((kv) => [kv.key.toString(), kv.value.toString()]));
+    });
+  }
+
+  /** The current revision of the whole etcd keyspace. */
+  async revision(): Promise<number> {
+    return guard(async () => rev((await this.ns.get('\0').exec()).header.revision));
+  }
+
+  /** Compacts etcd's history up to `revision` (what an operator's auto-compaction does). */
+  async compact(revision: number): Promise<void> {
+    await guard(() => this.client.kv.compact({ revision, physical: true }));
+  }
+
+  /**
+   * Stops this client like a process exit: watches end, host leases stop being kept
+   * alive (hosts/<id> and its acks expire after the TTL; call HostLease.revoke() first
+   * for a clean leave), and campaigns resign so the next candidate takes over at once.
+   */
+  async close(): Promise<void> {
+    await Promise.all([...this.watches].map((w) => w.cancel()));
+    for (const lease of this.leases) lease.release();
+    await Promise.all([...this.campaigns].map((c) => c.resign().catch(() => undefined)));
+    this.client.close();
+  }
+}
+
+/**
+ * One watch. etcd3 re-attaches watchers itself after a disconnect, but it resumes
+ * from the header revision of the last response (or of the create response), which
+ * can skip events still in flight. So on a disconnect this cancels the etcd3
+ * watcher and opens a new one from the last revision it delivered, and drops any
+ * event at or below it (at-most-once per revision, in order).
+ */
+class EtcdWatch implements WatchHandle {
+  private last: number;
+  private watcher: Watcher | null = null;
+  private cancelled = false;
+  private backoffMs = 50;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly ns: Namespace,
+    private readonly prefix: string,
+    fromRevision: number,
+    private readonly handler: WatchHandler,
+    private readonly onCancel: () => void,
+  ) {
+    this.last = fromRevision - 1;
+  }
+
+  get lastRevision(): number {
+    return this.last;
+  }
+
+  start(): void {
+    if (this.cancelled) return;
+    const w = this.ns.watch().prefix(this.prefix).withPreviousKV().startRevision(String(this.last + 1)).watcher();
+    this.watcher = w;
+    w.on('connected', () => {
+      this.backoffMs = 50;
+    });
+    w.on('data', (res: IWatchResponse) => this.deliver(res));
+    w.on('disconnected', (err) => {
+      this.handler.onDisconnected?.(err);
+      this.restart(w);
+    });
+    w.on('error', (err) => this.onError(w, err));
+  }
+
+  private deliver(res: IWatchResponse): void {
+    const floor = this.last;
+    const events: WatchEvent[] = [];
+    for (const ev of res.events) {
+      const revision = rev(ev.kv.mod_revision);
+      if (revision <= floor) continue; // already delivered before a reconnect
+      const isPut = ev.type === 'Put';
+      const valueBuf = isPut ? ev.kv.value : ev.prev_kv?.value;
+      events.push({ type: isPut ? 'put' : 'delete', key: ev.kv.key.toString(), value: decodeLoose(valueBuf), revision });
+    }
+    if (events.length === 0) return;
+    this.last = events[events.length - 1]!.revision;
+    this.handler.onEvents(events);
+  }
+
+  /** Detach the old watcher, then open a new one from the last delivered revision, with backoff. */
+  private restart(old: Watcher | null): void {
+    if (old) {
+      if (this.watcher !== old) return;
+      this.watcher = null;
+      old.removeAllListeners();
+      old.on('error', () => undefined);
+      old.cancel().catch(() => undefined);
+    }
+    if (this.cancelled || this.timer) return;
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(2000, this.backoffMs * 2);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.start();
+    }, delay);
+  }
+
+  /** etcd canceled the watch; the usual reason is a compaction past our revision: resync. */
+  private onError(w: Watcher, err: Error): void {
+    if (this.watcher !== w) return;
+    this.watcher = null;
+    w.removeAllListeners();
+    (async () => {
+      try {
+        await this.ns.get('\0').revision(this.last + 1).exec();
+        // Not compacted (the revision is readable or in the future): just reopen.
+        this.restart(null);
+      } catch (probe) {
+        if (probe instanceof Error && /compacted/.test(probe.message)) {
+          const res = await this.ns.getAll().prefix(this.prefix).exec();
+          const revision = rev(res.header.revision);
+          this.last = revision;
+          this.handler.onResync(
+            res.kvs.map((kv) => ({ key: kv.key.toString(), value: decodeLoose(kv.value) })),
+            revision,
+          );
+          this.start();
+        } else {
+          this.handler.onDisconnected?.(err);
+          this.restart(null);
+        }
+      }
+    })().catch((e: unknown) => {
+      // etcd unreachable while resyncing: try again later from the same revision.
+      this.handler.onDisconnected?.(e instanceof Error ? e : new Error(String(e)));
+      this.restart(null);
+    });
+  }
+
+  async cancel(): Promise<void> {
+    this.cancelled = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const w = this.watcher;
+    this.watcher = null;
+    this.onCancel();
+    if (w) {
+      w.removeAllListeners();
+      w.on('error', () => undefined);
+      await w.cancel().catch(() => undefined);
+    }
+  }
+}

@@ -1,0 +1,119 @@
+/*
+ * The etcd key layout (DESIGN.md, "etcd layout"). Every key below is relative to
+ * PREFIX; the etcd client is namespaced to it, so no other file spells a key.
+ *
+ *   hosts/<hostId>                        HostRecord, bound to the host's lease
+ *   networks/<id>                         NetworkRecord
+ *   names/<name>                          network id      (name uniqueness)
+ *   vnis/<vni>                            network id      (VNI uniqueness)
+ *   endpoints/<networkId>/<endpointId>    EndpointRecord
+ *   ipam/<networkId>/<ip>                 endpoint id     (one transaction allocates)
+ *   keys/<networkId>/<epoch>              KeyEpochRecord  (wrapped secrets only)
+ *   acks/<networkId>/<epoch>/<hostId>     AckRecord, bound to the host's lease
+ *   election/keyschedule/<leaseId>        etcd3's election keys (leader = lowest create revision)
+ *   hostindex/<n>                         host id, n in 1..16383 (SPI sender field), never freed
+ *   netindex/<n>                          network id, n in 0..65535 (SPI network field), freed with the network
+ */
+
+import { SPI_HOST_INDEX_MAX, SPI_NETWORK_INDEX_MAX } from '../vxlan/spi.js';
+
+export const PREFIX = '/veil/v1/';
+
+export const HOST_INDEX_MIN = 1;
+export const HOST_INDEX_MAX = SPI_HOST_INDEX_MAX;
+export const NETWORK_INDEX_MIN = 0;
+export const NETWORK_INDEX_MAX = SPI_NETWORK_INDEX_MAX;
+/** Docker's overlay driver allocates VNIs from 4096 (libnetwork/drivers/overlay/ovmanager). */
+export const VNI_MIN = 4096;
+export const VNI_MAX = 16_777_215;
+
+export const KEYSCHEDULE_ELECTION = 'keyschedule';
+
+/** Ids and names become key segments: no '/', nothing empty. */
+export const SEGMENT_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
+
+function seg(what: string, v: string): string {
+  if (!SEGMENT_RE.test(v)) throw new RangeError(`${what} "${v}" cannot be a key segment`);
+  return v;
+}
+function num(what: string, v: number): string {
+  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${what} must be a non-negative integer`);
+  return String(v);
+}
+
+export const keys = {
+  hostsPrefix: (): string => 'hosts/',
+  host: (hostId: string): string => `hosts/${seg('host id', hostId)}`,
+
+  networksPrefix: (): string => 'networks/',
+  network: (id: string): string => `networks/${seg('network id', id)}`,
+  name: (name: string): string => `names/${seg('network name', name)}`,
+  vnisPrefix: (): string => 'vnis/',
+  vni: (vni: number): string => `vnis/${num('vni', vni)}`,
+
+  endpointsPrefix: (networkId?: string): string => (networkId === undefined ? 'endpoints/' : `endpoints/${seg('network id', networkId)}/`),
+  endpoint: (networkId: string, endpointId: string): string => `endpoints/${seg('network id', networkId)}/${seg('endpoint id', endpointId)}`,
+
+  ipamPrefix: (networkId: string): string => `ipam/${seg('network id', networkId)}/`,
+  ipam: (networkId: string, ip: string): string => `ipam/${seg('network id', networkId)}/${seg('ip', ip)}`,
+
+  keysPrefix: (networkId?: string): string => (networkId === undefined ? 'keys/' : `keys/${seg('network id', networkId)}/`),
+  keyEpoch: (networkId: string, epoch: number): string => `keys/${seg('network id', networkId)}/${num('epoch', epoch)}`,
+
+  acksPrefix: (networkId?: string, epoch?: number): string =>
+    networkId === undefined ? 'acks/' : epoch === undefined ? `acks/${seg('network id', networkId)}/` : `acks/${seg('network id', networkId)}/${num('epoch', epoch)}/`,
+  ack: (networkId: string, epoch: number, hostId: string): string => `acks/${seg('network id', networkId)}/${num('epoch', epoch)}/${seg('host id', hostId)}`,
+
+  electionPrefix: (name: string = KEYSCHEDULE_ELECTION): string => `election/${seg('election', name)}/`,
+
+  hostIndexPrefix: (): string => 'hostindex/',
+  hostIndex: (n: number): string => `hostindex/${num('host index', n)}`,
+  netIndexPrefix: (): string => 'netindex/',
+  netIndex: (n: number): string => `netindex/${num('network index', n)}`,
+} as const;
+
+/** What a key (relative to PREFIX) names: lets watchers route events without string surgery. */
+export type ParsedKey =
+  | { kind: 'host'; hostId: string }
+  | { kind: 'network'; networkId: string }
+  | { kind: 'name'; name: string }
+  | { kind: 'vni'; vni: number }
+  | { kind: 'endpoint'; networkId: string; endpointId: string }
+  | { kind: 'ipam'; networkId: string; ip: string }
+  | { kind: 'keyEpoch'; networkId: string; epoch: number }
+  | { kind: 'ack'; networkId: string; epoch: number; hostId: string }
+  | { kind: 'election'; name: string; candidate: string }
+  | { kind: 'hostIndex'; index: number }
+  | { kind: 'netIndex'; index: number };
+
+export function parseKey(key: string): ParsedKey | null {
+  const p = key.split('/');
+  const [a, b, c, d] = p;
+  if (b === undefined || b === '') return null;
+  switch (a) {
+    case 'hosts': return p.length === 2 ? { kind: 'host', hostId: b } : null;
+    case 'networks': return p.length === 2 ? { kind: 'network', networkId: b } : null;
+    case 'names': return p.length === 2 ? { kind: 'name', name: b } : null;
+    case 'vnis': return p.length === 2 ? { kind: 'vni', vni: Number(b) } : null;
+    case 'endpoints': return p.length === 3 && c ? { kind: 'endpoint', networkId: b, endpointId: c } : null;
+    case 'ipam': return p.length === 3 && c ? { kind: 'ipam', networkId: b, ip: c } : null;
+    case 'keys': return p.length === 3 && c ? { kind: 'keyEpoch', networkId: b, epoch: Number(c) } : null;
+    case 'acks': return p.length === 4 && c && d ? { kind: 'ack', networkId: b, epoch: Number(c), hostId: d } : null;
+    case 'election': return p.length === 3 && c ? { kind: 'election', name: b, candidate: c } : null;
+    case 'hostindex': return p.length === 2 ? { kind: 'hostIndex', index: Number(b) } : null;
+    case 'netindex': return p.length === 2 ? { kind: 'netIndex', index: Number(b) } : null;
+    default: return null;
+  }
+}
+
+/** The first key after every key that starts with `prefix` (etcd's range_end for a prefix). */
+export function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]! += 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}

@@ -1,0 +1,208 @@
+/*
+ * Pure rules shared by both Store implementations: validation, IPv4/CIDR arithmetic,
+ * IP, VNI and index choice. No I/O, so etcd.ts and memory.ts cannot drift apart.
+ */
+
+import { randomBytes } from 'node:crypto';
+import { StoreError } from './errors.js';
+import { SEGMENT_RE, VNI_MAX, VNI_MIN } from './layout.js';
+import type { AckRecord, EndpointSpec, HostRegistration, IpamConfig, KeyEpochRecord, NetworkRecord, NetworkSpec } from './types.js';
+
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const HEX32_RE = /^[0-9a-fA-F]{64}$/;
+const BASE64_RE = /^[A-Za-z0-9+/]+={0,2}$/;
+
+function invalid(what: string): never {
+  throw new StoreError('VEIL_ERR_REQUEST_INVALID', what);
+}
+
+export function newId(): string {
+  return randomBytes(32).toString('hex');
+}
+
+export function parseIpv4(s: string): number | null {
+  if (!IPV4_RE.test(s)) return null;
+  return s.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+}
+export function formatIpv4(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+export interface Cidr {
+  /** First address (the network address), as an unsigned 32-bit number. */
+  first: number;
+  /** Last address (the broadcast address). */
+  last: number;
+  prefixLength: number;
+}
+
+export function parseCidr(s: string): Cidr | null {
+  const [ip, len, extra] = s.split('/');
+  if (ip === undefined || len === undefined || extra !== undefined || !/^\d{1,2}$/.test(len)) return null;
+  const base = parseIpv4(ip);
+  const prefixLength = Number(len);
+  if (base === null || prefixLength > 32) return null;
+  const size = 2 ** (32 - prefixLength);
+  if (base % size !== 0) return null; // host bits set: "10.0.0.1/24" is ambiguous, refuse it
+  return { first: base, last: base + size - 1, prefixLength };
+}
+
+export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
+  return a.first <= b.last && b.first <= a.last;
+}
+
+/** Addresses endpoints may take: the ip-range (or subnet) minus network, broadcast and gateway. */
+export interface AllocRange {
+  first: number;
+  last: number;
+  exclude: Set<number>;
+}
+
+export function allocRange(ipam: IpamConfig): AllocRange {
+  const subnet = parseCidr(ipam.subnet);
+  const range = ipam.ipRange ? parseCidr(ipam.ipRange) : subnet;
+  const gateway = parseIpv4(ipam.gateway);
+  if (!subnet || !range || gateway === null) invalid(`ipam ${JSON.stringify(ipam)}`);
+  return { first: range.first, last: range.last, exclude: new Set([subnet.first, subnet.last, gateway]) };
+}
+
+export function isAllocatable(r: AllocRange, ip: number): boolean {
+  return ip >= r.first && ip <= r.last && !r.exclude.has(ip);
+}
+
+/** Counts allocatable addresses, stopping at `atLeast` (ranges can hold 2^24 addresses). */
+function countAllocatable(r: AllocRange, atLeast: number): number {
+  let n = 0;
+  for (let ip = r.first; ip <= r.last && n < atLeast; ip++) if (!r.exclude.has(ip)) n++;
+  return n;
+}
+
+/**
+ * A free address: the lowest one on the first attempt (predictable, like Docker), a
+ * random starting point on retries so concurrent allocators stop colliding. null
+ * when the range is exhausted.
+ */
+export function pickFreeIp(r: AllocRange, taken: ReadonlySet<string>, attempt: number): string | null {
+  const size = r.last - r.first + 1;
+  const start = attempt === 0 ? 0 : Math.floor(Math.random() * size);
+  for (let i = 0; i < size; i++) {
+    const ip = r.first + ((start + i) % size);
+    if (!r.exclude.has(ip) && !taken.has(formatIpv4(ip))) return formatIpv4(ip);
+  }
+  return null;
+}
+
+/** Lowest free integer in [min, max] (first attempt), else from a random starting point. */
+export function pickFree(min: number, max: number, taken: ReadonlySet<number>, attempt: number): number | null {
+  const size = max - min + 1;
+  if (taken.size >= size) return null;
+  const start = attempt === 0 ? 0 : Math.floor(Math.random() * size);
+  for (let i = 0; i < size; i++) {
+    const n = min + ((start + i) % size);
+    if (!taken.has(n)) return n;
+  }
+  return null;
+}
+
+export function macFromIpv4(ip: string): string {
+  const n = parseIpv4(ip);
+  if (n === null) invalid(`ip "${ip}"`);
+  return ['02', '42', ...[n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
+function checkSegment(what: string, v: unknown): string {
+  if (typeof v !== 'string' || !SEGMENT_RE.test(v)) invalid(`${what} must match ${SEGMENT_RE.source}`);
+  return v;
+}
+function checkStringMap(what: string, v: unknown): Record<string, string> {
+  if (v === undefined) return {};
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) invalid(`${what} must be an object of strings`);
+  for (const x of Object.values(v)) if (typeof x !== 'string') invalid(`${what} must be an object of strings`);
+  return { ...(v as Record<string, string>) };
+}
+
+/**
+ * Validates a network spec and fills its defaults; checks the subnet against the
+ * other networks. Everything but the uniqueness claims (name, VNI, index), which
+ * the transaction makes.
+ */
+export function buildNetwork(spec: NetworkSpec, others: readonly NetworkRecord[], now: Date): Omit<NetworkRecord, 'vni' | 'index'> & { vni?: number } {
+  const id = spec.id === undefined ? newId() : checkSegment('network id', spec.id);
+  const name = checkSegment('network name', spec.name);
+  if (spec.vni !== undefined && (!Number.isInteger(spec.vni) || spec.vni < VNI_MIN || spec.vni > VNI_MAX)) invalid(`vni must be an integer in ${VNI_MIN}..${VNI_MAX}`);
+  const ipamIn = spec.ipam;
+  if (typeof ipamIn !== 'object' || ipamIn === null) invalid('ipam.subnet is required');
+  const subnet = parseCidr(ipamIn.subnet);
+  if (!subnet) invalid(`ipam.subnet "${ipamIn.subnet}" is not an IPv4 CIDR`);
+  const gateway = ipamIn.gateway === undefined ? subnet.first + 1 : parseIpv4(ipamIn.gateway);
+  if (gateway === null) invalid(`ipam.gateway "${ipamIn.gateway}" is not an IPv4 address`);
+  if (gateway <= subnet.first || gateway >= subnet.last) invalid(`ipam.gateway ${formatIpv4(gateway)} is not a usable address of ${ipamIn.subnet}`);
+  if (ipamIn.ipRange !== undefined) {
+    const range = parseCidr(ipamIn.ipRange);
+    if (!range) invalid(`ipam.ipRange "${ipamIn.ipRange}" is not an IPv4 CIDR`);
+    if (range.first < subnet.first || range.last > subnet.last) invalid(`ipam.ipRange ${ipamIn.ipRange} is not inside ${ipamIn.subnet}`);
+  }
+  const ipam: IpamConfig = { subnet: ipamIn.subnet, gateway: formatIpv4(gateway), ...(ipamIn.ipRange !== undefined ? { ipRange: ipamIn.ipRange } : {}) };
+  if (countAllocatable(allocRange(ipam), 2) < 2) invalid(`ipam leaves room for fewer than two endpoints`);
+  for (const o of others) {
+    const os = parseCidr(o.ipam.subnet);
+    if (os && cidrsOverlap(os, subnet)) throw new StoreError('VEIL_ERR_SUBNET_OVERLAP', `${ipamIn.subnet} overlaps ${o.ipam.subnet} of network ${o.name}`);
+  }
+  return {
+    id,
+    name,
+    driver: 'overlay',
+    ...(spec.vni !== undefined ? { vni: spec.vni } : {}),
+    encrypted: spec.encrypted ?? false,
+    attachable: spec.attachable ?? false,
+    internal: spec.internal ?? false,
+    labels: checkStringMap('labels', spec.labels),
+    ipam,
+    options: checkStringMap('options', spec.options),
+    created: now.toISOString(),
+  };
+}
+
+/** Validates an endpoint spec against its network; returns the requested IP (if any) as a number. */
+export function checkEndpoint(spec: EndpointSpec, network: NetworkRecord): { id: string; requestedIp: string | undefined } {
+  const id = spec.id === undefined ? newId() : checkSegment('endpoint id', spec.id);
+  checkSegment('host id', spec.hostId);
+  if (typeof spec.name !== 'string' || spec.name.length === 0 || spec.name.length > 255) invalid('endpoint name must be 1..255 characters');
+  if (spec.aliases !== undefined && (!Array.isArray(spec.aliases) || spec.aliases.some((a) => typeof a !== 'string' || a.length === 0))) invalid('aliases must be non-empty strings');
+  if (spec.mac !== undefined && !MAC_RE.test(spec.mac)) invalid(`mac "${spec.mac}" must be six lower-case hex bytes`);
+  if (spec.ipv4 !== undefined) {
+    const ip = parseIpv4(spec.ipv4);
+    if (ip === null) invalid(`ipv4 "${spec.ipv4}" is not an IPv4 address`);
+    const subnet = parseCidr(network.ipam.subnet)!;
+    if (ip < subnet.first || ip > subnet.last) invalid(`ipv4 ${spec.ipv4} is not in ${network.ipam.subnet}`);
+    const r = allocRange({ ...network.ipam, ipRange: undefined });
+    if (r.exclude.has(ip)) invalid(`ipv4 ${spec.ipv4} is the network, broadcast or gateway address`);
+  }
+  return { id, requestedIp: spec.ipv4 };
+}
+
+export function checkHost(h: HostRegistration, ttlSeconds: number): void {
+  checkSegment('host id', h.id);
+  if (parseIpv4(h.address) === null) invalid(`host address "${h.address}" is not an IPv4 address`);
+  if (!HEX32_RE.test(h.publicKey)) invalid('host publicKey must be 32 bytes of hex');
+  for (const k of ['os', 'arch', 'version', 'incarnation'] as const) if (typeof h[k] !== 'string' || h[k].length === 0) invalid(`host ${k} must be a non-empty string`);
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) invalid('lease TTL must be a positive integer of seconds');
+}
+
+export function checkEpoch(r: KeyEpochRecord): void {
+  checkSegment('network id', r.networkId);
+  if (!Number.isSafeInteger(r.epoch) || r.epoch < 0) invalid('epoch must be a non-negative integer');
+  if (!['published', 'active', 'retired'].includes(r.state)) invalid(`epoch state "${String(r.state)}"`);
+  if (typeof r.wrapped !== 'object' || r.wrapped === null) invalid('wrapped must be an object');
+  for (const [host, w] of Object.entries(r.wrapped)) {
+    checkSegment('host id', host);
+    if (typeof w !== 'string' || !BASE64_RE.test(w)) invalid(`wrapped secret for ${host} must be base64`);
+  }
+}
+
+export function checkAck(r: AckRecord, hostId: string): void {
+  checkSegment('network id', r.networkId);
+  if (!Number.isSafeInteger(r.epoch) || r.epoch < 0) invalid('epoch must be a non-negative integer');
+  if (r.hostId !== hostId) invalid(`ack for host ${r.hostId} written under host ${hostId}'s lease`);
+}

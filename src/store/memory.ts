@@ -1,0 +1,525 @@
+/*
+ * An in-memory Store for unit tests, with etcd's semantics where veil relies on them:
+ * one revision per change set, create/mod revisions, leases that expire TTL after
+ * their client stops keeping them alive, elections by lowest create revision, watches
+ * from a revision with replay, and compaction (which turns a watch into a resync).
+ *
+ * A MemoryBackend is the "cluster"; each MemoryStore is a client of it (one per
+ * simulated host). Closing a client is a process dying: its leases stop being kept
+ * alive and expire after their TTL. Every method body mutates synchronously after its
+ * last await, so each change is atomic, as a transaction is in etcd.
+ */
+
+import { StoreError } from './errors.js';
+import { HOST_INDEX_MAX, HOST_INDEX_MIN, KEYSCHEDULE_ELECTION, NETWORK_INDEX_MAX, NETWORK_INDEX_MIN, SEGMENT_RE, VNI_MAX, VNI_MIN, keys } from './layout.js';
+import { allocRange, buildNetwork, checkAck, checkEndpoint, checkEpoch, checkHost, macFromIpv4, pickFree, pickFreeIp } from './logic.js';
+import type {
+  AckRecord,
+  EndpointRecord,
+  EndpointSpec,
+  HostLease,
+  HostRecord,
+  HostRegistration,
+  KeyEpochRecord,
+  Leadership,
+  LeaderElection,
+  Listing,
+  NetworkRecord,
+  NetworkSpec,
+  Store,
+  WatchEvent,
+  WatchHandle,
+  WatchHandler,
+} from './types.js';
+
+interface Entry {
+  value: string;
+  create: number;
+  mod: number;
+  lease: number | undefined;
+}
+
+interface LoggedEvent {
+  type: 'put' | 'delete';
+  key: string;
+  value: string | null;
+  revision: number;
+}
+
+type Op = { put: string; value: string; lease?: number } | { del: string } | { delPrefix: string };
+
+interface MemoryLease {
+  id: number;
+  ttlMs: number;
+  owner: MemoryStore;
+  keys: Set<string>;
+  timer: NodeJS.Timeout | null;
+  /** Election leases are revoked, not orphaned, when their client closes (EtcdStore resigns campaigns). */
+  campaign: boolean;
+  onLost: Array<() => void>;
+}
+
+/** Records are JSON; index keys and election keys hold bare strings. */
+function decode(v: string | null): unknown {
+  if (v === null || v === '') return null;
+  try {
+    return JSON.parse(v);
+  } catch {
+    return v;
+  }
+}
+
+export class MemoryBackend {
+  private readonly kv = new Map<string, Entry>();
+  private log: LoggedEvent[] = [];
+  private compacted = 0;
+  private rev = 1;
+  private nextLease = 1;
+  private readonly leases = new Map<number, MemoryLease>();
+  private readonly watchers = new Set<MemoryWatch>();
+
+  /** A client of this backend (one per simulated host or process). */
+  client(): MemoryStore {
+    return new MemoryStore(this);
+  }
+
+  get revision(): number {
+    return this.rev;
+  }
+
+  get(key: string): Entry | undefined {
+    return this.kv.get(key);
+  }
+  range(prefix: string): Array<[string, Entry]> {
+    return [...this.kv].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** Applies ops as one revision and notifies watchers; returns the revision (unchanged if nothing changed). */
+  commit(ops: Op[]): number {
+    const events: LoggedEvent[] = [];
+    const revision = this.rev + 1;
+    for (const op of ops) {
+      if ('put' in op) {
+        const prev = this.kv.get(op.put);
+        if (prev?.lease !== undefined) this.leases.get(prev.lease)?.keys.delete(op.put);
+        this.kv.set(op.put, { value: op.value, create: prev?.create ?? revision, mod: revision, lease: op.lease });
+        if (op.lease !== undefined) this.leases.get(op.lease)?.keys.add(op.put);
+        events.push({ type: 'put', key: op.put, value: op.value, revision });
+      } else {
+        const doomed = 'del' in op ? (this.kv.has(op.del) ? [op.del] : []) : this.range(op.delPrefix).map(([k]) => k);
+        for (const k of doomed) {
+          const prev = this.kv.get(k)!;
+          if (prev.lease !== undefined) this.leases.get(prev.lease)?.keys.delete(k);
+          this.kv.delete(k);
+          events.push({ type: 'delete', key: k, value: prev.value, revision });
+        }
+      }
+    }
+    if (events.length === 0) return this.rev;
+    this.rev = revision;
+    this.log.push(...events);
+    for (const w of this.watchers) w.notify(events);
+    return revision;
+  }
+
+  /** Drops history up to `revision`: watches from before it resync (etcd's compaction). */
+  compact(revision: number): void {
+    this.compacted = Math.max(this.compacted, revision);
+    this.log = this.log.filter((e) => e.revision > revision);
+  }
+  get compactedRevision(): number {
+    return this.compacted;
+  }
+  history(fromRevision: number): LoggedEvent[] {
+    return this.log.filter((e) => e.revision >= fromRevision);
+  }
+
+  addWatcher(w: MemoryWatch): void {
+    this.watchers.add(w);
+  }
+  removeWatcher(w: MemoryWatch): void {
+    this.watchers.delete(w);
+  }
+
+  grantLease(owner: MemoryStore, ttlSeconds: number, campaign = false): MemoryLease {
+    const lease: MemoryLease = { id: this.nextLease++, ttlMs: ttlSeconds * 1000, owner, keys: new Set(), timer: null, campaign, onLost: [] };
+    this.leases.set(lease.id, lease);
+    return lease;
+  }
+  leaseAlive(id: number): boolean {
+    return this.leases.has(id);
+  }
+  revokeLease(id: number): void {
+    const lease = this.leases.get(id);
+    if (!lease) return;
+    this.leases.delete(id);
+    if (lease.timer) clearTimeout(lease.timer);
+    this.commit([...lease.keys].map((k) => ({ del: k })));
+    for (const f of lease.onLost) f();
+  }
+  /** The owner stopped keeping its leases alive (closed, i.e. the process died): they expire after their TTL. */
+  orphanLeases(owner: MemoryStore): void {
+    for (const lease of [...this.leases.values()]) {
+      if (lease.owner !== owner || lease.timer) continue;
+      if (lease.campaign) {
+        this.revokeLease(lease.id);
+        continue;
+      }
+      lease.timer = setTimeout(() => this.revokeLease(lease.id), lease.ttlMs);
+      lease.timer.unref();
+    }
+  }
+
+  /** Every key and value (tests). */
+  dump(): Map<string, string> {
+    return new Map(this.range('').map(([k, e]) => [k, e.value]));
+  }
+}
+
+class MemoryHostLease implements HostLease {
+  private readonly ctl = new AbortController();
+  constructor(
+    private readonly backend: MemoryBackend,
+    readonly hostId: string,
+    readonly index: number,
+    readonly leaseId: number,
+    lease: MemoryLease,
+  ) {
+    lease.onLost.push(() => {
+      if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease lost'));
+    });
+  }
+  get lost(): AbortSignal {
+    return this.ctl.signal;
+  }
+  async revoke(): Promise<void> {
+    this.backend.revokeLease(this.leaseId);
+  }
+}
+
+class MemoryLeadership implements Leadership {
+  private readonly ctl = new AbortController();
+  constructor(
+    private readonly backend: MemoryBackend,
+    readonly value: string,
+    readonly leaseId: number,
+    readonly fenceKey: string,
+    readonly fenceRevision: number,
+  ) {}
+  get lost(): AbortSignal {
+    return this.ctl.signal;
+  }
+  onLost(listener: (reason: Error) => void): void {
+    if (this.ctl.signal.aborted) listener(this.ctl.signal.reason as Error);
+    else this.ctl.signal.addEventListener('abort', () => listener(this.ctl.signal.reason as Error), { once: true });
+  }
+  lose(detail: string): void {
+    if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_NOT_LEADER', detail));
+  }
+  async resign(): Promise<void> {
+    this.lose('resigned');
+    this.backend.revokeLease(this.leaseId);
+  }
+}
+
+class MemoryWatch implements WatchHandle {
+  private last: number;
+  private cancelled = false;
+  private queue: LoggedEvent[] = [];
+  private scheduled = false;
+
+  constructor(
+    private readonly backend: MemoryBackend,
+    private readonly prefix: string,
+    fromRevision: number,
+    private readonly handler: WatchHandler,
+  ) {
+    this.last = fromRevision - 1;
+    backend.addWatcher(this);
+    if (fromRevision > 0 && fromRevision <= backend.compactedRevision) {
+      // Like etcd, the watch learns of the compaction after it is created: deliver asynchronously.
+      setImmediate(() => this.resync());
+    } else {
+      this.notify(backend.history(fromRevision));
+    }
+  }
+
+  get lastRevision(): number {
+    return this.last;
+  }
+
+  private resync(): void {
+    if (this.cancelled) return;
+    this.queue = [];
+    const revision = this.backend.revision;
+    this.last = revision;
+    this.handler.onResync(
+      this.backend.range(this.prefix).map(([key, e]) => ({ key, value: decode(e.value) })),
+      revision,
+    );
+  }
+
+  notify(events: LoggedEvent[]): void {
+    const mine = events.filter((e) => e.key.startsWith(this.prefix) && e.revision > this.last);
+    if (mine.length === 0 || this.cancelled) return;
+    this.queue.push(...mine);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    // Asynchronous like a real watch: a writer's await returns before its own watch fires.
+    setImmediate(() => {
+      this.scheduled = false;
+      const batch = this.queue.filter((e) => e.revision > this.last);
+      this.queue = [];
+      if (batch.length === 0 || this.cancelled) return;
+      this.last = batch[batch.length - 1]!.revision;
+      this.handler.onEvents(batch.map((e): WatchEvent => ({ type: e.type, key: e.key, value: decode(e.value), revision: e.revision })));
+    });
+  }
+
+  async cancel(): Promise<void> {
+    this.cancelled = true;
+    this.backend.removeWatcher(this);
+  }
+}
+
+export class MemoryStore implements Store {
+  private closed = false;
+  private readonly watches = new Set<MemoryWatch>();
+
+  constructor(readonly backend: MemoryBackend = new MemoryBackend()) {}
+
+  private open(): void {
+    if (this.closed) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'store closed');
+  }
+  private list<T>(prefix: string): Listing<T> {
+    this.open();
+    return { items: this.backend.range(prefix).map(([, e]) => JSON.parse(e.value) as T), revision: this.backend.revision };
+  }
+  private read<T>(key: string): T | null {
+    const e = this.backend.get(key);
+    return e ? (JSON.parse(e.value) as T) : null;
+  }
+  private suffixes(prefix: string): string[] {
+    return this.backend.range(prefix).map(([k]) => k.slice(prefix.length));
+  }
+
+  async registerHost(host: HostRegistration, ttlSeconds: number): Promise<HostLease> {
+    this.open();
+    checkHost(host, ttlSeconds);
+    const mine = this.backend.range(keys.hostIndexPrefix()).find(([, e]) => e.value === host.id);
+    const index = mine ? Number(mine[0].slice(keys.hostIndexPrefix().length)) : pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(this.suffixes(keys.hostIndexPrefix()).map(Number)), 0);
+    if (index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
+    const lease = this.backend.grantLease(this, ttlSeconds);
+    const record: HostRecord = { ...host, index };
+    this.backend.commit([...(mine ? [] : [{ put: keys.hostIndex(index), value: host.id }]), { put: keys.host(host.id), value: JSON.stringify(record), lease: lease.id }]);
+    return new MemoryHostLease(this.backend, host.id, index, lease.id, lease);
+  }
+
+  async listHosts(): Promise<Listing<HostRecord>> {
+    return this.list<HostRecord>(keys.hostsPrefix());
+  }
+
+  async createNetwork(spec: NetworkSpec): Promise<NetworkRecord> {
+    this.open();
+    const base = buildNetwork(spec, this.list<NetworkRecord>(keys.networksPrefix()).items, new Date());
+    if (this.backend.get(keys.name(base.name))) throw new StoreError('VEIL_ERR_NETWORK_NAME_TAKEN', base.name);
+    if (base.vni !== undefined && this.backend.get(keys.vni(base.vni))) throw new StoreError('VEIL_ERR_VNI_TAKEN', String(base.vni));
+    if (this.backend.get(keys.network(base.id))) throw new StoreError('VEIL_ERR_NETWORK_EXISTS', base.id);
+    const vni = base.vni ?? pickFree(VNI_MIN, VNI_MAX, new Set(this.suffixes(keys.vnisPrefix()).map(Number)), 0);
+    const index = pickFree(NETWORK_INDEX_MIN, NETWORK_INDEX_MAX, new Set(this.suffixes(keys.netIndexPrefix()).map(Number)), 0);
+    if (vni === null || index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', vni === null ? 'no free VNI' : 'no free network index');
+    const record: NetworkRecord = { ...base, vni, index };
+    this.backend.commit([
+      { put: keys.network(record.id), value: JSON.stringify(record) },
+      { put: keys.name(record.name), value: record.id },
+      { put: keys.vni(vni), value: record.id },
+      { put: keys.netIndex(index), value: record.id },
+    ]);
+    return record;
+  }
+
+  private findNetwork(idOrName: string): NetworkRecord {
+    this.open();
+    let net = SEGMENT_RE.test(idOrName) ? this.read<NetworkRecord>(keys.network(idOrName)) : null;
+    if (!net && SEGMENT_RE.test(idOrName)) {
+      const id = this.backend.get(keys.name(idOrName))?.value;
+      if (id) net = this.read<NetworkRecord>(keys.network(id));
+    }
+    if (!net) throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${idOrName}`);
+    return net;
+  }
+
+  async getNetwork(idOrName: string): Promise<NetworkRecord> {
+    return this.findNetwork(idOrName);
+  }
+
+  async listNetworks(): Promise<Listing<NetworkRecord>> {
+    return this.list<NetworkRecord>(keys.networksPrefix());
+  }
+
+  async deleteNetwork(idOrName: string): Promise<void> {
+    const net = this.findNetwork(idOrName);
+    const count = this.backend.range(keys.endpointsPrefix(net.id)).length;
+    if (count > 0) throw new StoreError('VEIL_ERR_NETWORK_HAS_ENDPOINTS', `network ${net.name} has ${count} endpoint(s)`);
+    this.backend.commit([
+      { del: keys.network(net.id) },
+      { del: keys.name(net.name) },
+      { del: keys.vni(net.vni) },
+      { del: keys.netIndex(net.index) },
+      { delPrefix: keys.ipamPrefix(net.id) },
+      { delPrefix: keys.keysPrefix(net.id) },
+      { delPrefix: keys.acksPrefix(net.id) },
+    ]);
+  }
+
+  async createEndpoint(spec: EndpointSpec): Promise<EndpointRecord> {
+    const net = this.findNetwork(spec.networkId);
+    const { id, requestedIp } = checkEndpoint(spec, net);
+    if (this.backend.get(keys.endpoint(net.id, id))) throw new StoreError('VEIL_ERR_ENDPOINT_EXISTS', `${id} in network ${net.name}`);
+    const taken = new Set(this.suffixes(keys.ipamPrefix(net.id)));
+    if (requestedIp !== undefined && taken.has(requestedIp)) throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
+    const ip = requestedIp ?? pickFreeIp(allocRange(net.ipam), taken, 0);
+    if (ip === null) throw new StoreError('VEIL_ERR_IPAM_EXHAUSTED', `network ${net.name} (${net.ipam.ipRange ?? net.ipam.subnet})`);
+    const record: EndpointRecord = { id, networkId: net.id, name: spec.name, aliases: [...(spec.aliases ?? [])], hostId: spec.hostId, mac: spec.mac ?? macFromIpv4(ip), ipv4: ip };
+    this.backend.commit([
+      { put: keys.ipam(net.id, ip), value: id },
+      { put: keys.endpoint(net.id, id), value: JSON.stringify(record) },
+    ]);
+    return record;
+  }
+
+  async listEndpoints(networkId?: string): Promise<Listing<EndpointRecord>> {
+    return this.list<EndpointRecord>(keys.endpointsPrefix(networkId));
+  }
+
+  async deleteEndpoint(networkId: string, endpointId: string): Promise<void> {
+    this.open();
+    const ep = SEGMENT_RE.test(networkId) && SEGMENT_RE.test(endpointId) ? this.read<EndpointRecord>(keys.endpoint(networkId, endpointId)) : null;
+    if (!ep) throw new StoreError('VEIL_ERR_NOT_FOUND', `endpoint ${endpointId} in network ${networkId}`);
+    this.backend.commit([{ del: keys.endpoint(networkId, endpointId) }, { del: keys.ipam(networkId, ep.ipv4) }]);
+  }
+
+  private fence(leader: Leadership): MemoryLeadership {
+    if (!(leader instanceof MemoryLeadership)) throw new TypeError('leadership from another store');
+    this.open();
+    if (leader.lost.aborted) throw new StoreError('VEIL_ERR_NOT_LEADER', 'leadership already lost');
+    if (this.backend.get(leader.fenceKey)?.create !== leader.fenceRevision) {
+      leader.lose('leader key gone');
+      throw new StoreError('VEIL_ERR_NOT_LEADER', 'leader key gone; write refused');
+    }
+    return leader;
+  }
+
+  async putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void> {
+    checkEpoch(record);
+    this.fence(leader);
+    this.backend.commit([{ put: keys.keyEpoch(record.networkId, record.epoch), value: JSON.stringify(record) }]);
+  }
+
+  async deleteEpoch(leader: Leadership, networkId: string, epoch: number): Promise<void> {
+    this.fence(leader);
+    this.backend.commit([{ del: keys.keyEpoch(networkId, epoch) }, { delPrefix: keys.acksPrefix(networkId, epoch) }]);
+  }
+
+  async getEpochs(networkId: string): Promise<Listing<KeyEpochRecord>> {
+    const l = this.list<KeyEpochRecord>(keys.keysPrefix(networkId));
+    l.items.sort((a, b) => a.epoch - b.epoch);
+    return l;
+  }
+
+  async ack(host: HostLease, record: AckRecord): Promise<void> {
+    if (!(host instanceof MemoryHostLease)) throw new TypeError('host lease from another store');
+    this.open();
+    checkAck(record, host.hostId);
+    if (host.lost.aborted || !this.backend.leaseAlive(host.leaseId)) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease lost');
+    this.backend.commit([{ put: keys.ack(record.networkId, record.epoch, record.hostId), value: JSON.stringify(record), lease: host.leaseId }]);
+  }
+
+  async listAcks(networkId: string, epoch: number): Promise<Listing<AckRecord>> {
+    return this.list<AckRecord>(keys.acksPrefix(networkId, epoch));
+  }
+
+  election(name: string = KEYSCHEDULE_ELECTION, ttlSeconds = 10): LeaderElection {
+    const prefix = keys.electionPrefix(name);
+    const backend = this.backend;
+    const leaderEntry = (): [string, { value: string; create: number }] | undefined =>
+      backend.range(prefix).sort(([, a], [, b]) => a.create - b.create)[0];
+    return {
+      campaign: (value, opts = {}) => {
+        this.open();
+        return new Promise<Leadership>((resolve, reject) => {
+          if (opts.signal?.aborted) return reject(opts.signal.reason);
+          const lease = backend.grantLease(this, ttlSeconds, true);
+          const key = `${prefix}${lease.id.toString(16)}`;
+          backend.commit([{ put: key, value, lease: lease.id }]);
+          const create = backend.get(key)!.create;
+          let leadership: MemoryLeadership | null = null;
+          const check = (): void => {
+            if (leadership) return;
+            const head = leaderEntry();
+            if (head?.[0] !== key) return;
+            cleanup();
+            leadership = new MemoryLeadership(backend, value, lease.id, key, create);
+            const l = leadership;
+            lease.onLost.push(() => l.lose('election lease lost'));
+            resolve(l);
+          };
+          const watch = new MemoryWatch(backend, prefix, backend.revision + 1, { onEvents: check, onResync: check });
+          const onAbort = (): void => {
+            cleanup();
+            reject(opts.signal?.reason);
+            backend.revokeLease(lease.id);
+          };
+          const cleanup = (): void => {
+            void watch.cancel();
+            opts.signal?.removeEventListener('abort', onAbort);
+          };
+          opts.signal?.addEventListener('abort', onAbort, { once: true });
+          lease.onLost.push(() => {
+            if (!leadership) {
+              cleanup();
+              reject(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'campaign lease lost'));
+            }
+          });
+          setImmediate(check);
+        });
+      },
+      leader: async () => {
+        this.open();
+        return leaderEntry()?.[1].value;
+      },
+      observe: async (onChange) => {
+        this.open();
+        let current = leaderEntry()?.[1].value;
+        onChange(current);
+        const w = new MemoryWatch(backend, prefix, backend.revision + 1, {
+          onEvents: () => {
+            const next = leaderEntry()?.[1].value;
+            if (next !== current) onChange((current = next));
+          },
+          onResync: () => undefined,
+        });
+        return { cancel: () => w.cancel() };
+      },
+    };
+  }
+
+  async watch(prefix: string, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
+    this.open();
+    const w = new MemoryWatch(this.backend, prefix, fromRevision, handler);
+    this.watches.add(w);
+    return w;
+  }
+
+  async dump(): Promise<Map<string, string>> {
+    this.open();
+    return this.backend.dump();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.watches) await w.cancel();
+    this.backend.orphanLeases(this);
+  }
+}

@@ -1,0 +1,207 @@
+/*
+ * The records veil keeps in etcd and the Store interface the rest of veil uses
+ * (keyrotation/ and api/ depend on this file only). Two implementations: etcd.ts
+ * (the real one) and memory.ts (a fake with the same semantics for unit tests).
+ *
+ * Every listing carries the revision it was read at, so a caller can watch from
+ * exactly there (STYLE.md habit 11): list, then watch(prefix, revision + 1, ...).
+ */
+
+export interface HostRecord {
+  id: string;
+  /** 1..16383, allocated once per host id by transaction; the SPI's sender field. */
+  index: number;
+  /** Underlay IPv4 address peers send ESP-in-UDP to. */
+  address: string;
+  os: string;
+  arch: string;
+  version: string;
+  /** X25519 public key, 32 bytes as 64 hex digits. */
+  publicKey: string;
+  /** Random per process start (DESIGN.md, "Keys"). */
+  incarnation: string;
+}
+export type HostRegistration = Omit<HostRecord, 'index'>;
+
+export interface IpamConfig {
+  /** IPv4 CIDR, e.g. 10.0.9.0/24. */
+  subnet: string;
+  /** Defaults to the first usable address of the subnet. */
+  gateway: string;
+  /** IPv4 CIDR inside the subnet that endpoints draw from; defaults to the subnet. */
+  ipRange?: string;
+}
+
+export interface NetworkRecord {
+  /** 64 hex digits, like Docker's network ids. */
+  id: string;
+  name: string;
+  driver: 'overlay';
+  vni: number;
+  /** 0..65535, the SPI's network field. */
+  index: number;
+  encrypted: boolean;
+  attachable: boolean;
+  internal: boolean;
+  labels: Record<string, string>;
+  ipam: IpamConfig;
+  options: Record<string, string>;
+  /** ISO 8601. */
+  created: string;
+}
+
+/** What createNetwork needs; the store assigns id (unless given), vni (unless requested), index and created. */
+export interface NetworkSpec {
+  id?: string;
+  name: string;
+  vni?: number;
+  encrypted?: boolean;
+  attachable?: boolean;
+  internal?: boolean;
+  labels?: Record<string, string>;
+  ipam: { subnet: string; gateway?: string; ipRange?: string };
+  options?: Record<string, string>;
+}
+
+export interface EndpointRecord {
+  id: string;
+  networkId: string;
+  name: string;
+  aliases: string[];
+  hostId: string;
+  mac: string;
+  ipv4: string;
+}
+
+/** What createEndpoint needs; the store allocates ipv4 unless requested, and derives mac (02:42:<ip>) unless given. */
+export interface EndpointSpec {
+  id?: string;
+  networkId: string;
+  name: string;
+  aliases?: string[];
+  hostId: string;
+  mac?: string;
+  ipv4?: string;
+}
+
+export type EpochState = 'published' | 'active' | 'retired';
+
+export interface KeyEpochRecord {
+  networkId: string;
+  epoch: number;
+  state: EpochState;
+  /** Milliseconds since the Unix epoch. */
+  publishedAt: number;
+  activatedAt?: number;
+  retiredAt?: number;
+  /** hostId → the epoch secret wrapped for that host (crypto/keywrap.ts), base64. Never a plaintext key. */
+  wrapped: Record<string, string>;
+}
+
+export interface AckRecord {
+  networkId: string;
+  epoch: number;
+  hostId: string;
+  incarnation: string;
+  /** Milliseconds since the Unix epoch. */
+  installedAt: number;
+}
+
+export interface Listing<T> {
+  items: T[];
+  /** The etcd revision the listing was read at; watch from revision + 1. */
+  revision: number;
+}
+
+export interface HostLease {
+  readonly hostId: string;
+  readonly index: number;
+  /** Aborted when the lease is lost (etcd unreachable past the TTL, or revoked): the host record is gone. */
+  readonly lost: AbortSignal;
+  /** Deletes the host record and every ack bound to it. */
+  revoke(): Promise<void>;
+}
+
+/** Held by the elected leader. Every leader write takes it and is fenced on the leader key. */
+export interface Leadership {
+  readonly value: string;
+  /** Aborted (reason: StoreError VEIL_ERR_NOT_LEADER) when leadership ends for any reason: stop leader work now. */
+  readonly lost: AbortSignal;
+  onLost(listener: (reason: Error) => void): void;
+  resign(): Promise<void>;
+}
+
+export interface LeaderElection {
+  /** Resolves once elected. Rejects if `signal` aborts first or the campaign fails (its lease is lost). */
+  campaign(value: string, opts?: { signal?: AbortSignal }): Promise<Leadership>;
+  /** The current leader's value, if any. */
+  leader(): Promise<string | undefined>;
+  /** Calls onChange with the current leader and every change. */
+  observe(onChange: (leader: string | undefined) => void): Promise<{ cancel(): Promise<void> }>;
+}
+
+export interface WatchEvent {
+  type: 'put' | 'delete';
+  /** Relative to the layout prefix (layout.ts parseKey reads it). */
+  key: string;
+  /** The decoded JSON value; for a delete, the value before deletion when known. */
+  value: unknown;
+  /** The revision of the change (events of one transaction share it). */
+  revision: number;
+}
+
+export interface WatchHandler {
+  /** Events in revision order, each exactly once. */
+  onEvents(events: WatchEvent[]): void;
+  /**
+   * etcd compacted past the revision the watch needed: events were lost. `snapshot`
+   * is the whole prefix as of `revision`; replace local state with it. Events after
+   * `revision` follow through onEvents.
+   */
+  onResync(snapshot: Array<{ key: string; value: unknown }>, revision: number): void;
+  /** Connection state, for status reporting; the watch keeps resuming by itself. */
+  onDisconnected?(err: Error): void;
+}
+
+export interface WatchHandle {
+  /** The last revision delivered (or the snapshot revision after a resync). */
+  readonly lastRevision: number;
+  cancel(): Promise<void>;
+}
+
+export interface Store {
+  /** Allocates (or finds) the host's index, writes hosts/<id> under a fresh lease kept alive. */
+  registerHost(host: HostRegistration, ttlSeconds: number): Promise<HostLease>;
+  listHosts(): Promise<Listing<HostRecord>>;
+
+  /** Claims name, VNI and network index and writes the record in one transaction. */
+  createNetwork(spec: NetworkSpec): Promise<NetworkRecord>;
+  getNetwork(idOrName: string): Promise<NetworkRecord>;
+  listNetworks(): Promise<Listing<NetworkRecord>>;
+  /** Refused (VEIL_ERR_NETWORK_HAS_ENDPOINTS) while endpoints exist; frees name, VNI, index, keys and acks. */
+  deleteNetwork(idOrName: string): Promise<void>;
+
+  /** Allocates an IPv4 (or takes the requested free one) and writes the endpoint in one transaction. */
+  createEndpoint(spec: EndpointSpec): Promise<EndpointRecord>;
+  listEndpoints(networkId?: string): Promise<Listing<EndpointRecord>>;
+  /** Deletes the endpoint and frees its IP in one transaction. */
+  deleteEndpoint(networkId: string, endpointId: string): Promise<void>;
+
+  /** Leader write, fenced: fails with VEIL_ERR_NOT_LEADER (and ends `leader`) unless its leader key still exists. */
+  putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void>;
+  /** Leader write, fenced; also deletes the epoch's acks. */
+  deleteEpoch(leader: Leadership, networkId: string, epoch: number): Promise<void>;
+  getEpochs(networkId: string): Promise<Listing<KeyEpochRecord>>;
+  /** Written under the host's lease: the ack disappears with the host. */
+  ack(host: HostLease, record: AckRecord): Promise<void>;
+  listAcks(networkId: string, epoch: number): Promise<Listing<AckRecord>>;
+
+  election(name?: string, ttlSeconds?: number): LeaderElection;
+
+  /** Watches keys under `prefix` (relative, from layout.ts `keys`) from `fromRevision`, resuming after reconnects. */
+  watch(prefix: string, fromRevision: number, handler: WatchHandler): Promise<WatchHandle>;
+
+  /** Every key and value under the layout prefix (tests, diagnostics). */
+  dump(): Promise<Map<string, string>>;
+  close(): Promise<void>;
+}

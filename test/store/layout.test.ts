@@ -1,0 +1,70 @@
+import { describe, expect, it } from 'vitest';
+import { keys, parseKey, prefixEnd, PREFIX, VNI_MAX, VNI_MIN, HOST_INDEX_MAX, NETWORK_INDEX_MAX } from '../../src/store/layout.js';
+import { allocRange, formatIpv4, isAllocatable, macFromIpv4, parseCidr, parseIpv4, pickFree, pickFreeIp } from '../../src/store/logic.js';
+
+describe('etcd key layout (DESIGN.md, "etcd layout")', () => {
+  it('spells every key of the table under /veil/v1/', () => {
+    expect(PREFIX).toBe('/veil/v1/');
+    const table: Array<[string, string, ReturnType<typeof parseKey>]> = [
+      [keys.host('h1'), 'hosts/h1', { kind: 'host', hostId: 'h1' }],
+      [keys.network('n1'), 'networks/n1', { kind: 'network', networkId: 'n1' }],
+      [keys.name('blue'), 'names/blue', { kind: 'name', name: 'blue' }],
+      [keys.vni(4096), 'vnis/4096', { kind: 'vni', vni: 4096 }],
+      [keys.endpoint('n1', 'e1'), 'endpoints/n1/e1', { kind: 'endpoint', networkId: 'n1', endpointId: 'e1' }],
+      [keys.ipam('n1', '10.0.0.2'), 'ipam/n1/10.0.0.2', { kind: 'ipam', networkId: 'n1', ip: '10.0.0.2' }],
+      [keys.keyEpoch('n1', 7), 'keys/n1/7', { kind: 'keyEpoch', networkId: 'n1', epoch: 7 }],
+      [keys.ack('n1', 7, 'h1'), 'acks/n1/7/h1', { kind: 'ack', networkId: 'n1', epoch: 7, hostId: 'h1' }],
+      [keys.electionPrefix() + '694d7c', 'election/keyschedule/694d7c', { kind: 'election', name: 'keyschedule', candidate: '694d7c' }],
+      [keys.hostIndex(3), 'hostindex/3', { kind: 'hostIndex', index: 3 }],
+      [keys.netIndex(0), 'netindex/0', { kind: 'netIndex', index: 0 }],
+    ];
+    for (const [key, spelled, parsed] of table) {
+      expect(key).toBe(spelled);
+      expect(parseKey(key)).toEqual(parsed);
+    }
+    expect(keys.endpointsPrefix('n1')).toBe('endpoints/n1/');
+    expect(keys.acksPrefix('n1', 7)).toBe('acks/n1/7/');
+    expect(parseKey('elsewhere/x')).toBeNull();
+    expect(parseKey('endpoints/n1')).toBeNull();
+  });
+
+  it('refuses segments that would change the key structure', () => {
+    expect(() => keys.network('a/b')).toThrow(RangeError);
+    expect(() => keys.name('')).toThrow(RangeError);
+    expect(() => keys.endpoint('n', '../x')).toThrow(RangeError);
+    expect(() => keys.keyEpoch('n', -1)).toThrow(RangeError);
+  });
+
+  it('ranges match the SPI fields and Docker', () => {
+    expect([VNI_MIN, VNI_MAX, HOST_INDEX_MAX, NETWORK_INDEX_MAX]).toEqual([4096, 16_777_215, 16_383, 65_535]);
+  });
+
+  it('prefixEnd is etcd\'s range end for a prefix', () => {
+    expect(prefixEnd(Buffer.from('/veil/v1/endpoints/n1/')).toString()).toBe('/veil/v1/endpoints/n10');
+    expect([...prefixEnd(Buffer.from([0x61, 0xff]))]).toEqual([0x62]);
+    expect([...prefixEnd(Buffer.from([0xff]))]).toEqual([0]);
+  });
+});
+
+describe('IPAM arithmetic', () => {
+  it('parses and formats IPv4 and CIDRs strictly', () => {
+    expect(formatIpv4(parseIpv4('10.1.2.3')!)).toBe('10.1.2.3');
+    expect(parseIpv4('10.1.2')).toBeNull();
+    expect(parseIpv4('01.1.2.3')).toBeNull();
+    expect(parseCidr('10.0.0.0/27')).toEqual({ first: parseIpv4('10.0.0.0'), last: parseIpv4('10.0.0.31'), prefixLength: 27 });
+    expect(parseCidr('10.0.0.1/24')).toBeNull();
+    expect(parseCidr('10.0.0.0/33')).toBeNull();
+  });
+
+  it('never hands out the network, broadcast or gateway address', () => {
+    const r = allocRange({ subnet: '10.0.0.0/29', gateway: '10.0.0.1' });
+    const ok = [];
+    for (let i = 0; i < 8; i++) if (isAllocatable(r, parseIpv4(`10.0.0.${i}`)!)) ok.push(i);
+    expect(ok).toEqual([2, 3, 4, 5, 6]);
+    expect(pickFreeIp(r, new Set(['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6']), 3)).toBeNull();
+    expect(pickFreeIp(r, new Set(['10.0.0.2']), 0)).toBe('10.0.0.3');
+    expect(pickFree(0, 3, new Set([0, 1, 3]), 5)).toBe(2);
+    expect(pickFree(0, 1, new Set([0, 1]), 0)).toBeNull();
+    expect(macFromIpv4('10.0.0.2')).toBe('02:42:0a:00:00:02');
+  });
+});
