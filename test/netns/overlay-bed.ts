@@ -71,7 +71,14 @@ export interface OverlayBed {
 
 export const EPOCH = 1;
 
-export async function createOverlayBed(options: { hosts: number; veilHosts?: number; networks: NetworkDef[]; sequenceBudget?: number }): Promise<OverlayBed> {
+export async function createOverlayBed(options: {
+  hosts: number;
+  veilHosts?: number;
+  networks: NetworkDef[];
+  sequenceBudget?: number;
+  /** Encrypted networks whose keys the gateways are not given (fail-closed tests). */
+  withholdKeys?: string[];
+}): Promise<OverlayBed> {
   const bed = await createBed({ hosts: options.hosts });
   const dir = mkdtempSync(join(tmpdir(), 'veil-overlay-'));
   const veilHosts = options.veilHosts ?? options.hosts;
@@ -136,7 +143,7 @@ export async function createOverlayBed(options: { hosts: number; veilHosts?: num
         })),
         networks: options.networks.map((n) => ({
           id: n.id, index: n.index, vni: n.vni, encrypted: n.encrypted,
-          ...(n.encrypted ? { epoch: EPOCH, secret: bytesToHex(secrets.get(n.id)!.exposeDanger()) } : {}),
+          ...(n.encrypted && !options.withholdKeys?.includes(n.id) ? { epoch: EPOCH, secret: bytesToHex(secrets.get(n.id)!.exposeDanger()) } : {}),
         })),
         apiSocket: socketOf(i),
         ...(options.sequenceBudget ? { sequenceBudget: options.sequenceBudget } : {}),
