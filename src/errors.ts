@@ -20,6 +20,7 @@ export const ERRORS = {
   VEIL_ERR_NOT_LEADER: { status: 503, message: 'not the key-schedule leader' },
   VEIL_ERR_STORE_CONFLICT: { status: 503, message: 'store kept changing under a transaction; retry' },
   VEIL_ERR_STORE_UNAVAILABLE: { status: 503, message: 'etcd unavailable' },
+  VEIL_ERR_STRICT_UNENCRYPTED_HOST: { status: 409, message: 'strict network: a member host cannot encrypt overlay traffic' },
   VEIL_ERR_INTERNAL: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

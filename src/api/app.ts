@@ -1,16 +1,21 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { ERRORS, VeilError } from '../errors.js';
 import type { GatewayStatus } from '../vxlan/gateway.js';
+import type { Store } from '../store/types.js';
 import { renderMetrics } from './metrics.js';
+import { registerNetworkRoutes } from './networks.js';
 import { errorSchema, gatewayStatusSchema } from './schemas.js';
 
 export interface AppDeps {
   gatewayStatus: () => GatewayStatus;
+  /** The control plane; without it (static-key mode) only health, status and metrics are served. */
+  store?: Store;
 }
 
 /** The REST API, without listening (tests use inject()). */
 export function buildApp(deps: AppDeps, options: { logger?: boolean } = {}): FastifyInstance {
-  const app = Fastify({ logger: options.logger ?? false });
+  // Unknown fields are refused, not silently dropped (AJV's removeAdditional, Fastify's default).
+  const app = Fastify({ logger: options.logger ?? false, ajv: { customOptions: { removeAdditional: false } } });
 
   app.setErrorHandler((err, _req, reply) => {
     if (err instanceof VeilError) return reply.status(err.status).send({ code: err.code, message: err.message });
@@ -30,6 +35,8 @@ export function buildApp(deps: AppDeps, options: { logger?: boolean } = {}): Fas
   });
 
   app.get('/status', { schema: { response: { 200: gatewayStatusSchema, 500: errorSchema } } }, async () => deps.gatewayStatus());
+
+  if (deps.store) registerNetworkRoutes(app, deps.store);
 
   return app;
 }
