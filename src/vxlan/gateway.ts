@@ -171,6 +171,9 @@ export class Gateway {
 
   status(): GatewayStatus {
     const sas = this.forwarder.sas;
+    // Every configured (peer, network) pair, idle ones included: "is it encrypted?" needs an answer
+    // before the first packet; then any pair that still has counters (a peer or network since removed).
+    for (const peer of this.#peers.values()) for (const vni of this.#networks.keys()) this.forwarder.stats.pair(peer.id, vni);
     const pairs = this.forwarder.stats.entries().map(({ peerId, vni, stats }) => {
       const out = sas.outbound(peerId, vni);
       const pair: PairStatus = {

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MiB, tcpTransfer } from '../support/tcp-transfer.js';
 import type { BedProcess } from './bed.js';
 import { createOverlayBed, type NetworkDef, type OverlayBed } from './overlay-bed.js';
+import { waitUntil } from '../support/wait.js';
 
 const PLAIN: NetworkDef = { id: 'plain', index: 1, vni: 4510, encrypted: false, subnet: '10.51.0' };
 const ENC: NetworkDef = { id: 'enc', index: 2, vni: 4511, encrypted: true, subnet: '10.52.0' };
@@ -73,14 +74,6 @@ async function ping(from: Endpoint, to: Endpoint, count = 3): Promise<boolean> {
   return r.code === 0;
 }
 
-async function waitUntil(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('plain network with a Linux kernel VXLAN VTEP on a host without veil', () => {
   it('the kernel VTEP container and the veil containers on hosts 1 and 2 ping each other', async () => {

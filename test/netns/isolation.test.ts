@@ -11,6 +11,7 @@ import { encodeUdpHeader } from '../../src/vxlan/udp.js';
 import { encodeVxlanHeader } from '../../src/vxlan/vxlan-header.js';
 import type { BedProcess } from './bed.js';
 import { createOverlayBed, type Container, type NetworkDef, type OverlayBed } from './overlay-bed.js';
+import { waitUntil } from '../support/wait.js';
 
 const A: NetworkDef = { id: 'neta', index: 1, vni: 4200, encrypted: true, subnet: '10.30.0' };
 const B: NetworkDef = { id: 'netb', index: 2, vni: 4201, encrypted: true, subnet: '10.30.0' };
@@ -55,14 +56,6 @@ function track(p: BedProcess): BedProcess {
   return p;
 }
 
-async function waitUntil(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Waits until no gateway's per-pair packet counters move for `quietMs`. */
 async function quiesce(quietMs = 1_500, timeoutMs = 20_000): Promise<void> {

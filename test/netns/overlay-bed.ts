@@ -62,6 +62,8 @@ export interface OverlayBed {
   /** Hosts that run a gateway (the others are left for kernel VTEPs and the like). */
   veilHosts: number;
   container(hostIndex: number, network: NetworkDef, j?: number): Promise<Container>;
+  /** One container per veil host on each network: network id → [host 1's, host 2's, ...]. */
+  containersOnEveryHost(networks: NetworkDef[]): Promise<Map<string, Container[]>>;
   status(hostIndex: number): Promise<GatewayStatus>;
   pair(hostIndex: number, peerIndex: number, vni: number): Promise<PairStatus | undefined>;
   /** KEYMAT (key || salt) and SPI of the SA sender → receiver on an encrypted network, epoch 1. */
@@ -109,6 +111,15 @@ export async function createOverlayBed(options: {
       const mac = `02:42:${hex2(network.index)}:${hex2(hostIndex)}:${hex2(j)}:${hex2(last)}`;
       await host.plumbing.attachContainer({ vni: network.vni, endpointId: `${network.id}-${hostIndex}-${j}`, netns: { name: ns }, mac, ipv4: `${ip}/24` });
       return { ns, host, network, ip, mac };
+    },
+    async containersOnEveryHost(networks) {
+      const on = new Map<string, Container[]>();
+      for (const net of networks) {
+        const list: Container[] = [];
+        for (let i = 1; i <= veilHosts; i++) list.push(await ob.container(i, net));
+        on.set(net.id, list);
+      }
+      return on;
     },
     async status(hostIndex) {
       return JSON.parse(await httpGet(socketOf(hostIndex), '/status')) as GatewayStatus;

@@ -16,11 +16,7 @@ const on = new Map<string, Container[]>(); // network id → container on host 1
 
 beforeAll(async () => {
   ob = await createOverlayBed({ hosts: HOSTS, networks: [ENC, PLAIN] });
-  for (const net of [ENC, PLAIN]) {
-    const list: Container[] = [];
-    for (let i = 1; i <= HOSTS; i++) list.push(await ob.container(i, net));
-    on.set(net.id, list);
-  }
+  for (const [id, list] of await ob.containersOnEveryHost([ENC, PLAIN])) on.set(id, list);
 }, 120_000);
 
 afterAll(async () => {
