@@ -1,7 +1,8 @@
 // bench/overlay: iperf3 TCP through each overlay between two hosts (namespaces) on one machine,
 // interleaved rounds in the same run, plus ping RTT. Prints Gbit/s and the ratio of veil
 // encrypted to each. Reference peers: kernel VXLAN, wireguard-go, OpenVPN (AES-128-GCM, TLS p2p).
-//   VEIL_BENCH_ROUNDS (3), VEIL_BENCH_SECONDS (10), VEIL_BENCH_ONLY (comma list of row names)
+//   VEIL_BENCH_ROUNDS (3), VEIL_BENCH_SECONDS (10), VEIL_BENCH_ONLY (comma list of row names),
+//   VEIL_BENCH_DATA_PATH (native | ts; default: the gateway's default, native when built)
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -119,7 +120,8 @@ async function ping(ob: OverlayBed, row: Row): Promise<void> {
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
 async function main(): Promise<void> {
-  const ob = await createOverlayBed({ hosts: 2, networks: [ENC, PLAIN] });
+  const dataPath = process.env.VEIL_BENCH_DATA_PATH as 'native' | 'ts' | undefined;
+  const ob = await createOverlayBed({ hosts: 2, networks: [ENC, PLAIN], ...(dataPath ? { dataPath } : {}) });
   const procs: BedProcess[] = [];
   try {
     const [e1, e2, p1, p2] = [await ob.container(1, ENC), await ob.container(2, ENC), await ob.container(1, PLAIN), await ob.container(2, PLAIN)];
@@ -131,7 +133,8 @@ async function main(): Promise<void> {
       await openvpnRow(ob, procs),
     ].filter((r) => !process.env.VEIL_BENCH_ONLY || process.env.VEIL_BENCH_ONLY.split(',').some((n) => r.name.startsWith(n)));
     for (const row of rows) await ping(ob, row);
-    console.log(`bench/overlay: iperf3 TCP, ${SECONDS} s x ${ROUNDS} rounds, interleaved; node ${process.version}`);
+    const path = JSON.parse(ob.gateways[0]!.stdout().split('\n').find((l) => l.includes('gateway ready')) ?? '{}').dataPath ?? '?';
+    console.log(`bench/overlay: iperf3 TCP, ${SECONDS} s x ${ROUNDS} rounds, interleaved; veil data path: ${path}; node ${process.version}`);
     for (let r = 1; r <= ROUNDS; r++) {
       for (const row of rows) {
         await iperf(ob, row);

@@ -37,6 +37,9 @@ export interface StaticGatewayConfig {
   networks: StaticNetwork[];
   apiSocket?: string;
   sequenceBudget?: number;
+  /** "ts" (default): Forwarder + node:dgram; "native": the batched data path of native/ (npm run build:native). */
+  /** Absent: native when the addon is built, else TypeScript. */
+  dataPath?: 'ts' | 'native';
 }
 
 export const DEFAULT_UNDERLAY_MTU = 1500;
@@ -122,7 +125,9 @@ export function parseStaticGatewayConfig(json: unknown): StaticGatewayConfig {
     return network;
   });
 
+  if (root.dataPath !== undefined && root.dataPath !== 'ts' && root.dataPath !== 'native') fail('config.dataPath', 'must be "ts" or "native"');
   const config: StaticGatewayConfig = { host, vtep, underlayMtu, peers, networks };
+  if (root.dataPath !== undefined) config.dataPath = root.dataPath as 'ts' | 'native';
   if (root.apiSocket !== undefined) config.apiSocket = str(root, 'apiSocket', 'config');
   if (root.sequenceBudget !== undefined) config.sequenceBudget = int(root, 'sequenceBudget', 'config', 1, Number.MAX_SAFE_INTEGER);
   return config;

@@ -216,10 +216,6 @@ export class EtcdStore implements Store {
   private async rawTxn(compare: ICompare[], success: Array<Promise<IRequestOp>>, failure: Array<Promise<IRequestOp>> = []) {
     return this.ns.kv.txn({ compare, success: await Promise.all(success), failure: await Promise.all(failure) });
   }
-  /** Keys in a txn's range responses are absolute; strip our prefix. */
-  private rel(key: Buffer): string {
-    return key.subarray(this.ns.prefix.length).toString();
-  }
 
   private async getAll(prefix: string): Promise<{ kvs: IKeyValue[]; revision: number }> {
     const res = await this.ns.getAll().prefix(prefix).exec();

@@ -1,10 +1,8 @@
-import type { AeadProvider } from '../crypto/aead.js';
 import type { SecretKey } from '../crypto/secret.js';
 import type { DropReason } from './drops.js';
-import { Forwarder, type Forward } from './forwarder.js';
-import type { UnderlayIo, VtepIo } from './io.js';
+import type { DataPath } from './io.js';
 import type { Plumbing } from './plumbing.js';
-import { deriveSaPair, type SaHost } from './sa-derive.js';
+import { deriveSaKeySpecs, type SaHost } from './sa-derive.js';
 import { SPI_HOST_INDEX_MAX } from './spi.js';
 
 /**
@@ -39,9 +37,8 @@ export interface GatewayOptions {
   readonly self: SaHost & { readonly address: string };
   readonly privateKey: SecretKey;
   readonly plumbing: Plumbing;
-  readonly underlay: UnderlayIo;
-  readonly vtep: VtepIo;
-  readonly provider: AeadProvider;
+  /** TsDataPath (Forwarder + node:dgram) or NativeDataplane (native/, config `dataPath: "native"`). */
+  readonly dataPath: DataPath;
   readonly sequenceBudget?: number;
   readonly log?: (event: string, fields?: Record<string, unknown>) => void;
 }
@@ -70,37 +67,24 @@ export interface GatewayStatus {
 
 /**
  * One host's data plane: plumbs the vtep namespace, bridges and VXLAN devices,
- * points the FDB at one gateway port per peer, and runs the Forwarder between
- * the VTEP side and the underlay.
+ * points the FDB at one gateway port per peer, derives the SAs, and hands
+ * networks, peers and SAs to its data path (TypeScript or native).
  */
 export class Gateway {
-  readonly forwarder: Forwarder;
   readonly #networks = new Map<number, GatewayNetwork>();
   readonly #peers = new Map<string, GatewayPeer>();
   readonly #keys = new Map<number, NetworkEpochKey>();
-  #sendFailures = 0;
-  #running = false;
 
-  constructor(readonly options: GatewayOptions) {
-    this.forwarder = new Forwarder(options.plumbing.vtepAddress);
-  }
+  constructor(readonly options: GatewayOptions) {}
 
   async start(): Promise<void> {
-    const { plumbing, underlay, vtep } = this.options;
-    await plumbing.ensureHost();
-    await vtep.open();
-    await underlay.open(
-      (d) => this.#forward(this.forwarder.inboundEsp(d)),
-      (d, address) => this.#forward(this.forwarder.inboundPlain(d, address)),
-    );
-    this.#running = true;
+    await this.options.plumbing.ensureHost();
+    await this.options.dataPath.start();
     this.#log('gateway started', { host: this.options.self.id, address: this.options.self.address });
   }
 
   async stop(options: { unplumb?: boolean } = {}): Promise<void> {
-    this.#running = false;
-    await this.options.vtep.close();
-    await this.options.underlay.close();
+    await this.options.dataPath.stop();
     if (options.unplumb) await this.options.plumbing.teardownHost();
     this.#log('gateway stopped', { unplumbed: options.unplumb ?? false });
   }
@@ -108,14 +92,14 @@ export class Gateway {
   async addNetwork(network: GatewayNetwork, key?: NetworkEpochKey): Promise<void> {
     await this.options.plumbing.ensureNetwork({ vni: network.vni, encrypted: network.encrypted });
     this.#networks.set(network.vni, network);
-    this.forwarder.setNetwork(network);
+    this.options.dataPath.setNetwork(network);
     if (key) this.#keys.set(network.vni, key);
     for (const peer of this.#peers.values()) await this.#connect(peer, network);
     this.#log('network added', { vni: network.vni, encrypted: network.encrypted, epoch: key?.epoch });
   }
 
   async removeNetwork(vni: number): Promise<void> {
-    this.forwarder.removeNetwork(vni);
+    this.options.dataPath.removeNetwork(vni);
     this.#networks.delete(vni);
     this.#keys.delete(vni);
     await this.options.plumbing.removeNetwork(vni);
@@ -124,8 +108,7 @@ export class Gateway {
 
   async addPeer(peer: GatewayPeer): Promise<void> {
     this.#peers.set(peer.id, peer);
-    this.forwarder.setPeer({ id: peer.id, address: peer.address });
-    await this.options.vtep.addPeer(peer.id, peerPort(peer.index), (d, address, port) => this.#forward(this.forwarder.outbound(peer.id, d, address, port)));
+    await this.options.dataPath.addPeer({ id: peer.id, index: peer.index, address: peer.address }, peerPort(peer.index));
     for (const network of this.#networks.values()) await this.#connect(peer, network);
     this.#log('peer added', { peer: peer.id, address: peer.address, port: peerPort(peer.index) });
   }
@@ -134,8 +117,7 @@ export class Gateway {
     const peer = this.#peers.get(peerId);
     if (!peer) return;
     for (const network of this.#networks.values()) await this.options.plumbing.removePeer(network.vni, peerPort(peer.index));
-    await this.options.vtep.removePeer(peerId);
-    this.forwarder.removePeer(peerId);
+    await this.options.dataPath.removePeer(peerId);
     this.#peers.delete(peerId);
     this.#log('peer removed', { peer: peerId });
   }
@@ -150,53 +132,32 @@ export class Gateway {
       this.#log('no keys for encrypted network; traffic is dropped until they arrive', { vni: network.vni, peer: peer.id });
       return;
     }
-    const { outbound, inbound } = deriveSaPair(this.options.self, this.options.privateKey, peer, {
+    const { outbound, inbound } = deriveSaKeySpecs(this.options.self, this.options.privateKey, peer, {
       networkId: network.id, networkIndex: network.index, vni: network.vni, epoch: key.epoch, secret: key.secret,
-    }, { provider: this.options.provider, ...(this.options.sequenceBudget ? { sequenceBudget: this.options.sequenceBudget } : {}) });
-    this.forwarder.sas.installInbound(inbound);
-    this.forwarder.sas.activateOutbound(outbound);
+    });
+    try {
+      // Make-before-break order: inbound first (DESIGN "Rotation").
+      this.options.dataPath.installInbound(inbound);
+      this.options.dataPath.activateOutbound(outbound, this.options.sequenceBudget);
+    } finally {
+      // Each data path keeps its own copy of the key (a cipher context).
+      inbound.keymat.wipe();
+      outbound.keymat.wipe();
+    }
     this.#log('SAs installed', { vni: network.vni, peer: peer.id, epoch: key.epoch, outboundSpi: hex(outbound.spi), inboundSpi: hex(inbound.spi) });
   }
 
-  #forward(result: Forward): void {
-    if (!result.ok || !this.#running) return;
-    const sent = result.to === 'vtep'
-      ? this.options.vtep.deliver(result.datagram)
-      : this.options.underlay.send(result.datagram, result.address, result.port);
-    if (!sent) {
-      this.#sendFailures++;
-      this.forwarder.unattributed('send-failed');
-    }
-  }
-
   status(): GatewayStatus {
-    const sas = this.forwarder.sas;
-    // Every configured (peer, network) pair, idle ones included: "is it encrypted?" needs an answer
-    // before the first packet; then any pair that still has counters (a peer or network since removed).
-    for (const peer of this.#peers.values()) for (const vni of this.#networks.keys()) this.forwarder.stats.pair(peer.id, vni);
-    const pairs = this.forwarder.stats.entries().map(({ peerId, vni, stats }) => {
-      const out = sas.outbound(peerId, vni);
-      const pair: PairStatus = {
-        peer: peerId,
-        vni,
-        encrypted: this.#networks.get(vni)?.encrypted ?? false,
-        txPackets: stats.txPackets,
-        txBytes: stats.txBytes,
-        rxPackets: stats.rxPackets,
-        rxBytes: stats.rxBytes,
-        drops: stats.drops.snapshot(),
-        inbound: sas.inboundOf(peerId, vni).map((sa) => ({ spi: sa.spi, epoch: sa.label.epoch, opened: sa.counters.packets })),
-      };
-      if (out) pair.outbound = { spi: out.spi, epoch: out.label.epoch, sealed: out.counters.packets, sequenceHeadroom: out.counter.remaining };
-      return pair;
-    });
+    // Every configured (peer, network) pair, idle ones included (both data paths list them), and any
+    // pair that still has counters (a peer or network since removed).
+    const traffic = this.options.dataPath.status();
     return {
       host: this.options.self.id,
       peers: [...this.#peers.values()].map((p) => ({ id: p.id, address: p.address })),
       networks: [...this.#networks.values()],
-      pairs,
-      unattributedDrops: this.forwarder.stats.unattributed.snapshot(),
-      sendFailures: this.#sendFailures,
+      pairs: traffic.pairs,
+      unattributedDrops: traffic.unattributedDrops,
+      sendFailures: traffic.sendFailures,
     };
   }
 

@@ -2,6 +2,7 @@ import type { AeadProvider } from '../crypto/aead.js';
 import { deriveSaKeymat } from '../crypto/sa-keys.js';
 import type { SecretKey } from '../crypto/secret.js';
 import { createEspCipher } from './esp.js';
+import type { SaKeySpec } from './io.js';
 import { InboundSa, OutboundSa } from './sa.js';
 import { encodeSpi } from './spi.js';
 
@@ -32,10 +33,34 @@ export interface SaOptions {
 }
 
 /**
- * Both SAs between this host and one peer for one network epoch (ESN always on):
- * outbound self → peer, named at the peer by SPI(epoch, self, network), and
- * inbound peer → self, named here by SPI(epoch, peer, network).
+ * KEYMAT and SPI of both SAs between this host and one peer for one network
+ * epoch (ESN always on): outbound self → peer, named at the peer by
+ * SPI(epoch, self, network), and inbound peer → self, named here by
+ * SPI(epoch, peer, network). The caller wipes the keymats once installed.
  */
+export function deriveSaKeySpecs(
+  self: SaHost,
+  selfPrivateKey: SecretKey,
+  peer: SaHost,
+  net: SaNetworkEpoch,
+): { outbound: SaKeySpec; inbound: SaKeySpec } {
+  const base = { networkId: net.networkId, epoch: net.epoch };
+  const where = { esn: true, vni: net.vni, peerId: peer.id, epoch: net.epoch };
+  return {
+    outbound: {
+      ...where,
+      spi: encodeSpi(net.epoch, self.index, net.networkIndex),
+      keymat: deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, { ...base, senderId: self.id, receiverId: peer.id, senderIncarnation: self.incarnation }),
+    },
+    inbound: {
+      ...where,
+      spi: encodeSpi(net.epoch, peer.index, net.networkIndex),
+      keymat: deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, { ...base, senderId: peer.id, receiverId: self.id, senderIncarnation: peer.incarnation }),
+    },
+  };
+}
+
+/** Both SAs as TypeScript objects (SaTable, tests): deriveSaKeySpecs with the given AEAD provider. */
 export function deriveSaPair(
   self: SaHost,
   selfPrivateKey: SecretKey,
@@ -43,23 +68,17 @@ export function deriveSaPair(
   net: SaNetworkEpoch,
   options: SaOptions,
 ): { outbound: OutboundSa; inbound: InboundSa } {
-  const base = { networkId: net.networkId, epoch: net.epoch };
-  const outKeymat = deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, {
-    ...base, senderId: self.id, receiverId: peer.id, senderIncarnation: self.incarnation,
-  });
-  const inKeymat = deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, {
-    ...base, senderId: peer.id, receiverId: self.id, senderIncarnation: peer.incarnation,
-  });
+  const specs = deriveSaKeySpecs(self, selfPrivateKey, peer, net);
   const label = { peerId: peer.id, epoch: net.epoch };
   const outbound = new OutboundSa(
-    createEspCipher(encodeSpi(net.epoch, self.index, net.networkIndex), outKeymat, true, options.provider),
+    createEspCipher(specs.outbound.spi, specs.outbound.keymat, true, options.provider),
     net.vni, options.sequenceBudget, label,
   );
   const inbound = new InboundSa(
-    createEspCipher(encodeSpi(net.epoch, peer.index, net.networkIndex), inKeymat, true, options.provider),
+    createEspCipher(specs.inbound.spi, specs.inbound.keymat, true, options.provider),
     net.vni, options.replayWindow, label,
   );
-  outKeymat.wipe();
-  inKeymat.wipe();
+  specs.outbound.keymat.wipe();
+  specs.inbound.keymat.wipe();
   return { outbound, inbound };
 }

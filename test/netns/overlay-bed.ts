@@ -80,6 +80,8 @@ export async function createOverlayBed(options: {
   sequenceBudget?: number;
   /** Encrypted networks whose keys the gateways are not given (fail-closed tests). */
   withholdKeys?: string[];
+  /** The gateways' data path; absent: the gateway's default (native when built). */
+  dataPath?: 'ts' | 'native';
 }): Promise<OverlayBed> {
   const bed = await createBed({ hosts: options.hosts });
   const dir = mkdtempSync(join(tmpdir(), 'veil-overlay-'));
@@ -158,6 +160,7 @@ export async function createOverlayBed(options: {
         })),
         apiSocket: socketOf(i),
         ...(options.sequenceBudget ? { sequenceBudget: options.sequenceBudget } : {}),
+        ...(options.dataPath ? { dataPath: options.dataPath } : {}),
       };
       const path = join(dir, `h${i}.json`);
       writeFileSync(path, JSON.stringify(config));

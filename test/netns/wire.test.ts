@@ -173,6 +173,9 @@ beforeAll(async () => {
   // Also when the run ends without afterAll (the bed removes its namespaces on exit and on signals).
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   ob = await createOverlayBed({ hosts: HOSTS, networks: [ENC, PLAIN] });
+  // The native path sends UDP GSO: on a veth, tcpdump would see each send as one super-packet before
+  // segmentation. Segment in software on the sender so the captures show datagrams as on a wire.
+  for (const h of ob.hosts) await ob.bed.exec(h.netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'off']);
   for (const net of [ENC, PLAIN]) {
     const list: Container[] = [];
     for (let i = 1; i <= HOSTS; i++) list.push(await ob.container(i, net));

@@ -1,0 +1,146 @@
+/*
+ * veil's batched native data plane (see src/vxlan/io-native.ts for its JS face).
+ *
+ *   outbound thread: epoll over the per-peer sockets (hostAddress:14789+peer) → recvmmsg (UDP_GRO)
+ *                    → source must be the VTEP → VXLAN header → network → plain: as is to peer:4789,
+ *                    encrypted: SA(peer, vni) → seq → seal → sendmmsg (+UDP_SEGMENT) from UDP 4500
+ *   inbound thread:  underlay UDP 4500 (UDP_GRO) → split by gso_size → RFC 3948 class → length → SPI
+ *                    → replay check → ICV+decrypt (in place) → replay update → trailer → inner UDP
+ *                    → VXLAN → VNI = SA's → sendmmsg (+UDP_SEGMENT) to vtepAddress:4789;
+ *                    underlay UDP 4789: known peer source, plain network only → VTEP.
+ *
+ * Tables (peers, networks, SAs) change from JS while the threads run. One
+ * writer-preferring rwlock: each data thread holds the read lock while it
+ * receives (non-blocking) and processes one batch, JS takes the write lock to
+ * change a table. So no thread ever sees an SA or a socket that is being freed,
+ * and both data threads run concurrently. Each counter has exactly one writing
+ * thread; stats() reads them with relaxed atomic loads.
+ */
+#ifndef VEIL_DATAPLANE_H
+#define VEIL_DATAPLANE_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "esp.h"
+#include "replay.h"
+#include "table.h"
+
+/* The names and order of src/vxlan/drops.ts DROP_REASONS (checked by the TS loader). */
+#define DROP_REASON_LIST(X) \
+  X(NAT_KEEPALIVE, "nat-keepalive") X(NON_ESP_MARKER, "non-esp-marker") X(TRUNCATED, "truncated") \
+  X(UNKNOWN_SPI, "unknown-spi") X(REPLAY_TOO_OLD, "replay-too-old") X(REPLAY_DUPLICATE, "replay-duplicate") \
+  X(AUTH_FAILED, "auth-failed") X(BAD_ALIGNMENT, "bad-alignment") X(BAD_PAD_LENGTH, "bad-pad-length") \
+  X(BAD_PADDING, "bad-padding") X(BAD_NEXT_HEADER, "bad-next-header") X(BAD_INNER_UDP, "bad-inner-udp") \
+  X(BAD_VXLAN_HEADER, "bad-vxlan-header") X(VNI_MISMATCH, "vni-mismatch") \
+  X(PLAINTEXT_ON_ENCRYPTED, "plaintext-on-encrypted") X(UNKNOWN_VNI, "unknown-vni") \
+  X(UNKNOWN_PEER, "unknown-peer") X(NO_OUTBOUND_SA, "no-outbound-sa") X(SEQ_EXHAUSTED, "seq-exhausted") \
+  X(OVERSIZE, "oversize") X(SEND_FAILED, "send-failed") X(UNAUTHORIZED_SOURCE, "unauthorized-source")
+
+#define DROP_ENUM(e, s) DROP_##e,
+enum drop_reason { DROP_REASON_LIST(DROP_ENUM) DROP_COUNT };
+#undef DROP_ENUM
+extern const char *const DROP_NAMES[DROP_COUNT];
+
+#define PEER_INDEX_MAX 16383 /* spi.ts SPI_HOST_INDEX_MAX */
+/* sequence.ts: with ESN veil stops at 2^53 - 1, without at 2^32 - 1 */
+#define SEQ64_MAX ((1ULL << 53) - 1)
+#define SEQ32_MAX 0xffffffffULL
+
+/* Counters of one direction, written by one thread only. */
+typedef struct dir_counters {
+  uint64_t packets, bytes;
+  uint64_t drops[DROP_COUNT];
+} dir_counters;
+
+/* One (peer, network) pair; created by the control plane, never freed before the data plane. */
+typedef struct pair_stats {
+  uint16_t peer;
+  uint32_t vni;
+  dir_counters tx; /* outbound thread */
+  dir_counters rx; /* inbound thread */
+} pair_stats;
+
+typedef struct inbound_sa {
+  esp_cipher cipher;
+  replay_window replay;
+  uint32_t vni, epoch;
+  uint16_t peer;
+  pair_stats *pair;
+  uint64_t opened, bytes; /* inbound thread */
+} inbound_sa;
+
+typedef struct outbound_sa {
+  esp_cipher cipher;
+  uint8_t key[32];
+  size_t key_len;
+  uint32_t vni, epoch;
+  uint16_t peer;
+  uint64_t next, limit; /* next sequence number to use; the last one allowed (never wraps) */
+  pair_stats *pair;
+  uint64_t sealed, bytes; /* outbound thread */
+} outbound_sa;
+
+typedef struct peer {
+  uint16_t index;
+  uint16_t port;       /* the gateway port on hostAddress */
+  uint32_t generation; /* tells a stale epoll event from the current socket */
+  struct in_addr address;
+  int fd;
+} peer;
+
+typedef struct network {
+  uint32_t vni;
+  int encrypted;
+} network;
+
+typedef struct dp_config {
+  struct in_addr underlay, host, vtep;
+  uint16_t esp_port, plain_port, vtep_port, peer_esp_port, peer_plain_port;
+  int buffer_bytes;
+  int gso, gro;
+  uint32_t gso_max_segment; /* largest UDP payload per GSO segment (underlay MTU - 28) */
+  uint32_t replay_window;
+} dp_config;
+
+typedef struct io_counters {
+  uint64_t rx_calls, rx_datagrams, rx_packets, tx_calls, tx_messages, tx_packets, send_errors;
+} io_counters;
+
+struct dp_thread;
+typedef struct dataplane dataplane;
+
+dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len);
+int dp_start(dataplane *dp, char *err, size_t err_len);
+void dp_destroy(dataplane *dp); /* stops the threads, closes every socket, frees every table */
+
+/* Control plane: each takes the write lock. 0 ok, -1 with err filled. */
+int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, uint16_t port, char *err, size_t err_len);
+int dp_remove_peer(dataplane *dp, uint16_t index);
+int dp_set_network(dataplane *dp, uint32_t vni, int encrypted);
+int dp_remove_network(dataplane *dp, uint32_t vni);
+int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t key_len, const uint8_t salt[4], int esn,
+                       uint32_t vni, uint16_t peer, uint32_t epoch, char *err, size_t err_len);
+int dp_remove_inbound(dataplane *dp, uint32_t spi);
+int dp_set_outbound(dataplane *dp, uint16_t peer, uint32_t vni, uint32_t spi, const uint8_t *key, size_t key_len,
+                    const uint8_t salt[4], int esn, uint32_t epoch, uint64_t budget, char *err, size_t err_len);
+int dp_remove_outbound(dataplane *dp, uint16_t peer, uint32_t vni);
+
+/* Stats, read under the read lock through callbacks (the N-API layer builds JS objects). */
+typedef struct dp_stats_visitor {
+  void *ctx;
+  void (*pair)(void *ctx, const pair_stats *p, const outbound_sa *out);
+  void (*inbound)(void *ctx, uint32_t spi, const inbound_sa *sa);
+  void (*unattributed)(void *ctx, const uint64_t tx[DROP_COUNT], const uint64_t rx[DROP_COUNT]);
+  void (*io)(void *ctx, const char *dir, const io_counters *io);
+} dp_stats_visitor;
+void dp_visit_stats(dataplane *dp, const dp_stats_visitor *v);
+
+static inline uint64_t counter_load(const uint64_t *c) { return __atomic_load_n(c, __ATOMIC_RELAXED); }
+/* Single writer: no lock prefix needed, but the store is atomic for concurrent readers. */
+static inline void counter_add(uint64_t *c, uint64_t n) {
+  __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+#endif
