@@ -3,8 +3,10 @@ import type { AeadProvider } from '../crypto/aead.js';
 import { nobleAeadProvider } from '../crypto/aead-noble.js';
 import { nodeAeadProvider } from '../crypto/aead-node.js';
 import { checkEspVector, parseEspVectorFile } from '../vxlan/esp-vectors.js';
+import { nativeAeadProvider, nativeAvailable } from '../vxlan/native.js';
 
-export const ESP_IMPLEMENTATIONS: readonly AeadProvider[] = [nodeAeadProvider, nobleAeadProvider];
+/** Every AES-GCM implementation veil has here: node:crypto, @noble/ciphers, and the native addon when built. */
+export const ESP_IMPLEMENTATIONS: readonly AeadProvider[] = [nodeAeadProvider, nobleAeadProvider, ...(nativeAvailable() ? [nativeAeadProvider] : [])];
 
 /**
  * `veil vectors check FILE`: every case through the sealer and the opener of
