@@ -13,6 +13,7 @@ import { NativeDataplane } from '../../src/vxlan/io-native.js';
 import { InboundSa } from '../../src/vxlan/sa.js';
 import { vxlanDatagram } from '../support/esp-fixtures.js';
 import { Prng } from '../support/prng.js';
+import { TestSockets } from '../support/udp.js';
 
 const NET = `127.${100 + randomInt(100)}.${randomInt(250)}`;
 const A = { underlay: `${NET}.11`, host: `${NET}.12`, vtep: `${NET}.13`, peer: `${NET}.14`, stranger: `${NET}.15` };
@@ -23,7 +24,7 @@ const PLAIN = 4097;
 const BARE = 4098; // encrypted, but no SA
 
 let dp: NativeDataplane;
-const sockets: dgram.Socket[] = [];
+const testSockets = new TestSockets();
 let vtep: dgram.Socket; // sends as the VTEP, receives deliveries
 let peerEsp: dgram.Socket;
 let peerPlain: dgram.Socket;
@@ -34,15 +35,7 @@ const keyOut = new SecretKey(new Prng(9).bytes(20));
 const spiOut = 0x0003_0001;
 const tsInbound = new InboundSa(createEspCipher(spiOut, keyOut, true, nodeAeadProvider), ENC);
 
-async function bind(address: string, port: number): Promise<dgram.Socket> {
-  const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20 });
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.bind(port, address, () => resolve());
-  });
-  sockets.push(s);
-  return s;
-}
+const bind = (address: string, port: number) => testSockets.bind(address, port);
 const send = (s: dgram.Socket, d: Uint8Array, port: number, address: string) =>
   new Promise<void>((resolve, reject) => s.send(d, port, address, (err) => (err ? reject(err) : resolve())));
 async function until(cond: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
@@ -76,7 +69,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await dp?.stop();
-  for (const s of sockets) s.close();
+  testSockets.closeAll();
 });
 
 describe('native outbound', () => {

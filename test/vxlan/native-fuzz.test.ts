@@ -19,6 +19,7 @@ import { InboundSa, OutboundSa } from '../../src/vxlan/sa.js';
 import { encodeUdpHeader } from '../../src/vxlan/udp.js';
 import { vxlanDatagram } from '../support/esp-fixtures.js';
 import { Prng } from '../support/prng.js';
+import { TestSockets } from '../support/udp.js';
 
 const DATAGRAMS = Math.max(100_000, Number(process.env.VEIL_FUZZ_DATAGRAMS ?? 100_000));
 const SEED = Number(process.env.VEIL_FUZZ_SEED ?? randomInt(2 ** 31));
@@ -35,18 +36,10 @@ const ENC_B = 200;
 const PLAIN = 300;
 
 type Socket = dgram.Socket;
-const sockets: Socket[] = [];
+const testSockets = new TestSockets();
 let dp: NativeDataplane;
 
-async function bind(address: string, port: number): Promise<Socket> {
-  const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20 });
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.bind(port, address, () => resolve());
-  });
-  sockets.push(s);
-  return s;
-}
+const bind = (address: string, port: number) => testSockets.bind(address, port);
 
 const send = (s: Socket, d: Uint8Array, port: number, address: string) =>
   new Promise<void>((resolve, reject) => s.send(d, port, address, (err) => (err ? reject(err) : resolve())));
@@ -69,7 +62,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await dp?.stop();
-  for (const s of sockets) s.close();
+  testSockets.closeAll();
 });
 
 it(`fuzz [native, loopback sockets]: ≥100k random and mutated datagrams; deliveries and drop counts equal the TypeScript Forwarder's`, async () => {

@@ -1,0 +1,20 @@
+import dgram from 'node:dgram';
+
+/** UDP sockets for loopback tests, closed together by closeAll() (call it in afterAll). */
+export class TestSockets {
+  readonly #sockets: dgram.Socket[] = [];
+
+  async bind(address: string, port: number): Promise<dgram.Socket> {
+    const s = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20, sendBufferSize: 8 << 20 });
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject);
+      s.bind(port, address, () => resolve());
+    });
+    this.#sockets.push(s);
+    return s;
+  }
+
+  closeAll(): void {
+    for (const s of this.#sockets.splice(0)) s.close();
+  }
+}
