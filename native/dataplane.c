@@ -1,5 +1,7 @@
 #include "dataplane.h"
 
+#include <openssl/crypto.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/udp.h>
@@ -79,6 +81,13 @@ struct dataplane {
   table inbound;         /* spi → inbound_sa */
   table outbound;        /* pair key → outbound_sa */
   table pairs;           /* pair key → pair_stats */
+  /*
+   * SAs taken out of service (peer or network removed, SA replaced or removed) but not forgotten:
+   * re-activating the same key must resume its sequence (never restart GCM nonces at 1) and keep
+   * its replay window (never accept old packets again). Pruned two epochs behind, then wiped.
+   */
+  struct retired_sa { int outbound; void *sa; } *retired;
+  size_t n_retired, cap_retired;
   uint64_t unattributed_tx[DROP_COUNT], unattributed_rx[DROP_COUNT];
   dp_thread out, in;
   atomic_int stopping;
@@ -556,12 +565,76 @@ int dp_start(dataplane *dp, char *err, size_t err_len) {
 static void free_inbound(inbound_sa *sa) {
   esp_cipher_free(&sa->cipher);
   replay_free(&sa->replay);
+  OPENSSL_cleanse(sa, sizeof *sa);
   free(sa);
 }
 static void free_outbound(outbound_sa *sa) {
   esp_cipher_free(&sa->cipher);
-  memset(sa->key, 0, sizeof sa->key);
+  OPENSSL_cleanse(sa, sizeof *sa);
   free(sa);
+}
+
+static void free_sa(int outbound, void *sa) {
+  if (outbound) free_outbound(sa);
+  else free_inbound(sa);
+}
+
+/* The identity of an SA's key material: (SPI, peer, VNI, epoch) and the key and salt bytes. */
+static int same_key(const esp_cipher *c, const uint8_t *k, size_t k_len, uint32_t spi, const uint8_t *key, size_t key_len, const uint8_t salt[4]) {
+  return c->spi == spi && k_len == key_len && CRYPTO_memcmp(k, key, key_len) == 0 && CRYPTO_memcmp(c->salt, salt, 4) == 0;
+}
+
+/* Takes an SA out of service without forgetting it. Write lock held. */
+static void retire(dataplane *dp, int outbound, void *sa) {
+  if (dp->n_retired == dp->cap_retired) {
+    size_t cap = dp->cap_retired ? 2 * dp->cap_retired : 16;
+    struct retired_sa *r = realloc(dp->retired, cap * sizeof *r);
+    if (!r) {
+      free_sa(outbound, sa); /* out of memory: nothing safer to do than forget it */
+      return;
+    }
+    dp->retired = r;
+    dp->cap_retired = cap;
+  }
+  dp->retired[dp->n_retired++] = (struct retired_sa){ outbound, sa };
+}
+
+/* A retired SA with exactly this key and name, removed from the retired list; else NULL. Write lock held. */
+static void *reclaim(dataplane *dp, int outbound, uint32_t spi, uint16_t peer_index, uint32_t vni, uint32_t epoch,
+                     const uint8_t *key, size_t key_len, const uint8_t salt[4]) {
+  for (size_t i = 0; i < dp->n_retired; i++) {
+    struct retired_sa *r = &dp->retired[i];
+    if (r->outbound != outbound) continue;
+    int match;
+    if (outbound) {
+      outbound_sa *o = r->sa;
+      match = o->peer == peer_index && o->vni == vni && o->epoch == epoch && same_key(&o->cipher, o->key, o->key_len, spi, key, key_len, salt);
+    } else {
+      inbound_sa *n = r->sa;
+      match = n->peer == peer_index && n->vni == vni && n->epoch == epoch && same_key(&n->cipher, n->key, n->key_len, spi, key, key_len, salt);
+    }
+    if (!match) continue;
+    void *sa = r->sa;
+    dp->retired[i] = dp->retired[--dp->n_retired];
+    return sa;
+  }
+  return NULL;
+}
+
+/* Forgets (and wipes) retired SAs of (peer, vni) more than two epochs behind `epoch`. Write lock held. */
+static void prune_retired(dataplane *dp, uint16_t peer_index, uint32_t vni, uint32_t epoch) {
+  for (size_t i = 0; i < dp->n_retired;) {
+    struct retired_sa *r = &dp->retired[i];
+    uint16_t p = r->outbound ? ((outbound_sa *)r->sa)->peer : ((inbound_sa *)r->sa)->peer;
+    uint32_t v = r->outbound ? ((outbound_sa *)r->sa)->vni : ((inbound_sa *)r->sa)->vni;
+    uint32_t e = r->outbound ? ((outbound_sa *)r->sa)->epoch : ((inbound_sa *)r->sa)->epoch;
+    if (p == peer_index && v == vni && (uint64_t)e + 2 < epoch) {
+      free_sa(r->outbound, r->sa);
+      dp->retired[i] = dp->retired[--dp->n_retired];
+    } else {
+      i++;
+    }
+  }
 }
 
 void dp_destroy(dataplane *dp) {
@@ -588,6 +661,8 @@ void dp_destroy(dataplane *dp) {
       else free_outbound(t->vals[i]);
     }
   }
+  for (size_t i = 0; i < dp->n_retired; i++) free_sa(dp->retired[i].outbound, dp->retired[i].sa);
+  free(dp->retired);
   for (uint32_t i = 0; i < dp->networks.cap; i++) if (dp->networks.state[i] == 1) free(dp->networks.vals[i]);
   for (uint32_t i = 0; i < dp->pairs.cap; i++) if (dp->pairs.state[i] == 1) free(dp->pairs.vals[i]);
   table_free(&dp->peer_by_address);
@@ -674,14 +749,14 @@ static void remove_sas(dataplane *dp, int by_peer, uint16_t peer_index, int by_v
     outbound_sa *sa = dp->outbound.vals[i];
     if ((by_peer && sa->peer != peer_index) || (by_vni && sa->vni != vni)) continue;
     table_del(&dp->outbound, dp->outbound.keys[i]);
-    free_outbound(sa);
+    retire(dp, 1, sa);
   }
   for (uint32_t i = 0; i < dp->inbound.cap; i++) {
     if (dp->inbound.state[i] != 1) continue;
     inbound_sa *sa = dp->inbound.vals[i];
     if ((by_peer && sa->peer != peer_index) || (by_vni && sa->vni != vni)) continue;
     table_del(&dp->inbound, dp->inbound.keys[i]);
-    free_inbound(sa);
+    retire(dp, 0, sa);
   }
 }
 
@@ -739,6 +814,13 @@ int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t k
     if (sa) free_inbound(sa);
     return -1;
   }
+  if (key_len > sizeof sa->key) {
+    set_err(err, err_len, "%s%s", "cannot create the inbound SA (key length 16, 24 or 32)", 0);
+    free_inbound(sa);
+    return -1;
+  }
+  memcpy(sa->key, key, key_len);
+  sa->key_len = key_len;
   sa->vni = vni;
   sa->peer = peer_index;
   sa->epoch = epoch;
@@ -749,10 +831,15 @@ int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t k
     if (existing->peer != peer_index || existing->vni != vni || existing->epoch != epoch) {
       set_err(err, err_len, "%s%s", "VEIL_ERR_SA_SPI_IN_USE: the SPI is in use by another peer, network or epoch", 0);
       rc = -1;
+      goto out;
     }
     /* The same SA again: keep it, and its replay window (a fresh window would re-open old packets). */
-    goto out;
+    if (same_key(&existing->cipher, existing->key, existing->key_len, spi, key, key_len, salt)) goto out;
+    /* A new key under the same name (the peer restarted: new incarnation): replace it, fresh window. */
+    table_del(&dp->inbound, spi);
+    free_inbound(existing);
   }
+  prune_retired(dp, peer_index, vni, epoch);
   int live = 0;
   for (uint32_t i = 0; i < dp->inbound.cap; i++) {
     if (dp->inbound.state[i] != 1) continue;
@@ -764,10 +851,20 @@ int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t k
     rc = -1;
     goto out;
   }
+  /* Installed before, taken out of service, installed again: the same object, window and all. */
+  inbound_sa *back = existing ? NULL : reclaim(dp, 0, spi, peer_index, vni, epoch, key, key_len, salt);
+  if (back) {
+    free_inbound(sa);
+    sa = back;
+  }
   sa->pair = ensure_pair(dp, peer_index, vni);
   if (!sa->pair || table_put(&dp->inbound, spi, sa) < 0) {
     set_err(err, err_len, "%s%s", "out of memory", 0);
     rc = -1;
+    if (back) {
+      retire(dp, 0, sa);
+      sa = NULL;
+    }
     goto out;
   }
   sa = NULL;
@@ -780,8 +877,8 @@ out:
 int dp_remove_inbound(dataplane *dp, uint32_t spi) {
   pthread_rwlock_wrlock(&dp->lock);
   inbound_sa *sa = table_del(&dp->inbound, spi);
+  if (sa) retire(dp, 0, sa); /* no reader can hold it: they drop every pointer at unlock */
   pthread_rwlock_unlock(&dp->lock);
-  if (sa) free_inbound(sa); /* no reader can hold it: they drop every pointer at unlock */
   return 0;
 }
 
@@ -805,29 +902,36 @@ int dp_set_outbound(dataplane *dp, uint16_t peer_index, uint32_t vni, uint32_t s
   pthread_rwlock_wrlock(&dp->lock);
   outbound_sa *old = table_get(&dp->outbound, k);
   int rc = 0;
-  if (old && old->cipher.spi == spi && old->epoch == epoch && old->key_len == key_len &&
-      memcmp(old->key, key, key_len) == 0 && memcmp(old->cipher.salt, salt, 4) == 0) {
+  if (old && old->peer == peer_index && old->vni == vni && old->epoch == epoch && same_key(&old->cipher, old->key, old->key_len, spi, key, key_len, salt)) {
     /* Activating the SA that is already active: keep its counter, never restart a nonce sequence. */
     pthread_rwlock_unlock(&dp->lock);
     free_outbound(sa);
     return 0;
   }
+  /* Active before and taken out of service: resume it, counter and all (same key, same nonces otherwise). */
+  outbound_sa *back = reclaim(dp, 1, spi, peer_index, vni, epoch, key, key_len, salt);
+  if (back) {
+    free_outbound(sa);
+    sa = back;
+  }
   sa->pair = ensure_pair(dp, peer_index, vni);
   if (!sa->pair || table_put(&dp->outbound, k, sa) < 0) {
     set_err(err, err_len, "%s%s", "out of memory", 0);
-    rc = -1;
-    old = sa;
+    pthread_rwlock_unlock(&dp->lock);
+    if (back) retire(dp, 1, sa); else free_outbound(sa);
+    return -1;
   }
+  if (old) retire(dp, 1, old);
+  prune_retired(dp, peer_index, vni, epoch);
   pthread_rwlock_unlock(&dp->lock);
-  if (old) free_outbound(old);
   return rc;
 }
 
 int dp_remove_outbound(dataplane *dp, uint16_t peer_index, uint32_t vni) {
   pthread_rwlock_wrlock(&dp->lock);
   outbound_sa *sa = table_del(&dp->outbound, pair_key(peer_index, vni));
+  if (sa) retire(dp, 1, sa);
   pthread_rwlock_unlock(&dp->lock);
-  if (sa) free_outbound(sa);
   return 0;
 }
 

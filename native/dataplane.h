@@ -64,6 +64,8 @@ typedef struct pair_stats {
 
 typedef struct inbound_sa {
   esp_cipher cipher;
+  uint8_t key[32]; /* kept to tell "the same SA again" from "a new key under the same SPI" */
+  size_t key_len;
   replay_window replay;
   uint32_t vni, epoch;
   uint16_t peer;

@@ -32,6 +32,7 @@ int esp_cipher_init(esp_cipher *c, const uint8_t *key, size_t key_len, const uin
 void esp_cipher_free(esp_cipher *c) {
   if (c->ctx) EVP_CIPHER_CTX_free(c->ctx);
   c->ctx = NULL;
+  OPENSSL_cleanse(c->salt, sizeof c->salt); /* cleanse: a plain memset before free is optimised away */
 }
 
 /* RFC 4106 §5: the one place the AAD is built. */
