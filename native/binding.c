@@ -444,8 +444,9 @@ static int get_sa_args(napi_env env, napi_value o, sa_args *s) {
       prop_bytes(env, o, "salt", &s->salt, &s->salt_len) || prop_bool(env, o, "esn", 1, &s->esn) ||
       prop_u32(env, o, "vni", 0, &s->vni) || prop_u32(env, o, "peer", 0, &s->peer) ||
       prop_u32(env, o, "epoch", 0, &s->epoch)) return -1;
-  if (s->salt_len != ESP_SALT_LENGTH || s->peer < 1 || s->peer > PEER_INDEX_MAX || s->vni > 0xffffff) {
-    napi_throw_range_error(env, "VEIL_ERR_NATIVE_ARGS", "salt must be 4 bytes, peer in 1..16383, VNI in 0..2^24-1");
+  /* RFC 4303 §2.1: SPIs 1-255 are reserved and 0 is the RFC 3948 non-ESP marker. */
+  if (s->salt_len != ESP_SALT_LENGTH || s->peer < 1 || s->peer > PEER_INDEX_MAX || s->vni > 0xffffff || s->spi < 256) {
+    napi_throw_range_error(env, "VEIL_ERR_NATIVE_ARGS", "salt must be 4 bytes, peer in 1..16383, VNI in 0..2^24-1, SPI >= 256");
     return -1;
   }
   return 0;

@@ -808,15 +808,10 @@ int dp_remove_network(dataplane *dp, uint32_t vni) {
 int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t key_len, const uint8_t salt[4], int esn,
                        uint32_t vni, uint16_t peer_index, uint32_t epoch, char *err, size_t err_len) {
   inbound_sa *sa = calloc(1, sizeof *sa);
-  if (!sa || esp_cipher_init(&sa->cipher, key, key_len, salt, spi, esn, 0) < 0 ||
+  if (!sa || key_len > sizeof sa->key || esp_cipher_init(&sa->cipher, key, key_len, salt, spi, esn, 0) < 0 ||
       replay_init(&sa->replay, esn, dp->cfg.replay_window) < 0) {
     set_err(err, err_len, "%s%s", "cannot create the inbound SA (key length 16, 24 or 32; replay window)", 0);
     if (sa) free_inbound(sa);
-    return -1;
-  }
-  if (key_len > sizeof sa->key) {
-    set_err(err, err_len, "%s%s", "cannot create the inbound SA (key length 16, 24 or 32)", 0);
-    free_inbound(sa);
     return -1;
   }
   memcpy(sa->key, key, key_len);

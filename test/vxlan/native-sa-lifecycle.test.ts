@@ -97,3 +97,7 @@ it('re-installing the same inbound SA keeps its replay window; a new key under t
   addon.dpInstallInbound(dp, spec(0x4321, 8));
   await sendAll(build(8), base + 40);
 });
+
+it('refuses reserved SPIs (0-255, RFC 4303 §2.1) from JS', () => {
+  for (const spi of [0, 1, 255]) expect(() => addon.dpSetOutbound(dp, spec(spi, 7))).toThrow(/SPI >= 256/);
+});
