@@ -1,4 +1,12 @@
-import { mkdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import { HostAgent } from './agent/agent.js';
+import type { ClusterGatewayConfig } from './config.js';
+import { bytesToHex } from './crypto/bytes.js';
+import { loadOrCreateIdentity } from './identity.js';
+import { EtcdStore } from './store/etcd.js';
+import { VERSION } from './version.js';
 import { dirname } from 'node:path';
 import { buildApp } from './api/app.js';
 import { nodeAeadProvider } from './crypto/aead-node.js';
@@ -20,7 +28,28 @@ import { IproutePlumbing } from './vxlan/plumbing.js';
 
 export interface RunningGateway {
   gateway: Gateway;
+  agent?: HostAgent;
   stop(options?: { unplumb?: boolean }): Promise<void>;
+}
+
+/** The native batched data path by default (DESIGN: per-packet node:crypto cannot keep up); the
+ * TypeScript path when configured, or when the addon is not built here (logged: it is ~20x slower). */
+function chooseDataPath(configured: 'ts' | 'native' | undefined, underlayAddress: string, plumbing: IproutePlumbing, underlayMtu: number, log: Logger): { dataPath: DataPath; kind: 'ts' | 'native' } {
+  let kind = configured ?? 'native';
+  if (kind === 'native' && !nativeAvailable()) {
+    if (configured === 'native') throw new VeilError('VEIL_ERR_CONFIG_INVALID', 'dataPath "native" but the native addon is not built (npm run build:native)');
+    log.warn('native data path not built; falling back to the TypeScript data path');
+    kind = 'ts';
+  }
+  const dataPath: DataPath = kind === 'native'
+    ? new NativeDataplane({ underlayAddress, hostAddress: plumbing.hostAddress, vtepAddress: plumbing.vtepAddress, underlayMtu })
+    : new TsDataPath({
+      vtepAddress: plumbing.vtepAddress,
+      underlay: new DgramUnderlay(underlayAddress),
+      vtep: new DgramVtep(plumbing.hostAddress, plumbing.vtepAddress),
+      provider: nodeAeadProvider,
+    });
+  return { dataPath, kind };
 }
 
 export async function startStaticGateway(config: StaticGatewayConfig, log: Logger): Promise<RunningGateway> {
@@ -29,22 +58,7 @@ export async function startStaticGateway(config: StaticGatewayConfig, log: Logge
     underlayMtu: config.underlayMtu,
     ...(config.vtep.linkNet ? { linkNet: config.vtep.linkNet } : {}),
   });
-  // The native batched data path by default (DESIGN: per-packet node:crypto cannot keep up); the
-  // TypeScript path when configured, or when the addon is not built here (logged: it is ~20x slower).
-  let kind = config.dataPath ?? 'native';
-  if (kind === 'native' && !nativeAvailable()) {
-    if (config.dataPath === 'native') throw new VeilError('VEIL_ERR_CONFIG_INVALID', 'dataPath "native" but the native addon is not built (npm run build:native)');
-    log.warn('native data path not built; falling back to the TypeScript data path');
-    kind = 'ts';
-  }
-  const dataPath: DataPath = kind === 'native'
-    ? new NativeDataplane({ underlayAddress: config.host.address, hostAddress: plumbing.hostAddress, vtepAddress: plumbing.vtepAddress, underlayMtu: config.underlayMtu })
-    : new TsDataPath({
-      vtepAddress: plumbing.vtepAddress,
-      underlay: new DgramUnderlay(config.host.address),
-      vtep: new DgramVtep(plumbing.hostAddress, plumbing.vtepAddress),
-      provider: nodeAeadProvider,
-    });
+  const { dataPath, kind } = chooseDataPath(config.dataPath, config.host.address, plumbing, config.underlayMtu, log);
   const gateway = new Gateway({
     self: { id: config.host.id, index: config.host.index, address: config.host.address, publicKey: new Uint8Array(0), incarnation: config.host.incarnation },
     privateKey: config.host.privateKey,
@@ -70,6 +84,71 @@ export async function startStaticGateway(config: StaticGatewayConfig, log: Logge
     async stop(options) {
       await app.close();
       await gateway.stop(options);
+    },
+  };
+}
+
+/**
+ * Cluster mode: the control plane in etcd drives this host's gateway (hosts,
+ * networks, containers, and the key schedule), and the API serves on a unix socket.
+ */
+export async function startClusterGateway(config: ClusterGatewayConfig, log: Logger): Promise<RunningGateway> {
+  const identity = loadOrCreateIdentity(config.dataDir);
+  log.info({ dataDir: config.dataDir, created: identity.created }, 'host identity loaded');
+  const incarnation = bytesToHex(randomBytes(8));
+  const store = new EtcdStore({ endpoints: config.clusterStore });
+  const plumbing = new IproutePlumbing({ vtepNetns: config.vtepNetns, underlayMtu: config.underlayMtu, linkNet: config.linkNet });
+  const { dataPath, kind } = chooseDataPath(config.dataPath, config.advertise, plumbing, config.underlayMtu, log);
+  // The index is allocated at registration; the gateway learns it from the agent before any SA exists.
+  const self = { id: config.hostId, index: 0, address: config.advertise, publicKey: identity.publicKey, incarnation };
+  const gateway = new Gateway({
+    self,
+    privateKey: identity.privateKey,
+    plumbing,
+    dataPath,
+    log: (msg, fields) => log.info(fields ?? {}, msg),
+  });
+  const agent = new HostAgent({
+    store,
+    gateway,
+    self: { id: config.hostId, address: config.advertise, os: config.os, arch: process.arch, version: VERSION, publicKey: bytesToHex(identity.publicKey), incarnation },
+    leaseTtlSeconds: config.leaseTtlSeconds,
+    log: (level, msg, fields) => log[level](fields ?? {}, msg),
+    onIndex: (index) => {
+      self.index = index;
+    },
+  });
+  let app: FastifyInstance | undefined;
+  try {
+    await gateway.start();
+    const { warning } = await agent.start();
+    if (warning) log.warn({ warning }, 'Windows host');
+    app = buildApp({
+      gatewayStatus: () => gateway.status(),
+      store,
+      local: { hostId: config.hostId, attach: (n, e) => agent.attachLocal(n, e), detach: (e) => agent.detachLocal(e) },
+      version: VERSION,
+    }, { logger: false });
+    mkdirSync(dirname(config.apiSocket), { recursive: true });
+    rmSync(config.apiSocket, { force: true });
+    await app.listen({ path: config.apiSocket });
+    chmodSync(config.apiSocket, 0o660);
+  } catch (err) {
+    await app?.close().catch(() => undefined);
+    await agent.stop().catch(() => undefined);
+    await gateway.stop({ unplumb: true }).catch(() => undefined);
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+  log.info({ host: config.hostId, index: self.index, address: config.advertise, dataPath: kind, socket: config.apiSocket, incarnation }, 'gateway ready');
+  return {
+    gateway,
+    agent,
+    async stop(options) {
+      await app?.close();
+      await agent.stop();
+      await gateway.stop(options);
+      await store.close();
     },
   };
 }

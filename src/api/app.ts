@@ -3,13 +3,17 @@ import { ERRORS, VeilError } from '../errors.js';
 import type { GatewayStatus } from '../vxlan/gateway.js';
 import type { Store } from '../store/types.js';
 import { renderMetrics } from './metrics.js';
-import { registerNetworkRoutes } from './networks.js';
+import { registerNetworkRoutes, type LocalHost } from './networks.js';
+import { collectOpenApi } from './openapi.js';
 import { errorSchema, gatewayStatusSchema } from './schemas.js';
 
 export interface AppDeps {
   gatewayStatus: () => GatewayStatus;
   /** The control plane; without it (static-key mode) only health, status and metrics are served. */
   store?: Store;
+  /** This gateway's host: connect plumbs its containers before answering. */
+  local?: LocalHost;
+  version?: string;
 }
 
 /** The REST API, without listening (tests use inject()). */
@@ -27,16 +31,18 @@ export function buildApp(deps: AppDeps, options: { logger?: boolean } = {}): Fas
   });
   app.setNotFoundHandler((req, reply) => reply.status(404).send({ code: 'VEIL_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url}` }));
 
-  app.get('/healthz', { schema: { response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
+  collectOpenApi(app, { title: 'veil', version: deps.version ?? '0.1.0' });
 
-  app.get('/metrics', { schema: { response: { 200: { type: 'string' } } } }, async (_req, reply) => {
+  app.get('/healthz', { schema: { summary: 'Liveness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
+
+  app.get('/metrics', { schema: { summary: 'Prometheus text: per-network and per-peer counters', response: { 200: { type: 'string' } } } }, async (_req, reply) => {
     reply.type('text/plain; version=0.0.4');
     return renderMetrics(deps.gatewayStatus());
   });
 
-  app.get('/status', { schema: { response: { 200: gatewayStatusSchema, 500: errorSchema } } }, async () => deps.gatewayStatus());
+  app.get('/status', { schema: { summary: 'The gateway: peers, networks, SAs and counters (never key bytes)', response: { 200: gatewayStatusSchema, 500: errorSchema } } }, async () => deps.gatewayStatus());
 
-  if (deps.store) registerNetworkRoutes(app, deps.store);
+  if (deps.store) registerNetworkRoutes(app, deps.store, deps.local);
 
   return app;
 }

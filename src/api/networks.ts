@@ -1,25 +1,29 @@
+import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { VeilError } from '../errors.js';
-import type { HostRecord, NetworkRecord, Store } from '../store/types.js';
+import type { EndpointRecord, HostRecord, NetworkRecord, Sandbox, Store } from '../store/types.js';
+import { isWindows, optionEnabled, windowsEndpointWarning, windowsHostWarning as windowsHostWarningText, windowsHosts, windowsNetworkWarning } from '../windows.js';
 import { errorSchema } from './schemas.js';
 
 /*
- * Docker's network vocabulary (POST /networks, GET /networks[/{id}], DELETE /networks/{id}), with
- * veil's additions: the VNI, and a Warning when Windows hosts meet an encrypted network — Windows
- * cannot encrypt overlay traffic, so that host's traffic on the network is not protected (Docker
- * stays silent there). With the `strict` option the request is refused instead.
+ * Docker's network vocabulary (POST /networks, GET /networks[/{id}], DELETE /networks/{id},
+ * POST /networks/{id}/connect|disconnect), with veil's additions: the VNI, the host of each
+ * container, and a Warning when Windows hosts meet an encrypted network — Windows cannot encrypt
+ * overlay traffic, so that host's traffic on the network is not protected (Docker stays silent
+ * there). With the network option `strict` the request is refused instead.
  */
 
-export const WINDOWS_WARNING =
-  'Windows hosts cannot encrypt overlay traffic: traffic of the Windows host(s) %s on this encrypted network will not be protected';
-
-/** Docker's `--opt encrypted` arrives as {"encrypted": ""}; any value but "false" turns it on. */
-export function optionEnabled(options: Record<string, string> | undefined, name: string): boolean {
-  return options !== undefined && name in options && options[name] !== 'false';
+/** This gateway's host, as the routes need it: containers of this host are plumbed before the answer. */
+export interface LocalHost {
+  readonly hostId: string;
+  /** Plugs the container in; throws VEIL_ERR_ATTACH_FAILED (the endpoint record is then removed). */
+  attach(network: NetworkRecord, endpoint: EndpointRecord): Promise<void>;
+  detach(endpoint: EndpointRecord): Promise<void>;
 }
 
-export function windowsHosts(hosts: HostRecord[]): string[] {
-  return hosts.filter((h) => h.os.toLowerCase() === 'windows').map((h) => h.id).sort();
+/** Docker's EndpointID: 64 hex digits. Derived from (network, container name), so a name connects once. */
+export function endpointId(networkId: string, container: string): string {
+  return createHash('sha256').update(`veil endpoint v1\0${networkId}\0${container}`).digest('hex');
 }
 
 const labels = { type: 'object', additionalProperties: { type: 'string', maxLength: 1024 }, maxProperties: 64 } as const;
@@ -67,6 +71,20 @@ const createBody = {
   },
 } as const;
 
+const containerSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    Name: { type: 'string' },
+    EndpointID: { type: 'string' },
+    MacAddress: { type: 'string' },
+    IPv4Address: { type: 'string' },
+    IPv6Address: { type: 'string' },
+    Host: { type: 'string' },
+    Aliases: { type: 'array', items: { type: 'string' } },
+  },
+} as const;
+
 const networkSchema = {
   type: 'object',
   additionalProperties: false,
@@ -93,6 +111,69 @@ const networkSchema = {
     VNI: { type: 'integer' },
     Options: options,
     Labels: labels,
+    Containers: { type: 'object', additionalProperties: containerSchema },
+  },
+} as const;
+
+const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', minLength: 1, maxLength: 128 } } } as const;
+const containerName = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$' } as const;
+const dnsName = { type: 'string', pattern: '^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$' } as const;
+
+const connectBody = {
+  type: 'object',
+  required: ['Container'],
+  additionalProperties: false,
+  properties: {
+    Container: containerName,
+    /** veil: the host the container runs on (default: this gateway's host). */
+    Host: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' },
+    /** veil: where the container's network namespace is on its host (Docker's SandboxKey). */
+    Sandbox: {
+      type: 'object',
+      additionalProperties: false,
+      minProperties: 1,
+      maxProperties: 1,
+      properties: { Netns: { type: 'string', pattern: '^/', maxLength: 4096 }, Pid: { type: 'integer', minimum: 1 } },
+    },
+    EndpointConfig: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        IPAMConfig: { type: 'object', additionalProperties: false, properties: { IPv4Address: ipv4 } },
+        Aliases: { type: 'array', items: dnsName, maxItems: 64, uniqueItems: true },
+        MacAddress: { type: 'string', pattern: '^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$' },
+      },
+    },
+  },
+} as const;
+
+const connectResponse = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['EndpointID', 'Name', 'Host', 'IPv4Address', 'MacAddress', 'Aliases', 'Warning'],
+  properties: { ...containerSchema.properties, Warning: { type: 'string' } },
+} as const;
+
+const disconnectBody = {
+  type: 'object',
+  required: ['Container'],
+  additionalProperties: false,
+  properties: { Container: containerName, Force: { type: 'boolean' } },
+} as const;
+
+export const hostSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    Id: { type: 'string' },
+    Index: { type: 'integer' },
+    Address: { type: 'string' },
+    OS: { type: 'string' },
+    Arch: { type: 'string' },
+    Version: { type: 'string' },
+    Incarnation: { type: 'string' },
+    PublicKey: { type: 'string' },
+    Warning: { type: 'string' },
   },
 } as const;
 
@@ -106,7 +187,19 @@ type CreateBody = {
   IPAM?: { Config: Array<{ Subnet: string; Gateway?: string; IPRange?: string }> };
 };
 
-export function networkView(n: NetworkRecord) {
+type ConnectBody = {
+  Container: string;
+  Host?: string;
+  Sandbox?: { Netns?: string; Pid?: number };
+  EndpointConfig?: { IPAMConfig?: { IPv4Address?: string }; Aliases?: string[]; MacAddress?: string };
+};
+
+export function containerView(n: NetworkRecord, e: EndpointRecord) {
+  const prefix = n.ipam.subnet.split('/')[1];
+  return { Name: e.name, EndpointID: e.id, MacAddress: e.mac, IPv4Address: `${e.ipv4}/${prefix}`, IPv6Address: '', Host: e.hostId, Aliases: e.aliases };
+}
+
+export function networkView(n: NetworkRecord, endpoints?: EndpointRecord[]) {
   return {
     Name: n.name,
     Id: n.id,
@@ -121,17 +214,31 @@ export function networkView(n: NetworkRecord) {
     VNI: n.vni,
     Options: n.options,
     Labels: n.labels,
+    ...(endpoints ? { Containers: Object.fromEntries(endpoints.map((e) => [e.id, containerView(n, e)])) } : {}),
   };
 }
 
-export function registerNetworkRoutes(app: FastifyInstance, store: Store): void {
+export function hostView(h: HostRecord, encryptedNetworks: string[]) {
+  return {
+    Id: h.id, Index: h.index, Address: h.address, OS: h.os, Arch: h.arch, Version: h.version, Incarnation: h.incarnation, PublicKey: h.publicKey,
+    ...(isWindows(h) && encryptedNetworks.length > 0 ? { Warning: windowsHostWarning(h.id, encryptedNetworks) } : {}),
+  };
+}
+
+function windowsHostWarning(hostId: string, networks: string[]): string {
+  return windowsHostWarningText([hostId], networks);
+}
+
+const reply4xx5xx = { '4xx': errorSchema, '5xx': errorSchema } as const;
+
+export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?: LocalHost): void {
   app.post<{ Body: CreateBody }>('/networks', {
     schema: {
+      summary: 'Create an overlay network (docker network create)',
       body: createBody,
       response: {
         201: { type: 'object', additionalProperties: false, required: ['Id', 'Warning'], properties: { Id: { type: 'string' }, Warning: { type: 'string' } } },
-        '4xx': errorSchema,
-        '5xx': errorSchema,
+        ...reply4xx5xx,
       },
     },
   }, async (req, reply) => {
@@ -140,12 +247,13 @@ export function registerNetworkRoutes(app: FastifyInstance, store: Store): void 
     if (!config) throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'IPAM.Config[0].Subnet is required (veil has no default address pool)');
     const encrypted = optionEnabled(body.Options, 'encrypted');
     const strict = optionEnabled(body.Options, 'strict');
+    if (strict && !encrypted) throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'option "strict" applies to encrypted networks only (add --opt encrypted)');
     let warning = '';
     if (encrypted) {
       const windows = windowsHosts((await store.listHosts()).items);
       if (windows.length > 0) {
         if (strict) throw new VeilError('VEIL_ERR_STRICT_UNENCRYPTED_HOST', `Windows host(s) ${windows.join(', ')} are registered`);
-        warning = WINDOWS_WARNING.replace('%s', windows.join(', '));
+        warning = windowsNetworkWarning(windows);
       }
     }
     const network = await store.createNetwork({
@@ -157,21 +265,98 @@ export function registerNetworkRoutes(app: FastifyInstance, store: Store): void 
       options: body.Options ?? {},
       ipam: { subnet: config.Subnet, ...(config.Gateway ? { gateway: config.Gateway } : {}), ...(config.IPRange ? { ipRange: config.IPRange } : {}) },
     });
+    req.log.info({ network: network.name, id: network.id, vni: network.vni, encrypted }, 'network created');
     if (warning) req.log.warn({ network: network.name, warning }, 'encrypted network with Windows members');
     return reply.status(201).send({ Id: network.id, Warning: warning });
   });
 
-  app.get('/networks', { schema: { response: { 200: { type: 'array', items: networkSchema }, '5xx': errorSchema } } }, async () =>
-    (await store.listNetworks()).items.map(networkView));
+  app.get('/networks', { schema: { summary: 'List networks (docker network ls)', response: { 200: { type: 'array', items: networkSchema }, '5xx': errorSchema } } }, async () =>
+    (await store.listNetworks()).items.map((n) => networkView(n)));
 
   app.get<{ Params: { id: string } }>('/networks/:id', {
-    schema: { params: { type: 'object', properties: { id: { type: 'string', maxLength: 128 } } }, response: { 200: networkSchema, '4xx': errorSchema, '5xx': errorSchema } },
-  }, async (req) => networkView(await store.getNetwork(req.params.id)));
+    schema: { summary: 'Inspect a network and its containers (docker network inspect)', params: idParams, response: { 200: networkSchema, ...reply4xx5xx } },
+  }, async (req) => {
+    const network = await store.getNetwork(req.params.id);
+    return networkView(network, (await store.listEndpoints(network.id)).items);
+  });
 
   app.delete<{ Params: { id: string } }>('/networks/:id', {
-    schema: { params: { type: 'object', properties: { id: { type: 'string', maxLength: 128 } } }, response: { 204: { type: 'null' }, '4xx': errorSchema, '5xx': errorSchema } },
+    schema: { summary: 'Remove a network (refused while containers are connected)', params: idParams, response: { 204: { type: 'null' }, ...reply4xx5xx } },
   }, async (req, reply) => {
-    await store.deleteNetwork(req.params.id);
+    const network = await store.getNetwork(req.params.id);
+    await store.deleteNetwork(network.id);
+    req.log.info({ network: network.name, id: network.id }, 'network removed');
     return reply.status(204).send();
+  });
+
+  app.post<{ Params: { id: string }; Body: ConnectBody }>('/networks/:id/connect', {
+    schema: {
+      summary: 'Connect a container to a network (docker network connect): allocates its IP and MAC, plumbs it on its host',
+      params: idParams,
+      body: connectBody,
+      response: { 200: connectResponse, ...reply4xx5xx },
+    },
+  }, async (req) => {
+    const body = req.body;
+    const network = await store.getNetwork(req.params.id);
+    const hostId = body.Host ?? local?.hostId;
+    if (hostId === undefined) throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'Host is required (this API runs without a gateway)');
+    const isLocal = local !== undefined && hostId === local.hostId;
+    const sandbox: Sandbox | undefined = body.Sandbox?.Netns !== undefined ? { netns: body.Sandbox.Netns } : body.Sandbox?.Pid !== undefined ? { pid: body.Sandbox.Pid } : undefined;
+    if (isLocal && !sandbox) throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'Sandbox (Netns path or Pid) is required for a container on this host');
+    const host = (await store.listHosts()).items.find((h) => h.id === hostId);
+    if (!host) throw new VeilError('VEIL_ERR_HOST_NOT_FOUND', `${hostId} is not a registered (live) host`);
+    let warning = '';
+    if (network.encrypted && isWindows(host)) {
+      if (optionEnabled(network.options, 'strict')) throw new VeilError('VEIL_ERR_STRICT_UNENCRYPTED_HOST', `${body.Container} is on Windows host ${hostId}; network ${network.name} is strict`);
+      warning = windowsEndpointWarning(hostId, network.name);
+    }
+    const cfg = body.EndpointConfig;
+    const endpoint = await store.createEndpoint({
+      id: endpointId(network.id, body.Container),
+      networkId: network.id,
+      name: body.Container,
+      hostId,
+      aliases: cfg?.Aliases ?? [],
+      ...(cfg?.IPAMConfig?.IPv4Address ? { ipv4: cfg.IPAMConfig.IPv4Address } : {}),
+      ...(cfg?.MacAddress ? { mac: cfg.MacAddress.toLowerCase() } : {}),
+      ...(sandbox ? { sandbox } : {}),
+    });
+    if (isLocal) {
+      try {
+        await local.attach(network, endpoint);
+      } catch (err) {
+        // No partial state: the IP and the record go again.
+        await store.deleteEndpoint(network.id, endpoint.id).catch((e: Error) => req.log.error({ error: e.message }, 'could not roll back an endpoint'));
+        throw err instanceof VeilError ? err : new VeilError('VEIL_ERR_ATTACH_FAILED', (err as Error).message, { cause: err });
+      }
+    }
+    req.log.info({ network: network.name, container: endpoint.name, host: hostId, ipv4: endpoint.ipv4, mac: endpoint.mac }, 'container connected');
+    if (warning) req.log.warn({ network: network.name, container: endpoint.name, host: hostId, warning }, 'Windows container on an encrypted network');
+    return { ...containerView(network, endpoint), Warning: warning };
+  });
+
+  app.post<{ Params: { id: string }; Body: { Container: string; Force?: boolean } }>('/networks/:id/disconnect', {
+    schema: { summary: 'Disconnect a container (docker network disconnect): frees its IP', params: idParams, body: disconnectBody, response: { 204: { type: 'null' }, ...reply4xx5xx } },
+  }, async (req, reply) => {
+    const network = await store.getNetwork(req.params.id);
+    const id = endpointId(network.id, req.body.Container);
+    const endpoint = (await store.listEndpoints(network.id)).items.find((e) => e.id === id);
+    if (!endpoint) throw new VeilError('VEIL_ERR_ENDPOINT_NOT_FOUND', `${req.body.Container} is not connected to ${network.name}`);
+    await store.deleteEndpoint(network.id, endpoint.id);
+    if (local && endpoint.hostId === local.hostId) {
+      await local.detach(endpoint).catch((err: Error) => {
+        // The record is gone and the IP free; a leftover veth is logged, not fatal (Force or not).
+        req.log.warn({ container: endpoint.name, error: err.message }, 'detach failed');
+      });
+    }
+    req.log.info({ network: network.name, container: endpoint.name, host: endpoint.hostId }, 'container disconnected');
+    return reply.status(204).send();
+  });
+
+  app.get('/hosts', { schema: { summary: 'List live hosts (veil host ls)', response: { 200: { type: 'array', items: hostSchema }, '5xx': errorSchema } } }, async () => {
+    const [hosts, networks] = await Promise.all([store.listHosts(), store.listNetworks()]);
+    const encrypted = networks.items.filter((n) => n.encrypted).map((n) => n.name);
+    return hosts.items.map((h) => hostView(h, encrypted));
   });
 }

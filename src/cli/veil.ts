@@ -1,27 +1,48 @@
 #!/usr/bin/env node
 import { VeilError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { startStaticGateway } from '../main.js';
+import { hostname } from 'node:os';
+import { GATEWAY_FLAGS, parseGatewayConfig } from '../config.js';
+import { startClusterGateway, startStaticGateway, type RunningGateway } from '../main.js';
 import { loadStaticGatewayConfig } from '../static-config.js';
 import { vectorsCheck } from './vectors-check.js';
 
 const USAGE = `usage: veil <command>
 
 commands:
-  gateway --config FILE    run this host's gateway from a static configuration (hosts, networks, keys)
+  gateway [flags]          run this host's gateway, following etcd (veil gateway --help)
   vectors check FILE       run an ESP vector file through the sealer and opener of every implementation
 `;
 
+const GATEWAY_USAGE = `usage: veil gateway --cluster-store etcd://HOST:PORT[,HOST:PORT] --cluster-advertise IP|IFACE [flags]
+       veil gateway --config FILE [--unplumb-on-exit]      (static keys, no etcd)
+
+flags (each also from its environment variable):
+${GATEWAY_FLAGS.map((f) => `  --${f.name.padEnd(18)} ${f.env.padEnd(24)} ${f.help}`).join('\n')}
+`;
+
 async function gateway(args: string[]): Promise<number> {
-  const i = args.indexOf('--config');
-  const path = i >= 0 ? args[i + 1] : undefined;
-  if (!path) {
-    process.stderr.write('usage: veil gateway --config FILE [--unplumb-on-exit]\n');
-    return 2;
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(GATEWAY_USAGE);
+    return 0;
   }
   const log = createLogger('veil-gateway');
-  const running = await startStaticGateway(loadStaticGatewayConfig(path), log);
-  const unplumb = args.includes('--unplumb-on-exit');
+  let running: RunningGateway;
+  let unplumb: boolean;
+  const i = args.indexOf('--config');
+  if (i >= 0) {
+    const path = args[i + 1];
+    if (!path) {
+      process.stderr.write(GATEWAY_USAGE);
+      return 2;
+    }
+    running = await startStaticGateway(loadStaticGatewayConfig(path), log);
+    unplumb = args.includes('--unplumb-on-exit');
+  } else {
+    running = await startClusterGateway(parseGatewayConfig(args, process.env, hostname()), log);
+    // A clean shutdown removes what it plumbed; the identity key stays in the data dir.
+    unplumb = true;
+  }
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string) => {
       log.info({ signal }, 'shutting down');

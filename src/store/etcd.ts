@@ -379,6 +379,7 @@ export class EtcdStore implements Store {
           hostId: spec.hostId,
           mac: spec.mac ?? macFromIpv4(ip),
           ipv4: ip,
+          ...(spec.sandbox ? { sandbox: spec.sandbox } : {}),
         };
         const res = await this.ns
           .if(keys.network(net.id), 'Mod', '==', modRevision)

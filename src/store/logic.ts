@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { StoreError } from './errors.js';
 import { SEGMENT_RE, VNI_MAX, VNI_MIN } from './layout.js';
-import type { AckRecord, EndpointSpec, HostRegistration, IpamConfig, KeyEpochRecord, NetworkRecord, NetworkSpec } from './types.js';
+import type { AckRecord, EndpointSpec, HostRegistration, IpamConfig, KeyEpochRecord, NetworkRecord, NetworkSpec, Sandbox } from './types.js';
 
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -179,7 +179,16 @@ export function checkEndpoint(spec: EndpointSpec, network: NetworkRecord): { id:
     const r = allocRange({ ...network.ipam, ipRange: undefined });
     if (r.exclude.has(ip)) invalid(`ipv4 ${spec.ipv4} is the network, broadcast or gateway address`);
   }
+  if (spec.sandbox !== undefined) checkSandbox(spec.sandbox);
   return { id, requestedIp: spec.ipv4 };
+}
+
+function checkSandbox(sandbox: Sandbox): void {
+  if ('netns' in sandbox) {
+    if (typeof sandbox.netns !== 'string' || !sandbox.netns.startsWith('/') || sandbox.netns.length > 4096 || sandbox.netns.includes('\0')) invalid('sandbox netns must be an absolute path');
+  } else if (!('pid' in sandbox) || !Number.isInteger(sandbox.pid) || sandbox.pid < 1) {
+    invalid('sandbox must be {netns: absolute path} or {pid: positive integer}');
+  }
 }
 
 export function checkHost(h: HostRegistration, ttlSeconds: number): void {

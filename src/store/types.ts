@@ -71,7 +71,12 @@ export interface EndpointRecord {
   hostId: string;
   mac: string;
   ipv4: string;
+  /** Where the container's network namespace is, on its host (Docker's SandboxKey); absent for a record-only endpoint. */
+  sandbox?: Sandbox;
 }
+
+/** A container's network namespace on its own host: a bind-mounted netns path, or a process id. */
+export type Sandbox = { netns: string } | { pid: number };
 
 /** What createEndpoint needs; the store allocates ipv4 unless requested, and derives mac (02:42:<ip>) unless given. */
 export interface EndpointSpec {
@@ -82,6 +87,7 @@ export interface EndpointSpec {
   hostId: string;
   mac?: string;
   ipv4?: string;
+  sandbox?: Sandbox;
 }
 
 export type EpochState = 'published' | 'active' | 'retired';

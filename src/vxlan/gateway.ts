@@ -1,7 +1,8 @@
-import type { SecretKey } from '../crypto/secret.js';
+import { equalBytes as bytesEqual } from '../crypto/bytes.js';
+import { SecretKey } from '../crypto/secret.js';
 import type { DropReason } from './drops.js';
 import type { DataPath } from './io.js';
-import type { Plumbing } from './plumbing.js';
+import type { NetnsRef, Plumbing } from './plumbing.js';
 import { deriveSaKeySpecs, type SaHost } from './sa-derive.js';
 import { SPI_HOST_INDEX_MAX } from './spi.js';
 
@@ -65,15 +66,37 @@ export interface GatewayStatus {
   sendFailures: number;
 }
 
+/** Keys of one network epoch as the gateway holds them: the secret, and whether outbound uses it. */
+interface EpochEntry {
+  readonly secret: SecretKey;
+  active: boolean;
+}
+
+/** A container of this host on one network, as the plumbing attaches it. */
+export interface LocalEndpoint {
+  readonly vni: number;
+  readonly endpointId: string;
+  readonly netns: NetnsRef;
+  readonly mac: string;
+  /** With prefix length, e.g. "10.42.0.5/24". */
+  readonly ipv4: string;
+  readonly gateway?: string;
+}
+
 /**
  * One host's data plane: plumbs the vtep namespace, bridges and VXLAN devices,
- * points the FDB at one gateway port per peer, derives the SAs, and hands
- * networks, peers and SAs to its data path (TypeScript or native).
+ * points the FDB at one gateway port per peer, derives the SAs of every live
+ * epoch, and hands networks, peers and SAs to its data path (TypeScript or native).
+ *
+ * Epochs follow DESIGN "Rotation": installEpoch puts in the inbound SAs,
+ * activateEpoch switches outbound, retireEpoch takes the inbound SAs out. A peer
+ * that arrives later gets the SAs of every live epoch at once.
  */
 export class Gateway {
   readonly #networks = new Map<number, GatewayNetwork>();
   readonly #peers = new Map<string, GatewayPeer>();
-  readonly #keys = new Map<number, NetworkEpochKey>();
+  /** vni → epoch → entry; at most three live epochs per network (DESIGN "Rotation"). */
+  readonly #epochs = new Map<number, Map<number, EpochEntry>>();
 
   constructor(readonly options: GatewayOptions) {}
 
@@ -86,31 +109,54 @@ export class Gateway {
   async stop(options: { unplumb?: boolean } = {}): Promise<void> {
     await this.options.dataPath.stop();
     if (options.unplumb) await this.options.plumbing.teardownHost();
+    for (const epochs of this.#epochs.values()) for (const e of epochs.values()) e.secret.wipe();
+    this.#epochs.clear();
     this.#log('gateway stopped', { unplumbed: options.unplumb ?? false });
   }
 
+  hasNetwork(vni: number): boolean {
+    return this.#networks.has(vni);
+  }
+
+  /** Adds the network; with `key` (static configuration) its epoch is installed and activated at once. */
   async addNetwork(network: GatewayNetwork, key?: NetworkEpochKey): Promise<void> {
     await this.options.plumbing.ensureNetwork({ vni: network.vni, encrypted: network.encrypted });
     this.#networks.set(network.vni, network);
     this.options.dataPath.setNetwork(network);
-    if (key) this.#keys.set(network.vni, key);
-    for (const peer of this.#peers.values()) await this.#connect(peer, network);
-    this.#log('network added', { vni: network.vni, encrypted: network.encrypted, epoch: key?.epoch });
+    for (const peer of this.#peers.values()) await this.options.plumbing.ensurePeerFlood(network.vni, peerPort(peer.index));
+    this.#log('network added', { vni: network.vni, encrypted: network.encrypted });
+    if (key) {
+      await this.installEpoch(network.vni, key.epoch, key.secret);
+      await this.activateEpoch(network.vni, key.epoch);
+    } else if (network.encrypted) {
+      // Fail closed: frames of this network are dropped (no-outbound-sa) until an epoch is active.
+      this.#log('no keys yet for encrypted network; its traffic is dropped until they arrive', { vni: network.vni });
+    }
   }
 
   async removeNetwork(vni: number): Promise<void> {
     this.options.dataPath.removeNetwork(vni);
     this.#networks.delete(vni);
-    this.#keys.delete(vni);
+    for (const e of this.#epochs.get(vni)?.values() ?? []) e.secret.wipe();
+    this.#epochs.delete(vni);
     await this.options.plumbing.removeNetwork(vni);
     this.#log('network removed', { vni });
   }
 
+  /** Adds a peer, or replaces it when its address, index, key or incarnation changed (a restart). */
   async addPeer(peer: GatewayPeer): Promise<void> {
+    const known = this.#peers.get(peer.id);
+    if (known && samePeer(known, peer)) return;
+    if (known) await this.removePeer(peer.id);
     this.#peers.set(peer.id, peer);
     await this.options.dataPath.addPeer({ id: peer.id, index: peer.index, address: peer.address }, peerPort(peer.index));
-    for (const network of this.#networks.values()) await this.#connect(peer, network);
-    this.#log('peer added', { peer: peer.id, address: peer.address, port: peerPort(peer.index) });
+    for (const network of this.#networks.values()) {
+      await this.options.plumbing.ensurePeerFlood(network.vni, peerPort(peer.index));
+      for (const [epoch, entry] of this.#epochs.get(network.vni) ?? []) {
+        this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound');
+      }
+    }
+    this.#log(known ? 'peer changed' : 'peer added', { peer: peer.id, address: peer.address, port: peerPort(peer.index), incarnation: peer.incarnation });
   }
 
   async removePeer(peerId: string): Promise<void> {
@@ -122,29 +168,96 @@ export class Gateway {
     this.#log('peer removed', { peer: peerId });
   }
 
-  /** Flood entry for the peer, and (encrypted networks) both SAs of the current epoch. */
-  async #connect(peer: GatewayPeer, network: GatewayNetwork): Promise<void> {
-    await this.options.plumbing.ensurePeerFlood(network.vni, peerPort(peer.index));
-    const key = this.#keys.get(network.vni);
-    if (!network.encrypted) return;
-    if (!key) {
-      // Fail closed: frames toward this peer are dropped (no-outbound-sa) until keys arrive.
-      this.#log('no keys for encrypted network; traffic is dropped until they arrive', { vni: network.vni, peer: peer.id });
-      return;
+  /** Step 1 of a rotation: the epoch's inbound SAs from every peer. The gateway keeps its own copy of `secret`. */
+  async installEpoch(vni: number, epoch: number, secret: SecretKey): Promise<void> {
+    const network = this.#encryptedNetwork(vni);
+    let epochs = this.#epochs.get(vni);
+    if (!epochs) this.#epochs.set(vni, (epochs = new Map()));
+    const known = epochs.get(epoch);
+    if (known?.secret.equals(secret)) return;
+    known?.secret.wipe();
+    const entry: EpochEntry = { secret: new SecretKey(secret.exposeDanger()), active: known?.active ?? false };
+    epochs.set(epoch, entry);
+    for (const peer of this.#peers.values()) this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound');
+    this.#log('epoch installed', { vni, epoch, peers: this.#peers.size });
+  }
+
+  /** Step 3: outbound to every peer switches to `epoch`; the older epochs stay installed inbound. */
+  async activateEpoch(vni: number, epoch: number): Promise<void> {
+    const network = this.#encryptedNetwork(vni);
+    const entry = this.#epochs.get(vni)?.get(epoch);
+    if (!entry) throw new RangeError(`epoch ${epoch} of network ${vni} is not installed`);
+    if (entry.active) return;
+    for (const [other, e] of this.#epochs.get(vni)!) if (other !== epoch) e.active = false;
+    entry.active = true;
+    for (const peer of this.#peers.values()) this.#install(peer, network, epoch, entry.secret, 'outbound');
+    this.#log('epoch activated', { vni, epoch });
+  }
+
+  /** Step 4: the epoch's inbound SAs go; if it was still the outbound one, the network fails closed. */
+  async retireEpoch(vni: number, epoch: number): Promise<void> {
+    const entry = this.#epochs.get(vni)?.get(epoch);
+    if (!entry) return;
+    for (const peer of this.#peers.values()) {
+      this.options.dataPath.retireInbound(peer.id, vni, epoch);
+      if (entry.active) this.options.dataPath.removeOutbound(peer.id, vni);
     }
+    entry.secret.wipe();
+    this.#epochs.get(vni)!.delete(epoch);
+    this.#log('epoch retired', { vni, epoch, wasActive: entry.active });
+  }
+
+  /** The epochs this gateway holds per network (for status; never key bytes). */
+  epochs(vni: number): Array<{ epoch: number; active: boolean }> {
+    return [...(this.#epochs.get(vni) ?? [])].map(([epoch, e]) => ({ epoch, active: e.active })).sort((a, b) => a.epoch - b.epoch);
+  }
+
+  /** Plugs a local container into the network's bridge. */
+  async attachEndpoint(endpoint: LocalEndpoint): Promise<void> {
+    const { vni, endpointId, netns, mac, ipv4 } = endpoint;
+    await this.options.plumbing.attachContainer({ vni, endpointId, netns, mac, ipv4, ...(endpoint.gateway ? { gateway: endpoint.gateway } : {}) });
+    this.#log('endpoint attached', { vni, endpoint: endpointId, mac, ipv4 });
+  }
+
+  async detachEndpoint(vni: number, endpointId: string): Promise<void> {
+    await this.options.plumbing.detachContainer(vni, endpointId);
+    this.#log('endpoint detached', { vni, endpoint: endpointId });
+  }
+
+  /** Unicast FDB entry: frames for a remote container's MAC go to its host's gateway port only (no flooding). */
+  async addRemoteMac(vni: number, peerId: string, mac: string): Promise<void> {
+    const peer = this.#peers.get(peerId);
+    if (!peer || !this.#networks.has(vni)) return;
+    await this.options.plumbing.ensurePeerMac(vni, mac, peerPort(peer.index));
+  }
+
+  async removeRemoteMac(vni: number, mac: string): Promise<void> {
+    if (!this.#networks.has(vni)) return;
+    await this.options.plumbing.removePeerMac(vni, mac);
+  }
+
+  #encryptedNetwork(vni: number): GatewayNetwork {
+    const network = this.#networks.get(vni);
+    if (!network) throw new RangeError(`network ${vni} is not added`);
+    if (!network.encrypted) throw new RangeError(`network ${vni} is not encrypted`);
+    return network;
+  }
+
+  /** Derives the pair's SAs for one epoch and installs the directions asked for; inbound always first. */
+  #install(peer: GatewayPeer, network: GatewayNetwork, epoch: number, secret: SecretKey, which: 'inbound' | 'outbound' | 'both'): void {
     const { outbound, inbound } = deriveSaKeySpecs(this.options.self, this.options.privateKey, peer, {
-      networkId: network.id, networkIndex: network.index, vni: network.vni, epoch: key.epoch, secret: key.secret,
+      networkId: network.id, networkIndex: network.index, vni: network.vni, epoch, secret,
     });
     try {
       // Make-before-break order: inbound first (DESIGN "Rotation").
-      this.options.dataPath.installInbound(inbound);
-      this.options.dataPath.activateOutbound(outbound, this.options.sequenceBudget);
+      if (which !== 'outbound') this.options.dataPath.installInbound(inbound);
+      if (which !== 'inbound') this.options.dataPath.activateOutbound(outbound, this.options.sequenceBudget);
     } finally {
       // Each data path keeps its own copy of the key (a cipher context).
       inbound.keymat.wipe();
       outbound.keymat.wipe();
     }
-    this.#log('SAs installed', { vni: network.vni, peer: peer.id, epoch: key.epoch, outboundSpi: hex(outbound.spi), inboundSpi: hex(inbound.spi) });
+    this.#log('SAs installed', { vni: network.vni, peer: peer.id, epoch, which, outboundSpi: hex(outbound.spi), inboundSpi: hex(inbound.spi) });
   }
 
   status(): GatewayStatus {
@@ -164,6 +277,10 @@ export class Gateway {
   #log(event: string, fields?: Record<string, unknown>): void {
     this.options.log?.(event, fields);
   }
+}
+
+function samePeer(a: GatewayPeer, b: GatewayPeer): boolean {
+  return a.index === b.index && a.address === b.address && a.incarnation === b.incarnation && bytesEqual(a.publicKey, b.publicKey);
 }
 
 const hex = (spi: number) => `0x${spi.toString(16).padStart(8, '0')}`;

@@ -84,31 +84,48 @@ async function healthy(client: string): Promise<boolean> {
   }
 }
 
-async function waitHealthy(members: Member[], timeoutMs: number): Promise<void> {
+/** Inside a namespace the test process cannot connect; etcdctl runs there instead. */
+function healthyIn(netns: string, client: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const p = spawn('ip', ['netns', 'exec', netns, 'etcdctl', '--endpoints', client, '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health'], { stdio: 'ignore' });
+    p.once('exit', (code) => resolve(code === 0));
+    p.once('error', () => resolve(false));
+  });
+}
+
+async function waitHealthy(members: Member[], timeoutMs: number, netns?: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const states = await Promise.all(members.map((m) => healthy(m.client)));
+    const states = await Promise.all(members.map((m) => (netns ? healthyIn(netns, m.client) : healthy(m.client))));
     if (states.every(Boolean)) return;
     if (Date.now() > deadline) throw new Error(`etcd not healthy after ${timeoutMs} ms: ${members.map((m) => m.client).join(', ')}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
-export async function startEtcd(opts: { members?: 1 | 3 } = {}): Promise<EtcdCluster> {
+/**
+ * Without `netns`: members on loopback ports chosen by the kernel. With `netns` and `address`: the
+ * members run inside that (test-made) namespace on address:23790+i (clients) and 127.0.0.1:23800+i (peers),
+ * as an etcd host on a test bed's underlay.
+ */
+export async function startEtcd(opts: { members?: 1 | 3; netns?: string; address?: string } = {}): Promise<EtcdCluster> {
   installExitHook();
   const n = opts.members ?? 1;
   const dataDir = mkdtempSync(join(tmpdir(), 'veil-etcd-'));
   const members: Member[] = [];
   for (let i = 0; i < n; i++) {
-    members.push({ name: `m${i}`, client: `http://127.0.0.1:${await freePort()}`, peer: `http://127.0.0.1:${await freePort()}`, proc: null });
+    members.push(opts.netns
+      ? { name: `m${i}`, client: `http://${opts.address ?? '127.0.0.1'}:${23790 + i}`, peer: `http://127.0.0.1:${23800 + i}`, proc: null }
+      : { name: `m${i}`, client: `http://127.0.0.1:${await freePort()}`, peer: `http://127.0.0.1:${await freePort()}`, proc: null });
   }
   const initialCluster = members.map((m) => `${m.name}=${m.peer}`).join(',');
   const token = `veil-${process.pid}-${Date.now()}`;
 
   const spawnMember = (m: Member): void => {
     const proc = spawn(
-      'bash',
+      opts.netns ? 'ip' : 'bash',
       [
+        ...(opts.netns ? ['netns', 'exec', opts.netns, 'bash'] : []),
         '-c', WATCHDOG, 'etcd-watchdog', dataDir,
         ETCD_BIN,
         '--name', m.name,
@@ -154,7 +171,7 @@ export async function startEtcd(opts: { members?: 1 | 3 } = {}): Promise<EtcdClu
       if (m.proc) return;
       spawnMember(m);
       // A lone restarted member of a 3-member cluster answers /health once it has rejoined quorum.
-      await waitHealthy([m], 30_000);
+      await waitHealthy([m], 30_000, opts.netns);
     },
     async stop() {
       if (stopped) return;
@@ -166,7 +183,7 @@ export async function startEtcd(opts: { members?: 1 | 3 } = {}): Promise<EtcdClu
 
   try {
     for (const m of members) spawnMember(m);
-    await waitHealthy(members, 30_000);
+    await waitHealthy(members, 30_000, opts.netns);
   } catch (err) {
     await cluster.stop();
     throw err;

@@ -1,0 +1,366 @@
+import { VeilError } from '../errors.js';
+import { parseKey } from '../store/layout.js';
+import type { EndpointRecord, HostLease, HostRecord, HostRegistration, NetworkRecord, Store, WatchEvent, WatchHandle } from '../store/types.js';
+import type { Gateway, GatewayPeer } from '../vxlan/gateway.js';
+import { hexToBytes } from '../crypto/bytes.js';
+import { optionEnabled, windowsHostWarning } from '../windows.js';
+
+/*
+ * The host agent: keeps this host registered in etcd under a lease, follows the
+ * control plane through one watch on the whole prefix, and makes the gateway
+ * match it: every network plumbed, every other live host a peer, this host's
+ * containers attached, and every remote container's MAC pointed at its host's
+ * gateway port (unicast, so only broadcasts are flooded).
+ *
+ * Events only update the model; one serial reconcile then applies the
+ * difference between the model and what the gateway has, so a replayed or
+ * resynced watch converges to the same state (STYLE habit 11).
+ */
+
+export interface AgentOptions {
+  readonly store: Store;
+  readonly gateway: Gateway;
+  readonly self: HostRegistration;
+  /** Seconds a dead host's record outlives it (its peers then remove it). */
+  readonly leaseTtlSeconds?: number;
+  readonly log?: (level: 'info' | 'warn' | 'error', event: string, fields?: Record<string, unknown>) => void;
+  /** Called with the host index etcd allocated (once per host id, forever), before any peer is added. */
+  readonly onIndex?: (index: number) => void;
+  /** Every batch of watch events after the model took them in (the key installer follows keys/ this way). */
+  readonly onEvents?: (events: WatchEvent[]) => void | Promise<void>;
+}
+
+export const DEFAULT_LEASE_TTL_SECONDS = 15;
+
+export interface AgentStatus {
+  host: string;
+  registered: boolean;
+  index?: number;
+  watching: boolean;
+  lastRevision: number;
+  peers: string[];
+  networks: number;
+  localEndpoints: number;
+  remoteMacs: number;
+  attachFailures: Array<{ endpoint: string; network: string; error: string }>;
+}
+
+interface RemoteMac { vni: number; mac: string; hostId: string }
+
+export class HostAgent {
+  readonly #o: AgentOptions;
+  #lease: HostLease | undefined;
+  #watch: WatchHandle | undefined;
+  #stopped = false;
+  #connected = false;
+
+  // The model, as etcd says.
+  readonly #hosts = new Map<string, HostRecord>();
+  readonly #networks = new Map<string, NetworkRecord>();
+  readonly #endpoints = new Map<string, EndpointRecord>();
+
+  // What the gateway has.
+  readonly #appliedPeers = new Map<string, HostRecord>();
+  readonly #appliedNetworks = new Map<string, NetworkRecord>();
+  readonly #attached = new Map<string, EndpointRecord>();
+  readonly #remoteMacs = new Map<string, RemoteMac>();
+  readonly #attachFailures = new Map<string, { endpoint: EndpointRecord; error: string }>();
+
+  #queue: Promise<void> = Promise.resolve();
+
+  constructor(options: AgentOptions) {
+    this.#o = options;
+  }
+
+  get hostId(): string {
+    return this.#o.self.id;
+  }
+
+  get lease(): HostLease | undefined {
+    return this.#lease;
+  }
+
+  /**
+   * Registers the host (refused for a Windows host while strict encrypted networks exist; warned
+   * while any encrypted network exists), loads the state and starts following it. Returns the warning.
+   */
+  async start(): Promise<{ warning: string }> {
+    const warning = await this.#checkWindows();
+    await this.#register();
+    const [hosts, networks, endpoints] = await Promise.all([this.#o.store.listHosts(), this.#o.store.listNetworks(), this.#o.store.listEndpoints()]);
+    for (const h of hosts.items) this.#hosts.set(h.id, h);
+    for (const n of networks.items) this.#networks.set(n.id, n);
+    for (const e of endpoints.items) this.#endpoints.set(epKey(e.networkId, e.id), e);
+    // Three reads at three revisions: watching from the oldest replays what the others already hold,
+    // and every change applies idempotently, so the model converges.
+    const from = Math.min(hosts.revision, networks.revision, endpoints.revision) + 1;
+    await this.#reconcile();
+    this.#watch = await this.#o.store.watch('', from, {
+      onEvents: (events) => this.#onEvents(events),
+      onResync: (snapshot) => this.#onResync(snapshot),
+      onDisconnected: (err) => {
+        this.#connected = false;
+        this.#log('warn', 'etcd watch disconnected; the data plane keeps its state', { error: err.message });
+      },
+    });
+    this.#connected = true;
+    this.#log('info', 'agent following the control plane', { host: this.hostId, fromRevision: from, hosts: this.#hosts.size, networks: this.#networks.size, endpoints: this.#endpoints.size });
+    return { warning };
+  }
+
+  /** Stops following and (unless `keepRegistration`) revokes the lease, so peers drop this host at once. */
+  async stop(options: { keepRegistration?: boolean } = {}): Promise<void> {
+    this.#stopped = true;
+    await this.#watch?.cancel();
+    await this.#queue;
+    if (!options.keepRegistration) await this.#lease?.revoke().catch((err: Error) => this.#log('warn', 'could not revoke the host lease', { error: err.message }));
+  }
+
+  /** For the API: attaches a container of this host now and reports a plumbing failure to the caller. */
+  attachLocal(network: NetworkRecord, endpoint: EndpointRecord): Promise<void> {
+    return this.#serial(async () => {
+      this.#networks.set(network.id, network);
+      this.#endpoints.set(epKey(endpoint.networkId, endpoint.id), endpoint);
+      await this.#ensureNetwork(network);
+      await this.#attach(endpoint, network, { rethrow: true });
+    });
+  }
+
+  /** For the API: detaches a container of this host now (the watch would do it a moment later). */
+  detachLocal(endpoint: EndpointRecord): Promise<void> {
+    return this.#serial(async () => {
+      this.#endpoints.delete(epKey(endpoint.networkId, endpoint.id));
+      await this.#reconcileNow();
+    });
+  }
+
+  /** Waits until everything received so far is applied. */
+  settled(): Promise<void> {
+    return this.#serial(async () => undefined);
+  }
+
+  networks(): NetworkRecord[] {
+    return [...this.#networks.values()];
+  }
+
+  hosts(): HostRecord[] {
+    return [...this.#hosts.values()];
+  }
+
+  status(): AgentStatus {
+    return {
+      host: this.hostId,
+      registered: this.#lease !== undefined && !this.#lease.lost.aborted,
+      ...(this.#lease ? { index: this.#lease.index } : {}),
+      watching: this.#connected,
+      lastRevision: this.#watch?.lastRevision ?? 0,
+      peers: [...this.#appliedPeers.keys()].sort(),
+      networks: this.#appliedNetworks.size,
+      localEndpoints: this.#attached.size,
+      remoteMacs: this.#remoteMacs.size,
+      attachFailures: [...this.#attachFailures.values()].map((f) => ({ endpoint: f.endpoint.name, network: f.endpoint.networkId, error: f.error })),
+    };
+  }
+
+  // ---- registration ----
+
+  async #checkWindows(): Promise<string> {
+    if (this.#o.self.os.toLowerCase() !== 'windows') return '';
+    const encrypted = (await this.#o.store.listNetworks()).items.filter((n) => n.encrypted);
+    if (encrypted.length === 0) return '';
+    const strict = encrypted.filter((n) => optionEnabled(n.options, 'strict'));
+    if (strict.length > 0) {
+      throw new VeilError('VEIL_ERR_STRICT_UNENCRYPTED_HOST', `Windows host ${this.hostId} cannot join: strict encrypted network(s) ${strict.map((n) => n.name).sort().join(', ')}`);
+    }
+    const warning = windowsHostWarning([this.hostId], encrypted.map((n) => n.name));
+    this.#log('warn', 'Windows host registering while encrypted networks exist', { host: this.hostId, warning });
+    return warning;
+  }
+
+  async #register(): Promise<void> {
+    const ttl = this.#o.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
+    const lease = await this.#o.store.registerHost(this.#o.self, ttl);
+    this.#lease = lease;
+    this.#o.onIndex?.(lease.index);
+    this.#log('info', 'host registered', { host: lease.hostId, index: lease.index, address: this.#o.self.address, ttlSeconds: ttl });
+    lease.lost.addEventListener('abort', () => {
+      if (this.#stopped) return;
+      // The record is gone (etcd unreachable past the TTL, or revoked): peers dropped us. Register anew.
+      this.#log('warn', 'host lease lost; registering again', { host: lease.hostId });
+      void this.#reregister();
+    }, { once: true });
+  }
+
+  async #reregister(): Promise<void> {
+    for (let delay = 500; !this.#stopped; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        await this.#register();
+        return;
+      } catch (err) {
+        this.#log('warn', 'registration failed; retrying', { error: (err as Error).message, retryMs: delay });
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  // ---- the model ----
+
+  #onEvents(events: WatchEvent[]): void {
+    for (const e of events) this.#apply(e.type, e.key, e.value);
+    this.#schedule();
+    if (this.#o.onEvents) {
+      const batch = events;
+      void this.#serial(async () => {
+        await this.#o.onEvents!(batch);
+      });
+    }
+  }
+
+  #onResync(snapshot: Array<{ key: string; value: unknown }>): void {
+    this.#log('warn', 'etcd compacted past our watch; reloading the whole state', {});
+    this.#hosts.clear();
+    this.#networks.clear();
+    this.#endpoints.clear();
+    for (const { key, value } of snapshot) this.#apply('put', key, value);
+    this.#schedule();
+  }
+
+  #apply(type: 'put' | 'delete', key: string, value: unknown): void {
+    const k = parseKey(key);
+    if (!k) return;
+    switch (k.kind) {
+      case 'host':
+        if (type === 'put') this.#hosts.set(k.hostId, value as HostRecord);
+        else this.#hosts.delete(k.hostId);
+        break;
+      case 'network':
+        if (type === 'put') this.#networks.set(k.networkId, value as NetworkRecord);
+        else this.#networks.delete(k.networkId);
+        break;
+      case 'endpoint':
+        if (type === 'put') this.#endpoints.set(epKey(k.networkId, k.endpointId), value as EndpointRecord);
+        else this.#endpoints.delete(epKey(k.networkId, k.endpointId));
+        break;
+      default:
+        break;
+    }
+  }
+
+  // ---- reconcile: make the gateway match the model ----
+
+  #schedule(): void {
+    void this.#serial(() => this.#reconcileNow());
+  }
+
+  #reconcile(): Promise<void> {
+    return this.#serial(() => this.#reconcileNow());
+  }
+
+  #serial(job: () => Promise<void>): Promise<void> {
+    const run = this.#queue.then(job);
+    // One failed step must not stop the agent: it is logged, and the next event reconciles again.
+    this.#queue = run.catch((err: Error) => this.#log('error', 'reconcile step failed', { error: err.message }));
+    return run;
+  }
+
+  async #reconcileNow(): Promise<void> {
+    const gw = this.#o.gateway;
+    // Networks first: peers, epochs and containers hang off them.
+    for (const [id, applied] of this.#appliedNetworks) {
+      const want = this.#networks.get(id);
+      if (want && want.vni === applied.vni && want.encrypted === applied.encrypted && want.index === applied.index) continue;
+      for (const [key, ep] of this.#attached) if (ep.networkId === id) this.#attached.delete(key);
+      for (const [key, m] of this.#remoteMacs) if (m.vni === applied.vni) this.#remoteMacs.delete(key);
+      await gw.removeNetwork(applied.vni);
+      this.#appliedNetworks.delete(id);
+    }
+    for (const network of this.#networks.values()) await this.#ensureNetwork(network);
+
+    // Peers: every other live host.
+    for (const [id] of this.#appliedPeers) {
+      if (this.#hosts.has(id) && id !== this.hostId) continue;
+      await gw.removePeer(id);
+      this.#appliedPeers.delete(id);
+      // The gateway removed every FDB entry pointing at that peer.
+      for (const [key, m] of this.#remoteMacs) if (m.hostId === id) this.#remoteMacs.delete(key);
+    }
+    for (const host of this.#hosts.values()) {
+      if (host.id === this.hostId) continue;
+      const applied = this.#appliedPeers.get(host.id);
+      if (applied && samePeer(applied, host)) continue;
+      if (applied) for (const [key, m] of this.#remoteMacs) if (m.hostId === host.id) this.#remoteMacs.delete(key);
+      await gw.addPeer(toPeer(host));
+      this.#appliedPeers.set(host.id, host);
+    }
+
+    // Containers: detach what went away, attach this host's, point remote MACs at their hosts.
+    for (const [key, ep] of this.#attached) {
+      if (this.#endpoints.has(key)) continue;
+      const net = this.#appliedNetworks.get(ep.networkId);
+      if (net) await gw.detachEndpoint(net.vni, ep.id);
+      this.#attached.delete(key);
+    }
+    for (const [key, m] of this.#remoteMacs) {
+      const ep = this.#endpoints.get(key);
+      if (ep && ep.hostId === m.hostId && ep.mac === m.mac && this.#appliedPeers.has(ep.hostId)) continue;
+      await gw.removeRemoteMac(m.vni, m.mac);
+      this.#remoteMacs.delete(key);
+    }
+    for (const key of this.#attachFailures.keys()) if (!this.#endpoints.has(key)) this.#attachFailures.delete(key);
+    for (const [key, ep] of this.#endpoints) {
+      const net = this.#appliedNetworks.get(ep.networkId);
+      if (!net) continue;
+      if (ep.hostId === this.hostId) {
+        if (!this.#attached.has(key) && !this.#attachFailures.has(key)) await this.#attach(ep, net, { rethrow: false });
+      } else if (this.#appliedPeers.has(ep.hostId) && !this.#remoteMacs.has(key)) {
+        await gw.addRemoteMac(net.vni, ep.hostId, ep.mac);
+        this.#remoteMacs.set(key, { vni: net.vni, mac: ep.mac, hostId: ep.hostId });
+      }
+    }
+  }
+
+  async #ensureNetwork(network: NetworkRecord): Promise<void> {
+    if (this.#appliedNetworks.has(network.id)) return;
+    await this.#o.gateway.addNetwork({ id: network.id, index: network.index, vni: network.vni, encrypted: network.encrypted });
+    this.#appliedNetworks.set(network.id, network);
+  }
+
+  async #attach(ep: EndpointRecord, net: NetworkRecord, opts: { rethrow: boolean }): Promise<void> {
+    const key = epKey(ep.networkId, ep.id);
+    if (this.#attached.has(key)) return;
+    if (!ep.sandbox) return; // a record-only endpoint: nothing to plumb here
+    const prefix = net.ipam.subnet.split('/')[1]!;
+    try {
+      await this.#o.gateway.attachEndpoint({
+        vni: net.vni,
+        endpointId: ep.id,
+        netns: 'netns' in ep.sandbox ? { path: ep.sandbox.netns } : { pid: ep.sandbox.pid },
+        mac: ep.mac,
+        // No default route: the overlay is one L2 segment; the container keeps its own way out (Docker's gwbridge).
+        ipv4: `${ep.ipv4}/${prefix}`,
+      });
+      this.#attached.set(key, ep);
+      this.#attachFailures.delete(key);
+    } catch (err) {
+      const error = (err as Error).message;
+      if (opts.rethrow) throw new VeilError('VEIL_ERR_ATTACH_FAILED', `${ep.name} on ${net.name}: ${error}`, { cause: err });
+      // A container of ours that cannot be plumbed (its namespace is gone): say so once, do not retry in a loop.
+      this.#attachFailures.set(key, { endpoint: ep, error });
+      this.#log('warn', 'cannot attach a local container', { endpoint: ep.name, network: net.name, error });
+    }
+  }
+
+  #log(level: 'info' | 'warn' | 'error', event: string, fields?: Record<string, unknown>): void {
+    this.#o.log?.(level, event, fields);
+  }
+}
+
+const epKey = (networkId: string, endpointId: string) => `${networkId}/${endpointId}`;
+
+function toPeer(h: HostRecord): GatewayPeer {
+  return { id: h.id, index: h.index, address: h.address, publicKey: hexToBytes(h.publicKey), incarnation: h.incarnation };
+}
+
+function samePeer(a: HostRecord, b: HostRecord): boolean {
+  return a.index === b.index && a.address === b.address && a.publicKey === b.publicKey && a.incarnation === b.incarnation;
+}

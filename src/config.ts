@@ -1,0 +1,152 @@
+import { networkInterfaces } from 'node:os';
+import { VeilError } from './errors.js';
+
+/*
+ * `veil gateway` in cluster mode, configured like Docker's daemon: flags, each
+ * with an environment variable, every default in this one place.
+ *
+ *   --cluster-store etcd://H:P[,H:P]   VEIL_CLUSTER_STORE    etcd endpoints
+ *   --cluster-advertise IP|IFACE       VEIL_CLUSTER_ADVERTISE underlay address peers send ESP-in-UDP to
+ *   --host-id ID                       VEIL_HOST_ID          default: the hostname
+ *   --data-dir DIR                     VEIL_DATA_DIR         identity key (0600) lives here
+ *   --api-socket PATH                  VEIL_API_SOCKET       unix socket of the API
+ *   --vtep-netns NAME                  VEIL_VTEP_NETNS       the namespace holding bridges and VXLAN devices
+ *   --link-net A.B.C.0                 VEIL_LINK_NET         /30 between host and vtep namespace
+ *   --mtu N                            VEIL_MTU              underlay MTU (overlay MTUs derive from it)
+ *   --data-path native|ts              VEIL_DATA_PATH
+ *   --lease-ttl SECONDS                VEIL_LEASE_TTL        how long a dead host stays listed
+ *   --key-interval DURATION            VEIL_KEY_INTERVAL     rotation interval (12h; "30s" for tests)
+ *   --os NAME                          VEIL_OS               the OS this host reports (default: this one's)
+ */
+
+export interface ClusterGatewayConfig {
+  clusterStore: string[];
+  advertise: string;
+  hostId: string;
+  dataDir: string;
+  apiSocket: string;
+  vtepNetns: string;
+  linkNet: string;
+  underlayMtu: number;
+  dataPath?: 'native' | 'ts';
+  leaseTtlSeconds: number;
+  keyIntervalMs: number;
+  os: string;
+}
+
+export const DEFAULTS = {
+  dataDir: '/var/lib/veil',
+  apiSocket: '/run/veil/veil.sock',
+  vtepNetns: 'veil-vtep',
+  linkNet: '169.254.47.0',
+  underlayMtu: 1500,
+  leaseTtlSeconds: 15,
+  keyIntervalMs: 12 * 3600_000,
+} as const;
+
+interface Flag {
+  name: string;
+  env: string;
+  help: string;
+}
+
+export const GATEWAY_FLAGS: Flag[] = [
+  { name: 'cluster-store', env: 'VEIL_CLUSTER_STORE', help: 'etcd://HOST:PORT[,HOST:PORT] (required)' },
+  { name: 'cluster-advertise', env: 'VEIL_CLUSTER_ADVERTISE', help: 'this host\'s underlay IPv4 address or interface (required)' },
+  { name: 'host-id', env: 'VEIL_HOST_ID', help: 'host id (default: the hostname)' },
+  { name: 'data-dir', env: 'VEIL_DATA_DIR', help: `identity key directory (default ${DEFAULTS.dataDir})` },
+  { name: 'api-socket', env: 'VEIL_API_SOCKET', help: `API unix socket (default ${DEFAULTS.apiSocket})` },
+  { name: 'vtep-netns', env: 'VEIL_VTEP_NETNS', help: `namespace of bridges and VXLAN devices (default ${DEFAULTS.vtepNetns})` },
+  { name: 'link-net', env: 'VEIL_LINK_NET', help: `host-vtep /30 (default ${DEFAULTS.linkNet})` },
+  { name: 'mtu', env: 'VEIL_MTU', help: `underlay MTU (default ${DEFAULTS.underlayMtu})` },
+  { name: 'data-path', env: 'VEIL_DATA_PATH', help: 'native | ts (default: native when built)' },
+  { name: 'lease-ttl', env: 'VEIL_LEASE_TTL', help: `seconds (default ${DEFAULTS.leaseTtlSeconds})` },
+  { name: 'key-interval', env: 'VEIL_KEY_INTERVAL', help: 'key rotation interval, e.g. 12h, 30m, 20s (default 12h)' },
+  { name: 'os', env: 'VEIL_OS', help: 'OS to report (default: this host\'s)' },
+];
+
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+function bad(what: string): never {
+  throw new VeilError('VEIL_ERR_CONFIG_INVALID', what);
+}
+
+/** `--name value`, `--name=value`, then the environment. Unknown flags are refused. */
+export function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv, flags: Flag[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const f of flags) {
+    const v = env[f.env];
+    if (v !== undefined && v !== '') out.set(f.name, v);
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('--')) bad(`unexpected argument "${arg}"`);
+    const eq = arg.indexOf('=');
+    const name = arg.slice(2, eq < 0 ? undefined : eq);
+    if (!flags.some((f) => f.name === name)) bad(`unknown flag --${name}`);
+    const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
+    if (value === undefined || value === '') bad(`--${name} needs a value`);
+    out.set(name, value);
+  }
+  return out;
+}
+
+export function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text);
+  if (!m) bad(`duration "${text}" must look like 500ms, 20s, 30m or 12h`);
+  const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+  if (ms < 1000) bad(`duration "${text}" is below one second`);
+  return ms;
+}
+
+/** etcd://h:p,h:p (or http://) → gRPC endpoints the etcd3 client takes. */
+export function parseClusterStore(text: string): string[] {
+  const m = /^(etcd|http):\/\/(.+)$/.exec(text);
+  if (!m) bad(`--cluster-store "${text}" must look like etcd://HOST:PORT[,HOST:PORT]`);
+  return m[2]!.split(',').map((hp) => {
+    if (!/^[A-Za-z0-9.-]+:\d{1,5}$/.test(hp)) bad(`--cluster-store member "${hp}" must be HOST:PORT`);
+    return `http://${hp}`;
+  });
+}
+
+/** An IPv4 address, or an interface name whose first IPv4 address is used (Docker's --cluster-advertise). */
+export function resolveAdvertise(text: string): string {
+  if (IPV4_RE.test(text)) return text;
+  const ifc = networkInterfaces()[text]?.find((a) => a.family === 'IPv4');
+  if (!ifc) bad(`--cluster-advertise "${text}" is neither an IPv4 address nor an interface with one`);
+  return ifc.address;
+}
+
+function int(text: string, name: string, min: number, max: number): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) bad(`--${name} must be an integer in ${min}..${max}`);
+  return n;
+}
+
+export function parseGatewayConfig(argv: readonly string[], env: NodeJS.ProcessEnv, hostname: string): ClusterGatewayConfig {
+  const f = readFlags(argv, env, GATEWAY_FLAGS);
+  const store = f.get('cluster-store');
+  if (!store) bad('--cluster-store is required');
+  const advertise = f.get('cluster-advertise');
+  if (!advertise) bad('--cluster-advertise is required');
+  const dataPath = f.get('data-path');
+  if (dataPath !== undefined && dataPath !== 'native' && dataPath !== 'ts') bad('--data-path must be native or ts');
+  const linkNet = f.get('link-net') ?? DEFAULTS.linkNet;
+  if (!IPV4_RE.test(linkNet)) bad('--link-net must be an IPv4 address');
+  const hostId = f.get('host-id') ?? hostname;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/.test(hostId)) bad(`host id "${hostId}" must be 1..128 of A-Z a-z 0-9 _ . : -`);
+  return {
+    clusterStore: parseClusterStore(store),
+    advertise: resolveAdvertise(advertise),
+    hostId,
+    dataDir: f.get('data-dir') ?? DEFAULTS.dataDir,
+    apiSocket: f.get('api-socket') ?? DEFAULTS.apiSocket,
+    vtepNetns: f.get('vtep-netns') ?? DEFAULTS.vtepNetns,
+    linkNet,
+    underlayMtu: f.has('mtu') ? int(f.get('mtu')!, 'mtu', 1280, 9000) : DEFAULTS.underlayMtu,
+    ...(dataPath ? { dataPath } : {}),
+    leaseTtlSeconds: f.has('lease-ttl') ? int(f.get('lease-ttl')!, 'lease-ttl', 2, 3600) : DEFAULTS.leaseTtlSeconds,
+    keyIntervalMs: f.has('key-interval') ? parseDuration(f.get('key-interval')!) : DEFAULTS.keyIntervalMs,
+    os: f.get('os') ?? (process.platform === 'win32' ? 'windows' : process.platform),
+  };
+}

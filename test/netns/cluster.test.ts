@@ -1,0 +1,104 @@
+// The control plane end to end: real etcd on the bed's underlay, three `veil gateway`
+// processes in cluster mode, networks and containers made through the hosts' own APIs.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../support/wait.js';
+import { createClusterBed, type ClusterBed } from './cluster-bed.js';
+
+let cb: ClusterBed;
+
+beforeAll(async () => {
+  cb = await createClusterBed({ hosts: 3 });
+}, 120_000);
+afterAll(async () => {
+  await cb?.destroy();
+}, 60_000);
+
+async function ping(ns: string, ip: string, count = 3): Promise<{ code: number; out: string }> {
+  const r = await cb.bed.exec(ns, ['ping', '-c', String(count), '-i', '0.2', '-W', '2', ip], { allowFail: true, timeoutMs: 20_000 });
+  return { code: r.code, out: r.stdout };
+}
+
+async function gatewayStatus(i: number) {
+  return (await cb.api(i, 'GET', '/status')).body as { peers: Array<{ id: string }>; networks: Array<{ vni: number }>; pairs: Array<{ peer: string; vni: number; txPackets: number; rxPackets: number; outbound?: { spi: number } }> };
+}
+
+describe.each([
+  { kind: 'plain', options: {}, subnet: '10.61.0.0/24' },
+  { kind: 'encrypted', options: { encrypted: '' }, subnet: '10.62.0.0/24' },
+])('a $kind network made through the APIs of three hosts', ({ kind, options, subnet }) => {
+  const name = `net-${kind}`;
+  let id = '';
+  const containers: Array<{ ns: string; netns: string; ip: string; host: number }> = [];
+
+  it('is created on host 1 and visible at once on every host', async () => {
+    const r = await cb.api(1, 'POST', '/networks', { Name: name, Driver: 'overlay', Attachable: true, Options: options, IPAM: { Config: [{ Subnet: subnet }] } });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    id = r.body.Id;
+    for (const i of [2, 3]) {
+      const n = await cb.api(i, 'GET', `/networks/${name}`);
+      expect(n.status).toBe(200);
+      expect(n.body.Id).toBe(id);
+    }
+    // Every gateway plumbs it (through its watch, not because of a request).
+    await waitFor(async () => (await Promise.all([1, 2, 3].map(gatewayStatus))).every((s) => s.networks.length >= 1), 10_000, 'every gateway has the network');
+  });
+
+  it('connects a container on host 2 and one on host 3 through their own APIs; they ping each other', async () => {
+    for (const host of [2, 3]) {
+      const c = await cb.container(`k${kind[0]}${host}`);
+      const r = await cb.api(host, 'POST', `/networks/${name}/connect`, { Container: `web${host}`, Sandbox: { Netns: c.netns } });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      expect(r.body).toMatchObject({ Name: `web${host}`, Host: `h${host}`, Warning: '' });
+      containers.push({ ...c, ip: r.body.IPv4Address.split('/')[0], host });
+    }
+    const inspect = (await cb.api(1, 'GET', `/networks/${id}`)).body;
+    expect(Object.values(inspect.Containers).map((c: any) => c.Host).sort()).toEqual(['h2', 'h3']);
+    const [a, b] = containers;
+    const r = await waitFor(async () => {
+      const p = await ping(a!.ns, b!.ip, 1);
+      return p.code === 0 ? p : undefined;
+    }, 20_000, `ping ${b!.ip} from host 2`);
+    expect(r.code).toBe(0);
+    const back = await ping(b!.ns, a!.ip, 5);
+    expect(back.out).toMatch(/5 received/);
+    const s2 = await gatewayStatus(2);
+    const pair = s2.pairs.find((p) => p.peer === 'h3' && p.txPackets > 0);
+    expect(pair, 'host 2 sent to host 3').toBeDefined();
+    if (kind === 'encrypted') expect(pair!.outbound?.spi).toBeGreaterThanOrEqual(256);
+  }, 60_000);
+
+  it('refuses to delete the network while containers are connected; disconnect frees the IP; then delete works everywhere', async () => {
+    const busy = await cb.api(3, 'DELETE', `/networks/${name}`);
+    expect(busy.status).toBe(409);
+    expect(busy.body.code).toBe('VEIL_ERR_NETWORK_HAS_ENDPOINTS');
+    for (const c of containers) {
+      const r = await cb.api(c.host, 'POST', `/networks/${name}/disconnect`, { Container: `web${c.host}` });
+      expect(r.status, JSON.stringify(r.body)).toBe(204);
+      const link = await cb.bed.exec(c.ns, ['ip', '-o', 'link', 'show', 'eth0'], { allowFail: true });
+      expect(link.code, 'the container lost its overlay interface').not.toBe(0);
+    }
+    expect((await cb.api(1, 'GET', `/networks/${name}`)).body.Containers).toEqual({});
+    expect((await cb.api(2, 'DELETE', `/networks/${name}`)).status).toBe(204);
+    await waitFor(async () => (await Promise.all([1, 2, 3].map(gatewayStatus))).every((s) => s.networks.length === 0), 10_000, 'every gateway removed the network');
+  }, 60_000);
+});
+
+describe('host liveness', () => {
+  it('lists the three hosts; a killed gateway disappears when its lease expires and its peers drop it', async () => {
+    const hosts = (await cb.api(1, 'GET', '/hosts')).body as Array<{ Id: string; Index: number; Address: string; OS: string }>;
+    expect(hosts.map((h) => h.Id).sort()).toEqual(['h1', 'h2', 'h3']);
+    expect(new Set(hosts.map((h) => h.Index)).size).toBe(3);
+    expect(hosts.find((h) => h.Id === 'h2')!.Address).toBe('198.18.0.2');
+    await waitFor(async () => (await gatewayStatus(1)).peers.length === 2, 10_000, 'h1 has two peers');
+
+    await cb.stopGateway(3, 'SIGKILL');
+    await waitFor(async () => (await gatewayStatus(1)).peers.map((p) => p.id).join() === 'h2', 15_000, 'h1 dropped h3 after its lease expired');
+    expect((await cb.api(2, 'GET', '/hosts')).body.map((h: { Id: string }) => h.Id).sort()).toEqual(['h1', 'h2']);
+
+    // Back with a new incarnation, same index.
+    await cb.startGateway(3);
+    const again = (await cb.api(1, 'GET', '/hosts')).body as Array<{ Id: string; Index: number; Incarnation: string }>;
+    expect(again.find((h) => h.Id === 'h3')!.Index).toBe(hosts.find((h) => h.Id === 'h3')!.Index);
+    await waitFor(async () => (await gatewayStatus(1)).peers.length === 2, 10_000, 'h1 has h3 again');
+  }, 60_000);
+});
