@@ -5,12 +5,15 @@ import { hostname } from 'node:os';
 import { GATEWAY_FLAGS, parseGatewayConfig } from '../config.js';
 import { startClusterGateway, startStaticGateway, type RunningGateway } from '../main.js';
 import { loadStaticGatewayConfig } from '../static-config.js';
+import { runHost, runNetwork, splitGlobalOptions } from './network.js';
 import { vectorsCheck } from './vectors-check.js';
 
 const USAGE = `usage: veil <command>
 
 commands:
   gateway [flags]          run this host's gateway, following etcd (veil gateway --help)
+  network COMMAND          create, ls, inspect, rm, connect, disconnect overlay networks (veil network --help)
+  host ls                  list the hosts registered with the control plane
   vectors check FILE       run an ESP vector file through the sealer and opener of every implementation
 `;
 
@@ -56,6 +59,11 @@ async function gateway(args: string[]): Promise<number> {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // The control-plane commands take global options (--api, --tls-*, --format) before the group too.
+  const control = splitGlobalOptions(argv);
+  const io = { stdout: process.stdout, stderr: process.stderr, env: process.env };
+  if (control.group === 'network') return runNetwork(control.argv, io);
+  if (control.group === 'host') return runHost(control.argv, io);
   const [group, command, ...rest] = argv;
   if (group === 'gateway') return gateway(argv.slice(1));
   if (group === 'vectors' && command === 'check') {

@@ -171,6 +171,8 @@ export function checkEndpoint(spec: EndpointSpec, network: NetworkRecord): { id:
   if (typeof spec.name !== 'string' || spec.name.length === 0 || spec.name.length > 255) invalid('endpoint name must be 1..255 characters');
   if (spec.aliases !== undefined && (!Array.isArray(spec.aliases) || spec.aliases.some((a) => typeof a !== 'string' || a.length === 0))) invalid('aliases must be non-empty strings');
   if (spec.mac !== undefined && !MAC_RE.test(spec.mac)) invalid(`mac "${spec.mac}" must be six lower-case hex bytes`);
+  // The I/G bit (IEEE 802, first octet bit 0) marks group addresses: a container's MAC must be unicast.
+  if (spec.mac !== undefined && ((parseInt(spec.mac.slice(0, 2), 16) & 1) === 1 || spec.mac === '00:00:00:00:00:00')) invalid(`mac ${spec.mac} is not a unicast address`);
   if (spec.ipv4 !== undefined) {
     const ip = parseIpv4(spec.ipv4);
     if (ip === null) invalid(`ipv4 "${spec.ipv4}" is not an IPv4 address`);
