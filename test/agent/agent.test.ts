@@ -1,0 +1,185 @@
+// The host agent against the in-memory store, with the gateway's two seams (plumbing, data path)
+// replaced by recorders: what it programs for hosts, networks and containers, and the Windows rules.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { HostAgent } from '../../src/agent/agent.js';
+import { SecretKey } from '../../src/crypto/secret.js';
+import { MemoryBackend } from '../../src/store/memory.js';
+import type { Store } from '../../src/store/types.js';
+import { Gateway, peerPort } from '../../src/vxlan/gateway.js';
+import type { DataPath, DataPathStatus } from '../../src/vxlan/io.js';
+import type { ContainerAttachment, FdbEntry, Plumbing } from '../../src/vxlan/plumbing.js';
+import { sampleHost } from '../store/harness.js';
+import { waitUntil } from '../support/wait.js';
+
+class RecordingPlumbing implements Plumbing {
+  readonly hostAddress = '169.254.9.1';
+  readonly vtepAddress = '169.254.9.2';
+  networks = new Set<number>();
+  containers = new Map<string, ContainerAttachment>();
+  fdb = new Map<number, FdbEntry[]>();
+  failAttach = false;
+  async ensureHost() {}
+  async teardownHost() {}
+  async ensureNetwork(spec: { vni: number }) {
+    this.networks.add(spec.vni);
+    if (!this.fdb.has(spec.vni)) this.fdb.set(spec.vni, []);
+  }
+  async removeNetwork(vni: number) {
+    this.networks.delete(vni);
+    this.fdb.delete(vni);
+    for (const [k, c] of this.containers) if (c.vni === vni) this.containers.delete(k);
+  }
+  async attachContainer(a: ContainerAttachment) {
+    if (this.failAttach) throw new Error('Cannot open network namespace');
+    this.containers.set(`${a.vni}/${a.endpointId}`, a);
+  }
+  async detachContainer(vni: number, endpointId: string) {
+    this.containers.delete(`${vni}/${endpointId}`);
+  }
+  async ensurePeerFlood(vni: number, port: number) {
+    const list = this.fdb.get(vni)!;
+    if (!list.some((e) => e.mac === '00:00:00:00:00:00' && e.port === port)) list.push({ mac: '00:00:00:00:00:00', dst: this.hostAddress, port });
+  }
+  async ensurePeerMac(vni: number, mac: string, port: number) {
+    const list = this.fdb.get(vni)!.filter((e) => e.mac !== mac);
+    list.push({ mac, dst: this.hostAddress, port });
+    this.fdb.set(vni, list);
+  }
+  async removePeerMac(vni: number, mac: string) {
+    this.fdb.set(vni, (this.fdb.get(vni) ?? []).filter((e) => e.mac !== mac));
+  }
+  async removePeer(vni: number, port: number) {
+    this.fdb.set(vni, (this.fdb.get(vni) ?? []).filter((e) => e.port !== port));
+  }
+  async listFdb(vni: number) {
+    return this.fdb.get(vni) ?? [];
+  }
+}
+
+class RecordingDataPath implements DataPath {
+  peers = new Set<string>();
+  async start() {}
+  async stop() {}
+  setNetwork() {}
+  removeNetwork() {}
+  async addPeer(peer: { id: string }) {
+    this.peers.add(peer.id);
+  }
+  async removePeer(id: string) {
+    this.peers.delete(id);
+  }
+  installInbound() {}
+  activateOutbound() {}
+  retireInbound() {}
+  removeOutbound() {}
+  status(): DataPathStatus {
+    return { pairs: [], unattributedDrops: {}, sendFailures: 0 };
+  }
+}
+
+let backend: MemoryBackend;
+let store: Store;
+let plumbing: RecordingPlumbing;
+let dataPath: RecordingDataPath;
+let agent: HostAgent;
+let logs: Array<{ level: string; event: string; fields?: Record<string, unknown> }>;
+
+function makeAgent(os = 'linux') {
+  plumbing = new RecordingPlumbing();
+  dataPath = new RecordingDataPath();
+  const self = { id: 'h1', index: 0, address: '198.18.0.1', publicKey: new Uint8Array(32), incarnation: 'i1' };
+  const gateway = new Gateway({ self, privateKey: new SecretKey(new Uint8Array(32).fill(7)), plumbing, dataPath });
+  logs = [];
+  return new HostAgent({
+    store, gateway, self: { ...sampleHost('h1', { os }), address: '198.18.0.1' }, leaseTtlSeconds: 5,
+    onIndex: (i) => (self.index = i),
+    log: (level, event, fields) => logs.push({ level, event, ...(fields ? { fields } : {}) }),
+  });
+}
+
+beforeEach(() => {
+  backend = new MemoryBackend();
+  store = backend.client();
+});
+afterEach(async () => {
+  await agent?.stop();
+  await store.close();
+});
+
+describe('HostAgent', () => {
+  it('plumbs every network, makes every other live host a peer, attaches its own containers and points remote MACs at their host', async () => {
+    const h2 = await store.registerHost(sampleHost('h2'), 30);
+    const net = await store.createNetwork({ name: 'n', ipam: { subnet: '10.9.0.0/24' } });
+    const local = await store.createEndpoint({ networkId: net.id, name: 'mine', hostId: 'h1', sandbox: { netns: '/run/netns/mine' } });
+    const remote = await store.createEndpoint({ networkId: net.id, name: 'theirs', hostId: 'h2' });
+    agent = makeAgent();
+    await agent.start();
+    await agent.settled();
+    expect([...plumbing.networks]).toEqual([net.vni]);
+    expect([...dataPath.peers]).toEqual(['h2']);
+    expect(plumbing.containers.get(`${net.vni}/${local.id}`)).toMatchObject({ netns: { path: '/run/netns/mine' }, mac: local.mac, ipv4: `${local.ipv4}/24` });
+    expect(await plumbing.listFdb(net.vni)).toEqual(expect.arrayContaining([
+      { mac: '00:00:00:00:00:00', dst: plumbing.hostAddress, port: peerPort(h2.index) },
+      { mac: remote.mac, dst: plumbing.hostAddress, port: peerPort(h2.index) },
+    ]));
+
+    // Changes arrive through the watch: a new remote container, then its host goes away.
+    const later = await store.createEndpoint({ networkId: net.id, name: 'later', hostId: 'h2' });
+    await waitUntil('the new MAC is programmed', async () => (await plumbing.listFdb(net.vni)).some((e) => e.mac === later.mac));
+    await store.deleteEndpoint(net.id, remote.id);
+    await waitUntil('the removed MAC is gone', async () => !(await plumbing.listFdb(net.vni)).some((e) => e.mac === remote.mac));
+    await h2.revoke();
+    await waitUntil('h2 is no peer', () => !dataPath.peers.has('h2'));
+    expect(await plumbing.listFdb(net.vni)).toEqual([]);
+    // It comes back (a restart: new incarnation): flood and MAC entries return.
+    await store.registerHost(sampleHost('h2', { incarnation: 'new' }), 30);
+    await waitUntil('h2 is back with its MAC', async () => (await plumbing.listFdb(net.vni)).some((e) => e.mac === later.mac));
+    expect(agent.status()).toMatchObject({ host: 'h1', registered: true, peers: ['h2'], networks: 1, localEndpoints: 1, remoteMacs: 1 });
+  });
+
+  it('detaches a local container whose endpoint is deleted elsewhere, and removes a deleted network', async () => {
+    agent = makeAgent();
+    await agent.start();
+    const net = await store.createNetwork({ name: 'n2', ipam: { subnet: '10.8.0.0/24' } });
+    const ep = await store.createEndpoint({ networkId: net.id, name: 'c', hostId: 'h1', sandbox: { pid: 4242 } });
+    await waitUntil('attached', () => plumbing.containers.has(`${net.vni}/${ep.id}`));
+    expect(plumbing.containers.get(`${net.vni}/${ep.id}`)!.netns).toEqual({ pid: 4242 });
+    await store.deleteEndpoint(net.id, ep.id);
+    await waitUntil('detached', () => plumbing.containers.size === 0);
+    await store.deleteNetwork(net.id);
+    await waitUntil('network removed', () => plumbing.networks.size === 0);
+  });
+
+  it('a local container that cannot be plumbed is reported once, not retried in a loop, and the agent keeps going', async () => {
+    agent = makeAgent();
+    await agent.start();
+    plumbing.failAttach = true;
+    const net = await store.createNetwork({ name: 'n3', ipam: { subnet: '10.7.0.0/24' } });
+    await store.createEndpoint({ networkId: net.id, name: 'gone', hostId: 'h1', sandbox: { netns: '/run/netns/gone' } });
+    await waitUntil('failure reported', () => agent.status().attachFailures.length === 1);
+    expect(agent.status().attachFailures[0]).toMatchObject({ endpoint: 'gone', error: expect.stringMatching(/namespace/) });
+    expect(logs.filter((l) => l.event === 'cannot attach a local container')).toHaveLength(1);
+    await store.createNetwork({ name: 'n4', ipam: { subnet: '10.6.0.0/24' } });
+    await waitUntil('still following', () => plumbing.networks.size === 2);
+  });
+
+  it('a Windows host registering while encrypted networks exist is warned (and logged); with a strict network it is refused and not registered', async () => {
+    await store.createNetwork({ name: 'secure', encrypted: true, ipam: { subnet: '10.5.0.0/24' } });
+    agent = makeAgent('windows');
+    const { warning } = await agent.start();
+    expect(warning).toMatch(/Windows hosts cannot encrypt overlay traffic.*h1.*secure.*not be protected/);
+    expect(logs.some((l) => l.level === 'warn' && /Windows host registering/.test(l.event))).toBe(true);
+    await agent.stop();
+
+    await store.createNetwork({ name: 'locked', encrypted: true, options: { encrypted: '', strict: '' }, ipam: { subnet: '10.4.0.0/24' } });
+    agent = makeAgent('windows');
+    await expect(agent.start()).rejects.toMatchObject({ code: 'VEIL_ERR_STRICT_UNENCRYPTED_HOST' });
+    expect((await store.listHosts()).items).toEqual([]);
+  });
+
+  it('a Linux host registers without a warning', async () => {
+    await store.createNetwork({ name: 'secure', encrypted: true, ipam: { subnet: '10.5.0.0/24' } });
+    agent = makeAgent();
+    expect((await agent.start()).warning).toBe('');
+  });
+});
