@@ -10,6 +10,8 @@ import { VeilError } from './errors.js';
  *   --host-id ID                       VEIL_HOST_ID          default: the hostname
  *   --data-dir DIR                     VEIL_DATA_DIR         identity key (0600) lives here
  *   --api-socket PATH                  VEIL_API_SOCKET       unix socket of the API
+ *   --api-listen HOST:PORT             VEIL_API_LISTEN       also TCP; not loopback → TLS required
+ *   --tlscacert/--tlscert/--tlskey     VEIL_TLS_CA/CERT/KEY  the API's TLS (clients need certificates to change anything)
  *   --vtep-netns NAME                  VEIL_VTEP_NETNS       the namespace holding bridges and VXLAN devices
  *   --link-net A.B.C.0                 VEIL_LINK_NET         /30 between host and vtep namespace
  *   --mtu N                            VEIL_MTU              underlay MTU (overlay MTUs derive from it)
@@ -25,6 +27,8 @@ export interface ClusterGatewayConfig {
   hostId: string;
   dataDir: string;
   apiSocket: string;
+  apiListen?: string;
+  apiTls?: { cert: string; key: string; ca: string };
   vtepNetns: string;
   linkNet: string;
   underlayMtu: number;
@@ -56,6 +60,10 @@ export const GATEWAY_FLAGS: Flag[] = [
   { name: 'host-id', env: 'VEIL_HOST_ID', help: 'host id (default: the hostname)' },
   { name: 'data-dir', env: 'VEIL_DATA_DIR', help: `identity key directory (default ${DEFAULTS.dataDir})` },
   { name: 'api-socket', env: 'VEIL_API_SOCKET', help: `API unix socket (default ${DEFAULTS.apiSocket})` },
+  { name: 'api-listen', env: 'VEIL_API_LISTEN', help: 'also serve the API on HOST:PORT (non-loopback needs --tls*)' },
+  { name: 'tlscacert', env: 'VEIL_TLS_CA', help: 'CA that signs API clients (veil ca init)' },
+  { name: 'tlscert', env: 'VEIL_TLS_CERT', help: 'API server certificate (veil ca issue --server)' },
+  { name: 'tlskey', env: 'VEIL_TLS_KEY', help: 'API server key' },
   { name: 'vtep-netns', env: 'VEIL_VTEP_NETNS', help: `namespace of bridges and VXLAN devices (default ${DEFAULTS.vtepNetns})` },
   { name: 'link-net', env: 'VEIL_LINK_NET', help: `host-vtep /30 (default ${DEFAULTS.linkNet})` },
   { name: 'mtu', env: 'VEIL_MTU', help: `underlay MTU (default ${DEFAULTS.underlayMtu})` },
@@ -133,6 +141,8 @@ export function parseGatewayConfig(argv: readonly string[], env: NodeJS.ProcessE
   if (dataPath !== undefined && dataPath !== 'native' && dataPath !== 'ts') bad('--data-path must be native or ts');
   const linkNet = f.get('link-net') ?? DEFAULTS.linkNet;
   if (!IPV4_RE.test(linkNet)) bad('--link-net must be an IPv4 address');
+  const tlsParts = ['tlscacert', 'tlscert', 'tlskey'].filter((k) => f.has(k));
+  if (tlsParts.length !== 0 && tlsParts.length !== 3) bad('--tlscacert, --tlscert and --tlskey go together');
   const hostId = f.get('host-id') ?? hostname;
   if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/.test(hostId)) bad(`host id "${hostId}" must be 1..128 of A-Z a-z 0-9 _ . : -`);
   return {
@@ -141,6 +151,8 @@ export function parseGatewayConfig(argv: readonly string[], env: NodeJS.ProcessE
     hostId,
     dataDir: f.get('data-dir') ?? DEFAULTS.dataDir,
     apiSocket: f.get('api-socket') ?? DEFAULTS.apiSocket,
+    ...(f.has('api-listen') ? { apiListen: f.get('api-listen')! } : {}),
+    ...(tlsParts.length === 3 ? { apiTls: { ca: f.get('tlscacert')!, cert: f.get('tlscert')!, key: f.get('tlskey')! } } : {}),
     vtepNetns: f.get('vtep-netns') ?? DEFAULTS.vtepNetns,
     linkNet,
     underlayMtu: f.has('mtu') ? int(f.get('mtu')!, 'mtu', 1280, 9000) : DEFAULTS.underlayMtu,

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import type { FastifyInstance } from 'fastify';
+import { mkdirSync, rmSync } from 'node:fs';
+import { listenApi, planApiListen, type ListeningApi } from './api/listen.js';
+import type { EndpointRecord, NetworkRecord } from './store/types.js';
 import { HostAgent } from './agent/agent.js';
 import type { ClusterGatewayConfig } from './config.js';
 import { bytesToHex } from './crypto/bytes.js';
@@ -93,6 +94,12 @@ export async function startStaticGateway(config: StaticGatewayConfig, log: Logge
  * networks, containers, and the key schedule), and the API serves on a unix socket.
  */
 export async function startClusterGateway(config: ClusterGatewayConfig, log: Logger): Promise<RunningGateway> {
+  // Refuse a bad listen configuration (non-loopback without TLS) before anything is set up.
+  const apiPlan = planApiListen({
+    socket: config.apiSocket,
+    ...(config.apiListen ? { listen: config.apiListen } : {}),
+    ...(config.apiTls ? { tls: config.apiTls } : {}),
+  });
   const identity = loadOrCreateIdentity(config.dataDir);
   log.info({ dataDir: config.dataDir, created: identity.created }, 'host identity loaded');
   const incarnation = bytesToHex(randomBytes(8));
@@ -118,23 +125,21 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
       self.index = index;
     },
   });
-  let app: FastifyInstance | undefined;
+  let api: ListeningApi | undefined;
   try {
     await gateway.start();
     const { warning } = await agent.start();
     if (warning) log.warn({ warning }, 'Windows host');
-    app = buildApp({
+    const deps = {
       gatewayStatus: () => gateway.status(),
       store,
-      local: { hostId: config.hostId, attach: (n, e) => agent.attachLocal(n, e), detach: (e) => agent.detachLocal(e) },
+      local: { hostId: config.hostId, attach: (n: NetworkRecord, e: EndpointRecord) => agent.attachLocal(n, e), detach: (e: EndpointRecord) => agent.detachLocal(e) },
       version: VERSION,
-    }, { logger: false });
-    mkdirSync(dirname(config.apiSocket), { recursive: true });
-    rmSync(config.apiSocket, { force: true });
-    await app.listen({ path: config.apiSocket });
-    chmodSync(config.apiSocket, 0o660);
+    };
+    api = await listenApi((server) => buildApp(deps, { logger: false, ...server }), apiPlan);
+    log.info({ addresses: api.addresses }, 'API listening');
   } catch (err) {
-    await app?.close().catch(() => undefined);
+    await api?.close().catch(() => undefined);
     await agent.stop().catch(() => undefined);
     await gateway.stop({ unplumb: true }).catch(() => undefined);
     await store.close().catch(() => undefined);
@@ -145,7 +150,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     gateway,
     agent,
     async stop(options) {
-      await app?.close();
+      await api?.close();
       await agent.stop();
       await gateway.stop(options);
       await store.close();

@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { ERRORS, VeilError } from '../errors.js';
 import type { GatewayStatus } from '../vxlan/gateway.js';
 import type { Store } from '../store/types.js';
+import type { ApiHttpsOptions } from './listen.js';
 import { renderMetrics } from './metrics.js';
 import { registerNetworkRoutes, type LocalHost } from './networks.js';
 import { collectOpenApi } from './openapi.js';
@@ -17,9 +18,9 @@ export interface AppDeps {
 }
 
 /** The REST API, without listening (tests use inject()). */
-export function buildApp(deps: AppDeps, options: { logger?: boolean } = {}): FastifyInstance {
+export function buildApp(deps: AppDeps, options: { logger?: boolean; https?: ApiHttpsOptions } = {}): FastifyInstance {
   // Unknown fields are refused, not silently dropped (AJV's removeAdditional, Fastify's default).
-  const app = Fastify({ logger: options.logger ?? false, ajv: { customOptions: { removeAdditional: false } } });
+  const app = Fastify({ https: options.https ?? null, logger: options.logger ?? false, ajv: { customOptions: { removeAdditional: false } } });
 
   app.setErrorHandler((err, _req, reply) => {
     if (err instanceof VeilError) return reply.status(err.status).send({ code: err.code, message: err.message });

@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { GATEWAY_FLAGS, parseGatewayConfig } from '../config.js';
 import { startClusterGateway, startStaticGateway, type RunningGateway } from '../main.js';
 import { loadStaticGatewayConfig } from '../static-config.js';
+import { runCa } from './ca.js';
 import { runHost, runNetwork, splitGlobalOptions } from './network.js';
 import { vectorsCheck } from './vectors-check.js';
 
@@ -14,6 +15,7 @@ commands:
   gateway [flags]          run this host's gateway, following etcd (veil gateway --help)
   network COMMAND          create, ls, inspect, rm, connect, disconnect overlay networks (veil network --help)
   host ls                  list the hosts registered with the control plane
+  ca init|issue ...        the API's client-certificate CA (veil ca --help)
   vectors check FILE       run an ESP vector file through the sealer and opener of every implementation
 `;
 
@@ -65,6 +67,7 @@ async function main(argv: string[]): Promise<number> {
   if (control.group === 'network') return runNetwork(control.argv, io);
   if (control.group === 'host') return runHost(control.argv, io);
   const [group, command, ...rest] = argv;
+  if (group === 'ca') return runCa(argv.slice(1));
   if (group === 'gateway') return gateway(argv.slice(1));
   if (group === 'vectors' && command === 'check') {
     if (rest.length !== 1) {
