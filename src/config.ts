@@ -18,6 +18,7 @@ import { VeilError } from './errors.js';
  *   --data-path native|ts              VEIL_DATA_PATH
  *   --lease-ttl SECONDS                VEIL_LEASE_TTL        how long a dead host stays listed
  *   --key-interval DURATION            VEIL_KEY_INTERVAL     rotation interval (12h; "30s" for tests)
+ *   --key-grace DURATION               VEIL_KEY_GRACE        old epoch kept installed, acks awaited (60s)
  *   --os NAME                          VEIL_OS               the OS this host reports (default: this one's)
  */
 
@@ -35,6 +36,7 @@ export interface ClusterGatewayConfig {
   dataPath?: 'native' | 'ts';
   leaseTtlSeconds: number;
   keyIntervalMs: number;
+  keyGraceMs: number;
   os: string;
 }
 
@@ -46,6 +48,7 @@ export const DEFAULTS = {
   underlayMtu: 1500,
   leaseTtlSeconds: 15,
   keyIntervalMs: 12 * 3600_000,
+  keyGraceMs: 60_000,
 } as const;
 
 interface Flag {
@@ -70,6 +73,7 @@ export const GATEWAY_FLAGS: Flag[] = [
   { name: 'data-path', env: 'VEIL_DATA_PATH', help: 'native | ts (default: native when built)' },
   { name: 'lease-ttl', env: 'VEIL_LEASE_TTL', help: `seconds (default ${DEFAULTS.leaseTtlSeconds})` },
   { name: 'key-interval', env: 'VEIL_KEY_INTERVAL', help: 'key rotation interval, e.g. 12h, 30m, 20s (default 12h)' },
+  { name: 'key-grace', env: 'VEIL_KEY_GRACE', help: 'how long a replaced epoch stays installed and acks are awaited (default 60s)' },
   { name: 'os', env: 'VEIL_OS', help: 'OS to report (default: this host\'s)' },
 ];
 
@@ -159,6 +163,7 @@ export function parseGatewayConfig(argv: readonly string[], env: NodeJS.ProcessE
     ...(dataPath ? { dataPath } : {}),
     leaseTtlSeconds: f.has('lease-ttl') ? int(f.get('lease-ttl')!, 'lease-ttl', 2, 3600) : DEFAULTS.leaseTtlSeconds,
     keyIntervalMs: f.has('key-interval') ? parseDuration(f.get('key-interval')!) : DEFAULTS.keyIntervalMs,
+    keyGraceMs: f.has('key-grace') ? parseDuration(f.get('key-grace')!) : DEFAULTS.keyGraceMs,
     os: f.get('os') ?? (process.platform === 'win32' ? 'windows' : process.platform),
   };
 }

@@ -6,7 +6,14 @@ import { HostAgent } from './agent/agent.js';
 import type { ClusterGatewayConfig } from './config.js';
 import { bytesToHex } from './crypto/bytes.js';
 import { loadOrCreateIdentity } from './identity.js';
+import { EpochFollower } from './keyrotation/follower.js';
+import { EpochInstaller } from './keyrotation/installer.js';
+import { KeyScheduleLeader } from './keyrotation/leader.js';
+import { requestRotation, storeRotationRequests } from './keyrotation/requests.js';
+import { scheduleConfig } from './keyrotation/schedule.js';
 import { EtcdStore } from './store/etcd.js';
+import { keys } from './store/layout.js';
+import { isWindows } from './windows.js';
 import { VERSION } from './version.js';
 import { dirname } from 'node:path';
 import { buildApp } from './api/app.js';
@@ -115,6 +122,21 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     dataPath,
     log: (msg, fields) => log.info(fields ?? {}, msg),
   });
+  const scheduleCfg = scheduleConfig({ intervalMs: config.keyIntervalMs, ackTimeoutMs: config.keyGraceMs, graceMs: config.keyGraceMs, retiredLingerMs: config.keyGraceMs });
+  const keyLog = (event: string, fields?: Record<string, unknown>) => log.info(fields ?? {}, event);
+  const identityForKeys = { hostId: config.hostId, privateKey: identity.privateKey };
+  let agentRef: HostAgent | undefined;
+  const installer = new EpochInstaller({
+    self: identityForKeys,
+    sink: { installEpoch: (n, e, s) => agentRef!.epochs.installEpoch(n, e, s), activateEpoch: (n, e) => agentRef!.epochs.activateEpoch(n, e), retireEpoch: (n, e) => agentRef!.epochs.retireEpoch(n, e) },
+    // Bound to the host's lease: an ack disappears with the host. The incarnation is the registered one.
+    ack: (networkId, epoch) => store.ack(agentRef!.lease!, { networkId, epoch, hostId: config.hostId, incarnation, installedAt: Date.now() }),
+    log: keyLog,
+    config: scheduleCfg,
+  });
+  const follower = new EpochFollower({ store, installer, log: keyLog });
+  const requests = storeRotationRequests(store, keys.rotatePrefix());
+  const leader = new KeyScheduleLeader({ store, requests, self: identityForKeys, config: scheduleCfg, log: keyLog });
   const agent = new HostAgent({
     store,
     gateway,
@@ -124,15 +146,25 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     onIndex: (index) => {
       self.index = index;
     },
+    onReregistered: () => void installer.resetAcks(),
+    onNetworkRemoved: (networkId) => void installer.removeNetwork(networkId),
   });
+  agentRef = agent;
   let api: ListeningApi | undefined;
   try {
     await gateway.start();
     const { warning } = await agent.start();
     if (warning) log.warn({ warning }, 'Windows host');
+    await follower.start();
+    // A Windows host is no member of encrypted networks (it cannot encrypt), so it could never rewrap: it never leads.
+    if (!isWindows({ os: config.os })) leader.start();
     const deps = {
       gatewayStatus: () => gateway.status(),
       store,
+      keys: {
+        requestRotation: (idOrName: string, by: string) => requestRotation({ store, requests }, idOrName, by),
+        status: () => ({ installer: installer.status(), leader: leader.status(), config: scheduleCfg }),
+      },
       local: { hostId: config.hostId, attach: (n: NetworkRecord, e: EndpointRecord) => agent.attachLocal(n, e), detach: (e: EndpointRecord) => agent.detachLocal(e) },
       version: VERSION,
     };
@@ -140,6 +172,8 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     log.info({ addresses: api.addresses }, 'API listening');
   } catch (err) {
     await api?.close().catch(() => undefined);
+    await leader.stop().catch(() => undefined);
+    await follower.stop().catch(() => undefined);
     await agent.stop().catch(() => undefined);
     await gateway.stop({ unplumb: true }).catch(() => undefined);
     await store.close().catch(() => undefined);
@@ -151,6 +185,10 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     agent,
     async stop(options) {
       await api?.close();
+      // Leadership first, so another host takes the schedule over at once.
+      await leader.stop();
+      await follower.stop();
+      installer.close();
       await agent.stop();
       await gateway.stop(options);
       await store.close();

@@ -3,6 +3,7 @@ import { parseKey } from '../store/layout.js';
 import type { EndpointRecord, HostLease, HostRecord, HostRegistration, NetworkRecord, Store, WatchEvent, WatchHandle } from '../store/types.js';
 import type { Gateway, GatewayPeer } from '../vxlan/gateway.js';
 import { hexToBytes } from '../crypto/bytes.js';
+import type { SecretKey } from '../crypto/secret.js';
 import { optionEnabled, windowsHostWarning } from '../windows.js';
 
 /*
@@ -26,6 +27,10 @@ export interface AgentOptions {
   readonly log?: (level: 'info' | 'warn' | 'error', event: string, fields?: Record<string, unknown>) => void;
   /** Called with the host index etcd allocated (once per host id, forever), before any peer is added. */
   readonly onIndex?: (index: number) => void;
+  /** Called after a lost lease was replaced by a new one (acks bound to the old one are gone). */
+  readonly onReregistered?: (lease: HostLease) => void;
+  /** Called once a network is gone from etcd and from the gateway. */
+  readonly onNetworkRemoved?: (networkId: string) => void;
   /** Every batch of watch events after the model took them in (the key installer follows keys/ this way). */
   readonly onEvents?: (events: WatchEvent[]) => void | Promise<void>;
 }
@@ -134,6 +139,42 @@ export class HostAgent {
     });
   }
 
+  /**
+   * The key installer's sink (keyrotation/installer.ts EpochSink): epochs reach the gateway in the
+   * agent's order, after their network. The gateway keeps its own copy; the one handed over is wiped.
+   */
+  readonly epochs = {
+    installEpoch: (networkId: string, epoch: number, secret: SecretKey): Promise<void> =>
+      this.#serial(async () => {
+        try {
+          const net = await this.#networkFor(networkId);
+          await this.#o.gateway.installEpoch(net.vni, epoch, secret);
+        } finally {
+          secret.wipe();
+        }
+      }),
+    activateEpoch: (networkId: string, epoch: number): Promise<void> =>
+      this.#serial(async () => {
+        const net = await this.#networkFor(networkId);
+        await this.#o.gateway.activateEpoch(net.vni, epoch);
+      }),
+    retireEpoch: (networkId: string, epoch: number): Promise<void> =>
+      this.#serial(async () => {
+        const net = this.#appliedNetworks.get(networkId);
+        if (net) await this.#o.gateway.retireEpoch(net.vni, epoch);
+      }),
+  };
+
+  async #networkFor(networkId: string): Promise<NetworkRecord> {
+    const known = this.#appliedNetworks.get(networkId);
+    if (known) return known;
+    // The key watch can run ahead of ours: fetch the network and plumb it first.
+    const network = this.#networks.get(networkId) ?? (await this.#o.store.getNetwork(networkId));
+    this.#networks.set(network.id, network);
+    await this.#ensureNetwork(network);
+    return network;
+  }
+
   /** Waits until everything received so far is applied. */
   settled(): Promise<void> {
     return this.#serial(async () => undefined);
@@ -195,6 +236,7 @@ export class HostAgent {
     for (let delay = 500; !this.#stopped; delay = Math.min(delay * 2, 10_000)) {
       try {
         await this.#register();
+        this.#o.onReregistered?.(this.#lease!);
         return;
       } catch (err) {
         this.#log('warn', 'registration failed; retrying', { error: (err as Error).message, retryMs: delay });
@@ -273,6 +315,7 @@ export class HostAgent {
       for (const [key, m] of this.#remoteMacs) if (m.vni === applied.vni) this.#remoteMacs.delete(key);
       await gw.removeNetwork(applied.vni);
       this.#appliedNetworks.delete(id);
+      if (!want) this.#o.onNetworkRemoved?.(id);
     }
     for (const network of this.#networks.values()) await this.#ensureNetwork(network);
 

@@ -4,6 +4,7 @@ import type { GatewayStatus } from '../vxlan/gateway.js';
 import type { Store } from '../store/types.js';
 import type { ApiHttpsOptions } from './listen.js';
 import { renderMetrics } from './metrics.js';
+import { registerKeyRoutes, type KeyScheduleApi } from './keys.js';
 import { registerNetworkRoutes, type LocalHost } from './networks.js';
 import { collectOpenApi } from './openapi.js';
 import { errorSchema, gatewayStatusSchema } from './schemas.js';
@@ -14,6 +15,8 @@ export interface AppDeps {
   store?: Store;
   /** This gateway's host: connect plumbs its containers before answering. */
   local?: LocalHost;
+  /** The key schedule (cluster mode): GET /networks/{id}/keys, POST /networks/{id}/rotate. */
+  keys?: KeyScheduleApi;
   version?: string;
 }
 
@@ -44,6 +47,7 @@ export function buildApp(deps: AppDeps, options: { logger?: boolean; https?: Api
   app.get('/status', { schema: { summary: 'The gateway: peers, networks, SAs and counters (never key bytes)', response: { 200: gatewayStatusSchema, 500: errorSchema } } }, async () => deps.gatewayStatus());
 
   if (deps.store) registerNetworkRoutes(app, deps.store, deps.local);
+  if (deps.store && deps.keys) registerKeyRoutes(app, deps.store, deps.keys);
 
   return app;
 }

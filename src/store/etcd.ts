@@ -36,7 +36,7 @@ import {
 } from 'etcd3';
 import { StoreError } from './errors.js';
 import { HOST_INDEX_MAX, HOST_INDEX_MIN, KEYSCHEDULE_ELECTION, NETWORK_INDEX_MAX, NETWORK_INDEX_MIN, PREFIX, SEGMENT_RE, VNI_MAX, VNI_MIN, keys, prefixEnd } from './layout.js';
-import { allocRange, buildNetwork, checkAck, checkEndpoint, checkEpoch, checkHost, macFromIpv4, pickFree, pickFreeIp } from './logic.js';
+import { allocRange, buildNetwork, checkAck, checkEndpoint, checkEpoch, checkHost, checkRotationRequest, macFromIpv4, pickFree, pickFreeIp } from './logic.js';
 import type {
   AckRecord,
   EndpointRecord,
@@ -54,6 +54,7 @@ import type {
   WatchEvent,
   WatchHandle,
   WatchHandler,
+  RotationRequestRecord,
 } from './types.js';
 
 export interface EtcdStoreOptions {
@@ -348,6 +349,7 @@ export class EtcdStore implements Store {
             this.ns.delete().prefix(keys.ipamPrefix(net.id)).op(),
             this.ns.delete().prefix(keys.keysPrefix(net.id)).op(),
             this.ns.delete().prefix(keys.acksPrefix(net.id)).op(),
+            this.ns.delete().key(keys.rotate(net.id)).op(),
           ],
           [this.ns.getAll().prefix(keys.endpointsPrefix(net.id)).limit(1).op()],
         );
@@ -396,6 +398,28 @@ export class EtcdStore implements Store {
       }
       throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'IP allocation');
     });
+  }
+
+  async requestRotation(r: RotationRequestRecord): Promise<void> {
+    checkRotationRequest(r);
+    return guard(async () => {
+      const key = keys.rotate(r.networkId);
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const [net, current] = await Promise.all([this.getOne<NetworkRecord>(keys.network(r.networkId)), this.getOne<RotationRequestRecord>(key)]);
+        if (!net) throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${r.networkId}`);
+        // Keep the larger afterEpoch: a stale concurrent request never cancels a newer one.
+        if (current && current.value.afterEpoch > r.afterEpoch) return;
+        const res = await this.ns.if(key, 'Mod', '==', current?.modRevision ?? 0).and(keys.network(r.networkId), 'Create', '>', 0)
+          .then(this.ns.put(key).value(json(r))).commit();
+        if (res.succeeded) return;
+        await jitter(attempt);
+      }
+      throw new StoreError('VEIL_ERR_STORE_CONFLICT', `rotation request for ${r.networkId}`);
+    });
+  }
+
+  async getRotationRequest(networkId: string): Promise<RotationRequestRecord | null> {
+    return guard(async () => (await this.getOne<RotationRequestRecord>(keys.rotate(networkId)))?.value ?? null);
   }
 
   listEndpoints(networkId?: string): Promise<Listing<EndpointRecord>> {

@@ -64,6 +64,9 @@ export const keys = {
     networkId === undefined ? 'acks/' : epoch === undefined ? `acks/${seg('network id', networkId)}/` : `acks/${seg('network id', networkId)}/${num('epoch', epoch)}/`,
   ack: (networkId: string, epoch: number, hostId: string): string => `acks/${seg('network id', networkId)}/${num('epoch', epoch)}/${seg('host id', hostId)}`,
 
+  rotatePrefix: (): string => 'rotate/',
+  rotate: (networkId: string): string => `rotate/${seg('network id', networkId)}`,
+
   electionPrefix: (name: string = KEYSCHEDULE_ELECTION): string => `election/${seg('election', name)}/`,
 
   hostIndexPrefix: (): string => 'hostindex/',
@@ -82,6 +85,7 @@ export type ParsedKey =
   | { kind: 'ipam'; networkId: string; ip: string }
   | { kind: 'keyEpoch'; networkId: string; epoch: number }
   | { kind: 'ack'; networkId: string; epoch: number; hostId: string }
+  | { kind: 'rotate'; networkId: string }
   | { kind: 'election'; name: string; candidate: string }
   | { kind: 'hostIndex'; index: number }
   | { kind: 'netIndex'; index: number };
@@ -99,6 +103,7 @@ export function parseKey(key: string): ParsedKey | null {
     case 'ipam': return p.length === 3 && c ? { kind: 'ipam', networkId: b, ip: c } : null;
     case 'keys': return p.length === 3 && c ? { kind: 'keyEpoch', networkId: b, epoch: Number(c) } : null;
     case 'acks': return p.length === 4 && c && d ? { kind: 'ack', networkId: b, epoch: Number(c), hostId: d } : null;
+    case 'rotate': return p.length === 2 ? { kind: 'rotate', networkId: b } : null;
     case 'election': return p.length === 3 && c ? { kind: 'election', name: b, candidate: c } : null;
     case 'hostindex': return p.length === 2 ? { kind: 'hostIndex', index: Number(b) } : null;
     case 'netindex': return p.length === 2 ? { kind: 'netIndex', index: Number(b) } : null;

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { StoreError } from './errors.js';
 import { SEGMENT_RE, VNI_MAX, VNI_MIN } from './layout.js';
-import type { AckRecord, EndpointSpec, HostRegistration, IpamConfig, KeyEpochRecord, NetworkRecord, NetworkSpec, Sandbox } from './types.js';
+import type { AckRecord, EndpointSpec, HostRegistration, IpamConfig, KeyEpochRecord, NetworkRecord, NetworkSpec, RotationRequestRecord, Sandbox } from './types.js';
 
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
@@ -191,6 +191,13 @@ function checkSandbox(sandbox: Sandbox): void {
   } else if (!('pid' in sandbox) || !Number.isInteger(sandbox.pid) || sandbox.pid < 1) {
     invalid('sandbox must be {netns: absolute path} or {pid: positive integer}');
   }
+}
+
+export function checkRotationRequest(r: RotationRequestRecord): void {
+  checkSegment('network id', r.networkId);
+  if (!Number.isSafeInteger(r.afterEpoch) || r.afterEpoch < 0) invalid('afterEpoch must be a non-negative integer');
+  if (!Number.isFinite(r.requestedAt)) invalid('requestedAt must be a number of milliseconds');
+  if (typeof r.by !== 'string' || r.by.length === 0 || r.by.length > 255) invalid('by must be 1..255 characters');
 }
 
 export function checkHost(h: HostRegistration, ttlSeconds: number): void {

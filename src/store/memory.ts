@@ -12,7 +12,7 @@
 
 import { StoreError } from './errors.js';
 import { HOST_INDEX_MAX, HOST_INDEX_MIN, KEYSCHEDULE_ELECTION, NETWORK_INDEX_MAX, NETWORK_INDEX_MIN, SEGMENT_RE, VNI_MAX, VNI_MIN, keys } from './layout.js';
-import { allocRange, buildNetwork, checkAck, checkEndpoint, checkEpoch, checkHost, macFromIpv4, pickFree, pickFreeIp } from './logic.js';
+import { allocRange, buildNetwork, checkAck, checkEndpoint, checkEpoch, checkHost, checkRotationRequest, macFromIpv4, pickFree, pickFreeIp } from './logic.js';
 import type {
   AckRecord,
   EndpointRecord,
@@ -30,6 +30,7 @@ import type {
   WatchEvent,
   WatchHandle,
   WatchHandler,
+  RotationRequestRecord,
 } from './types.js';
 
 interface Entry {
@@ -369,7 +370,21 @@ export class MemoryStore implements Store {
       { delPrefix: keys.ipamPrefix(net.id) },
       { delPrefix: keys.keysPrefix(net.id) },
       { delPrefix: keys.acksPrefix(net.id) },
+      { del: keys.rotate(net.id) },
     ]);
+  }
+
+  async requestRotation(r: RotationRequestRecord): Promise<void> {
+    checkRotationRequest(r);
+    this.findNetwork(r.networkId);
+    const current = this.read<RotationRequestRecord>(keys.rotate(r.networkId));
+    if (current && current.afterEpoch > r.afterEpoch) return;
+    this.backend.commit([{ put: keys.rotate(r.networkId), value: JSON.stringify(r) }]);
+  }
+
+  async getRotationRequest(networkId: string): Promise<RotationRequestRecord | null> {
+    this.open();
+    return SEGMENT_RE.test(networkId) ? this.read<RotationRequestRecord>(keys.rotate(networkId)) : null;
   }
 
   async createEndpoint(spec: EndpointSpec): Promise<EndpointRecord> {

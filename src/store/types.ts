@@ -113,6 +113,16 @@ export interface AckRecord {
   installedAt: number;
 }
 
+/** Any host asks for a rotation; the key-schedule leader publishes an epoch newer than `afterEpoch`. */
+export interface RotationRequestRecord {
+  networkId: string;
+  /** The newest epoch the requester saw: keyed on epochs, not clocks, so a host whose clock lags is not ignored. */
+  afterEpoch: number;
+  /** Milliseconds since the Unix epoch; for logs. */
+  requestedAt: number;
+  by: string;
+}
+
 export interface Listing<T> {
   items: T[];
   /** The etcd revision the listing was read at; watch from revision + 1. */
@@ -201,6 +211,10 @@ export interface Store {
   /** Written under the host's lease: the ack disappears with the host. */
   ack(host: HostLease, record: AckRecord): Promise<void>;
   listAcks(networkId: string, epoch: number): Promise<Listing<AckRecord>>;
+
+  /** Any host. Writes rotate/<networkId> unless one with a larger afterEpoch is there; VEIL_ERR_NOT_FOUND for an unknown network. */
+  requestRotation(request: RotationRequestRecord): Promise<void>;
+  getRotationRequest(networkId: string): Promise<RotationRequestRecord | null>;
 
   election(name?: string, ttlSeconds?: number): LeaderElection;
 

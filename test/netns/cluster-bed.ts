@@ -72,6 +72,7 @@ export async function createClusterBed(options: { hosts: number; etcdMembers?: 1
           '--vtep-netns', host.vtepNetns,
           '--link-net', `169.254.${i}.0`,
           '--lease-ttl', '4',
+          '--key-grace', '2s',
           ...(options.gatewayArgs ?? []),
           ...extraArgs,
         ]);

@@ -1,0 +1,231 @@
+import { VeilError } from '../errors.js';
+import type { HostRecord, KeyEpochRecord } from '../store/types.js';
+import { isWindows } from '../windows.js';
+
+/*
+ * The key schedule of one encrypted network as a pure function (STYLE habit 7):
+ * (epochs, acks, members, time, config, rotation request) → the one next action.
+ * The leader performs the action with a fenced write, re-reads, and asks again until
+ * the answer is `wait`; it then sleeps until `until` or until etcd changes.
+ *
+ * Make-before-break (DESIGN.md "Rotation"; STYLE habit 6). Every epoch moves
+ * published → active → retired → deleted, and the gateways follow:
+ *
+ *   step  leader writes                     every member gateway does
+ *   1     e+1 published (wrapped secrets)   install INBOUND SAs of e+1, then ack (under its lease)
+ *   2     e+1 active (all acked/timeout)    switch OUTBOUND to e+1; inbound e stays for packets in flight
+ *   3     e retired (grace after step 2)    drop the inbound SAs of e
+ *   4     e deleted (linger after step 3)   nothing left to do (a deleted epoch is retired if still held)
+ *
+ * The decision table, first matching row wins (test/keyrotation/schedule.test.ts has a
+ * row for each):
+ *
+ *   state of the network's epochs                          time / acks / members              → action
+ *   a published or active epoch lacks a live member        leader can unwrap its own copy      → rewrap {epoch, hosts}
+ *   published epoch older than an active one (stale)       —                                  → retire (never activate out of order)
+ *   published e                                            every member holding e acked       → activate e (all-acked)
+ *   published e                                            now ≥ publishedAt + ackTimeout     → activate e (ack-timeout, missing)
+ *   active e, newer active f                               now ≥ activatedAt(f) + grace       → retire e
+ *   retired e, not the newest record                       now ≥ retiredAt + linger           → delete e
+ *   no published/active epoch                              ≥ 1 member                         → publish max+1 (first)
+ *   current (newest active) c                              now ≥ activatedAt(c) + interval    → publish c+1 (interval)
+ *   current c                                              request.afterEpoch ≥ newest epoch  → publish c+1 (requested)
+ *   current c lacks a member and cannot be rewrapped       —                                  → publish c+1 (unrecoverable)
+ *   publish due, but a published epoch is pending          —                                  → wait (acks)
+ *   publish due, but 3 epochs exist                        —                                  → wait (retire/delete first)
+ *   anything else                                          —                                  → wait until the earliest deadline
+ *
+ * Why at most three epoch records (previous, current, next), retired ones included:
+ * the SPI carries epoch mod 4 (DESIGN.md "Keys"), and records always form a contiguous
+ * run of epoch numbers (new = newest + 1, retire and delete go oldest first), so three
+ * records never share epoch mod 4, even while a slow gateway still holds a retired one.
+ */
+
+export interface ScheduleConfig {
+  /** Rotation period, measured from the current epoch's activation. DESIGN.md: 12 h. */
+  intervalMs: number;
+  /** How long a published epoch waits for acks from live members before it is activated anyway. */
+  ackTimeoutMs: number;
+  /** How long the previous epoch stays installed (inbound) after the next one is activated. */
+  graceMs: number;
+  /** How long a retired epoch's record stays in etcd (status, slow gateways) before deletion. */
+  retiredLingerMs: number;
+}
+
+export const DEFAULT_SCHEDULE_CONFIG: Readonly<ScheduleConfig> = Object.freeze({
+  intervalMs: 12 * 60 * 60 * 1000,
+  // A dead host drops out of `members` when its lease expires (15 s by default); the
+  // timeout only covers a live host that cannot install.
+  ackTimeoutMs: 60_000,
+  graceMs: 60_000,
+  retiredLingerMs: 60_000,
+});
+
+/** At most this many epoch records per network (see the comment above). */
+export const MAX_LIVE_EPOCHS = 3;
+
+/** Fills defaults and validates; throws VEIL_ERR_CONFIG_INVALID (configuration time only). */
+export function scheduleConfig(partial: Partial<ScheduleConfig> = {}): ScheduleConfig {
+  const c: ScheduleConfig = { ...DEFAULT_SCHEDULE_CONFIG, ...partial };
+  const positive = (k: keyof ScheduleConfig, min: number): void => {
+    if (!Number.isFinite(c[k]) || c[k] < min) throw new VeilError('VEIL_ERR_CONFIG_INVALID', `key schedule ${k} must be a number ≥ ${min} (ms)`);
+  };
+  positive('intervalMs', 1);
+  positive('ackTimeoutMs', 1);
+  positive('graceMs', 0);
+  positive('retiredLingerMs', 0);
+  return c;
+}
+
+/** A forced rotation: "give this network an epoch newer than `afterEpoch`" (requests.ts). */
+export interface RotationWanted {
+  afterEpoch: number;
+}
+
+export interface ScheduleInput {
+  /** The network's epoch records, any order. */
+  epochs: readonly KeyEpochRecord[];
+  /** epoch → host ids that acked it (only published epochs are consulted). */
+  acks: ReadonlyMap<number, ReadonlySet<string>>;
+  /** Live registered hosts that can encrypt (not Windows): the epoch's members. */
+  members: readonly string[];
+  now: number;
+  config: ScheduleConfig;
+  /** The network's pending rotation request, if any. */
+  request?: RotationWanted | null;
+  /** Epochs whose secret the leader cannot recover (no copy wrapped for it): they cannot be rewrapped. */
+  unrecoverable?: ReadonlySet<number>;
+}
+
+export type PublishReason = 'first' | 'interval' | 'requested' | 'unrecoverable';
+
+export type Action =
+  | { kind: 'publish'; epoch: number; because: PublishReason }
+  | { kind: 'rewrap'; epoch: number; hosts: string[] }
+  | { kind: 'activate'; epoch: number; because: 'all-acked' | 'ack-timeout'; missing: string[] }
+  | { kind: 'retire'; epoch: number; because: 'grace-over' | 'stale' }
+  | { kind: 'delete'; epoch: number }
+  /** Nothing to do. `until`: when to look again (null: only when etcd changes). */
+  | { kind: 'wait'; until: number | null; reason: string };
+
+const byEpoch = (a: KeyEpochRecord, b: KeyEpochRecord): number => a.epoch - b.epoch;
+const isLive = (r: KeyEpochRecord): boolean => r.state === 'published' || r.state === 'active';
+const has = (wrapped: Record<string, string>, hostId: string): boolean => Object.hasOwn(wrapped, hostId);
+const activatedAt = (r: KeyEpochRecord): number => r.activatedAt ?? r.publishedAt;
+
+/** The newest active epoch: the one gateways seal with. */
+export function currentEpoch(epochs: readonly KeyEpochRecord[]): KeyEpochRecord | undefined {
+  return [...epochs].sort(byEpoch).filter((r) => r.state === 'active').pop();
+}
+
+/**
+ * When the timer makes the next rotation due (for the status API): the current epoch's
+ * activation + interval. null while there is no current epoch (the first one is being
+ * published) or a rotation is already under way (an epoch is published).
+ */
+export function nextRotationAt(epochs: readonly KeyEpochRecord[], config: ScheduleConfig): number | null {
+  const current = currentEpoch(epochs);
+  if (!current) return null;
+  if (epochs.some((r) => r.state === 'published' && r.epoch > current.epoch)) return null;
+  return activatedAt(current) + config.intervalMs;
+}
+
+interface Deadline {
+  at: number;
+  reason: string;
+}
+
+export function nextAction(input: ScheduleInput): Action {
+  const { now, config } = input;
+  const epochs = [...input.epochs].sort(byEpoch);
+  const members = [...new Set(input.members)].sort();
+  const unrecoverable = input.unrecoverable ?? new Set<number>();
+  const current = currentEpoch(epochs);
+  const newest = epochs[epochs.length - 1];
+  const deadlines: Deadline[] = [];
+
+  // Rewrap: a member without its wrapped copy of a live epoch cannot install it (DESIGN.md "Keys").
+  for (const r of epochs) {
+    if (!isLive(r) || unrecoverable.has(r.epoch)) continue;
+    const lacking = members.filter((m) => !has(r.wrapped, m));
+    if (lacking.length > 0) return { kind: 'rewrap', epoch: r.epoch, hosts: lacking };
+  }
+
+  // Published epochs, oldest first. One older than an active epoch can never be activated
+  // (outbound only moves forward): retire it.
+  for (const r of epochs) {
+    if (r.state !== 'published') continue;
+    if (current && r.epoch < current.epoch) return { kind: 'retire', epoch: r.epoch, because: 'stale' };
+    const acked = input.acks.get(r.epoch) ?? new Set<string>();
+    // A member with no copy (unrecoverable epoch) cannot ack; the rotation rule below reaches it.
+    const missing = members.filter((m) => has(r.wrapped, m) && !acked.has(m));
+    if (missing.length === 0) return { kind: 'activate', epoch: r.epoch, because: 'all-acked', missing };
+    const timeout = r.publishedAt + config.ackTimeoutMs;
+    if (now >= timeout) return { kind: 'activate', epoch: r.epoch, because: 'ack-timeout', missing };
+    deadlines.push({ at: timeout, reason: `epoch ${r.epoch} waits for acks from ${missing.join(', ')}` });
+    break; // activation is in order: later published epochs wait for this one
+  }
+
+  // Retire an active epoch once a newer active epoch has been active for the grace period.
+  const actives = epochs.filter((r) => r.state === 'active');
+  for (let i = 0; i < actives.length - 1; i++) {
+    const old = actives[i]!;
+    const graceEnd = activatedAt(actives[i + 1]!) + config.graceMs;
+    if (now >= graceEnd) return { kind: 'retire', epoch: old.epoch, because: 'grace-over' };
+    deadlines.push({ at: graceEnd, reason: `epoch ${old.epoch} stays installed for the grace period` });
+  }
+
+  for (const r of epochs) {
+    // The newest record is never deleted, so epoch numbers continue and are never reused.
+    if (r.state !== 'retired' || r === newest) continue;
+    const lingerEnd = (r.retiredAt ?? now) + config.retiredLingerMs;
+    if (now >= lingerEnd) return { kind: 'delete', epoch: r.epoch };
+    deadlines.push({ at: lingerEnd, reason: `retired epoch ${r.epoch} lingers` });
+  }
+
+  // Publish.
+  const due = rotationDue(input, epochs, members, current, unrecoverable);
+  if (due.because) {
+    const next = (newest?.epoch ?? 0) + 1;
+    const pending = epochs.find((r) => r.state === 'published');
+    if (members.length === 0) return wait(deadlines, now, `rotation due (${due.because}) but no live member host can encrypt`);
+    if (pending) return wait(deadlines, now, `rotation due (${due.because}) after epoch ${pending.epoch} is activated`);
+    if (epochs.length >= MAX_LIVE_EPOCHS) return wait(deadlines, now, `rotation due (${due.because}) once fewer than ${MAX_LIVE_EPOCHS} epochs exist`);
+    return { kind: 'publish', epoch: next, because: due.because };
+  }
+  if (due.at !== null) deadlines.push({ at: due.at, reason: `epoch ${current?.epoch} rotates on the timer` });
+  return wait(deadlines, now, 'nothing to do');
+}
+
+function rotationDue(
+  input: ScheduleInput,
+  epochs: readonly KeyEpochRecord[],
+  members: readonly string[],
+  current: KeyEpochRecord | undefined,
+  unrecoverable: ReadonlySet<number>,
+): { because: PublishReason | null; at: number | null } {
+  const live = epochs.filter(isLive);
+  if (live.length === 0) return { because: 'first', at: null };
+  const newest = epochs[epochs.length - 1]!;
+  if (input.request && input.request.afterEpoch >= newest.epoch) return { because: 'requested', at: null };
+  if (!current) return { because: null, at: null }; // the first epoch is still being published
+  if (unrecoverable.has(current.epoch) && members.some((m) => !has(current.wrapped, m))) return { because: 'unrecoverable', at: null };
+  const at = activatedAt(current) + input.config.intervalMs;
+  if (input.now >= at) return { because: 'interval', at };
+  return { because: null, at };
+}
+
+function wait(deadlines: Deadline[], now: number, blocked: string): Action {
+  const future = deadlines.filter((d) => d.at > now).sort((a, b) => a.at - b.at);
+  const reasons = future.map((d) => d.reason);
+  if (blocked !== 'nothing to do' || reasons.length === 0) reasons.unshift(blocked);
+  return { kind: 'wait', until: future[0]?.at ?? null, reason: reasons.join('; ') };
+}
+
+/**
+ * The members of every encrypted network's epochs: live registered hosts that can
+ * encrypt. Windows hosts cannot (windows.ts), so they get no wrapped secret.
+ */
+export function memberHosts<H extends Pick<HostRecord, 'id' | 'os'>>(hosts: readonly H[]): H[] {
+  return hosts.filter((h) => !isWindows(h));
+}

@@ -1,0 +1,201 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { bytesToHex } from '../../src/crypto/bytes.js';
+import { SecretKey } from '../../src/crypto/secret.js';
+import { generateX25519KeyPair } from '../../src/crypto/x25519.js';
+import { EpochInstaller, type EpochSink } from '../../src/keyrotation/installer.js';
+import { wrapForHost } from '../../src/keyrotation/wrapping.js';
+import type { EpochState, KeyEpochRecord, WatchEvent } from '../../src/store/types.js';
+import { RecordingSink } from './harness.js';
+
+/*
+ * The member side of make-before-break, as a table (STYLE habit 6): what this host's
+ * gateway is told to do for each state of the epoch records. Steps, in order:
+ * install inbound → ack → switch outbound → retire.
+ */
+
+const NET = 'net1';
+const me = generateX25519KeyPair();
+const other = generateX25519KeyPair();
+const ME = { id: 'me', publicKey: bytesToHex(me.publicKey) };
+const OTHER = { id: 'other', publicKey: bytesToHex(other.publicKey) };
+const secrets = new Map<number, SecretKey>();
+const secretOf = (epoch: number): SecretKey => {
+  if (!secrets.has(epoch)) secrets.set(epoch, new SecretKey(randomBytes(32)));
+  return secrets.get(epoch)!;
+};
+
+function rec(epoch: number, state: EpochState, members = [ME, OTHER]): KeyEpochRecord {
+  const wrapped = state === 'retired' ? {} : Object.fromEntries(members.map((h) => [h.id, wrapForHost(secretOf(epoch), h, NET, epoch)]));
+  return { networkId: NET, epoch, state, publishedAt: 1000 * epoch, ...(state !== 'published' ? { activatedAt: 1000 * epoch + 500 } : {}), ...(state === 'retired' ? { retiredAt: 1000 * epoch + 900 } : {}), wrapped };
+}
+
+function makeInstaller(sink: EpochSink = new RecordingSink(), acks: string[] = [], failAck = false) {
+  const logs: Array<{ event: string; fields?: Record<string, unknown> }> = [];
+  const installer = new EpochInstaller({
+    self: { hostId: 'me', privateKey: me.privateKey },
+    sink,
+    ack: async (n, e) => {
+      if (failAck) throw new Error('etcd unreachable');
+      acks.push(`ack ${e}`);
+      (sink as RecordingSink).calls?.push(['ack', n, e]);
+    },
+    log: (event, fields) => logs.push({ event, ...(fields ? { fields } : {}) }),
+    retryMs: 60_000,
+  });
+  return { installer, sink: sink as RecordingSink, logs, acks };
+}
+
+interface Row {
+  row: string;
+  before: KeyEpochRecord[][];
+  then: KeyEpochRecord[];
+  expect: string[];
+}
+
+const rows: Row[] = [
+  { row: 'published (member) → install inbound, then ack', before: [], then: [rec(1, 'published')], expect: ['install 1', 'ack 1'] },
+  { row: 'published → active → switch outbound', before: [[rec(1, 'published')]], then: [rec(1, 'active')], expect: ['activate 1'] },
+  { row: 'a fresh host finding an active epoch → install, switch (no ack: nobody waits for it)', before: [], then: [rec(1, 'active')], expect: ['install 1', 'activate 1'] },
+  { row: 'next epoch published → install its inbound and ack; outbound stays', before: [[rec(1, 'active')]], then: [rec(1, 'active'), rec(2, 'published')], expect: ['install 2', 'ack 2'] },
+  { row: 'next epoch active → outbound moves to it; the previous stays installed', before: [[rec(1, 'active')], [rec(1, 'active'), rec(2, 'published')]], then: [rec(1, 'active'), rec(2, 'active')], expect: ['activate 2'] },
+  { row: 'previous retired → its SAs go', before: [[rec(1, 'active'), rec(2, 'active')]], then: [rec(1, 'retired'), rec(2, 'active')], expect: ['retire 1'] },
+  { row: 'previous deleted (retired state missed) → its SAs go', before: [[rec(1, 'active'), rec(2, 'active')]], then: [rec(2, 'active')], expect: ['retire 1'] },
+  { row: 'restart replay: previous in grace, current, next → all inbound, ack next, outbound current only', before: [], then: [rec(1, 'active'), rec(2, 'active'), rec(3, 'published')], expect: ['install 1', 'install 2', 'install 3', 'ack 3', 'activate 2'] },
+  { row: 'the same records again → nothing (idempotent)', before: [[rec(1, 'active'), rec(2, 'published')]], then: [rec(1, 'active'), rec(2, 'published')], expect: [] },
+  { row: 'retired epoch never installed → nothing', before: [], then: [rec(1, 'retired'), rec(2, 'active')], expect: ['install 2', 'activate 2'] },
+  { row: 'not a member (no wrapped copy) → nothing installed, no ack', before: [], then: [rec(1, 'published', [OTHER])], expect: [] },
+  { row: 'current retired with no newer epoch installed here → retire (fail closed)', before: [[rec(1, 'active')]], then: [rec(1, 'retired'), rec(2, 'active', [OTHER])], expect: ['retire 1'] },
+];
+
+describe('EpochInstaller: the make-before-break table (member side)', () => {
+  it.each(rows)('$row', async (r) => {
+    const { installer, sink } = makeInstaller();
+    for (const b of r.before) await installer.sync(NET, b);
+    const mark = sink.calls.length;
+    await installer.sync(NET, r.then);
+    expect(sink.calls.slice(mark).map(([op, , e]) => `${op} ${e}`)).toEqual(r.expect);
+  });
+
+  it('installs the secret that was wrapped for this host', async () => {
+    const { installer, sink } = makeInstaller();
+    await installer.sync(NET, [rec(7, 'published')]);
+    expect(sink.secret(NET, 7)).toBe(bytesToHex(secretOf(7).exposeDanger()));
+  });
+});
+
+describe('EpochInstaller: failures stay inside', () => {
+  it('not a member: counted and logged once, nothing installed', async () => {
+    const { installer, sink, logs } = makeInstaller();
+    const r = rec(1, 'published', [OTHER]);
+    await installer.sync(NET, [r]);
+    await installer.sync(NET, [r]);
+    expect(sink.calls).toEqual([]);
+    expect(installer.status().counters.notMember).toBe(1);
+    expect(logs.filter((l) => l.event.startsWith('not a member'))).toHaveLength(1);
+    expect(installer.status().networks[0]!.epochs[0]).toMatchObject({ epoch: 1, installed: false, problem: 'not-member' });
+  });
+
+  it('a copy that does not unwrap: VEIL_ERR_KEY_UNAVAILABLE logged, nothing installed, no throw; a rewrap is tried again', async () => {
+    const { installer, sink, logs } = makeInstaller();
+    const bad = rec(1, 'published');
+    bad.wrapped.me = bad.wrapped.other!; // another host's copy under my name: AAD and key both differ
+    await expect(installer.sync(NET, [bad])).resolves.toBeUndefined();
+    expect(sink.calls).toEqual([]);
+    expect(installer.status().counters.unwrapFailures).toBe(1);
+    expect(logs.find((l) => l.fields?.code === 'VEIL_ERR_KEY_UNAVAILABLE')).toMatchObject({ fields: { network: NET, epoch: 1 } });
+    await installer.sync(NET, [bad]); // same copy: not retried, not counted again
+    expect(installer.status().counters.unwrapFailures).toBe(1);
+    await installer.sync(NET, [rec(1, 'published')]); // a good copy now
+    expect(sink.trace(NET)).toEqual(['install 1', 'ack 1']);
+  });
+
+  it('garbage in wrapped (not base64 of anything) never throws', async () => {
+    const { installer, sink } = makeInstaller();
+    const r = rec(1, 'active');
+    r.wrapped.me = 'AAAA';
+    await expect(installer.sync(NET, [r])).resolves.toBeUndefined();
+    expect(sink.calls).toEqual([]);
+  });
+
+  it('a sink that throws: logged, retried on the next event, never rejects', async () => {
+    let fail = true;
+    const inner = new RecordingSink();
+    const sink: EpochSink = {
+      installEpoch: async (n, e, s) => {
+        if (fail) throw new Error('netlink says no');
+        await inner.installEpoch(n, e, s);
+      },
+      activateEpoch: (n, e) => inner.activateEpoch(n, e),
+      retireEpoch: (n, e) => inner.retireEpoch(n, e),
+    };
+    const { installer, logs } = makeInstaller(sink);
+    await expect(installer.sync(NET, [rec(1, 'active')])).resolves.toBeUndefined();
+    expect(logs.some((l) => l.event.startsWith('epoch install failed'))).toBe(true);
+    expect(installer.status().networks[0]!.epochs[0]!.problem).toBe('install-failed');
+    fail = false;
+    await installer.sync(NET, [rec(1, 'active')]);
+    expect(inner.trace(NET)).toEqual(['install 1', 'activate 1']);
+  });
+
+  it('an ack that fails (etcd unreachable) is retried later; the inbound SAs stay', async () => {
+    const acks: string[] = [];
+    const { installer, sink } = makeInstaller(new RecordingSink(), acks, true);
+    await installer.sync(NET, [rec(1, 'published')]);
+    expect(sink.trace(NET)).toEqual(['install 1']);
+    expect(installer.status().counters.ackFailures).toBe(1);
+    expect(installer.status().networks[0]!.epochs[0]).toMatchObject({ installed: true, acked: false });
+  });
+});
+
+describe('EpochInstaller: events, snapshots, status', () => {
+  const put = (r: KeyEpochRecord, revision: number): WatchEvent => ({ type: 'put', key: `keys/${r.networkId}/${r.epoch}`, value: r, revision });
+  const del = (epoch: number, revision: number): WatchEvent => ({ type: 'delete', key: `keys/${NET}/${epoch}`, value: null, revision });
+
+  it('follows watch events, drops events older than the last listing, ignores other keys', async () => {
+    const { installer, sink } = makeInstaller();
+    await installer.sync(NET, [rec(1, 'active')], 10);
+    await installer.applyEvents([put(rec(2, 'published'), 9), { type: 'put', key: 'hosts/x', value: {}, revision: 11 }]);
+    expect(sink.trace(NET)).toEqual(['install 1', 'activate 1']); // revision 9 is already in the listing of revision 10
+    await installer.applyEvents([put(rec(2, 'published'), 12), put(rec(2, 'active'), 13), put(rec(1, 'retired'), 14), del(1, 15)]);
+    expect(sink.trace(NET)).toEqual(['install 1', 'activate 1', 'install 2', 'activate 2', 'retire 1']);
+  });
+
+  it('a resync snapshot replaces everything (a network missing from it is retired)', async () => {
+    const { installer, sink } = makeInstaller();
+    await installer.sync(NET, [rec(1, 'active')]);
+    await installer.applySnapshot([{ key: 'networks/x', value: {} }], 20);
+    expect(sink.trace(NET)).toEqual(['install 1', 'activate 1', 'retire 1']);
+  });
+
+  it('status: epochs, states, timestamps, what is installed, outbound, waiting — never key bytes', async () => {
+    const { installer } = makeInstaller();
+    await installer.sync(NET, [rec(1, 'active'), rec(2, 'published')]);
+    installer.setStoreReachable(false, 'connection refused');
+    const s = installer.status();
+    expect(s.networks[0]).toMatchObject({
+      networkId: NET,
+      outboundEpoch: 1,
+      epochs: [
+        { epoch: 1, state: 'active', publishedAt: 1000, activatedAt: 1500, installed: true, outbound: true },
+        { epoch: 2, state: 'published', installed: true, acked: true, outbound: false },
+      ],
+    });
+    expect(s.networks[0]!.waiting).toMatch(/etcd unreachable \(connection refused\): current SAs stay, rotation waits/);
+    expect(s.store).toMatchObject({ reachable: false, detail: 'connection refused' });
+    const text = JSON.stringify(s);
+    for (const e of [1, 2]) {
+      expect(text).not.toContain(bytesToHex(secretOf(e).exposeDanger()));
+      expect(text).not.toContain(Buffer.from(secretOf(e).exposeDanger()).toString('base64'));
+    }
+    expect(text).not.toContain('wrapped');
+  });
+
+  it('removeNetwork retires what was installed', async () => {
+    const { installer, sink } = makeInstaller();
+    await installer.sync(NET, [rec(1, 'active'), rec(2, 'published')]);
+    await installer.removeNetwork(NET);
+    expect(sink.trace(NET).slice(-2)).toEqual(['retire 1', 'retire 2']);
+    expect(installer.status().networks).toEqual([]);
+  });
+});

@@ -1,0 +1,300 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { hexToBytes } from '../../src/crypto/bytes.js';
+import { unwrapSecret } from '../../src/crypto/keywrap.js';
+import { MemoryRotationRequests, requestRotation } from '../../src/keyrotation/requests.js';
+import { unwrapForSelf } from '../../src/keyrotation/wrapping.js';
+import { isStoreError } from '../../src/store/errors.js';
+import { keys } from '../../src/store/layout.js';
+import { MemoryBackend, type MemoryStore } from '../../src/store/memory.js';
+import type { KeyEpochRecord, Leadership, NetworkRecord, Store } from '../../src/store/types.js';
+import { ManualClock, secretSpellings, settle, startHost, startLeader, waitFor, type SimHost } from './harness.js';
+
+/*
+ * The leader and three simulated hosts on the in-memory store (one MemoryBackend, one
+ * client per host, as in production one etcd client per process).
+ */
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+});
+
+async function bed(hostIds = ['h1', 'h2', 'h3']) {
+  const backend = new MemoryBackend();
+  const client = (): MemoryStore => {
+    const c = backend.client();
+    cleanups.push(() => c.close());
+    return c;
+  };
+  const admin = client();
+  const network = await admin.createNetwork({ name: 'secure', encrypted: true, ipam: { subnet: '10.77.0.0/24' } });
+  const hosts: SimHost[] = [];
+  for (const id of hostIds) hosts.push(await addHost(id));
+  async function addHost(id: string, os = 'linux'): Promise<SimHost> {
+    const h = await startHost(client(), id, { os });
+    cleanups.push(() => h.stop());
+    return h;
+  }
+  const requests = new MemoryRotationRequests();
+  return { backend, admin, network, hosts, requests, addHost, client };
+}
+
+const epochsOf = async (store: Store, n: NetworkRecord): Promise<KeyEpochRecord[]> => (await store.getEpochs(n.id)).items;
+const statesOf = async (store: Store, n: NetworkRecord): Promise<string[]> => (await epochsOf(store, n)).map((r) => `${r.epoch}:${r.state}`);
+const outboundEverywhere = (hosts: SimHost[], n: NetworkRecord, epoch: number): boolean => hosts.every((h) => h.sink.outbound.get(n.id) === epoch);
+
+describe('KeyScheduleLeader with three hosts (memory store)', () => {
+  it('first epoch, then a forced rotation from a non-leader host: publish → all ack → activate → retire → delete', async () => {
+    const { admin, network: n, hosts, requests } = await bed();
+    const [h1, h2, h3] = hosts as [SimHost, SimHost, SimHost];
+    const { leader, logs } = startLeader(h1, requests);
+    cleanups.push(() => leader.stop());
+
+    await waitFor('epoch 1 active on every host', () => outboundEverywhere(hosts, n, 1));
+    expect(leader.isLeader).toBe(true);
+    expect(await statesOf(admin, n)).toEqual(['1:active']);
+
+    const req = await requestRotation({ store: h3.store, requests }, n.id, 'h3');
+    expect(req).toMatchObject({ networkId: n.id, afterEpoch: 1, by: 'h3' });
+    await waitFor('epoch 2 active on every host', () => outboundEverywhere(hosts, n, 2));
+    await waitFor('epoch 1 deleted', async () => (await statesOf(admin, n)).join() === '2:active');
+
+    // Each host: inbound 2 before its ack, outbound 2 only after, 1 retired last (make before break).
+    for (const h of hosts) expect(h.sink.trace(n.id)).toEqual(['install 1', 'ack 1', 'activate 1', 'install 2', 'ack 2', 'activate 2', 'retire 1']);
+    // The leader: every member acked before activation, no timeout; the steps in order.
+    const leaderSteps = logs.filter((l) => l.fields?.network === n.id && /^epoch (published|activated|retired|deleted)/.test(l.event)).map((l) => `${l.event.split(' ')[1]} ${l.fields?.epoch}`);
+    expect(leaderSteps).toEqual(['published 1', 'activated 1', 'published 2', 'activated 2', 'retired 1', 'deleted 1']);
+    expect(logs.find((l) => l.event === 'epoch published' && l.fields?.epoch === 2)?.fields).toMatchObject({ because: 'requested', members: ['h1', 'h2', 'h3'] });
+    expect(leader.status().networks[0]).toMatchObject({ networkId: n.id, ackTimeouts: 0, problem: null });
+
+    // One secret per epoch, the same on every host, new at each rotation.
+    const s1 = h1.sink.secret(n.id, 1)!;
+    const s2 = h1.sink.secret(n.id, 2)!;
+    expect(s2).not.toBe(s1);
+    for (const h of [h2, h3]) expect([h.sink.secret(n.id, 1), h.sink.secret(n.id, 2)]).toEqual([s1, s2]);
+
+    // etcd (here: its stand-in) and every log hold no usable key.
+    const dump = await admin.dump();
+    const everything = [...dump].join('\n') + JSON.stringify(logs) + JSON.stringify(hosts.map((h) => h.logs));
+    for (const s of [s1, s2]) for (const spelled of secretSpellings(s)) expect(everything).not.toContain(spelled);
+    expect([...dump.keys()].some((k) => k.startsWith(keys.acksPrefix(n.id, 1)))).toBe(false); // acks went with the epoch
+  });
+
+  it('a host joining later gets the live epochs rewrapped; a host that left gets none for new epochs', async () => {
+    const { admin, network: n, hosts, requests, addHost } = await bed();
+    const [h1, , h3] = hosts as [SimHost, SimHost, SimHost];
+    const { leader, logs } = startLeader(h1, requests);
+    cleanups.push(() => leader.stop());
+    await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
+
+    const h4 = await addHost('h4');
+    await waitFor('h4 seals with epoch 1', () => h4.sink.outbound.get(n.id) === 1);
+    expect(h4.sink.secret(n.id, 1)).toBe(h1.sink.secret(n.id, 1));
+    expect(logs.find((l) => l.event.startsWith('epoch rewrapped'))?.fields).toMatchObject({ epoch: 1, hosts: ['h4'] });
+    expect(Object.keys((await epochsOf(admin, n))[0]!.wrapped).sort()).toEqual(['h1', 'h2', 'h3', 'h4']);
+
+    await h3.stop({ leave: true });
+    await requestRotation({ store: admin, requests }, n.id, 'api:test');
+    const live = [h1, hosts[1]!, h4];
+    await waitFor('epoch 2 active on the remaining hosts', () => outboundEverywhere(live, n, 2));
+    const e2 = (await epochsOf(admin, n)).find((r) => r.epoch === 2)!;
+    expect(Object.keys(e2.wrapped).sort()).toEqual(['h1', 'h2', 'h4']);
+    expect(unwrapForSelf(e2, h3.identity)).toEqual({ ok: false, why: 'not-member' });
+    expect(h3.sink.secret(n.id, 2)).toBeUndefined();
+  });
+
+  it('a non-member cannot unwrap: a Windows host gets no copy, and nobody opens another host\'s copy', async () => {
+    const { admin, network: n, hosts, requests, addHost } = await bed();
+    const [h1, h2] = hosts as [SimHost, SimHost];
+    const win = await addHost('win1', 'windows');
+    const { leader } = startLeader(h1, requests);
+    cleanups.push(() => leader.stop());
+    await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
+    await win.installer.idle();
+
+    const e1 = (await epochsOf(admin, n))[0]!;
+    expect(Object.keys(e1.wrapped).sort()).toEqual(['h1', 'h2', 'h3']);
+    expect(win.sink.calls).toEqual([]);
+    expect(win.installer.status().counters.notMember).toBe(1);
+    expect(win.installer.status().networks[0]!.epochs[0]).toMatchObject({ epoch: 1, installed: false, problem: 'not-member' });
+
+    // h1's copy, tried with the Windows host's key, or with h2's key under either name: nothing.
+    const h1copy = Buffer.from(e1.wrapped.h1!, 'base64');
+    for (const [who, key] of [['win1', win.identity.privateKey], ['h1', win.identity.privateKey], ['h2', h2.identity.privateKey], ['h1', h2.identity.privateKey]] as const) {
+      expect(unwrapSecret(h1copy, key, { networkId: n.id, epoch: 1, hostId: who })).toBeNull();
+    }
+    // A copy moved under another host's name does not open for that host either (AAD binds the host).
+    expect(unwrapForSelf({ ...e1, wrapped: { h2: e1.wrapped.h1! } }, h2.identity)).toEqual({ ok: false, why: 'key-unavailable' });
+  });
+
+  it('leader fencing: leadership lost between publish and activate → a second leader takes over and completes; one epoch sequence', async () => {
+    const { backend, admin, network: n, hosts, requests } = await bed();
+    const [h1, h2, h3] = hosts as [SimHost, SimHost, SimHost];
+    // Every epoch record ever written, from the store's own history.
+    const written: KeyEpochRecord[] = [];
+    const watch = await admin.watch(keys.keysPrefix(), 1, { onEvents: (ev) => ev.forEach((e) => e.type === 'put' && written.push(e.value as KeyEpochRecord)), onResync: () => undefined });
+    cleanups.push(() => watch.cancel());
+
+    // The first leader's store records its fenced writes and the Leadership it writes under.
+    const firstWrites: string[] = [];
+    let firstLeadership: Leadership | null = null;
+    const recording = new Proxy(h1.store, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (prop !== 'putEpoch' && prop !== 'deleteEpoch') return typeof v === 'function' ? v.bind(target) : v;
+        return async (l: Leadership, ...rest: unknown[]) => {
+          firstLeadership = l;
+          firstWrites.push(prop === 'putEpoch' ? `put ${(rest[0] as KeyEpochRecord).epoch}:${(rest[0] as KeyEpochRecord).state}` : `delete ${String(rest[1])}`);
+          return (v as (...a: unknown[]) => Promise<void>).call(target, l, ...rest);
+        };
+      },
+    });
+    const first = startLeader({ ...h1, store: recording }, requests);
+    cleanups.push(() => first.leader.stop());
+    await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
+    const second = startLeader(h2, requests);
+    cleanups.push(() => second.leader.stop());
+    await settle();
+    expect([first.leader.isLeader, second.leader.isLeader]).toEqual([true, false]);
+
+    // h3 cannot install (so cannot ack) epoch 2 until released.
+    let release!: () => void;
+    h3.sink.gate = new Promise((r) => (release = r));
+    cleanups.push(async () => release()); // never leave h3's installer blocked
+    await requestRotation({ store: h3.store, requests }, n.id, 'h3');
+    await waitFor('h1 and h2 acked epoch 2', async () => (await admin.listAcks(n.id, 2)).items.length === 2);
+    expect(await statesOf(admin, n)).toEqual(['1:active', '2:published']);
+    const published2 = (await epochsOf(admin, n)).find((r) => r.epoch === 2)!;
+
+    // The first leader's election lease is lost (as when its etcd session expires).
+    const leaderKey = backend.range(keys.electionPrefix()).sort(([, a], [, b]) => a.create - b.create)[0]!;
+    backend.revokeLease(leaderKey[1].lease!);
+    await waitFor('the second leader takes over', () => second.leader.isLeader);
+    expect(first.leader.isLeader).toBe(false);
+    expect(first.logs.some((l) => l.event.startsWith('key schedule leadership lost'))).toBe(true);
+    const firstLogCount = first.logs.length;
+    const firstWriteCount = firstWrites.length;
+    expect(firstWrites).toEqual(['put 1:published', 'put 1:active', 'put 2:published']);
+
+    release();
+    h3.sink.gate = null;
+    await waitFor('epoch 2 active everywhere', () => outboundEverywhere(hosts, n, 2));
+    await waitFor('epoch 1 deleted', async () => (await statesOf(admin, n)).join() === '2:active');
+
+    // The second leader continued the schedule it read: it activated the epoch the first one
+    // published (same copies, so the same secret), and never published one of its own.
+    const stored2 = (await epochsOf(admin, n))[0]!;
+    expect(stored2.wrapped).toEqual(published2.wrapped);
+    expect(second.logs.filter((l) => l.event === 'epoch published')).toEqual([]);
+    expect(second.logs.some((l) => l.event === 'epoch activated' && l.fields?.epoch === 2)).toBe(true);
+    // The first leader stopped at once: no write attempted after the loss, nothing logged as done.
+    expect(firstWrites.length).toBe(firstWriteCount);
+    expect(first.logs.slice(firstLogCount).filter((l) => l.event.startsWith('epoch '))).toEqual([]);
+    // One sequence of epoch numbers, one secret per number.
+    await settle();
+    expect([...new Set(written.map((r) => r.epoch))]).toEqual([1, 2]);
+    for (const e of [1, 2]) {
+      const copies = new Set(written.filter((r) => r.epoch === e && r.state !== 'retired').map((r) => r.wrapped.h1));
+      expect(copies.size).toBe(1);
+    }
+    expect(new Set(hosts.map((h) => h.sink.secret(n.id, 2))).size).toBe(1);
+
+    // Had it tried, the fence would have refused: a write under the lost leadership fails.
+    const late = await h1.store.putEpoch(firstLeadership!, { ...published2, epoch: 3 }).catch((e: unknown) => e);
+    expect(isStoreError(late, 'VEIL_ERR_NOT_LEADER')).toBe(true);
+    expect((await epochsOf(admin, n)).map((r) => r.epoch)).toEqual([2]);
+  });
+
+  it('a new leader with no copy of the current epoch cannot rewrap it for a joiner, so it rotates instead', async () => {
+    const { admin, network: n, hosts, requests, addHost } = await bed(['h1', 'h2']);
+    const first = startLeader(hosts[0]!, requests);
+    await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
+    await first.leader.stop();
+    const h5 = await addHost('h5'); // joins while nobody leads: nobody rewraps epoch 1 for it
+    const next = startLeader(h5, requests);
+    cleanups.push(() => next.leader.stop());
+    await waitFor('epoch 2 active on every host', () => outboundEverywhere([...hosts, h5], n, 2));
+    expect(next.logs.find((l) => l.fields?.code === 'VEIL_ERR_KEY_UNAVAILABLE')?.fields).toMatchObject({ epoch: 1, why: 'not-member', hosts: ['h5'] });
+    expect(next.logs.find((l) => l.event === 'epoch published')?.fields).toMatchObject({ epoch: 2, because: 'unrecoverable', members: ['h1', 'h2', 'h5'] });
+    expect(h5.sink.secret(n.id, 1)).toBeUndefined();
+    expect(Math.max(...(await epochsOf(admin, n)).map((r) => r.epoch))).toBe(2); // one rotation, not a spin
+  });
+
+  it('a leader that is stopped resigns at once and the next one continues', async () => {
+    const { admin, network: n, hosts, requests } = await bed();
+    const [h1, h2] = hosts as [SimHost, SimHost];
+    const first = startLeader(h1, requests);
+    await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
+    const second = startLeader(h2, requests);
+    cleanups.push(() => second.leader.stop());
+    await first.leader.stop();
+    await waitFor('the second leader takes over', () => second.leader.isLeader);
+    await requestRotation({ store: admin, requests }, n.id, 'api:test');
+    await waitFor('epoch 2 active everywhere', () => outboundEverywhere(hosts, n, 2));
+    expect((await epochsOf(admin, n)).map((r) => r.epoch)).toContain(2);
+  });
+
+  it('requestRotation refuses a plain network and an unknown one', async () => {
+    const { admin, requests } = await bed([]);
+    const plain = await admin.createNetwork({ name: 'plain', ipam: { subnet: '10.78.0.0/24' } });
+    await expect(requestRotation({ store: admin, requests }, plain.id, 'x')).rejects.toMatchObject({ code: 'VEIL_ERR_NOT_ENCRYPTED' });
+    const err = await requestRotation({ store: admin, requests }, 'nope', 'x').catch((e: unknown) => e);
+    expect(isStoreError(err, 'VEIL_ERR_NOT_FOUND')).toBe(true);
+  });
+
+  it('with an injected clock the default schedule rotates at exactly 12 hours', async () => {
+    const { admin, network: n, hosts, requests } = await bed(['h1', 'h2']);
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const t0 = clock.now();
+    const { leader } = startLeader(hosts[0]!, requests, { clock, config: {} });
+    cleanups.push(() => leader.stop());
+    await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
+    expect((await epochsOf(admin, n))[0]).toMatchObject({ epoch: 1, publishedAt: t0, activatedAt: t0 });
+    await waitFor('the leader waits for the timer', () => leader.status().networks[0]?.waiting?.until === t0 + 12 * 3600_000);
+
+    clock.advance(12 * 3600_000 - 1);
+    await settle(100);
+    expect(await statesOf(admin, n)).toEqual(['1:active']);
+
+    clock.advance(1);
+    await waitFor('epoch 2 published', async () => (await epochsOf(admin, n)).length === 2);
+    expect((await epochsOf(admin, n))[1]).toMatchObject({ epoch: 2, publishedAt: t0 + 12 * 3600_000 });
+    await waitFor('epoch 2 active everywhere', () => outboundEverywhere(hosts, n, 2));
+    expect(leader.status().networks[0]?.waiting?.reason).toMatch(/epoch 1 stays installed for the grace period/);
+  });
+
+  it('idle, the leader makes no store calls: it waits on watches and one timer, never polls', async () => {
+    const { network: n, hosts, requests } = await bed(['h1', 'h2']);
+    const calls: string[] = [];
+    const counting = new Proxy(hosts[0]!.store, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (typeof v !== 'function') return v;
+        return (...args: unknown[]) => {
+          calls.push(String(prop));
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const { leader } = startLeader({ ...hosts[0]!, store: counting }, requests, { config: { graceMs: 60_000 } });
+    cleanups.push(() => leader.stop());
+    await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
+    await settle(100);
+    const before = calls.length;
+    await settle(600);
+    expect(calls.slice(before)).toEqual([]);
+    // ...and a store change wakes it at once.
+    await requestRotation({ store: hosts[1]!.store, requests }, n.id, 'h2');
+    await waitFor('epoch 2 active', () => outboundEverywhere(hosts, n, 2));
+  });
+
+  it('epoch secrets come from the injected randomBytes', async () => {
+    const { network: n, hosts, requests } = await bed(['h1']);
+    const fixed = new Uint8Array(32).fill(0x5a);
+    const { leader } = startLeader(hosts[0]!, requests, { randomBytes: (len) => fixed.slice(0, len) });
+    cleanups.push(() => leader.stop());
+    await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
+    expect(hosts[0]!.sink.secret(n.id, 1)).toBe('5a'.repeat(32));
+    expect(hexToBytes(hosts[0]!.sink.secret(n.id, 1)!)).toEqual(fixed);
+  });
+});
