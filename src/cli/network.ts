@@ -222,7 +222,58 @@ const disconnect = command({
   },
 });
 
-const NETWORK_COMMANDS: Record<string, Command> = { create, ls, inspect, rm, connect, disconnect };
+interface KeysView {
+  Network: string;
+  Host: string;
+  IntervalSeconds: number;
+  NextRotation: string | null;
+  ScheduleLeader: boolean;
+  Waiting: string | null;
+  StoreReachable: boolean;
+  Epochs: Array<{ Epoch: number; State: string; PublishedAt: string; ActivatedAt: string | null; RetiredAt: string | null; Members: string[]; Acked: string[]; InstalledHere: boolean; OutboundHere: boolean; Problem: string | null }>;
+}
+
+const keysCmd = command({
+  synopsis: '[OPTIONS] NETWORK',
+  summary: "Show an encrypted network's key epochs, their states and the next rotation (never key bytes)",
+  flags: {},
+  args: { min: 1, max: 1 },
+  async run({ args, format, client, io }) {
+    const view = (await client.request('GET', `/networks/${encodeURIComponent(args[0]!)}/keys`)).body as KeysView;
+    if (format === 'json') {
+      io.stdout.write(renderJson(view));
+      return 0;
+    }
+    io.stdout.write(renderTable(
+      ['EPOCH', 'STATE', 'PUBLISHED', 'ACTIVATED', 'MEMBERS', 'ACKED', `ON ${view.Host}`],
+      view.Epochs.map((e) => [
+        String(e.Epoch), e.State, e.PublishedAt, e.ActivatedAt ?? '-', e.Members.join(',') || '-', e.Acked.join(',') || '-',
+        e.Problem ?? (e.OutboundHere ? 'in+out' : e.InstalledHere ? 'in' : '-'),
+      ]),
+    ));
+    io.stdout.write(`next rotation: ${view.NextRotation ?? 'when the schedule leader sees the network'} (every ${formatSeconds(view.IntervalSeconds)})\n`);
+    if (view.Waiting) io.stdout.write(`waiting: ${view.Waiting}\n`);
+    return 0;
+  },
+});
+
+const rotate = command({
+  synopsis: 'NETWORK',
+  summary: 'Force a key rotation of an encrypted network now (make-before-break)',
+  flags: {},
+  args: { min: 1, max: 1 },
+  async run({ args, format, client, io }) {
+    const r = (await client.request('POST', `/networks/${encodeURIComponent(args[0]!)}/rotate`)).body as { Id: string; AfterEpoch: number; RequestedAt: string };
+    io.stdout.write(format === 'json' ? renderJson(r) : `rotation requested: a new epoch after ${r.AfterEpoch} (veil network keys ${args[0]})\n`);
+    return 0;
+  },
+});
+
+function formatSeconds(s: number): string {
+  return s % 3600 === 0 ? `${s / 3600}h` : s % 60 === 0 ? `${s / 60}m` : `${s}s`;
+}
+
+const NETWORK_COMMANDS: Record<string, Command> = { create, ls, inspect, rm, connect, disconnect, keys: keysCmd, rotate };
 /** Docker's aliases. */
 const NETWORK_ALIASES: Record<string, string> = { list: 'ls', remove: 'rm' };
 

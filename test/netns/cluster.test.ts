@@ -1,9 +1,13 @@
 // The control plane end to end: real etcd on the bed's underlay, three `veil gateway`
 // processes in cluster mode, networks and containers made through the hosts' own APIs.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { waitFor } from '../support/wait.js';
+import { CLI } from './overlay-bed.js';
 import { createClusterBed, type ClusterBed } from './cluster-bed.js';
 
+const execFileAsync = promisify(execFile);
 let cb: ClusterBed;
 
 beforeAll(async () => {
@@ -19,7 +23,7 @@ async function ping(ns: string, ip: string, count = 3): Promise<{ code: number; 
 }
 
 async function gatewayStatus(i: number) {
-  return (await cb.api(i, 'GET', '/status')).body as { peers: Array<{ id: string }>; networks: Array<{ vni: number }>; pairs: Array<{ peer: string; vni: number; txPackets: number; rxPackets: number; outbound?: { spi: number } }> };
+  return (await cb.api(i, 'GET', '/status')).body as { peers: Array<{ id: string }>; networks: Array<{ vni: number }>; pairs: Array<{ peer: string; vni: number; txPackets: number; rxPackets: number; outbound?: { spi: number; epoch: number } }> };
 }
 
 describe.each([
@@ -71,6 +75,29 @@ describe.each([
     const pair = s2.pairs.find((p) => p.peer === 'h3' && p.txPackets > 0);
     expect(pair, 'host 2 sent to host 3').toBeDefined();
     if (kind === 'encrypted') expect(pair!.outbound?.spi).toBeGreaterThanOrEqual(256);
+  }, 60_000);
+
+  it.runIf(kind === 'encrypted')('the CLI shows the key epochs and forces a rotation; traffic keeps flowing on the new epoch', async () => {
+    const veil = (i: number, ...args: string[]) => execFileAsync(process.execPath, [CLI, '--api', `unix:${cb.socket(i)}`, ...args], { encoding: 'utf8' });
+    const keysOn = async (i: number) => JSON.parse((await veil(i, 'network', 'keys', name, '--format', 'json')).stdout) as { Epochs: Array<{ Epoch: number; State: string; OutboundHere: boolean; Members: string[] }> };
+    const first = await keysOn(2);
+    const active = first.Epochs.find((e) => e.State === 'active')!;
+    expect(active.Members).toEqual(['h1', 'h2', 'h3']);
+    expect(JSON.stringify({ ...first, Id: undefined })).not.toMatch(/[0-9a-f]{32}|[A-Za-z0-9+/]{40}/); // nothing key-sized but the network id
+    const table = (await veil(1, 'network', 'keys', name)).stdout;
+    expect(table).toMatch(/EPOCH\s+STATE/);
+    expect(table).toMatch(/next rotation: \d{4}-/);
+    const r = await veil(3, 'network', 'rotate', name);
+    expect(r.stdout).toMatch(new RegExp(`after ${active.Epoch}`));
+    await waitFor(async () => {
+      const all = await Promise.all([1, 2, 3].map(keysOn));
+      return all.every((k) => k.Epochs.some((e) => e.Epoch === active.Epoch + 1 && e.State === 'active' && e.OutboundHere));
+    }, 30_000, `epoch ${active.Epoch + 1} active and sealing on every host`);
+    const [a, b] = containers;
+    expect((await ping(a!.ns, b!.ip, 5)).out).toMatch(/5 received/);
+    const s2 = await gatewayStatus(2);
+    const pair = s2.pairs.find((p) => p.peer === 'h3' && p.vni === (s2.networks.find(() => true)?.vni ?? -1));
+    expect(pair?.outbound && (pair.outbound as { epoch: number }).epoch).toBe(active.Epoch + 1);
   }, 60_000);
 
   it('refuses to delete the network while containers are connected; disconnect frees the IP; then delete works everywhere', async () => {
