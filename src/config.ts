@@ -19,6 +19,7 @@ import { VeilError } from './errors.js';
  *   --lease-ttl SECONDS                VEIL_LEASE_TTL        how long a dead host stays listed
  *   --key-interval DURATION            VEIL_KEY_INTERVAL     rotation interval (12h; "30s" for tests)
  *   --key-grace DURATION               VEIL_KEY_GRACE        old epoch kept installed, acks awaited (60s)
+ *   --sequence-budget N                VEIL_SEQUENCE_BUDGET  packets per outbound SA; rotation asked at half (2^48)
  *   --os NAME                          VEIL_OS               the OS this host reports (default: this one's)
  */
 
@@ -37,6 +38,7 @@ export interface ClusterGatewayConfig {
   leaseTtlSeconds: number;
   keyIntervalMs: number;
   keyGraceMs: number;
+  sequenceBudget?: number;
   os: string;
 }
 
@@ -74,6 +76,7 @@ export const GATEWAY_FLAGS: Flag[] = [
   { name: 'lease-ttl', env: 'VEIL_LEASE_TTL', help: `seconds (default ${DEFAULTS.leaseTtlSeconds})` },
   { name: 'key-interval', env: 'VEIL_KEY_INTERVAL', help: 'key rotation interval, e.g. 12h, 30m, 20s (default 12h)' },
   { name: 'key-grace', env: 'VEIL_KEY_GRACE', help: 'how long a replaced epoch stays installed and acks are awaited (default 60s)' },
+  { name: 'sequence-budget', env: 'VEIL_SEQUENCE_BUDGET', help: 'packets one outbound SA may seal; a rotation is asked at half (default 2^48)' },
   { name: 'os', env: 'VEIL_OS', help: 'OS to report (default: this host\'s)' },
 ];
 
@@ -164,6 +167,7 @@ export function parseGatewayConfig(argv: readonly string[], env: NodeJS.ProcessE
     leaseTtlSeconds: f.has('lease-ttl') ? int(f.get('lease-ttl')!, 'lease-ttl', 2, 3600) : DEFAULTS.leaseTtlSeconds,
     keyIntervalMs: f.has('key-interval') ? parseDuration(f.get('key-interval')!) : DEFAULTS.keyIntervalMs,
     keyGraceMs: f.has('key-grace') ? parseDuration(f.get('key-grace')!) : DEFAULTS.keyGraceMs,
+    ...(f.has('sequence-budget') ? { sequenceBudget: int(f.get('sequence-budget')!, 'sequence-budget', 100, 2 ** 53 - 1) } : {}),
     os: f.get('os') ?? (process.platform === 'win32' ? 'windows' : process.platform),
   };
 }

@@ -10,6 +10,7 @@ import { EpochFollower } from './keyrotation/follower.js';
 import { EpochInstaller } from './keyrotation/installer.js';
 import { KeyScheduleLeader } from './keyrotation/leader.js';
 import { requestRotation, storeRotationRequests } from './keyrotation/requests.js';
+import { DEFAULT_SEQUENCE_BUDGET, rotationsDue } from './keyrotation/budget.js';
 import { scheduleConfig } from './keyrotation/schedule.js';
 import { EtcdStore } from './store/etcd.js';
 import { keys } from './store/layout.js';
@@ -115,11 +116,13 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   const { dataPath, kind } = chooseDataPath(config.dataPath, config.advertise, plumbing, config.underlayMtu, log);
   // The index is allocated at registration; the gateway learns it from the agent before any SA exists.
   const self = { id: config.hostId, index: 0, address: config.advertise, publicKey: identity.publicKey, incarnation };
+  const sequenceBudget = config.sequenceBudget ?? DEFAULT_SEQUENCE_BUDGET;
   const gateway = new Gateway({
     self,
     privateKey: identity.privateKey,
     plumbing,
     dataPath,
+    sequenceBudget,
     log: (msg, fields) => log.info(fields ?? {}, msg),
   });
   const scheduleCfg = scheduleConfig({ intervalMs: config.keyIntervalMs, ackTimeoutMs: config.keyGraceMs, graceMs: config.keyGraceMs, retiredLingerMs: config.keyGraceMs });
@@ -179,11 +182,27 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     await store.close().catch(() => undefined);
     throw err;
   }
+  // Rotation on a packet budget: local counters, read once a second (no etcd traffic unless a rotation is due).
+  const asked = new Set<string>();
+  const budgetTimer = setInterval(() => {
+    for (const due of rotationsDue(gateway.status().pairs, sequenceBudget, asked)) {
+      asked.add(`${due.vni}/${due.epoch}`);
+      const network = agent.networks().find((n) => n.vni === due.vni);
+      if (!network) continue;
+      log.info({ network: network.name, epoch: due.epoch, peer: due.peer, sealed: due.sealed, budget: sequenceBudget }, 'outbound SA used half its sequence budget; asking for a rotation');
+      requestRotation({ store, requests }, network.id, `sequence-budget:${config.hostId}`).catch((err: Error) => {
+        asked.delete(`${due.vni}/${due.epoch}`);
+        log.warn({ network: network.name, error: err.message }, 'could not ask for a rotation; will retry');
+      });
+    }
+  }, 1000);
+  budgetTimer.unref();
   log.info({ host: config.hostId, index: self.index, address: config.advertise, dataPath: kind, socket: config.apiSocket, incarnation }, 'gateway ready');
   return {
     gateway,
     agent,
     async stop(options) {
+      clearInterval(budgetTimer);
       await api?.close();
       // Leadership first, so another host takes the schedule over at once.
       await leader.stop();

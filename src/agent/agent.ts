@@ -4,7 +4,7 @@ import type { EndpointRecord, HostLease, HostRecord, HostRegistration, NetworkRe
 import type { Gateway, GatewayPeer } from '../vxlan/gateway.js';
 import { hexToBytes } from '../crypto/bytes.js';
 import type { SecretKey } from '../crypto/secret.js';
-import { optionEnabled, windowsHostWarning } from '../windows.js';
+import { isWindows, optionEnabled, windowsHostWarning } from '../windows.js';
 
 /*
  * The host agent: keeps this host registered in etcd under a lease, follows the
@@ -401,9 +401,9 @@ export class HostAgent {
 const epKey = (networkId: string, endpointId: string) => `${networkId}/${endpointId}`;
 
 function toPeer(h: HostRecord): GatewayPeer {
-  return { id: h.id, index: h.index, address: h.address, publicKey: hexToBytes(h.publicKey), incarnation: h.incarnation };
+  return { id: h.id, index: h.index, address: h.address, publicKey: hexToBytes(h.publicKey), incarnation: h.incarnation, encrypts: !isWindows(h) };
 }
 
 function samePeer(a: HostRecord, b: HostRecord): boolean {
-  return a.index === b.index && a.address === b.address && a.publicKey === b.publicKey && a.incarnation === b.incarnation;
+  return a.index === b.index && a.address === b.address && a.publicKey === b.publicKey && a.incarnation === b.incarnation && a.os === b.os;
 }

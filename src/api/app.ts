@@ -4,6 +4,7 @@ import type { GatewayStatus } from '../vxlan/gateway.js';
 import type { Store } from '../store/types.js';
 import type { ApiHttpsOptions } from './listen.js';
 import { renderMetrics } from './metrics.js';
+import { registerNetworkStatusRoute } from './network-status.js';
 import { registerKeyRoutes, type KeyScheduleApi } from './keys.js';
 import { registerNetworkRoutes, type LocalHost } from './networks.js';
 import { collectOpenApi } from './openapi.js';
@@ -48,6 +49,7 @@ export function buildApp(deps: AppDeps, options: { logger?: boolean; https?: Api
 
   if (deps.store) registerNetworkRoutes(app, deps.store, deps.local);
   if (deps.store && deps.keys) registerKeyRoutes(app, deps.store, deps.keys);
+  if (deps.store) registerNetworkStatusRoute(app, deps.store, deps.gatewayStatus, deps.keys);
 
   return app;
 }

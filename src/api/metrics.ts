@@ -28,6 +28,16 @@ export function renderMetrics(status: GatewayStatus): string {
   for (const p of status.pairs) {
     if (p.outbound) lines.push(`veil_sa_sequence_headroom${labels({ peer: p.peer, vni: p.vni, spi: p.outbound.spi, epoch: p.outbound.epoch })} ${p.outbound.sequenceHeadroom}`);
   }
+  family('veil_pair_protected', '1 when traffic to this peer on this network is sealed (encrypted network with an outbound SA), else 0.', 'gauge');
+  for (const p of status.pairs) lines.push(`veil_pair_protected${labels({ peer: p.peer, vni: p.vni })} ${p.encrypted && p.outbound ? 1 : 0}`);
+  family('veil_sa_sealed_total', 'Packets sealed with the current outbound SA.', 'counter');
+  for (const p of status.pairs) {
+    if (p.outbound) lines.push(`veil_sa_sealed_total${labels({ peer: p.peer, vni: p.vni, spi: p.outbound.spi, epoch: p.outbound.epoch })} ${p.outbound.sealed}`);
+  }
+  family('veil_sa_opened_total', 'Packets opened with each installed inbound SA.', 'counter');
+  for (const p of status.pairs) {
+    for (const i of p.inbound) lines.push(`veil_sa_opened_total${labels({ peer: p.peer, vni: p.vni, spi: i.spi, epoch: i.epoch })} ${i.opened}`);
+  }
   family('veil_send_failures_total', 'Datagrams the gateway could not hand to a socket.', 'counter');
   lines.push(`veil_send_failures_total ${status.sendFailures}`);
   return lines.join('\n') + '\n';

@@ -19,6 +19,8 @@ export function peerPort(peerIndex: number): number {
 
 export interface GatewayPeer extends SaHost {
   readonly address: string;
+  /** False for a host that cannot encrypt (Windows): it gets no SAs, so encrypted traffic toward it fails closed. */
+  readonly encrypts?: boolean;
 }
 
 export interface GatewayNetwork {
@@ -245,6 +247,7 @@ export class Gateway {
 
   /** Derives the pair's SAs for one epoch and installs the directions asked for; inbound always first. */
   #install(peer: GatewayPeer, network: GatewayNetwork, epoch: number, secret: SecretKey, which: 'inbound' | 'outbound' | 'both'): void {
+    if (peer.encrypts === false) return;
     const { outbound, inbound } = deriveSaKeySpecs(this.options.self, this.options.privateKey, peer, {
       networkId: network.id, networkIndex: network.index, vni: network.vni, epoch, secret,
     });
@@ -280,7 +283,7 @@ export class Gateway {
 }
 
 function samePeer(a: GatewayPeer, b: GatewayPeer): boolean {
-  return a.index === b.index && a.address === b.address && a.incarnation === b.incarnation && bytesEqual(a.publicKey, b.publicKey);
+  return a.index === b.index && a.address === b.address && a.incarnation === b.incarnation && a.encrypts === b.encrypts && bytesEqual(a.publicKey, b.publicKey);
 }
 
 const hex = (spi: number) => `0x${spi.toString(16).padStart(8, '0')}`;

@@ -75,6 +75,25 @@ describe.each([
     const pair = s2.pairs.find((p) => p.peer === 'h3' && p.txPackets > 0);
     expect(pair, 'host 2 sent to host 3').toBeDefined();
     if (kind === 'encrypted') expect(pair!.outbound?.spi).toBeGreaterThanOrEqual(256);
+
+    // "Is my traffic encrypted?", per peer, from host 2's side.
+    const st = (await cb.api(2, 'GET', `/networks/${name}/status`)).body;
+    expect(st).toMatchObject({ Network: name, Host: 'h2', Encrypted: kind === 'encrypted', Protected: kind === 'encrypted' });
+    const toH3 = st.Peers.find((p: { Host: string }) => p.Host === 'h3');
+    if (kind === 'encrypted') {
+      expect(st.Peers.map((p: { Protected: boolean }) => p.Protected)).toEqual([true, true]);
+      expect(toH3.Outbound).toMatchObject({ SPI: expect.stringMatching(/^0x[0-9a-f]{8}$/), Epoch: expect.any(Number) });
+      expect(toH3.Outbound.Sealed).toBeGreaterThan(0);
+      expect(toH3.Outbound.SequenceHeadroom).toBeGreaterThan(1e12);
+      expect(toH3.Inbound[0].Opened).toBeGreaterThan(0);
+      expect(st.NextRotation).toMatch(/^\d{4}-/);
+    } else {
+      expect(toH3.Statement).toMatch(/not encrypted/);
+      expect(toH3.Outbound).toBeNull();
+    }
+    const cli = await execFileAsync(process.execPath, [CLI, '--api', `unix:${cb.socket(2)}`, 'network', 'status', name], { encoding: 'utf8' });
+    expect(cli.stdout).toMatch(kind === 'encrypted' ? /every peer \(2\) has SAs in both directions/ : /plain network: traffic is not encrypted/);
+    expect(cli.stdout).toMatch(/PEER\s+PROTECTED\s+OUT SPI/);
   }, 60_000);
 
   it.runIf(kind === 'encrypted')('the CLI shows the key epochs and forces a rotation; traffic keeps flowing on the new epoch', async () => {
