@@ -124,6 +124,26 @@ describe.each([memoryImpl(), etcdImpl()])('endpoints API on the $name store', (i
     });
   }
 
+  const badNetworks: Array<[string, unknown, RegExp]> = [
+    ['a subnet overlapping another network', { Name: 'x', IPAM: { Config: [{ Subnet: '10.40.0.128/25' }] } }, /overlaps/],
+    ['a taken name', { Name: 'taken', IPAM: { Config: [{ Subnet: '10.99.0.0/24' }] } }, /name already in use/],
+    ['a gateway outside the subnet', { Name: 'x', IPAM: { Config: [{ Subnet: '10.98.0.0/24', Gateway: '10.97.0.1' }] } }, /gateway/i],
+    ['an ip-range outside the subnet', { Name: 'x', IPAM: { Config: [{ Subnet: '10.98.0.0/24', IPRange: '10.97.0.0/25' }] } }, /range/i],
+    ['a /31', { Name: 'x', IPAM: { Config: [{ Subnet: '10.98.0.0/31' }] } }, /./],
+    ['strict without encrypted', { Name: 'x', Options: { strict: '' }, IPAM: { Config: [{ Subnet: '10.98.0.0/24' }] } }, /strict/],
+  ];
+  for (const [what, body, message] of badNetworks) {
+    it(`network create with ${what} is refused with a 4xx and changes nothing`, async () => {
+      await makeNetwork('taken');
+      const before = await store.dump();
+      const r = await post('/networks', body);
+      expect(r.statusCode, r.body).toBeGreaterThanOrEqual(400);
+      expect(r.statusCode).toBeLessThan(500);
+      expect(r.json().message).toMatch(message);
+      expect(await store.dump()).toEqual(before);
+    });
+  }
+
   it('connect to an unknown network is a 404', async () => {
     const r = await post('/networks/nope/connect', { Container: 'x', Sandbox: { Pid: 1 } });
     expect([r.statusCode, r.json().code]).toEqual([404, 'VEIL_ERR_NOT_FOUND']);
