@@ -320,26 +320,28 @@ static int port_ok(napi_env env, uint32_t p) {
 }
 
 /* dpCreate({underlayAddress, hostAddress, vtepAddress, espPort, plainPort, vtepPort, peerEspPort,
- *           peerPlainPort, bufferBytes, gso, gro, underlayMtu, replayWindow}) → handle (sockets bound) */
+ *           peerPlainPort, deliveryPort, bufferBytes, gso, gro, underlayMtu, replayWindow}) → handle (sockets bound) */
 static napi_value DpCreate(napi_env env, napi_callback_info info) {
   napi_value a[1];
   dp_config cfg = { 0 };
-  uint32_t esp, plain, vtep, peer_esp, peer_plain, buffer, mtu, window;
+  uint32_t esp, plain, vtep, peer_esp, peer_plain, delivery, buffer, mtu, window;
   if (get_args(env, info, 1, a) || prop_addr(env, a[0], "underlayAddress", &cfg.underlay) ||
       prop_addr(env, a[0], "hostAddress", &cfg.host) || prop_addr(env, a[0], "vtepAddress", &cfg.vtep) ||
       prop_u32(env, a[0], "espPort", 4500, &esp) || prop_u32(env, a[0], "plainPort", VXLAN_PORT, &plain) ||
       prop_u32(env, a[0], "vtepPort", VXLAN_PORT, &vtep) || prop_u32(env, a[0], "peerEspPort", 4500, &peer_esp) ||
       prop_u32(env, a[0], "peerPlainPort", VXLAN_PORT, &peer_plain) ||
+      prop_u32(env, a[0], "deliveryPort", VTEP_DELIVERY_PORT, &delivery) ||
       prop_u32(env, a[0], "bufferBytes", 4u << 20, &buffer) || prop_u32(env, a[0], "underlayMtu", 1500, &mtu) ||
       prop_u32(env, a[0], "replayWindow", REPLAY_WINDOW_DEFAULT, &window) ||
       prop_bool(env, a[0], "gso", 1, &cfg.gso) || prop_bool(env, a[0], "gro", 1, &cfg.gro)) return NULL;
-  if (!port_ok(env, esp) || !port_ok(env, plain) || !port_ok(env, vtep) || !port_ok(env, peer_esp) || !port_ok(env, peer_plain)) return NULL;
+  if (!port_ok(env, esp) || !port_ok(env, plain) || !port_ok(env, vtep) || !port_ok(env, peer_esp) || !port_ok(env, peer_plain) || !port_ok(env, delivery)) return NULL;
   if (mtu < 576 || mtu > 65535 || buffer > (1u << 30)) THROW(env, "VEIL_ERR_NATIVE_ARGS", "underlayMtu or bufferBytes out of range");
   cfg.esp_port = (uint16_t)esp;
   cfg.plain_port = (uint16_t)plain;
   cfg.vtep_port = (uint16_t)vtep;
   cfg.peer_esp_port = (uint16_t)peer_esp;
   cfg.peer_plain_port = (uint16_t)peer_plain;
+  cfg.delivery_port = (uint16_t)delivery;
   cfg.buffer_bytes = (int)buffer;
   cfg.gso_max_segment = mtu - 28; /* IPv4 + UDP headers */
   cfg.replay_window = window;

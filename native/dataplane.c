@@ -531,7 +531,7 @@ dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
   if (dp->wake_fd < 0 ||
       (dp->esp_fd = udp_socket(cfg->underlay, cfg->esp_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
       (dp->plain_fd = udp_socket(cfg->underlay, cfg->plain_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
-      (dp->deliver_fd = udp_socket(cfg->host, 0, cfg->buffer_bytes, 0, err, err_len)) < 0 ||
+      (dp->deliver_fd = udp_socket(cfg->host, cfg->delivery_port, cfg->buffer_bytes, 0, err, err_len)) < 0 ||
       thread_init(dp, &dp->out, dp->unattributed_tx, err, err_len) < 0 ||
       thread_init(dp, &dp->in, dp->unattributed_rx, err, err_len) < 0) {
     dp_destroy(dp);

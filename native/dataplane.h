@@ -6,7 +6,7 @@
  *                    encrypted: SA(peer, vni) → seq → seal → sendmmsg (+UDP_SEGMENT) from UDP 4500
  *   inbound thread:  underlay UDP 4500 (UDP_GRO) → split by gso_size → RFC 3948 class → length → SPI
  *                    → replay check → ICV+decrypt (in place) → replay update → trailer → inner UDP
- *                    → VXLAN → VNI = SA's → sendmmsg (+UDP_SEGMENT) to vtepAddress:4789;
+ *                    → VXLAN → VNI = SA's → sendmmsg (+UDP_SEGMENT) from hostAddress:1022 to vtepAddress:4789;
  *                    underlay UDP 4789: known peer source, plain network only → VTEP.
  *
  * Tables (peers, networks, SAs) change from JS while the threads run. One
@@ -44,6 +44,9 @@ enum drop_reason { DROP_REASON_LIST(DROP_ENUM) DROP_COUNT };
 extern const char *const DROP_NAMES[DROP_COUNT];
 
 #define PEER_INDEX_MAX 16383 /* spi.ts SPI_HOST_INDEX_MAX */
+/* constants.ts VTEP_DELIVERY_PORT: the privileged source port of every delivery to the VTEP; the vtep
+ * namespace's firewall accepts VXLAN from nothing else (DESIGN "No local injection") */
+#define VTEP_DELIVERY_PORT 1022
 /* sequence.ts: with ESN veil stops at 2^53 - 1, without at 2^32 - 1 */
 #define SEQ64_MAX ((1ULL << 53) - 1)
 #define SEQ32_MAX 0xffffffffULL
@@ -100,6 +103,7 @@ typedef struct network {
 typedef struct dp_config {
   struct in_addr underlay, host, vtep;
   uint16_t esp_port, plain_port, vtep_port, peer_esp_port, peer_plain_port;
+  uint16_t delivery_port; /* source port of deliveries to the VTEP (VTEP_DELIVERY_PORT; 0 = any, tests) */
   int buffer_bytes;
   int gso, gro;
   uint32_t gso_max_segment; /* largest UDP payload per GSO segment (underlay MTU - 28) */

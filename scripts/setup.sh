@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests and benches use: iproute2 (ip, bridge), ping, nsenter (util-linux),
 # ethtool and procps (checksum offload and IPv6 off in the vtep namespace), openssl (bench/crypto's reference), tcpdump and
 # tshark (captures, independent ESP decryption), etcd-server and etcd-client (etcd 3.4 on loopback for the store tests),
-# make, gcc, g++ and python3 for node-gyp (native/: built against Node's own headers and its bundled OpenSSL).
-PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark etcd-server etcd-client make gcc g++ python3)
+# make, gcc, g++ and python3 for node-gyp (native/: built against Node's own headers and its bundled OpenSSL),
+# nftables (nft: the vtep namespace's firewall that admits only the gateway's deliveries, DESIGN "No local injection").
+PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark etcd-server etcd-client make gcc g++ python3 nftables)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: veil's tests build network namespaces and need root" >&2

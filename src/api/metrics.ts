@@ -38,6 +38,10 @@ export function renderMetrics(status: GatewayStatus): string {
   for (const p of status.pairs) {
     for (const i of p.inbound) lines.push(`veil_sa_opened_total${labels({ peer: p.peer, vni: p.vni, spi: i.spi, epoch: i.epoch })} ${i.opened}`);
   }
+  if (status.vtepFirewall && 'packets' in status.vtepFirewall) {
+    family('veil_vtep_injection_dropped_packets_total', 'Datagrams to the local VTEP (UDP 4789) that did not come from the gateway, dropped by its firewall.', 'counter');
+    lines.push(`veil_vtep_injection_dropped_packets_total ${status.vtepFirewall.packets}`);
+  }
   family('veil_send_failures_total', 'Datagrams the gateway could not hand to a socket.', 'counter');
   lines.push(`veil_send_failures_total ${status.sendFailures}`);
   return lines.join('\n') + '\n';

@@ -15,6 +15,12 @@ export const gatewayStatusSchema = {
   required: ['host', 'peers', 'networks', 'pairs', 'unattributedDrops', 'sendFailures'],
   properties: {
     host: { type: 'string' },
+    /** nftables in the vtep namespace: plain VXLAN that did not come from the gateway, dropped (no local injection). */
+    vtepFirewall: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { packets: { type: 'number' }, bytes: { type: 'number' }, readAt: { type: 'string' }, error: { type: 'string' } },
+    },
     peers: {
       type: 'array',
       items: { type: 'object', additionalProperties: false, properties: { id: { type: 'string' }, address: { type: 'string' } } },

@@ -2,7 +2,7 @@ import { equalBytes as bytesEqual } from '../crypto/bytes.js';
 import { SecretKey } from '../crypto/secret.js';
 import type { DropReason } from './drops.js';
 import type { DataPath } from './io.js';
-import type { NetnsRef, Plumbing } from './plumbing.js';
+import type { NetnsRef, Plumbing, VtepFirewallCounter } from './plumbing.js';
 import { deriveSaKeySpecs, type SaHost } from './sa-derive.js';
 import { SPI_HOST_INDEX_MAX } from './spi.js';
 
@@ -12,6 +12,8 @@ import { SPI_HOST_INDEX_MAX } from './spi.js';
  * no outgoing socket takes it: 14790 .. 31172.
  */
 export const PEER_PORT_BASE = 14789;
+/** How often the vtep netns's firewall counter is read for status() (an `nft` run each time). */
+export const VTEP_FIREWALL_POLL_MS = 5_000;
 export function peerPort(peerIndex: number): number {
   if (!Number.isInteger(peerIndex) || peerIndex < 1 || peerIndex > SPI_HOST_INDEX_MAX) throw new RangeError(`peer index must be in 1..${SPI_HOST_INDEX_MAX}`);
   return PEER_PORT_BASE + peerIndex;
@@ -66,6 +68,11 @@ export interface GatewayStatus {
   pairs: PairStatus[];
   unattributedDrops: Partial<Record<DropReason, number>>;
   sendFailures: number;
+  /**
+   * VXLAN the vtep netns's firewall refused: sent to the VTEP by anything but this gateway (DESIGN
+   * "No local injection"), as last read (every VTEP_FIREWALL_POLL_MS), or why it could not be read.
+   */
+  vtepFirewall?: (VtepFirewallCounter & { readAt: string }) | { error: string };
 }
 
 /** Keys of one network epoch as the gateway holds them: the secret, and whether outbound uses it. */
@@ -99,16 +106,24 @@ export class Gateway {
   readonly #peers = new Map<string, GatewayPeer>();
   /** vni → epoch → entry; at most three live epochs per network (DESIGN "Rotation"). */
   readonly #epochs = new Map<number, Map<number, EpochEntry>>();
+  #vtepFirewall: GatewayStatus['vtepFirewall'];
+  #vtepFirewallTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly options: GatewayOptions) {}
 
   async start(): Promise<void> {
     await this.options.plumbing.ensureHost();
+    await this.refreshVtepFirewall();
+    if (this.options.plumbing.vtepFirewallDrops) {
+      this.#vtepFirewallTimer = setInterval(() => void this.refreshVtepFirewall(), VTEP_FIREWALL_POLL_MS).unref();
+    }
     await this.options.dataPath.start();
     this.#log('gateway started', { host: this.options.self.id, address: this.options.self.address });
   }
 
   async stop(options: { unplumb?: boolean } = {}): Promise<void> {
+    clearInterval(this.#vtepFirewallTimer);
+    this.#vtepFirewallTimer = undefined;
     await this.options.dataPath.stop();
     if (options.unplumb) await this.options.plumbing.teardownHost();
     for (const epochs of this.#epochs.values()) for (const e of epochs.values()) e.secret.wipe();
@@ -263,6 +278,17 @@ export class Gateway {
     this.#log('SAs installed', { vni: network.vni, peer: peer.id, epoch, which, outboundSpi: hex(outbound.spi), inboundSpi: hex(inbound.spi) });
   }
 
+  /** Reads the vtep netns's firewall counter now (status() reports the last read). A failed read is reported, not thrown. */
+  async refreshVtepFirewall(): Promise<void> {
+    const read = this.options.plumbing.vtepFirewallDrops;
+    if (!read) return;
+    try {
+      this.#vtepFirewall = { ...(await read.call(this.options.plumbing)), readAt: new Date().toISOString() };
+    } catch (err) {
+      this.#vtepFirewall = { error: (err as Error).message };
+    }
+  }
+
   status(): GatewayStatus {
     // Every configured (peer, network) pair, idle ones included (both data paths list them), and any
     // pair that still has counters (a peer or network since removed).
@@ -274,6 +300,7 @@ export class Gateway {
       pairs: traffic.pairs,
       unattributedDrops: traffic.unattributedDrops,
       sendFailures: traffic.sendFailures,
+      ...(this.#vtepFirewall ? { vtepFirewall: this.#vtepFirewall } : {}),
     };
   }
 

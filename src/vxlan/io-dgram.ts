@@ -1,5 +1,5 @@
 import dgram from 'node:dgram';
-import { ESP_IN_UDP_PORT, VXLAN_PORT } from './constants.js';
+import { ESP_IN_UDP_PORT, VTEP_DELIVERY_PORT, VXLAN_PORT } from './constants.js';
 import type { UnderlayEspHandler, UnderlayIo, UnderlayPlainHandler, VtepHandler, VtepIo } from './io.js';
 
 /** DESIGN: default socket buffers overflow at line rate; 4 MiB each. */
@@ -13,7 +13,10 @@ async function bindSocket(address: string, port: number, onMessage: (msg: Buffer
   const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES });
   socket.on('message', onMessage);
   await new Promise<void>((resolve, reject) => {
-    socket.once('error', (err) => reject(new IoError(`cannot bind ${address}:${port}: ${err.message}`)));
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      const hint = err.code === 'EACCES' && port > 0 && port < 1024 ? ' (a port below 1024 needs root or CAP_NET_BIND_SERVICE)' : '';
+      reject(new IoError(`cannot bind ${address}:${port}: ${err.message}${hint}`));
+    });
     socket.bind(port, address, () => {
       socket.removeAllListeners('error');
       resolve();
@@ -64,10 +67,14 @@ export class DgramVtep implements VtepIo {
   readonly #peers = new Map<string, dgram.Socket>();
   #deliver?: dgram.Socket;
 
-  constructor(readonly hostAddress: string, readonly vtepAddress: string) {}
+  /**
+   * `deliveryPort`: the privileged source port the vtep namespace's firewall accepts VXLAN from
+   * (DESIGN "No local injection"); tests on loopback may pass 0.
+   */
+  constructor(readonly hostAddress: string, readonly vtepAddress: string, readonly deliveryPort: number = VTEP_DELIVERY_PORT) {}
 
   async open(): Promise<void> {
-    this.#deliver = await bindSocket(this.hostAddress, 0, () => {});
+    this.#deliver = await bindSocket(this.hostAddress, this.deliveryPort, () => {});
     this.#deliver.connect(VXLAN_PORT, this.vtepAddress);
     await new Promise<void>((resolve) => this.#deliver!.once('connect', () => resolve()));
   }

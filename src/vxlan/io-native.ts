@@ -1,4 +1,4 @@
-import { ESP_IN_UDP_PORT, ESP_SALT_LENGTH, VXLAN_PORT } from './constants.js';
+import { ESP_IN_UDP_PORT, ESP_SALT_LENGTH, VTEP_DELIVERY_PORT, VXLAN_PORT } from './constants.js';
 import { gcmAlgorithmForKeymat } from './esp.js';
 import type { PairStatus } from './gateway.js';
 import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, SaKeySpec } from './io.js';
@@ -10,7 +10,8 @@ import { loadNative, type NativeAddon, type NativeHandle, type NativeSaSpec, typ
  * in native/dataplane.c with recvmmsg/sendmmsg, UDP GSO and GRO.
  *
  *   outbound thread: per-peer sockets on hostAddress:(14789 + peer index) → seal → UDP 4500 → peer
- *   inbound thread:  UDP 4500 → open → vtepAddress:4789;  UDP 4789 (plain networks) → vtepAddress:4789
+ *   inbound thread:  UDP 4500 → open → vtepAddress:4789;  UDP 4789 (plain networks) → vtepAddress:4789,
+ *                    always from hostAddress:1022 (VTEP_DELIVERY_PORT: the only source the VTEP accepts)
  *
  * The same decisions and drop names as forwarder.ts/inbound.ts, in the same order;
  * the tables below are mirrors of what was installed, for status() and for
@@ -32,8 +33,11 @@ export interface NativeDataplaneOptions {
   /** SO_RCVBUF/SO_SNDBUF (default 4 MiB, forced past rmem_max when root). */
   readonly bufferBytes?: number;
   readonly replayWindow?: number;
-  /** Ports, for tests on loopback; the defaults are the protocol's. */
-  readonly ports?: { esp?: number; plain?: number; vtep?: number; peerEsp?: number; peerPlain?: number };
+  /**
+   * Ports, for tests on loopback; the defaults are the protocol's, and `delivery` (the source port
+   * of what goes to the VTEP) is VTEP_DELIVERY_PORT, which the vtep namespace's firewall requires.
+   */
+  readonly ports?: { esp?: number; plain?: number; vtep?: number; peerEsp?: number; peerPlain?: number; delivery?: number };
 }
 
 interface InstalledInbound {
@@ -76,6 +80,7 @@ export class NativeDataplane implements DataPath {
       vtepPort: o.ports?.vtep ?? VXLAN_PORT,
       peerEspPort: o.ports?.peerEsp ?? ESP_IN_UDP_PORT,
       peerPlainPort: o.ports?.peerPlain ?? VXLAN_PORT,
+      deliveryPort: o.ports?.delivery ?? VTEP_DELIVERY_PORT,
       ...(o.underlayMtu !== undefined ? { underlayMtu: o.underlayMtu } : {}),
       ...(o.gso !== undefined ? { gso: o.gso } : {}),
       ...(o.gro !== undefined ? { gro: o.gro } : {}),

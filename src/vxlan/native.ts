@@ -46,6 +46,8 @@ export interface NativeDataplaneConfig {
   vtepPort?: number;
   peerEspPort?: number;
   peerPlainPort?: number;
+  /** Source port of deliveries to the VTEP (default 1022, VTEP_DELIVERY_PORT); 0: any. */
+  deliveryPort?: number;
   bufferBytes?: number;
   gso?: boolean;
   gro?: boolean;

@@ -17,16 +17,49 @@
 // .2 vtep side. A /30 holds exactly those two and leaves the rest of 169.254/16 alone (clouds use
 // 169.254.169.254 for metadata, so 169.254.169.0/24 is refused; RFC 3927 §2.1 reserves .0.x and .255.x).
 //
+// No local injection (DESIGN "Lessons"): a process of the host netns can reach 169.254.x.2:4789. The vtep
+// netns holds an nftables table (inet veil) that lets UDP to 4789 in only from the gateway's delivery
+// socket, 169.254.x.1:1022 over to-host; a port below 1024 cannot be bound without CAP_NET_BIND_SERVICE.
+// Everything else to 4789 is counted (counter vtep_injection) and dropped. The table lives and dies with
+// the vtep netns, so the VTEP stays closed while no gateway runs.
+//
 // Everything here is control plane: operations are serialized, idempotent, and throw PlumbingError
 // carrying the failing argv and its stderr. Commands are argv arrays, never shell strings.
 
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { overlayMtu, VXLAN_PORT, VXLAN_VNI_MAX } from './constants.js';
+import { overlayMtu, VTEP_DELIVERY_PORT, VXLAN_PORT, VXLAN_VNI_MAX } from './constants.js';
 
 export const HOST_LINK = 'to-vtep';
 export const VTEP_LINK = 'to-host';
 export const ZERO_MAC = '00:00:00:00:00:00';
+/** nftables table (family inet) of the vtep netns, and its named counter of refused VXLAN datagrams. */
+export const VTEP_FIREWALL_TABLE = 'veil';
+export const VTEP_FIREWALL_COUNTER = 'vtep_injection';
+
+/**
+ * The vtep netns's firewall as one nft script (one transaction: all of it or nothing). Idempotent:
+ * `add` keeps an existing table, counter and chain, `flush` replaces the rules; the counter keeps
+ * its count. The bridge path is not affected (no br_netfilter: bridged frames never reach inet hooks).
+ */
+export function vtepFirewallScript(hostAddress: string): string {
+  parseIpv4(hostAddress);
+  const t = `inet ${VTEP_FIREWALL_TABLE}`;
+  return [
+    `add table ${t}`,
+    `add counter ${t} ${VTEP_FIREWALL_COUNTER}`,
+    `add chain ${t} input { type filter hook input priority filter; policy accept; }`,
+    `flush chain ${t} input`,
+    `add rule ${t} input udp dport ${VXLAN_PORT} iifname "${VTEP_LINK}" ip saddr ${hostAddress} udp sport ${VTEP_DELIVERY_PORT} accept`,
+    `add rule ${t} input udp dport ${VXLAN_PORT} counter name "${VTEP_FIREWALL_COUNTER}" drop`,
+  ].join('\n');
+}
+
+/** What the vtep netns's firewall refused: datagrams to the VTEP's port 4789 not from the gateway. */
+export interface VtepFirewallCounter {
+  readonly packets: number;
+  readonly bytes: number;
+}
 
 export function bridgeName(vni: number): string {
   return `br${checkVni(vni)}`;
@@ -75,10 +108,16 @@ export interface Plumbing {
   readonly hostAddress: string;
   /** The VTEP's address in the vtep netns (169.254.x.2); inbound datagrams go to it on port 4789. */
   readonly vtepAddress: string;
-  /** vtep netns, lo up in both namespaces, the to-vtep/to-host veth pair and its /30. */
+  /**
+   * vtep netns, lo up in both namespaces, the to-vtep/to-host veth pair and its /30, and the vtep netns's
+   * firewall (only hostAddress:VTEP_DELIVERY_PORT may send to the VTEP). Refuses a host netns where
+   * that port can be bound without privilege (net.ipv4.ip_unprivileged_port_start lowered).
+   */
   ensureHost(): Promise<void>;
-  /** Removes the vtep netns (with every network and container veth in it) and the veth pair. */
+  /** Removes the vtep netns (with every network and container veth in it, and its firewall) and the veth pair. */
   teardownHost(): Promise<void>;
+  /** Datagrams the vtep netns's firewall refused (DESIGN "No local injection"); optional for fakes. */
+  vtepFirewallDrops?(): Promise<VtepFirewallCounter>;
   /** Bridge br<VNI> and VXLAN vx<VNI> (local vtepAddress, dstport 4789, nolearning, MTU from networkMtu). */
   ensureNetwork(spec: NetworkSpec): Promise<void>;
   /** Removes vx<VNI>, br<VNI> and the container veths attached to it. */
@@ -170,11 +209,14 @@ export class IproutePlumbing implements Plumbing {
 
   ensureHost(): Promise<void> {
     return this.serial(async () => {
+      await this.checkDeliveryPortPrivileged();
       if (!(await this.netnsExists(this.vtepNetns))) {
         await this.run('ip', ['netns', 'add', this.vtepNetns]);
       }
       await this.ipHost(['link', 'set', 'lo', 'up']);
       await this.ipVtep(['link', 'set', 'lo', 'up']);
+      // Before any VXLAN device exists: the VTEP is never open to the host netns, not even briefly.
+      await this.run('ip', ['netns', 'exec', this.vtepNetns, 'nft', vtepFirewallScript(this.hostAddress)]);
       const hostSide = await this.linkInfo('host', HOST_LINK);
       const vtepSide = await this.linkInfo('vtep', VTEP_LINK);
       if (!hostSide || !vtepSide || hostSide.linkinfo?.info_kind !== 'veth' || vtepSide.linkinfo?.info_kind !== 'veth') {
@@ -338,12 +380,39 @@ export class IproutePlumbing implements Plumbing {
     return this.serial(() => this.fdb(vni));
   }
 
+  vtepFirewallDrops(): Promise<VtepFirewallCounter> {
+    return this.serial(async () => {
+      const { stdout } = await this.run('ip', ['netns', 'exec', this.vtepNetns, 'nft', '-j', 'list', 'counter', 'inet', VTEP_FIREWALL_TABLE, VTEP_FIREWALL_COUNTER]);
+      const doc = parseJson<{ nftables?: Array<{ counter?: { name?: string; packets?: number; bytes?: number } }> }>(stdout, 'nft -j list counter');
+      const counter = doc.nftables?.find((e) => e.counter?.name === VTEP_FIREWALL_COUNTER)?.counter;
+      if (counter?.packets === undefined || counter.bytes === undefined) {
+        throw new PlumbingError(['nft', 'list', 'counter', VTEP_FIREWALL_COUNTER], null, `no counter in: ${stdout.slice(0, 200)}`);
+      }
+      return { packets: counter.packets, bytes: counter.bytes };
+    });
+  }
+
   // ── internals ────────────────────────────────────────────────────────────────
 
   private serial<T>(op: () => Promise<T>): Promise<T> {
     const next = this.queue.then(op, op);
     this.queue = next.catch(() => undefined);
     return next;
+  }
+
+  /**
+   * The firewall trusts the delivery socket's source port because an unprivileged process cannot bind
+   * it. Where net.ipv4.ip_unprivileged_port_start has been lowered to or below it (some rootless container
+   * setups do), any user could, so the VTEP would be open to local injection: refuse to plumb.
+   */
+  private async checkDeliveryPortPrivileged(): Promise<void> {
+    const sysctl = ['sysctl', '-n', 'net.ipv4.ip_unprivileged_port_start'];
+    const { stdout } = this.hostNetns === undefined ? await this.run(sysctl[0]!, sysctl.slice(1)) : await this.run('ip', ['netns', 'exec', this.hostNetns, ...sysctl]);
+    const start = Number(stdout.trim());
+    if (!Number.isInteger(start) || start <= VTEP_DELIVERY_PORT) {
+      throw new PlumbingError(sysctl, null, `net.ipv4.ip_unprivileged_port_start is ${stdout.trim()} in the gateway's netns: any user could ` +
+        `bind the VTEP delivery port ${VTEP_DELIVERY_PORT} and inject VXLAN into local networks; set it above ${VTEP_DELIVERY_PORT} (default 1024)`);
+    }
   }
 
   private async fdb(vni: number): Promise<FdbEntry[]> {

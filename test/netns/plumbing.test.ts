@@ -16,6 +16,7 @@ import {
   vxlanName,
   type ContainerAttachment,
 } from '../../src/vxlan/plumbing.js';
+import { VTEP_DELIVERY_PORT } from '../../src/vxlan/constants.js';
 import { MARKER_DIR, createBed, sweepStale, type Bed, type BedHost, type BedProcess } from './bed.js';
 
 const VNI = 42;
@@ -122,6 +123,10 @@ describe('IproutePlumbing on real namespaces', () => {
       // (no link-local to answer containers, no RS/MLD chatter flooded to every peer).
       const v6 = (await bed.exec(host.vtepNetns, ['ip', '-6', '-o', 'addr', 'show'])).stdout.split('\n').filter((l) => l && !/^\d+: lo /.test(l));
       expect(v6).toEqual([]);
+      // The VTEP admits VXLAN only from the gateway's privileged delivery port (DESIGN "No local injection").
+      const firewall = (await bed.exec(host.vtepNetns, ['nft', 'list', 'chain', 'inet', 'veil', 'input'])).stdout;
+      expect(firewall).toContain(`iifname "to-host" ip saddr 169.254.${host.index}.1 udp sport ${VTEP_DELIVERY_PORT} udp dport 4789 accept`);
+      expect(firewall).toMatch(/udp dport 4789 counter name "vtep_injection" drop/);
     }
     // An encrypted network gets underlay − 95 (worst-case ESP-in-UDP overhead).
     const p = bed.hosts[0]!.plumbing;
@@ -142,6 +147,7 @@ describe('IproutePlumbing on real namespaces', () => {
         underlay: host.underlayAddress,
         hostAddress: host.plumbing.hostAddress,
         vtepAddress: host.plumbing.vtepAddress,
+        deliveryPort: VTEP_DELIVERY_PORT,
         peers: bed.hosts.filter((p) => p !== host).map((p) => ({ port: peerPort(p.index), underlay: p.underlayAddress })),
       };
       return bed.spawn(host.netns, [process.execPath, '--input-type=module', '-e', RELAY, JSON.stringify(config)]);
@@ -232,6 +238,17 @@ describe('IproutePlumbing on real namespaces', () => {
     await sleeper.stop();
   });
 
+  it('refuses a host netns where anyone may bind the VTEP delivery port, before creating anything', async () => {
+    const hostNs = await bed.namespace('uh');
+    const vtepNs = bed.reserve('ut');
+    await bed.exec(hostNs, ['sysctl', '-q', '-w', `net.ipv4.ip_unprivileged_port_start=${VTEP_DELIVERY_PORT}`]);
+    const p = new IproutePlumbing({ hostNetns: hostNs, vtepNetns: vtepNs, linkNet: '169.254.201.0' });
+    const err = await p.ensureHost().then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(PlumbingError);
+    expect((err as PlumbingError).message).toMatch(/ip_unprivileged_port_start is 1022 .*inject/);
+    expect(bed.namespaces()).not.toContain(vtepNs);
+  });
+
   it('reports failures with the command and its stderr', async () => {
     const p = bed.hosts[0]!.plumbing;
     const err = await p
@@ -285,7 +302,7 @@ const bind = (s, port, address) => new Promise((ok, fail) => { s.once('error', f
 const underlay = dgram.createSocket('udp4');
 await bind(underlay, 4789, cfg.underlay);
 const toVtep = dgram.createSocket('udp4');
-await bind(toVtep, 0, cfg.hostAddress);
+await bind(toVtep, cfg.deliveryPort, cfg.hostAddress); // the vtep netns's firewall admits only this source port
 underlay.on('message', (msg) => toVtep.send(msg, 4789, cfg.vtepAddress));
 for (const peer of cfg.peers) {
   const s = dgram.createSocket('udp4');
@@ -358,6 +375,8 @@ async function snapshot(bed: Bed, host: BedHost, containers: readonly Container[
   }
   const fdb = (await json(host.vtepNetns, ['bridge', '-j', 'fdb', 'show'])) as Array<{ state?: string }>;
   state['fdb'] = fdb.filter((e) => e.state === 'permanent');
+  // Text, not JSON: rule handles are renumbered when the chain is re-applied, the rules are not.
+  state['firewall'] = (await bed.exec(host.vtepNetns, ['nft', 'list', 'table', 'inet', 'veil'])).stdout;
   return state;
 }
 

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeAeadProvider } from '../../src/crypto/aead-node.js';
 import { bytesToHex } from '../../src/crypto/bytes.js';
 import { SecretKey } from '../../src/crypto/secret.js';
+import { VTEP_DELIVERY_PORT } from '../../src/vxlan/constants.js';
 import { createEspCipher } from '../../src/vxlan/esp.js';
 import { processInbound } from '../../src/vxlan/inbound.js';
 import { NativeDataplane } from '../../src/vxlan/io-native.js';
@@ -153,6 +154,21 @@ describe('native outbound', () => {
     expect(pair(BARE).outbound).toMatchObject({ sealed: 5, sequenceHeadroom: 0 });
     dp.removeOutbound(PEER.id, BARE);
     expect(pair(BARE).outbound).toBeUndefined();
+  });
+});
+
+describe('native delivery to the VTEP', () => {
+  it('leaves from hostAddress:1022, the one source the vtep namespace\'s firewall admits (DESIGN "No local injection")', async () => {
+    const from: dgram.RemoteInfo[] = [];
+    const onDeliver = (_: Buffer, r: dgram.RemoteInfo) => from.push(r);
+    vtep.on('message', onDeliver);
+    try {
+      await send(peerPlain, vxlanDatagram(PLAIN), PORTS.plain, A.underlay);
+      await until(() => from.length > 0, 'a delivery');
+    } finally {
+      vtep.off('message', onDeliver);
+    }
+    expect(from[0]).toMatchObject({ address: A.host, port: VTEP_DELIVERY_PORT });
   });
 });
 
