@@ -72,6 +72,10 @@ export class HostAgent {
   readonly #attachFailures = new Map<string, { endpoint: EndpointRecord; error: string }>();
 
   #queue: Promise<void> = Promise.resolve();
+  #retryTimer: NodeJS.Timeout | undefined;
+  #retryDelay = 0;
+  #pruned = false;
+  readonly #refusedChanges = new Set<string>();
 
   constructor(options: AgentOptions) {
     this.#o = options;
@@ -91,7 +95,7 @@ export class HostAgent {
    */
   async start(): Promise<{ warning: string }> {
     const warning = await this.#checkWindows();
-    await this.#register();
+    await this.#registerWaitingForOldLease();
     const [hosts, networks, endpoints] = await Promise.all([this.#o.store.listHosts(), this.#o.store.listNetworks(), this.#o.store.listEndpoints()]);
     for (const h of hosts.items) this.#hosts.set(h.id, h);
     for (const n of networks.items) this.#networks.set(n.id, n);
@@ -116,6 +120,7 @@ export class HostAgent {
   /** Stops following and (unless `keepRegistration`) revokes the lease, so peers drop this host at once. */
   async stop(options: { keepRegistration?: boolean } = {}): Promise<void> {
     this.#stopped = true;
+    clearTimeout(this.#retryTimer);
     await this.#watch?.cancel();
     await this.#queue;
     if (!options.keepRegistration) await this.#lease?.revoke().catch((err: Error) => this.#log('warn', 'could not revoke the host lease', { error: err.message }));
@@ -232,15 +237,38 @@ export class HostAgent {
     }, { once: true });
   }
 
+  /**
+   * The store refuses a host id a live lease holds (a cloned machine must not take over a host).
+   * After a crash, this host's own old record lives until its lease expires: wait that long, once.
+   */
+  async #registerWaitingForOldLease(): Promise<void> {
+    const ttl = this.#o.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
+    const deadline = Date.now() + (ttl + 3) * 1000;
+    for (;;) {
+      try {
+        return await this.#register();
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'VEIL_ERR_HOST_ID_IN_USE' || Date.now() > deadline) throw err;
+        this.#log('warn', 'host id held by a live lease (this host before a crash, or another machine); waiting for it to expire', { host: this.hostId, ttlSeconds: ttl });
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
   async #reregister(): Promise<void> {
     for (let delay = 500; !this.#stopped; delay = Math.min(delay * 2, 10_000)) {
       try {
         await this.#register();
+        if (this.#stopped) {
+          // stop() ran meanwhile: this lease must not keep the host listed.
+          await this.#lease?.revoke().catch(() => undefined);
+          return;
+        }
         this.#o.onReregistered?.(this.#lease!);
         return;
       } catch (err) {
         this.#log('warn', 'registration failed; retrying', { error: (err as Error).message, retryMs: delay });
-        await new Promise((r) => setTimeout(r, delay));
+        await new Promise((r) => setTimeout(r, delay).unref());
       }
     }
   }
@@ -250,11 +278,9 @@ export class HostAgent {
   #onEvents(events: WatchEvent[]): void {
     for (const e of events) this.#apply(e.type, e.key, e.value);
     this.#schedule();
+    // Outside the serial queue: a listener that waits on the agent (the key installer's sink does) must not deadlock.
     if (this.#o.onEvents) {
-      const batch = events;
-      void this.#serial(async () => {
-        await this.#o.onEvents!(batch);
-      });
+      Promise.resolve(this.#o.onEvents(events)).catch((err: Error) => this.#log('error', 'event listener failed', { error: err.message }));
     }
   }
 
@@ -307,47 +333,77 @@ export class HostAgent {
 
   async #reconcileNow(): Promise<void> {
     const gw = this.#o.gateway;
+    const failed: string[] = [];
+    // Each item stands alone: one that fails (logged) does not hold back the others, and a timer retries it.
+    const step = async (what: string, fn: () => Promise<void>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        failed.push(what);
+        this.#log('warn', 'reconcile step failed; will retry', { step: what, error: (err as Error).message });
+      }
+    };
+
     // Networks first: peers, epochs and containers hang off them.
     for (const [id, applied] of this.#appliedNetworks) {
       const want = this.#networks.get(id);
-      if (want && want.vni === applied.vni && want.encrypted === applied.encrypted && want.index === applied.index) continue;
-      for (const [key, ep] of this.#attached) if (ep.networkId === id) this.#attached.delete(key);
-      for (const [key, m] of this.#remoteMacs) if (m.vni === applied.vni) this.#remoteMacs.delete(key);
-      await gw.removeNetwork(applied.vni);
-      this.#appliedNetworks.delete(id);
-      if (!want) this.#o.onNetworkRemoved?.(id);
+      if (want) {
+        // vni, index and encryption are fixed at creation (the API has no update): a record that changes
+        // them was not written by veil; refuse it rather than turn an encrypted network plain.
+        if (want.vni !== applied.vni || want.encrypted !== applied.encrypted || want.index !== applied.index) {
+          if (!this.#refusedChanges.has(id)) this.#log('error', 'network record changed vni, index or encryption in etcd; ignoring the change', { network: applied.name });
+          this.#refusedChanges.add(id);
+        }
+        continue;
+      }
+      await step(`remove network ${applied.name}`, async () => {
+        for (const [key, ep] of this.#attached) if (ep.networkId === id) this.#attached.delete(key);
+        for (const [key, m] of this.#remoteMacs) if (m.vni === applied.vni) this.#remoteMacs.delete(key);
+        await gw.removeNetwork(applied.vni);
+        this.#appliedNetworks.delete(id);
+        this.#o.onNetworkRemoved?.(id);
+      });
     }
-    for (const network of this.#networks.values()) await this.#ensureNetwork(network);
+    for (const network of this.#networks.values()) await step(`network ${network.name}`, () => this.#ensureNetwork(network));
 
     // Peers: every other live host.
     for (const [id] of this.#appliedPeers) {
       if (this.#hosts.has(id) && id !== this.hostId) continue;
-      await gw.removePeer(id);
-      this.#appliedPeers.delete(id);
-      // The gateway removed every FDB entry pointing at that peer.
-      for (const [key, m] of this.#remoteMacs) if (m.hostId === id) this.#remoteMacs.delete(key);
+      await step(`remove peer ${id}`, async () => {
+        await gw.removePeer(id);
+        this.#appliedPeers.delete(id);
+        // The gateway removed every FDB entry pointing at that peer.
+        for (const [key, m] of this.#remoteMacs) if (m.hostId === id) this.#remoteMacs.delete(key);
+      });
     }
     for (const host of this.#hosts.values()) {
       if (host.id === this.hostId) continue;
       const applied = this.#appliedPeers.get(host.id);
       if (applied && samePeer(applied, host)) continue;
-      if (applied) for (const [key, m] of this.#remoteMacs) if (m.hostId === host.id) this.#remoteMacs.delete(key);
-      await gw.addPeer(toPeer(host));
-      this.#appliedPeers.set(host.id, host);
+      await step(`peer ${host.id}`, async () => {
+        if (applied) for (const [key, m] of this.#remoteMacs) if (m.hostId === host.id) this.#remoteMacs.delete(key);
+        this.#appliedPeers.delete(host.id);
+        await gw.addPeer(toPeer(host));
+        this.#appliedPeers.set(host.id, host);
+      });
     }
 
     // Containers: detach what went away, attach this host's, point remote MACs at their hosts.
     for (const [key, ep] of this.#attached) {
       if (this.#endpoints.has(key)) continue;
-      const net = this.#appliedNetworks.get(ep.networkId);
-      if (net) await gw.detachEndpoint(net.vni, ep.id);
-      this.#attached.delete(key);
+      await step(`detach ${ep.name}`, async () => {
+        const net = this.#appliedNetworks.get(ep.networkId);
+        if (net) await gw.detachEndpoint(net.vni, ep.id);
+        this.#attached.delete(key);
+      });
     }
     for (const [key, m] of this.#remoteMacs) {
       const ep = this.#endpoints.get(key);
       if (ep && ep.hostId === m.hostId && ep.mac === m.mac && this.#appliedPeers.has(ep.hostId)) continue;
-      await gw.removeRemoteMac(m.vni, m.mac);
-      this.#remoteMacs.delete(key);
+      await step(`remove MAC ${m.mac}`, async () => {
+        await gw.removeRemoteMac(m.vni, m.mac);
+        this.#remoteMacs.delete(key);
+      });
     }
     for (const key of this.#attachFailures.keys()) if (!this.#endpoints.has(key)) this.#attachFailures.delete(key);
     for (const [key, ep] of this.#endpoints) {
@@ -356,10 +412,34 @@ export class HostAgent {
       if (ep.hostId === this.hostId) {
         if (!this.#attached.has(key) && !this.#attachFailures.has(key)) await this.#attach(ep, net, { rethrow: false });
       } else if (this.#appliedPeers.has(ep.hostId) && !this.#remoteMacs.has(key)) {
-        await gw.addRemoteMac(net.vni, ep.hostId, ep.mac);
-        this.#remoteMacs.set(key, { vni: net.vni, mac: ep.mac, hostId: ep.hostId });
+        await step(`MAC ${ep.mac}`, async () => {
+          await gw.addRemoteMac(net.vni, ep.hostId, ep.mac);
+          this.#remoteMacs.set(key, { vni: net.vni, mac: ep.mac, hostId: ep.hostId });
+        });
       }
     }
+    if (!this.#pruned && failed.length === 0) {
+      // Once, when the first full pass succeeded: FDB entries a previous run left toward ports no peer holds.
+      await step('prune stale FDB entries', async () => {
+        await gw.pruneStaleFdb();
+        this.#pruned = true;
+      });
+    }
+    this.#scheduleRetry(failed.length > 0);
+  }
+
+  #scheduleRetry(needed: boolean): void {
+    if (!needed) {
+      this.#retryDelay = 0;
+      return;
+    }
+    if (this.#retryTimer || this.#stopped) return;
+    this.#retryDelay = Math.min(Math.max(this.#retryDelay * 2, 1000), 30_000);
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#schedule();
+    }, this.#retryDelay);
+    this.#retryTimer.unref();
   }
 
   async #ensureNetwork(network: NetworkRecord): Promise<void> {

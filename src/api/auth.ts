@@ -27,10 +27,11 @@ export type ClientVerdict =
 /** Who is on the other end of this connection, as far as mutations are concerned. */
 export function authenticateConnection(socket: Socket): ClientVerdict {
   if (!(socket instanceof TLSSocket)) {
-    // A unix socket has no remote address. Plain TCP is planned for loopback only
-    // (listen.ts); checking again here keeps a misconfigured listener read-only.
-    if (socket.remoteAddress === undefined || isLoopbackAddress(socket.remoteAddress)) return { ok: true, client: 'local' };
-    return { ok: false, reason: `plain HTTP from ${socket.remoteAddress}` };
+    // A unix socket has no remote address; its mode (0660, root's group) is the access control, as for
+    // Docker's socket. Plain TCP has none, even on loopback: any local user (or host-network container)
+    // can connect there, so it stays read-only. Mutations: the unix socket, or TLS with a client certificate.
+    if (socket.remoteAddress === undefined) return { ok: true, client: 'local' };
+    return { ok: false, reason: `plain HTTP over TCP from ${socket.remoteAddress} is read-only; use the unix socket or TLS with a client certificate` };
   }
   const cert = socket.getPeerCertificate();
   if (!cert || Object.keys(cert).length === 0) return { ok: false, reason: 'no client certificate' };

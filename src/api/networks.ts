@@ -133,7 +133,8 @@ const connectBody = {
       additionalProperties: false,
       minProperties: 1,
       maxProperties: 1,
-      properties: { Netns: { type: 'string', pattern: '^/', maxLength: 4096 }, Pid: { type: 'integer', minimum: 1 } },
+      // Pid 1 is the host's init: never a container (the agent also refuses the gateway's own namespace).
+      properties: { Netns: { type: 'string', pattern: '^/', maxLength: 4096 }, Pid: { type: 'integer', minimum: 2 } },
     },
     EndpointConfig: {
       type: 'object',

@@ -160,20 +160,34 @@ export class Gateway {
     this.#log('network removed', { vni });
   }
 
-  /** Adds a peer, or replaces it when its address, index, key or incarnation changed (a restart). */
+  /**
+   * Adds a peer, or replaces it when its address, index, key or incarnation changed (a restart).
+   * The peer counts as added only once its gateway port is bound: a port some other process holds
+   * must never get FDB entries, or the VTEP would hand that process cleartext frames.
+   */
   async addPeer(peer: GatewayPeer): Promise<void> {
     const known = this.#peers.get(peer.id);
     if (known && samePeer(known, peer)) return;
     if (known) await this.removePeer(peer.id);
-    this.#peers.set(peer.id, peer);
     await this.options.dataPath.addPeer({ id: peer.id, index: peer.index, address: peer.address }, peerPort(peer.index));
+    this.#peers.set(peer.id, peer);
+    const failures: string[] = [];
     for (const network of this.#networks.values()) {
       await this.options.plumbing.ensurePeerFlood(network.vni, peerPort(peer.index));
       for (const [epoch, entry] of this.#epochs.get(network.vni) ?? []) {
-        this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound');
+        try {
+          this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound');
+        } catch (err) {
+          failures.push(`vni ${network.vni} epoch ${epoch}: ${(err as Error).message}`);
+        }
       }
     }
     this.#log(known ? 'peer changed' : 'peer added', { peer: peer.id, address: peer.address, port: peerPort(peer.index), incarnation: peer.incarnation });
+    if (failures.length > 0) {
+      // Forget the peer, so the caller's retry redoes every step instead of finding it "already added".
+      await this.removePeer(peer.id);
+      throw new Error(`peer ${peer.id}: SA installation failed (${failures.join('; ')})`);
+    }
   }
 
   async removePeer(peerId: string): Promise<void> {
@@ -185,17 +199,44 @@ export class Gateway {
     this.#log('peer removed', { peer: peerId });
   }
 
-  /** Step 1 of a rotation: the epoch's inbound SAs from every peer. The gateway keeps its own copy of `secret`. */
+  /**
+   * Removes FDB entries that point at no current peer's port (left by a gateway that died, or by
+   * peers that went away while it was down): nothing may send cleartext toward an unbound port.
+   */
+  async pruneStaleFdb(): Promise<number> {
+    const ports = new Set([...this.#peers.values()].map((p) => peerPort(p.index)));
+    let removed = 0;
+    for (const network of this.#networks.values()) {
+      for (const e of await this.options.plumbing.listFdb(network.vni)) {
+        if (ports.has(e.port)) continue;
+        if (e.mac === '00:00:00:00:00:00') await this.options.plumbing.removePeer(network.vni, e.port);
+        else await this.options.plumbing.removePeerMac(network.vni, e.mac);
+        removed++;
+      }
+    }
+    if (removed > 0) this.#log('stale FDB entries removed', { removed });
+    return removed;
+  }
+
+  /**
+   * Step 1 of a rotation: the epoch's inbound SAs from every peer. The gateway keeps its own copy of
+   * `secret`. The epoch counts as installed only when every peer's SA is in: a partial install throws,
+   * and the caller's retry redoes it (installs are idempotent), so an ack never covers a missing SA.
+   */
   async installEpoch(vni: number, epoch: number, secret: SecretKey): Promise<void> {
     const network = this.#encryptedNetwork(vni);
-    let epochs = this.#epochs.get(vni);
-    if (!epochs) this.#epochs.set(vni, (epochs = new Map()));
+    const epochs = this.#epochs.get(vni) ?? new Map<number, EpochEntry>();
     const known = epochs.get(epoch);
     if (known?.secret.equals(secret)) return;
-    known?.secret.wipe();
     const entry: EpochEntry = { secret: new SecretKey(secret.exposeDanger()), active: known?.active ?? false };
+    const failures = this.#forEachPeer((peer) => this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound'));
+    if (failures.length > 0) {
+      entry.secret.wipe();
+      throw new Error(`epoch ${epoch} of network ${vni}: inbound SAs not installed for ${failures.join('; ')}`);
+    }
+    known?.secret.wipe();
     epochs.set(epoch, entry);
-    for (const peer of this.#peers.values()) this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound');
+    this.#epochs.set(vni, epochs);
     this.#log('epoch installed', { vni, epoch, peers: this.#peers.size });
   }
 
@@ -205,23 +246,41 @@ export class Gateway {
     const entry = this.#epochs.get(vni)?.get(epoch);
     if (!entry) throw new RangeError(`epoch ${epoch} of network ${vni} is not installed`);
     if (entry.active) return;
+    const failures = this.#forEachPeer((peer) => this.#install(peer, network, epoch, entry.secret, 'outbound'));
+    if (failures.length > 0) throw new Error(`epoch ${epoch} of network ${vni}: outbound not switched for ${failures.join('; ')}`);
     for (const [other, e] of this.#epochs.get(vni)!) if (other !== epoch) e.active = false;
     entry.active = true;
-    for (const peer of this.#peers.values()) this.#install(peer, network, epoch, entry.secret, 'outbound');
     this.#log('epoch activated', { vni, epoch });
   }
 
-  /** Step 4: the epoch's inbound SAs go; if it was still the outbound one, the network fails closed. */
+  /**
+   * Step 4: the epoch's inbound SAs go, and any outbound SA still sealing with it (whatever the
+   * bookkeeping says): a retired key never stays in service; that peer fails closed until it has a newer one.
+   */
   async retireEpoch(vni: number, epoch: number): Promise<void> {
     const entry = this.#epochs.get(vni)?.get(epoch);
-    if (!entry) return;
+    const sealing = new Set(this.options.dataPath.status().pairs.filter((p) => p.vni === vni && p.outbound?.epoch === epoch).map((p) => p.peer));
     for (const peer of this.#peers.values()) {
       this.options.dataPath.retireInbound(peer.id, vni, epoch);
-      if (entry.active) this.options.dataPath.removeOutbound(peer.id, vni);
+      if (entry?.active || sealing.has(peer.id)) this.options.dataPath.removeOutbound(peer.id, vni);
     }
+    if (!entry) return;
     entry.secret.wipe();
     this.#epochs.get(vni)!.delete(epoch);
-    this.#log('epoch retired', { vni, epoch, wasActive: entry.active });
+    this.#log('epoch retired', { vni, epoch, wasActive: entry.active, stillSealing: [...sealing] });
+  }
+
+  /** Runs `step` for every peer; returns "peer: reason" for those that failed (the others are done). */
+  #forEachPeer(step: (peer: GatewayPeer) => void): string[] {
+    const failures: string[] = [];
+    for (const peer of this.#peers.values()) {
+      try {
+        step(peer);
+      } catch (err) {
+        failures.push(`${peer.id}: ${(err as Error).message}`);
+      }
+    }
+    return failures;
   }
 
   /** The epochs this gateway holds per network (for status; never key bytes). */

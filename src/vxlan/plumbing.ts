@@ -28,6 +28,7 @@
 
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { overlayMtu, VTEP_DELIVERY_PORT, VXLAN_PORT, VXLAN_VNI_MAX } from './constants.js';
 
 export const HOST_LINK = 'to-vtep';
@@ -140,6 +141,24 @@ export interface CommandResult {
   readonly stderr: string;
 }
 export type CommandRunner = (file: string, args: readonly string[]) => Promise<CommandResult>;
+
+/**
+ * A container's namespace must not be the gateway's own (the host's network namespace): moving a veth
+ * end and addresses into it would plumb the host itself. Compared by namespace inode.
+ */
+function refuseOwnNamespace(ref: NetnsRef, hostNetns: string | undefined): void {
+  const path = 'name' in ref ? `/run/netns/${ref.name}` : 'path' in ref ? ref.path : `/proc/${ref.pid}/ns/net`;
+  let target: { dev: number; ino: number };
+  try {
+    target = statSync(path);
+  } catch (err) {
+    throw new PlumbingError(['attachContainer', path], null, `cannot open network namespace ${path}: ${(err as Error).message}`);
+  }
+  const own = statSync(hostNetns ? `/run/netns/${hostNetns}` : '/proc/self/ns/net');
+  if (target.dev === own.dev && target.ino === own.ino) {
+    throw new PlumbingError(['attachContainer', path], null, `${path} is the host's own network namespace, not a container's`);
+  }
+}
 
 export class PlumbingError extends Error {
   readonly code = 'VEIL_ERR_PLUMBING_COMMAND';
@@ -316,6 +335,7 @@ export class IproutePlumbing implements Plumbing {
       if (!IFNAME_RE.test(inner)) throw new RangeError(`invalid interface name ${inner}`);
       parseCidr(a.ipv4);
       if (a.gateway !== undefined) parseIpv4(a.gateway);
+      refuseOwnNamespace(a.netns, this.hostNetns);
       const vxlan = await this.linkInfo('vtep', vxlanName(a.vni));
       if (!vxlan || !(await this.linkInfo('vtep', br))) {
         throw new PlumbingError(['attachContainer', String(a.vni)], null, `network ${a.vni} has no ${br}/${vxlanName(a.vni)} in netns ${this.vtepNetns}: call ensureNetwork first`);

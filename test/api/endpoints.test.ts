@@ -69,12 +69,12 @@ describe.each([memoryImpl(), etcdImpl()])('endpoints API on the $name store', (i
 
   it('takes a requested free IP and MAC; refuses a taken IP (409) and a second connect of the same name (409)', async () => {
     await makeNetwork('n2');
-    const a = await post('/networks/n2/connect', { Container: 'a', Sandbox: { Pid: 1 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.40.0.9' }, MacAddress: '02:AA:BB:CC:DD:EE' } });
+    const a = await post('/networks/n2/connect', { Container: 'a', Sandbox: { Pid: 4242 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.40.0.9' }, MacAddress: '02:AA:BB:CC:DD:EE' } });
     expect(a.statusCode, a.body).toBe(200);
     expect(a.json()).toMatchObject({ IPv4Address: '10.40.0.9/24', MacAddress: '02:aa:bb:cc:dd:ee' });
-    const taken = await post('/networks/n2/connect', { Container: 'b', Sandbox: { Pid: 1 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.40.0.9' } } });
+    const taken = await post('/networks/n2/connect', { Container: 'b', Sandbox: { Pid: 4242 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.40.0.9' } } });
     expect([taken.statusCode, taken.json().code]).toEqual([409, 'VEIL_ERR_IP_TAKEN']);
-    const twice = await post('/networks/n2/connect', { Container: 'a', Sandbox: { Pid: 1 } });
+    const twice = await post('/networks/n2/connect', { Container: 'a', Sandbox: { Pid: 4242 } });
     expect([twice.statusCode, twice.json().code]).toEqual([409, 'VEIL_ERR_ENDPOINT_EXISTS']);
   });
 
@@ -100,16 +100,17 @@ describe.each([memoryImpl(), etcdImpl()])('endpoints API on the $name store', (i
   });
 
   const invalid: Array<[string, unknown, number, RegExp]> = [
-    ['no container name', { Sandbox: { Pid: 1 } }, 400, /Container/],
-    ['a bad container name', { Container: '../x', Sandbox: { Pid: 1 } }, 400, /Container/],
+    ['no container name', { Sandbox: { Pid: 4242 } }, 400, /Container/],
+    ['a bad container name', { Container: '../x', Sandbox: { Pid: 4242 } }, 400, /Container/],
     ['a local container without a sandbox', { Container: 'x' }, 400, /Sandbox/],
     ['a relative netns path', { Container: 'x', Sandbox: { Netns: 'run/netns/x' } }, 400, /Netns/],
+    ['pid 1 (the host\'s init, never a container)', { Container: 'x', Sandbox: { Pid: 1 } }, 400, /Pid/],
     ['both netns and pid', { Container: 'x', Sandbox: { Netns: '/run/netns/x', Pid: 3 } }, 400, /Sandbox/],
-    ['an IP outside the subnet', { Container: 'x', Sandbox: { Pid: 1 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.41.0.9' } } }, 400, /not in 10\.40\.0\.0\/24/],
-    ['the gateway address', { Container: 'x', Sandbox: { Pid: 1 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.40.0.1' } } }, 400, /gateway/],
-    ['a malformed MAC', { Container: 'x', Sandbox: { Pid: 1 }, EndpointConfig: { MacAddress: '02:42' } }, 400, /MacAddress/],
-    ['a multicast MAC', { Container: 'x', Sandbox: { Pid: 1 }, EndpointConfig: { MacAddress: '01:00:5e:00:00:01' } }, 400, /mac/i],
-    ['an unknown field', { Container: 'x', Sandbox: { Pid: 1 }, Bogus: true }, 400, /additional properties/],
+    ['an IP outside the subnet', { Container: 'x', Sandbox: { Pid: 4242 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.41.0.9' } } }, 400, /not in 10\.40\.0\.0\/24/],
+    ['the gateway address', { Container: 'x', Sandbox: { Pid: 4242 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.40.0.1' } } }, 400, /gateway/],
+    ['a malformed MAC', { Container: 'x', Sandbox: { Pid: 4242 }, EndpointConfig: { MacAddress: '02:42' } }, 400, /MacAddress/],
+    ['a multicast MAC', { Container: 'x', Sandbox: { Pid: 4242 }, EndpointConfig: { MacAddress: '01:00:5e:00:00:01' } }, 400, /mac/i],
+    ['an unknown field', { Container: 'x', Sandbox: { Pid: 4242 }, Bogus: true }, 400, /additional properties/],
   ];
   for (const [what, body, status, message] of invalid) {
     it(`refuses ${what} (${status}) and changes nothing`, async () => {
@@ -145,17 +146,17 @@ describe.each([memoryImpl(), etcdImpl()])('endpoints API on the $name store', (i
   }
 
   it('connect to an unknown network is a 404', async () => {
-    const r = await post('/networks/nope/connect', { Container: 'x', Sandbox: { Pid: 1 } });
+    const r = await post('/networks/nope/connect', { Container: 'x', Sandbox: { Pid: 4242 } });
     expect([r.statusCode, r.json().code]).toEqual([404, 'VEIL_ERR_NOT_FOUND']);
   });
 
   it('disconnect frees the IP (the next container gets it) and detaches a local container', async () => {
     await makeNetwork('n5');
-    const first = (await post('/networks/n5/connect', { Container: 'a', Sandbox: { Pid: 1 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.40.0.70' } } })).json();
+    const first = (await post('/networks/n5/connect', { Container: 'a', Sandbox: { Pid: 4242 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.40.0.70' } } })).json();
     const d = await post('/networks/n5/disconnect', { Container: 'a' });
     expect(d.statusCode, d.body).toBe(204);
     expect(local.detached.map((e) => e.name)).toEqual(['a']);
-    const again = await post('/networks/n5/connect', { Container: 'b', Sandbox: { Pid: 1 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.40.0.70' } } });
+    const again = await post('/networks/n5/connect', { Container: 'b', Sandbox: { Pid: 4242 }, EndpointConfig: { IPAMConfig: { IPv4Address: '10.40.0.70' } } });
     expect(again.json().IPv4Address).toBe(first.IPv4Address);
     const missing = await post('/networks/n5/disconnect', { Container: 'a' });
     expect([missing.statusCode, missing.json().code]).toEqual([404, 'VEIL_ERR_ENDPOINT_NOT_FOUND']);

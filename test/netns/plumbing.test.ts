@@ -249,14 +249,28 @@ describe('IproutePlumbing on real namespaces', () => {
     expect(bed.namespaces()).not.toContain(vtepNs);
   });
 
+  it('refuses to plumb the host\'s own network namespace as a container, by name, path or pid', async () => {
+    const host = bed.hosts[0]!;
+    const pid = (await bed.exec(host.netns, ['sh', '-c', 'sleep 30 & echo $!'])).stdout.trim();
+    for (const netns of [{ name: host.netns }, { path: `/run/netns/${host.netns}` }, { pid: Number(pid) }]) {
+      const err = await host.plumbing
+        .attachContainer({ vni: VNI, endpointId: 'self', netns, mac: '02:00:00:00:00:98', ipv4: '10.42.0.98/24' })
+        .then(() => undefined, (e: unknown) => e);
+      expect(err, JSON.stringify(netns)).toBeInstanceOf(PlumbingError);
+      expect((err as PlumbingError).message).toMatch(/host's own network namespace/);
+    }
+    await bed.exec(host.netns, ['kill', pid], { allowFail: true });
+    expect((await bed.exec(host.vtepNetns, ['ip', '-o', 'link', 'show', endpointLinkName(VNI, 'self')], { allowFail: true })).code).not.toBe(0);
+  });
+
   it('reports failures with the command and its stderr', async () => {
     const p = bed.hosts[0]!.plumbing;
     const err = await p
       .attachContainer({ vni: VNI, endpointId: 'ghost', netns: { name: 'veil-no-such-netns' }, mac: '02:00:00:00:00:99', ipv4: '10.42.0.99/24' })
       .then(() => undefined, (e: unknown) => e);
     expect(err).toBeInstanceOf(PlumbingError);
-    expect((err as PlumbingError).message).toMatch(/ip -n .* link add ve[0-9a-f]{12} .*veil-no-such-netns/);
-    expect((err as PlumbingError).stderr).toMatch(/veil-no-such-netns|No such file/);
+    expect((err as PlumbingError).message).toMatch(/cannot open network namespace \/run\/netns\/veil-no-such-netns/);
+    expect((err as PlumbingError).stderr).toMatch(/veil-no-such-netns.*no such file/i);
     // Nothing half-made is left behind.
     expect((await bed.exec(bed.hosts[0]!.vtepNetns, ['ip', '-o', 'link', 'show', endpointLinkName(VNI, 'ghost')], { allowFail: true })).code).not.toBe(0);
   });

@@ -103,7 +103,7 @@ describe('planApiListen', () => {
 });
 
 describe('listenApi', () => {
-  it('serves the socket (mode 0660, directory created) and plain loopback, both trusted to mutate', async () => {
+  it('serves the socket (mode 0660, directory created, trusted to mutate) and plain loopback (read-only: any local user can reach it)', async () => {
     const socket = join(root, 'run', 'veil.sock');
     const counter = { posts: 0 };
     const api = await listenApi((server) => tinyApp(server, counter), planApiListen({ socket, listen: '127.0.0.1:0' }));
@@ -115,9 +115,9 @@ describe('listenApi', () => {
       expect(api.addresses[1]).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       const port = Number(new URL(api.addresses[1]!).port);
       expect(await call({ socketPath: socket }, 'POST', '/things', { a: 1 })).toMatchObject({ status: 201 });
-      expect(await call({ port }, 'POST', '/things', { a: 2 })).toMatchObject({ status: 201 });
+      expect(await call({ port }, 'POST', '/things', { a: 2 })).toMatchObject({ status: 401, json: { code: 'VEIL_ERR_UNAUTHENTICATED' } });
       expect(await call({ port }, 'GET', '/status')).toEqual({ status: 200, json: { host: 'h' } });
-      expect(counter.posts).toBe(2);
+      expect(counter.posts).toBe(1);
     } finally {
       await api.close();
     }
