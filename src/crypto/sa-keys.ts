@@ -8,7 +8,8 @@ import { x25519, type X25519 } from './x25519.js';
  *
  *   KEYMAT = HKDF-SHA256(ikm  = epochSecret || X25519(sender, receiver),
  *                        salt = "",
- *                        info = LABEL || lp(network) || u64(epoch) || lp(sender) || lp(receiver) || lp(incarnation(sender)),
+ *                        info = LABEL || lp(network) || u64(epoch) || lp(sender) || lp(receiver)
+ *                               || lp(incarnation(sender)) || lp(incarnation(receiver)),
  *                        L    = 16 + 4)        AES-128 key || salt (RFC 4106 §8.1)
  *
  * Consequences, each tested:
@@ -16,7 +17,11 @@ import { x25519, type X25519 } from './x25519.js';
  *  - X25519 of the two hosts' static keys enters the IKM, so a third member that
  *    knows the epoch secret still cannot derive keys between two other hosts;
  *  - the sender's incarnation (random per start) enters the info, so a restarted
- *    gateway whose counter starts again at 1 uses a new key.
+ *    gateway whose counter starts again at 1 uses a new key;
+ *  - the receiver's incarnation enters it too (beyond DESIGN): a restarted receiver
+ *    has an empty replay window, so without it the traffic recorded earlier in the
+ *    epoch could be replayed into it; with it, a restart of either end changes the
+ *    keys of both directions.
  */
 
 export const SA_KEY_LABEL = 'veil esp v1';
@@ -30,6 +35,8 @@ export interface SaKeyContext {
   receiverId: string;
   /** The sender's incarnation, drawn at its start. */
   senderIncarnation: string;
+  /** The receiver's incarnation. */
+  receiverIncarnation: string;
 }
 
 export interface SaKeyDeps {
@@ -51,6 +58,7 @@ function info(ctx: SaKeyContext): Uint8Array {
     lengthPrefixed(ctx.senderId),
     lengthPrefixed(ctx.receiverId),
     lengthPrefixed(ctx.senderIncarnation),
+    lengthPrefixed(ctx.receiverIncarnation),
   );
 }
 

@@ -50,12 +50,12 @@ export function deriveSaKeySpecs(
     outbound: {
       ...where,
       spi: encodeSpi(net.epoch, self.index, net.networkIndex),
-      keymat: deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, { ...base, senderId: self.id, receiverId: peer.id, senderIncarnation: self.incarnation }),
+      keymat: deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, { ...base, senderId: self.id, receiverId: peer.id, senderIncarnation: self.incarnation, receiverIncarnation: peer.incarnation }),
     },
     inbound: {
       ...where,
       spi: encodeSpi(net.epoch, peer.index, net.networkIndex),
-      keymat: deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, { ...base, senderId: peer.id, receiverId: self.id, senderIncarnation: peer.incarnation }),
+      keymat: deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, { ...base, senderId: peer.id, receiverId: self.id, senderIncarnation: peer.incarnation, receiverIncarnation: self.incarnation }),
     },
   };
 }

@@ -8,7 +8,7 @@ import { generateX25519KeyPair, nobleX25519, nodeX25519 } from '../../src/crypto
 
 const epochSecret = new SecretKey(randomBytes(32));
 const [a, b, c] = [generateX25519KeyPair(), generateX25519KeyPair(), generateX25519KeyPair()];
-const ctx: SaKeyContext = { networkId: 'n1', epoch: 3, senderId: 'a', receiverId: 'b', senderIncarnation: 'inc-a-1' };
+const ctx: SaKeyContext = { networkId: 'n1', epoch: 3, senderId: 'a', receiverId: 'b', senderIncarnation: 'inc-a-1', receiverIncarnation: 'inc-b-1' };
 const hex = (k: SecretKey) => bytesToHex(k.exposeDanger());
 
 describe('SA KEYMAT derivation (DESIGN "Keys")', () => {
@@ -23,7 +23,7 @@ describe('SA KEYMAT derivation (DESIGN "Keys")', () => {
 
   it('(1) keys are per direction and per pair', () => {
     const ab = hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, ctx));
-    const ba = hex(deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, { ...ctx, senderId: 'b', receiverId: 'a', senderIncarnation: 'inc-b-1' }));
+    const ba = hex(deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, { ...ctx, senderId: 'b', receiverId: 'a', senderIncarnation: 'inc-b-1', receiverIncarnation: 'inc-a-1' }));
     const ac = hex(deriveSaKeymat(epochSecret, a.privateKey, c.publicKey, { ...ctx, receiverId: 'c' }));
     expect(new Set([ab, ba, ac]).size).toBe(3);
   });
@@ -42,6 +42,12 @@ describe('SA KEYMAT derivation (DESIGN "Keys")', () => {
     const first = hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, ctx));
     const restarted = hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, { ...ctx, senderIncarnation: 'inc-a-2' }));
     expect(restarted).not.toBe(first);
+  });
+
+  it('(4) a new incarnation of the receiver gives a new key too: nothing recorded before its restart replays into its fresh window', () => {
+    const first = hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, ctx));
+    const receiverRestarted = hex(deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, { ...ctx, receiverIncarnation: 'inc-b-2' }));
+    expect(receiverRestarted).not.toBe(first);
   });
 
   it('network, epoch and epoch secret each change the key', () => {

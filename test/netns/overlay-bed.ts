@@ -133,7 +133,7 @@ export async function createOverlayBed(options: {
       const s = identities[sender - 1]!;
       const r = identities[receiver - 1]!;
       const keymat = deriveSaKeymat(secrets.get(network.id)!, s.keys.privateKey, r.keys.publicKey, {
-        networkId: network.id, epoch: EPOCH, senderId: s.id, receiverId: r.id, senderIncarnation: s.incarnation,
+        networkId: network.id, epoch: EPOCH, senderId: s.id, receiverId: r.id, senderIncarnation: s.incarnation, receiverIncarnation: r.incarnation,
       });
       return { keymat, spi: encodeSpi(EPOCH, s.index, network.index) };
     },

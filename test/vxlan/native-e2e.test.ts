@@ -82,7 +82,7 @@ beforeAll(async () => {
   const keymat = (s: (typeof ids)[number], r: (typeof ids)[number]) => ({
     spi: encodeSpi(EPOCH, s.index, ENC.index),
     keymat: bytesToHex(deriveSaKeymat(secret, s.keys.privateKey, r.keys.publicKey, {
-      networkId: ENC.id, epoch: EPOCH, senderId: s.id, receiverId: r.id, senderIncarnation: s.incarnation,
+      networkId: ENC.id, epoch: EPOCH, senderId: s.id, receiverId: r.id, senderIncarnation: s.incarnation, receiverIncarnation: r.incarnation,
     }).exposeDanger()),
   });
   for (const h of bed.hosts) {
