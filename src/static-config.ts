@@ -1,4 +1,4 @@
-import { statSync, readFileSync } from 'node:fs';
+import { statSync, readFileSync, writeFileSync } from 'node:fs';
 import { hexToBytes } from './crypto/bytes.js';
 import { SecretKey } from './crypto/secret.js';
 import { X25519_KEY_LENGTH } from './crypto/x25519.js';
@@ -43,6 +43,26 @@ export interface StaticGatewayConfig {
 }
 
 export const DEFAULT_UNDERLAY_MTU = 1500;
+
+/**
+ * A static configuration fixes the incarnation, so a second start with the same file would derive the
+ * same keys and start its counters at 1 again: GCM nonce reuse. The first start leaves `<file>.started`
+ * holding the incarnation; a start that finds it refuses. A restart needs a new incarnation in the file
+ * (and in the peers' files): cluster mode draws one at every start and has no such limit.
+ */
+export function claimStaticIncarnation(path: string, incarnation: string): void {
+  const marker = `${path}.started`;
+  let used = '';
+  try {
+    used = readFileSync(marker, 'utf8').trim();
+  } catch {
+    // first start
+  }
+  if (used === incarnation) {
+    throw new VeilError('VEIL_ERR_CONFIG_INVALID', `${path}: incarnation ${incarnation} was already used by an earlier start (${marker}); starting again would reuse GCM nonces. Give the host a new incarnation (and tell its peers), or use cluster mode`);
+  }
+  writeFileSync(marker, incarnation + '\n', { mode: 0o600 });
+}
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 

@@ -4,7 +4,7 @@ import { createLogger } from '../log.js';
 import { hostname } from 'node:os';
 import { GATEWAY_FLAGS, parseGatewayConfig } from '../config.js';
 import { startClusterGateway, startStaticGateway, type RunningGateway } from '../main.js';
-import { loadStaticGatewayConfig } from '../static-config.js';
+import { claimStaticIncarnation, loadStaticGatewayConfig } from '../static-config.js';
 import { runCa } from './ca.js';
 import { runHost, runNetwork, splitGlobalOptions } from './network.js';
 import { vectorsCheck } from './vectors-check.js';
@@ -41,7 +41,9 @@ async function gateway(args: string[]): Promise<number> {
       process.stderr.write(GATEWAY_USAGE);
       return 2;
     }
-    running = await startStaticGateway(loadStaticGatewayConfig(path), log);
+    const config = loadStaticGatewayConfig(path);
+    claimStaticIncarnation(path, config.host.incarnation);
+    running = await startStaticGateway(config, log);
     unplumb = args.includes('--unplumb-on-exit');
   } else {
     running = await startClusterGateway(parseGatewayConfig(args, process.env, hostname()), log);

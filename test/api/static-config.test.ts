@@ -62,3 +62,17 @@ describe('static gateway configuration', () => {
     expect(loadStaticGatewayConfig(path).host.id).toBe('h1');
   });
 });
+
+describe('a static configuration is started once per incarnation', () => {
+  it('refuses a second start with the same incarnation (it would reuse GCM nonces); a new incarnation starts', async () => {
+    const { mkdtempSync, writeFileSync: write } = await import('node:fs');
+    const { join: joinPath } = await import('node:path');
+    const { tmpdir: tmp } = await import('node:os');
+    const { claimStaticIncarnation } = await import('../../src/static-config.js');
+    const file = joinPath(mkdtempSync(joinPath(tmp(), 'veil-static-')), 'h1.json');
+    write(file, '{}');
+    claimStaticIncarnation(file, 'inc-1');
+    expect(() => claimStaticIncarnation(file, 'inc-1')).toThrow(/already used.*reuse GCM nonces/);
+    expect(() => claimStaticIncarnation(file, 'inc-2')).not.toThrow();
+  });
+});
