@@ -31,6 +31,7 @@ export const ERRORS = {
   VEIL_ERR_CA_EXISTS: { status: 409, message: 'a CA already exists in that directory' },
   VEIL_ERR_CA_MISSING: { status: 404, message: 'no CA in that directory (run veil ca init)' },
   VEIL_ERR_API_UNREACHABLE: { status: 503, message: 'cannot reach the veil API' },
+  VEIL_ERR_HOST_ID_IN_USE: { status: 409, message: 'host id is registered by a live host' },
   VEIL_ERR_INTERNAL: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

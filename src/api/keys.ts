@@ -3,7 +3,8 @@ import { VeilError } from '../errors.js';
 import type { InstallerStatus } from '../keyrotation/installer.js';
 import type { LeaderStatus } from '../keyrotation/leader.js';
 import { nextRotationAt, type ScheduleConfig } from '../keyrotation/schedule.js';
-import type { Store } from '../store/types.js';
+import { isStoreError } from '../store/errors.js';
+import type { KeyEpochRecord, NetworkRecord, Store } from '../store/types.js';
 import { errorSchema } from './schemas.js';
 
 /*
@@ -58,18 +59,37 @@ const keysSchema = {
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', minLength: 1, maxLength: 128 } } } as const;
 
 export function registerKeyRoutes(app: FastifyInstance, store: Store, keys: KeyScheduleApi): void {
+  // The last answer read from etcd per network (by id and by name): while etcd is unreachable the
+  // route answers from it, marked StoreReachable: false, with this host's own view (installed,
+  // outbound) fresh from the installer — "rotation waits for etcd" must be readable without etcd.
+  const lastRead = new Map<string, { network: NetworkRecord; records: KeyEpochRecord[]; acks: string[][] }>();
   app.get<{ Params: { id: string } }>('/networks/:id/keys', {
     schema: { summary: 'Key epochs of an encrypted network: states, timestamps, acks, next rotation (never key bytes)', params: idParams, response: { 200: keysSchema, '4xx': errorSchema, '5xx': errorSchema } },
   }, async (req) => {
-    const network = await store.getNetwork(req.params.id);
-    if (!network.encrypted) throw new VeilError('VEIL_ERR_NOT_ENCRYPTED', `network ${network.name} has no keys`);
+    let read: { network: NetworkRecord; records: KeyEpochRecord[]; acks: string[][] };
+    let storeError: string | null = null;
+    try {
+      const network = await store.getNetwork(req.params.id);
+      if (!network.encrypted) throw new VeilError('VEIL_ERR_NOT_ENCRYPTED', `network ${network.name} has no keys`);
+      const records = (await store.getEpochs(network.id)).items.sort((a, b) => a.epoch - b.epoch);
+      const acks = await Promise.all(records.map(async (r) => (await store.listAcks(network.id, r.epoch)).items.map((a) => a.hostId).sort()));
+      read = { network, records, acks };
+      lastRead.set(network.id, read);
+      lastRead.set(network.name, read);
+    } catch (err) {
+      const cached = lastRead.get(req.params.id);
+      if (!isStoreError(err, 'VEIL_ERR_STORE_UNAVAILABLE') || !cached) throw err;
+      read = cached;
+      storeError = err.message;
+    }
+    const { network, records, acks } = read;
     const { installer, leader, config } = keys.status();
-    const records = (await store.getEpochs(network.id)).items.sort((a, b) => a.epoch - b.epoch);
-    const acks = await Promise.all(records.map(async (r) => (await store.listAcks(network.id, r.epoch)).items.map((a) => a.hostId).sort()));
     const here = installer.networks.find((n) => n.networkId === network.id);
     const led = leader.leader ? leader.networks.find((n) => n.networkId === network.id) : undefined;
-    const waiting = !installer.store.reachable
-      ? `etcd unreachable${installer.store.detail ? ` (${installer.store.detail})` : ''}: traffic keeps flowing on the current keys; rotation resumes when etcd returns`
+    const reachable = installer.store.reachable && storeError === null;
+    const detail = installer.store.detail ?? storeError;
+    const waiting = !reachable
+      ? `etcd unreachable${detail ? ` (${detail})` : ''}: traffic keeps flowing on the current keys; rotation resumes when etcd returns${storeError ? ' (epochs as last read from etcd)' : ''}`
       : (led?.waiting?.reason ?? here?.waiting ?? null);
     return {
       Network: network.name,
@@ -79,7 +99,7 @@ export function registerKeyRoutes(app: FastifyInstance, store: Store, keys: KeyS
       NextRotation: iso(nextRotationAt(records, config)),
       ScheduleLeader: leader.leader,
       Waiting: waiting,
-      StoreReachable: installer.store.reachable,
+      StoreReachable: reachable,
       Epochs: records.map((r, i) => {
         const mine = here?.epochs.find((e) => e.epoch === r.epoch);
         return {

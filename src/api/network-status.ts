@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { nextRotationAt } from '../keyrotation/schedule.js';
-import type { Store } from '../store/types.js';
+import { isStoreError } from '../store/errors.js';
+import type { HostRecord, KeyEpochRecord, NetworkRecord, Store } from '../store/types.js';
 import type { GatewayStatus } from '../vxlan/gateway.js';
 import { isWindows, optionEnabled } from '../windows.js';
 import type { KeyScheduleApi } from './keys.js';
@@ -65,6 +66,7 @@ const statusSchema = {
 } as const;
 
 export function registerNetworkStatusRoute(app: FastifyInstance, store: Store, gatewayStatus: () => GatewayStatus, keys?: KeyScheduleApi): void {
+  const lastRead = new Map<string, { network: NetworkRecord; hosts: HostRecord[]; epochs: KeyEpochRecord[] }>();
   app.get<{ Params: { id: string } }>('/networks/:id/status', {
     schema: {
       summary: 'Is this network\'s traffic encrypted? Per peer: protection, SPIs, epochs, packets sealed/opened, drops, sequence headroom, rotations',
@@ -72,8 +74,25 @@ export function registerNetworkStatusRoute(app: FastifyInstance, store: Store, g
       response: { 200: statusSchema, '4xx': errorSchema, '5xx': errorSchema },
     },
   }, async (req) => {
-    const network = await store.getNetwork(req.params.id);
-    const [hosts, epochs] = await Promise.all([store.listHosts(), network.encrypted ? store.getEpochs(network.id) : Promise.resolve({ items: [], revision: 0 })]);
+    // While etcd is unreachable, answer from the last read (the data plane's figures are always fresh):
+    // "is my traffic encrypted?" must be answerable exactly when the control plane is down.
+    let read: { network: NetworkRecord; hosts: HostRecord[]; epochs: KeyEpochRecord[] };
+    let storeDown = false;
+    try {
+      const network = await store.getNetwork(req.params.id);
+      const [h, e] = await Promise.all([store.listHosts(), network.encrypted ? store.getEpochs(network.id) : Promise.resolve({ items: [], revision: 0 })]);
+      read = { network, hosts: h.items, epochs: e.items };
+      lastRead.set(network.id, read);
+      lastRead.set(network.name, read);
+    } catch (err) {
+      const cached = lastRead.get(req.params.id);
+      if (!isStoreError(err, 'VEIL_ERR_STORE_UNAVAILABLE') || !cached) throw err;
+      read = cached;
+      storeDown = true;
+    }
+    const { network } = read;
+    const hosts = { items: read.hosts };
+    const epochs = { items: read.epochs };
     const gw = gatewayStatus();
     const ks = keys?.status();
     const active = epochs.items.filter((e) => e.state === 'active').sort((a, b) => b.epoch - a.epoch)[0];
@@ -113,7 +132,7 @@ export function registerNetworkStatusRoute(app: FastifyInstance, store: Store, g
       Summary: summary,
       LastRotation: iso(active?.activatedAt),
       NextRotation: ks && network.encrypted ? iso(nextRotationAt(epochs.items, ks.config)) : null,
-      Waiting: ks && !ks.installer.store.reachable ? 'etcd unreachable: traffic keeps flowing on the current keys; rotation resumes when etcd returns' : (installerNet?.waiting ?? null),
+      Waiting: storeDown || (ks && !ks.installer.store.reachable) ? 'etcd unreachable: traffic keeps flowing on the current keys; rotation resumes when etcd returns' : (installerNet?.waiting ?? null),
       Peers: peers,
       UnattributedDrops: gw.unattributedDrops,
     };

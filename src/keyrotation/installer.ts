@@ -1,5 +1,5 @@
 import type { SecretKey } from '../crypto/secret.js';
-import type { ErrorCode } from '../errors.js';
+import { VeilError, type ErrorCode } from '../errors.js';
 import { parseKey } from '../store/layout.js';
 import type { EpochState, KeyEpochRecord, WatchEvent } from '../store/types.js';
 import { nextRotationAt, scheduleConfig, type ScheduleConfig } from './schedule.js';
@@ -10,10 +10,20 @@ import { unwrapForSelf, type HostIdentity } from './wrapping.js';
  * The member side of the key schedule: what this host's gateway must do for the epoch
  * records etcd holds, in make-before-break order (DESIGN.md "Rotation", schedule.ts):
  *
- *   1. install INBOUND  for every published or active epoch this host holds a copy of
- *   2. ack              each published epoch once its inbound SAs are installed
- *   3. switch OUTBOUND  to the newest active epoch that is installed (never backwards)
- *   4. retire           every installed epoch whose record is retired or gone
+ *   1. retire           every installed epoch whose record is retired or gone
+ *   2. install INBOUND  for every published or active epoch this host holds a copy of
+ *   3. ack              each published epoch once its inbound SAs are installed
+ *   4. switch OUTBOUND  to the newest active epoch that is installed (never backwards)
+ *
+ * Retiring comes first because the data path holds at most three epochs per network and
+ * an SPI carries the epoch mod 4: after a watch gap one batch (or a resync) can jump
+ * from {e, e+1, e+2} to {e+1 retired, e+2 active, e+3 published}, and e+3 only fits once
+ * e and e+1 are out. In the steady schedule nothing changes: the leader retires an epoch
+ * only after the next one is active (and installed here) for the grace period.
+ *
+ * A sink that finds the network gone (VEIL_ERR_NOT_FOUND from installEpoch: the agent
+ * read it from etcd) drops the network's records instead of retrying them; a later record
+ * for it is tried again.
  *
  * I/O-free: the gateway sits behind EpochSink and the store behind the `ack` callback;
  * records arrive by sync() (a full listing of one network), applyEvents() (watch events)
@@ -262,12 +272,15 @@ export class EpochInstaller {
     if (this.#closed) return;
     const net = this.#net(networkId);
     const { sink } = this.#o;
-    const records = [...net.records.values()].sort((a, b) => a.epoch - b.epoch);
     let failed = false;
     const at = (epoch: number) => ({ network: networkId, epoch });
 
-    // 1. Inbound first: published and active epochs.
-    for (const r of records) {
+    // 1. Retire what is retired or gone, first: what comes in next needs its room in the data path.
+    failed = (await this.#retireGone(networkId, net)) || failed;
+
+    // 2. Inbound: published and active epochs.
+    let networkGone = false;
+    for (const r of [...net.records.values()].sort((a, b) => a.epoch - b.epoch)) {
       if ((r.state !== 'published' && r.state !== 'active') || net.installed.has(r.epoch)) continue;
       const blob = Object.hasOwn(r.wrapped, this.hostId) ? r.wrapped[this.hostId] : undefined;
       const known = net.problems.get(r.epoch);
@@ -290,14 +303,25 @@ export class EpochInstaller {
         net.problems.delete(r.epoch);
         this.#log('epoch installed (inbound)', { ...at(r.epoch), state: r.state });
       } catch (err) {
+        if (isNetworkGone(err)) {
+          networkGone = true;
+          break;
+        }
         failed = true;
         this.#counters.installFailures++;
         net.problems.set(r.epoch, { why: 'install-failed' });
         this.#log('epoch install failed; will retry', { ...at(r.epoch), ...errorFields(err) });
       }
     }
+    if (networkGone) {
+      // Its records are leftovers (the network was deleted in etcd): nothing to install, ack or retry.
+      this.#log('network gone; its epoch records are dropped', { network: networkId, epochs: [...net.records.keys()].sort((a, b) => a - b) });
+      net.records = new Map();
+      failed = (await this.#retireGone(networkId, net)) || failed;
+    }
+    const records = [...net.records.values()].sort((a, b) => a.epoch - b.epoch);
 
-    // 2. Ack what is installed and still published (the leader waits for these acks only).
+    // 3. Ack what is installed and still published (the leader waits for these acks only).
     for (const r of records) {
       const inst = net.installed.get(r.epoch);
       if (r.state !== 'published' || !inst || inst.acked) continue;
@@ -312,7 +336,7 @@ export class EpochInstaller {
       }
     }
 
-    // 3. Outbound to the newest active epoch this host has installed; never backwards.
+    // 4. Outbound to the newest active epoch this host has installed; never backwards.
     const target = records.filter((r) => r.state === 'active' && net.installed.has(r.epoch)).pop()?.epoch;
     if (target !== undefined && (net.outbound === null || target > net.outbound)) {
       try {
@@ -325,24 +349,29 @@ export class EpochInstaller {
       }
     }
 
-    // 4. Retire what is retired or gone.
-    for (const epoch of [...net.installed.keys()].sort((a, b) => a - b)) {
-      const r = net.records.get(epoch);
-      if (r && r.state !== 'retired') continue;
-      try {
-        await sink.retireEpoch(networkId, epoch);
-        net.installed.delete(epoch);
-        if (net.outbound === epoch) net.outbound = null; // fail closed until a newer epoch is active here
-        this.#log('epoch retired', { ...at(epoch), because: r ? 'retired' : 'deleted' });
-      } catch (err) {
-        failed = true;
-        this.#log('epoch retire failed; will retry', { ...at(epoch), ...errorFields(err) });
-      }
-    }
     for (const epoch of net.problems.keys()) if (!net.records.has(epoch)) net.problems.delete(epoch);
     // A network with nothing left (its keys were deleted with it) leaves the status; #synced stays.
     if (net.records.size === 0 && net.installed.size === 0) this.#nets.delete(networkId);
     if (failed) this.#scheduleRetry();
+  }
+
+  /** Retires every installed epoch whose record is retired or gone; true if one failed (retried later). */
+  async #retireGone(networkId: string, net: NetState): Promise<boolean> {
+    let failed = false;
+    for (const epoch of [...net.installed.keys()].sort((a, b) => a - b)) {
+      const r = net.records.get(epoch);
+      if (r && r.state !== 'retired') continue;
+      try {
+        await this.#o.sink.retireEpoch(networkId, epoch);
+        net.installed.delete(epoch);
+        if (net.outbound === epoch) net.outbound = null; // fail closed until a newer epoch is active here
+        this.#log('epoch retired', { network: networkId, epoch, because: r ? 'retired' : 'deleted' });
+      } catch (err) {
+        failed = true;
+        this.#log('epoch retire failed; will retry', { network: networkId, epoch, ...errorFields(err) });
+      }
+    }
+    return failed;
   }
 
   #scheduleRetry(): void {
@@ -354,6 +383,11 @@ export class EpochInstaller {
       });
     });
   }
+}
+
+/** The sink could not find the network (the agent reads it from etcd): it was deleted. */
+function isNetworkGone(err: unknown): boolean {
+  return err instanceof VeilError && err.code === 'VEIL_ERR_NOT_FOUND';
 }
 
 /** Just enough shape to act on; the store validated the record when it was written. */

@@ -14,13 +14,14 @@ import { EPOCH_SECRET_LENGTH, unwrapForSelf, wrapForHost, type HostIdentity } fr
  * etcd election picks who leads. While leader, one loop per encrypted network reads
  * epochs, acks, hosts and the rotation request, asks schedule.ts for the next action,
  * and performs it with a fenced write (Store.putEpoch / deleteEpoch fail with
- * VEIL_ERR_NOT_LEADER once the leader key is gone), until the answer is `wait`.
+ * VEIL_ERR_NOT_LEADER once the leader key is gone, and with VEIL_ERR_NOT_FOUND once the
+ * network is gone: that network's loop stops, the term goes on), until the answer is `wait`.
  *
  * It wakes on watch events (keys/, acks/, hosts/, networks/, rotation requests) and on
  * one timer per network at `wait.until`; it never polls. When `leadership.lost` aborts
- * it stops at once (STYLE habit 11) and campaigns again. A new leader reads the epochs
- * and continues the schedule where it is: nothing is kept between terms but what etcd
- * holds, so there is nothing to restart.
+ * it stops at once (STYLE habit 11), resigns the term (its election key goes) and
+ * campaigns again. A new leader reads the epochs and continues the schedule where it
+ * is: nothing is kept between terms but what etcd holds, so there is nothing to restart.
  *
  * The leader is a member itself, so it recovers a live epoch's secret from its own
  * wrapped copy to rewrap it for a host that joined later. When it holds no copy (it
@@ -154,7 +155,11 @@ export class KeyScheduleLeader {
         await term.run();
         this.#term = null;
       }
-      if (signal.aborted) await leadership.resign().catch(() => undefined);
+      // Whatever ended the term (stop(), a fenced write refused, or the store giving up on its own
+      // after an event-loop stall while etcd still keeps the campaign's lease alive), resign before
+      // campaigning again: a term's key left in the election queue would stay first in it, and every
+      // later campaign, here or on any other host, would wait behind it for ever.
+      await leadership.resign().catch((err: unknown) => log('key schedule could not resign a lost term (its lease expires after the TTL)', errorFields(err)));
     }
   }
 }
@@ -389,7 +394,11 @@ class NetworkLoop {
         this.#problem = null;
       } catch (err) {
         if (this.term.lostBy(err)) return;
-        if (isStoreError(err, 'VEIL_ERR_NOT_FOUND')) return this.term.forget(this); // the network was deleted
+        if (isStoreError(err, 'VEIL_ERR_NOT_FOUND')) {
+          // The network was deleted (the store refuses epochs for it): this loop stops, the term goes on.
+          log('network gone; its key schedule stops', { network: this.networkId });
+          return this.term.forget(this);
+        }
         this.#problem = isStoreError(err, 'VEIL_ERR_STORE_UNAVAILABLE') ? `etcd unreachable: ${(err as Error).message}` : (err as Error).message;
         this.#waiting = { until: clock.now() + retryMs, reason: `retrying after: ${this.#problem}` };
         log('key schedule step failed; retrying', { network: this.networkId, ...errorFields(err) });

@@ -12,7 +12,8 @@
  *    builder has no range_end, so those two transactions go to the KV client's txn()
  *    with the prefixed keys spelled out (rangeCompare below);
  *  - the key-schedule election is etcd3's Election (the Go client's protocol); every
- *    leader write is fenced by a compare on the leader's own election key;
+ *    leader write is fenced by a compare on the leader's own election key (and an
+ *    epoch write also on its network still existing);
  *  - watches start from the revision just read and resume from the last revision
  *    delivered; a compaction past it becomes a resync (re-list, then continue).
  */
@@ -26,6 +27,7 @@ import {
   type Campaign,
   type Election,
   type IKeyValue,
+  type IOperation,
   type IOptions,
   type IRequestOp,
   type ICompare,
@@ -64,6 +66,8 @@ export interface EtcdStoreOptions {
   dialTimeoutMs?: number;
   /** Layout prefix; default /veil/v1/. Tests may use their own to share one etcd. */
   prefix?: string;
+  /** TLS to etcd (PEM contents): the CA that signed etcd's certificate, and a client certificate and key if etcd asks for one. */
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
 }
 
 /** Optimistic transactions retry this many times before VEIL_ERR_STORE_CONFLICT. */
@@ -128,11 +132,18 @@ class EtcdHostLease implements HostLease {
  * confirms its own key every TTL/3 and gives up (lost) when it has not confirmed it
  * for 2/3 of the TTL. The fence on every leader write is the hard guarantee; this is
  * what makes "stop leader work now" timely.
+ *
+ * Giving up always resigns the campaign too (revokes its lease, once): after an
+ * event-loop stall or a slow etcd the lease may still be alive, and etcd3 would keep it
+ * so; its key would then stay first in the election and every later campaign, on any
+ * host, would wait behind it for ever. etcd3 stops the keepalives before it asks etcd to
+ * revoke, so even an unanswered revoke frees the election within the TTL.
  */
 class EtcdLeadership implements Leadership {
   private readonly ctl = new AbortController();
   private readonly timer: NodeJS.Timeout;
   private lastConfirmed = Date.now();
+  private resigned: Promise<void> | null = null;
 
   constructor(
     readonly value: string,
@@ -170,13 +181,21 @@ class EtcdLeadership implements Leadership {
   confirmed(at: number): void {
     this.lastConfirmed = Math.max(this.lastConfirmed, at);
   }
+  /** Ends the leadership: listeners are told, then the campaign is resigned (idempotent). */
   lose(detail: string, cause?: unknown): void {
     clearInterval(this.timer);
     if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_NOT_LEADER', detail, { cause }));
+    if (!this.resigned) {
+      // A lease etcd no longer knows (expired, or revoked with its key) is resigned already.
+      this.resigned = guard(() => this.campaign.resign()).catch((err: unknown) => {
+        if (!(err instanceof EtcdLeaseInvalidError)) throw err;
+      });
+      this.resigned.catch(() => undefined); // resign() reports it to whoever waits
+    }
   }
   async resign(): Promise<void> {
     this.lose('resigned');
-    await guard(() => this.campaign.resign());
+    await this.resigned;
   }
 }
 
@@ -187,6 +206,8 @@ export class EtcdStore implements Store {
   /** Released by close(): etcd3 would otherwise keep them alive after the client closes. */
   private readonly leases = new Set<Lease>();
   private readonly campaigns = new Set<Campaign>();
+  /** Elections made here: close() ends the watches etcd3 leaves behind in their namespaces (see there). */
+  private readonly elections = new Set<Election>();
 
   constructor(opts: EtcdStoreOptions) {
     const callTimeoutMs = opts.callTimeoutMs ?? 5000;
@@ -195,6 +216,8 @@ export class EtcdStore implements Store {
       dialTimeout: opts.dialTimeoutMs ?? 3000,
       // Unary calls get a deadline so an unreachable etcd fails fast; streams (watch, keepalive) must not.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+      // Without a CA, grpc-js verifies etcd's certificate against the system's roots.
+      ...(opts.tls ? { credentials: { rootCertificate: opts.tls.ca as Buffer, ...(opts.tls.cert ? { certChain: opts.tls.cert } : {}), ...(opts.tls.key ? { privateKey: opts.tls.key } : {}) } } : {}),
     };
     this.client = new Etcd3(options);
     this.ns = this.client.namespace(opts.prefix ?? PREFIX);
@@ -254,14 +277,19 @@ export class EtcdStore implements Store {
           if (index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
           const record: HostRecord = { ...host, index };
           const idx = keys.hostIndex(index);
+          const hostKey = keys.host(host.id);
           // The index is claimed once, forever: a restarted host finds its own and keeps its SPIs' sender field.
+          // hosts/<id> must be absent: a live record belongs to a live host (a cloned machine with the
+          // same name must not take it over; a host back from a crash waits for its old lease to expire).
           const txn = mine
-            ? this.ns.if(idx, 'Value', '==', host.id).then(lease.put(keys.host(host.id)).value(json(record)))
-            : this.ns.if(idx, 'Create', '==', 0).then(this.ns.put(idx).value(host.id), lease.put(keys.host(host.id)).value(json(record)));
-          if ((await txn.commit()).succeeded) {
+            ? this.ns.if(idx, 'Value', '==', host.id).and(hostKey, 'Create', '==', 0).then(lease.put(hostKey).value(json(record)))
+            : this.ns.if(idx, 'Create', '==', 0).and(hostKey, 'Create', '==', 0).then(this.ns.put(idx).value(host.id), lease.put(hostKey).value(json(record)));
+          const res = await txn.else(this.ns.get(hostKey)).commit();
+          if (res.succeeded) {
             this.leases.add(lease);
             return new EtcdHostLease(host.id, index, lease);
           }
+          if ((res.responses[0]?.response_range?.kvs.length ?? 0) > 0) throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
           await jitter(attempt);
         }
         throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'host index allocation');
@@ -451,32 +479,42 @@ export class EtcdStore implements Store {
     return leader;
   }
 
-  async putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void> {
-    checkEpoch(record);
-    const l = this.fence(leader);
+  /**
+   * A leader write, in one transaction fenced on the leader's key AND on the network
+   * (networks/<id> exists): a leader that read the network just before `network rm` must
+   * not write keys/<id>/ back after the delete, where every installer would retry it for
+   * ever. A refusal says which: the leader key gone (VEIL_ERR_NOT_LEADER, and the
+   * leadership ends), else the network gone (VEIL_ERR_NOT_FOUND; the leader goes on).
+   */
+  private async fencedEpochWrite(l: EtcdLeadership, networkId: string, ops: IOperation[]): Promise<void> {
+    const network = keys.network(networkId);
     return guard(async () => {
       const started = Date.now();
-      const res = await this.ns.if(l.fenceKey, 'Create', '==', l.fenceRevision).then(this.ns.put(keys.keyEpoch(record.networkId, record.epoch)).value(json(record))).commit();
-      if (res.succeeded) l.confirmed(started);
-      else {
+      const res = await this.ns
+        .if(l.fenceKey, 'Create', '==', l.fenceRevision)
+        .and(network, 'Create', '>', 0)
+        .then(...ops)
+        .else(this.ns.get(l.fenceKey))
+        .commit();
+      const fence = res.succeeded ? undefined : res.responses[0]?.response_range?.kvs[0];
+      if (!res.succeeded && (!fence || rev(fence.create_revision) !== l.fenceRevision)) {
         l.lose('leader key gone');
         throw new StoreError('VEIL_ERR_NOT_LEADER', 'leader key gone; write refused');
       }
+      l.confirmed(started); // the fence held either way
+      if (!res.succeeded) throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${networkId} (deleted); epoch write refused`);
     });
+  }
+
+  async putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void> {
+    checkEpoch(record);
+    const l = this.fence(leader);
+    await this.fencedEpochWrite(l, record.networkId, [this.ns.put(keys.keyEpoch(record.networkId, record.epoch)).value(json(record))]);
   }
 
   async deleteEpoch(leader: Leadership, networkId: string, epoch: number): Promise<void> {
     const l = this.fence(leader);
-    return guard(async () => {
-      const res = await this.ns
-        .if(l.fenceKey, 'Create', '==', l.fenceRevision)
-        .then(this.ns.delete().key(keys.keyEpoch(networkId, epoch)), this.ns.delete().prefix(keys.acksPrefix(networkId, epoch)))
-        .commit();
-      if (!res.succeeded) {
-        l.lose('leader key gone');
-        throw new StoreError('VEIL_ERR_NOT_LEADER', 'leader key gone; write refused');
-      }
-    });
+    await this.fencedEpochWrite(l, networkId, [this.ns.delete().key(keys.keyEpoch(networkId, epoch)), this.ns.delete().prefix(keys.acksPrefix(networkId, epoch))]);
   }
 
   async getEpochs(networkId: string): Promise<Listing<KeyEpochRecord>> {
@@ -504,6 +542,7 @@ export class EtcdStore implements Store {
 
   election(name: string = KEYSCHEDULE_ELECTION, ttlSeconds = 10): LeaderElection {
     const election: Election = this.ns.election(name, ttlSeconds);
+    this.elections.add(election);
     const electionPrefix = keys.electionPrefix(name);
     const ns = this.ns;
     const campaigns = this.campaigns;
@@ -588,8 +627,23 @@ export class EtcdStore implements Store {
     await Promise.all([...this.watches].map((w) => w.cancel()));
     for (const lease of this.leases) lease.release();
     await Promise.all([...this.campaigns].map((c) => c.resign().catch(() => undefined)));
+    await Promise.all([...this.elections].map((e) => cancelLeftoverWatches(e)));
     this.client.close();
   }
+}
+
+/**
+ * etcd3 (1.1.2) bug: a campaign that is not leader waits for its predecessor's key to go through a
+ * watch in the election's namespace (Campaign.waitForElected → waitForDeletes), and resign() does
+ * not cancel it. That watch stream outlives Etcd3.close() and keeps its HTTP/2 session, so a
+ * gateway that stopped while another host led the key schedule never exited (SIGTERM, then the
+ * supervisor's SIGKILL). The watchers are only reachable through etcd3's private fields.
+ */
+async function cancelLeftoverWatches(election: Election): Promise<void> {
+  const manager = (election as unknown as { namespace?: { watchManager?: { watchers?: Array<{ cancel(): Promise<void> }> } } }).namespace?.watchManager;
+  const cancelled = Promise.all([...(manager?.watchers ?? [])].map((w) => w.cancel().catch(() => undefined)));
+  // A cancel waits for etcd's answer; an unreachable etcd must not hold close() up.
+  await Promise.race([cancelled, new Promise((r) => setTimeout(r, 2000).unref())]);
 }
 
 /**

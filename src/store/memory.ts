@@ -214,12 +214,14 @@ class MemoryLeadership implements Leadership {
     if (this.ctl.signal.aborted) listener(this.ctl.signal.reason as Error);
     else this.ctl.signal.addEventListener('abort', () => listener(this.ctl.signal.reason as Error), { once: true });
   }
+  /** Ends the leadership and, as EtcdLeadership does, resigns the campaign (its key leaves the election). Idempotent. */
   lose(detail: string): void {
-    if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_NOT_LEADER', detail));
+    if (this.ctl.signal.aborted) return;
+    this.ctl.abort(new StoreError('VEIL_ERR_NOT_LEADER', detail));
+    this.backend.revokeLease(this.leaseId);
   }
   async resign(): Promise<void> {
     this.lose('resigned');
-    this.backend.revokeLease(this.leaseId);
   }
 }
 
@@ -307,6 +309,8 @@ export class MemoryStore implements Store {
   async registerHost(host: HostRegistration, ttlSeconds: number): Promise<HostLease> {
     this.open();
     checkHost(host, ttlSeconds);
+    // As on etcd: a live hosts/<id> belongs to a live host; nobody else takes it over.
+    if (this.backend.get(keys.host(host.id))) throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
     const mine = this.backend.range(keys.hostIndexPrefix()).find(([, e]) => e.value === host.id);
     const index = mine ? Number(mine[0].slice(keys.hostIndexPrefix().length)) : pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(this.suffixes(keys.hostIndexPrefix()).map(Number)), 0);
     if (index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
@@ -425,14 +429,21 @@ export class MemoryStore implements Store {
     return leader;
   }
 
+  /** As on etcd, epochs are also fenced on their network: none is written for (or outlives) a deleted network. */
+  private networkExists(networkId: string): void {
+    if (!this.backend.get(keys.network(networkId))) throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${networkId} (deleted); epoch write refused`);
+  }
+
   async putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void> {
     checkEpoch(record);
     this.fence(leader);
+    this.networkExists(record.networkId);
     this.backend.commit([{ put: keys.keyEpoch(record.networkId, record.epoch), value: JSON.stringify(record) }]);
   }
 
   async deleteEpoch(leader: Leadership, networkId: string, epoch: number): Promise<void> {
     this.fence(leader);
+    this.networkExists(networkId);
     this.backend.commit([{ del: keys.keyEpoch(networkId, epoch) }, { delPrefix: keys.acksPrefix(networkId, epoch) }]);
   }
 

@@ -141,9 +141,13 @@ export interface HostLease {
 /** Held by the elected leader. Every leader write takes it and is fenced on the leader key. */
 export interface Leadership {
   readonly value: string;
-  /** Aborted (reason: StoreError VEIL_ERR_NOT_LEADER) when leadership ends for any reason: stop leader work now. */
+  /**
+   * Aborted (reason: StoreError VEIL_ERR_NOT_LEADER) when leadership ends for any reason: stop leader work now.
+   * The store then also resigns the campaign itself; the holder should still resign() before campaigning again.
+   */
   readonly lost: AbortSignal;
   onLost(listener: (reason: Error) => void): void;
+  /** Leaves the election (its key goes). Idempotent; also after `lost`. */
   resign(): Promise<void>;
 }
 
@@ -186,7 +190,10 @@ export interface WatchHandle {
 }
 
 export interface Store {
-  /** Allocates (or finds) the host's index, writes hosts/<id> under a fresh lease kept alive. */
+  /**
+   * Allocates (or finds) the host's index, writes hosts/<id> under a fresh lease kept alive.
+   * Refused (VEIL_ERR_HOST_ID_IN_USE) while hosts/<id> is live: a duplicate id never takes over a live host.
+   */
   registerHost(host: HostRegistration, ttlSeconds: number): Promise<HostLease>;
   listHosts(): Promise<Listing<HostRecord>>;
 
@@ -203,9 +210,12 @@ export interface Store {
   /** Deletes the endpoint and frees its IP in one transaction. */
   deleteEndpoint(networkId: string, endpointId: string): Promise<void>;
 
-  /** Leader write, fenced: fails with VEIL_ERR_NOT_LEADER (and ends `leader`) unless its leader key still exists. */
+  /**
+   * Leader write, fenced: fails with VEIL_ERR_NOT_LEADER (and ends `leader`) unless its leader key still exists,
+   * and with VEIL_ERR_NOT_FOUND (leadership goes on) unless networks/<id> still exists.
+   */
   putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void>;
-  /** Leader write, fenced; also deletes the epoch's acks. */
+  /** Leader write, fenced like putEpoch; also deletes the epoch's acks. */
   deleteEpoch(leader: Leadership, networkId: string, epoch: number): Promise<void>;
   getEpochs(networkId: string): Promise<Listing<KeyEpochRecord>>;
   /** Written under the host's lease: the ack disappears with the host. */

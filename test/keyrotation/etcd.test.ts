@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { MemoryRotationRequests, requestRotation } from '../../src/keyrotation/requests.js';
 import { EtcdStore } from '../../src/store/etcd.js';
 import { keys } from '../../src/store/layout.js';
@@ -63,6 +63,49 @@ describe('key rotation on a real etcd', () => {
       for (const s of secrets) for (const spelled of secretSpellings(s)) expect(logText).not.toContain(spelled);
     } finally {
       await leader.stop();
+      for (const h of hosts) await h.stop({ leave: true });
+    }
+  });
+
+  it('a leader that gives up its term on its own (an event-loop stall past 2/3 TTL) resigns it: another candidate is elected within seconds and rotation goes on', async () => {
+    const prefix = `/t-${randomBytes(4).toString('hex')}/veil/v1/`;
+    const open = (): EtcdStore => {
+      const s = new EtcdStore({ endpoints: etcd.endpoints, prefix });
+      stores.push(s);
+      return s;
+    };
+    const admin = open();
+    const n: NetworkRecord = await admin.createNetwork({ name: 'secure', encrypted: true, ipam: { subnet: '10.89.0.0/24' } });
+    const hosts: SimHost[] = [];
+    for (const id of ['h1', 'h2']) hosts.push(await startHost(open(), id, { ttlSeconds: 10 }));
+    const [h1, h2] = hosts as [SimHost, SimHost];
+    const requests = new MemoryRotationRequests();
+    const first = startLeader(h1, requests, { electionTtlSeconds: 3 });
+    const everywhere = (epoch: number) => hosts.every((h) => h.sink.outbound.get(n.id) === epoch);
+    let second: ReturnType<typeof startLeader> | null = null;
+    const realNow = Date.now.bind(Date);
+    const stall = vi.spyOn(Date, 'now');
+    try {
+      await waitFor('epoch 1 active on every host', () => everywhere(1), 20_000);
+      second = startLeader(h2, requests, { electionTtlSeconds: 3 });
+      await new Promise((r) => setTimeout(r, 500));
+      expect([first.leader.isLeader, second.leader.isLeader]).toEqual([true, false]);
+
+      // The leader's clock jumps past 2/3 of the TTL since it last confirmed its key (what a stalled
+      // event loop looks like to it); etcd3's keepalives run on timers and keep its lease alive.
+      stall.mockImplementation(() => realNow() + 5000);
+      await waitFor('the first leader to give up its term', () => !first.leader.isLeader, 5000);
+      expect(first.logs.some((l) => l.event.startsWith('key schedule leadership lost'))).toBe(true);
+      const lostAt = Date.now();
+      await waitFor('the other candidate to be elected', () => second!.leader.isLeader, 5000);
+      expect(Date.now() - lostAt).toBeLessThan(4000);
+
+      await requestRotation({ store: admin, requests }, n.id, 'api:test');
+      await waitFor('epoch 2 active on every host', () => everywhere(2), 20_000);
+    } finally {
+      stall.mockRestore();
+      await first.leader.stop();
+      await second?.leader.stop();
       for (const h of hosts) await h.stop({ leave: true });
     }
   });

@@ -5,8 +5,9 @@ import { SecretKey } from '../../src/crypto/secret.js';
 import { generateX25519KeyPair } from '../../src/crypto/x25519.js';
 import { EpochInstaller, type EpochSink } from '../../src/keyrotation/installer.js';
 import { wrapForHost } from '../../src/keyrotation/wrapping.js';
+import { StoreError } from '../../src/store/errors.js';
 import type { EpochState, KeyEpochRecord, WatchEvent } from '../../src/store/types.js';
-import { RecordingSink } from './harness.js';
+import { ManualClock, RecordingSink } from './harness.js';
 
 /*
  * The member side of make-before-break, as a table (STYLE habit 6): what this host's
@@ -66,6 +67,12 @@ const rows: Row[] = [
   { row: 'retired epoch never installed → nothing', before: [], then: [rec(1, 'retired'), rec(2, 'active')], expect: ['install 2', 'activate 2'] },
   { row: 'not a member (no wrapped copy) → nothing installed, no ack', before: [], then: [rec(1, 'published', [OTHER])], expect: [] },
   { row: 'current retired with no newer epoch installed here → retire (fail closed)', before: [[rec(1, 'active')]], then: [rec(1, 'retired'), rec(2, 'active', [OTHER])], expect: ['retire 1'] },
+  {
+    row: 'a jump after a watch gap ({1, 2, 3} → {2 retired, 3 active, 4 published}) → retire 1 and 2 before installing 4, then ack 4, then outbound 3',
+    before: [[rec(1, 'active'), rec(2, 'active'), rec(3, 'published')]],
+    then: [rec(2, 'retired'), rec(3, 'active'), rec(4, 'published')],
+    expect: ['retire 1', 'retire 2', 'install 4', 'ack 4', 'activate 3'],
+  },
 ];
 
 describe('EpochInstaller: the make-before-break table (member side)', () => {
@@ -81,6 +88,32 @@ describe('EpochInstaller: the make-before-break table (member side)', () => {
     const { installer, sink } = makeInstaller();
     await installer.sync(NET, [rec(7, 'published')]);
     expect(sink.secret(NET, 7)).toBe(bytesToHex(secretOf(7).exposeDanger()));
+  });
+});
+
+/** The data path's limits (vxlan/sa-table.ts): at most 3 live epochs per network, and the SPI carries epoch mod 4. */
+class DataPathLikeSink extends RecordingSink {
+  override async installEpoch(networkId: string, epoch: number, secret: SecretKey): Promise<void> {
+    const live = [...(this.installed.get(networkId) ?? [])].filter((e) => e !== epoch);
+    if (live.length >= 3) throw new Error(`VEIL_ERR_SA_TOO_MANY_EPOCHS: already ${live.length} live epochs (${live.join(', ')})`);
+    const clash = live.find((e) => e % 4 === epoch % 4);
+    if (clash !== undefined) throw new Error(`VEIL_ERR_SA_SPI_IN_USE: epoch ${epoch} clashes with epoch ${clash}`);
+    await super.installEpoch(networkId, epoch, secret);
+  }
+}
+
+describe('EpochInstaller: retire before install (the data path holds at most 3 epochs, SPIs by epoch mod 4)', () => {
+  it('a resync that jumps two steps installs the new epoch on the first try: the gone epochs are retired first', async () => {
+    const { installer, sink, logs } = makeInstaller(new DataPathLikeSink());
+    await installer.sync(NET, [rec(1, 'active'), rec(2, 'active'), rec(3, 'published')]);
+    expect(sink.installed.get(NET)).toEqual(new Set([1, 2, 3]));
+    // The watch missed 2 → active... 1 deleted, 2 retired, 3 active, 4 published (a compaction resync).
+    await installer.applySnapshot([rec(2, 'retired'), rec(3, 'active'), rec(4, 'published')].map((r) => ({ key: `keys/${NET}/${r.epoch}`, value: r })), 100);
+    expect(logs.filter((l) => l.event.startsWith('epoch install failed'))).toEqual([]);
+    expect(sink.installed.get(NET)).toEqual(new Set([3, 4]));
+    expect(sink.outbound.get(NET)).toBe(3);
+    expect(installer.status().networks[0]!.epochs.map((e) => [e.epoch, e.installed, e.acked])).toEqual([[2, false, false], [3, true, true], [4, true, true]]);
+    expect(installer.status().counters.installFailures).toBe(0);
   });
 });
 
@@ -138,6 +171,61 @@ describe('EpochInstaller: failures stay inside', () => {
     expect(inner.trace(NET)).toEqual(['install 1', 'activate 1']);
   });
 
+  it('a sink that says the network is gone (VEIL_ERR_NOT_FOUND): its records are dropped and nothing is retried', async () => {
+    const clock = new ManualClock(1_000_000);
+    let attempts = 0;
+    const inner = new RecordingSink();
+    const sink: EpochSink = {
+      installEpoch: async () => {
+        attempts++;
+        throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${NET}`); // the agent's getNetwork: deleted in etcd
+      },
+      activateEpoch: (n, e) => inner.activateEpoch(n, e),
+      retireEpoch: (n, e) => inner.retireEpoch(n, e),
+    };
+    const logs: Array<{ event: string; fields?: Record<string, unknown> }> = [];
+    const installer = new EpochInstaller({ self: { hostId: 'me', privateKey: me.privateKey }, sink, ack: async () => undefined, clock, retryMs: 100, log: (event, fields) => logs.push({ event, ...(fields ? { fields } : {}) }) });
+    await installer.sync(NET, [rec(1, 'active')], 10);
+    for (let i = 0; i < 5; i++) {
+      clock.advance(1000);
+      await installer.idle();
+    }
+    expect(attempts).toBe(1);
+    expect(installer.status().networks).toEqual([]);
+    expect(logs.find((l) => l.event.startsWith('network gone'))?.fields).toMatchObject({ network: NET });
+    // A later record for it (the network exists after all) is tried again.
+    await installer.applyEvents([{ type: 'put', key: `keys/${NET}/2`, value: rec(2, 'active'), revision: 11 }]);
+    expect(attempts).toBe(2);
+    installer.close();
+  });
+
+  it('an install failing over and over stops being retried once the network\'s keys/ are deleted (network removed)', async () => {
+    const clock = new ManualClock(1_000_000);
+    let attempts = 0;
+    const sink: EpochSink = {
+      installEpoch: async () => {
+        attempts++;
+        throw new Error('network 4242 is not added');
+      },
+      activateEpoch: async () => undefined,
+      retireEpoch: async () => undefined,
+    };
+    const installer = new EpochInstaller({ self: { hostId: 'me', privateKey: me.privateKey }, sink, ack: async () => undefined, clock, retryMs: 100 });
+    await installer.sync(NET, [rec(1, 'active')], 10);
+    clock.advance(100);
+    await installer.idle();
+    expect(attempts).toBe(2); // retried while the record is there
+    await installer.applyEvents([{ type: 'delete', key: `keys/${NET}/1`, value: null, revision: 12 }]);
+    const after = attempts;
+    for (let i = 0; i < 5; i++) {
+      clock.advance(1000);
+      await installer.idle();
+    }
+    expect(attempts).toBe(after);
+    expect(installer.status().networks).toEqual([]);
+    installer.close();
+  });
+
   it('an ack that fails (etcd unreachable) is retried later; the inbound SAs stay', async () => {
     const acks: string[] = [];
     const { installer, sink } = makeInstaller(new RecordingSink(), acks, true);
@@ -158,7 +246,8 @@ describe('EpochInstaller: events, snapshots, status', () => {
     await installer.applyEvents([put(rec(2, 'published'), 9), { type: 'put', key: 'hosts/x', value: {}, revision: 11 }]);
     expect(sink.trace(NET)).toEqual(['install 1', 'activate 1']); // revision 9 is already in the listing of revision 10
     await installer.applyEvents([put(rec(2, 'published'), 12), put(rec(2, 'active'), 13), put(rec(1, 'retired'), 14), del(1, 15)]);
-    expect(sink.trace(NET)).toEqual(['install 1', 'activate 1', 'install 2', 'activate 2', 'retire 1']);
+    // One batch that ends with 1 deleted: 1 goes first, then 2 comes in (retire → install → ack → outbound).
+    expect(sink.trace(NET)).toEqual(['install 1', 'activate 1', 'retire 1', 'install 2', 'activate 2']);
   });
 
   it('a resync snapshot replaces everything (a network missing from it is retired)', async () => {

@@ -3,7 +3,7 @@ import { hexToBytes } from '../../src/crypto/bytes.js';
 import { unwrapSecret } from '../../src/crypto/keywrap.js';
 import { MemoryRotationRequests, requestRotation } from '../../src/keyrotation/requests.js';
 import { unwrapForSelf } from '../../src/keyrotation/wrapping.js';
-import { isStoreError } from '../../src/store/errors.js';
+import { isStoreError, StoreError } from '../../src/store/errors.js';
 import { keys } from '../../src/store/layout.js';
 import { MemoryBackend, type MemoryStore } from '../../src/store/memory.js';
 import type { KeyEpochRecord, Leadership, NetworkRecord, Store } from '../../src/store/types.js';
@@ -232,6 +232,90 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     await requestRotation({ store: admin, requests }, n.id, 'api:test');
     await waitFor('epoch 2 active everywhere', () => outboundEverywhere(hosts, n, 2));
     expect((await epochsOf(admin, n)).map((r) => r.epoch)).toContain(2);
+  });
+
+  it('a term that ends without stop() (leadership given up locally) is resigned before campaigning again: the next candidate leads', async () => {
+    const { admin, network: n, hosts, requests } = await bed(['h1', 'h2']);
+    const [h1, h2] = hosts as [SimHost, SimHost];
+    // h1's store hands out leaderships that the test can declare lost, as EtcdLeadership's own timer
+    // does after an event-loop stall: nothing in the store revokes anything.
+    const stalls: AbortController[] = [];
+    const stalling = new Proxy(h1.store, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (prop !== 'election') return typeof v === 'function' ? v.bind(target) : v;
+        return (...args: Parameters<Store['election']>) => {
+          const election = target.election(...args);
+          return {
+            ...election,
+            campaign: async (value: string, opts?: { signal?: AbortSignal }) => {
+              const real = await election.campaign(value, opts);
+              const stall = new AbortController();
+              stalls.push(stall);
+              const lost = AbortSignal.any([real.lost, stall.signal]);
+              return new Proxy(real, {
+                get(t, p) {
+                  if (p === 'lost') return lost;
+                  if (p === 'onLost') return (listener: (reason: Error) => void) => (lost.aborted ? listener(lost.reason as Error) : lost.addEventListener('abort', () => listener(lost.reason as Error), { once: true }));
+                  const w = Reflect.get(t, p, t) as unknown;
+                  return typeof w === 'function' ? w.bind(t) : w;
+                },
+              });
+            },
+          };
+        };
+      },
+    });
+    const first = startLeader({ ...h1, store: stalling }, requests);
+    cleanups.push(() => first.leader.stop());
+    await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
+    const second = startLeader(h2, requests);
+    cleanups.push(() => second.leader.stop());
+    await settle();
+    expect([first.leader.isLeader, second.leader.isLeader]).toEqual([true, false]);
+
+    stalls[0]!.abort(new StoreError('VEIL_ERR_NOT_LEADER', 'could not confirm leadership with etcd within 2/3 of the lease TTL'));
+    await waitFor('the second candidate leads', () => second.leader.isLeader, 3000);
+    expect(first.leader.isLeader).toBe(false);
+    // The lost term's key is gone: the election holds the new leader's key and h1's new campaign behind it.
+    const candidates = async () => [...(await admin.dump())].filter(([k]) => k.startsWith(keys.electionPrefix())).map(([, v]) => v).sort().join();
+    await waitFor('h1 campaigning again behind h2', async () => (await candidates()) === 'h1,h2');
+    await requestRotation({ store: admin, requests }, n.id, 'api:test');
+    await waitFor('epoch 2 active everywhere', () => outboundEverywhere(hosts, n, 2));
+  });
+
+  it('a network deleted between the leader\'s read and its publish gets no epoch: nothing left under keys/<id>/, the leader goes on with the others', async () => {
+    const { admin, network: n, hosts, requests } = await bed(['h1', 'h2']);
+    const doomed = await admin.createNetwork({ name: 'doomed', encrypted: true, ipam: { subnet: '10.79.0.0/24' } });
+    let deleted = false;
+    const racing = new Proxy(hosts[0]!.store, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (prop !== 'putEpoch') return typeof v === 'function' ? v.bind(target) : v;
+        return async (l: Leadership, r: KeyEpochRecord) => {
+          if (r.networkId === doomed.id && !deleted) {
+            deleted = true;
+            await admin.deleteNetwork(doomed.id); // docker network rm, just after the leader read the network
+          }
+          return target.putEpoch(l, r);
+        };
+      },
+    });
+    const { leader, logs } = startLeader({ ...hosts[0]!, store: racing }, requests);
+    cleanups.push(() => leader.stop());
+    await waitFor('epoch 1 active on the other network', () => outboundEverywhere(hosts, n, 1));
+    await waitFor('the delete raced the publish', () => deleted);
+    await settle(200);
+    expect([...(await admin.dump()).keys()].filter((k) => k.startsWith(keys.keysPrefix(doomed.id)))).toEqual([]);
+    expect(leader.isLeader).toBe(true);
+    expect(leader.status().networks.map((s) => s.networkId)).toEqual([n.id]);
+    expect(logs.some((l) => l.event === 'epoch published' && l.fields?.network === doomed.id)).toBe(false);
+    for (const h of hosts) {
+      await h.installer.idle();
+      expect(h.sink.trace(doomed.id)).toEqual([]);
+    }
+    await requestRotation({ store: admin, requests }, n.id, 'api:test');
+    await waitFor('epoch 2 active everywhere', () => outboundEverywhere(hosts, n, 2));
   });
 
   it('requestRotation refuses a plain network and an unknown one', async () => {

@@ -1,4 +1,5 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { isStoreError } from '../../src/store/errors.js';
 import { EtcdStore } from '../../src/store/etcd.js';
 import { keys } from '../../src/store/layout.js';
@@ -115,6 +116,34 @@ describe('etcd store, one member restarting', () => {
     } finally {
       await etcd.startMember(0);
     }
+  });
+
+  it('a leadership given up locally (not confirmed within 2/3 TTL, etcd3 still keeping its lease alive) frees the election: the next candidate wins within seconds', async () => {
+    // Own prefix: the other tests here look at the default layout.
+    const prefix = `/t-${randomBytes(4).toString('hex')}/veil/v1/`;
+    const [a, b] = [new EtcdStore({ endpoints: etcd.endpoints, prefix }), new EtcdStore({ endpoints: etcd.endpoints, prefix })];
+    stores.push(a, b);
+    const first = await a.election('keyschedule', 3).campaign('first');
+    const secondP = b.election('keyschedule', 3).campaign('second');
+    await new Promise((r) => setTimeout(r, 300)); // queued behind the first
+    // An event-loop stall as the leader sees it: the clock jumps past 2/3 of the TTL since its last
+    // confirmation. etcd3's keepalives (timers, not the clock) go on, so etcd keeps the first key.
+    const realNow = Date.now.bind(Date);
+    const stall = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 5000);
+    try {
+      await waitFor('the leader to give up', () => first.lost.aborted, 5000);
+    } finally {
+      stall.mockRestore();
+    }
+    expect(isStoreError(first.lost.reason, 'VEIL_ERR_NOT_LEADER')).toBe(true);
+    expect((first.lost.reason as Error).message).toMatch(/could not confirm leadership/);
+    const lostAt = Date.now();
+    const second = await Promise.race([secondP, new Promise<null>((r) => setTimeout(() => r(null), 6000))]);
+    expect(second, 'the second candidate was never elected: the lost leader still holds the election').not.toBeNull();
+    expect(Date.now() - lostAt).toBeLessThan(3000); // not a TTL expiry: the first campaign was revoked
+    expect((await b.dump()).size).toBe(1); // only the new leader's key
+    await second!.resign();
+    await first.resign(); // idempotent after the loss
   });
 
   it('with etcd stopped, calls fail fast with VEIL_ERR_STORE_UNAVAILABLE and work again when it returns', async () => {

@@ -62,6 +62,32 @@ describe.each([memoryImpl(), etcdImpl()])('Store ($name)', (impl) => {
       expect(lease.index).toBeGreaterThanOrEqual(1);
     });
 
+    it('a second live registration of the same host id is refused (VEIL_ERR_HOST_ID_IN_USE, 409): the live record, its lease and index stay', async () => {
+      const original = await store.registerHost({ ...sampleHost('host-a', { incarnation: 'original' }), address: '192.0.2.1' }, 30);
+      const clone = bed.client(); // a cloned VM with the same hostname, on its own client
+      const err = await clone.registerHost({ ...sampleHost('host-a', { incarnation: 'clone' }), address: '192.0.2.99' }, 30).catch((e: unknown) => e);
+      expect(isStoreError(err, 'VEIL_ERR_HOST_ID_IN_USE')).toBe(true);
+      expect(err).toMatchObject({ status: 409, message: 'host id is registered by a live host: host-a' });
+      const hosts = (await store.listHosts()).items;
+      expect(hosts).toHaveLength(1);
+      expect(hosts[0]).toMatchObject({ id: 'host-a', address: '192.0.2.1', incarnation: 'original', index: original.index });
+      expect([...(await store.dump()).keys()].filter((k) => k.startsWith('hostindex/'))).toEqual([`hostindex/${original.index}`]);
+      expect(original.lost.aborted).toBe(false);
+      // Once the live record is gone (a clean leave, or its lease expired), the id registers again with its index.
+      await original.revoke();
+      const again = await clone.registerHost({ ...sampleHost('host-a', { incarnation: 'restarted' }), address: '192.0.2.1' }, 30);
+      expect(again.index).toBe(original.index);
+      expect((await store.listHosts()).items.map((h) => h.incarnation)).toEqual(['restarted']);
+    });
+
+    it('two first registrations of one new host id racing: one wins, the other is refused; one index claimed', async () => {
+      const results = await Promise.allSettled(Array.from({ length: 4 }, (_, i) => bed.client().registerHost(sampleHost('host-new', { incarnation: `i${i}` }), 30)));
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      for (const r of results) if (r.status === 'rejected') expect(isStoreError(r.reason, 'VEIL_ERR_HOST_ID_IN_USE')).toBe(true);
+      expect((await store.listHosts()).items.map((h) => h.id)).toEqual(['host-new']);
+      expect([...(await store.dump()).keys()].filter((k) => k.startsWith('hostindex/'))).toHaveLength(1);
+    });
+
     it('refuses an invalid host record and writes nothing', async () => {
       const before = await store.dump();
       await expectCode(store.registerHost({ ...sampleHost('bad/id') }, 10), 'VEIL_ERR_REQUEST_INVALID');
@@ -280,15 +306,42 @@ describe.each([memoryImpl(), etcdImpl()])('Store ($name)', (impl) => {
       const fenceKey = [...(await store.dump()).entries()].find(([k, v]) => k.startsWith('election/keyschedule/') && v === 'first')![0];
       await bed.deleteKey(fenceKey);
       const second = await secondP;
-      await expectCode(store.putEpoch(first, epoch('netx', 1)), 'VEIL_ERR_NOT_LEADER');
+      const netx = await store.createNetwork(net('netx', '10.21.0.0/24', { encrypted: true }));
+      await expectCode(store.putEpoch(first, epoch(netx.id, 1)), 'VEIL_ERR_NOT_LEADER');
       expect(first.lost.aborted).toBe(true);
       expect(isStoreError(lostReason, 'VEIL_ERR_NOT_LEADER')).toBe(true);
-      await other.putEpoch(second, epoch('netx', 1));
-      expect((await store.getEpochs('netx')).items).toHaveLength(1);
+      await other.putEpoch(second, epoch(netx.id, 1));
+      expect((await store.getEpochs(netx.id)).items).toHaveLength(1);
       await waitFor('the observer to see the second leader', () => seen.includes('second'));
       expect(seen[0] === undefined || seen[0] === 'first').toBe(true);
       await obs.cancel();
       await second.resign();
+    });
+
+    it('epoch writes are fenced on the network too: a deleted network gets no epoch back (VEIL_ERR_NOT_FOUND) and the leader stays leader', async () => {
+      const gone = await store.createNetwork(net('gone', '10.22.0.0/24', { encrypted: true }));
+      const kept = await store.createNetwork(net('kept', '10.23.0.0/24', { encrypted: true }));
+      const leader = await store.election('keyschedule', 5).campaign('host-a');
+      await store.putEpoch(leader, epoch(gone.id, 1));
+      await bed.client().deleteNetwork(gone.id); // docker network rm, between the leader's read and its write
+
+      // The leader's next write for it (publish, or a delete) is refused as "network gone", not as "not leader".
+      await expectCode(store.putEpoch(leader, epoch(gone.id, 1, 'active')), 'VEIL_ERR_NOT_FOUND');
+      await expectCode(store.putEpoch(leader, epoch(gone.id, 2)), 'VEIL_ERR_NOT_FOUND');
+      await expectCode(store.deleteEpoch(leader, gone.id, 1), 'VEIL_ERR_NOT_FOUND');
+      expect(leader.lost.aborted).toBe(false);
+      expect([...(await store.dump()).keys()].filter((k) => k.startsWith(keys.keysPrefix(gone.id)))).toEqual([]);
+      // ...and it goes on leading the others.
+      await store.putEpoch(leader, epoch(kept.id, 1));
+      await store.deleteEpoch(leader, kept.id, 1);
+      await store.putEpoch(leader, epoch(kept.id, 2));
+      expect((await store.getEpochs(kept.id)).items.map((e) => e.epoch)).toEqual([2]);
+
+      // Leader key gone as well: that is the answer that counts (leadership ends).
+      const fenceKey = [...(await store.dump()).entries()].find(([k, v]) => k.startsWith('election/keyschedule/') && v === 'host-a')![0];
+      await bed.deleteKey(fenceKey);
+      await expectCode(store.putEpoch(leader, epoch(gone.id, 3)), 'VEIL_ERR_NOT_LEADER');
+      expect(leader.lost.aborted).toBe(true);
     });
 
     it('a campaign can be abandoned with an AbortSignal', async () => {
