@@ -124,7 +124,8 @@ function markerPath(prefix: string): string {
 }
 
 function listNetns(): string[] {
-  const out = execFileSync('ip', ['-j', 'netns', 'list'], { encoding: 'utf8' }).trim();
+  // stderr piped: while other processes delete namespaces, ip prints "Peer netns reference is invalid".
+  const out = execFileSync('ip', ['-j', 'netns', 'list'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
   if (out === '') return [];
   return (JSON.parse(out) as Array<{ name: string }>).map((n) => n.name);
 }

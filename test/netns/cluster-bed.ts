@@ -1,7 +1,7 @@
 // A namespace bed run through the control plane: etcd as one more host on the underlay
 // (198.18.0.250, in its own namespace), one `veil gateway --cluster-store ...` per host,
 // and containers connected through each host's API, like an operator would.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,6 +50,8 @@ export async function createClusterBed(options: {
     await Promise.all([...gateways.values()].map((g) => g.stop(5000)));
     await etcd?.stop();
     await bed.destroy();
+    // resolv.conf files of the hosts, and of containers a killed gateway could not clean up.
+    if (existsSync('/etc/netns')) for (const d of readdirSync('/etc/netns')) if (d.startsWith(bed.prefix)) rmSync(join('/etc/netns', d), { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -70,6 +72,13 @@ export async function createClusterBed(options: {
       api: (i, method, path, body) => apiRequest(socket(i), method, path, body),
       async startGateway(i, extraArgs = []) {
         const host = bed.hosts[i - 1]!;
+        // The gateway forwards DNS it cannot answer to its netns's resolv.conf: pin it to that netns's own
+        // loopback, so no test ever reaches the machine's resolvers (a test may put its own fake there first).
+        const resolv = `/etc/netns/${host.netns}/resolv.conf`;
+        if (!existsSync(resolv)) {
+          mkdirSync(`/etc/netns/${host.netns}`, { recursive: true });
+          writeFileSync(resolv, 'nameserver 127.0.0.1\n');
+        }
         const gw = bed.spawn(host.netns, [
           process.execPath, CLI, 'gateway',
           '--cluster-store', store,
@@ -268,7 +277,7 @@ export async function registerFakeHost(
   if (!lease) throw new Error(`etcdctl lease grant: ${granted}`);
   const record = { id: host.id, index: host.index, address: host.address, os: host.os ?? 'linux', arch: 'x64', version: 'fake', publicKey: host.publicKeyHex, incarnation: 'f'.repeat(16) };
   // Same as registerHost: claim hostindex/<n> once (create-if-absent), then the record under the lease.
-  const txn = [`create("/veil/v1/hostindex/${host.index}") = "0"`, '', `put /veil/v1/hostindex/${host.index} ${host.id}`, '', ''].join('\n');
+  const txn = [`create("/veil/v1/hostindex/${host.index}") = "0"`, '', `put /veil/v1/hostindex/${host.index} ${host.id}`, '', '', ''].join('\n');
   await cb.bed.exec(etcdNamespace(cb), ['sh', '-c', `printf '%s' "$1" | etcdctl --endpoints ${cb.etcd.endpoints.join(',')} txn`, 'txn', txn]);
   await cb.etcdctl(['put', `--lease=${lease}`, `/veil/v1/hosts/${host.id}`, JSON.stringify(record)]);
   return { lease, revoke: async () => void (await cb.etcdctl(['lease', 'revoke', lease])) };

@@ -251,7 +251,7 @@ describe('IproutePlumbing on real namespaces', () => {
 
   it('refuses to plumb the host\'s own network namespace as a container, by name, path or pid', async () => {
     const host = bed.hosts[0]!;
-    const pid = (await bed.exec(host.netns, ['sh', '-c', 'sleep 30 & echo $!'])).stdout.trim();
+    const pid = (await bed.exec(host.netns, ['sh', '-c', 'sleep 30 >/dev/null 2>&1 & echo $!'])).stdout.trim();
     for (const netns of [{ name: host.netns }, { path: `/run/netns/${host.netns}` }, { pid: Number(pid) }]) {
       const err = await host.plumbing
         .attachContainer({ vni: VNI, endpointId: 'self', netns, mac: '02:00:00:00:00:98', ipv4: '10.42.0.98/24' })
