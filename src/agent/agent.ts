@@ -33,6 +33,12 @@ export interface AgentOptions {
   readonly onNetworkRemoved?: (networkId: string) => void;
   /** Every batch of watch events after the model took them in (the key installer follows keys/ this way). */
   readonly onEvents?: (events: WatchEvent[]) => void | Promise<void>;
+  /** After a container of this host was plumbed (the embedded DNS configures it); a rejection fails that attach. */
+  readonly onEndpointAttached?: (endpoint: EndpointRecord, network: NetworkRecord) => Promise<void>;
+  /** After a container of this host was detached; `network` is undefined when the network went away (its bridge with it). Never rejects. */
+  readonly onEndpointDetached?: (endpoint: EndpointRecord, network: NetworkRecord | undefined) => Promise<void>;
+  /** Synchronously, each time the model took in changes (start, watch events, resync, local attach/detach). */
+  readonly onModelChanged?: () => void;
 }
 
 export const DEFAULT_LEASE_TTL_SECONDS = 15;
@@ -100,6 +106,7 @@ export class HostAgent {
     for (const h of hosts.items) this.#hosts.set(h.id, h);
     for (const n of networks.items) this.#networks.set(n.id, n);
     for (const e of endpoints.items) this.#endpoints.set(epKey(e.networkId, e.id), e);
+    this.#o.onModelChanged?.();
     // Three reads at three revisions: watching from the oldest replays what the others already hold,
     // and every change applies idempotently, so the model converges.
     const from = Math.min(hosts.revision, networks.revision, endpoints.revision) + 1;
@@ -131,6 +138,7 @@ export class HostAgent {
     return this.#serial(async () => {
       this.#networks.set(network.id, network);
       this.#endpoints.set(epKey(endpoint.networkId, endpoint.id), endpoint);
+      this.#o.onModelChanged?.();
       await this.#ensureNetwork(network);
       await this.#attach(endpoint, network, { rethrow: true });
     });
@@ -140,6 +148,7 @@ export class HostAgent {
   detachLocal(endpoint: EndpointRecord): Promise<void> {
     return this.#serial(async () => {
       this.#endpoints.delete(epKey(endpoint.networkId, endpoint.id));
+      this.#o.onModelChanged?.();
       await this.#reconcileNow();
     });
   }
@@ -187,6 +196,11 @@ export class HostAgent {
 
   networks(): NetworkRecord[] {
     return [...this.#networks.values()];
+  }
+
+  /** Every endpoint of every host, as etcd says (the embedded DNS answers from these). */
+  endpoints(): EndpointRecord[] {
+    return [...this.#endpoints.values()];
   }
 
   hosts(): HostRecord[] {
@@ -277,6 +291,7 @@ export class HostAgent {
 
   #onEvents(events: WatchEvent[]): void {
     for (const e of events) this.#apply(e.type, e.key, e.value);
+    this.#o.onModelChanged?.();
     this.#schedule();
     // Outside the serial queue: a listener that waits on the agent (the key installer's sink does) must not deadlock.
     if (this.#o.onEvents) {
@@ -290,6 +305,7 @@ export class HostAgent {
     this.#networks.clear();
     this.#endpoints.clear();
     for (const { key, value } of snapshot) this.#apply('put', key, value);
+    this.#o.onModelChanged?.();
     this.#schedule();
   }
 
@@ -357,7 +373,11 @@ export class HostAgent {
         continue;
       }
       await step(`remove network ${applied.name}`, async () => {
-        for (const [key, ep] of this.#attached) if (ep.networkId === id) this.#attached.delete(key);
+        for (const [key, ep] of this.#attached) {
+          if (ep.networkId !== id) continue;
+          this.#attached.delete(key);
+          await this.#o.onEndpointDetached?.(ep, undefined);
+        }
         for (const [key, m] of this.#remoteMacs) if (m.vni === applied.vni) this.#remoteMacs.delete(key);
         await gw.removeNetwork(applied.vni);
         this.#appliedNetworks.delete(id);
@@ -395,6 +415,7 @@ export class HostAgent {
         const net = this.#appliedNetworks.get(ep.networkId);
         if (net) await gw.detachEndpoint(net.vni, ep.id);
         this.#attached.delete(key);
+        await this.#o.onEndpointDetached?.(ep, net);
       });
     }
     for (const [key, m] of this.#remoteMacs) {
@@ -464,6 +485,7 @@ export class HostAgent {
       });
       this.#attached.set(key, ep);
       this.#attachFailures.delete(key);
+      await this.#o.onEndpointAttached?.(ep, net);
     } catch (err) {
       const error = (err as Error).message;
       if (opts.rethrow) throw new VeilError('VEIL_ERR_ATTACH_FAILED', `${ep.name} on ${net.name}: ${error}`, { cause: err });
