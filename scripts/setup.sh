@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 # tshark (captures, independent ESP decryption), etcd-server and etcd-client (etcd 3.4 on loopback for the store tests),
 # make, gcc, g++ and python3 for node-gyp (native/: built against Node's own headers and its bundled OpenSSL),
 # nftables (nft: the vtep namespace's firewall that admits only the gateway's deliveries, DESIGN "No local injection").
-PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark etcd-server etcd-client make gcc g++ python3 nftables)
+# bind9-dnsutils (dig: the discovery tests ask the embedded DNS from inside containers);
+# podman, runc and debootstrap: the appliance image (scripts/build-base-image.sh, scripts/image-test.sh;
+# runc because crun refuses the cgroup v1/v2 hybrid layout some machines have).
+PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark etcd-server etcd-client make gcc g++ python3 nftables bind9-dnsutils podman runc debootstrap)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: veil's tests build network namespaces and need root" >&2

@@ -5,7 +5,9 @@ import { VeilError } from './errors.js';
  * `veil gateway` in cluster mode, configured like Docker's daemon: flags, each
  * with an environment variable, every default in this one place.
  *
- *   --cluster-store etcd://H:P[,H:P]   VEIL_CLUSTER_STORE    etcd endpoints
+ *   --cluster-store etcd://H:P[,H:P]   VEIL_CLUSTER_STORE    etcd endpoints; absent: an embedded etcd on loopback (one host)
+ *   --cluster-store-opt kv.K=FILE      VEIL_CLUSTER_STORE_OPT etcd client TLS (Docker's keys): kv.cacertfile, kv.certfile, kv.keyfile;
+ *                                                            repeat the flag, or comma-separate in the variable
  *   --cluster-advertise IP|IFACE       VEIL_CLUSTER_ADVERTISE underlay address peers send ESP-in-UDP to
  *   --host-id ID                       VEIL_HOST_ID          default: the hostname
  *   --data-dir DIR                     VEIL_DATA_DIR         identity key (0600) lives here
@@ -24,7 +26,10 @@ import { VeilError } from './errors.js';
  */
 
 export interface ClusterGatewayConfig {
-  clusterStore: string[];
+  /** Absent: the gateway runs an embedded etcd (src/embedded-etcd.ts) under <dataDir>/etcd. */
+  clusterStore?: string[];
+  /** PEM files for the etcd client's TLS (--cluster-store-opt kv.*). */
+  clusterStoreTls?: { ca?: string; cert?: string; key?: string };
   advertise: string;
   hostId: string;
   dataDir: string;
@@ -57,10 +62,13 @@ interface Flag {
   name: string;
   env: string;
   help: string;
+  /** May be given more than once; the values are joined with "\n" (the variable's with commas). */
+  repeatable?: boolean;
 }
 
 export const GATEWAY_FLAGS: Flag[] = [
-  { name: 'cluster-store', env: 'VEIL_CLUSTER_STORE', help: 'etcd://HOST:PORT[,HOST:PORT] (required)' },
+  { name: 'cluster-store', env: 'VEIL_CLUSTER_STORE', help: 'etcd://HOST:PORT[,HOST:PORT] (default: an embedded etcd on 127.0.0.1, one host only)' },
+  { name: 'cluster-store-opt', env: 'VEIL_CLUSTER_STORE_OPT', help: 'etcd client TLS: kv.cacertfile=F, kv.certfile=F, kv.keyfile=F (repeat the flag)', repeatable: true },
   { name: 'cluster-advertise', env: 'VEIL_CLUSTER_ADVERTISE', help: 'this host\'s underlay IPv4 address or interface (required)' },
   { name: 'host-id', env: 'VEIL_HOST_ID', help: 'host id (default: the hostname)' },
   { name: 'data-dir', env: 'VEIL_DATA_DIR', help: `identity key directory (default ${DEFAULTS.dataDir})` },
@@ -91,8 +99,9 @@ export function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv, flags
   const out = new Map<string, string>();
   for (const f of flags) {
     const v = env[f.env];
-    if (v !== undefined && v !== '') out.set(f.name, v);
+    if (v !== undefined && v !== '') out.set(f.name, f.repeatable ? v.split(',').join('\n') : v);
   }
+  const fromArgv = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (!arg.startsWith('--')) bad(`unexpected argument "${arg}"`);
@@ -101,7 +110,10 @@ export function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv, flags
     if (!flags.some((f) => f.name === name)) bad(`unknown flag --${name}`);
     const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
     if (value === undefined || value === '') bad(`--${name} needs a value`);
-    out.set(name, value);
+    // A repeatable flag accumulates; the command line replaces the environment's value.
+    const repeatable = flags.find((f) => f.name === name)!.repeatable === true;
+    out.set(name, repeatable && fromArgv.has(name) ? `${out.get(name)!}\n${value}` : value);
+    fromArgv.add(name);
   }
   return out;
 }
@@ -124,6 +136,23 @@ export function parseClusterStore(text: string): string[] {
   });
 }
 
+const STORE_OPT_KEYS = { 'kv.cacertfile': 'ca', 'kv.certfile': 'cert', 'kv.keyfile': 'key' } as const;
+
+/** --cluster-store-opt values (Docker's kv.* names) → the etcd client's TLS files. */
+export function parseClusterStoreOpts(values: readonly string[]): { ca?: string; cert?: string; key?: string } {
+  const tls: { ca?: string; cert?: string; key?: string } = {};
+  for (const v of values) {
+    const eq = v.indexOf('=');
+    const key = eq < 0 ? v : v.slice(0, eq);
+    if (!(key in STORE_OPT_KEYS)) bad(`--cluster-store-opt "${v}": known options are ${Object.keys(STORE_OPT_KEYS).join(', ')}`);
+    const file = v.slice(eq + 1);
+    if (eq < 0 || file === '') bad(`--cluster-store-opt ${key} needs a file: ${key}=PATH`);
+    tls[STORE_OPT_KEYS[key as keyof typeof STORE_OPT_KEYS]] = file;
+  }
+  if ((tls.cert === undefined) !== (tls.key === undefined)) bad('--cluster-store-opt kv.certfile and kv.keyfile go together');
+  return tls;
+}
+
 /** An IPv4 address, or an interface name whose first IPv4 address is used (Docker's --cluster-advertise). */
 export function resolveAdvertise(text: string): string {
   if (IPV4_RE.test(text)) return text;
@@ -141,7 +170,8 @@ function int(text: string, name: string, min: number, max: number): number {
 export function parseGatewayConfig(argv: readonly string[], env: NodeJS.ProcessEnv, hostname: string): ClusterGatewayConfig {
   const f = readFlags(argv, env, GATEWAY_FLAGS);
   const store = f.get('cluster-store');
-  if (!store) bad('--cluster-store is required');
+  const storeTls = f.has('cluster-store-opt') ? parseClusterStoreOpts(f.get('cluster-store-opt')!.split('\n')) : undefined;
+  if (storeTls && !store) bad('--cluster-store-opt configures the client of --cluster-store; the embedded etcd is loopback-only and plain');
   const advertise = f.get('cluster-advertise');
   if (!advertise) bad('--cluster-advertise is required');
   const dataPath = f.get('data-path');
@@ -153,7 +183,9 @@ export function parseGatewayConfig(argv: readonly string[], env: NodeJS.ProcessE
   const hostId = f.get('host-id') ?? hostname;
   if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/.test(hostId)) bad(`host id "${hostId}" must be 1..128 of A-Z a-z 0-9 _ . : -`);
   return {
-    clusterStore: parseClusterStore(store),
+    // With TLS the endpoints are https (the etcd client would use TLS anyway once it has credentials).
+    ...(store ? { clusterStore: parseClusterStore(store).map((u) => (storeTls ? u.replace(/^http:/, 'https:') : u)) } : {}),
+    ...(storeTls ? { clusterStoreTls: storeTls } : {}),
     advertise: resolveAdvertise(advertise),
     hostId,
     dataDir: f.get('data-dir') ?? DEFAULTS.dataDir,

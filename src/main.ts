@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { startEmbeddedEtcd, type EmbeddedEtcd } from './embedded-etcd.js';
 import { listenApi, planApiListen, type ListeningApi } from './api/listen.js';
 import type { EndpointRecord, NetworkRecord } from './store/types.js';
 import { HostAgent } from './agent/agent.js';
@@ -29,6 +31,8 @@ import { NativeDataplane } from './vxlan/io-native.js';
 import { nativeAvailable } from './vxlan/native.js';
 import { VeilError } from './errors.js';
 import { IproutePlumbing } from './vxlan/plumbing.js';
+import { IprouteDnsPlumbing } from './dns/plumbing.js';
+import { DnsService } from './dns/service.js';
 
 /*
  * Composition root: config → plumbing → I/O → gateway → API.
@@ -97,6 +101,22 @@ export async function startStaticGateway(config: StaticGatewayConfig, log: Logge
   };
 }
 
+/** The etcd client's TLS files (--cluster-store-opt), read once at start. */
+function readStoreTls(files: { ca?: string; cert?: string; key?: string }): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
+  const read = (what: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new VeilError('VEIL_ERR_CONFIG_INVALID', `--cluster-store-opt ${what}=${path}: ${(err as Error).message}`);
+    }
+  };
+  return {
+    ...(files.ca ? { ca: read('kv.cacertfile', files.ca) } : {}),
+    ...(files.cert ? { cert: read('kv.certfile', files.cert) } : {}),
+    ...(files.key ? { key: read('kv.keyfile', files.key) } : {}),
+  };
+}
+
 /**
  * Cluster mode: the control plane in etcd drives this host's gateway (hosts,
  * networks, containers, and the key schedule), and the API serves on a unix socket.
@@ -111,9 +131,13 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   const identity = loadOrCreateIdentity(config.dataDir);
   log.info({ dataDir: config.dataDir, created: identity.created }, 'host identity loaded');
   const incarnation = bytesToHex(randomBytes(8));
-  const store = new EtcdStore({ endpoints: config.clusterStore });
+  const storeTls = config.clusterStoreTls ? readStoreTls(config.clusterStoreTls) : undefined;
   const plumbing = new IproutePlumbing({ vtepNetns: config.vtepNetns, underlayMtu: config.underlayMtu, linkNet: config.linkNet });
   const { dataPath, kind } = chooseDataPath(config.dataPath, config.advertise, plumbing, config.underlayMtu, log);
+  // No --cluster-store: this host runs its own etcd (one host; its data stays in the data dir).
+  let embedded: EmbeddedEtcd | undefined;
+  if (!config.clusterStore) embedded = await startEmbeddedEtcd({ dir: join(config.dataDir, 'etcd'), log: log.child({ component: 'etcd' }) });
+  const store = new EtcdStore({ endpoints: config.clusterStore ?? embedded!.endpoints, ...(storeTls ? { tls: storeTls } : {}) });
   // The index is allocated at registration; the gateway learns it from the agent before any SA exists.
   const self = { id: config.hostId, index: 0, address: config.advertise, publicKey: identity.publicKey, incarnation };
   const sequenceBudget = config.sequenceBudget ?? DEFAULT_SEQUENCE_BUDGET;
@@ -129,6 +153,13 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   const keyLog = (event: string, fields?: Record<string, unknown>) => log.info(fields ?? {}, event);
   const identityForKeys = { hostId: config.hostId, privateKey: identity.privateKey };
   let agentRef: HostAgent | undefined;
+  // Embedded DNS: answers this host's containers at 169.254.53.53 from the agent's model (the etcd watch).
+  const dns = new DnsService({
+    hostId: config.hostId,
+    model: { networks: () => agentRef?.networks() ?? [], endpoints: () => agentRef?.endpoints() ?? [] },
+    plumbing: new IprouteDnsPlumbing({ vtepNetns: config.vtepNetns, hostId: config.hostId, linkAddresses: [plumbing.hostAddress, plumbing.vtepAddress] }),
+    log: (level, msg, fields) => log[level](fields ?? {}, msg),
+  });
   const installer = new EpochInstaller({
     self: identityForKeys,
     sink: { installEpoch: (n, e, s) => agentRef!.epochs.installEpoch(n, e, s), activateEpoch: (n, e) => agentRef!.epochs.activateEpoch(n, e), retireEpoch: (n, e) => agentRef!.epochs.retireEpoch(n, e) },
@@ -139,7 +170,8 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   });
   const follower = new EpochFollower({ store, installer, log: keyLog });
   const requests = storeRotationRequests(store, keys.rotatePrefix());
-  const leader = new KeyScheduleLeader({ store, requests, self: identityForKeys, config: scheduleCfg, log: keyLog });
+  // The election lease lives as long as a host lease: a dead leader is replaced as fast as a dead host is dropped.
+  const leader = new KeyScheduleLeader({ store, requests, self: identityForKeys, config: scheduleCfg, log: keyLog, electionTtlSeconds: config.leaseTtlSeconds });
   const agent = new HostAgent({
     store,
     gateway,
@@ -147,15 +179,25 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     leaseTtlSeconds: config.leaseTtlSeconds,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
     onIndex: (index) => {
+      // The SPI carries the index but the key does not: the same key under a new SPI would restart its
+      // sequence at 1 (GCM nonce reuse). An index can only change if etcd lost its data; restart instead.
+      if (self.index !== 0 && self.index !== index) {
+        log.fatal({ was: self.index, now: index }, 'host index changed under a running gateway (etcd restored?); exiting so a restart gets a new incarnation and new keys');
+        process.exit(70);
+      }
       self.index = index;
     },
     onReregistered: () => void installer.resetAcks(),
     onNetworkRemoved: (networkId) => void installer.removeNetwork(networkId),
+    onEndpointAttached: (endpoint, network) => dns.attached(endpoint, network),
+    onEndpointDetached: (endpoint, network) => dns.detached(endpoint, network),
+    onModelChanged: () => dns.invalidate(),
   });
   agentRef = agent;
   let api: ListeningApi | undefined;
   try {
     await gateway.start();
+    await dns.start();
     const { warning } = await agent.start();
     if (warning) log.warn({ warning }, 'Windows host');
     await follower.start();
@@ -178,8 +220,10 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     await leader.stop().catch(() => undefined);
     await follower.stop().catch(() => undefined);
     await agent.stop().catch(() => undefined);
+    await dns.stop({ unplumb: true }).catch(() => undefined);
     await gateway.stop({ unplumb: true }).catch(() => undefined);
     await store.close().catch(() => undefined);
+    await embedded?.stop().catch(() => undefined);
     throw err;
   }
   // Rotation on a packet budget: local counters, read once a second (no etcd traffic unless a rotation is due).
@@ -209,8 +253,10 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
       await follower.stop();
       installer.close();
       await agent.stop();
+      await dns.stop(options);
       await gateway.stop(options);
       await store.close();
+      await embedded?.stop();
     },
   };
 }

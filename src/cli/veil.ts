@@ -19,7 +19,8 @@ commands:
   vectors check FILE       run an ESP vector file through the sealer and opener of every implementation
 `;
 
-const GATEWAY_USAGE = `usage: veil gateway --cluster-store etcd://HOST:PORT[,HOST:PORT] --cluster-advertise IP|IFACE [flags]
+const GATEWAY_USAGE = `usage: veil gateway --cluster-advertise IP|IFACE [--cluster-store etcd://HOST:PORT[,HOST:PORT]] [flags]
+       (no --cluster-store: this host alone, with an embedded etcd in the data dir)
        veil gateway --config FILE [--unplumb-on-exit]      (static keys, no etcd)
 
 flags (each also from its environment variable):
