@@ -482,6 +482,7 @@ export class HostAgent {
         mac: ep.mac,
         // No default route: the overlay is one L2 segment; the container keeps its own way out (Docker's gwbridge).
         ipv4: `${ep.ipv4}/${prefix}`,
+        ...(ep.ifName ? { ifName: ep.ifName } : {}),
       });
       this.#attached.set(key, ep);
       this.#attachFailures.delete(key);

@@ -230,6 +230,15 @@ function windowsHostWarning(hostId: string, networks: string[]): string {
   return windowsHostWarningText([hostId], networks);
 }
 
+/** eth0, eth1, ...: the lowest name no other network's endpoint of the same container (host and sandbox) uses. */
+async function nextInterfaceName(store: Store, hostId: string, sandbox: Sandbox): Promise<string> {
+  const same = (e: EndpointRecord) => e.hostId === hostId && e.sandbox !== undefined && JSON.stringify(e.sandbox) === JSON.stringify(sandbox);
+  const used = new Set((await store.listEndpoints()).items.filter(same).map((e) => e.ifName ?? 'eth0'));
+  let n = 0;
+  while (used.has(`eth${n}`)) n++;
+  return `eth${n}`;
+}
+
 const reply4xx5xx = { '4xx': errorSchema, '5xx': errorSchema } as const;
 
 export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?: LocalHost): void {
@@ -313,6 +322,7 @@ export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?
       warning = windowsEndpointWarning(hostId, network.name);
     }
     const cfg = body.EndpointConfig;
+    const ifName = sandbox ? await nextInterfaceName(store, hostId, sandbox) : undefined;
     const endpoint = await store.createEndpoint({
       id: endpointId(network.id, body.Container),
       networkId: network.id,
@@ -322,6 +332,7 @@ export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?
       ...(cfg?.IPAMConfig?.IPv4Address ? { ipv4: cfg.IPAMConfig.IPv4Address } : {}),
       ...(cfg?.MacAddress ? { mac: cfg.MacAddress.toLowerCase() } : {}),
       ...(sandbox ? { sandbox } : {}),
+      ...(ifName ? { ifName } : {}),
     });
     if (isLocal) {
       try {

@@ -153,6 +153,9 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
       if (parseIpv4(e.ipv4) === undefined) throw new RangeError(`invalid IPv4 address ${e.ipv4}`);
       const br = bridgeName(e.vni);
       await this.#ipVtep(['neigh', 'replace', e.ipv4, 'lladdr', mac, 'dev', br, 'nud', 'permanent']);
+      // One way to the resolver per container: through its first interface. A container on several networks
+      // reaches it through eth0 (the resolver answers it for every network it is on).
+      if (inner !== 'eth0') return;
       await this.#ipIn(e.netns, ['route', 'replace', `${this.resolverAddress}/32`, 'dev', inner, 'scope', 'link']);
       await this.#ipIn(e.netns, ['neigh', 'replace', this.resolverAddress, 'lladdr', bridgeMac(this.#c.hostId, e.vni), 'dev', inner, 'nud', 'permanent']);
     });

@@ -87,6 +87,7 @@ export class DnsService {
       netns: 'netns' in endpoint.sandbox ? { path: endpoint.sandbox.netns } : { pid: endpoint.sandbox.pid },
       ipv4: endpoint.ipv4,
       mac: endpoint.mac,
+      ...(endpoint.ifName ? { ifName: endpoint.ifName } : {}),
     });
     await this.#writeResolvConf(endpoint, [network]);
   }

@@ -410,6 +410,7 @@ export class EtcdStore implements Store {
           mac: spec.mac ?? macFromIpv4(ip),
           ipv4: ip,
           ...(spec.sandbox ? { sandbox: spec.sandbox } : {}),
+          ...(spec.ifName ? { ifName: spec.ifName } : {}),
         };
         const res = await this.ns
           .if(keys.network(net.id), 'Mod', '==', modRevision)

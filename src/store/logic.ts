@@ -182,6 +182,7 @@ export function checkEndpoint(spec: EndpointSpec, network: NetworkRecord): { id:
     if (r.exclude.has(ip)) invalid(`ipv4 ${spec.ipv4} is the network, broadcast or gateway address`);
   }
   if (spec.sandbox !== undefined) checkSandbox(spec.sandbox);
+  if (spec.ifName !== undefined && !/^[a-z][a-z0-9]{0,14}$/.test(spec.ifName)) invalid(`interface name "${spec.ifName}" must be 1..15 lower-case letters and digits`);
   return { id, requestedIp: spec.ipv4 };
 }
 

@@ -399,7 +399,7 @@ export class MemoryStore implements Store {
     if (requestedIp !== undefined && taken.has(requestedIp)) throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
     const ip = requestedIp ?? pickFreeIp(allocRange(net.ipam), taken, 0);
     if (ip === null) throw new StoreError('VEIL_ERR_IPAM_EXHAUSTED', `network ${net.name} (${net.ipam.ipRange ?? net.ipam.subnet})`);
-    const record: EndpointRecord = { id, networkId: net.id, name: spec.name, aliases: [...(spec.aliases ?? [])], hostId: spec.hostId, mac: spec.mac ?? macFromIpv4(ip), ipv4: ip, ...(spec.sandbox ? { sandbox: spec.sandbox } : {}) };
+    const record: EndpointRecord = { id, networkId: net.id, name: spec.name, aliases: [...(spec.aliases ?? [])], hostId: spec.hostId, mac: spec.mac ?? macFromIpv4(ip), ipv4: ip, ...(spec.sandbox ? { sandbox: spec.sandbox } : {}), ...(spec.ifName ? { ifName: spec.ifName } : {}) };
     this.backend.commit([
       { put: keys.ipam(net.id, ip), value: id },
       { put: keys.endpoint(net.id, id), value: JSON.stringify(record) },

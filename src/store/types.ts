@@ -73,6 +73,8 @@ export interface EndpointRecord {
   ipv4: string;
   /** Where the container's network namespace is, on its host (Docker's SandboxKey); absent for a record-only endpoint. */
   sandbox?: Sandbox;
+  /** The interface name inside the container (eth0, eth1, ... in connect order, as Docker names them). */
+  ifName?: string;
 }
 
 /** A container's network namespace on its own host: a bind-mounted netns path, or a process id. */
@@ -88,6 +90,7 @@ export interface EndpointSpec {
   mac?: string;
   ipv4?: string;
   sandbox?: Sandbox;
+  ifName?: string;
 }
 
 export type EpochState = 'published' | 'active' | 'retired';

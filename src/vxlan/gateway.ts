@@ -90,6 +90,8 @@ export interface LocalEndpoint {
   /** With prefix length, e.g. "10.42.0.5/24". */
   readonly ipv4: string;
   readonly gateway?: string;
+  /** Inside the container; default eth0. */
+  readonly ifName?: string;
 }
 
 /**
@@ -291,7 +293,7 @@ export class Gateway {
   /** Plugs a local container into the network's bridge. */
   async attachEndpoint(endpoint: LocalEndpoint): Promise<void> {
     const { vni, endpointId, netns, mac, ipv4 } = endpoint;
-    await this.options.plumbing.attachContainer({ vni, endpointId, netns, mac, ipv4, ...(endpoint.gateway ? { gateway: endpoint.gateway } : {}) });
+    await this.options.plumbing.attachContainer({ vni, endpointId, netns, mac, ipv4, ...(endpoint.gateway ? { gateway: endpoint.gateway } : {}), ...(endpoint.ifName ? { ifName: endpoint.ifName } : {}) });
     this.#log('endpoint attached', { vni, endpoint: endpointId, mac, ipv4 });
   }
 

@@ -135,6 +135,33 @@ describe.each([
   }, 60_000);
 });
 
+describe('a container on two networks', () => {
+  it('gets eth0 and eth1 (Docker\'s order) and reaches its peers on both', async () => {
+    for (const [name, subnet, options] of [['two-a', '10.66.0.0/24', { encrypted: '' }], ['two-b', '10.67.0.0/24', {}]] as const) {
+      expect((await cb.api(1, 'POST', '/networks', { Name: name, Options: options, IPAM: { Config: [{ Subnet: subnet }] } })).status).toBe(201);
+    }
+    const multi = await cb.container('multi');
+    const a = await cb.container('peer-a');
+    const b = await cb.container('peer-b');
+    const ma = (await cb.api(2, 'POST', '/networks/two-a/connect', { Container: 'multi', Sandbox: { Netns: multi.netns } })).body;
+    const mb = (await cb.api(2, 'POST', '/networks/two-b/connect', { Container: 'multi', Sandbox: { Netns: multi.netns } })).body;
+    const pa = (await cb.api(3, 'POST', '/networks/two-a/connect', { Container: 'peer-a', Sandbox: { Netns: a.netns } })).body;
+    const pb = (await cb.api(3, 'POST', '/networks/two-b/connect', { Container: 'peer-b', Sandbox: { Netns: b.netns } })).body;
+    const links = (await cb.bed.exec(multi.ns, ['ip', '-o', '-4', 'addr', 'show'])).stdout;
+    expect(links).toMatch(new RegExp(`eth0\\s+inet ${ma.IPv4Address.replace(/\./g, '\\.')}`));
+    expect(links).toMatch(new RegExp(`eth1\\s+inet ${mb.IPv4Address.replace(/\./g, '\\.')}`));
+    for (const target of [pa, pb]) {
+      const ip = target.IPv4Address.split('/')[0];
+      await waitFor(async () => (await ping(multi.ns, ip, 1)).code === 0, 20_000, `ping ${ip} from the two-network container`);
+    }
+    for (const [net, c] of [['two-a', 'multi'], ['two-b', 'multi'], ['two-a', 'peer-a'], ['two-b', 'peer-b']] as const) {
+      const host = c === 'multi' ? 2 : 3;
+      expect((await cb.api(host, 'POST', `/networks/${net}/disconnect`, { Container: c })).status).toBe(204);
+    }
+    for (const net of ['two-a', 'two-b']) expect((await cb.api(1, 'DELETE', `/networks/${net}`)).status).toBe(204);
+  }, 90_000);
+});
+
 describe('host liveness', () => {
   it('lists the three hosts; a killed gateway disappears when its lease expires and its peers drop it', async () => {
     const hosts = (await cb.api(1, 'GET', '/hosts')).body as Array<{ Id: string; Index: number; Address: string; OS: string }>;
