@@ -23,7 +23,7 @@ export const gatewayStatusSchema = {
     },
     peers: {
       type: 'array',
-      items: { type: 'object', additionalProperties: false, properties: { id: { type: 'string' }, address: { type: 'string' } } },
+      items: { type: 'object', additionalProperties: false, properties: { id: { type: 'string' }, address: { type: 'string' }, port: { type: 'integer' } } },
     },
     networks: {
       type: 'array',

@@ -7,17 +7,26 @@ import { deriveSaKeySpecs, type SaHost } from './sa-derive.js';
 import { SPI_HOST_INDEX_MAX } from './spi.js';
 
 /**
- * The gateway port on 169.254.x.1 that receives what the local VTEP sends toward
- * peer `index` (the FDB entry's port). Below Linux's ephemeral range (32768+), so
- * no outgoing socket takes it: 14790 .. 31172.
+ * The gateway ports on 169.254.x.1 that receive what the local VTEP sends toward each peer (the FDB
+ * entries' ports). The VTEP hands them cleartext frames, so they are privileged ports: only root can
+ * bind one, and no unprivileged process can take a port while the gateway is down and read the overlay
+ * (the injection of the other direction is closed by nftables and the source check). 1022 is the
+ * delivery port (VTEP_DELIVERY_PORT). So at most 422 peers per host.
  */
-export const PEER_PORT_BASE = 14789;
-/** How often the vtep netns's firewall counter is read for status() (an `nft` run each time). */
-export const VTEP_FIREWALL_POLL_MS = 5_000;
+export const PEER_PORT_MIN = 600;
+export const PEER_PORT_MAX = 1021;
+const PEER_PORT_COUNT = PEER_PORT_MAX - PEER_PORT_MIN + 1;
+
+/** The port a peer gets unless it is taken (by another peer or another root service): stable across restarts. */
 export function peerPort(peerIndex: number): number {
   if (!Number.isInteger(peerIndex) || peerIndex < 1 || peerIndex > SPI_HOST_INDEX_MAX) throw new RangeError(`peer index must be in 1..${SPI_HOST_INDEX_MAX}`);
-  return PEER_PORT_BASE + peerIndex;
+  return PEER_PORT_MIN + ((peerIndex - 1) % PEER_PORT_COUNT);
 }
+
+const ADDRESS_IN_USE = /EADDRINUSE|Address already in use/;
+
+/** How often the vtep netns's firewall counter is read for status() (an `nft` run each time). */
+export const VTEP_FIREWALL_POLL_MS = 5_000;
 
 export interface GatewayPeer extends SaHost {
   readonly address: string;
@@ -63,7 +72,7 @@ export interface PairStatus {
 
 export interface GatewayStatus {
   host: string;
-  peers: Array<{ id: string; address: string }>;
+  peers: Array<{ id: string; address: string; port: number }>;
   networks: GatewayNetwork[];
   pairs: PairStatus[];
   unattributedDrops: Partial<Record<DropReason, number>>;
@@ -106,6 +115,8 @@ export interface LocalEndpoint {
 export class Gateway {
   readonly #networks = new Map<number, GatewayNetwork>();
   readonly #peers = new Map<string, GatewayPeer>();
+  /** peer id → its gateway port (privileged; see PEER_PORT_MIN). */
+  readonly #ports = new Map<string, number>();
   /** vni → epoch → entry; at most three live epochs per network (DESIGN "Rotation"). */
   readonly #epochs = new Map<number, Map<number, EpochEntry>>();
   #vtepFirewall: GatewayStatus['vtepFirewall'];
@@ -142,7 +153,7 @@ export class Gateway {
     await this.options.plumbing.ensureNetwork({ vni: network.vni, encrypted: network.encrypted });
     this.#networks.set(network.vni, network);
     this.options.dataPath.setNetwork(network);
-    for (const peer of this.#peers.values()) await this.options.plumbing.ensurePeerFlood(network.vni, peerPort(peer.index));
+    for (const peer of this.#peers.values()) await this.options.plumbing.ensurePeerFlood(network.vni, this.#port(peer));
     this.#log('network added', { vni: network.vni, encrypted: network.encrypted });
     if (key) {
       await this.installEpoch(network.vni, key.epoch, key.secret);
@@ -171,11 +182,12 @@ export class Gateway {
     const known = this.#peers.get(peer.id);
     if (known && samePeer(known, peer)) return;
     if (known) await this.removePeer(peer.id);
-    await this.options.dataPath.addPeer({ id: peer.id, index: peer.index, address: peer.address }, peerPort(peer.index));
+    const port = await this.#bindPeer(peer);
     this.#peers.set(peer.id, peer);
+    this.#ports.set(peer.id, port);
     const failures: string[] = [];
     for (const network of this.#networks.values()) {
-      await this.options.plumbing.ensurePeerFlood(network.vni, peerPort(peer.index));
+      await this.options.plumbing.ensurePeerFlood(network.vni, port);
       for (const [epoch, entry] of this.#epochs.get(network.vni) ?? []) {
         try {
           this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound');
@@ -184,7 +196,7 @@ export class Gateway {
         }
       }
     }
-    this.#log(known ? 'peer changed' : 'peer added', { peer: peer.id, address: peer.address, port: peerPort(peer.index), incarnation: peer.incarnation });
+    this.#log(known ? 'peer changed' : 'peer added', { peer: peer.id, address: peer.address, port, incarnation: peer.incarnation });
     if (failures.length > 0) {
       // Forget the peer, so the caller's retry redoes every step instead of finding it "already added".
       await this.removePeer(peer.id);
@@ -195,9 +207,10 @@ export class Gateway {
   async removePeer(peerId: string): Promise<void> {
     const peer = this.#peers.get(peerId);
     if (!peer) return;
-    for (const network of this.#networks.values()) await this.options.plumbing.removePeer(network.vni, peerPort(peer.index));
+    for (const network of this.#networks.values()) await this.options.plumbing.removePeer(network.vni, this.#port(peer));
     await this.options.dataPath.removePeer(peerId);
     this.#peers.delete(peerId);
+    this.#ports.delete(peerId);
     this.#log('peer removed', { peer: peerId });
   }
 
@@ -206,7 +219,7 @@ export class Gateway {
    * peers that went away while it was down): nothing may send cleartext toward an unbound port.
    */
   async pruneStaleFdb(): Promise<number> {
-    const ports = new Set([...this.#peers.values()].map((p) => peerPort(p.index)));
+    const ports = new Set(this.#ports.values());
     let removed = 0;
     for (const network of this.#networks.values()) {
       for (const e of await this.options.plumbing.listFdb(network.vni)) {
@@ -306,12 +319,35 @@ export class Gateway {
   async addRemoteMac(vni: number, peerId: string, mac: string): Promise<void> {
     const peer = this.#peers.get(peerId);
     if (!peer || !this.#networks.has(vni)) return;
-    await this.options.plumbing.ensurePeerMac(vni, mac, peerPort(peer.index));
+    await this.options.plumbing.ensurePeerMac(vni, mac, this.#port(peer));
   }
 
   async removeRemoteMac(vni: number, mac: string): Promise<void> {
     if (!this.#networks.has(vni)) return;
     await this.options.plumbing.removePeerMac(vni, mac);
+  }
+
+  #port(peer: GatewayPeer): number {
+    return this.#ports.get(peer.id) ?? peerPort(peer.index);
+  }
+
+  /** Binds the peer's gateway port: its preferred one, else the next free privileged port. */
+  async #bindPeer(peer: GatewayPeer): Promise<number> {
+    const taken = new Set(this.#ports.values());
+    const first = peerPort(peer.index);
+    for (let i = 0; i < PEER_PORT_COUNT; i++) {
+      const port = PEER_PORT_MIN + ((first - PEER_PORT_MIN + i) % PEER_PORT_COUNT);
+      if (taken.has(port)) continue;
+      try {
+        await this.options.dataPath.addPeer({ id: peer.id, index: peer.index, address: peer.address }, port);
+        return port;
+      } catch (err) {
+        // Another root service holds it (e.g. 0.0.0.0:623 for IPMI): the next one.
+        if (!ADDRESS_IN_USE.test((err as Error).message)) throw err;
+        this.#log('peer port in use; trying the next', { peer: peer.id, port });
+      }
+    }
+    throw new Error(`peer ${peer.id}: no free gateway port in ${PEER_PORT_MIN}..${PEER_PORT_MAX}`);
   }
 
   #encryptedNetwork(vni: number): GatewayNetwork {
@@ -356,7 +392,7 @@ export class Gateway {
     const traffic = this.options.dataPath.status();
     return {
       host: this.options.self.id,
-      peers: [...this.#peers.values()].map((p) => ({ id: p.id, address: p.address })),
+      peers: [...this.#peers.values()].map((p) => ({ id: p.id, address: p.address, port: this.#port(p) })),
       networks: [...this.#networks.values()],
       pairs: traffic.pairs,
       unattributedDrops: traffic.unattributedDrops,

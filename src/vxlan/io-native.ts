@@ -9,7 +9,7 @@ import { loadNative, type NativeAddon, type NativeHandle, type NativeSaSpec, typ
  * decisions, the ESP codec and the UDP I/O of io-dgram.ts, done by two threads
  * in native/dataplane.c with recvmmsg/sendmmsg, UDP GSO and GRO.
  *
- *   outbound thread: per-peer sockets on hostAddress:(14789 + peer index) → seal → UDP 4500 → peer
+ *   outbound thread: per-peer sockets on hostAddress:(a privileged port per peer, gateway.ts) → seal → UDP 4500 → peer
  *   inbound thread:  UDP 4500 → open → vtepAddress:4789;  UDP 4789 (plain networks) → vtepAddress:4789,
  *                    always from hostAddress:1022 (VTEP_DELIVERY_PORT: the only source the VTEP accepts)
  *

@@ -14,7 +14,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VTEP_DELIVERY_PORT } from '../../src/vxlan/constants.js';
-import { peerPort, type GatewayStatus, type PairStatus } from '../../src/vxlan/gateway.js';
+import { PEER_PORT_MAX, PEER_PORT_MIN, peerPort, type GatewayStatus, type PairStatus } from '../../src/vxlan/gateway.js';
 import { VTEP_FIREWALL_COUNTER, VTEP_FIREWALL_TABLE } from '../../src/vxlan/plumbing.js';
 import { encodeVxlanHeader } from '../../src/vxlan/vxlan-header.js';
 import { parsePcap, udpDatagrams, type UdpDatagram } from '../support/pcap.js';
@@ -57,6 +57,7 @@ def bind(addr, port):
     finally:
         s.close()
 report['bindDeliveryPort'] = attempt(lambda: bind(a['hostAddress'], a['deliveryPort']))
+report['bindPeerPorts'] = sorted(set(attempt(lambda p=p: bind(a['hostAddress'], p)) for p in a['peerPorts']))
 report['bindVtepAddress'] = attempt(lambda: bind(a['vtepAddress'], 0))
 report['rawSocket'] = attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP).close())
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -80,6 +81,7 @@ interface SenderReport {
   CapAmb: string;
   NoNewPrivs: string;
   bindDeliveryPort: string;
+  bindPeerPorts: string[];
   bindVtepAddress: string;
   rawSocket: string;
   sent: number;
@@ -142,6 +144,8 @@ for (const dataPath of ['ts', 'native'] as const) {
         hostAddress: plumbing.hostAddress,
         vtepAddress: plumbing.vtepAddress,
         deliveryPort: VTEP_DELIVERY_PORT,
+        // Every gateway port the VTEP could send cleartext frames to (PEER_PORT_MIN..MAX).
+        peerPorts: Array.from({ length: PEER_PORT_MAX - PEER_PORT_MIN + 1 }, (_, i) => PEER_PORT_MIN + i),
       });
       const r = await ob.bed.exec(ns, [...(unprivileged ? UNPRIVILEGED : []), PYTHON, '-c', SENDER, json]);
       return JSON.parse(r.stdout.trim()) as SenderReport;
@@ -154,6 +158,8 @@ for (const dataPath of ['ts', 'native'] as const) {
       // The premises the defence rests on, as this very process finds them.
       expect(r.bindDeliveryPort, `bind ${VTEP_DELIVERY_PORT}`).toBe('EACCES');
       expect(r.bindVtepAddress, 'bind the VTEP address').toBe('EADDRNOTAVAIL');
+      // No gateway port can be taken over (say while the gateway is down) to read the VTEP's cleartext frames.
+      expect(r.bindPeerPorts, `bind ${PEER_PORT_MIN}..${PEER_PORT_MAX}`).toEqual(['EACCES']);
       expect(r.rawSocket, 'raw socket').toBe('EPERM');
       expect(r.sent).toBe(N);
     }

@@ -247,6 +247,9 @@ describe('a restarted gateway', () => {
 /** ESP-in-UDP datagrams seen on host h's underlay while `traffic` runs. */
 async function captureEsp(h: number, traffic: () => Promise<unknown>): Promise<UdpDatagram[]> {
   const file = join(cb.dir, `esp-h${h}-${Date.now()}.pcap`);
+  // The native path sends UDP GSO: on a veth, tcpdump would see a batched send as one super-packet (a ping reply
+  // and an ARP frame sealed together, say). Segment in software on every sender so the capture shows datagrams.
+  for (const host of cb.bed.hosts) await cb.bed.exec(host.netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'off']);
   const tcpdump = cb.bed.spawn(cb.bed.hosts[h - 1]!.netns, ['tcpdump', '-i', 'eth0', '-n', '-U', '--immediate-mode', '-s', '2048', '-w', file, 'udp port 4500']);
   try {
     await waitFor(() => /listening on/.test(tcpdump.stderr()), 5000, 'tcpdump listening');

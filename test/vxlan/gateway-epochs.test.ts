@@ -13,12 +13,16 @@ class FakeDataPath implements DataPath {
   outbound = new Map<string, number>();
   failInboundFor = new Set<string>();
   failBindFor = new Set<string>();
+  busyPorts = new Set<number>();
+  bound = new Map<string, number>();
   async start() {}
   async stop() {}
   setNetwork() {}
   removeNetwork() {}
-  async addPeer(peer: { id: string }) {
-    if (this.failBindFor.has(peer.id)) throw Object.assign(new Error('bind EADDRINUSE'), { code: 'EADDRINUSE' });
+  async addPeer(peer: { id: string }, port: number) {
+    if (this.failBindFor.has(peer.id)) throw new Error(`cannot bind 169.254.1.1:${port}: bind EACCES`);
+    if (this.busyPorts.has(port)) throw new Error(`cannot bind 169.254.1.1:${port}: bind EADDRINUSE`);
+    this.bound.set(peer.id, port);
   }
   async removePeer(id: string) {
     this.inbound.delete(id);
@@ -99,11 +103,25 @@ describe('Gateway epochs', () => {
     await gateway.addNetwork({ id: 'n', index: 1, vni: 4096, encrypted: false });
     const h2 = peer('h2', 2);
     dataPath.failBindFor.add('h2');
-    await expect(gateway.addPeer(h2)).rejects.toThrow(/EADDRINUSE/);
+    await expect(gateway.addPeer(h2)).rejects.toThrow(/EACCES/);
     expect(floods).toEqual([]);
     expect(gateway.status().peers).toEqual([]);
     dataPath.failBindFor.clear();
     await gateway.addPeer(h2);
     expect(floods).toEqual([peerPort(2)]);
+  });
+
+  it('peer ports are privileged; a port another service holds is skipped for the next free one', async () => {
+    const { gateway, dataPath, floods, peer } = setup();
+    await gateway.addNetwork({ id: 'n', index: 1, vni: 4096, encrypted: false });
+    dataPath.busyPorts.add(peerPort(3));
+    await gateway.addPeer(peer('h3', 3));
+    await gateway.addPeer(peer('h4', 4));
+    expect(peerPort(3)).toBeLessThan(1024);
+    // h3's preferred port is busy: it takes the next one, which is h4's preferred; h4 then takes the one after.
+    expect(dataPath.bound.get('h3')).toBe(peerPort(3) + 1);
+    expect(dataPath.bound.get('h4')).toBe(peerPort(4) + 1);
+    expect(floods).toEqual([peerPort(3) + 1, peerPort(4) + 1]);
+    expect(gateway.status().peers.map((p) => p.port)).toEqual([peerPort(3) + 1, peerPort(4) + 1]);
   });
 });
