@@ -29,7 +29,7 @@ export function windowsNetworkWarning(windowsHostIds: string[]): string {
 }
 
 export function windowsHostWarning(hostIds: string[], encryptedNetworks: string[]): string {
-  return `${CANNOT}: traffic of the Windows host(s) ${hostIds.join(', ')} on the encrypted network(s) ${encryptedNetworks.sort().join(', ')} will not be protected`;
+  return `${CANNOT}: traffic of the Windows host(s) ${hostIds.join(', ')} on the encrypted network(s) ${[...encryptedNetworks].sort().join(', ')} will not be protected`;
 }
 
 export function windowsEndpointWarning(hostId: string, network: string): string {

@@ -31,8 +31,6 @@ export interface AgentOptions {
   readonly onReregistered?: (lease: HostLease) => void;
   /** Called once a network is gone from etcd and from the gateway. */
   readonly onNetworkRemoved?: (networkId: string) => void;
-  /** Every batch of watch events after the model took them in (the key installer follows keys/ this way). */
-  readonly onEvents?: (events: WatchEvent[]) => void | Promise<void>;
   /** After a container of this host was plumbed (the embedded DNS configures it); a rejection fails that attach. */
   readonly onEndpointAttached?: (endpoint: EndpointRecord, network: NetworkRecord) => Promise<void>;
   /** After a container of this host was detached; `network` is undefined when the network went away (its bridge with it). Never rejects. */
@@ -293,10 +291,6 @@ export class HostAgent {
     for (const e of events) this.#apply(e.type, e.key, e.value);
     this.#o.onModelChanged?.();
     this.#schedule();
-    // Outside the serial queue: a listener that waits on the agent (the key installer's sink does) must not deadlock.
-    if (this.#o.onEvents) {
-      Promise.resolve(this.#o.onEvents(events)).catch((err: Error) => this.#log('error', 'event listener failed', { error: err.message }));
-    }
   }
 
   #onResync(snapshot: Array<{ key: string; value: unknown }>): void {

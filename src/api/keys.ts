@@ -3,8 +3,8 @@ import { VeilError } from '../errors.js';
 import type { InstallerStatus } from '../keyrotation/installer.js';
 import type { LeaderStatus } from '../keyrotation/leader.js';
 import { nextRotationAt, type ScheduleConfig } from '../keyrotation/schedule.js';
-import { isStoreError } from '../store/errors.js';
 import type { KeyEpochRecord, NetworkRecord, Store } from '../store/types.js';
+import { isoTime as iso, LastRead, nullableString } from './last-read.js';
 import { errorSchema } from './schemas.js';
 
 /*
@@ -19,8 +19,6 @@ export interface KeyScheduleApi {
   status(): { installer: InstallerStatus; leader: LeaderStatus; config: ScheduleConfig };
 }
 
-const iso = (ms: number | undefined | null) => (ms === undefined || ms === null ? null : new Date(ms).toISOString());
-const nullableString = { type: ['string', 'null'] } as const;
 
 const epochSchema = {
   type: 'object',
@@ -59,29 +57,18 @@ const keysSchema = {
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', minLength: 1, maxLength: 128 } } } as const;
 
 export function registerKeyRoutes(app: FastifyInstance, store: Store, keys: KeyScheduleApi): void {
-  // The last answer read from etcd per network (by id and by name): while etcd is unreachable the
-  // route answers from it, marked StoreReachable: false, with this host's own view (installed,
-  // outbound) fresh from the installer — "rotation waits for etcd" must be readable without etcd.
-  const lastRead = new Map<string, { network: NetworkRecord; records: KeyEpochRecord[]; acks: string[][] }>();
+  // While etcd is unreachable: the epochs as last read, with this host's own view fresh from the installer.
+  const lastRead = new LastRead<{ network: NetworkRecord; records: KeyEpochRecord[]; acks: string[][] }>();
   app.get<{ Params: { id: string } }>('/networks/:id/keys', {
     schema: { summary: 'Key epochs of an encrypted network: states, timestamps, acks, next rotation (never key bytes)', params: idParams, response: { 200: keysSchema, '4xx': errorSchema, '5xx': errorSchema } },
   }, async (req) => {
-    let read: { network: NetworkRecord; records: KeyEpochRecord[]; acks: string[][] };
-    let storeError: string | null = null;
-    try {
+    const { value: read, storeError } = await lastRead.get(req.params.id, async () => {
       const network = await store.getNetwork(req.params.id);
       if (!network.encrypted) throw new VeilError('VEIL_ERR_NOT_ENCRYPTED', `network ${network.name} has no keys`);
       const records = (await store.getEpochs(network.id)).items.sort((a, b) => a.epoch - b.epoch);
       const acks = await Promise.all(records.map(async (r) => (await store.listAcks(network.id, r.epoch)).items.map((a) => a.hostId).sort()));
-      read = { network, records, acks };
-      lastRead.set(network.id, read);
-      lastRead.set(network.name, read);
-    } catch (err) {
-      const cached = lastRead.get(req.params.id);
-      if (!isStoreError(err, 'VEIL_ERR_STORE_UNAVAILABLE') || !cached) throw err;
-      read = cached;
-      storeError = err.message;
-    }
+      return { network, records, acks };
+    });
     const { network, records, acks } = read;
     const { installer, leader, config } = keys.status();
     const here = installer.networks.find((n) => n.networkId === network.id);

@@ -1,10 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 import { nextRotationAt } from '../keyrotation/schedule.js';
-import { isStoreError } from '../store/errors.js';
 import type { HostRecord, KeyEpochRecord, NetworkRecord, Store } from '../store/types.js';
 import type { GatewayStatus } from '../vxlan/gateway.js';
 import { isWindows, optionEnabled } from '../windows.js';
 import type { KeyScheduleApi } from './keys.js';
+import { isoTime as iso, LastRead, nullableString } from './last-read.js';
 import { errorSchema } from './schemas.js';
 
 /*
@@ -15,9 +15,7 @@ import { errorSchema } from './schemas.js';
  */
 
 const hexSpi = (spi: number) => `0x${spi.toString(16).padStart(8, '0')}`;
-const iso = (ms: number | undefined | null) => (ms === undefined || ms === null ? null : new Date(ms).toISOString());
 const counts = { type: 'object', additionalProperties: { type: 'number' } } as const;
-const nullableString = { type: ['string', 'null'] } as const;
 
 const peerSchema = {
   type: 'object',
@@ -66,7 +64,7 @@ const statusSchema = {
 } as const;
 
 export function registerNetworkStatusRoute(app: FastifyInstance, store: Store, gatewayStatus: () => GatewayStatus, keys?: KeyScheduleApi): void {
-  const lastRead = new Map<string, { network: NetworkRecord; hosts: HostRecord[]; epochs: KeyEpochRecord[] }>();
+  const lastRead = new LastRead<{ network: NetworkRecord; hosts: HostRecord[]; epochs: KeyEpochRecord[] }>();
   app.get<{ Params: { id: string } }>('/networks/:id/status', {
     schema: {
       summary: 'Is this network\'s traffic encrypted? Per peer: protection, SPIs, epochs, packets sealed/opened, drops, sequence headroom, rotations',
@@ -76,20 +74,12 @@ export function registerNetworkStatusRoute(app: FastifyInstance, store: Store, g
   }, async (req) => {
     // While etcd is unreachable, answer from the last read (the data plane's figures are always fresh):
     // "is my traffic encrypted?" must be answerable exactly when the control plane is down.
-    let read: { network: NetworkRecord; hosts: HostRecord[]; epochs: KeyEpochRecord[] };
-    let storeDown = false;
-    try {
+    const { value: read, storeError } = await lastRead.get(req.params.id, async () => {
       const network = await store.getNetwork(req.params.id);
       const [h, e] = await Promise.all([store.listHosts(), network.encrypted ? store.getEpochs(network.id) : Promise.resolve({ items: [], revision: 0 })]);
-      read = { network, hosts: h.items, epochs: e.items };
-      lastRead.set(network.id, read);
-      lastRead.set(network.name, read);
-    } catch (err) {
-      const cached = lastRead.get(req.params.id);
-      if (!isStoreError(err, 'VEIL_ERR_STORE_UNAVAILABLE') || !cached) throw err;
-      read = cached;
-      storeDown = true;
-    }
+      return { network, hosts: h.items, epochs: e.items };
+    });
+    const storeDown = storeError !== null;
     const { network } = read;
     const hosts = { items: read.hosts };
     const epochs = { items: read.epochs };

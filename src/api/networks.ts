@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { VeilError } from '../errors.js';
 import type { EndpointRecord, HostRecord, NetworkRecord, Sandbox, Store } from '../store/types.js';
-import { isWindows, optionEnabled, windowsEndpointWarning, windowsHostWarning as windowsHostWarningText, windowsHosts, windowsNetworkWarning } from '../windows.js';
+import { isWindows, optionEnabled, windowsEndpointWarning, windowsHostWarning, windowsHosts, windowsNetworkWarning } from '../windows.js';
 import { errorSchema } from './schemas.js';
 
 /*
@@ -222,12 +222,8 @@ export function networkView(n: NetworkRecord, endpoints?: EndpointRecord[]) {
 export function hostView(h: HostRecord, encryptedNetworks: string[]) {
   return {
     Id: h.id, Index: h.index, Address: h.address, OS: h.os, Arch: h.arch, Version: h.version, Incarnation: h.incarnation, PublicKey: h.publicKey,
-    ...(isWindows(h) && encryptedNetworks.length > 0 ? { Warning: windowsHostWarning(h.id, encryptedNetworks) } : {}),
+    ...(isWindows(h) && encryptedNetworks.length > 0 ? { Warning: windowsHostWarning([h.id], encryptedNetworks) } : {}),
   };
-}
-
-function windowsHostWarning(hostId: string, networks: string[]): string {
-  return windowsHostWarningText([hostId], networks);
 }
 
 /** eth0, eth1, ...: the lowest name no other network's endpoint of the same container (host and sandbox) uses. */

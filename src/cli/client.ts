@@ -114,6 +114,34 @@ export interface HostView {
   Warning?: string;
 }
 
+/** One epoch as GET /networks/{id}/keys shows it (never key bytes). */
+export interface KeysEpoch {
+  Epoch: number;
+  State: 'published' | 'active' | 'retired';
+  PublishedAt: string;
+  ActivatedAt: string | null;
+  RetiredAt: string | null;
+  /** Hosts holding a wrapped copy. */
+  Members: string[];
+  Acked: string[];
+  InstalledHere: boolean;
+  OutboundHere: boolean;
+  Problem: string | null;
+}
+
+/** GET /networks/{id}/keys. */
+export interface KeysView {
+  Network: string;
+  Id: string;
+  Host: string;
+  IntervalSeconds: number;
+  NextRotation: string | null;
+  ScheduleLeader: boolean;
+  Waiting: string | null;
+  StoreReachable: boolean;
+  Epochs: KeysEpoch[];
+}
+
 // ---- where the API is ----
 
 export type ApiAddress =

@@ -8,7 +8,7 @@
 
 import { isAbsolute } from 'node:path';
 import { describeFlags, parseArgs, parseKeyValues, UsageError, type FlagSpecs, type ParsedFlags } from './args.js';
-import { ApiClient, ApiError, resolveClientOptions, type ConnectRequest, type CreateNetworkRequest } from './client.js';
+import { ApiClient, ApiError, resolveClientOptions, type ConnectRequest, type CreateNetworkRequest, type KeysView } from './client.js';
 import { isOutputFormat, renderJson, renderTable, shortId, yesNo, type OutputFormat } from './format.js';
 
 export interface CliIo {
@@ -222,16 +222,6 @@ const disconnect = command({
   },
 });
 
-interface KeysView {
-  Network: string;
-  Host: string;
-  IntervalSeconds: number;
-  NextRotation: string | null;
-  ScheduleLeader: boolean;
-  Waiting: string | null;
-  StoreReachable: boolean;
-  Epochs: Array<{ Epoch: number; State: string; PublishedAt: string; ActivatedAt: string | null; RetiredAt: string | null; Members: string[]; Acked: string[]; InstalledHere: boolean; OutboundHere: boolean; Problem: string | null }>;
-}
 
 const keysCmd = command({
   synopsis: '[OPTIONS] NETWORK',

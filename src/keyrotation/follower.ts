@@ -8,8 +8,6 @@ import { errorFields, noLog, sleep, systemClock, type Clock, type LogFn } from '
  * watch keys/ from the revision just read (STYLE habit 11), hand every event batch
  * and resync to the installer. Events the installer already has from a listing are
  * dropped by revision, so the start-up race between listing and watching is harmless.
- * (The host agent, which already watches the whole prefix, may feed the installer
- * itself instead: applyEvents / applySnapshot take the same events.)
  */
 
 export interface EpochFollowerOptions {

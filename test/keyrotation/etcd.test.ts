@@ -24,13 +24,18 @@ describe('key rotation on a real etcd', () => {
     await etcd?.stop();
   });
 
-  it('forced rotation with three hosts: publish → all ack → activate → retire → delete; etcd never holds a usable key', async () => {
+  /** Clients of one fresh key prefix on the shared etcd (each test its own cluster state), closed after all. */
+  const freshPrefix = (): (() => EtcdStore) => {
     const prefix = `/t-${randomBytes(4).toString('hex')}/veil/v1/`;
-    const open = (): EtcdStore => {
+    return () => {
       const s = new EtcdStore({ endpoints: etcd.endpoints, prefix });
       stores.push(s);
       return s;
     };
+  };
+
+  it('forced rotation with three hosts: publish → all ack → activate → retire → delete; etcd never holds a usable key', async () => {
+    const open = freshPrefix();
     const admin = open();
     const n: NetworkRecord = await admin.createNetwork({ name: 'secure', encrypted: true, ipam: { subnet: '10.88.0.0/24' } });
     const hosts: SimHost[] = [];
@@ -68,12 +73,7 @@ describe('key rotation on a real etcd', () => {
   });
 
   it('a leader that gives up its term on its own (an event-loop stall past 2/3 TTL) resigns it: another candidate is elected within seconds and rotation goes on', async () => {
-    const prefix = `/t-${randomBytes(4).toString('hex')}/veil/v1/`;
-    const open = (): EtcdStore => {
-      const s = new EtcdStore({ endpoints: etcd.endpoints, prefix });
-      stores.push(s);
-      return s;
-    };
+    const open = freshPrefix();
     const admin = open();
     const n: NetworkRecord = await admin.createNetwork({ name: 'secure', encrypted: true, ipam: { subnet: '10.89.0.0/24' } });
     const hosts: SimHost[] = [];

@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { KeysEpoch, KeysView } from '../../src/cli/client.js';
 import { startEtcd, type EtcdCluster } from '../support/etcd.js';
 import { createBed, UNDERLAY_PREFIX_LENGTH, type Bed, type BedProcess } from './bed.js';
 import { CLI } from './overlay-bed.js';
@@ -150,31 +151,7 @@ export function apiRequest(socketPath: string, method: string, path: string, bod
 // Additive: nothing above depends on them. They read what an operator (or a host) could read: a
 // host's API, etcd through etcdctl in its namespace, a host's data dir.
 
-/** One epoch as GET /networks/{id}/keys shows it. */
-export interface KeysEpoch {
-  Epoch: number;
-  State: 'published' | 'active' | 'retired';
-  PublishedAt: string;
-  ActivatedAt: string | null;
-  RetiredAt: string | null;
-  Members: string[];
-  Acked: string[];
-  InstalledHere: boolean;
-  OutboundHere: boolean;
-  Problem: string | null;
-}
-
-export interface KeysView {
-  Network: string;
-  Id: string;
-  Host: string;
-  IntervalSeconds: number;
-  NextRotation: string | null;
-  ScheduleLeader: boolean;
-  Waiting: string | null;
-  StoreReachable: boolean;
-  Epochs: KeysEpoch[];
-}
+export type { KeysEpoch, KeysView };
 
 /** GET /networks/{id}/keys on host i; throws unless 200. */
 export async function keysOf(cb: ClusterBed, hostIndex: number, network: string): Promise<KeysView> {

@@ -3,13 +3,11 @@
 // host 1 is dropped and counted on both sides, never sent as plain VXLAN; the status says so; a plain
 // network on the same hosts is the control that shows the capture would see the marker.
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { parseVxlanHeader } from '../../src/vxlan/vxlan-header.js';
-import { parsePcap, udpDatagrams, type UdpDatagram } from '../support/pcap.js';
+import type { UdpDatagram } from '../support/pcap.js';
 import { waitFor } from '../support/wait.js';
-import type { BedProcess } from './bed.js';
+import { captureUdp } from './capture.js';
 import { createClusterBed, type ClusterBed } from './cluster-bed.js';
 
 const MARKER = `veil-fail-closed-${randomBytes(6).toString('hex')}`;
@@ -41,18 +39,8 @@ afterAll(async () => {
   await cb?.destroy();
 }, 60_000);
 
-async function captureDuring(name: string, traffic: () => Promise<void>): Promise<UdpDatagram[]> {
-  const file = join(cb.dir, `${name}.pcap`);
-  const tcpdump: BedProcess = cb.bed.spawn(cb.bed.hosts[1]!.netns, ['tcpdump', '-i', 'eth0', '-n', '-U', '--immediate-mode', '-s', '2048', '-w', file, 'udp']);
-  try {
-    await waitFor(() => /listening on/.test(tcpdump.stderr()), 5000, 'tcpdump listening');
-    await traffic();
-    await new Promise((r) => setTimeout(r, 300));
-  } finally {
-    await tcpdump.stop();
-  }
-  return existsSync(file) ? udpDatagrams(parsePcap(readFileSync(file))) : [];
-}
+/** Captures UDP on host 2's underlay while `traffic` runs. */
+const captureDuring = (name: string, traffic: () => Promise<void>) => captureUdp(cb.bed, cb.bed.hosts[1]!.netns, cb.dir, name, 'udp', traffic);
 
 async function sendMarker(ns: string, ip: string): Promise<void> {
   const script = `const s=require('dgram').createSocket('udp4');let n=0;const m=Buffer.from(process.argv[1]);` +

@@ -2,12 +2,10 @@
 // nothing at all, never VXLAN in the clear; the drops are counted. A plain network on the same hosts
 // is the control that shows the capture would see the marker.
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { BedProcess } from './bed.js';
+import { captureUdp } from './capture.js';
 import { createOverlayBed, type Container, type NetworkDef, type OverlayBed } from './overlay-bed.js';
-import { parsePcap, udpDatagrams, type UdpDatagram } from '../support/pcap.js';
+import type { UdpDatagram } from '../support/pcap.js';
 import { parseVxlanHeader } from '../../src/vxlan/vxlan-header.js';
 
 const ENC: NetworkDef = { id: 'enc', index: 1, vni: 4300, encrypted: true, subnet: '10.60.0' };
@@ -34,19 +32,7 @@ afterAll(async () => {
 });
 
 /** Captures UDP on host 2's underlay while `traffic` runs. */
-async function captureDuring(name: string, traffic: () => Promise<void>): Promise<UdpDatagram[]> {
-  const file = join(ob.dir, `${name}.pcap`);
-  const tcpdump: BedProcess = ob.bed.spawn(ob.hosts[1]!.netns, ['tcpdump', '-i', 'eth0', '-n', '-U', '--immediate-mode', '-s', '2048', '-w', file, 'udp']);
-  try {
-    for (let t = 0; t < 100 && !/listening on/.test(tcpdump.stderr()); t++) await new Promise((r) => setTimeout(r, 50));
-    expect(tcpdump.stderr()).toMatch(/listening on/);
-    await traffic();
-    await new Promise((r) => setTimeout(r, 300));
-  } finally {
-    await tcpdump.stop();
-  }
-  return existsSync(file) ? udpDatagrams(parsePcap(readFileSync(file))) : [];
-}
+const captureDuring = (name: string, traffic: () => Promise<void>) => captureUdp(ob.bed, ob.hosts[1]!.netns, ob.dir, name, 'udp', traffic);
 
 async function sendMarker(from: Container, to: Container): Promise<void> {
   const script = `const s=require('dgram').createSocket('udp4');let n=0;const m=Buffer.from(process.argv[1]);` +

@@ -9,6 +9,7 @@
 // Controls, so that the test can fail: the genuine path works (cross-host pings); the same forged
 // datagrams sent as root from the VTEP's address are sealed, carried and delivered (the receivers do
 // see such frames); the same unprivileged sends reach the container once the firewall is removed.
+import { udpFrame } from '../support/frames.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,7 +29,6 @@ const NETWORKS = [ENC, PLAIN];
 /** Forged datagrams per network and attempt. */
 const N = 20;
 const PROBE_PORT = 5555;
-const IPPROTO_UDP = 17;
 const NOBODY = '65534';
 const PYTHON = '/usr/bin/python3';
 
@@ -166,7 +166,7 @@ for (const dataPath of ['ts', 'native'] as const) {
 
     /** VXLAN (I flag, vni) | Ethernet | IPv4 | UDP to PROBE_PORT | marker, from `src` to `dst` (both containers). */
     function forged(vni: number, src: Container, dst: Container, marker: string): Uint8Array[] {
-      const frame = udpFrame(src, dst, marker);
+      const frame = udpFrame(src, dst, PROBE_PORT, marker);
       const vxlan = new Uint8Array(8 + frame.length);
       vxlan.set(encodeVxlanHeader(vni), 0);
       vxlan.set(frame, 8);
@@ -303,43 +303,3 @@ for (const dataPath of ['ts', 'native'] as const) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-// ── a UDP datagram in an Ethernet frame, built by hand ──────────────────────────
-
-const macBytes = (mac: string) => Uint8Array.from(mac.split(':').map((h) => parseInt(h, 16)));
-const ipBytes = (ip: string) => Uint8Array.from(ip.split('.').map(Number));
-
-function ipv4Checksum(header: Uint8Array): number {
-  let sum = 0;
-  for (let i = 0; i < header.length; i += 2) sum += (header[i]! << 8) | header[i + 1]!;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
-}
-
-/** Ethernet | IPv4 | UDP (checksum 0, RFC 768) to PROBE_PORT | payload. */
-function udpFrame(src: Container, dst: Container, text: string): Uint8Array {
-  const payload = new TextEncoder().encode(text);
-  const udp = new Uint8Array(8 + payload.length);
-  const dv = new DataView(udp.buffer);
-  dv.setUint16(0, 40000);
-  dv.setUint16(2, PROBE_PORT);
-  dv.setUint16(4, udp.length);
-  udp.set(payload, 8);
-  const ip = new Uint8Array(20);
-  const iv = new DataView(ip.buffer);
-  ip[0] = 0x45;
-  iv.setUint16(2, 20 + udp.length);
-  iv.setUint16(6, 0x4000); // DF
-  ip[8] = 64;
-  ip[9] = IPPROTO_UDP;
-  ip.set(ipBytes(src.ip), 12);
-  ip.set(ipBytes(dst.ip), 16);
-  iv.setUint16(10, ipv4Checksum(ip));
-  const frame = new Uint8Array(14 + 20 + udp.length);
-  frame.set(macBytes(dst.mac), 0);
-  frame.set(macBytes(src.mac), 6);
-  frame[12] = 0x08;
-  frame[13] = 0x00;
-  frame.set(ip, 14);
-  frame.set(udp, 34);
-  return frame;
-}

@@ -3,6 +3,7 @@
 // vice versa; and an ESP packet that authenticates under A's SA but whose VXLAN header names B's VNI
 // (an A member forging into B) is dropped and counted as 'vni-mismatch', and its replay is a
 // 'replay-duplicate': the window moved because the ICV verified, the VNI check came after.
+import { udpFrame } from '../support/frames.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeAeadProvider } from '../../src/crypto/aead-node.js';
 import { createEspCipher, encodeEspPlaintext, ivFromSequence, sealEspDanger } from '../../src/vxlan/esp.js';
@@ -120,45 +121,6 @@ async function pairOf(host: number, peer: number, net: NetworkDef): Promise<Pair
 
 // ── building an ESP-in-UDP packet by hand ─────────────────────────────────────
 
-const macBytes = (mac: string) => Uint8Array.from(mac.split(':').map((h) => parseInt(h, 16)));
-const ipBytes = (ip: string) => Uint8Array.from(ip.split('.').map(Number));
-
-function ipv4Checksum(header: Uint8Array): number {
-  let sum = 0;
-  for (let i = 0; i < header.length; i += 2) sum += (header[i]! << 8) | header[i + 1]!;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
-}
-
-/** Ethernet | IPv4 | UDP (checksum 0) to PROBE_PORT | payload. */
-function udpFrame(src: Container, dst: Container, text: string): Uint8Array {
-  const payload = new TextEncoder().encode(text);
-  const udp = new Uint8Array(8 + payload.length);
-  const dv = new DataView(udp.buffer);
-  dv.setUint16(0, 40000);
-  dv.setUint16(2, PROBE_PORT);
-  dv.setUint16(4, udp.length);
-  udp.set(payload, 8);
-  const ip = new Uint8Array(20);
-  const iv = new DataView(ip.buffer);
-  ip[0] = 0x45;
-  iv.setUint16(2, 20 + udp.length);
-  iv.setUint16(4, 0x1234);
-  iv.setUint16(6, 0x4000); // DF
-  ip[8] = 64;
-  ip[9] = IPPROTO_UDP;
-  ip.set(ipBytes(src.ip), 12);
-  ip.set(ipBytes(dst.ip), 16);
-  iv.setUint16(10, ipv4Checksum(ip));
-  const frame = new Uint8Array(14 + 20 + udp.length);
-  frame.set(macBytes(dst.mac), 0);
-  frame.set(macBytes(src.mac), 6);
-  frame[12] = 0x08;
-  frame[13] = 0x00;
-  frame.set(ip, 14);
-  frame.set(udp, 34);
-  return frame;
-}
 
 /** ESP (SPI..ICV) under the SA sender → receiver of `saNetwork`, carrying a VXLAN datagram with `vni`. */
 function espPacket(sender: number, receiver: number, saNetwork: NetworkDef, vni: number, frame: Uint8Array, seq: number): Uint8Array {
@@ -225,14 +187,14 @@ describe('two encrypted networks with the same subnet and addresses', () => {
     // Control: the same construction with A's own VNI, to A2, is delivered. So the packet builder,
     // key, SPI, sequence and sender are right, and what follows fails for its VNI alone.
     const rxA0 = (await pairOf(2, 1, A)).rxPackets;
-    await sendEsp(1, 2, espPacket(1, 2, A, A.vni, udpFrame(A1, A2, 'control'), seq));
+    await sendEsp(1, 2, espPacket(1, 2, A, A.vni, udpFrame(A1, A2, PROBE_PORT, 'control'), seq));
     await waitUntil('A2 to receive the control packet', () => a2.messages().length > 0);
     expect(a2.messages()).toEqual([`control from ${A1.ip}`]);
     expect((await pairOf(2, 1, A)).rxPackets).toBeGreaterThan(rxA0);
 
     const aBefore = await pairOf(2, 1, A);
     const bBefore = await pairOf(2, 1, B);
-    const forged = espPacket(1, 2, A, B.vni, udpFrame(B1, B2, 'forged'), seq + 10);
+    const forged = espPacket(1, 2, A, B.vni, udpFrame(B1, B2, PROBE_PORT, 'forged'), seq + 10);
 
     // A flipped ciphertext byte: 'auth-failed', and the window does not move for it ...
     const tampered = Uint8Array.from(forged);

@@ -3,17 +3,16 @@
 // restart (new incarnation, no (key, nonce) reuse); etcd holds no usable key; a member's key does
 // not open another member's wrapped copy.
 import { createDecipheriv } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hexToBytes } from '../../src/crypto/bytes.js';
 import { deriveSaKeymat } from '../../src/crypto/sa-keys.js';
 import { SecretKey } from '../../src/crypto/secret.js';
 import { unwrapForSelf } from '../../src/keyrotation/wrapping.js';
 import type { KeyEpochRecord } from '../../src/store/types.js';
-import { parsePcap, udpDatagrams, type UdpDatagram } from '../support/pcap.js';
+import type { UdpDatagram } from '../support/pcap.js';
 import { waitFor } from '../support/wait.js';
 import { MiB, tcpTransfer } from '../support/tcp-transfer.js';
+import { captureUdp } from './capture.js';
 import { createClusterBed, etcdGetPrefix, etcdHistory, gatewayDrops, hostIdentityHex, keysOf, outboundEpoch, pingLoop, type ClusterBed } from './cluster-bed.js';
 
 const NET = 'rot';
@@ -246,19 +245,10 @@ describe('a restarted gateway', () => {
 
 /** ESP-in-UDP datagrams seen on host h's underlay while `traffic` runs. */
 async function captureEsp(h: number, traffic: () => Promise<unknown>): Promise<UdpDatagram[]> {
-  const file = join(cb.dir, `esp-h${h}-${Date.now()}.pcap`);
   // The native path sends UDP GSO: on a veth, tcpdump would see a batched send as one super-packet (a ping reply
   // and an ARP frame sealed together, say). Segment in software on every sender so the capture shows datagrams.
   for (const host of cb.bed.hosts) await cb.bed.exec(host.netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'off']);
-  const tcpdump = cb.bed.spawn(cb.bed.hosts[h - 1]!.netns, ['tcpdump', '-i', 'eth0', '-n', '-U', '--immediate-mode', '-s', '2048', '-w', file, 'udp port 4500']);
-  try {
-    await waitFor(() => /listening on/.test(tcpdump.stderr()), 5000, 'tcpdump listening');
-    await traffic();
-    await new Promise((r) => setTimeout(r, 300));
-  } finally {
-    await tcpdump.stop();
-  }
-  return existsSync(file) ? udpDatagrams(parsePcap(readFileSync(file))) : [];
+  return captureUdp(cb.bed, cb.bed.hosts[h - 1]!.netns, cb.dir, `esp-h${h}`, 'udp port 4500', traffic);
 }
 
 /**
