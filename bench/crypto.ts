@@ -7,9 +7,9 @@ import type { AeadProvider } from '../src/crypto/aead.js';
 import { nobleAeadProvider } from '../src/crypto/aead-noble.js';
 import { nodeAeadProvider } from '../src/crypto/aead-node.js';
 import { SecretKey } from '../src/crypto/secret.js';
-import { IPPROTO_UDP } from '../src/vxlan/constants.js';
-import { createEspCipher, openEspDanger, parseEspPlaintext } from '../src/vxlan/esp.js';
-import { OutboundSa } from '../src/vxlan/sa.js';
+import { IPPROTO_UDP } from '../src/vxlan/wire/constants.js';
+import { createEspCipher, openEspDanger, parseEspPlaintext } from '../src/vxlan/wire/esp.js';
+import { OutboundSa } from '../src/vxlan/sa/sa.js';
 
 const FRAME = 1400;
 const SECONDS = Number(process.env.VEIL_BENCH_SECONDS ?? 2);

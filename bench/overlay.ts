@@ -6,8 +6,8 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { BedProcess } from '../test/netns/bed.js';
-import { createOverlayBed, type NetworkDef, type OverlayBed } from '../test/netns/overlay-bed.js';
+import type { BedProcess } from '../test/system/netns/bed.js';
+import { createOverlayBed, type NetworkDef, type OverlayBed } from '../test/system/netns/overlay-bed.js';
 
 const ROUNDS = Number(process.env.VEIL_BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.VEIL_BENCH_SECONDS ?? 10);

@@ -26,8 +26,8 @@ import { requestRotation, storeRotationRequests } from '../src/keyrotation/reque
 import { EtcdStore } from '../src/store/etcd.js';
 import { keys } from '../src/store/layout.js';
 import type { HostLease } from '../src/store/types.js';
-import { startEtcd } from '../test/support/etcd.js';
-import { createClusterBed, keysOf, outboundEpoch } from '../test/netns/cluster-bed.js';
+import { startEtcd } from '../test/system/support/etcd.js';
+import { createClusterBed, keysOf, outboundEpoch } from '../test/system/netns/cluster-bed.js';
 
 const ROTATIONS = Number(process.env.VEIL_BENCH_ROTATIONS ?? 10);
 const CLIENTS = Number(process.env.VEIL_BENCH_CLIENTS ?? 100);

@@ -1,7 +1,8 @@
 /**
- * The one registry of control-plane errors: a code (VEIL_ERR_<AREA>_<WHAT>), an
- * HTTP status, and a message template. The data plane never throws; it counts
- * drop reasons instead (vxlan/drops.ts). Messages never carry key material.
+ * The one registry of errors: every code veil can raise (VEIL_ERR_<AREA>_<WHAT>, the C addon's
+ * included), its HTTP status and its message. The data plane's hot path never throws; it counts
+ * drop reasons instead (vxlan/wire/drops.ts). Messages never carry key material. A test scans
+ * src/ and native/ for codes missing here (docs/api.md "Errors").
  */
 export const ERRORS = {
   VEIL_ERR_CONFIG_INVALID: { status: 400, message: 'invalid configuration' },
@@ -32,6 +33,17 @@ export const ERRORS = {
   VEIL_ERR_CA_MISSING: { status: 404, message: 'no CA in that directory (run veil ca init)' },
   VEIL_ERR_API_UNREACHABLE: { status: 503, message: 'cannot reach the veil API' },
   VEIL_ERR_HOST_ID_IN_USE: { status: 409, message: 'host id is registered by a live host' },
+  VEIL_ERR_PLUMBING_COMMAND: { status: 500, message: 'plumbing command failed' },
+  VEIL_ERR_SA_SPI_IN_USE: { status: 500, message: 'the SPI is in use by another peer, network or epoch' },
+  VEIL_ERR_SA_TOO_MANY_EPOCHS: { status: 500, message: 'the (peer, network) pair already has three live epochs' },
+  VEIL_ERR_NATIVE_UNAVAILABLE: { status: 500, message: 'the native data path is not available' },
+  VEIL_ERR_NATIVE_NOT_RUNNING: { status: 503, message: 'the native data path is not running' },
+  VEIL_ERR_NATIVE_CLOSED: { status: 503, message: 'the native data path is closed' },
+  VEIL_ERR_NATIVE_UNKNOWN_PEER: { status: 500, message: 'an SA names a peer the data path does not know' },
+  VEIL_ERR_NATIVE_ARGS: { status: 500, message: 'invalid arguments to the native data path' },
+  VEIL_ERR_NATIVE_NOMEM: { status: 503, message: 'the native data path is out of memory' },
+  VEIL_ERR_NATIVE_IO: { status: 500, message: 'the native data path could not set up a socket or thread' },
+  VEIL_ERR_NATIVE_CRYPTO: { status: 500, message: 'an OpenSSL operation of the native data path failed' },
   VEIL_ERR_INTERNAL: { status: 500, message: 'internal error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { startEmbeddedEtcd, type EmbeddedEtcd } from './embedded-etcd.js';
+import { startEmbeddedEtcd, type EmbeddedEtcd } from './store/embedded-etcd.js';
 import { listenApi, planApiListen, type ListeningApi } from './api/listen.js';
 import type { EndpointRecord, NetworkRecord } from './store/types.js';
 import { HostAgent } from './agent/agent.js';
-import type { ClusterGatewayConfig } from './config.js';
+import type { ClusterGatewayConfig } from './config/cluster.js';
 import { bytesToHex } from './crypto/bytes.js';
-import { loadOrCreateIdentity } from './identity.js';
+import { loadOrCreateIdentity } from './config/identity.js';
 import { EpochFollower } from './keyrotation/follower.js';
 import { EpochInstaller } from './keyrotation/installer.js';
 import { KeyScheduleLeader } from './keyrotation/leader.js';
@@ -16,19 +16,19 @@ import { DEFAULT_SEQUENCE_BUDGET, rotationsDue } from './keyrotation/budget.js';
 import { scheduleConfig } from './keyrotation/schedule.js';
 import { EtcdStore } from './store/etcd.js';
 import { keys } from './store/layout.js';
-import { isWindows } from './windows.js';
+import { isWindows } from './model/windows.js';
 import { VERSION } from './version.js';
 import { dirname } from 'node:path';
 import { buildApp } from './api/app.js';
 import { nodeAeadProvider } from './crypto/aead-node.js';
 import type { Logger } from './log.js';
-import type { StaticGatewayConfig } from './static-config.js';
-import { TsDataPath } from './vxlan/data-path-ts.js';
+import type { StaticGatewayConfig } from './config/static.js';
+import { TsDataPath } from './vxlan/ts/datapath.js';
 import { Gateway } from './vxlan/gateway.js';
-import type { DataPath } from './vxlan/io.js';
-import { DgramUnderlay, DgramVtep } from './vxlan/io-dgram.js';
-import { NativeDataplane } from './vxlan/io-native.js';
-import { nativeAvailable } from './vxlan/native.js';
+import type { DataPath } from './vxlan/datapath.js';
+import { DgramUnderlay, DgramVtep } from './vxlan/ts/dgram.js';
+import { NativeDataPath } from './vxlan/native/datapath.js';
+import { nativeAvailable } from './vxlan/native/addon.js';
 import { VeilError } from './errors.js';
 import { IproutePlumbing } from './vxlan/plumbing.js';
 import { IprouteDnsPlumbing } from './dns/plumbing.js';
@@ -55,7 +55,7 @@ function chooseDataPath(configured: 'ts' | 'native' | undefined, underlayAddress
     kind = 'ts';
   }
   const dataPath: DataPath = kind === 'native'
-    ? new NativeDataplane({ underlayAddress, hostAddress: plumbing.hostAddress, vtepAddress: plumbing.vtepAddress, underlayMtu })
+    ? new NativeDataPath({ underlayAddress, hostAddress: plumbing.hostAddress, vtepAddress: plumbing.vtepAddress, underlayMtu })
     : new TsDataPath({
       vtepAddress: plumbing.vtepAddress,
       underlay: new DgramUnderlay(underlayAddress),

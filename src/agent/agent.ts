@@ -4,7 +4,7 @@ import type { EndpointRecord, HostLease, HostRecord, HostRegistration, NetworkRe
 import type { Gateway, GatewayPeer } from '../vxlan/gateway.js';
 import { hexToBytes } from '../crypto/bytes.js';
 import type { SecretKey } from '../crypto/secret.js';
-import { isWindows, optionEnabled, windowsHostWarning } from '../windows.js';
+import { isWindows, optionEnabled, windowsHostWarning } from '../model/windows.js';
 
 /*
  * The host agent: keeps this host registered in etcd under a lease, follows the

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { nextRotationAt } from '../keyrotation/schedule.js';
 import type { HostRecord, KeyEpochRecord, NetworkRecord, Store } from '../store/types.js';
 import type { GatewayStatus } from '../vxlan/gateway.js';
-import { isWindows, optionEnabled } from '../windows.js';
+import { isWindows, optionEnabled } from '../model/windows.js';
 import type { KeyScheduleApi } from './keys.js';
 import { isoTime as iso, LastRead, nullableString } from './last-read.js';
 import { errorSchema } from './schemas.js';

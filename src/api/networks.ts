@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { VeilError } from '../errors.js';
 import type { EndpointRecord, HostRecord, NetworkRecord, Sandbox, Store } from '../store/types.js';
-import { isWindows, optionEnabled, windowsEndpointWarning, windowsHostWarning, windowsHosts, windowsNetworkWarning } from '../windows.js';
+import { isWindows, optionEnabled, windowsEndpointWarning, windowsHostWarning, windowsHosts, windowsNetworkWarning } from '../model/windows.js';
 import { errorSchema } from './schemas.js';
 
 /*
@@ -336,7 +336,8 @@ export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?
       } catch (err) {
         // No partial state: the IP and the record go again.
         await store.deleteEndpoint(network.id, endpoint.id).catch((e: Error) => req.log.error({ error: e.message }, 'could not roll back an endpoint'));
-        throw err instanceof VeilError ? err : new VeilError('VEIL_ERR_ATTACH_FAILED', (err as Error).message, { cause: err });
+        // A refusal keeps its code; anything the host could not do is "could not attach" (422).
+        throw err instanceof VeilError && err.status < 500 ? err : new VeilError('VEIL_ERR_ATTACH_FAILED', (err as Error).message, { cause: err });
       }
     }
     req.log.info({ network: network.name, container: endpoint.name, host: hostId, ipv4: endpoint.ipv4, mac: endpoint.mac }, 'container connected');

@@ -2,8 +2,8 @@ import { readFile } from 'node:fs/promises';
 import type { AeadProvider } from '../crypto/aead.js';
 import { nobleAeadProvider } from '../crypto/aead-noble.js';
 import { nodeAeadProvider } from '../crypto/aead-node.js';
-import { checkEspVector, parseEspVectorFile } from '../vxlan/esp-vectors.js';
-import { nativeAeadProvider, nativeAvailable } from '../vxlan/native.js';
+import { checkEspVector, parseEspVectorFile } from '../vxlan/wire/esp-vectors.js';
+import { nativeAeadProvider, nativeAvailable } from '../vxlan/native/addon.js';
 
 /** Every AES-GCM implementation veil has here: node:crypto, @noble/ciphers, and the native addon when built. */
 export const ESP_IMPLEMENTATIONS: readonly AeadProvider[] = [nodeAeadProvider, nobleAeadProvider, ...(nativeAvailable() ? [nativeAeadProvider] : [])];

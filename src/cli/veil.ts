@@ -2,9 +2,9 @@
 import { VeilError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { hostname } from 'node:os';
-import { GATEWAY_FLAGS, parseGatewayConfig } from '../config.js';
+import { GATEWAY_FLAGS, parseGatewayConfig } from '../config/cluster.js';
 import { startClusterGateway, startStaticGateway, type RunningGateway } from '../main.js';
-import { claimStaticIncarnation, loadStaticGatewayConfig } from '../static-config.js';
+import { claimStaticIncarnation, loadStaticGatewayConfig } from '../config/static.js';
 import { runCa } from './ca.js';
 import { runHost, runNetwork, splitGlobalOptions } from './network.js';
 import { vectorsCheck } from './vectors-check.js';

@@ -28,9 +28,13 @@ import type { Server as TcpServer } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Sandbox } from '../store/types.js';
-import { bridgeName, execRunner, PlumbingError, type CommandResult, type CommandRunner, type NetnsRef } from '../vxlan/plumbing.js';
+import { execRunner, PlumbingError, SerialQueue, type CommandResult, type CommandRunner } from '../host/exec.js';
+import { bridgeName, IFNAME_RE } from '../host/names.js';
+import { execIn, ipIn, type NetnsRef } from '../host/netns.js';
+import { applyNftScript } from '../host/nft.js';
+import { MAC_RE } from '../model/mac.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from './wire.js';
-import { parseCidr, parseIpv4, contains } from './records.js';
+import { cidrContains, parseCidr, parseIpv4 } from '../model/ipv4.js';
 
 /** nftables table (family inet) of the vtep netns that keeps containers to DNS on the resolver address. */
 export const DNS_FIREWALL_TABLE = 'veil_dns';
@@ -97,15 +101,13 @@ export interface IprouteDnsPlumbingConfig {
   readonly helper?: { readonly node: string; readonly script: string };
 }
 
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 const HANDOVER_TIMEOUT_MS = 15_000;
 
 export class IprouteDnsPlumbing implements DnsPlumbing {
   readonly resolverAddress: string;
   readonly #c: IprouteDnsPlumbingConfig;
   readonly #run: CommandRunner;
-  #queue: Promise<unknown> = Promise.resolve();
+  readonly #queue = new SerialQueue();
 
   constructor(config: IprouteDnsPlumbingConfig) {
     this.#c = config;
@@ -114,7 +116,7 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
     if (resolver === undefined) throw new RangeError(`invalid resolver address ${this.resolverAddress}`);
     for (const a of config.linkAddresses ?? []) {
       const link = parseCidr(`${a}/30`);
-      if (link && contains(link, resolver)) throw new RangeError(`the resolver address ${this.resolverAddress} lies in the host-vtep link ${a}/30: choose another --link-net`);
+      if (link && cidrContains(link, resolver)) throw new RangeError(`the resolver address ${this.resolverAddress} lies in the host-vtep link ${a}/30: choose another --link-net`);
     }
     this.#run = config.runner ?? execRunner;
   }
@@ -125,7 +127,7 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
       // Routing stays off (a container must not reach another network through the vtep netns);
       // strict reverse-path filtering everywhere (max(all, dev) decides, so "all" must not say loose).
       await this.#sysctlVtep(['net.ipv4.ip_forward=0', 'net.ipv4.conf.all.rp_filter=1', 'net.ipv4.conf.default.rp_filter=1']);
-      await this.#run('ip', ['netns', 'exec', this.#c.vtepNetns, 'nft', dnsFirewallScript(this.resolverAddress)]);
+      await applyNftScript(this.#run, this.#c.vtepNetns, dnsFirewallScript(this.resolverAddress));
     });
   }
 
@@ -156,8 +158,8 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
       // One way to the resolver per container: through its first interface. A container on several networks
       // reaches it through eth0 (the resolver answers it for every network it is on).
       if (inner !== 'eth0') return;
-      await this.#ipIn(e.netns, ['route', 'replace', `${this.resolverAddress}/32`, 'dev', inner, 'scope', 'link']);
-      await this.#ipIn(e.netns, ['neigh', 'replace', this.resolverAddress, 'lladdr', bridgeMac(this.#c.hostId, e.vni), 'dev', inner, 'nud', 'permanent']);
+      await ipIn(this.#run, e.netns, ['route', 'replace', `${this.resolverAddress}/32`, 'dev', inner, 'scope', 'link']);
+      await ipIn(this.#run, e.netns, ['neigh', 'replace', this.resolverAddress, 'lladdr', bridgeMac(this.#c.hostId, e.vni), 'dev', inner, 'nud', 'permanent']);
     });
   }
 
@@ -174,9 +176,7 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
   }
 
   #serial<T>(op: () => Promise<T>): Promise<T> {
-    const next = this.#queue.then(op, op);
-    this.#queue = next.catch(() => undefined);
-    return next;
+    return this.#queue.run(op);
   }
 
   #ipVtep(args: readonly string[]): Promise<CommandResult> {
@@ -184,14 +184,7 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
   }
 
   #sysctlVtep(settings: readonly string[]): Promise<CommandResult> {
-    return this.#run('ip', ['netns', 'exec', this.#c.vtepNetns, 'sysctl', '-q', '-w', ...settings]);
-  }
-
-  /** `ip -n` takes only names under /run/netns; a path or pid goes through nsenter. */
-  #ipIn(ns: NetnsRef, args: readonly string[]): Promise<CommandResult> {
-    if ('name' in ns) return this.#run('ip', ['-n', ns.name, ...args]);
-    const path = 'path' in ns ? ns.path : `/proc/${ns.pid}/ns/net`;
-    return this.#run('nsenter', [`--net=${path}`, '--', 'ip', ...args]);
+    return execIn(this.#run, this.#c.vtepNetns, ['sysctl', '-q', '-w', ...settings]);
   }
 }
 

@@ -6,22 +6,18 @@
 //                d.c.b.a.in-addr.arpa → <name>.<network> for each address in use (RFC 1035 §3.5)
 // Which networks a query sees is decided by who asks (scopeOf), never by what it asks.
 
+import { cidrContains, parseCidr, parseIpv4, type Cidr } from '../model/ipv4.js';
 import type { EndpointRecord, NetworkRecord } from '../store/types.js';
 
 export interface NetworkNames {
   readonly network: NetworkRecord;
   /** The network's domain: its name, lower-cased (names compare case-insensitively, RFC 4343). */
   readonly domain: string;
-  readonly subnet: Ipv4Net;
+  readonly subnet: Cidr;
   /** Lower-cased name or alias → addresses, in a stable order (endpoint id). */
   readonly names: ReadonlyMap<string, readonly string[]>;
   /** Address → the endpoint's canonical name, `<name>.<network>`. */
   readonly reverse: ReadonlyMap<string, string>;
-}
-
-export interface Ipv4Net {
-  readonly base: number;
-  readonly prefix: number;
 }
 
 export interface DnsTable {
@@ -71,7 +67,7 @@ export function buildTable(networks: readonly NetworkRecord[], endpoints: readon
     scopeOf(source) {
       const address = parseIpv4(source);
       if (address === undefined) return [];
-      const own = all.find((n) => contains(n.subnet, address));
+      const own = all.find((n) => cidrContains(n.subnet, address));
       if (!own) return [];
       const scope = [own];
       for (const ep of localByAddress.get(source) ?? []) {
@@ -91,38 +87,4 @@ export function buildTable(networks: readonly NetworkRecord[], endpoints: readon
 export function sandboxKey(ep: EndpointRecord): string {
   if (!ep.sandbox) return `record:${ep.networkId}/${ep.id}`;
   return `${ep.hostId}|${'netns' in ep.sandbox ? `netns:${ep.sandbox.netns}` : `pid:${ep.sandbox.pid}`}`;
-}
-
-export function parseIpv4(address: string): number | undefined {
-  const parts = address.split('.');
-  if (parts.length !== 4) return undefined;
-  let value = 0;
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p)) return undefined;
-    const octet = Number(p);
-    if (octet > 255) return undefined;
-    value = value * 256 + octet;
-  }
-  return value;
-}
-
-export function formatIpv4(value: number): string {
-  return [value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff].join('.');
-}
-
-export function parseCidr(cidr: string): Ipv4Net | undefined {
-  const [addr, len, extra] = cidr.split('/');
-  if (addr === undefined || len === undefined || extra !== undefined || !/^\d{1,2}$/.test(len)) return undefined;
-  const prefix = Number(len);
-  const base = parseIpv4(addr);
-  if (base === undefined || prefix > 32) return undefined;
-  return { base: maskOf(base, prefix), prefix };
-}
-
-export function contains(net: Ipv4Net, address: number): boolean {
-  return maskOf(address, net.prefix) === net.base;
-}
-
-function maskOf(address: number, prefix: number): number {
-  return prefix === 0 ? 0 : (address - (address % 2 ** (32 - prefix)));
 }

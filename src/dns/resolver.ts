@@ -11,7 +11,8 @@
 
 import type { Answer, Question } from 'dns-packet';
 import { LOCAL_TTL, RCODE, type LocalAnswer } from './wire.js';
-import { contains, parseIpv4, type DnsTable, type NetworkNames } from './records.js';
+import { cidrContains, parseIpv4 } from '../model/ipv4.js';
+import type { DnsTable, NetworkNames } from './records.js';
 
 export type Resolution =
   | { kind: 'local'; answer: LocalAnswer; network: string }
@@ -45,7 +46,7 @@ export class Resolver {
     const reverse = reverseAddress(qname);
     if (reverse) {
       const address = parseIpv4(reverse);
-      const net = address === undefined ? undefined : scope.find((n) => contains(n.subnet, address));
+      const net = address === undefined ? undefined : scope.find((n) => cidrContains(n.subnet, address));
       if (net) {
         const target = net.reverse.get(reverse);
         if (!target) return local(net, RCODE.NXDOMAIN, []);

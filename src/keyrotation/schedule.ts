@@ -1,6 +1,6 @@
 import { VeilError } from '../errors.js';
 import type { HostRecord, KeyEpochRecord } from '../store/types.js';
-import { isWindows } from '../windows.js';
+import { isWindows } from '../model/windows.js';
 
 /*
  * The key schedule of one encrypted network as a pure function (STYLE habit 7):

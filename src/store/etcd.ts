@@ -37,7 +37,8 @@ import {
   type IWatchResponse,
 } from 'etcd3';
 import { StoreError } from './errors.js';
-import { HOST_INDEX_MAX, HOST_INDEX_MIN, KEYSCHEDULE_ELECTION, NETWORK_INDEX_MAX, NETWORK_INDEX_MIN, PREFIX, SEGMENT_RE, VNI_MAX, VNI_MIN, keys, prefixEnd } from './layout.js';
+import { KEYSCHEDULE_ELECTION, PREFIX, SEGMENT_RE, keys, prefixEnd } from './layout.js';
+import { HOST_INDEX_MAX, HOST_INDEX_MIN, NETWORK_INDEX_MAX, NETWORK_INDEX_MIN, VNI_ALLOCATION_MIN, VNI_MAX } from '../model/ids.js';
 import { allocRange, buildNetwork, checkAck, checkEndpoint, checkEpoch, checkHost, checkRotationRequest, macFromIpv4, pickFree, pickFreeIp } from './logic.js';
 import type {
   AckRecord,
@@ -312,7 +313,7 @@ export class EtcdStore implements Store {
         const networks = await this.list<NetworkRecord>(keys.networksPrefix());
         const base = buildNetwork(spec, networks.items, new Date()); // validation and overlap, before any write
         const [vnis, indexes] = await Promise.all([this.keySet(keys.vnisPrefix()), this.keySet(keys.netIndexPrefix())]);
-        const vni = base.vni ?? pickFree(VNI_MIN, VNI_MAX, new Set([...vnis].map(Number)), attempt);
+        const vni = base.vni ?? pickFree(VNI_ALLOCATION_MIN, VNI_MAX, new Set([...vnis].map(Number)), attempt);
         const index = pickFree(NETWORK_INDEX_MIN, NETWORK_INDEX_MAX, new Set([...indexes].map(Number)), attempt);
         if (vni === null || index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', vni === null ? 'no free VNI' : 'no free network index');
         const record: NetworkRecord = { ...base, vni, index };

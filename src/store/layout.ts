@@ -1,5 +1,5 @@
 /*
- * The etcd key layout (DESIGN.md, "etcd layout"). Every key below is relative to
+ * The etcd key layout (docs/etcd.md "Key layout"). Every key below is relative to
  * PREFIX; the etcd client is namespaced to it, so no other file spells a key.
  *
  *   hosts/<hostId>                        HostRecord, bound to the host's lease
@@ -15,17 +15,7 @@
  *   netindex/<n>                          network id, n in 0..65535 (SPI network field), freed with the network
  */
 
-import { SPI_HOST_INDEX_MAX, SPI_NETWORK_INDEX_MAX } from '../vxlan/spi.js';
-
 export const PREFIX = '/veil/v1/';
-
-export const HOST_INDEX_MIN = 1;
-export const HOST_INDEX_MAX = SPI_HOST_INDEX_MAX;
-export const NETWORK_INDEX_MIN = 0;
-export const NETWORK_INDEX_MAX = SPI_NETWORK_INDEX_MAX;
-/** Docker's overlay driver allocates VNIs from 4096 (libnetwork/drivers/overlay/ovmanager). */
-export const VNI_MIN = 4096;
-export const VNI_MAX = 16_777_215;
 
 export const KEYSCHEDULE_ELECTION = 'keyschedule';
 

@@ -4,11 +4,12 @@
  */
 
 import { randomBytes } from 'node:crypto';
+import { cidrsOverlap, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../model/ipv4.js';
 import { StoreError } from './errors.js';
-import { SEGMENT_RE, VNI_MAX, VNI_MIN } from './layout.js';
+import { SEGMENT_RE } from './layout.js';
+import { VNI_ALLOCATION_MIN, VNI_MAX } from '../model/ids.js';
 import type { AckRecord, EndpointSpec, HostRegistration, IpamConfig, KeyEpochRecord, NetworkRecord, NetworkSpec, RotationRequestRecord, Sandbox } from './types.js';
 
-const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const HEX32_RE = /^[0-9a-fA-F]{64}$/;
 const BASE64_RE = /^[A-Za-z0-9+/]+={0,2}$/;
@@ -21,35 +22,10 @@ export function newId(): string {
   return randomBytes(32).toString('hex');
 }
 
-export function parseIpv4(s: string): number | null {
-  if (!IPV4_RE.test(s)) return null;
-  return s.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
-}
-export function formatIpv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
-
-export interface Cidr {
-  /** First address (the network address), as an unsigned 32-bit number. */
-  first: number;
-  /** Last address (the broadcast address). */
-  last: number;
-  prefixLength: number;
-}
-
-export function parseCidr(s: string): Cidr | null {
-  const [ip, len, extra] = s.split('/');
-  if (ip === undefined || len === undefined || extra !== undefined || !/^\d{1,2}$/.test(len)) return null;
-  const base = parseIpv4(ip);
-  const prefixLength = Number(len);
-  if (base === null || prefixLength > 32) return null;
-  const size = 2 ** (32 - prefixLength);
-  if (base % size !== 0) return null; // host bits set: "10.0.0.1/24" is ambiguous, refuse it
-  return { first: base, last: base + size - 1, prefixLength };
-}
-
-export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
-  return a.first <= b.last && b.first <= a.last;
+/** A subnet or ip-range: a CIDR whose host bits are clear ("10.0.0.1/24" is ambiguous: refused). */
+function parseNetwork(s: string): Cidr | undefined {
+  const cidr = parseCidr(s);
+  return cidr && cidr.address === cidr.first ? cidr : undefined;
 }
 
 /** Addresses endpoints may take: the ip-range (or subnet) minus network, broadcast and gateway. */
@@ -60,10 +36,10 @@ export interface AllocRange {
 }
 
 export function allocRange(ipam: IpamConfig): AllocRange {
-  const subnet = parseCidr(ipam.subnet);
-  const range = ipam.ipRange ? parseCidr(ipam.ipRange) : subnet;
+  const subnet = parseNetwork(ipam.subnet);
+  const range = ipam.ipRange ? parseNetwork(ipam.ipRange) : subnet;
   const gateway = parseIpv4(ipam.gateway);
-  if (!subnet || !range || gateway === null) invalid(`ipam ${JSON.stringify(ipam)}`);
+  if (!subnet || !range || gateway === undefined) invalid(`ipam ${JSON.stringify(ipam)}`);
   return { first: range.first, last: range.last, exclude: new Set([subnet.first, subnet.last, gateway]) };
 }
 
@@ -107,7 +83,7 @@ export function pickFree(min: number, max: number, taken: ReadonlySet<number>, a
 
 export function macFromIpv4(ip: string): string {
   const n = parseIpv4(ip);
-  if (n === null) invalid(`ip "${ip}"`);
+  if (n === undefined) invalid(`ip "${ip}"`);
   return ['02', '42', ...[n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
@@ -130,23 +106,23 @@ function checkStringMap(what: string, v: unknown): Record<string, string> {
 export function buildNetwork(spec: NetworkSpec, others: readonly NetworkRecord[], now: Date): Omit<NetworkRecord, 'vni' | 'index'> & { vni?: number } {
   const id = spec.id === undefined ? newId() : checkSegment('network id', spec.id);
   const name = checkSegment('network name', spec.name);
-  if (spec.vni !== undefined && (!Number.isInteger(spec.vni) || spec.vni < VNI_MIN || spec.vni > VNI_MAX)) invalid(`vni must be an integer in ${VNI_MIN}..${VNI_MAX}`);
+  if (spec.vni !== undefined && (!Number.isInteger(spec.vni) || spec.vni < VNI_ALLOCATION_MIN || spec.vni > VNI_MAX)) invalid(`vni must be an integer in ${VNI_ALLOCATION_MIN}..${VNI_MAX}`);
   const ipamIn = spec.ipam;
   if (typeof ipamIn !== 'object' || ipamIn === null) invalid('ipam.subnet is required');
-  const subnet = parseCidr(ipamIn.subnet);
+  const subnet = parseNetwork(ipamIn.subnet);
   if (!subnet) invalid(`ipam.subnet "${ipamIn.subnet}" is not an IPv4 CIDR`);
   const gateway = ipamIn.gateway === undefined ? subnet.first + 1 : parseIpv4(ipamIn.gateway);
-  if (gateway === null) invalid(`ipam.gateway "${ipamIn.gateway}" is not an IPv4 address`);
+  if (gateway === undefined) invalid(`ipam.gateway "${ipamIn.gateway}" is not an IPv4 address`);
   if (gateway <= subnet.first || gateway >= subnet.last) invalid(`ipam.gateway ${formatIpv4(gateway)} is not a usable address of ${ipamIn.subnet}`);
   if (ipamIn.ipRange !== undefined) {
-    const range = parseCidr(ipamIn.ipRange);
+    const range = parseNetwork(ipamIn.ipRange);
     if (!range) invalid(`ipam.ipRange "${ipamIn.ipRange}" is not an IPv4 CIDR`);
     if (range.first < subnet.first || range.last > subnet.last) invalid(`ipam.ipRange ${ipamIn.ipRange} is not inside ${ipamIn.subnet}`);
   }
   const ipam: IpamConfig = { subnet: ipamIn.subnet, gateway: formatIpv4(gateway), ...(ipamIn.ipRange !== undefined ? { ipRange: ipamIn.ipRange } : {}) };
   if (countAllocatable(allocRange(ipam), 2) < 2) invalid(`ipam leaves room for fewer than two endpoints`);
   for (const o of others) {
-    const os = parseCidr(o.ipam.subnet);
+    const os = parseNetwork(o.ipam.subnet);
     if (os && cidrsOverlap(os, subnet)) throw new StoreError('VEIL_ERR_SUBNET_OVERLAP', `${ipamIn.subnet} overlaps ${o.ipam.subnet} of network ${o.name}`);
   }
   return {
@@ -175,8 +151,8 @@ export function checkEndpoint(spec: EndpointSpec, network: NetworkRecord): { id:
   if (spec.mac !== undefined && ((parseInt(spec.mac.slice(0, 2), 16) & 1) === 1 || spec.mac === '00:00:00:00:00:00')) invalid(`mac ${spec.mac} is not a unicast address`);
   if (spec.ipv4 !== undefined) {
     const ip = parseIpv4(spec.ipv4);
-    if (ip === null) invalid(`ipv4 "${spec.ipv4}" is not an IPv4 address`);
-    const subnet = parseCidr(network.ipam.subnet)!;
+    if (ip === undefined) invalid(`ipv4 "${spec.ipv4}" is not an IPv4 address`);
+    const subnet = parseNetwork(network.ipam.subnet)!;
     if (ip < subnet.first || ip > subnet.last) invalid(`ipv4 ${spec.ipv4} is not in ${network.ipam.subnet}`);
     const r = allocRange({ ...network.ipam, ipRange: undefined });
     if (r.exclude.has(ip)) invalid(`ipv4 ${spec.ipv4} is the network, broadcast or gateway address`);
@@ -203,7 +179,7 @@ export function checkRotationRequest(r: RotationRequestRecord): void {
 
 export function checkHost(h: HostRegistration, ttlSeconds: number): void {
   checkSegment('host id', h.id);
-  if (parseIpv4(h.address) === null) invalid(`host address "${h.address}" is not an IPv4 address`);
+  if (parseIpv4(h.address) === undefined) invalid(`host address "${h.address}" is not an IPv4 address`);
   if (!HEX32_RE.test(h.publicKey)) invalid('host publicKey must be 32 bytes of hex');
   for (const k of ['os', 'arch', 'version', 'incarnation'] as const) if (typeof h[k] !== 'string' || h[k].length === 0) invalid(`host ${k} must be a non-empty string`);
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) invalid('lease TTL must be a positive integer of seconds');

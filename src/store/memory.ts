@@ -11,7 +11,8 @@
  */
 
 import { StoreError } from './errors.js';
-import { HOST_INDEX_MAX, HOST_INDEX_MIN, KEYSCHEDULE_ELECTION, NETWORK_INDEX_MAX, NETWORK_INDEX_MIN, SEGMENT_RE, VNI_MAX, VNI_MIN, keys } from './layout.js';
+import { KEYSCHEDULE_ELECTION, SEGMENT_RE, keys } from './layout.js';
+import { HOST_INDEX_MAX, HOST_INDEX_MIN, NETWORK_INDEX_MAX, NETWORK_INDEX_MIN, VNI_ALLOCATION_MIN, VNI_MAX } from '../model/ids.js';
 import { allocRange, buildNetwork, checkAck, checkEndpoint, checkEpoch, checkHost, checkRotationRequest, macFromIpv4, pickFree, pickFreeIp } from './logic.js';
 import type {
   AckRecord,
@@ -330,7 +331,7 @@ export class MemoryStore implements Store {
     if (this.backend.get(keys.name(base.name))) throw new StoreError('VEIL_ERR_NETWORK_NAME_TAKEN', base.name);
     if (base.vni !== undefined && this.backend.get(keys.vni(base.vni))) throw new StoreError('VEIL_ERR_VNI_TAKEN', String(base.vni));
     if (this.backend.get(keys.network(base.id))) throw new StoreError('VEIL_ERR_NETWORK_EXISTS', base.id);
-    const vni = base.vni ?? pickFree(VNI_MIN, VNI_MAX, new Set(this.suffixes(keys.vnisPrefix()).map(Number)), 0);
+    const vni = base.vni ?? pickFree(VNI_ALLOCATION_MIN, VNI_MAX, new Set(this.suffixes(keys.vnisPrefix()).map(Number)), 0);
     const index = pickFree(NETWORK_INDEX_MIN, NETWORK_INDEX_MAX, new Set(this.suffixes(keys.netIndexPrefix()).map(Number)), 0);
     if (vni === null || index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', vni === null ? 'no free VNI' : 'no free network index');
     const record: NetworkRecord = { ...base, vni, index };

@@ -1,10 +1,11 @@
 import { equalBytes as bytesEqual } from '../crypto/bytes.js';
 import { SecretKey } from '../crypto/secret.js';
-import type { DropReason } from './drops.js';
-import type { DataPath } from './io.js';
-import type { NetnsRef, Plumbing, VtepFirewallCounter } from './plumbing.js';
-import { deriveSaKeySpecs, type SaHost } from './sa-derive.js';
-import { SPI_HOST_INDEX_MAX } from './spi.js';
+import type { DropReason } from './wire/drops.js';
+import type { DataPath, PairStatus } from './datapath.js';
+import type { NetnsRef } from '../host/netns.js';
+import type { Plumbing, VtepFirewallCounter } from './plumbing.js';
+import { deriveSaKeySpecs, type SaHost } from './sa/derive.js';
+import { isHostIndex, HOST_INDEX_MAX } from '../model/ids.js';
 
 /**
  * The gateway ports on 169.254.x.1 that receive what the local VTEP sends toward each peer (the FDB
@@ -19,7 +20,7 @@ const PEER_PORT_COUNT = PEER_PORT_MAX - PEER_PORT_MIN + 1;
 
 /** The port a peer gets unless it is taken (by another peer or another root service): stable across restarts. */
 export function peerPort(peerIndex: number): number {
-  if (!Number.isInteger(peerIndex) || peerIndex < 1 || peerIndex > SPI_HOST_INDEX_MAX) throw new RangeError(`peer index must be in 1..${SPI_HOST_INDEX_MAX}`);
+  if (!isHostIndex(peerIndex)) throw new RangeError(`peer index must be in 1..${HOST_INDEX_MAX}`);
   return PEER_PORT_MIN + ((peerIndex - 1) % PEER_PORT_COUNT);
 }
 
@@ -51,23 +52,10 @@ export interface GatewayOptions {
   readonly self: SaHost & { readonly address: string };
   readonly privateKey: SecretKey;
   readonly plumbing: Plumbing;
-  /** TsDataPath (Forwarder + node:dgram) or NativeDataplane (native/, config `dataPath: "native"`). */
+  /** TsDataPath (Forwarder + node:dgram) or NativeDataPath (native/, config `dataPath: "native"`). */
   readonly dataPath: DataPath;
   readonly sequenceBudget?: number;
   readonly log?: (event: string, fields?: Record<string, unknown>) => void;
-}
-
-export interface PairStatus {
-  peer: string;
-  vni: number;
-  encrypted: boolean;
-  txPackets: number;
-  txBytes: number;
-  rxPackets: number;
-  rxBytes: number;
-  drops: Partial<Record<DropReason, number>>;
-  outbound?: { spi: number; epoch: number; sealed: number; sequenceHeadroom: number };
-  inbound: Array<{ spi: number; epoch: number; opened: number }>;
 }
 
 export interface GatewayStatus {

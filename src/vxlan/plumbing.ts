@@ -26,14 +26,14 @@
 // Everything here is control plane: operations are serialized, idempotent, and throw PlumbingError
 // carrying the failing argv and its stderr. Commands are argv arrays, never shell strings.
 
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
-import { overlayMtu, VTEP_DELIVERY_PORT, VXLAN_PORT, VXLAN_VNI_MAX } from './constants.js';
-
-export const HOST_LINK = 'to-vtep';
-export const VTEP_LINK = 'to-host';
-export const ZERO_MAC = '00:00:00:00:00:00';
+import { execRunner, parseCommandJson, PlumbingError, SerialQueue, type CommandResult, type CommandRunner } from '../host/exec.js';
+import { bridgeName, endpointLinkName, HOST_LINK, IFNAME_RE, VTEP_LINK, vxlanName } from '../host/names.js';
+import { execIn, ipIn, netnsArg, netnsPath, type NetnsRef } from '../host/netns.js';
+import { applyNftScript, readNftCounter, type NftCounter } from '../host/nft.js';
+import { formatIpv4, isIpv4, parseCidr, parseIpv4 } from '../model/ipv4.js';
+import { MAC_RE, ZERO_MAC } from '../model/mac.js';
+import { overlayMtu, VTEP_DELIVERY_PORT, VXLAN_PORT } from './wire/constants.js';
 /** nftables table (family inet) of the vtep netns, and its named counter of refused VXLAN datagrams. */
 export const VTEP_FIREWALL_TABLE = 'veil';
 export const VTEP_FIREWALL_COUNTER = 'vtep_injection';
@@ -44,7 +44,7 @@ export const VTEP_FIREWALL_COUNTER = 'vtep_injection';
  * its count. The bridge path is not affected (no br_netfilter: bridged frames never reach inet hooks).
  */
 export function vtepFirewallScript(hostAddress: string): string {
-  parseIpv4(hostAddress);
+  if (!isIpv4(hostAddress)) throw new RangeError(`invalid IPv4 address ${hostAddress}`);
   const t = `inet ${VTEP_FIREWALL_TABLE}`;
   return [
     `add table ${t}`,
@@ -57,23 +57,7 @@ export function vtepFirewallScript(hostAddress: string): string {
 }
 
 /** What the vtep netns's firewall refused: datagrams to the VTEP's port 4789 not from the gateway. */
-export interface VtepFirewallCounter {
-  readonly packets: number;
-  readonly bytes: number;
-}
-
-export function bridgeName(vni: number): string {
-  return `br${checkVni(vni)}`;
-}
-export function vxlanName(vni: number): string {
-  return `vx${checkVni(vni)}`;
-}
-export function endpointLinkName(vni: number, endpointId: string): string {
-  return `ve${createHash('sha256').update(`${checkVni(vni)}/${endpointId}`).digest('hex').slice(0, 12)}`;
-}
-
-/** A network namespace: a named one (/run/netns/<name>), a bind-mounted path, or a process's. */
-export type NetnsRef = { readonly name: string } | { readonly path: string } | { readonly pid: number };
+export type VtepFirewallCounter = NftCounter;
 
 export interface NetworkSpec {
   readonly vni: number;
@@ -136,18 +120,12 @@ export interface Plumbing {
   listFdb(vni: number): Promise<FdbEntry[]>;
 }
 
-export interface CommandResult {
-  readonly stdout: string;
-  readonly stderr: string;
-}
-export type CommandRunner = (file: string, args: readonly string[]) => Promise<CommandResult>;
-
 /**
  * A container's namespace must not be the gateway's own (the host's network namespace): moving a veth
  * end and addresses into it would plumb the host itself. Compared by namespace inode.
  */
 function refuseOwnNamespace(ref: NetnsRef, hostNetns: string | undefined): void {
-  const path = 'name' in ref ? `/run/netns/${ref.name}` : 'path' in ref ? ref.path : `/proc/${ref.pid}/ns/net`;
+  const path = netnsPath(ref);
   let target: { dev: number; ino: number };
   try {
     target = statSync(path);
@@ -159,31 +137,6 @@ function refuseOwnNamespace(ref: NetnsRef, hostNetns: string | undefined): void 
     throw new PlumbingError(['attachContainer', path], null, `${path} is the host's own network namespace, not a container's`);
   }
 }
-
-export class PlumbingError extends Error {
-  readonly code = 'VEIL_ERR_PLUMBING_COMMAND';
-  constructor(
-    readonly argv: readonly string[],
-    readonly exitCode: number | string | null,
-    readonly stderr: string,
-  ) {
-    super(`plumbing command failed (exit ${String(exitCode)}): ${argv.join(' ')}: ${stderr.trim() || '(no stderr)'}`);
-    this.name = 'PlumbingError';
-  }
-}
-
-/** Runs argv without a shell; rejects with PlumbingError on a non-zero exit. */
-export const execRunner: CommandRunner = (file, args) =>
-  new Promise((resolve, reject) => {
-    execFile(file, [...args], { encoding: 'utf8', timeout: 30_000 }, (error, stdout, stderr) => {
-      if (error) {
-        const code = (error as NodeJS.ErrnoException & { code?: number | string }).code ?? null;
-        reject(new PlumbingError([file, ...args], code, stderr || error.message));
-      } else {
-        resolve({ stdout, stderr });
-      }
-    });
-  });
 
 export interface IproutePlumbingConfig {
   /** Name of the vtep netns (created under /run/netns). */
@@ -199,9 +152,6 @@ export interface IproutePlumbingConfig {
 export const DEFAULT_LINK_NET = '169.254.47.0';
 export const LINK_PREFIX_LENGTH = 30;
 
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
-
 export class IproutePlumbing implements Plumbing {
   readonly hostAddress: string;
   readonly vtepAddress: string;
@@ -209,16 +159,16 @@ export class IproutePlumbing implements Plumbing {
   readonly hostNetns: string | undefined;
   readonly underlayMtu: number;
   private readonly run: CommandRunner;
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new SerialQueue();
 
   constructor(config: IproutePlumbingConfig) {
-    const octets = parseIpv4(config.linkNet ?? DEFAULT_LINK_NET);
-    if (octets[0] !== 169 || octets[1] !== 254 || octets[2] === 0 || octets[2] === 255 || octets[2] === 169 || octets[3] % 4 !== 0) {
+    const link = parseIpv4(config.linkNet ?? DEFAULT_LINK_NET);
+    const third = link === undefined ? -1 : (link >>> 8) & 0xff;
+    if (link === undefined || link >>> 16 !== 0xa9fe || third === 0 || third === 255 || third === 169 || link % 4 !== 0) {
       throw new RangeError(`linkNet must be a /30 network address in 169.254.1.0–169.254.254.252 outside 169.254.169.0/24, got ${String(config.linkNet)}`);
     }
-    const base = `${octets[0]}.${octets[1]}.${octets[2]}.`;
-    this.hostAddress = base + String(octets[3] + 1);
-    this.vtepAddress = base + String(octets[3] + 2);
+    this.hostAddress = formatIpv4(link + 1);
+    this.vtepAddress = formatIpv4(link + 2);
     this.vtepNetns = config.vtepNetns;
     this.hostNetns = config.hostNetns;
     this.underlayMtu = config.underlayMtu ?? 1500;
@@ -235,7 +185,7 @@ export class IproutePlumbing implements Plumbing {
       await this.ipHost(['link', 'set', 'lo', 'up']);
       await this.ipVtep(['link', 'set', 'lo', 'up']);
       // Before any VXLAN device exists: the VTEP is never open to the host netns, not even briefly.
-      await this.run('ip', ['netns', 'exec', this.vtepNetns, 'nft', vtepFirewallScript(this.hostAddress)]);
+      await applyNftScript(this.run, this.vtepNetns, vtepFirewallScript(this.hostAddress));
       const hostSide = await this.linkInfo('host', HOST_LINK);
       const vtepSide = await this.linkInfo('vtep', VTEP_LINK);
       if (!hostSide || !vtepSide || hostSide.linkinfo?.info_kind !== 'veth' || vtepSide.linkinfo?.info_kind !== 'veth') {
@@ -259,8 +209,7 @@ export class IproutePlumbing implements Plumbing {
       await this.run('ip', ['netns', 'exec', this.vtepNetns, 'ethtool', '-K', VTEP_LINK, 'tx', 'off']);
       // NAPI GRO on the host end: the native data path's per-peer sockets (UDP_GRO) then receive a burst
       // from the VTEP as one coalesced datagram instead of one by one (iperf3 TCP: 2.1 → 2.7 Gbit/s here).
-      const ethtool = ['ethtool', '-K', HOST_LINK, 'gro', 'on'];
-      await this.run(this.hostNetns === undefined ? ethtool[0]! : 'ip', this.hostNetns === undefined ? ethtool.slice(1) : ['netns', 'exec', this.hostNetns, ...ethtool]);
+      await execIn(this.run, this.hostNetns, ['ethtool', '-K', HOST_LINK, 'gro', 'on']);
       // The vtep namespace must not be a host on the overlays it bridges: without IPv6 its bridges and
       // veths get no link-local address, answer nothing and send no router solicitations or MLD
       // reports into every network. "all" covers the links that exist, "default" those made later.
@@ -333,8 +282,8 @@ export class IproutePlumbing implements Plumbing {
       const mac = a.mac.toLowerCase();
       if (!MAC_RE.test(mac)) throw new RangeError(`invalid MAC address ${a.mac}`);
       if (!IFNAME_RE.test(inner)) throw new RangeError(`invalid interface name ${inner}`);
-      parseCidr(a.ipv4);
-      if (a.gateway !== undefined) parseIpv4(a.gateway);
+      if (!parseCidr(a.ipv4)) throw new RangeError(`invalid IPv4 address/prefix ${a.ipv4}`);
+      if (a.gateway !== undefined && !isIpv4(a.gateway)) throw new RangeError(`invalid IPv4 address ${a.gateway}`);
       refuseOwnNamespace(a.netns, this.hostNetns);
       const vxlan = await this.linkInfo('vtep', vxlanName(a.vni));
       if (!vxlan || !(await this.linkInfo('vtep', br))) {
@@ -346,7 +295,7 @@ export class IproutePlumbing implements Plumbing {
           'netns', netnsArg(a.netns)]);
       }
       await this.ipVtep(['link', 'set', outer, 'master', br, 'mtu', mtu, 'up']);
-      const inC = (args: readonly string[]): Promise<CommandResult> => this.ipIn(a.netns, args);
+      const inC = (args: readonly string[]): Promise<CommandResult> => ipIn(this.run, a.netns, args);
       await inC(['link', 'set', 'lo', 'up']);
       await inC(['link', 'set', inner, 'address', mac, 'mtu', mtu, 'up']);
       await inC(['addr', 'replace', a.ipv4, 'dev', inner]);
@@ -401,23 +350,13 @@ export class IproutePlumbing implements Plumbing {
   }
 
   vtepFirewallDrops(): Promise<VtepFirewallCounter> {
-    return this.serial(async () => {
-      const { stdout } = await this.run('ip', ['netns', 'exec', this.vtepNetns, 'nft', '-j', 'list', 'counter', 'inet', VTEP_FIREWALL_TABLE, VTEP_FIREWALL_COUNTER]);
-      const doc = parseJson<{ nftables?: Array<{ counter?: { name?: string; packets?: number; bytes?: number } }> }>(stdout, 'nft -j list counter');
-      const counter = doc.nftables?.find((e) => e.counter?.name === VTEP_FIREWALL_COUNTER)?.counter;
-      if (counter?.packets === undefined || counter.bytes === undefined) {
-        throw new PlumbingError(['nft', 'list', 'counter', VTEP_FIREWALL_COUNTER], null, `no counter in: ${stdout.slice(0, 200)}`);
-      }
-      return { packets: counter.packets, bytes: counter.bytes };
-    });
+    return this.serial(() => readNftCounter(this.run, this.vtepNetns, 'inet', VTEP_FIREWALL_TABLE, VTEP_FIREWALL_COUNTER));
   }
 
   // ── internals ────────────────────────────────────────────────────────────────
 
   private serial<T>(op: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(op, op);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.queue.run(op);
   }
 
   /**
@@ -427,7 +366,7 @@ export class IproutePlumbing implements Plumbing {
    */
   private async checkDeliveryPortPrivileged(): Promise<void> {
     const sysctl = ['sysctl', '-n', 'net.ipv4.ip_unprivileged_port_start'];
-    const { stdout } = this.hostNetns === undefined ? await this.run(sysctl[0]!, sysctl.slice(1)) : await this.run('ip', ['netns', 'exec', this.hostNetns, ...sysctl]);
+    const { stdout } = await execIn(this.run, this.hostNetns, sysctl);
     const start = Number(stdout.trim());
     if (!Number.isInteger(start) || start <= VTEP_DELIVERY_PORT) {
       throw new PlumbingError(sysctl, null, `net.ipv4.ip_unprivileged_port_start is ${stdout.trim()} in the gateway's netns: any user could ` +
@@ -439,7 +378,7 @@ export class IproutePlumbing implements Plumbing {
     const vx = vxlanName(vni);
     if (!(await this.linkInfo('vtep', vx))) return [];
     const { stdout } = await this.bridgeVtep(['-j', 'fdb', 'show', 'dev', vx]);
-    const rows = parseJson<Array<{ mac?: string; dst?: string; port?: number }>>(stdout, 'bridge -j fdb show');
+    const rows = parseCommandJson<Array<{ mac?: string; dst?: string; port?: number }>>(stdout, 'bridge -j fdb show');
     const entries: FdbEntry[] = [];
     for (const r of rows) {
       // Remote entries carry dst; those without are the bridge's own (master) entries.
@@ -454,7 +393,7 @@ export class IproutePlumbing implements Plumbing {
 
   private async netnsExists(name: string): Promise<boolean> {
     const { stdout } = await this.run('ip', ['-j', 'netns', 'list']);
-    const list = stdout.trim() === '' ? [] : parseJson<Array<{ name: string }>>(stdout, 'ip -j netns list');
+    const list = stdout.trim() === '' ? [] : parseCommandJson<Array<{ name: string }>>(stdout, 'ip -j netns list');
     return list.some((n) => n.name === name);
   }
 
@@ -462,7 +401,7 @@ export class IproutePlumbing implements Plumbing {
     const args = ['-d', '-j', 'link', 'show', 'dev', ifname];
     try {
       const { stdout } = where === 'host' ? await this.ipHost(args) : await this.ipVtep(args);
-      return parseJson<LinkJson[]>(stdout, 'ip -j link show')[0];
+      return parseCommandJson<LinkJson[]>(stdout, 'ip -j link show')[0];
     } catch (err) {
       if (err instanceof PlumbingError && /does not exist/.test(err.stderr)) return undefined;
       throw err;
@@ -471,7 +410,7 @@ export class IproutePlumbing implements Plumbing {
 
   private async jsonLinks(args: readonly string[]): Promise<LinkJson[]> {
     const { stdout } = await this.ipVtep(['-d', '-j', ...args]);
-    return stdout.trim() === '' ? [] : parseJson<LinkJson[]>(stdout, 'ip -j link show');
+    return stdout.trim() === '' ? [] : parseCommandJson<LinkJson[]>(stdout, 'ip -j link show');
   }
 
   private ipHost(args: readonly string[]): Promise<CommandResult> {
@@ -483,12 +422,6 @@ export class IproutePlumbing implements Plumbing {
   private bridgeVtep(args: readonly string[]): Promise<CommandResult> {
     return this.run('bridge', ['-n', this.vtepNetns, ...args]);
   }
-  /** `ip -n` takes only names under /run/netns; a path or pid goes through nsenter. */
-  private ipIn(ns: NetnsRef, args: readonly string[]): Promise<CommandResult> {
-    if ('name' in ns) return this.run('ip', ['-n', ns.name, ...args]);
-    const path = 'path' in ns ? ns.path : `/proc/${ns.pid}/ns/net`;
-    return this.run('nsenter', [`--net=${path}`, '--', 'ip', ...args]);
-  }
 }
 
 interface LinkJson {
@@ -496,18 +429,6 @@ interface LinkJson {
   mtu: number;
   master?: string;
   linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean } };
-}
-
-/** `ip link ... netns X` accepts a name, a path (contains '/') or a pid. */
-function netnsArg(ns: NetnsRef): string {
-  if ('name' in ns) return ns.name;
-  if ('path' in ns) return ns.path;
-  return String(ns.pid);
-}
-
-function checkVni(vni: number): number {
-  if (!Number.isInteger(vni) || vni < 1 || vni > VXLAN_VNI_MAX) throw new RangeError(`VNI must be an integer in 1..${VXLAN_VNI_MAX}, got ${vni}`);
-  return vni;
 }
 
 function checkPort(port: number): string {
@@ -519,30 +440,4 @@ function checkUnicastMac(mac: string): string {
   const lower = mac.toLowerCase();
   if (!MAC_RE.test(lower) || lower === ZERO_MAC) throw new RangeError(`invalid unicast MAC address ${mac}`);
   return lower;
-}
-
-function parseIpv4(address: string): [number, number, number, number] {
-  const parts = address.split('.');
-  const octets = parts.map((p) => (/^\d{1,3}$/.test(p) ? Number(p) : NaN));
-  const [a, b, c, d] = octets;
-  if (octets.length !== 4 || a === undefined || b === undefined || c === undefined || d === undefined || octets.some((o) => !(o >= 0 && o <= 255))) {
-    throw new RangeError(`invalid IPv4 address ${address}`);
-  }
-  return [a, b, c, d];
-}
-
-function parseCidr(cidr: string): void {
-  const [addr, len, extra] = cidr.split('/');
-  if (addr === undefined || len === undefined || extra !== undefined || !/^\d{1,2}$/.test(len) || Number(len) > 32) {
-    throw new RangeError(`invalid IPv4 address/prefix ${cidr}`);
-  }
-  parseIpv4(addr);
-}
-
-function parseJson<T>(text: string, what: string): T {
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    throw new PlumbingError([what], null, `unparseable output: ${text.slice(0, 200)}`);
-  }
 }

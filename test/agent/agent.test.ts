@@ -6,76 +6,10 @@ import { SecretKey } from '../../src/crypto/secret.js';
 import { MemoryBackend } from '../../src/store/memory.js';
 import type { Store } from '../../src/store/types.js';
 import { Gateway, peerPort } from '../../src/vxlan/gateway.js';
-import type { DataPath, DataPathStatus } from '../../src/vxlan/io.js';
-import type { ContainerAttachment, FdbEntry, Plumbing } from '../../src/vxlan/plumbing.js';
+import { RecordingDataPath } from '../../src/vxlan/datapath-fake.js';
+import { RecordingPlumbing } from '../../src/vxlan/plumbing-fake.js';
 import { sampleHost } from '../store/harness.js';
 import { waitUntil } from '../support/wait.js';
-
-class RecordingPlumbing implements Plumbing {
-  readonly hostAddress = '169.254.9.1';
-  readonly vtepAddress = '169.254.9.2';
-  networks = new Set<number>();
-  containers = new Map<string, ContainerAttachment>();
-  fdb = new Map<number, FdbEntry[]>();
-  failAttach = false;
-  async ensureHost() {}
-  async teardownHost() {}
-  async ensureNetwork(spec: { vni: number }) {
-    this.networks.add(spec.vni);
-    if (!this.fdb.has(spec.vni)) this.fdb.set(spec.vni, []);
-  }
-  async removeNetwork(vni: number) {
-    this.networks.delete(vni);
-    this.fdb.delete(vni);
-    for (const [k, c] of this.containers) if (c.vni === vni) this.containers.delete(k);
-  }
-  async attachContainer(a: ContainerAttachment) {
-    if (this.failAttach) throw new Error('Cannot open network namespace');
-    this.containers.set(`${a.vni}/${a.endpointId}`, a);
-  }
-  async detachContainer(vni: number, endpointId: string) {
-    this.containers.delete(`${vni}/${endpointId}`);
-  }
-  async ensurePeerFlood(vni: number, port: number) {
-    const list = this.fdb.get(vni)!;
-    if (!list.some((e) => e.mac === '00:00:00:00:00:00' && e.port === port)) list.push({ mac: '00:00:00:00:00:00', dst: this.hostAddress, port });
-  }
-  async ensurePeerMac(vni: number, mac: string, port: number) {
-    const list = this.fdb.get(vni)!.filter((e) => e.mac !== mac);
-    list.push({ mac, dst: this.hostAddress, port });
-    this.fdb.set(vni, list);
-  }
-  async removePeerMac(vni: number, mac: string) {
-    this.fdb.set(vni, (this.fdb.get(vni) ?? []).filter((e) => e.mac !== mac));
-  }
-  async removePeer(vni: number, port: number) {
-    this.fdb.set(vni, (this.fdb.get(vni) ?? []).filter((e) => e.port !== port));
-  }
-  async listFdb(vni: number) {
-    return this.fdb.get(vni) ?? [];
-  }
-}
-
-class RecordingDataPath implements DataPath {
-  peers = new Set<string>();
-  async start() {}
-  async stop() {}
-  setNetwork() {}
-  removeNetwork() {}
-  async addPeer(peer: { id: string }) {
-    this.peers.add(peer.id);
-  }
-  async removePeer(id: string) {
-    this.peers.delete(id);
-  }
-  installInbound() {}
-  activateOutbound() {}
-  retireInbound() {}
-  removeOutbound() {}
-  status(): DataPathStatus {
-    return { pairs: [], unattributedDrops: {}, sendFailures: 0 };
-  }
-}
 
 let backend: MemoryBackend;
 let store: Store;
@@ -115,8 +49,8 @@ describe('HostAgent', () => {
     agent = makeAgent();
     await agent.start();
     await agent.settled();
-    expect([...plumbing.networks]).toEqual([net.vni]);
-    expect([...dataPath.peers]).toEqual(['h2']);
+    expect([...plumbing.networks.keys()]).toEqual([net.vni]);
+    expect([...dataPath.peers.keys()]).toEqual(['h2']);
     expect(plumbing.containers.get(`${net.vni}/${local.id}`)).toMatchObject({ netns: { path: '/run/netns/mine' }, mac: local.mac, ipv4: `${local.ipv4}/24` });
     expect(await plumbing.listFdb(net.vni)).toEqual(expect.arrayContaining([
       { mac: '00:00:00:00:00:00', dst: plumbing.hostAddress, port: peerPort(h2.index) },

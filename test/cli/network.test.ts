@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +10,8 @@ import { renderTable } from '../../src/cli/format.js';
 import { runHost, runNetwork, splitGlobalOptions } from '../../src/cli/network.js';
 import { MemoryBackend } from '../../src/store/memory.js';
 import type { Store } from '../../src/store/types.js';
-import { apiStub, cli, listenUnix, makeTlsFiles, STUB_HOSTS, type StubRequest } from './harness.js';
+import { makePki, pem, type TestPki } from '../tls/pki.js';
+import { apiStub, cli, listenUnix, STUB_HOSTS, type StubRequest } from './harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'veil-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -371,23 +371,15 @@ describe('reaching the API', () => {
   });
 });
 
-const haveOpenssl = (() => {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'pipe' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
-describe.skipIf(!haveOpenssl)('https with a client certificate (mutual TLS)', () => {
+describe('https with a client certificate (mutual TLS)', () => {
   let stub: ReturnType<typeof apiStub>;
   let api: string;
-  let tls: ReturnType<typeof makeTlsFiles>;
+  let tls: { ca: string; clientCert: string; clientKey: string };
 
   beforeAll(async () => {
-    tls = makeTlsFiles(dir);
-    stub = apiStub({ https: { key: readFileSync(tls.serverKey), cert: readFileSync(tls.serverCert), ca: readFileSync(tls.ca) } });
+    const pki: TestPki = await makePki(dir);
+    tls = { ca: pki.caCert, clientCert: pki.client.cert, clientKey: pki.client.key };
+    stub = apiStub({ https: { key: pem(pki.server.key), cert: pem(pki.server.cert), ca: pem(pki.caCert) } });
     const address = await stub.app.listen({ host: '127.0.0.1', port: 0 });
     api = address.replace('http://', 'https://');
     expect(api).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);

@@ -4,7 +4,7 @@ import { nobleAeadProvider } from '../../src/crypto/aead-noble.js';
 import { nodeAeadProvider } from '../../src/crypto/aead-node.js';
 import { bytesToHex, concatBytes, hexToBytes } from '../../src/crypto/bytes.js';
 import { SecretKey } from '../../src/crypto/secret.js';
-import { nativeAeadProvider, nativeAvailable } from '../../src/vxlan/native.js';
+import { nativeAeadProvider, nativeAvailable } from '../../src/vxlan/native/addon.js';
 import { loadVectors, VectorTally, type WycheproofFile, type WycheproofResult } from '../support/vectors.js';
 
 interface AeadCase { tcId: number; comment: string; key: string; iv: string; aad: string; msg: string; ct: string; tag: string; result: WycheproofResult }

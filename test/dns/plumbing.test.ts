@@ -1,12 +1,11 @@
 // The DNS plumbing's commands (a fake runner records argv), the resolv.conf writer (in a temp
 // directory standing in for /etc/netns and /proc), and the service's attach/detach bookkeeping.
-import { createSocket } from 'node:dgram';
 import { mkdirSync, mkdtempSync, readFileSync, existsSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import dnsPacket from 'dns-packet';
-import { bridgeMac, dnsFirewallScript, IprouteDnsPlumbing, openSocketsVia, RESOLV_CONF_MARK, ResolvConfWriter, resolvConfText, type DnsPlumbing } from '../../src/dns/plumbing.js';
+import { bridgeMac, dnsFirewallScript, IprouteDnsPlumbing, RESOLV_CONF_MARK, ResolvConfWriter, resolvConfText, type DnsPlumbing } from '../../src/dns/plumbing.js';
 import { DnsService } from '../../src/dns/service.js';
 import { RESOLVER_ADDRESS } from '../../src/dns/wire.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/store/types.js';
@@ -167,36 +166,5 @@ describe('DnsService bookkeeping', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  });
-});
-
-describe('socket handover (openSocketsVia)', () => {
-  // The same handover as socket-helper.js, run without a namespace: node -e with an IPC channel.
-  const helper = `
-    const dgram = require('node:dgram'); const net = require('node:net');
-    const u = dgram.createSocket('udp4');
-    u.bind(0, '127.0.0.1', () => { const t = net.createServer(); t.listen(u.address().port, '127.0.0.1', () => {
-      process.send({ kind: 'udp' }, u, undefined, () => process.send({ kind: 'tcp' }, t, undefined, () => process.exit(0))); }); });`;
-
-  it('receives a bound UDP socket and a listening TCP server that keep working after the helper exited', async () => {
-    const { udp, tcp } = await openSocketsVia([process.execPath, '-e', helper]);
-    try {
-      const port = udp.address().port;
-      expect((tcp.address() as { port: number }).port).toBe(port);
-      const echoed = await new Promise<string>((resolve) => {
-        udp.once('message', (m, r) => udp.send(m, r.port, r.address));
-        const c = createSocket('udp4');
-        c.on('message', (m) => { c.close(); resolve(m.toString()); });
-        c.send('ping', port, '127.0.0.1');
-      });
-      expect(echoed).toBe('ping');
-    } finally {
-      udp.close();
-      tcp.close();
-    }
-  });
-
-  it('rejects with the helper\'s stderr when it exits without handing over', async () => {
-    await expect(openSocketsVia([process.execPath, '-e', 'process.stderr.write("cannot bind: EADDRINUSE"); process.exit(1)'])).rejects.toThrow(/exited before handing over.*EADDRINUSE/);
   });
 });

@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { EtcdStore } from '../../src/store/etcd.js';
 import { MemoryBackend } from '../../src/store/memory.js';
 import type { Store } from '../../src/store/types.js';
-import { startEtcd, type EtcdCluster } from '../support/etcd.js';
+import { startEtcd, type EtcdCluster } from '../system/support/etcd.js';
 
 /** One Store implementation under test, with the few knobs tests need beyond the interface. */
 export interface StoreBed {
@@ -46,44 +45,6 @@ export function memoryImpl(): StoreImpl {
         },
         async deleteKey(key) {
           backend.commit([{ del: key }]);
-        },
-        async close() {
-          await Promise.all(clients.map((c) => c.close()));
-        },
-      };
-    },
-  };
-}
-
-export function etcdImpl(): StoreImpl {
-  let cluster: EtcdCluster | null = null;
-  return {
-    name: 'etcd',
-    async start() {
-      cluster = await startEtcd({ members: 1 });
-    },
-    async stop() {
-      await cluster?.stop();
-      cluster = null;
-    },
-    async bed() {
-      if (!cluster) throw new Error('etcd not started');
-      // A fresh prefix per test: tests share one server but never see each other's keys.
-      const prefix = `/t-${randomBytes(4).toString('hex')}/veil/v1/`;
-      const endpoints = cluster.endpoints;
-      const clients: EtcdStore[] = [];
-      const client = (): EtcdStore => {
-        const c = new EtcdStore({ endpoints, prefix });
-        clients.push(c);
-        return c;
-      };
-      const store = client();
-      return {
-        store,
-        client,
-        compact: (revision) => store.compact(revision),
-        async deleteKey(key) {
-          await store.client.namespace(prefix).delete().key(key).exec();
         },
         async close() {
           await Promise.all(clients.map((c) => c.close()));

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import type { AeadProvider } from '../../src/crypto/aead.js';
 import { nodeAeadProvider } from '../../src/crypto/aead-node.js';
 import { SecretKey } from '../../src/crypto/secret.js';
-import { createEspCipher, type EspCipher } from '../../src/vxlan/esp.js';
-import { InboundSa, OutboundSa } from '../../src/vxlan/sa.js';
-import { encodeVxlanHeader } from '../../src/vxlan/vxlan-header.js';
+import { createEspCipher, type EspCipher } from '../../src/vxlan/wire/esp.js';
+import { InboundSa, OutboundSa } from '../../src/vxlan/sa/sa.js';
+import { encodeVxlanHeader } from '../../src/vxlan/wire/vxlan.js';
 import { concatBytes } from '../../src/crypto/bytes.js';
 
 /** A matched pair of SA halves with a random AES-128-GCM KEYMAT (key || salt). */

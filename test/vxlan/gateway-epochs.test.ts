@@ -5,66 +5,17 @@ import { describe, expect, it } from 'vitest';
 import { SecretKey } from '../../src/crypto/secret.js';
 import { generateX25519KeyPair } from '../../src/crypto/x25519.js';
 import { Gateway, peerPort } from '../../src/vxlan/gateway.js';
-import type { DataPath, DataPathStatus, SaKeySpec } from '../../src/vxlan/io.js';
-import type { Plumbing } from '../../src/vxlan/plumbing.js';
-
-class FakeDataPath implements DataPath {
-  inbound = new Map<string, number[]>();
-  outbound = new Map<string, number>();
-  failInboundFor = new Set<string>();
-  failBindFor = new Set<string>();
-  busyPorts = new Set<number>();
-  bound = new Map<string, number>();
-  async start() {}
-  async stop() {}
-  setNetwork() {}
-  removeNetwork() {}
-  async addPeer(peer: { id: string }, port: number) {
-    if (this.failBindFor.has(peer.id)) throw new Error(`cannot bind 169.254.1.1:${port}: bind EACCES`);
-    if (this.busyPorts.has(port)) throw new Error(`cannot bind 169.254.1.1:${port}: bind EADDRINUSE`);
-    this.bound.set(peer.id, port);
-  }
-  async removePeer(id: string) {
-    this.inbound.delete(id);
-    this.outbound.delete(id);
-  }
-  installInbound(sa: SaKeySpec) {
-    if (this.failInboundFor.has(sa.peerId)) throw new Error('SA table full');
-    const list = this.inbound.get(sa.peerId) ?? [];
-    if (!list.includes(sa.epoch)) list.push(sa.epoch);
-    this.inbound.set(sa.peerId, list);
-  }
-  activateOutbound(sa: SaKeySpec) {
-    this.outbound.set(sa.peerId, sa.epoch);
-  }
-  retireInbound(peerId: string, _vni: number, epoch: number) {
-    this.inbound.set(peerId, (this.inbound.get(peerId) ?? []).filter((e) => e !== epoch));
-  }
-  removeOutbound(peerId: string) {
-    this.outbound.delete(peerId);
-  }
-  status(): DataPathStatus {
-    return {
-      pairs: [...this.outbound].map(([peer, epoch]) => ({ peer, vni: 4096, encrypted: true, txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, drops: {}, outbound: { spi: 0x1000, epoch, sealed: 1, sequenceHeadroom: 1 }, inbound: [] })),
-      unattributedDrops: {},
-      sendFailures: 0,
-    };
-  }
-}
+import { RecordingDataPath } from '../../src/vxlan/datapath-fake.js';
+import { RecordingPlumbing } from '../../src/vxlan/plumbing-fake.js';
 
 function setup() {
-  const floods: number[] = [];
-  const plumbing = {
-    hostAddress: '169.254.1.1', vtepAddress: '169.254.1.2',
-    async ensureHost() {}, async teardownHost() {}, async ensureNetwork() {}, async removeNetwork() {},
-    async attachContainer() {}, async detachContainer() {},
-    async ensurePeerFlood(_vni: number, port: number) { floods.push(port); },
-    async ensurePeerMac() {}, async removePeerMac() {}, async removePeer() {}, async listFdb() { return []; },
-  } as unknown as Plumbing;
-  const dataPath = new FakeDataPath();
+  const plumbing = new RecordingPlumbing('169.254.1.1', '169.254.1.2');
+  const dataPath = new RecordingDataPath();
   const me = generateX25519KeyPair();
   const gateway = new Gateway({ self: { id: 'h1', index: 1, address: '198.18.0.1', publicKey: me.publicKey, incarnation: 'a' }, privateKey: me.privateKey, plumbing, dataPath });
   const peer = (id: string, index: number) => ({ id, index, address: `198.18.0.${index}`, publicKey: generateX25519KeyPair().publicKey, incarnation: 'b' });
+  /** The gateway ports the VTEP floods network 4096's frames to. */
+  const floods = () => plumbing.portsFor(4096, 'ff:ff:ff:ff:ff:ff');
   return { gateway, dataPath, floods, peer };
 }
 
@@ -104,11 +55,11 @@ describe('Gateway epochs', () => {
     const h2 = peer('h2', 2);
     dataPath.failBindFor.add('h2');
     await expect(gateway.addPeer(h2)).rejects.toThrow(/EACCES/);
-    expect(floods).toEqual([]);
+    expect(floods()).toEqual([]);
     expect(gateway.status().peers).toEqual([]);
     dataPath.failBindFor.clear();
     await gateway.addPeer(h2);
-    expect(floods).toEqual([peerPort(2)]);
+    expect(floods()).toEqual([peerPort(2)]);
   });
 
   it('peer ports are privileged; a port another service holds is skipped for the next free one', async () => {
@@ -119,9 +70,9 @@ describe('Gateway epochs', () => {
     await gateway.addPeer(peer('h4', 4));
     expect(peerPort(3)).toBeLessThan(1024);
     // h3's preferred port is busy: it takes the next one, which is h4's preferred; h4 then takes the one after.
-    expect(dataPath.bound.get('h3')).toBe(peerPort(3) + 1);
-    expect(dataPath.bound.get('h4')).toBe(peerPort(4) + 1);
-    expect(floods).toEqual([peerPort(3) + 1, peerPort(4) + 1]);
+    expect(dataPath.peers.get('h3')).toBe(peerPort(3) + 1);
+    expect(dataPath.peers.get('h4')).toBe(peerPort(4) + 1);
+    expect(floods()).toEqual([peerPort(3) + 1, peerPort(4) + 1]);
     expect(gateway.status().peers.map((p) => p.port)).toEqual([peerPort(3) + 1, peerPort(4) + 1]);
   });
 });

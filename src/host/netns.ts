@@ -1,0 +1,30 @@
+import type { CommandResult, CommandRunner } from './exec.js';
+
+/** A network namespace: a named one (/run/netns/<name>), a bind-mounted path, or a process's. */
+export type NetnsRef = { readonly name: string } | { readonly path: string } | { readonly pid: number };
+
+/** The namespace's file, which the kernel compares by inode. */
+export function netnsPath(ref: NetnsRef): string {
+  if ('name' in ref) return `/run/netns/${ref.name}`;
+  if ('path' in ref) return ref.path;
+  return `/proc/${ref.pid}/ns/net`;
+}
+
+/** `ip link ... netns X` accepts a name, a path (contains '/') or a pid. */
+export function netnsArg(ref: NetnsRef): string {
+  if ('name' in ref) return ref.name;
+  if ('path' in ref) return ref.path;
+  return String(ref.pid);
+}
+
+/** Runs `ip ARGS` in the namespace: `ip -n` takes only names under /run/netns, a path or pid goes through nsenter. */
+export function ipIn(run: CommandRunner, ref: NetnsRef, args: readonly string[]): Promise<CommandResult> {
+  if ('name' in ref) return run('ip', ['-n', ref.name, ...args]);
+  return run('nsenter', [`--net=${netnsPath(ref)}`, '--', 'ip', ...args]);
+}
+
+/** Runs a command in a named namespace, or in this process's own when `name` is undefined. */
+export function execIn(run: CommandRunner, name: string | undefined, argv: readonly string[]): Promise<CommandResult> {
+  if (name === undefined) return run(argv[0]!, argv.slice(1));
+  return run('ip', ['netns', 'exec', name, ...argv]);
+}

@@ -1,0 +1,24 @@
+import { parseCommandJson, PlumbingError, type CommandRunner } from './exec.js';
+import { execIn } from './netns.js';
+
+/** What a named nftables counter holds. */
+export interface NftCounter {
+  readonly packets: number;
+  readonly bytes: number;
+}
+
+/** Applies an nft script in a namespace: one transaction, all of it or nothing. */
+export async function applyNftScript(run: CommandRunner, netns: string | undefined, script: string): Promise<void> {
+  await execIn(run, netns, ['nft', script]);
+}
+
+/** Reads a named counter (`nft -j list counter FAMILY TABLE NAME`). */
+export async function readNftCounter(run: CommandRunner, netns: string | undefined, family: string, table: string, name: string): Promise<NftCounter> {
+  const { stdout } = await execIn(run, netns, ['nft', '-j', 'list', 'counter', family, table, name]);
+  const doc = parseCommandJson<{ nftables?: Array<{ counter?: { name?: string; packets?: number; bytes?: number } }> }>(stdout, 'nft -j list counter');
+  const counter = doc.nftables?.find((e) => e.counter?.name === name)?.counter;
+  if (counter?.packets === undefined || counter.bytes === undefined) {
+    throw new PlumbingError(['nft', 'list', 'counter', name], null, `no counter in: ${stdout.slice(0, 200)}`);
+  }
+  return { packets: counter.packets, bytes: counter.bytes };
+}

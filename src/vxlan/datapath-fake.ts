@@ -1,0 +1,82 @@
+import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, SaKeySpec } from './datapath.js';
+
+/*
+ * A DataPath that moves no packets: it records what the Gateway asked of it, per peer, and
+ * fails on demand. For unit tests of the gateway and the agent (docs/testing.md "Tiers").
+ */
+export class RecordingDataPath implements DataPath {
+  readonly networks = new Map<number, DataPathNetwork>();
+  /** Peer id → the gateway port it was bound to. */
+  readonly peers = new Map<string, number>();
+  /** Peer id → epochs with an inbound SA installed. */
+  readonly inbound = new Map<string, number[]>();
+  /** Peer id → the epoch its outbound SA seals with. */
+  readonly outbound = new Map<string, number>();
+  /** installInbound fails for these peers. */
+  readonly failInboundFor = new Set<string>();
+  /** addPeer fails as if the port were privileged (EACCES) for these peers. */
+  readonly failBindFor = new Set<string>();
+  /** addPeer fails as if another service held these ports (EADDRINUSE). */
+  readonly busyPorts = new Set<number>();
+  running = false;
+
+  async start(): Promise<void> {
+    this.running = true;
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+  }
+
+  setNetwork(network: DataPathNetwork): void {
+    this.networks.set(network.vni, network);
+  }
+
+  removeNetwork(vni: number): void {
+    this.networks.delete(vni);
+  }
+
+  async addPeer(peer: DataPathPeer, port: number): Promise<void> {
+    if (this.failBindFor.has(peer.id)) throw new Error(`cannot bind 169.254.1.1:${port}: bind EACCES`);
+    if (this.busyPorts.has(port)) throw new Error(`cannot bind 169.254.1.1:${port}: bind EADDRINUSE`);
+    this.peers.set(peer.id, port);
+  }
+
+  async removePeer(peerId: string): Promise<void> {
+    this.peers.delete(peerId);
+    this.inbound.delete(peerId);
+    this.outbound.delete(peerId);
+  }
+
+  installInbound(sa: SaKeySpec): void {
+    if (this.failInboundFor.has(sa.peerId)) throw new Error('SA table full');
+    const epochs = this.inbound.get(sa.peerId) ?? [];
+    if (!epochs.includes(sa.epoch)) epochs.push(sa.epoch);
+    this.inbound.set(sa.peerId, epochs);
+  }
+
+  activateOutbound(sa: SaKeySpec): void {
+    this.outbound.set(sa.peerId, sa.epoch);
+  }
+
+  retireInbound(peerId: string, _vni: number, epoch: number): void {
+    this.inbound.set(peerId, (this.inbound.get(peerId) ?? []).filter((e) => e !== epoch));
+  }
+
+  removeOutbound(peerId: string): void {
+    this.outbound.delete(peerId);
+  }
+
+  /** One pair per outbound SA, on the first network added. */
+  status(): DataPathStatus {
+    const vni = [...this.networks.keys()][0] ?? 0;
+    return {
+      pairs: [...this.outbound].map(([peer, epoch]) => ({
+        peer, vni, encrypted: true, txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, drops: {},
+        outbound: { spi: 0x1000, epoch, sealed: 1, sequenceHeadroom: 1 }, inbound: [],
+      })),
+      unattributedDrops: {},
+      sendFailures: 0,
+    };
+  }
+}

@@ -1,0 +1,73 @@
+import type { SecretKey } from '../crypto/secret.js';
+import type { DropReason } from './wire/drops.js';
+
+/*
+ * The data-path seam (docs/architecture.md "Data paths"). The Gateway drives one DataPath:
+ * TsDataPath (ts/, the reference) or NativeDataPath (native/, the default). This file owns
+ * every type that crosses the seam; the implementations import it and nothing above it.
+ */
+
+/** A network as the data path sees it. */
+export interface DataPathNetwork {
+  readonly vni: number;
+  readonly encrypted: boolean;
+}
+
+/** A remote gateway: its id, its host index (the SPI's sender field) and its underlay address. */
+export interface DataPathPeer {
+  readonly id: string;
+  readonly index: number;
+  readonly address: string;
+}
+
+/** One SA as key derivation hands it to a data path: KEYMAT (key || salt) and where it belongs. */
+export interface SaKeySpec {
+  readonly spi: number;
+  readonly keymat: SecretKey;
+  readonly esn: boolean;
+  readonly vni: number;
+  readonly peerId: string;
+  readonly epoch: number;
+}
+
+/** Traffic and SAs of one (peer, network) pair. */
+export interface PairStatus {
+  peer: string;
+  vni: number;
+  encrypted: boolean;
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+  drops: Partial<Record<DropReason, number>>;
+  outbound?: { spi: number; epoch: number; sealed: number; sequenceHeadroom: number };
+  inbound: Array<{ spi: number; epoch: number; opened: number }>;
+}
+
+/** What Gateway.status() reports about traffic (the rest it knows itself). */
+export interface DataPathStatus {
+  pairs: PairStatus[];
+  unattributedDrops: Partial<Record<DropReason, number>>;
+  sendFailures: number;
+}
+
+/**
+ * The seam the Gateway drives. Table changes are synchronous and take effect for the next
+ * datagram. Installing the same key again never restarts its sequence counter or its replay
+ * window (docs/wire.md "Sequence numbers and replay").
+ */
+export interface DataPath {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  setNetwork(network: DataPathNetwork): void;
+  removeNetwork(vni: number): void;
+  /** Opens the peer's gateway port (hostAddress:port) and accepts plain VXLAN from its address. */
+  addPeer(peer: DataPathPeer, port: number): Promise<void>;
+  removePeer(peerId: string): Promise<void>;
+  installInbound(sa: SaKeySpec): void;
+  /** Makes `sa` the one outbound SA of its (peer, network); `sequenceBudget` caps its sequence numbers. */
+  activateOutbound(sa: SaKeySpec, sequenceBudget?: number): void;
+  retireInbound(peerId: string, vni: number, epoch: number): void;
+  removeOutbound(peerId: string, vni: number): void;
+  status(): DataPathStatus;
+}

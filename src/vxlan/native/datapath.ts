@@ -1,0 +1,224 @@
+import { VeilError } from '../../errors.js';
+import { ESP_IN_UDP_PORT, ESP_SALT_LENGTH, VTEP_DELIVERY_PORT, VXLAN_PORT } from '../wire/constants.js';
+import { gcmAlgorithmForKeymat } from '../wire/esp.js';
+import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, PairStatus, SaKeySpec } from '../datapath.js';
+import { loadNative, type NativeAddon, type NativeHandle, type NativeSaSpec, type NativeStats } from './addon.js';
+
+/*
+ * The native data path behind the gateway's data-path seam: the Forwarder's
+ * decisions, the ESP codec and the UDP I/O of io-dgram.ts, done by two threads
+ * in native/dataplane.c with recvmmsg/sendmmsg, UDP GSO and GRO.
+ *
+ *   outbound thread: per-peer sockets on hostAddress:(a privileged port per peer, gateway.ts) → seal → UDP 4500 → peer
+ *   inbound thread:  UDP 4500 → open → vtepAddress:4789;  UDP 4789 (plain networks) → vtepAddress:4789,
+ *                    always from hostAddress:1022 (VTEP_DELIVERY_PORT: the only source the VTEP accepts)
+ *
+ * The same decisions and drop names as forwarder.ts/inbound.ts, in the same order;
+ * the tables below are mirrors of what was installed, for status() and for
+ * mapping peer ids to the host indexes the C side keys everything by.
+ */
+
+export interface NativeDataPathOptions {
+  /** The underlay address: UDP 4500 (ESP) and 4789 (plain VXLAN) are bound on it. */
+  readonly underlayAddress: string;
+  /** 169.254.x.1: the per-peer gateway ports are bound on it. */
+  readonly hostAddress: string;
+  /** 169.254.x.2: the only source accepted on the gateway ports, and where inbound VXLAN goes (port 4789). */
+  readonly vtepAddress: string;
+  readonly underlayMtu?: number;
+  /** UDP_SEGMENT on send (default on). */
+  readonly gso?: boolean;
+  /** UDP_GRO on receive (default on). */
+  readonly gro?: boolean;
+  /** SO_RCVBUF/SO_SNDBUF (default 4 MiB, forced past rmem_max when root). */
+  readonly bufferBytes?: number;
+  readonly replayWindow?: number;
+  /**
+   * Ports, for tests on loopback; the defaults are the protocol's, and `delivery` (the source port
+   * of what goes to the VTEP) is VTEP_DELIVERY_PORT, which the vtep namespace's firewall requires.
+   */
+  readonly ports?: { esp?: number; plain?: number; vtep?: number; peerEsp?: number; peerPlain?: number; delivery?: number };
+}
+
+interface InstalledInbound {
+  readonly peerId: string;
+  readonly vni: number;
+  readonly epoch: number;
+}
+
+export class NativeDataPathError extends VeilError {
+  override readonly name = 'NativeDataPathError';
+  constructor(code: 'VEIL_ERR_NATIVE_NOT_RUNNING' | 'VEIL_ERR_NATIVE_UNKNOWN_PEER', detail: string) {
+    super(code, detail);
+  }
+}
+
+export class NativeDataPath implements DataPath {
+  readonly #addon: NativeAddon;
+  #dp: NativeHandle<'dp'> | undefined;
+  readonly #peers = new Map<string, DataPathPeer>();
+  readonly #peerIds = new Map<number, string>();
+  /** Ids of removed peers: their pairs keep their counters in status(), as the TypeScript path's do. */
+  readonly #removedPeerIds = new Map<number, string>();
+  readonly #networks = new Map<number, DataPathNetwork>();
+  readonly #inbound = new Map<number, InstalledInbound>();
+
+  constructor(readonly options: NativeDataPathOptions) {
+    this.#addon = loadNative();
+  }
+
+  /** Binds the underlay and delivery sockets (throws if a port is taken) and starts both threads. */
+  async start(): Promise<void> {
+    if (this.#dp) return;
+    const o = this.options;
+    const dp = this.#addon.dpCreate({
+      underlayAddress: o.underlayAddress,
+      hostAddress: o.hostAddress,
+      vtepAddress: o.vtepAddress,
+      espPort: o.ports?.esp ?? ESP_IN_UDP_PORT,
+      plainPort: o.ports?.plain ?? VXLAN_PORT,
+      vtepPort: o.ports?.vtep ?? VXLAN_PORT,
+      peerEspPort: o.ports?.peerEsp ?? ESP_IN_UDP_PORT,
+      peerPlainPort: o.ports?.peerPlain ?? VXLAN_PORT,
+      deliveryPort: o.ports?.delivery ?? VTEP_DELIVERY_PORT,
+      ...(o.underlayMtu !== undefined ? { underlayMtu: o.underlayMtu } : {}),
+      ...(o.gso !== undefined ? { gso: o.gso } : {}),
+      ...(o.gro !== undefined ? { gro: o.gro } : {}),
+      ...(o.bufferBytes !== undefined ? { bufferBytes: o.bufferBytes } : {}),
+      ...(o.replayWindow !== undefined ? { replayWindow: o.replayWindow } : {}),
+    });
+    try {
+      this.#addon.dpStart(dp);
+    } catch (err) {
+      this.#addon.dpClose(dp);
+      throw err;
+    }
+    this.#dp = dp;
+  }
+
+  /** Stops and joins the threads, closes every socket and frees every SA (keys included). */
+  async stop(): Promise<void> {
+    const dp = this.#dp;
+    this.#dp = undefined;
+    if (dp) this.#addon.dpClose(dp);
+    this.#peers.clear();
+    this.#peerIds.clear();
+    this.#removedPeerIds.clear();
+    this.#networks.clear();
+    this.#inbound.clear();
+  }
+
+  get running(): boolean {
+    return this.#dp !== undefined;
+  }
+
+  setNetwork(network: DataPathNetwork): void {
+    this.#addon.dpSetNetwork(this.#handle(), network.vni, network.encrypted);
+    this.#networks.set(network.vni, { vni: network.vni, encrypted: network.encrypted });
+  }
+
+  /** Also removes the network's SAs (as Forwarder.removeNetwork does). */
+  removeNetwork(vni: number): void {
+    this.#addon.dpRemoveNetwork(this.#handle(), vni);
+    this.#networks.delete(vni);
+    for (const [spi, sa] of this.#inbound) if (sa.vni === vni) this.#inbound.delete(spi);
+  }
+
+  async addPeer(peer: DataPathPeer, port: number): Promise<void> {
+    const dp = this.#handle();
+    const old = this.#peerIds.get(peer.index);
+    if (old !== undefined && old !== peer.id) await this.removePeer(old);
+    this.#addon.dpAddPeer(dp, peer.index, peer.address, port);
+    this.#peers.set(peer.id, { id: peer.id, index: peer.index, address: peer.address });
+    this.#peerIds.set(peer.index, peer.id);
+    this.#removedPeerIds.delete(peer.index);
+  }
+
+  /** Closes its socket and removes its SAs. */
+  async removePeer(peerId: string): Promise<void> {
+    const peer = this.#peers.get(peerId);
+    if (!peer) return;
+    this.#addon.dpRemovePeer(this.#handle(), peer.index);
+    this.#peers.delete(peerId);
+    this.#peerIds.delete(peer.index);
+    this.#removedPeerIds.set(peer.index, peerId);
+    for (const [spi, sa] of this.#inbound) if (sa.peerId === peerId) this.#inbound.delete(spi);
+  }
+
+  installInbound(sa: SaKeySpec): void {
+    this.#addon.dpInstallInbound(this.#handle(), this.#spec(sa));
+    this.#inbound.set(sa.spi, { peerId: sa.peerId, vni: sa.vni, epoch: sa.epoch });
+  }
+
+  activateOutbound(sa: SaKeySpec, sequenceBudget?: number): void {
+    this.#addon.dpSetOutbound(this.#handle(), { ...this.#spec(sa), ...(sequenceBudget !== undefined ? { budget: sequenceBudget } : {}) });
+  }
+
+  retireInbound(peerId: string, vni: number, epoch: number): void {
+    const dp = this.#handle();
+    for (const [spi, sa] of this.#inbound) {
+      if (sa.peerId !== peerId || sa.vni !== vni || sa.epoch !== epoch) continue;
+      this.#addon.dpRemoveInbound(dp, spi);
+      this.#inbound.delete(spi);
+    }
+  }
+
+  removeOutbound(peerId: string, vni: number): void {
+    const peer = this.#peers.get(peerId);
+    if (peer) this.#addon.dpRemoveOutbound(this.#handle(), peer.index, vni);
+  }
+
+  /** The addon's raw counters (peer indexes, I/O figures). */
+  stats(): NativeStats {
+    return this.#addon.dpStats(this.#handle());
+  }
+
+  /**
+   * The same shape as the TypeScript path's status, so the API and metrics need no change: every
+   * (peer, network) pair, idle ones included, and pairs of removed peers or networks with their counters.
+   */
+  status(): DataPathStatus {
+    if (!this.#dp) return { pairs: [], unattributedDrops: {}, sendFailures: 0 };
+    const raw = this.stats();
+    const inboundOf = new Map<string, PairStatus['inbound']>();
+    for (const sa of raw.inbound) {
+      const key = `${sa.peer}/${sa.vni}`;
+      const list = inboundOf.get(key) ?? [];
+      list.push({ spi: sa.spi, epoch: sa.epoch, opened: sa.opened });
+      inboundOf.set(key, list);
+    }
+    const pairs = raw.pairs.flatMap((p): PairStatus[] => {
+      const peerId = this.#peerIds.get(p.peer) ?? this.#removedPeerIds.get(p.peer);
+      if (peerId === undefined) return [];
+      const pair: PairStatus = {
+        peer: peerId,
+        vni: p.vni,
+        encrypted: this.#networks.get(p.vni)?.encrypted ?? false,
+        txPackets: p.txPackets,
+        txBytes: p.txBytes,
+        rxPackets: p.rxPackets,
+        rxBytes: p.rxBytes,
+        drops: p.drops,
+        inbound: (inboundOf.get(`${p.peer}/${p.vni}`) ?? []).sort((a, b) => a.epoch - b.epoch),
+      };
+      if (p.outbound) pair.outbound = { ...p.outbound };
+      return [pair];
+    });
+    return { pairs, unattributedDrops: raw.unattributed, sendFailures: raw.unattributed['send-failed'] ?? 0 };
+  }
+
+  #handle(): NativeHandle<'dp'> {
+    if (!this.#dp) throw new NativeDataPathError('VEIL_ERR_NATIVE_NOT_RUNNING', 'start() it first');
+    return this.#dp;
+  }
+
+  #spec(sa: SaKeySpec): NativeSaSpec {
+    const peer = this.#peers.get(sa.peerId);
+    if (!peer) throw new NativeDataPathError('VEIL_ERR_NATIVE_UNKNOWN_PEER', `SA 0x${sa.spi.toString(16)} names unknown peer ${sa.peerId}`);
+    if (!gcmAlgorithmForKeymat(sa.keymat.length)) throw new RangeError(`ESP KEYMAT must be 20, 28 or 36 bytes, got ${sa.keymat.length}`);
+    const bytes = sa.keymat.exposeDanger();
+    const keyLength = bytes.length - ESP_SALT_LENGTH;
+    // The addon copies the key into its cipher context; these views are not kept.
+    return { spi: sa.spi, key: bytes.subarray(0, keyLength), salt: bytes.subarray(keyLength), esn: sa.esn, vni: sa.vni, peer: peer.index, epoch: sa.epoch };
+  }
+}

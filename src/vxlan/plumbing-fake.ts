@@ -1,0 +1,89 @@
+import { ZERO_MAC } from '../model/mac.js';
+import type { ContainerAttachment, FdbEntry, NetworkSpec, Plumbing } from './plumbing.js';
+
+/*
+ * A Plumbing that touches no host: it keeps the networks, containers and VXLAN FDB the Gateway
+ * programmed, so tests can read them back (and the in-process cluster can route by them).
+ */
+export class RecordingPlumbing implements Plumbing {
+  readonly networks = new Map<number, NetworkSpec>();
+  /** `${vni}/${endpointId}` → the attachment. */
+  readonly containers = new Map<string, ContainerAttachment>();
+  readonly fdb = new Map<number, FdbEntry[]>();
+  /** attachContainer fails (as with a namespace that is gone). */
+  failAttach = false;
+  hostUp = false;
+
+  constructor(
+    readonly hostAddress = '169.254.9.1',
+    readonly vtepAddress = '169.254.9.2',
+  ) {}
+
+  async ensureHost(): Promise<void> {
+    this.hostUp = true;
+  }
+
+  async teardownHost(): Promise<void> {
+    this.hostUp = false;
+    this.networks.clear();
+    this.containers.clear();
+    this.fdb.clear();
+  }
+
+  async ensureNetwork(spec: NetworkSpec): Promise<void> {
+    this.networks.set(spec.vni, spec);
+    if (!this.fdb.has(spec.vni)) this.fdb.set(spec.vni, []);
+  }
+
+  async removeNetwork(vni: number): Promise<void> {
+    this.networks.delete(vni);
+    this.fdb.delete(vni);
+    for (const [key, c] of this.containers) if (c.vni === vni) this.containers.delete(key);
+  }
+
+  async attachContainer(a: ContainerAttachment): Promise<void> {
+    if (this.failAttach) throw new Error('Cannot open network namespace');
+    this.containers.set(`${a.vni}/${a.endpointId}`, a);
+  }
+
+  async detachContainer(vni: number, endpointId: string): Promise<void> {
+    this.containers.delete(`${vni}/${endpointId}`);
+  }
+
+  async ensurePeerFlood(vni: number, port: number): Promise<void> {
+    const list = this.#entries(vni);
+    if (!list.some((e) => e.mac === ZERO_MAC && e.port === port)) list.push({ mac: ZERO_MAC, dst: this.hostAddress, port });
+  }
+
+  async ensurePeerMac(vni: number, mac: string, port: number): Promise<void> {
+    this.fdb.set(vni, [...this.#entries(vni).filter((e) => e.mac !== mac), { mac, dst: this.hostAddress, port }]);
+  }
+
+  async removePeerMac(vni: number, mac: string): Promise<void> {
+    this.fdb.set(vni, this.#entries(vni).filter((e) => e.mac !== mac));
+  }
+
+  async removePeer(vni: number, port: number): Promise<void> {
+    this.fdb.set(vni, this.#entries(vni).filter((e) => e.port !== port));
+  }
+
+  async listFdb(vni: number): Promise<FdbEntry[]> {
+    return [...(this.fdb.get(vni) ?? [])];
+  }
+
+  /**
+   * Where the VTEP would send a frame for `mac` (the kernel's VXLAN FDB lookup): the gateway ports
+   * of its unicast entry, else every flood entry.
+   */
+  portsFor(vni: number, mac: string): number[] {
+    const entries = this.fdb.get(vni) ?? [];
+    const unicast = entries.filter((e) => e.mac === mac.toLowerCase());
+    return (unicast.length > 0 ? unicast : entries.filter((e) => e.mac === ZERO_MAC)).map((e) => e.port);
+  }
+
+  #entries(vni: number): FdbEntry[] {
+    let list = this.fdb.get(vni);
+    if (!list) this.fdb.set(vni, (list = []));
+    return list;
+  }
+}

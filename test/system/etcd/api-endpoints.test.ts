@@ -1,0 +1,4 @@
+import { describeEndpointsApi } from '../../api/endpoints-suite.js';
+import { etcdImpl } from './harness.js';
+
+describeEndpointsApi(etcdImpl());

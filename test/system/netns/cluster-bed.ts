@@ -1,0 +1,302 @@
+// A namespace bed run through the control plane: etcd as one more host on the underlay
+// (198.18.0.250, in its own namespace), one `veil gateway --cluster-store ...` per host,
+// and containers connected through each host's API, like an operator would.
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { KeysEpoch, KeysView } from '../../../src/cli/client.js';
+import { startEtcd, type EtcdCluster } from '../support/etcd.js';
+import { createBed, UNDERLAY_PREFIX_LENGTH, type Bed, type BedProcess } from './bed.js';
+import { CLI } from './overlay-bed.js';
+
+export const ETCD_ADDRESS = '198.18.0.250';
+
+export interface ApiAnswer {
+  status: number;
+  body: any;
+}
+
+export interface ClusterBed {
+  bed: Bed;
+  dir: string;
+  etcd: EtcdCluster;
+  gateways: Map<number, BedProcess>;
+  socket(hostIndex: number): string;
+  api(hostIndex: number, method: string, path: string, body?: unknown): Promise<ApiAnswer>;
+  /** Starts (or restarts) host i's gateway; resolves once it says "gateway ready". */
+  startGateway(hostIndex: number, extraArgs?: string[]): Promise<BedProcess>;
+  stopGateway(hostIndex: number, signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+  /** A container namespace (not connected yet); returns its name and its /run/netns path. */
+  container(label: string): Promise<{ ns: string; netns: string }>;
+  /** etcdctl inside the etcd namespace. */
+  etcdctl(args: string[]): Promise<string>;
+  destroy(): Promise<void>;
+}
+
+export async function createClusterBed(options: {
+  hosts: number;
+  etcdMembers?: 1 | 3;
+  gatewayArgs?: string[];
+  /** Extra flags for one host's gateway, e.g. {2: ['--os', 'windows']}. */
+  hostArgs?: Record<number, string[]>;
+  /** How many gateways (hosts 1..n) to start now; the others' namespaces wait for cb.startGateway (default: all). */
+  startGateways?: number;
+}): Promise<ClusterBed> {
+  const bed = await createBed({ hosts: options.hosts });
+  const dir = mkdtempSync(join(tmpdir(), 'veil-cluster-'));
+  const gateways = new Map<number, BedProcess>();
+  let etcd: EtcdCluster | undefined;
+  const destroy = async () => {
+    await Promise.all([...gateways.values()].map((g) => g.stop(5000)));
+    await etcd?.stop();
+    await bed.destroy();
+    // resolv.conf files of the hosts, and of containers a killed gateway could not clean up.
+    if (existsSync('/etc/netns')) for (const d of readdirSync('/etc/netns')) if (d.startsWith(bed.prefix)) rmSync(join('/etc/netns', d), { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const ens = await bed.namespace('e');
+    await bed.exec(bed.hub, ['ip', 'link', 'add', 'etcd0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ens]);
+    await bed.exec(bed.hub, ['ip', 'link', 'set', 'etcd0', 'master', 'ul0', 'up']);
+    await bed.exec(ens, ['ip', 'addr', 'add', `${ETCD_ADDRESS}/${UNDERLAY_PREFIX_LENGTH}`, 'dev', 'eth0']);
+    await bed.exec(ens, ['ip', 'link', 'set', 'eth0', 'up']);
+    etcd = await startEtcd({ members: options.etcdMembers ?? 1, netns: ens, address: ETCD_ADDRESS });
+    const store = `etcd://${etcd.endpoints.map((e) => e.replace('http://', '')).join(',')}`;
+    const socket = (i: number) => join(dir, `h${i}.sock`);
+    const cb: ClusterBed = {
+      bed,
+      dir,
+      etcd,
+      gateways,
+      socket,
+      api: (i, method, path, body) => apiRequest(socket(i), method, path, body),
+      async startGateway(i, extraArgs = []) {
+        const host = bed.hosts[i - 1]!;
+        // The gateway forwards DNS it cannot answer to its netns's resolv.conf: pin it to that netns's own
+        // loopback, so no test ever reaches the machine's resolvers (a test may put its own fake there first).
+        const resolv = `/etc/netns/${host.netns}/resolv.conf`;
+        if (!existsSync(resolv)) {
+          mkdirSync(`/etc/netns/${host.netns}`, { recursive: true });
+          writeFileSync(resolv, 'nameserver 127.0.0.1\n');
+        }
+        const gw = bed.spawn(host.netns, [
+          process.execPath, CLI, 'gateway',
+          '--cluster-store', store,
+          '--cluster-advertise', host.underlayAddress,
+          '--host-id', `h${i}`,
+          '--data-dir', join(dir, `h${i}`),
+          '--api-socket', socket(i),
+          '--vtep-netns', host.vtepNetns,
+          '--link-net', `169.254.${i}.0`,
+          '--lease-ttl', '4',
+          '--key-grace', '2s',
+          ...(options.gatewayArgs ?? []),
+          ...extraArgs,
+        ]);
+        gateways.set(i, gw);
+        await gw.waitFor(/gateway ready/, 30_000);
+        return gw;
+      },
+      async stopGateway(i, signal = 'SIGTERM') {
+        const gw = gateways.get(i);
+        if (!gw) return;
+        gateways.delete(i);
+        if (signal === 'SIGKILL') {
+          gw.child.kill('SIGKILL');
+          await gw.exited;
+        } else {
+          await gw.stop(10_000);
+        }
+      },
+      async container(label) {
+        const ns = await bed.namespace(label);
+        return { ns, netns: `/run/netns/${ns}` };
+      },
+      async etcdctl(args) {
+        return (await bed.exec(ens, ['etcdctl', '--endpoints', etcd!.endpoints.join(','), ...args])).stdout;
+      },
+      destroy,
+    };
+    for (let i = 1; i <= (options.startGateways ?? options.hosts); i++) await cb.startGateway(i, options.hostArgs?.[i]);
+    return cb;
+  } catch (err) {
+    await destroy();
+    throw err;
+  }
+}
+
+export function apiRequest(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiAnswer> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = request({ socketPath, path, method, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {} }, (res) => {
+      let text = '';
+      res.setEncoding('utf8').on('data', (d: string) => (text += d));
+      res.on('end', () => {
+        let parsed: unknown = text;
+        try {
+          parsed = text === '' ? undefined : JSON.parse(text);
+        } catch {
+          // text/plain (metrics)
+        }
+        resolve({ status: res.statusCode ?? 0, body: parsed });
+      });
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+// ── key rotation helpers (test/netns/rotation*.test.ts, bench/rotation.ts) ──────────────────────
+// Additive: nothing above depends on them. They read what an operator (or a host) could read: a
+// host's API, etcd through etcdctl in its namespace, a host's data dir.
+
+export type { KeysEpoch, KeysView };
+
+/** GET /networks/{id}/keys on host i; throws unless 200. */
+export async function keysOf(cb: ClusterBed, hostIndex: number, network: string): Promise<KeysView> {
+  const r = await cb.api(hostIndex, 'GET', `/networks/${network}/keys`);
+  if (r.status !== 200) throw new Error(`GET keys on h${hostIndex}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body as KeysView;
+}
+
+/** The epoch host i seals with (OutboundHere), or undefined. */
+export function outboundEpoch(view: KeysView): number | undefined {
+  return view.Epochs.find((e) => e.OutboundHere)?.Epoch;
+}
+
+/** The etcd namespace of the bed (etcdctl runs there). */
+export function etcdNamespace(cb: ClusterBed): string {
+  return `${cb.bed.prefix}e`;
+}
+
+export interface EtcdKv {
+  key: string;
+  value: Buffer;
+  lease: string | null;
+  createRevision: number;
+  modRevision: number;
+}
+
+/** Every key and value under `prefix` as etcd holds it now (etcdctl get --prefix -w json). */
+export async function etcdGetPrefix(cb: ClusterBed, prefix: string): Promise<{ revision: number; kvs: EtcdKv[] }> {
+  const out = JSON.parse(await cb.etcdctl(['get', '--prefix', prefix, '-w', 'json'])) as {
+    header: { revision: number };
+    kvs?: Array<{ key: string; value?: string; lease?: number | string; create_revision: number; mod_revision: number }>;
+  };
+  return {
+    revision: Number(out.header.revision),
+    kvs: (out.kvs ?? []).map((kv) => ({
+      key: Buffer.from(kv.key, 'base64').toString('utf8'),
+      value: Buffer.from(kv.value ?? '', 'base64'),
+      lease: kv.lease === undefined ? null : String(kv.lease),
+      createRevision: Number(kv.create_revision),
+      modRevision: Number(kv.mod_revision),
+    })),
+  };
+}
+
+export interface EtcdEvent {
+  type: 'put' | 'delete';
+  key: string;
+  value: Buffer;
+  modRevision: number;
+}
+
+/**
+ * The whole history of `prefix` that etcd still holds (no compaction in a bed): a watch from
+ * revision 1 replays every put and delete in order; it ends after `listenMs` of silence.
+ */
+export async function etcdHistory(cb: ClusterBed, prefix: string, listenMs = 2_000): Promise<EtcdEvent[]> {
+  const endpoints = cb.etcd.endpoints.join(',');
+  const r = await cb.bed.exec(etcdNamespace(cb), ['timeout', '-s', 'INT', String(listenMs / 1000), 'etcdctl', '--endpoints', endpoints, 'watch', '--prefix', prefix, '--rev', '1', '-w', 'json'], { allowFail: true, timeoutMs: listenMs + 30_000 });
+  const events: EtcdEvent[] = [];
+  for (const line of r.stdout.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const res = JSON.parse(line) as { Events?: Array<{ type?: number | string; kv: { key: string; value?: string; mod_revision: number } }> };
+    for (const ev of res.Events ?? []) {
+      events.push({
+        type: ev.type === 1 || ev.type === 'DELETE' ? 'delete' : 'put',
+        key: Buffer.from(ev.kv.key, 'base64').toString('utf8'),
+        value: Buffer.from(ev.kv.value ?? '', 'base64'),
+        modRevision: Number(ev.kv.mod_revision),
+      });
+    }
+  }
+  return events;
+}
+
+/** The index (0-based, as cb.etcd.stopMember takes it) of the etcd member that is the raft leader now. */
+export async function etcdRaftLeader(cb: ClusterBed): Promise<number> {
+  const status = JSON.parse(await cb.etcdctl(['endpoint', 'status', '-w', 'json'])) as Array<{ Endpoint: string; Status: { header: { member_id: number | string }; leader: number | string } }>;
+  const leader = status.find((s) => String(s.Status.leader) === String(s.Status.header.member_id));
+  if (!leader) throw new Error(`no etcd member says it leads: ${JSON.stringify(status)}`);
+  return cb.etcd.endpoints.indexOf(leader.Endpoint);
+}
+
+/** Host i's static X25519 private key as its gateway keeps it (hex in <data dir>/identity.key). */
+export function hostIdentityHex(cb: ClusterBed, hostIndex: number): string {
+  return readFileSync(join(cb.dir, `h${hostIndex}`, 'identity.key'), 'utf8').trim();
+}
+
+/**
+ * A host record put into etcd by hand, under its own lease (etcdctl lease grant): to the schedule
+ * a live member that never acks (a hung gateway). Its index is claimed like registerHost does.
+ * Returns a function that revokes the lease (the record goes, as when a host dies).
+ */
+export async function registerFakeHost(
+  cb: ClusterBed,
+  host: { id: string; index: number; address: string; publicKeyHex: string; os?: string },
+  ttlSeconds = 300,
+): Promise<{ lease: string; revoke(): Promise<void> }> {
+  const granted = await cb.etcdctl(['lease', 'grant', String(ttlSeconds)]);
+  const lease = /lease ([0-9a-f]+) granted/.exec(granted)?.[1];
+  if (!lease) throw new Error(`etcdctl lease grant: ${granted}`);
+  const record = { id: host.id, index: host.index, address: host.address, os: host.os ?? 'linux', arch: 'x64', version: 'fake', publicKey: host.publicKeyHex, incarnation: 'f'.repeat(16) };
+  // Same as registerHost: claim hostindex/<n> once (create-if-absent), then the record under the lease.
+  const txn = [`create("/veil/v1/hostindex/${host.index}") = "0"`, '', `put /veil/v1/hostindex/${host.index} ${host.id}`, '', '', ''].join('\n');
+  await cb.bed.exec(etcdNamespace(cb), ['sh', '-c', `printf '%s' "$1" | etcdctl --endpoints ${cb.etcd.endpoints.join(',')} txn`, 'txn', txn]);
+  await cb.etcdctl(['put', `--lease=${lease}`, `/veil/v1/hosts/${host.id}`, JSON.stringify(record)]);
+  return { lease, revoke: async () => void (await cb.etcdctl(['lease', 'revoke', lease])) };
+}
+
+export interface PingTally {
+  transmitted: number;
+  received: number;
+  /** ping runs that ended (each prints one summary). */
+  runs: number;
+}
+
+/**
+ * A ping that runs until stop(): back-to-back `ping -c <perRun> -i <interval>` runs, so that every
+ * echo request sent gets its full reply wait (-W) and nothing in flight is counted lost when the
+ * loop ends. stop() lets the current run finish and returns the sum of the runs' summaries.
+ */
+export function pingLoop(cb: ClusterBed, ns: string, ip: string, opts: { interval?: string; perRun?: number; waitS?: number } = {}): { proc: BedProcess; stop(): Promise<PingTally> } {
+  const stopFile = join(cb.dir, `ping-stop-${ns}-${ip}-${Date.now()}`);
+  const script = 'while [ ! -e "$1" ]; do ping -n -q -c "$2" -i "$3" -W "$4" "$5"; done';
+  const proc = cb.bed.spawn(ns, ['bash', '-c', script, 'ping-loop', stopFile, String(opts.perRun ?? 1000), opts.interval ?? '0.002', String(opts.waitS ?? 1), ip]);
+  return {
+    proc,
+    async stop() {
+      writeFileSync(stopFile, '');
+      await Promise.race([proc.exited, new Promise((r) => setTimeout(r, 60_000))]);
+      await proc.stop(1_000);
+      const tally: PingTally = { transmitted: 0, received: 0, runs: 0 };
+      for (const m of proc.stdout().matchAll(/(\d+) packets transmitted, (\d+) received/g)) {
+        tally.transmitted += Number(m[1]);
+        tally.received += Number(m[2]);
+        tally.runs++;
+      }
+      return tally;
+    },
+  };
+}
+
+/** The data-plane drop counters of host i's gateway (GET /status), summed over pairs, plus the unattributed ones. */
+export async function gatewayDrops(cb: ClusterBed, hostIndex: number): Promise<Record<string, number>> {
+  const s = (await cb.api(hostIndex, 'GET', '/status')).body as { pairs: Array<{ drops: Record<string, number> }>; unattributedDrops: Record<string, number> };
+  const sum: Record<string, number> = {};
+  for (const d of [...s.pairs.map((p) => p.drops), s.unattributedDrops]) for (const [k, v] of Object.entries(d)) sum[k] = (sum[k] ?? 0) + v;
+  return sum;
+}

@@ -1,0 +1,236 @@
+// Key rotation under faults (DESIGN.md "Rotation"), three etcd members, three `veil gateway`s:
+// the schedule leader killed between publish and activate, one etcd member down, etcd down
+// entirely. Real etcd, real packets.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bytesToHex, hexToBytes } from '../../../src/crypto/bytes.js';
+import { SecretKey } from '../../../src/crypto/secret.js';
+import { generateX25519KeyPair } from '../../../src/crypto/x25519.js';
+import { unwrapForSelf } from '../../../src/keyrotation/wrapping.js';
+import type { KeyEpochRecord } from '../../../src/store/types.js';
+import { waitFor } from '../../support/wait.js';
+import { createClusterBed, etcdHistory, etcdRaftLeader, gatewayDrops, hostIdentityHex, keysOf, outboundEpoch, pingLoop, type ClusterBed, type KeysView } from './cluster-bed.js';
+
+const NET = 'flt';
+const HOSTS = [1, 2, 3] as const;
+
+let cb: ClusterBed;
+let networkId = '';
+const c: Record<number, { ns: string; netns: string; ip: string }> = {};
+
+beforeAll(async () => {
+  cb = await createClusterBed({ hosts: 3, etcdMembers: 3 });
+  const r = await cb.api(1, 'POST', '/networks', { Name: NET, Options: { encrypted: '' }, IPAM: { Config: [{ Subnet: '10.67.0.0/24' }] } });
+  if (r.status !== 201) throw new Error(`create: ${JSON.stringify(r.body)}`);
+  networkId = r.body.Id;
+  await waitFor(async () => (await Promise.all(HOSTS.map(async (h) => (await cb.api(h, 'GET', `/networks/${NET}/status`)).body.Protected === true))).every(Boolean), 30_000, 'every host protected');
+  for (const h of HOSTS) {
+    const ct = await cb.container(`flt${h}`);
+    const a = await cb.api(h, 'POST', `/networks/${NET}/connect`, { Container: `flt${h}`, Sandbox: { Netns: ct.netns } });
+    if (a.status !== 200) throw new Error(`connect on h${h}: ${JSON.stringify(a.body)}`);
+    c[h] = { ...ct, ip: a.body.IPv4Address.split('/')[0] };
+  }
+  for (const [a, b] of [[1, 2], [2, 3], [3, 1]] as const) {
+    await waitFor(async () => (await cb.bed.exec(c[a]!.ns, ['ping', '-c', '1', '-W', '1', c[b]!.ip], { allowFail: true })).code === 0, 30_000, `first ping h${a}→h${b}`);
+  }
+}, 180_000);
+afterAll(async () => {
+  await cb?.destroy();
+}, 60_000);
+
+const running = (): number[] => HOSTS.filter((h) => cb.gateways.has(h));
+
+/** GET keys on every running host. */
+async function views(): Promise<Map<number, KeysView>> {
+  return new Map(await Promise.all(running().map(async (h) => [h, await keysOf(cb, h, NET)] as const)));
+}
+
+/** Waits until every running host seals with an epoch ≥ target; returns the epochs. */
+async function allOutbound(target: number, timeoutMs: number, what: string): Promise<number[]> {
+  return waitFor(async () => {
+    const e = [...(await views()).values()].map((v) => outboundEpoch(v) ?? 0);
+    return e.every((x) => x >= target) ? e : undefined;
+  }, timeoutMs, what);
+}
+
+/** POST rotate on `via` (retried while etcd settles), then every running host outbound on the new epoch. */
+async function forcedRotation(via: number, timeoutMs = 60_000): Promise<{ target: number; ms: number }> {
+  const t0 = performance.now();
+  const r = await waitFor(async () => {
+    const a = await cb.api(via, 'POST', `/networks/${NET}/rotate`);
+    return a.status === 202 ? a : undefined;
+  }, 20_000, `POST rotate accepted on h${via}`);
+  const target = (r.body.AfterEpoch as number) + 1;
+  await allOutbound(target, timeoutMs, `every host outbound on epoch ${target}`);
+  return { target, ms: performance.now() - t0 };
+}
+
+/** The schedule leader among running hosts (exactly one says ScheduleLeader). */
+async function scheduleLeader(timeoutMs: number, not?: number): Promise<number> {
+  return waitFor(async () => {
+    const leaders = [...(await views()).entries()].filter(([, v]) => v.ScheduleLeader).map(([h]) => h);
+    return leaders.length === 1 && leaders[0] !== not ? leaders[0] : undefined;
+  }, timeoutMs, `one key-schedule leader${not ? ` other than h${not}` : ''}`);
+}
+
+/**
+ * A host record put into etcd by hand under its own lease: to the schedule a live member that never
+ * acks (a hung gateway). (cluster-bed.ts registerFakeHost does the same but its etcdctl txn input
+ * lacks the final empty line of the failure section, so etcdctl fails with "Error: EOF"; index 9 is
+ * free in this bed, so a plain put claims it.)
+ */
+async function fakeMember(id: string, index: number, publicKeyHex: string): Promise<{ revoke(): Promise<void> }> {
+  const lease = /lease ([0-9a-f]+) granted/.exec(await cb.etcdctl(['lease', 'grant', '300']))?.[1];
+  if (!lease) throw new Error('etcdctl lease grant');
+  await cb.etcdctl(['put', `/veil/v1/hostindex/${index}`, id]);
+  const record = { id, index, address: `198.18.0.${200 + index}`, os: 'linux', arch: 'x64', version: 'fake', publicKey: publicKeyHex, incarnation: 'f'.repeat(16) };
+  await cb.etcdctl(['put', `--lease=${lease}`, `/veil/v1/hosts/${id}`, JSON.stringify(record)]);
+  return { revoke: async () => void (await cb.etcdctl(['lease', 'revoke', lease])) };
+}
+
+/**
+ * Every epoch number was published once, in sequence 1..n, and every copy of it (rewraps included)
+ * holds one secret: read from etcd's whole history of keys/<network>/ (no compaction in the bed).
+ */
+async function checkEpochSequence(when: string): Promise<void> {
+  const history = (await etcdHistory(cb, `/veil/v1/keys/${networkId}/`)).filter((e) => e.type === 'put');
+  const priv1 = new SecretKey(hexToBytes(hostIdentityHex(cb, 1)));
+  const byEpoch = new Map<number, KeyEpochRecord[]>();
+  for (const ev of history) {
+    const rec = JSON.parse(ev.value.toString('utf8')) as KeyEpochRecord;
+    byEpoch.set(rec.epoch, [...(byEpoch.get(rec.epoch) ?? []), rec]);
+  }
+  const numbers = [...byEpoch.keys()].sort((a, b) => a - b);
+  const summary: string[] = [];
+  for (const [epoch, recs] of byEpoch) {
+    expect(new Set(recs.map((r) => r.publishedAt)).size, `epoch ${epoch} published once`).toBe(1);
+    const secrets = recs.map((r) => unwrapForSelf(r, { hostId: 'h1', privateKey: priv1 })).filter((u) => u.ok).map((u) => (u.ok ? bytesToHex(u.secret.exposeDanger()) : ''));
+    expect(new Set(secrets).size, `epoch ${epoch}: one secret`).toBe(1);
+    summary.push(`${epoch}×${recs.length}`);
+  }
+  console.log(`${when}: epoch records in etcd history (epoch×puts): ${summary.join(' ')}`);
+  expect(numbers.length).toBeGreaterThan(0);
+  expect(numbers).toEqual(Array.from({ length: numbers.length }, (_, i) => i + 1));
+}
+
+describe('the schedule leader killed between publish and activate', () => {
+  /*
+   * How activation is held open: a fake member (a host record under its own etcd lease, no
+   * gateway: a hung host) never acks, so the leader may activate a published epoch only at the
+   * ack timeout (--key-grace, 2 s in the bed). The test waits until the new epoch shows
+   * `published`, SIGKILLs the leader at once, and checks that the epoch was activated after the
+   * kill (so by someone else), by a host that then says it leads.
+   */
+  it('another host takes over and activates the epoch; epoch numbers stay one sequence', async () => {
+    const leader = await scheduleLeader(30_000);
+    const others = running().filter((h) => h !== leader);
+    const fake = generateX25519KeyPair();
+    const hung = await fakeMember('h9', 9, bytesToHex(fake.publicKey));
+    try {
+      // The live epoch is rewrapped for the new member first (so only the publish below is pending).
+      await waitFor(async () => (await keysOf(cb, others[0]!, NET)).Epochs.some((e) => e.State === 'active' && e.Members.includes('h9')), 20_000, 'active epoch rewrapped for h9');
+      const r = await cb.api(others[0]!, 'POST', `/networks/${NET}/rotate`);
+      expect(r.status).toBe(202);
+      const target = (r.body.AfterEpoch as number) + 1;
+      const published = await waitFor(async () => {
+        const e = (await keysOf(cb, others[1]!, NET)).Epochs.find((x) => x.Epoch === target);
+        return e ? e : undefined;
+      }, 20_000, `epoch ${target} in etcd`);
+      const publishedState = published.State;
+      await cb.stopGateway(leader, 'SIGKILL');
+      const killedAt = Date.now();
+      expect(publishedState, 'seen before activation (the kill falls between publish and activate)').toBe('published');
+
+      const t0 = performance.now();
+      const successor = await scheduleLeader(30_000, leader);
+      const takeoverMs = performance.now() - t0;
+      await allOutbound(target, 30_000, `survivors outbound on epoch ${target}`);
+      const rec = (await keysOf(cb, successor, NET)).Epochs.find((e) => e.Epoch === target)!;
+      const activatedMs = Date.parse(rec.ActivatedAt!);
+      console.log(
+        `leader h${leader} SIGKILLed with epoch ${target} published (${rec.PublishedAt}); h${successor} leads after ${takeoverMs.toFixed(0)} ms; ` +
+          `epoch ${target} activated ${activatedMs - killedAt} ms after the kill, members ${rec.Members.join(',')}, acked ${rec.Acked.join(',')}`,
+      );
+      expect(successor).not.toBe(leader);
+      expect(rec.State).toBe('active');
+      expect(activatedMs).toBeGreaterThan(killedAt);
+    } finally {
+      await hung.revoke();
+    }
+    // The killed gateway comes back and catches up.
+    await cb.startGateway(leader);
+    const now = Math.max(...[...(await views()).values()].map((v) => Math.max(...v.Epochs.map((e) => e.Epoch))));
+    await allOutbound(now, 30_000, 'the restarted gateway outbound on the current epoch');
+
+    await checkEpochSequence('after the leader kill');
+  }, 180_000);
+});
+
+describe('etcd degraded', () => {
+  it('with one etcd member stopped (the raft leader), a forced rotation completes', async () => {
+    const member = await etcdRaftLeader(cb);
+    await cb.etcd.stopMember(member);
+    try {
+      const r = await forcedRotation(2, 60_000);
+      console.log(`etcd member ${member} (raft leader) stopped: forced rotation to epoch ${r.target} on every host in ${r.ms.toFixed(0)} ms`);
+    } finally {
+      await cb.etcd.startMember(member);
+    }
+    const back = await forcedRotation(3, 60_000);
+    console.log(`member ${member} back: forced rotation to epoch ${back.target} in ${back.ms.toFixed(0)} ms`);
+  }, 180_000);
+
+  it('with every etcd member stopped, traffic keeps flowing and the API says rotation waits for etcd; after a restart a forced rotation completes', async () => {
+    const dropsBefore = await Promise.all(running().map((h) => gatewayDrops(cb, h)));
+    const flood = pingLoop(cb, c[1]!.ns, c[2]!.ip, { interval: '0.005', perRun: 400, waitS: 2 });
+    const flood2 = pingLoop(cb, c[3]!.ns, c[1]!.ip, { interval: '0.005', perRun: 400, waitS: 2 });
+    let during: Array<{ host: number; status: number; reachable: unknown; waiting: unknown }> = [];
+    let outage = 0;
+    try {
+      await new Promise((r) => setTimeout(r, 1_000));
+      const t0 = performance.now();
+      await Promise.all([0, 1, 2].map((i) => cb.etcd.stopMember(i)));
+      // The gateways notice (a failed call or a broken watch), then report it.
+      during = await waitFor(async () => {
+        const v = await Promise.all(running().map(async (h) => {
+          const r = await cb.api(h, 'GET', `/networks/${NET}/keys`);
+          return { host: h, status: r.status, reachable: r.body?.StoreReachable, waiting: r.body?.Waiting };
+        }));
+        return v.every((x) => x.status === 200 && x.reachable === false && /etcd/.test(String(x.waiting))) ? v : undefined;
+      }, 20_000, 'GET keys: StoreReachable false, Waiting mentions etcd, on every host').catch((err: Error) => {
+        console.log(`etcd down: ${err.message}`);
+        return [];
+      });
+      if (during.length === 0) {
+        during = await Promise.all(running().map(async (h) => {
+          const r = await cb.api(h, 'GET', `/networks/${NET}/keys`);
+          return { host: h, status: r.status, reachable: r.body?.StoreReachable, waiting: r.body?.Waiting ?? r.body?.message };
+        }));
+      }
+      const left = 6_000 - (performance.now() - t0);
+      if (left > 0) await new Promise((r) => setTimeout(r, left));
+      outage = performance.now() - t0;
+    } finally {
+      await Promise.all([0, 1, 2].map((i) => cb.etcd.startMember(i)));
+    }
+    const [p1, p2] = await Promise.all([flood.stop(), flood2.stop()]);
+    const dropsAfter = await Promise.all(running().map((h) => gatewayDrops(cb, h)));
+    console.log(
+      `etcd down ${outage.toFixed(0)} ms: ping h1→h2 ${p1.received}/${p1.transmitted}, h3→h1 ${p2.received}/${p2.transmitted}; ` +
+        `keys during the outage ${JSON.stringify(during)}; drops before ${JSON.stringify(dropsBefore)} after ${JSON.stringify(dropsAfter)}`,
+    );
+    expect(p1.transmitted).toBeGreaterThan(800);
+    expect(p1.received).toBe(p1.transmitted);
+    expect(p2.received).toBe(p2.transmitted);
+    for (const d of during) {
+      expect(d.status).toBe(200);
+      expect(d.reachable).toBe(false);
+      expect(String(d.waiting)).toMatch(/etcd/);
+    }
+    expect(during.length).toBe(3);
+    // etcd back: the gateways say so, and a forced rotation completes.
+    await waitFor(async () => [...(await views()).values()].every((v) => v.StoreReachable), 30_000, 'StoreReachable again on every host');
+    const r = await forcedRotation(1, 60_000);
+    console.log(`after the etcd restart: forced rotation to epoch ${r.target} on every host in ${r.ms.toFixed(0)} ms`);
+    await checkEpochSequence('end of run');
+  }, 240_000);
+});
