@@ -5,15 +5,15 @@
 
 #include "bind.h"
 
-// ---------------------------------------------------------------- outbound: VTEP → seal → underlay
+// ---------------------------------------------------------------- outbound: VTEP → seal → underlay (docs/wire.md "Outbound")
 
 static void outbound_packet(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *vx, uint32_t len) {
   dataplane *dp = t->dp;
   peer *p = ctx;
-  /* Only the local VTEP may use the gateway ports (DESIGN "No local injection"). */
+  /* Only the local VTEP may use the gateway ports (docs/plumbing.md "No local injection"). */
   if (src->sin_addr.s_addr != dp->cfg.vtep.s_addr) { count_unattributed(t, DROP_UNAUTHORIZED_SOURCE, 1); return; }
-  if (len < VXLAN_HEADER_LENGTH || !(vx[0] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return; }
-  uint32_t vni = get_u32(vx + 4) >> 8;
+  if (len < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return; }
+  uint32_t vni = get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT;
   network *net = table_get(&dp->networks, vni);
   if (!net) { count_unattributed(t, DROP_UNKNOWN_VNI, 1); return; }
   pair_stats *ps = table_get(&dp->pairs, pair_key(p->index, vni));
@@ -36,14 +36,14 @@ static void outbound_packet(dp_thread *t, void *ctx, const struct sockaddr_in *s
   __atomic_store_n(&sa->next, seq + 1, __ATOMIC_RELAXED); /* stats() reads the headroom concurrently */
   uint32_t hi = (uint32_t)(seq >> 32), lo = (uint32_t)seq;
   uint8_t iv[ESP_IV_LENGTH], udp[UDP_HEADER_LENGTH], trailer[ESP_ALIGNMENT - 1 + ESP_TRAILER_LENGTH];
-  put_u32(iv, hi); /* veil's IV: the 64-bit sequence number */
+  put_u32(iv, hi); /* veil's IV: the 64-bit sequence number, unique per key (RFC 4106 §3.1) */
   put_u32(iv + 4, lo);
-  /* Transport mode over UDP/4789: the VTEP's source port kept as flow entropy, checksum 0 (udp.ts). */
+  /* Transport mode over UDP/4789: the VTEP's source port kept as flow entropy, checksum 0 (src/vxlan/wire/udp.ts). */
   uint32_t payload = UDP_HEADER_LENGTH + len;
-  put_u16(udp, ntohs(src->sin_port));
-  put_u16(udp + 2, VXLAN_PORT);
-  put_u16(udp + 4, (uint16_t)payload);
-  put_u16(udp + 6, 0);
+  put_u16(udp + UDP_SRC_PORT_OFFSET, ntohs(src->sin_port));
+  put_u16(udp + UDP_DST_PORT_OFFSET, VXLAN_PORT);
+  put_u16(udp + UDP_LENGTH_OFFSET, (uint16_t)payload);
+  put_u16(udp + UDP_CHECKSUM_OFFSET, 0);
   /* RFC 4303 §2.4: pad with 1, 2, 3 ... to a 4-byte boundary, then pad length and next header. */
   uint32_t pad = (ESP_ALIGNMENT - ((payload + ESP_TRAILER_LENGTH) % ESP_ALIGNMENT)) % ESP_ALIGNMENT;
   for (uint32_t i = 0; i < pad; i++) trailer[i] = (uint8_t)(i + 1);
@@ -65,14 +65,14 @@ static void deliver(dp_thread *t, uint8_t *vx, uint32_t len) {
   tx_queue(t, t->dp->deliver_fd, t->dp->cfg.vtep, t->dp->cfg.vtep_port, vx, len);
 }
 
-/* The fixed order of src/vxlan/inbound.ts; the window never moves before authentication. */
+/* The fixed order of src/vxlan/ts/inbound.ts (docs/wire.md "Inbound order"); the window moves only after authentication. */
 static void inbound_esp_packet(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *d, uint32_t len) {
   (void)ctx;
   (void)src;
   dataplane *dp = t->dp;
-  /* 1. RFC 3948 §2: keepalives and IKE share the port. */
-  if (len == 1 && d[0] == 0xff) { count_unattributed(t, DROP_NAT_KEEPALIVE, 1); return; }
-  if (len >= 4 && get_u32(d) == 0) { count_unattributed(t, DROP_NON_ESP_MARKER, 1); return; }
+  /* 1. RFC 3948 §2.2, §2.3: IKE and keepalives share the port. */
+  if (len == NAT_KEEPALIVE_LENGTH && d[0] == NAT_KEEPALIVE_BYTE) { count_unattributed(t, DROP_NAT_KEEPALIVE, 1); return; }
+  if (len >= NON_ESP_MARKER_LENGTH && get_u32(d) == 0) { count_unattributed(t, DROP_NON_ESP_MARKER, 1); return; }
   /* 2. Length, then the SPI names the SA. */
   if (len < ESP_MIN_LENGTH) { count_unattributed(t, DROP_TRUNCATED, 1); return; }
   inbound_sa *sa = table_get(&dp->inbound, get_u32(d + ESP_SPI_OFFSET));
@@ -89,7 +89,7 @@ static void inbound_esp_packet(dp_thread *t, void *ctx, const struct sockaddr_in
   if (n < 0) { counter_add(&drops[DROP_AUTH_FAILED], 1); return; }
   /* 5. Replay update, only now that the packet is authentic. */
   if (!replay_update(&sa->replay, (uint32_t)hi, lo)) { counter_add(&drops[DROP_REPLAY_DUPLICATE], 1); return; }
-  /* 6. Trailer (RFC 4303 §2.4), next header, inner UDP to 4789, VXLAN. */
+  /* 6. Trailer (RFC 4303 §2.4-2.6: padding, pad length, next header last), inner UDP to 4789, VXLAN. */
   if (n < ESP_TRAILER_LENGTH || n % ESP_ALIGNMENT != 0) { counter_add(&drops[DROP_BAD_ALIGNMENT], 1); return; }
   uint32_t pad = pt[n - 2], next_header = pt[n - 1];
   int payload = n - ESP_TRAILER_LENGTH - (int)pad;
@@ -97,13 +97,13 @@ static void inbound_esp_packet(dp_thread *t, void *ctx, const struct sockaddr_in
   for (uint32_t i = 1; i <= pad; i++)
     if (pt[payload + (int)i - 1] != i) { counter_add(&drops[DROP_BAD_PADDING], 1); return; }
   if (next_header != IPPROTO_UDP_NUMBER) { counter_add(&drops[DROP_BAD_NEXT_HEADER], 1); return; }
-  if (payload < UDP_HEADER_LENGTH || get_u16(pt + 4) != (uint32_t)payload || get_u16(pt + 2) != VXLAN_PORT)
+  if (payload < UDP_HEADER_LENGTH || get_u16(pt + UDP_LENGTH_OFFSET) != (uint32_t)payload || get_u16(pt + UDP_DST_PORT_OFFSET) != VXLAN_PORT)
     { counter_add(&drops[DROP_BAD_INNER_UDP], 1); return; }
   uint8_t *vx = pt + UDP_HEADER_LENGTH;
   uint32_t vlen = (uint32_t)payload - UDP_HEADER_LENGTH;
-  if (vlen < VXLAN_HEADER_LENGTH || !(vx[0] & VXLAN_FLAG_I)) { counter_add(&drops[DROP_BAD_VXLAN_HEADER], 1); return; }
+  if (vlen < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { counter_add(&drops[DROP_BAD_VXLAN_HEADER], 1); return; }
   /* 7. Isolation: an SA carries exactly one network. */
-  if ((get_u32(vx + 4) >> 8) != sa->vni) { counter_add(&drops[DROP_VNI_MISMATCH], 1); return; }
+  if ((get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT) != sa->vni) { counter_add(&drops[DROP_VNI_MISMATCH], 1); return; }
   counter_add(&sa->opened, 1);
   counter_add(&sa->bytes, vlen);
   counter_add(&sa->pair->rx.packets, 1);
@@ -117,8 +117,8 @@ static void inbound_plain_packet(dp_thread *t, void *ctx, const struct sockaddr_
   dataplane *dp = t->dp;
   peer *p = table_get(&dp->peer_by_address, src->sin_addr.s_addr);
   if (!p) { count_unattributed(t, DROP_UNKNOWN_PEER, 1); return; }
-  if (len < VXLAN_HEADER_LENGTH || !(vx[0] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return; }
-  uint32_t vni = get_u32(vx + 4) >> 8;
+  if (len < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return; }
+  uint32_t vni = get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT;
   network *net = table_get(&dp->networks, vni);
   if (!net) { count_unattributed(t, DROP_UNKNOWN_VNI, 1); return; }
   pair_stats *ps = table_get(&dp->pairs, pair_key(p->index, vni));

@@ -12,7 +12,9 @@
 
 #include "bind.h"
 
-#define MAX_LIVE_EPOCHS 3        /* sa-table.ts */
+#define MAX_LIVE_EPOCHS 3        /* src/vxlan/sa/table.ts: previous, current, next (docs/keys.md "Rotation") */
+
+// ---------------------------------------------------------------- SA lifetime and retirement
 
 static void free_inbound(inbound_sa *sa) {
   esp_cipher_free(&sa->cipher);
@@ -88,6 +90,8 @@ static void prune_retired(dataplane *dp, uint16_t peer_index, uint32_t vni, uint
     }
   }
 }
+
+// ---------------------------------------------------------------- the tables, for dp_create / dp_destroy
 
 int satable_init(dataplane *dp) {
   return table_init(&dp->peer_by_address) || table_init(&dp->networks) || table_init(&dp->inbound) ||
@@ -184,7 +188,7 @@ int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, uint16_t 
   return 0;
 }
 
-/* Removes every SA matching (peer, vni); UINT32_MAX / 0 act as wildcards. Write lock held. */
+/* Retires every SA of peer_index (if by_peer) and of vni (if by_vni). Write lock held. */
 static void remove_sas(dataplane *dp, int by_peer, uint16_t peer_index, int by_vni, uint32_t vni) {
   for (uint32_t i = 0; i < dp->outbound.cap; i++) {
     if (dp->outbound.state[i] != 1) continue;
