@@ -1,10 +1,10 @@
 /*
  * N-API face of the native data path. Three groups:
  *   - per-packet ESP (createSa, sealRawDanger, openRawDanger) and plain GCM (gcmSeal, gcmOpen),
- *     for vectors and differential tests; src/vxlan/native.ts wraps them behind EspCipher-like objects;
- *   - the replay window (replayCreate, replayCheck, replayUpdate), to test it against replay.ts;
- *   - the data plane (dp*), threads and tables in dataplane.c.
- * Argument checking is done here; the typed wrappers in native.ts are the only intended callers.
+ *     for vectors and differential tests; src/vxlan/native/addon.ts wraps them behind EspCipher-like objects;
+ *   - the replay window (replayCreate, replayCheck, replayUpdate), to test it against src/vxlan/sa/replay.ts;
+ *   - the data plane (dp*) of dataplane.h; dataplane-internal.h lists the files that make it.
+ * Argument checking is done here; the typed wrappers in src/vxlan/native/addon.ts are the only intended callers.
  */
 #include <arpa/inet.h>
 #include <node_api.h>
@@ -327,8 +327,8 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
   uint32_t esp, plain, vtep, peer_esp, peer_plain, delivery, buffer, mtu, window;
   if (get_args(env, info, 1, a) || prop_addr(env, a[0], "underlayAddress", &cfg.underlay) ||
       prop_addr(env, a[0], "hostAddress", &cfg.host) || prop_addr(env, a[0], "vtepAddress", &cfg.vtep) ||
-      prop_u32(env, a[0], "espPort", 4500, &esp) || prop_u32(env, a[0], "plainPort", VXLAN_PORT, &plain) ||
-      prop_u32(env, a[0], "vtepPort", VXLAN_PORT, &vtep) || prop_u32(env, a[0], "peerEspPort", 4500, &peer_esp) ||
+      prop_u32(env, a[0], "espPort", ESP_IN_UDP_PORT, &esp) || prop_u32(env, a[0], "plainPort", VXLAN_PORT, &plain) ||
+      prop_u32(env, a[0], "vtepPort", VXLAN_PORT, &vtep) || prop_u32(env, a[0], "peerEspPort", ESP_IN_UDP_PORT, &peer_esp) ||
       prop_u32(env, a[0], "peerPlainPort", VXLAN_PORT, &peer_plain) ||
       prop_u32(env, a[0], "deliveryPort", VTEP_DELIVERY_PORT, &delivery) ||
       prop_u32(env, a[0], "bufferBytes", 4u << 20, &buffer) || prop_u32(env, a[0], "underlayMtu", 1500, &mtu) ||
@@ -343,7 +343,7 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
   cfg.peer_plain_port = (uint16_t)peer_plain;
   cfg.delivery_port = (uint16_t)delivery;
   cfg.buffer_bytes = (int)buffer;
-  cfg.gso_max_segment = mtu - 28; /* IPv4 + UDP headers */
+  cfg.gso_max_segment = mtu - IPV4_HEADER_LENGTH - UDP_HEADER_LENGTH;
   cfg.replay_window = window;
   char err[256] = "cannot create the data plane";
   dataplane *dp = dp_create(&cfg, err, sizeof err);
@@ -418,7 +418,7 @@ static napi_value DpSetNetwork(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 3, a)) return NULL;
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || arg_u32(env, a[1], &vni) || get_bool(env, a[2], &encrypted)) return NULL;
-  if (vni > 0xffffff) THROW(env, "VEIL_ERR_NATIVE_ARGS", "VNI out of range");
+  if (vni > VXLAN_VNI_MAX) THROW(env, "VEIL_ERR_NATIVE_ARGS", "VNI out of range");
   if (dp_set_network(dp, vni, encrypted) < 0) THROW(env, "VEIL_ERR_NATIVE_NOMEM", "out of memory");
   return undefined_value(env);
 }
@@ -446,8 +446,7 @@ static int get_sa_args(napi_env env, napi_value o, sa_args *s) {
       prop_bytes(env, o, "salt", &s->salt, &s->salt_len) || prop_bool(env, o, "esn", 1, &s->esn) ||
       prop_u32(env, o, "vni", 0, &s->vni) || prop_u32(env, o, "peer", 0, &s->peer) ||
       prop_u32(env, o, "epoch", 0, &s->epoch)) return -1;
-  /* RFC 4303 §2.1: SPIs 1-255 are reserved and 0 is the RFC 3948 non-ESP marker. */
-  if (s->salt_len != ESP_SALT_LENGTH || s->peer < 1 || s->peer > PEER_INDEX_MAX || s->vni > 0xffffff || s->spi < 256) {
+  if (s->salt_len != ESP_SALT_LENGTH || s->peer < 1 || s->peer > PEER_INDEX_MAX || s->vni > VXLAN_VNI_MAX || s->spi < ESP_SPI_MIN) {
     napi_throw_range_error(env, "VEIL_ERR_NATIVE_ARGS", "salt must be 4 bytes, peer in 1..16383, VNI in 0..2^24-1, SPI >= 256");
     return -1;
   }

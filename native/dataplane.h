@@ -1,7 +1,7 @@
 /*
- * veil's batched native data plane (see src/vxlan/io-native.ts for its JS face).
+ * veil's batched native data plane (see src/vxlan/native/datapath.ts for its JS face).
  *
- *   outbound thread: epoll over the per-peer sockets (hostAddress:14789+peer) → recvmmsg (UDP_GRO)
+ *   outbound thread: epoll over the per-peer gateway sockets → recvmmsg (UDP_GRO)
  *                    → source must be the VTEP → VXLAN header → network → plain: as is to peer:4789,
  *                    encrypted: SA(peer, vni) → seq → seal → sendmmsg (+UDP_SEGMENT) from UDP 4500
  *   inbound thread:  underlay UDP 4500 (UDP_GRO) → split by gso_size → RFC 3948 class → length → SPI
@@ -9,12 +9,17 @@
  *                    → VXLAN → VNI = SA's → sendmmsg (+UDP_SEGMENT) from hostAddress:1022 to vtepAddress:4789;
  *                    underlay UDP 4789: known peer source, plain network only → VTEP.
  *
+ * Each peer has one privileged gateway port on hostAddress, in 600..1021, chosen by
+ * src/vxlan/gateway.ts (PEER_PORT_MIN/MAX): the VTEP sends that peer's VXLAN there.
+ * Deliveries to the VTEP leave from hostAddress:1022 (docs/plumbing.md "Gateway ports").
+ *
  * Tables (peers, networks, SAs) change from JS while the threads run. One
  * writer-preferring rwlock: each data thread holds the read lock while it
- * receives (non-blocking) and processes one batch, JS takes the write lock to
- * change a table. So no thread ever sees an SA or a socket that is being freed,
- * and both data threads run concurrently. Each counter has exactly one writing
- * thread; stats() reads them with relaxed atomic loads.
+ * processes one batch (the outbound thread also while it receives from a peer's
+ * socket, non-blocking), JS takes the write lock to change a table. So no thread
+ * ever sees an SA or a socket that is being freed, and both data threads run
+ * concurrently. Each counter has exactly one writing thread; stats() reads
+ * them with relaxed atomic loads.
  */
 #ifndef VEIL_DATAPLANE_H
 #define VEIL_DATAPLANE_H
@@ -27,7 +32,7 @@
 #include "replay.h"
 #include "table.h"
 
-/* The names and order of src/vxlan/drops.ts DROP_REASONS (checked by the TS loader). */
+/* The names and order of src/vxlan/wire/drops.ts DROP_REASONS (checked by the TS loader; docs/wire.md "Drop reasons"). */
 #define DROP_REASON_LIST(X) \
   X(NAT_KEEPALIVE, "nat-keepalive") X(NON_ESP_MARKER, "non-esp-marker") X(TRUNCATED, "truncated") \
   X(UNKNOWN_SPI, "unknown-spi") X(REPLAY_TOO_OLD, "replay-too-old") X(REPLAY_DUPLICATE, "replay-duplicate") \
@@ -43,11 +48,12 @@ enum drop_reason { DROP_REASON_LIST(DROP_ENUM) DROP_COUNT };
 #undef DROP_ENUM
 extern const char *const DROP_NAMES[DROP_COUNT];
 
-#define PEER_INDEX_MAX 16383 /* spi.ts SPI_HOST_INDEX_MAX */
-/* constants.ts VTEP_DELIVERY_PORT: the privileged source port of every delivery to the VTEP; the vtep
- * namespace's firewall accepts VXLAN from nothing else (DESIGN "No local injection") */
+#define PEER_INDEX_MAX 16383 /* src/vxlan/wire/spi.ts SPI_HOST_INDEX_MAX (docs/wire.md "SPI layout") */
+/* src/vxlan/wire/constants.ts VTEP_DELIVERY_PORT: the privileged source port of every delivery to the VTEP;
+ * the vtep namespace's firewall accepts VXLAN from nothing else (docs/plumbing.md "No local injection") */
 #define VTEP_DELIVERY_PORT 1022
-/* sequence.ts: with ESN veil stops at 2^53 - 1, without at 2^32 - 1 */
+/* src/vxlan/sa/sequence.ts: with ESN (RFC 4303 §2.2.1) veil stops at 2^53 - 1, without at 2^32 - 1 (§2.2)
+ * (docs/wire.md "Sequence numbers and replay") */
 #define SEQ64_MAX ((1ULL << 53) - 1)
 #define SEQ32_MAX 0xffffffffULL
 

@@ -18,7 +18,7 @@ int esp_cipher_init(esp_cipher *c, const uint8_t *key, size_t key_len, const uin
   memcpy(c->salt, salt, ESP_SALT_LENGTH);
   c->esn = esn;
   c->encrypt = encrypt;
-  /* Key schedule once (RFC 4106 §3: 12-byte nonce); per packet EVP_CipherInit_ex with only the IV. */
+  /* Key schedule once (RFC 4106 §4: 12-byte nonce); per packet EVP_CipherInit_ex with only the IV. */
   if (EVP_CipherInit_ex(c->ctx, cipher, NULL, NULL, NULL, encrypt) != 1 ||
       EVP_CIPHER_CTX_ctrl(c->ctx, EVP_CTRL_GCM_SET_IVLEN, ESP_NONCE_LENGTH, NULL) != 1 ||
       EVP_CipherInit_ex(c->ctx, NULL, NULL, key, NULL, encrypt) != 1) {
@@ -36,15 +36,15 @@ void esp_cipher_free(esp_cipher *c) {
 }
 
 /* RFC 4106 §5: the one place the AAD is built. */
-static size_t esp_aad(const esp_cipher *c, uint32_t seq_hi, uint32_t seq_lo, uint8_t aad[12]) {
+static size_t esp_aad(const esp_cipher *c, uint32_t seq_hi, uint32_t seq_lo, uint8_t aad[ESP_AAD_ESN_LENGTH]) {
   put_u32(aad, c->spi);
   if (c->esn) {
     put_u32(aad + 4, seq_hi);
     put_u32(aad + 8, seq_lo);
-    return 12;
+    return ESP_AAD_ESN_LENGTH;
   }
   put_u32(aad + 4, seq_lo);
-  return 8;
+  return ESP_AAD_LENGTH;
 }
 
 /* RFC 4106 §4: nonce = salt || IV. */
@@ -55,7 +55,7 @@ static void esp_nonce(const esp_cipher *c, const uint8_t iv[ESP_IV_LENGTH], uint
 
 int esp_seal_danger(esp_cipher *c, uint32_t seq_hi, uint32_t seq_lo, const uint8_t iv[ESP_IV_LENGTH],
                     const struct iovec *pt, int pt_count, uint8_t *out) {
-  uint8_t nonce[ESP_NONCE_LENGTH], aad[12];
+  uint8_t nonce[ESP_NONCE_LENGTH], aad[ESP_AAD_ESN_LENGTH];
   int n;
   if (!c->encrypt) return -1;
   esp_nonce(c, iv, nonce);
@@ -79,7 +79,7 @@ int esp_seal_danger(esp_cipher *c, uint32_t seq_hi, uint32_t seq_lo, const uint8
 }
 
 int esp_open_danger(esp_cipher *c, const uint8_t *datagram, size_t len, uint32_t seq_hi, uint8_t *out) {
-  uint8_t nonce[ESP_NONCE_LENGTH], aad[12], tag[ESP_ICV_LENGTH];
+  uint8_t nonce[ESP_NONCE_LENGTH], aad[ESP_AAD_ESN_LENGTH], tag[ESP_ICV_LENGTH];
   int n, m;
   if (c->encrypt || len < ESP_MIN_LENGTH) return -1;
   esp_nonce(c, datagram + ESP_IV_OFFSET, nonce);

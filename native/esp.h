@@ -1,6 +1,7 @@
 /*
  * ESP with AES-GCM (RFC 4303 §2, RFC 4106): the SA's cipher state and the one
- * place the native code builds nonces and AAD. Mirrors src/vxlan/esp.ts.
+ * place the native code builds nonces and AAD. Mirrors src/vxlan/wire/esp.ts;
+ * the wire constants match src/vxlan/wire/constants.ts.
  *
  *   SPI(4) | Seq low(4) | IV(8) | ciphertext (payload | pad | pad len | next hdr) | ICV(16)
  *   nonce = salt(4) || IV(8)         AAD = SPI || seq low, or SPI || seq high || seq low (ESN)
@@ -13,26 +14,44 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#define ESP_SPI_OFFSET 0
-#define ESP_SEQ_OFFSET 4
-#define ESP_IV_OFFSET 8
-#define ESP_IV_LENGTH 8
-#define ESP_PAYLOAD_OFFSET 16
-#define ESP_SALT_LENGTH 4
-#define ESP_NONCE_LENGTH 12
-#define ESP_ICV_LENGTH 16
-#define ESP_TRAILER_LENGTH 2
-#define ESP_ALIGNMENT 4
-/* header, IV, an empty payload padded to 4 with its trailer, ICV (constants.ts ESP_MIN_LENGTH) */
+#define ESP_SPI_OFFSET 0         /* RFC 4303 §2.1 */
+#define ESP_SEQ_OFFSET 4         /* RFC 4303 §2.2 */
+#define ESP_IV_OFFSET 8          /* RFC 4106 §3.1: the explicit IV opens the payload */
+#define ESP_IV_LENGTH 8          /* RFC 4106 §3.1 */
+#define ESP_PAYLOAD_OFFSET 16    /* RFC 4106 §3.1: the ciphertext, after SPI, sequence number and IV */
+#define ESP_SALT_LENGTH 4        /* RFC 4106 §4, §8.1 */
+#define ESP_NONCE_LENGTH 12      /* RFC 4106 §4: salt || IV */
+#define ESP_AAD_LENGTH 8         /* RFC 4106 §5: SPI || seq */
+#define ESP_AAD_ESN_LENGTH 12    /* RFC 4106 §5: SPI || seq high || seq low */
+#define ESP_ICV_LENGTH 16        /* RFC 4106 §6: veil never truncates it */
+#define ESP_TRAILER_LENGTH 2     /* RFC 4303 §2.5, §2.6: pad length, next header */
+#define ESP_ALIGNMENT 4          /* RFC 4303 §2.4: ciphertext ends on a 4-byte boundary */
+#define ESP_SPI_MIN 256          /* RFC 4303 §2.1: 1-255 reserved; 0 is the RFC 3948 non-ESP marker */
+/* header, IV, an empty payload padded to 4 with its trailer, ICV (src/vxlan/wire/constants.ts ESP_MIN_LENGTH) */
 #define ESP_MIN_LENGTH (ESP_PAYLOAD_OFFSET + ESP_ALIGNMENT + ESP_ICV_LENGTH)
 /* bytes sealing adds around the inner payload at most: header+IV, 3 pad, trailer, ICV */
 #define ESP_MAX_OVERHEAD (ESP_PAYLOAD_OFFSET + (ESP_ALIGNMENT - 1) + ESP_TRAILER_LENGTH + ESP_ICV_LENGTH)
 
-#define UDP_HEADER_LENGTH 8
-#define VXLAN_HEADER_LENGTH 8
-#define VXLAN_FLAG_I 0x08
-#define VXLAN_PORT 4789
-#define IPPROTO_UDP_NUMBER 17
+#define ESP_IN_UDP_PORT 4500     /* RFC 3948 §2.1 */
+#define NON_ESP_MARKER_LENGTH 4  /* RFC 3948 §2.2: four zero octets where an SPI would be */
+#define NAT_KEEPALIVE_LENGTH 1   /* RFC 3948 §2.3: a single 0xFF octet */
+#define NAT_KEEPALIVE_BYTE 0xff
+
+#define IPV4_HEADER_LENGTH 20    /* RFC 791 §3.1, without options */
+#define UDP_HEADER_LENGTH 8      /* RFC 768 */
+#define UDP_SRC_PORT_OFFSET 0    /* RFC 768 */
+#define UDP_DST_PORT_OFFSET 2
+#define UDP_LENGTH_OFFSET 4
+#define UDP_CHECKSUM_OFFSET 6
+#define IPPROTO_UDP_NUMBER 17    /* RFC 768: UDP; the ESP next header (RFC 4303 §2.6) of VXLAN */
+
+#define VXLAN_HEADER_LENGTH 8    /* RFC 7348 §5 */
+#define VXLAN_FLAGS_OFFSET 0     /* RFC 7348 §5 */
+#define VXLAN_FLAG_I 0x08        /* RFC 7348 §5: set for a valid VNI */
+#define VXLAN_VNI_OFFSET 4       /* RFC 7348 §5: the VNI is the top 24 bits of this word */
+#define VXLAN_VNI_SHIFT 8
+#define VXLAN_VNI_MAX 0xffffff
+#define VXLAN_PORT 4789          /* RFC 7348 §5: IANA-assigned */
 
 typedef struct esp_cipher {
   EVP_CIPHER_CTX *ctx; /* keyed once; per packet only the IV changes */

@@ -1,0 +1,153 @@
+/* Socket batching: see bind.h. */
+#include "bind.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/udp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#define GSO_MAX_SEGMENTS 64      /* UDP_MAX_SEGMENTS of older kernels */
+#define GSO_MAX_BYTES 65000      /* below the 64 KiB IP limit with headers */
+#define SEND_RETRY_MS 10
+#define SEND_RETRIES 100
+
+int udp_socket(struct in_addr addr, uint16_t port, int buffer, int gro, char *err, size_t err_len) {
+  char where[64];
+  snprintf(where, sizeof where, "%s:%u", inet_ntoa(addr), port);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    set_err(err, err_len, "socket for %s: %s", where, errno);
+    return -1;
+  }
+  /* SO_*BUFFORCE passes net.core.[rw]mem_max (CAP_NET_ADMIN); otherwise the capped plain option. */
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buffer, sizeof buffer) < 0)
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buffer, sizeof buffer) < 0)
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+  int one = 1;
+  if (gro) (void)setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one); /* a kernel without it just sends single datagrams */
+  struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr = addr };
+  if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
+    set_err(err, err_len, "cannot bind %s: %s", where, errno);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int same_destination(const tx_entry *a, const tx_entry *b) {
+  return a->fd == b->fd && a->dst.sin_addr.s_addr == b->dst.sin_addr.s_addr && a->dst.sin_port == b->dst.sin_port;
+}
+
+/* Waits for send buffer room; 0 when the data plane is stopping or the wait timed out too often. */
+static int wait_writable(dp_thread *t, int fd, int *tries) {
+  if (atomic_load(&t->dp->stopping) || ++*tries > SEND_RETRIES) return 0;
+  struct pollfd pf = { .fd = fd, .events = POLLOUT };
+  (void)poll(&pf, 1, SEND_RETRY_MS);
+  return 1;
+}
+
+/* A GSO message the kernel refused (e.g. a segment above the MTU): its packets one by one. */
+static void send_segments(dp_thread *t, int m) {
+  for (int k = t->sfirst[m]; k < t->sfirst[m] + t->scount[m]; k++) {
+    struct msghdr h = { .msg_name = &t->tx[k].dst, .msg_namelen = sizeof t->tx[k].dst, .msg_iov = &t->siov[k], .msg_iovlen = 1 };
+    int tries = 0;
+    for (;;) {
+      ssize_t r = sendmsg(t->tx[k].fd, &h, 0);
+      if (r >= 0) {
+        counter_add(&t->io.tx_calls, 1);
+        counter_add(&t->io.tx_messages, 1);
+        break;
+      }
+      if (errno == EINTR) continue;
+      if ((errno == EAGAIN || errno == ENOBUFS) && wait_writable(t, t->tx[k].fd, &tries)) continue;
+      counter_add(&t->io.send_errors, 1);
+      count_unattributed(t, DROP_SEND_FAILED, 1);
+      break;
+    }
+  }
+}
+
+/*
+ * Sends the queue with sendmmsg. With GSO, runs of packets to the same destination
+ * whose sizes are equal (the last may be shorter) leave as one message carrying
+ * UDP_SEGMENT: the kernel splits it into datagrams of that size.
+ */
+void tx_flush(dp_thread *t) {
+  const dp_config *cfg = &t->dp->cfg;
+  int nm = 0;
+  for (int i = 0; i < t->ntx;) {
+    tx_entry *e = &t->tx[i];
+    int j = i + 1;
+    size_t total = e->len;
+    if (cfg->gso && e->len <= cfg->gso_max_segment) {
+      while (j < t->ntx && j - i < GSO_MAX_SEGMENTS) {
+        tx_entry *f = &t->tx[j];
+        if (!same_destination(e, f) || f->len > e->len || f->len == 0 || total + f->len > GSO_MAX_BYTES) break;
+        total += f->len;
+        j++;
+        if (f->len < e->len) break; /* a shorter segment ends the run */
+      }
+    }
+    for (int k = i; k < j; k++) t->siov[k] = (struct iovec){ .iov_base = t->tx[k].data, .iov_len = t->tx[k].len };
+    struct msghdr *h = &t->smsg[nm].msg_hdr;
+    *h = (struct msghdr){ .msg_name = &e->dst, .msg_namelen = sizeof e->dst, .msg_iov = &t->siov[i], .msg_iovlen = (size_t)(j - i) };
+    if (j - i > 1) {
+      h->msg_control = t->sctl[nm].buf;
+      h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+      struct cmsghdr *c = CMSG_FIRSTHDR(h);
+      c->cmsg_level = IPPROTO_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t size = (uint16_t)e->len;
+      memcpy(CMSG_DATA(c), &size, sizeof size);
+    }
+    t->sfd[nm] = e->fd;
+    t->sfirst[nm] = i;
+    t->scount[nm] = j - i;
+    nm++;
+    i = j;
+  }
+  int tries = 0;
+  for (int s = 0; s < nm;) {
+    int run = 1;
+    while (s + run < nm && t->sfd[s + run] == t->sfd[s]) run++;
+    int r = sendmmsg(t->sfd[s], &t->smsg[s], (unsigned)run, 0);
+    if (r > 0) {
+      counter_add(&t->io.tx_calls, 1);
+      counter_add(&t->io.tx_messages, (uint64_t)r);
+      s += r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == ENOBUFS) && wait_writable(t, t->sfd[s], &tries)) continue;
+    /* This message failed: a refused GSO message goes out packet by packet, a single packet is lost. */
+    if (t->scount[s] > 1 && r < 0 && (errno == EINVAL || errno == EMSGSIZE || errno == EIO)) {
+      send_segments(t, s);
+    } else {
+      counter_add(&t->io.send_errors, 1);
+      count_unattributed(t, DROP_SEND_FAILED, (uint64_t)t->scount[s]);
+    }
+    s++;
+  }
+  counter_add(&t->io.tx_packets, (uint64_t)t->ntx);
+  t->ntx = 0;
+  t->arena_used = 0;
+}
+
+int rx_batch(dp_thread *t, int fd) {
+  for (int i = 0; i < RX_BATCH; i++) {
+    t->riov[i] = (struct iovec){ .iov_base = t->rx + (size_t)i * RX_SLOT, .iov_len = RX_SLOT };
+    t->rmsg[i].msg_hdr = (struct msghdr){
+      .msg_name = &t->rname[i], .msg_namelen = sizeof t->rname[i], .msg_iov = &t->riov[i], .msg_iovlen = 1,
+      .msg_control = t->rctl[i].buf, .msg_controllen = sizeof t->rctl[i].buf,
+    };
+  }
+  int n = recvmmsg(fd, t->rmsg, RX_BATCH, MSG_DONTWAIT, NULL);
+  if (n <= 0) return 0;
+  counter_add(&t->io.rx_calls, 1);
+  counter_add(&t->io.rx_datagrams, (uint64_t)n);
+  return n;
+}

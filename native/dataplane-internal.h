@@ -1,0 +1,92 @@
+/*
+ * Shared by the data plane's own files, never by binding.c (it sees dataplane.h):
+ *   dataplane.c  lifecycle and the two thread loops
+ *   bind.c       sockets, recvmmsg/GRO batches, the tx queue and its sendmmsg/GSO flush
+ *   packet.c     per-packet work: outbound seal, inbound open, plain VXLAN
+ *   satable.c    peers, networks, SAs and their retirement (the control plane)
+ * Symbols declared here are hidden: calls across these files bind directly, no PLT.
+ */
+#ifndef VEIL_DATAPLANE_INTERNAL_H
+#define VEIL_DATAPLANE_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "dataplane.h"
+
+#define RX_BATCH 64              /* datagrams per recvmmsg */
+#define RX_SLOT 65536            /* one UDP datagram or GRO super-datagram */
+#define TX_MAX 4096              /* packets queued before a sendmmsg flush (a whole GRO batch, normally) */
+#define TX_ARENA (8u << 20)      /* sealed packets of one flush */
+
+typedef struct tx_entry {
+  int fd;
+  struct sockaddr_in dst;
+  uint8_t *data;
+  uint32_t len;
+} tx_entry;
+
+typedef struct dp_thread {
+  dataplane *dp;
+  pthread_t tid;
+  int started;
+  int epfd;
+  uint8_t *rx;
+  struct mmsghdr rmsg[RX_BATCH];
+  struct iovec riov[RX_BATCH];
+  struct sockaddr_in rname[RX_BATCH];
+  union { char buf[CMSG_SPACE(sizeof(int))]; size_t align; /* cmsghdr alignment */ } rctl[RX_BATCH];
+  uint8_t *arena;
+  size_t arena_used;
+  tx_entry tx[TX_MAX];
+  int ntx;
+  struct mmsghdr smsg[TX_MAX];
+  struct iovec siov[TX_MAX];
+  union { char buf[CMSG_SPACE(sizeof(uint16_t))]; size_t align; /* cmsghdr alignment */ } sctl[TX_MAX];
+  int sfd[TX_MAX], sfirst[TX_MAX], scount[TX_MAX];
+  uint64_t *unattributed; /* this thread's drops that belong to no pair */
+  io_counters io;
+} dp_thread;
+
+struct dataplane {
+  dp_config cfg;
+  pthread_rwlock_t lock;
+  int esp_fd, plain_fd, deliver_fd, wake_fd;
+  peer *peers[PEER_INDEX_MAX + 1];
+  uint32_t generation;
+  table peer_by_address; /* s_addr → peer */
+  table networks;        /* vni → network */
+  table inbound;         /* spi → inbound_sa */
+  table outbound;        /* pair key → outbound_sa */
+  table pairs;           /* pair key → pair_stats */
+  /*
+   * SAs taken out of service (peer or network removed, SA replaced or removed) but not forgotten:
+   * re-activating the same key must resume its sequence (never restart GCM nonces at 1) and keep
+   * its replay window (never accept old packets again). Pruned two epochs behind, then wiped.
+   */
+  struct retired_sa { int outbound; void *sa; } *retired;
+  size_t n_retired, cap_retired;
+  uint64_t unattributed_tx[DROP_COUNT], unattributed_rx[DROP_COUNT];
+  dp_thread out, in;
+  atomic_int stopping;
+  int started;
+};
+
+static inline uint64_t pair_key(uint16_t peer, uint32_t vni) { return ((uint64_t)peer << 32) | vni; }
+
+static inline void count_unattributed(dp_thread *t, enum drop_reason r, uint64_t n) { counter_add(&t->unattributed[r], n); }
+
+#pragma GCC visibility push(hidden)
+
+/* dataplane.c: fills err with fmt(a, strerror(e)) ("" when e is 0). */
+void set_err(char *err, size_t len, const char *fmt, const char *a, int e);
+
+/* satable.c: the tables empty; and everything in them freed, each peer's socket closed. */
+int satable_init(dataplane *dp);
+void satable_free(dataplane *dp);
+
+#pragma GCC visibility pop
+
+#endif

@@ -1,0 +1,139 @@
+/* Per-packet work, under the data plane's read lock: outbound seal, inbound open, plain VXLAN. */
+#include "packet.h"
+
+#include <arpa/inet.h>
+
+#include "bind.h"
+
+// ---------------------------------------------------------------- outbound: VTEP → seal → underlay (docs/wire.md "Outbound")
+
+static void outbound_packet(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *vx, uint32_t len) {
+  dataplane *dp = t->dp;
+  peer *p = ctx;
+  /* Only the local VTEP may use the gateway ports (docs/plumbing.md "No local injection"). */
+  if (src->sin_addr.s_addr != dp->cfg.vtep.s_addr) { count_unattributed(t, DROP_UNAUTHORIZED_SOURCE, 1); return; }
+  if (len < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return; }
+  uint32_t vni = get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT;
+  network *net = table_get(&dp->networks, vni);
+  if (!net) { count_unattributed(t, DROP_UNKNOWN_VNI, 1); return; }
+  pair_stats *ps = table_get(&dp->pairs, pair_key(p->index, vni));
+  if (!ps) { count_unattributed(t, DROP_UNKNOWN_PEER, 1); return; } /* not reached: pairs exist for every peer × network */
+
+  if (!net->encrypted) {
+    counter_add(&ps->tx.packets, 1);
+    counter_add(&ps->tx.bytes, len);
+    tx_queue(t, dp->plain_fd, p->address, dp->cfg.peer_plain_port, vx, len);
+    return;
+  }
+  /* Fail closed: no SA, no packet (CVE-2023-28841 sent plaintext instead). */
+  outbound_sa *sa = table_get(&dp->outbound, pair_key(p->index, vni));
+  if (!sa) { counter_add(&ps->tx.drops[DROP_NO_OUTBOUND_SA], 1); return; }
+  if (sa->next > sa->limit) { counter_add(&ps->tx.drops[DROP_SEQ_EXHAUSTED], 1); return; }
+  uint8_t *out = tx_reserve(t, (size_t)len + UDP_HEADER_LENGTH + ESP_MAX_OVERHEAD);
+  if (!out) { counter_add(&ps->tx.drops[DROP_OVERSIZE], 1); return; }
+
+  uint64_t seq = sa->next;
+  __atomic_store_n(&sa->next, seq + 1, __ATOMIC_RELAXED); /* stats() reads the headroom concurrently */
+  uint32_t hi = (uint32_t)(seq >> 32), lo = (uint32_t)seq;
+  uint8_t iv[ESP_IV_LENGTH], udp[UDP_HEADER_LENGTH], trailer[ESP_ALIGNMENT - 1 + ESP_TRAILER_LENGTH];
+  put_u32(iv, hi); /* veil's IV: the 64-bit sequence number, unique per key (RFC 4106 §3.1) */
+  put_u32(iv + 4, lo);
+  /* Transport mode over UDP/4789: the VTEP's source port kept as flow entropy, checksum 0 (src/vxlan/wire/udp.ts). */
+  uint32_t payload = UDP_HEADER_LENGTH + len;
+  put_u16(udp + UDP_SRC_PORT_OFFSET, ntohs(src->sin_port));
+  put_u16(udp + UDP_DST_PORT_OFFSET, VXLAN_PORT);
+  put_u16(udp + UDP_LENGTH_OFFSET, (uint16_t)payload);
+  put_u16(udp + UDP_CHECKSUM_OFFSET, 0);
+  /* RFC 4303 §2.4: pad with 1, 2, 3 ... to a 4-byte boundary, then pad length and next header. */
+  uint32_t pad = (ESP_ALIGNMENT - ((payload + ESP_TRAILER_LENGTH) % ESP_ALIGNMENT)) % ESP_ALIGNMENT;
+  for (uint32_t i = 0; i < pad; i++) trailer[i] = (uint8_t)(i + 1);
+  trailer[pad] = (uint8_t)pad;
+  trailer[pad + 1] = IPPROTO_UDP_NUMBER;
+  struct iovec pt[3] = { { udp, sizeof udp }, { vx, len }, { trailer, pad + ESP_TRAILER_LENGTH } };
+  int sealed = esp_seal_danger(&sa->cipher, hi, lo, iv, pt, 3, out);
+  if (sealed < 0) { counter_add(&ps->tx.drops[DROP_SEND_FAILED], 1); return; }
+  tx_commit_arena(t, dp->esp_fd, p->address, dp->cfg.peer_esp_port, (uint32_t)sealed);
+  counter_add(&sa->sealed, 1);
+  counter_add(&sa->bytes, payload);
+  counter_add(&ps->tx.packets, 1);
+  counter_add(&ps->tx.bytes, len);
+}
+
+// ---------------------------------------------------------------- inbound: underlay → open → VTEP
+
+static void deliver(dp_thread *t, uint8_t *vx, uint32_t len) {
+  tx_queue(t, t->dp->deliver_fd, t->dp->cfg.vtep, t->dp->cfg.vtep_port, vx, len);
+}
+
+/* The fixed order of src/vxlan/ts/inbound.ts (docs/wire.md "Inbound order"); the window moves only after authentication. */
+static void inbound_esp_packet(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *d, uint32_t len) {
+  (void)ctx;
+  (void)src;
+  dataplane *dp = t->dp;
+  /* 1. RFC 3948 §2.2, §2.3: IKE and keepalives share the port. */
+  if (len == NAT_KEEPALIVE_LENGTH && d[0] == NAT_KEEPALIVE_BYTE) { count_unattributed(t, DROP_NAT_KEEPALIVE, 1); return; }
+  if (len >= NON_ESP_MARKER_LENGTH && get_u32(d) == 0) { count_unattributed(t, DROP_NON_ESP_MARKER, 1); return; }
+  /* 2. Length, then the SPI names the SA. */
+  if (len < ESP_MIN_LENGTH) { count_unattributed(t, DROP_TRUNCATED, 1); return; }
+  inbound_sa *sa = table_get(&dp->inbound, get_u32(d + ESP_SPI_OFFSET));
+  if (!sa) { count_unattributed(t, DROP_UNKNOWN_SPI, 1); return; }
+  uint64_t *drops = sa->pair->rx.drops;
+  /* 3. Replay check, before decryption. */
+  uint32_t lo = get_u32(d + ESP_SEQ_OFFSET);
+  int64_t hi = replay_check(&sa->replay, lo);
+  if (hi == REPLAY_TOO_OLD) { counter_add(&drops[DROP_REPLAY_TOO_OLD], 1); return; }
+  if (hi == REPLAY_DUPLICATE) { counter_add(&drops[DROP_REPLAY_DUPLICATE], 1); return; }
+  /* 4. ICV verify and decrypt, in place. */
+  uint8_t *pt = d + ESP_PAYLOAD_OFFSET;
+  int n = esp_open_danger(&sa->cipher, d, len, (uint32_t)hi, pt);
+  if (n < 0) { counter_add(&drops[DROP_AUTH_FAILED], 1); return; }
+  /* 5. Replay update, only now that the packet is authentic. */
+  if (!replay_update(&sa->replay, (uint32_t)hi, lo)) { counter_add(&drops[DROP_REPLAY_DUPLICATE], 1); return; }
+  /* 6. Trailer (RFC 4303 §2.4-2.6: padding, pad length, next header last), inner UDP to 4789, VXLAN. */
+  if (n < ESP_TRAILER_LENGTH || n % ESP_ALIGNMENT != 0) { counter_add(&drops[DROP_BAD_ALIGNMENT], 1); return; }
+  uint32_t pad = pt[n - 2], next_header = pt[n - 1];
+  int payload = n - ESP_TRAILER_LENGTH - (int)pad;
+  if (payload < 0) { counter_add(&drops[DROP_BAD_PAD_LENGTH], 1); return; }
+  for (uint32_t i = 1; i <= pad; i++)
+    if (pt[payload + (int)i - 1] != i) { counter_add(&drops[DROP_BAD_PADDING], 1); return; }
+  if (next_header != IPPROTO_UDP_NUMBER) { counter_add(&drops[DROP_BAD_NEXT_HEADER], 1); return; }
+  if (payload < UDP_HEADER_LENGTH || get_u16(pt + UDP_LENGTH_OFFSET) != (uint32_t)payload || get_u16(pt + UDP_DST_PORT_OFFSET) != VXLAN_PORT)
+    { counter_add(&drops[DROP_BAD_INNER_UDP], 1); return; }
+  uint8_t *vx = pt + UDP_HEADER_LENGTH;
+  uint32_t vlen = (uint32_t)payload - UDP_HEADER_LENGTH;
+  if (vlen < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { counter_add(&drops[DROP_BAD_VXLAN_HEADER], 1); return; }
+  /* 7. Isolation: an SA carries exactly one network. */
+  if ((get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT) != sa->vni) { counter_add(&drops[DROP_VNI_MISMATCH], 1); return; }
+  counter_add(&sa->opened, 1);
+  counter_add(&sa->bytes, vlen);
+  counter_add(&sa->pair->rx.packets, 1);
+  counter_add(&sa->pair->rx.bytes, vlen);
+  deliver(t, vx, vlen);
+}
+
+/* Standard VXLAN on 4789: known peers only, plain networks only (a claimed encrypted VNI is a downgrade). */
+static void inbound_plain_packet(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *vx, uint32_t len) {
+  (void)ctx;
+  dataplane *dp = t->dp;
+  peer *p = table_get(&dp->peer_by_address, src->sin_addr.s_addr);
+  if (!p) { count_unattributed(t, DROP_UNKNOWN_PEER, 1); return; }
+  if (len < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return; }
+  uint32_t vni = get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT;
+  network *net = table_get(&dp->networks, vni);
+  if (!net) { count_unattributed(t, DROP_UNKNOWN_VNI, 1); return; }
+  pair_stats *ps = table_get(&dp->pairs, pair_key(p->index, vni));
+  if (!ps) { count_unattributed(t, DROP_UNKNOWN_PEER, 1); return; }
+  if (net->encrypted) { counter_add(&ps->rx.drops[DROP_PLAINTEXT_ON_ENCRYPTED], 1); return; }
+  counter_add(&ps->rx.packets, 1);
+  counter_add(&ps->rx.bytes, len);
+  deliver(t, vx, len);
+}
+
+// ---------------------------------------------------------------- batches
+
+void outbound_batch(dp_thread *t, peer *p, int n) { for_each_packet(t, n, outbound_packet, p); }
+
+void inbound_batch(dp_thread *t, int esp, int n) {
+  if (esp) for_each_packet(t, n, inbound_esp_packet, NULL);
+  else for_each_packet(t, n, inbound_plain_packet, NULL);
+}
