@@ -1,10 +1,10 @@
 // bench/rotation: how long a forced key rotation takes, from the request to every gateway sealing
-// with the new epoch (DESIGN.md "Rotation": publish → every member installs inbound and acks →
+// with the new epoch (docs/keys.md "Rotation": publish → every member installs inbound and acks →
 // the leader activates → every member switches outbound).
 //   1. 100 simulated hosts in this process against one etcd on loopback (test/support/etcd.ts):
 //      each an EpochInstaller + EpochFollower with its own EtcdStore client and registered host
 //      lease, a no-op sink that records when it was called; one of them runs the KeyScheduleLeader.
-//   2. 3 real `veil gateway` processes in the namespace bed (test/netns/cluster-bed.ts), timed
+//   2. 3 real `veil gateway` processes in the namespace bed (test/system/netns/cluster-bed.ts), timed
 //      through their APIs: POST /networks/{id}/rotate, then GET /networks/{id}/keys on every host
 //      until the new epoch is OutboundHere everywhere.
 // Each rotation starts when the schedule can publish at once (at most 2 epoch records, none

@@ -19,6 +19,18 @@
 #define THROW(env, code, msg) do { napi_throw_error(env, code, msg); return NULL; } while (0)
 #define CHECK(env, call) do { if ((call) != napi_ok) THROW(env, "VEIL_ERR_NATIVE_ARGS", #call " failed"); } while (0)
 
+/* The SA table names a refusal "VEIL_ERR_<CODE>: why" (codes of src/errors.ts): that code is thrown. */
+static napi_value throw_table_error(napi_env env, const char *err) {
+  char code[64] = "VEIL_ERR_NATIVE_ARGS";
+  const char *colon = strchr(err, ':');
+  if (strncmp(err, "VEIL_ERR_", 9) == 0 && colon && (size_t)(colon - err) < sizeof code) {
+    memcpy(code, err, (size_t)(colon - err));
+    code[colon - err] = '\0';
+  }
+  napi_throw_error(env, code, err);
+  return NULL;
+}
+
 static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
   size_t argc = want;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return -1;
@@ -461,7 +473,7 @@ static napi_value DpInstallInbound(napi_env env, napi_callback_info info) {
   if (!dp || get_sa_args(env, a[1], &s)) return NULL;
   char err[256] = "";
   if (dp_install_inbound(dp, s.spi, s.key, s.key_len, s.salt, s.esn, s.vni, (uint16_t)s.peer, s.epoch, err, sizeof err) < 0)
-    THROW(env, strncmp(err, "VEIL_ERR_", 9) == 0 ? "VEIL_ERR_SA_TABLE" : "VEIL_ERR_NATIVE_ARGS", err);
+    return throw_table_error(env, err);
   return undefined_value(env);
 }
 

@@ -1,7 +1,7 @@
 /*
  * Anti-replay window, RFC 4303 §3.4.3, with the ESN high-half inference of
  * RFC 4303 Appendix A2.2: a faithful port of src/vxlan/sa/replay.ts (same
- * decisions on every input; test/vxlan/native-replay.test.ts compares them).
+ * decisions on every input; test/vxlan/native/replay.test.ts compares them).
  * check() before decrypting; update() only after the ICV verified; update()
  * re-checks so a duplicate that passed check() twice is delivered once.
  */

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # ethtool and procps (checksum offload and IPv6 off in the vtep namespace), openssl (bench/crypto's reference), tcpdump and
 # tshark (captures, independent ESP decryption), etcd-server and etcd-client (etcd 3.4 on loopback for the store tests),
 # make, gcc, g++ and python3 for node-gyp (native/: built against Node's own headers and its bundled OpenSSL),
-# nftables (nft: the vtep namespace's firewall that admits only the gateway's deliveries, DESIGN "No local injection").
+# nftables (nft: the vtep namespace's firewall that admits only the gateway's deliveries, docs/plumbing.md "No local injection").
 # bind9-dnsutils (dig: the discovery tests ask the embedded DNS from inside containers);
 # podman, runc and debootstrap: the appliance image (scripts/build-base-image.sh, scripts/image-test.sh;
 # runc because crun refuses the cgroup v1/v2 hybrid layout some machines have).

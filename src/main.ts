@@ -35,8 +35,8 @@ import { IprouteDnsPlumbing } from './dns/plumbing.js';
 import { DnsService } from './dns/service.js';
 
 /*
- * Composition root: config → plumbing → I/O → gateway → API.
- * (The etcd store and the key schedule join here with their issues.)
+ * Composition root: config → plumbing → data path → gateway → store → agent, DNS and key
+ * schedule → API; stopped in reverse.
  */
 
 export interface RunningGateway {
@@ -45,7 +45,7 @@ export interface RunningGateway {
   stop(options?: { unplumb?: boolean }): Promise<void>;
 }
 
-/** The native batched data path by default (DESIGN: per-packet node:crypto cannot keep up); the
+/** The native batched data path by default (per-packet node:crypto cannot keep up, docs/architecture.md "Data paths"); the
  * TypeScript path when configured, or when the addon is not built here (logged: it is ~20x slower). */
 function chooseDataPath(configured: 'ts' | 'native' | undefined, underlayAddress: string, plumbing: IproutePlumbing, underlayMtu: number, log: Logger): { dataPath: DataPath; kind: 'ts' | 'native' } {
   let kind = configured ?? 'native';

@@ -15,7 +15,7 @@ import { isWindows, optionEnabled, windowsHostWarning } from '../model/windows.j
  *
  * Events only update the model; one serial reconcile then applies the
  * difference between the model and what the gateway has, so a replayed or
- * resynced watch converges to the same state (STYLE habit 11).
+ * resynced watch converges to the same state (docs/etcd.md "Watches").
  */
 
 export interface AgentOptions {

@@ -26,7 +26,7 @@ import { VeilError } from '../errors.js';
  */
 
 export interface ClusterGatewayConfig {
-  /** Absent: the gateway runs an embedded etcd (src/embedded-etcd.ts) under <dataDir>/etcd. */
+  /** Absent: the gateway runs an embedded etcd (src/store/embedded-etcd.ts) under <dataDir>/etcd. */
   clusterStore?: string[];
   /** PEM files for the etcd client's TLS (--cluster-store-opt kv.*). */
   clusterStoreTls?: { ca?: string; cert?: string; key?: string };

@@ -6,7 +6,7 @@ import { generateX25519KeyPair, x25519, X25519_KEY_LENGTH, type X25519KeyPair } 
 import { VeilError } from '../errors.js';
 
 /*
- * The host's static X25519 identity (DESIGN "Keys"): made once, kept in the data
+ * The host's static X25519 identity (docs/keys.md "Host identity"): made once, kept in the data
  * directory like an SSH host key (mode 0600), and kept across restarts and clean
  * shutdowns. Its public half goes into the host's etcd record.
  */

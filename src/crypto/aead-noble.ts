@@ -5,7 +5,7 @@ import type { SecretKey } from './secret.js';
 
 /**
  * @noble/ciphers AEAD: audited pure JavaScript, independent of OpenSSL. Too slow
- * for the data path (DESIGN: ~7x slower than createCipheriv); it is the
+ * for the data path (about 7x slower than createCipheriv, docs/performance.md); it is the
  * reference the vectors and the differential tests run against.
  */
 const GCM_NONCE_LENGTHS = { min: 8, max: Number.MAX_SAFE_INTEGER };

@@ -10,7 +10,7 @@ export const AEAD_KEY_LENGTH: Readonly<Record<AeadAlgorithm, number>> = {
   'chacha20-poly1305': 32,
 };
 
-/** Full 128-bit tags only: RFC 4106 §3 allows 8/12/16, veil always uses 16 (DESIGN: never truncate). */
+/** Full 128-bit tags only: RFC 4106 §3 allows 8/12/16, veil always uses 16 (docs/wire.md "ESP in UDP"). */
 export const AEAD_TAG_LENGTH = 16;
 
 /** The nonce length every veil protocol uses (RFC 4106 §4: salt 4 || IV 8; RFC 8439 §2.8). */

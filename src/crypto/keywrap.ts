@@ -8,7 +8,7 @@ import { X25519_KEY_LENGTH, x25519, type X25519 } from './x25519.js';
 
 /*
  * Wrapping an epoch secret for one member host, so that etcd (and its backups)
- * never hold a usable key (DESIGN "Keys"). An ECIES / HPKE-base-like construction:
+ * never hold a usable key (docs/keys.md "Key wrap"). An ECIES / HPKE-base-like construction:
  *
  *   shared  = X25519(ephemeral, recipientPublic)                 RFC 7748
  *   key     = HKDF-SHA256(ikm = shared,

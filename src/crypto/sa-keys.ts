@@ -4,7 +4,7 @@ import { SecretKey } from './secret.js';
 import { x25519, type X25519 } from './x25519.js';
 
 /*
- * ESP keys for one direction between two hosts on one network and epoch (DESIGN "Keys"):
+ * ESP keys for one direction between two hosts on one network and epoch (docs/keys.md "SA keys"):
  *
  *   KEYMAT = HKDF-SHA256(ikm  = epochSecret || X25519(sender, receiver),
  *                        salt = "",
@@ -18,7 +18,7 @@ import { x25519, type X25519 } from './x25519.js';
  *    knows the epoch secret still cannot derive keys between two other hosts;
  *  - the sender's incarnation (random per start) enters the info, so a restarted
  *    gateway whose counter starts again at 1 uses a new key;
- *  - the receiver's incarnation enters it too (beyond DESIGN): a restarted receiver
+ *  - the receiver's incarnation enters it too (docs/keys.md "SA keys"): a restarted receiver
  *    has an empty replay window, so without it the traffic recorded earlier in the
  *    epoch could be replayed into it; with it, a restart of either end changes the
  *    keys of both directions.

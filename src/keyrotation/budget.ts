@@ -1,6 +1,6 @@
 /*
- * Rotation on a packet budget (issue "fail closed", DESIGN "Rotation": "also rotate
- * before a key's sequence number nears its limit"). Docker's SAs have 32-bit sequence
+ * Rotation on a packet budget (docs/keys.md "Sequence budget"): rotate before a key's
+ * sequence number nears its limit. Docker's SAs have 32-bit sequence
  * numbers and run out inside the 12-hour window above ~100 k packets/s per pair
  * (moby/moby#45635, cilium/cilium#22747). veil's SAs use ESN, each outbound SA is
  * capped at a budget far below 2^64, and once an SA has used half of it the gateway

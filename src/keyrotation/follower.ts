@@ -5,7 +5,7 @@ import { errorFields, noLog, sleep, systemClock, type Clock, type LogFn } from '
 
 /*
  * Feeds an EpochInstaller from etcd: list the encrypted networks and their epochs,
- * watch keys/ from the revision just read (STYLE habit 11), hand every event batch
+ * watch keys/ from the revision just read (docs/etcd.md "Watches"), hand every event batch
  * and resync to the installer. Events the installer already has from a listing are
  * dropped by revision, so the start-up race between listing and watching is harmless.
  */

@@ -8,7 +8,7 @@ import { unwrapForSelf, type HostIdentity } from './wrapping.js';
 
 /*
  * The member side of the key schedule: what this host's gateway must do for the epoch
- * records etcd holds, in make-before-break order (DESIGN.md "Rotation", schedule.ts):
+ * records etcd holds, in make-before-break order (docs/keys.md "Rotation", schedule.ts):
  *
  *   1. retire           every installed epoch whose record is retired or gone
  *   2. install INBOUND  for every published or active epoch this host holds a copy of

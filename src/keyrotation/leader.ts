@@ -10,7 +10,7 @@ import { errorFields, noLog, sleep, systemClock, type Clock, type LogFn } from '
 import { EPOCH_SECRET_LENGTH, unwrapForSelf, wrapForHost, type HostIdentity } from './wrapping.js';
 
 /*
- * The key-schedule leader (DESIGN.md "Rotation"). Every non-Windows host runs one; the
+ * The key-schedule leader (docs/keys.md "Leader"). Every non-Windows host runs one; the
  * etcd election picks who leads. While leader, one loop per encrypted network reads
  * epochs, acks, hosts and the rotation request, asks schedule.ts for the next action,
  * and performs it with a fenced write (Store.putEpoch / deleteEpoch fail with
@@ -19,7 +19,7 @@ import { EPOCH_SECRET_LENGTH, unwrapForSelf, wrapForHost, type HostIdentity } fr
  *
  * It wakes on watch events (keys/, acks/, hosts/, networks/, rotation requests) and on
  * one timer per network at `wait.until`; it never polls. When `leadership.lost` aborts
- * it stops at once (STYLE habit 11), resigns the term (its election key goes) and
+ * it stops at once (docs/etcd.md "Election"), resigns the term (its election key goes) and
  * campaigns again. A new leader reads the epochs and continues the schedule where it
  * is: nothing is kept between terms but what etcd holds, so there is nothing to restart.
  *
@@ -53,7 +53,7 @@ export interface NetworkScheduleStatus {
   /** What the schedule waits for, and until when (null: until etcd changes). */
   waiting: { until: number | null; reason: string } | null;
   lastAction: { kind: Exclude<Action['kind'], 'wait'>; epoch: number; at: number; detail?: string } | null;
-  /** Activations that went ahead without every member's ack (DESIGN.md: counted and logged). */
+  /** Activations that went ahead without every member's ack (counted and logged, docs/keys.md "Leader"). */
   ackTimeouts: number;
   /** The last failure (e.g. etcd unreachable), cleared by the next successful step. */
   problem: string | null;
@@ -252,7 +252,7 @@ class LeaderTerm {
     return !this.active;
   }
 
-  /** List, then watch from the revision just read (STYLE habit 11); then run every network once. */
+  /** List, then watch from the revision just read (docs/etcd.md "Watches"); then run every network once. */
   async #watch(): Promise<void> {
     const { store, requests } = this.d;
     const listing = await store.listNetworks();

@@ -3,12 +3,12 @@ import type { HostRecord, KeyEpochRecord } from '../store/types.js';
 import { isWindows } from '../model/windows.js';
 
 /*
- * The key schedule of one encrypted network as a pure function (STYLE habit 7):
+ * The key schedule of one encrypted network as a pure function (docs/keys.md "Rotation"):
  * (epochs, acks, members, time, config, rotation request) → the one next action.
  * The leader performs the action with a fenced write, re-reads, and asks again until
  * the answer is `wait`; it then sleeps until `until` or until etcd changes.
  *
- * Make-before-break (DESIGN.md "Rotation"; STYLE habit 6). Every epoch moves
+ * Make-before-break (docs/keys.md "Rotation"). Every epoch moves
  * published → active → retired → deleted, and the gateways follow:
  *
  *   step  leader writes                     every member gateway does
@@ -36,13 +36,13 @@ import { isWindows } from '../model/windows.js';
  *   anything else                                          —                                  → wait until the earliest deadline
  *
  * Why at most three epoch records (previous, current, next), retired ones included:
- * the SPI carries epoch mod 4 (DESIGN.md "Keys"), and records always form a contiguous
+ * the SPI carries epoch mod 4 (docs/wire.md "SPI layout"), and records always form a contiguous
  * run of epoch numbers (new = newest + 1, retire and delete go oldest first), so three
  * records never share epoch mod 4, even while a slow gateway still holds a retired one.
  */
 
 export interface ScheduleConfig {
-  /** Rotation period, measured from the current epoch's activation. DESIGN.md: 12 h. */
+  /** Rotation period, measured from the current epoch's activation. Default 12 h (docs/keys.md "Rotation"). */
   intervalMs: number;
   /** How long a published epoch waits for acks from live members before it is activated anyway. */
   ackTimeoutMs: number;
@@ -144,7 +144,7 @@ export function nextAction(input: ScheduleInput): Action {
   const newest = epochs[epochs.length - 1];
   const deadlines: Deadline[] = [];
 
-  // Rewrap: a member without its wrapped copy of a live epoch cannot install it (DESIGN.md "Keys").
+  // Rewrap: a member without its wrapped copy of a live epoch cannot install it (docs/keys.md "Key wrap").
   for (const r of epochs) {
     if (!isLive(r) || unrecoverable.has(r.epoch)) continue;
     const lacking = members.filter((m) => !has(r.wrapped, m));

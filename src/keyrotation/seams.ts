@@ -1,6 +1,6 @@
 /*
  * What the leader and the installer take from outside, injectable for tests
- * (STYLE habit 10): time, timers and a structured log. Never pass key material to
+ * (docs/testing.md "Tiers"): time, timers and a structured log. Never pass key material to
  * `log`; SecretKey would print <redacted>, but ids and numbers are all it needs.
  */
 

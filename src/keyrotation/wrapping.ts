@@ -5,10 +5,10 @@ import type { HostRecord, KeyEpochRecord } from '../store/types.js';
 
 /*
  * The epoch secret as etcd holds it: wrapped for each member host (crypto/keywrap.ts,
- * AAD = network, epoch, host), base64 in KeyEpochRecord.wrapped (DESIGN.md "Keys").
+ * AAD = network, epoch, host), base64 in KeyEpochRecord.wrapped (docs/keys.md "Key wrap").
  */
 
-/** An epoch secret is 32 random bytes (DESIGN.md "Keys"). */
+/** An epoch secret is 32 random bytes (docs/keys.md "Epoch secrets"). */
 export const EPOCH_SECRET_LENGTH = 32;
 
 export interface HostIdentity {

@@ -18,7 +18,7 @@ export interface HostRecord {
   version: string;
   /** X25519 public key, 32 bytes as 64 hex digits. */
   publicKey: string;
-  /** Random per process start (DESIGN.md, "Keys"). */
+  /** Random per process start (docs/keys.md "SA keys"). */
   incarnation: string;
 }
 export type HostRegistration = Omit<HostRecord, 'index'>;

@@ -66,7 +66,7 @@ export interface GatewayStatus {
   unattributedDrops: Partial<Record<DropReason, number>>;
   sendFailures: number;
   /**
-   * VXLAN the vtep netns's firewall refused: sent to the VTEP by anything but this gateway (DESIGN
+   * VXLAN the vtep netns's firewall refused: sent to the VTEP by anything but this gateway (docs/plumbing.md
    * "No local injection"), as last read (every VTEP_FIREWALL_POLL_MS), or why it could not be read.
    */
   vtepFirewall?: (VtepFirewallCounter & { readAt: string }) | { error: string };
@@ -96,7 +96,7 @@ export interface LocalEndpoint {
  * points the FDB at one gateway port per peer, derives the SAs of every live
  * epoch, and hands networks, peers and SAs to its data path (TypeScript or native).
  *
- * Epochs follow DESIGN "Rotation": installEpoch puts in the inbound SAs,
+ * Epochs follow docs/keys.md "Rotation": installEpoch puts in the inbound SAs,
  * activateEpoch switches outbound, retireEpoch takes the inbound SAs out. A peer
  * that arrives later gets the SAs of every live epoch at once.
  */
@@ -105,7 +105,7 @@ export class Gateway {
   readonly #peers = new Map<string, GatewayPeer>();
   /** peer id → its gateway port (privileged; see PEER_PORT_MIN). */
   readonly #ports = new Map<string, number>();
-  /** vni → epoch → entry; at most three live epochs per network (DESIGN "Rotation"). */
+  /** vni → epoch → entry; at most three live epochs per network (docs/keys.md "Rotation"). */
   readonly #epochs = new Map<number, Map<number, EpochEntry>>();
   #vtepFirewall: GatewayStatus['vtepFirewall'];
   #vtepFirewallTimer: NodeJS.Timeout | undefined;
@@ -352,7 +352,7 @@ export class Gateway {
       networkId: network.id, networkIndex: network.index, vni: network.vni, epoch, secret,
     });
     try {
-      // Make-before-break order: inbound first (DESIGN "Rotation").
+      // Make-before-break order: inbound first (docs/keys.md "Rotation").
       if (which !== 'outbound') this.options.dataPath.installInbound(inbound);
       if (which !== 'inbound') this.options.dataPath.activateOutbound(outbound, this.options.sequenceBudget);
     } finally {

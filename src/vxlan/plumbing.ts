@@ -17,7 +17,7 @@
 // .2 vtep side. A /30 holds exactly those two and leaves the rest of 169.254/16 alone (clouds use
 // 169.254.169.254 for metadata, so 169.254.169.0/24 is refused; RFC 3927 §2.1 reserves .0.x and .255.x).
 //
-// No local injection (DESIGN "Lessons"): a process of the host netns can reach 169.254.x.2:4789. The vtep
+// No local injection (docs/plumbing.md "No local injection"): a process of the host netns can reach 169.254.x.2:4789. The vtep
 // netns holds an nftables table (inet veil) that lets UDP to 4789 in only from the gateway's delivery
 // socket, 169.254.x.1:1022 over to-host; a port below 1024 cannot be bound without CAP_NET_BIND_SERVICE.
 // Everything else to 4789 is counted (counter vtep_injection) and dropped. The table lives and dies with
@@ -101,7 +101,7 @@ export interface Plumbing {
   ensureHost(): Promise<void>;
   /** Removes the vtep netns (with every network and container veth in it, and its firewall) and the veth pair. */
   teardownHost(): Promise<void>;
-  /** Datagrams the vtep netns's firewall refused (DESIGN "No local injection"); optional for fakes. */
+  /** Datagrams the vtep netns's firewall refused (docs/plumbing.md "No local injection"); optional for fakes. */
   vtepFirewallDrops?(): Promise<VtepFirewallCounter>;
   /** Bridge br<VNI> and VXLAN vx<VNI> (local vtepAddress, dstport 4789, nolearning, MTU from networkMtu). */
   ensureNetwork(spec: NetworkSpec): Promise<void>;

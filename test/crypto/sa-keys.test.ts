@@ -11,7 +11,7 @@ const [a, b, c] = [generateX25519KeyPair(), generateX25519KeyPair(), generateX25
 const ctx: SaKeyContext = { networkId: 'n1', epoch: 3, senderId: 'a', receiverId: 'b', senderIncarnation: 'inc-a-1', receiverIncarnation: 'inc-b-1' };
 const hex = (k: SecretKey) => bytesToHex(k.exposeDanger());
 
-describe('SA KEYMAT derivation (DESIGN "Keys")', () => {
+describe('SA KEYMAT derivation (docs/keys.md "SA keys")', () => {
   it('sender and receiver derive the same 20-byte KEYMAT, on either implementation', () => {
     const bySender = deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, ctx);
     const byReceiver = deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, ctx, { x25519: nodeX25519, hkdf: nodeHkdf });

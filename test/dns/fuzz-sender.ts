@@ -1,5 +1,5 @@
 // Sends a seeded stream of malformed DNS datagrams (malformed.ts) and TCP frames to a resolver, as a
-// program run inside a container's namespace by test/netns/dns.test.ts:
+// program run inside a container's namespace by test/system/netns/dns.test.ts:
 //   node fuzz-sender.js ADDRESS PORT COUNT SEED     → prints "sent N udp, M tcp"
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';

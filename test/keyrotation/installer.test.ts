@@ -10,7 +10,7 @@ import type { EpochState, KeyEpochRecord, WatchEvent } from '../../src/store/typ
 import { ManualClock, RecordingSink } from './harness.js';
 
 /*
- * The member side of make-before-break, as a table (STYLE habit 6): what this host's
+ * The member side of make-before-break, as a table (docs/keys.md "Rotation"): what this host's
  * gateway is told to do for each state of the epoch records. Steps, in order:
  * install inbound → ack → switch outbound → retire.
  */

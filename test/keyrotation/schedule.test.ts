@@ -12,7 +12,7 @@ import {
 import type { KeyEpochRecord } from '../../src/store/types.js';
 
 /*
- * The make-before-break table of schedule.ts, one row each (STYLE habit 6): the state
+ * The make-before-break table of schedule.ts, one row each (docs/keys.md "Rotation"): the state
  * of a network's epochs, acks, members and time → the leader's next action.
  */
 
@@ -137,7 +137,7 @@ describe('memberHosts', () => {
 /*
  * The schedule driven through many rotations by a tiny simulated leader (perform each
  * action on an in-memory record list, every member acks at once, time moves in random
- * steps): the invariants DESIGN.md states hold in every state reached.
+ * steps): the invariants docs/keys.md "Rotation" states hold in every state reached.
  */
 describe('invariants over many rotations', () => {
   it('≤ 3 epochs, distinct epoch mod 4, contiguous numbers, one published at a time, outbound only forward', () => {

@@ -7,7 +7,7 @@
  *     differential tests, and anything in TypeScript that wants the faster AEAD;
  *   - the RFC 4303 replay window ported from replay.ts (NativeReplayWindow), for
  *     the test that holds both to the same decisions;
- *   - the batched data plane on its own threads (io-native.ts drives it).
+ *   - the batched data plane on its own threads (native/datapath.ts drives it).
  *
  * The addon is built by `npm run build:native` (node-gyp) into
  * native/build/Release/veil_native.node; VEIL_NATIVE_ADDON overrides the path.

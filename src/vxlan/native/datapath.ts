@@ -6,7 +6,7 @@ import { loadNative, type NativeAddon, type NativeHandle, type NativeSaSpec, typ
 
 /*
  * The native data path behind the gateway's data-path seam: the Forwarder's
- * decisions, the ESP codec and the UDP I/O of io-dgram.ts, done by two threads
+ * decisions, the ESP codec and the UDP I/O of ts/dgram.ts, done by two threads
  * in native/dataplane.c with recvmmsg/sendmmsg, UDP GSO and GRO.
  *
  *   outbound thread: per-peer sockets on hostAddress:(a privileged port per peer, gateway.ts) → seal → UDP 4500 → peer

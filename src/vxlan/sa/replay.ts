@@ -13,7 +13,7 @@
  */
 
 export const REPLAY_WINDOW_DEFAULT = 4096;
-/** The foundation issue asks for at least 1024 packets. */
+/** RFC 4303 §3.4.3 recommends at least 32 packets, and 64; veil keeps a window of at least 1024 for reordering at speed. */
 export const REPLAY_WINDOW_MIN = 1024;
 
 /** check() results below zero. */

@@ -6,7 +6,7 @@ export interface InboundSaLookup {
   inbound(spi: number): InboundSa | undefined;
 }
 
-/** At most three epochs of one (peer, network) are live: previous, current, next (DESIGN "Rotation"). */
+/** At most three epochs of one (peer, network) are live: previous, current, next (docs/keys.md "Rotation"). */
 export const MAX_LIVE_EPOCHS = 3;
 
 export class SaTableError extends VeilError {

@@ -2,7 +2,7 @@ import dgram from 'node:dgram';
 import { ESP_IN_UDP_PORT, VTEP_DELIVERY_PORT, VXLAN_PORT } from '../wire/constants.js';
 import type { UnderlayEspHandler, UnderlayIo, UnderlayPlainHandler, VtepHandler, VtepIo } from './io.js';
 
-/** DESIGN: default socket buffers overflow at line rate; 4 MiB each. */
+/** Default socket buffers (about 200 KiB) overflow at line rate: 4 MiB each. */
 export const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 
 export class IoError extends Error {
@@ -69,7 +69,7 @@ export class DgramVtep implements VtepIo {
 
   /**
    * `deliveryPort`: the privileged source port the vtep namespace's firewall accepts VXLAN from
-   * (DESIGN "No local injection"); tests on loopback may pass 0.
+   * (docs/plumbing.md "No local injection"); tests on loopback may pass 0.
    */
   constructor(readonly hostAddress: string, readonly vtepAddress: string, readonly deliveryPort: number = VTEP_DELIVERY_PORT) {}
 

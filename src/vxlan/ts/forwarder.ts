@@ -67,7 +67,7 @@ export class Forwarder {
    * as standard VXLAN. Fail closed: an encrypted network without an SA drops.
    */
   outbound(peerId: string, vxlan: Uint8Array, srcAddress: string, srcPort: number): Forward {
-    // Only the local VTEP may use the gateway ports (DESIGN "No local injection").
+    // Only the local VTEP may use the gateway ports (docs/plumbing.md "No local injection").
     if (srcAddress !== this.vtepAddress) return this.#dropUnattributed('unauthorized-source');
     const peer = this.#peers.get(peerId);
     if (!peer) return this.#dropUnattributed('unknown-peer');

@@ -99,7 +99,7 @@ export function overlayMtu(underlayMtu: number, encrypted: boolean): number {
  * The source port of every datagram the gateway delivers to the VTEP (169.254.x.1:1022 →
  * 169.254.x.2:4789). Below net.ipv4.ip_unprivileged_port_start (1024), so only a process with
  * CAP_NET_BIND_SERVICE can send from it; the vtep namespace's firewall accepts VXLAN from nothing
- * else (plumbing.ts, DESIGN "No local injection"). 1022 is IANA's "RFC3692-style Experiment 2"
+ * else (docs/plumbing.md "No local injection"). 1022 is IANA's "RFC3692-style Experiment 2"
  * (RFC 4727): no service listens on it.
  */
 export const VTEP_DELIVERY_PORT = 1022;

@@ -22,7 +22,7 @@ afterEach(async () => {
   await Promise.all(stores.splice(0).map((s) => s.close()));
 });
 
-/** Retries a write while the cluster settles (a leader loss fails the first write; DESIGN.md, "Test bed"). */
+/** Retries a write while the cluster settles (a leader loss fails the first write; docs/testing.md "The namespace bed"). */
 async function retrying<T>(fn: () => Promise<T>, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {

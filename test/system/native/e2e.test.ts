@@ -1,5 +1,5 @@
 // End to end on a two-host namespace bed: each host runs the native data plane (a small Node script in
-// the host netns, static keys derived as sa-derive.ts does); containers on an encrypted and on a plain
+// the host netns, static keys derived as sa/derive.ts does); containers on an encrypted and on a plain
 // network ping each other and a 20 MB TCP transfer arrives intact over the encrypted one.
 // (Throughput is measured by bench/overlay, which runs the gateway on the native path.)
 import { randomBytes } from 'node:crypto';

@@ -147,7 +147,7 @@ export function apiRequest(socketPath: string, method: string, path: string, bod
   });
 }
 
-// ── key rotation helpers (test/netns/rotation*.test.ts, bench/rotation.ts) ──────────────────────
+// ── key rotation helpers (test/system/netns/rotation*.test.ts, bench/rotation.ts) ──────────────────────
 // Additive: nothing above depends on them. They read what an operator (or a host) could read: a
 // host's API, etcd through etcdctl in its namespace, a host's data dir.
 

@@ -1,4 +1,4 @@
-// Fail closed (DESIGN "Lessons", CVE-2023-28841): an encrypted network whose keys are withheld sends
+// Fail closed (docs/security.md "Lessons from Docker's encrypted overlay", CVE-2023-28841): an encrypted network whose keys are withheld sends
 // nothing at all, never VXLAN in the clear; the drops are counted. A plain network on the same hosts
 // is the control that shows the capture would see the marker.
 import { randomBytes } from 'node:crypto';

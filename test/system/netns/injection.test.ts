@@ -1,4 +1,4 @@
-// No local injection (DESIGN "Lessons from Docker's encrypted overlay", CVE-2023-28840), on both data
+// No local injection (docs/security.md "Lessons from Docker's encrypted overlay", CVE-2023-28840), on both data
 // paths. A process of host 1's namespace with no capabilities at all (uid 65534, empty bounding set)
 //   (a) sends forged VXLAN to the gateway port that leads to host 2 (169.254.1.1:peerPort(2)): host 1's
 //       gateway drops it as 'unauthorized-source' (only the VTEP, 169.254.1.2, may use those ports),

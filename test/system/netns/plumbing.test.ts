@@ -1,7 +1,7 @@
 // IproutePlumbing against real namespaces (needs root, iproute2, iputils-ping, nsenter).
 // Layout: 3 hosts, network VNI 42 (plain, 10.42.0.0/24), two containers per host; peer j's gateway
 // port on every other host is PEER_PORT_BASE + j. Test 3 runs a plain userspace relay per host in place
-// of the gateway, which is the DESIGN's "One host" plumbing end to end with real packets.
+// of the gateway, which is docs/plumbing.md "One host" end to end with real packets.
 
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -118,7 +118,7 @@ describe('IproutePlumbing on real namespaces', () => {
       // (no link-local to answer containers, no RS/MLD chatter flooded to every peer).
       const v6 = (await bed.exec(host.vtepNetns, ['ip', '-6', '-o', 'addr', 'show'])).stdout.split('\n').filter((l) => l && !/^\d+: lo /.test(l));
       expect(v6).toEqual([]);
-      // The VTEP admits VXLAN only from the gateway's privileged delivery port (DESIGN "No local injection").
+      // The VTEP admits VXLAN only from the gateway's privileged delivery port (docs/plumbing.md "No local injection").
       const firewall = (await bed.exec(host.vtepNetns, ['nft', 'list', 'chain', 'inet', 'veil', 'input'])).stdout;
       expect(firewall).toContain(`iifname "to-host" ip saddr 169.254.${host.index}.1 udp sport ${VTEP_DELIVERY_PORT} udp dport 4789 accept`);
       expect(firewall).toMatch(/udp dport 4789 counter name "vtep_injection" drop/);

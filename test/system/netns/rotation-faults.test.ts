@@ -1,4 +1,4 @@
-// Key rotation under faults (DESIGN.md "Rotation"), three etcd members, three `veil gateway`s:
+// Key rotation under faults (docs/keys.md "Rotation"), three etcd members, three `veil gateway`s:
 // the schedule leader killed between publish and activate, one etcd member down, etcd down
 // entirely. Real etcd, real packets.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,4 +1,4 @@
-// Key rotation end to end (DESIGN.md "Keys", "Rotation"): real etcd, three `veil gateway`
+// Key rotation end to end (docs/keys.md "Rotation"): real etcd, three `veil gateway`
 // processes, real packets. Hitless forced rotations under a ping flood and TCP streams; a gateway
 // restart (new incarnation, no (key, nonce) reuse); etcd holds no usable key; a member's key does
 // not open another member's wrapped copy.
@@ -163,7 +163,7 @@ describe('a restarted gateway', () => {
    * No (key, nonce) reuse across a restart. An ESP nonce is salt(4) || IV(8) with IV = the 64-bit
    * sequence number, and (AES key, salt) = KEYMAT(epoch secret, X25519(s, r), network, epoch, s, r,
    * incarnation(s), incarnation(r)) (src/crypto/sa-keys.ts; the receiver's incarnation is beyond
-   * DESIGN.md, commit 8f19c26). A sender's counter lives only in its process memory, so a counter
+   * docs/keys.md "SA keys"). A sender's counter lives only in its process memory, so a counter
    * may start again at 1 only under a KEYMAT never used before:
    *  - the restarted host h2 drew a new incarnation: every SA that has h2 at either end (h2→h1,
    *    h1→h2, h2→h3, h3→h2) gets a new KEYMAT — asserted below by deriving old and new — so h2's
@@ -252,7 +252,7 @@ async function captureEsp(h: number, traffic: () => Promise<unknown>): Promise<U
 }
 
 /**
- * Opens one ESP-in-UDP payload (DESIGN.md "Wire format") with a KEYMAT: nonce = salt || IV,
+ * Opens one ESP-in-UDP payload (docs/wire.md "ESP in UDP") with a KEYMAT: nonce = salt || IV,
  * AAD = SPI || Seq high || Seq low (ESN; the IV is the 64-bit sequence number). Returns the
  * plaintext or null when the ICV does not verify.
  */

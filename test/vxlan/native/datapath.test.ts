@@ -209,6 +209,6 @@ describe('native tables change while traffic flows', () => {
     expect(Object.keys(p).sort()).toEqual(['drops', 'encrypted', 'inbound', 'outbound', 'peer', 'rxBytes', 'rxPackets', 'txBytes', 'txPackets', 'vni']);
     expect(p.encrypted).toBe(true);
     expect(p.inbound).toEqual([{ spi: 0x0003_0009, epoch: 8, opened: 0 }]);
-    expect(() => dp.installInbound({ spi: 0x0003_0009, keymat: keyOut, esn: true, vni: PLAIN, peerId: PEER.id, epoch: 8 })).toThrow(/SPI_IN_USE/);
+    expect(() => dp.installInbound({ spi: 0x0003_0009, keymat: keyOut, esn: true, vni: PLAIN, peerId: PEER.id, epoch: 8 })).toThrow(expect.objectContaining({ code: 'VEIL_ERR_SA_SPI_IN_USE' }));
   });
 });

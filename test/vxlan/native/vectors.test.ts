@@ -1,4 +1,4 @@
-// The native ESP seal/open (native/esp.c through src/vxlan/native.ts) against the same vectors as the
+// The native ESP seal/open (native/esp.c through src/vxlan/native/addon.ts) against the same vectors as the
 // TypeScript path, and differentially against it: what one seals, the other opens.
 import { afterAll, describe, expect, it } from 'vitest';
 import { nodeAeadProvider } from '../../../src/crypto/aead-node.js';
