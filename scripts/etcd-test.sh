@@ -5,7 +5,7 @@
 #   scripts/etcd-test.sh --members 3           a 3-member cluster (fault tests: kill one member's pid, printed below)
 #   scripts/etcd-test.sh [--members N] -- CMD  runs CMD with ETCD_ENDPOINTS (and ETCDCTL_ENDPOINTS) exported, then stops etcd; exits with CMD's status
 #
-# Tests normally use test/support/etcd.ts, which does the same from TypeScript.
+# Tests normally use test/system/support/etcd.ts, which does the same from TypeScript.
 # Needs Debian's etcd-server (3.4): apt-get install etcd-server etcd-client
 set -euo pipefail
 

@@ -152,6 +152,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   const scheduleCfg = scheduleConfig({ intervalMs: config.keyIntervalMs, ackTimeoutMs: config.keyGraceMs, graceMs: config.keyGraceMs, retiredLingerMs: config.keyGraceMs });
   const keyLog = (event: string, fields?: Record<string, unknown>) => log.info(fields ?? {}, event);
   const identityForKeys = { hostId: config.hostId, privateKey: identity.privateKey };
+  // The DNS service and the installer reach the agent, which is made after them.
   let agentRef: HostAgent | undefined;
   // Embedded DNS: answers this host's containers at 169.254.53.53 from the agent's model (the etcd watch).
   const dns = new DnsService({

@@ -5,7 +5,6 @@ import { endpointId, type LocalHost } from '../../src/api/networks.js';
 import { VeilError } from '../../src/errors.js';
 import type { EndpointRecord, NetworkRecord, Store } from '../../src/store/types.js';
 import type { GatewayStatus } from '../../src/vxlan/gateway.js';
-import { MemoryBackend } from '../../src/store/memory.js';
 import { sampleHost, type StoreBed, type StoreImpl } from '../store/harness.js';
 
 export const emptyStatus: GatewayStatus = { host: 'h1', peers: [], networks: [], pairs: [], unattributedDrops: {}, sendFailures: 0 };

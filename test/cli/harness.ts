@@ -3,7 +3,6 @@
  * capturing stdout, stderr and the exit code.
  */
 
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { CliIo } from '../../src/cli/network.js';

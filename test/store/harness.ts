@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { MemoryBackend } from '../../src/store/memory.js';
 import type { Store } from '../../src/store/types.js';
-import { startEtcd, type EtcdCluster } from '../system/support/etcd.js';
 
 /** One Store implementation under test, with the few knobs tests need beyond the interface. */
 export interface StoreBed {

@@ -183,8 +183,8 @@ describe('etcd degraded', () => {
     const dropsBefore = await Promise.all(running().map((h) => gatewayDrops(cb, h)));
     const flood = pingLoop(cb, c[1]!.ns, c[2]!.ip, { interval: '0.005', perRun: 400, waitS: 2 });
     const flood2 = pingLoop(cb, c[3]!.ns, c[1]!.ip, { interval: '0.005', perRun: 400, waitS: 2 });
-    let during: Array<{ host: number; status: number; reachable: unknown; waiting: unknown }> = [];
-    let outage = 0;
+    let during: Array<{ host: number; status: number; reachable: unknown; waiting: unknown }>;
+    let outage: number;
     try {
       await new Promise((r) => setTimeout(r, 1_000));
       const t0 = performance.now();

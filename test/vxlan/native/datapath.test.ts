@@ -2,7 +2,7 @@
 // (opened by the TypeScript inbound path), GSO coalescing, the forwarder's decisions and drop names,
 // the sequence budget, table changes while traffic flows, and status() in Gateway.status()'s shape.
 import { randomInt } from 'node:crypto';
-import dgram from 'node:dgram';
+import type dgram from 'node:dgram';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nodeAeadProvider } from '../../../src/crypto/aead-node.js';
 import { bytesToHex } from '../../../src/crypto/bytes.js';

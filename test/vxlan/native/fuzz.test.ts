@@ -4,7 +4,7 @@
 // order, delivers: never anything the SA did not seal, each genuine datagram once. Every datagram
 // received is counted as delivered or dropped, with the Forwarder's drop reasons and counts.
 import { randomInt } from 'node:crypto';
-import dgram from 'node:dgram';
+import type dgram from 'node:dgram';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { nodeAeadProvider } from '../../../src/crypto/aead-node.js';
 import { bytesToHex, concatBytes, writeU32 } from '../../../src/crypto/bytes.js';
