@@ -14,11 +14,17 @@ export default tseslint.config(
     languageOptions: { parserOptions: { projectService: false } },
     rules: {
       // Names with a leading underscore say "unused on purpose" (interface parameters of fakes).
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' },
+      ],
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],
       'no-restricted-syntax': [
         'error',
-        { selector: "CallExpression[callee.property.name='only'][callee.object.name=/^(it|test|describe)$/]", message: 'no focused tests' },
+        {
+          selector: "CallExpression[callee.property.name='only'][callee.object.name=/^(it|test|describe)$/]",
+          message: 'no focused tests',
+        },
       ],
       eqeqeq: ['error', 'always'],
       'prefer-const': ['error', { ignoreReadBeforeAssign: true }],

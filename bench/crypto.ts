@@ -30,10 +30,14 @@ function rate(op: () => void, seconds = SECONDS): number {
 }
 
 function opensslPacketsPerSecond(): number {
-  const out = execFileSync('openssl', ['speed', '-mr', '-evp', 'aes-128-gcm', '-bytes', String(FRAME), '-seconds', String(SECONDS)], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const out = execFileSync(
+    'openssl',
+    ['speed', '-mr', '-evp', 'aes-128-gcm', '-bytes', String(FRAME), '-seconds', String(SECONDS)],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   // "+F:<n>:AES-128-GCM:<bytes per second>" (machine-readable mode, one figure per -bytes size)
   const m = /^\+F:\d+:[^:]+:([\d.]+)$/m.exec(out);
   if (!m) throw new Error(`cannot parse openssl speed output:\n${out}`);
@@ -57,7 +61,8 @@ function measure(provider: AeadProvider) {
   return { seal, open };
 }
 
-const fmt = (pps: number) => `${Math.round(pps).toLocaleString('en-US').padStart(11)} pkt/s ${((pps * FRAME * 8) / 1e9).toFixed(2).padStart(6)} Gbit/s`;
+const fmt = (pps: number) =>
+  `${Math.round(pps).toLocaleString('en-US').padStart(11)} pkt/s ${((pps * FRAME * 8) / 1e9).toFixed(2).padStart(6)} Gbit/s`;
 
 const reference = opensslPacketsPerSecond();
 console.log(`bench/crypto: AES-128-GCM, ${FRAME}-byte frames, ${SECONDS} s per figure, node ${process.version}`);

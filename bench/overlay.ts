@@ -38,7 +38,22 @@ async function kernelRow(ob: OverlayBed): Promise<Row> {
     const c = await ob.bed.namespace(`k${i}`);
     names.push(c);
     const run = (argv: string[]) => sh(ob, h.netns, argv);
-    await run(['ip', 'link', 'add', 'kvx', 'type', 'vxlan', 'id', '5000', 'local', h.underlayAddress, 'remote', peer.underlayAddress, 'dstport', '4790']);
+    await run([
+      'ip',
+      'link',
+      'add',
+      'kvx',
+      'type',
+      'vxlan',
+      'id',
+      '5000',
+      'local',
+      h.underlayAddress,
+      'remote',
+      peer.underlayAddress,
+      'dstport',
+      '4790',
+    ]);
     await run(['ip', 'link', 'add', 'kbr', 'type', 'bridge']);
     await run(['ip', 'link', 'set', 'kvx', 'master', 'kbr', 'up']);
     await run(['ip', 'link', 'add', 'kve', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c]);
@@ -47,7 +62,14 @@ async function kernelRow(ob: OverlayBed): Promise<Row> {
     await sh(ob, c, ['ip', 'link', 'set', 'eth0', 'mtu', '1450', 'up']);
     await sh(ob, c, ['ip', 'addr', 'add', `10.50.0.${i}/24`, 'dev', 'eth0']);
   }
-  return { name: 'kernel VXLAN', client: names[0]!, server: names[1]!, serverIp: '10.50.0.2', gbps: [], retransmits: [] };
+  return {
+    name: 'kernel VXLAN',
+    client: names[0]!,
+    server: names[1]!,
+    serverIp: '10.50.0.2',
+    gbps: [],
+    retransmits: [],
+  };
 }
 
 async function wireguardRow(ob: OverlayBed, procs: BedProcess[]): Promise<Row> {
@@ -64,42 +86,147 @@ async function wireguardRow(ob: OverlayBed, procs: BedProcess[]): Promise<Row> {
       await new Promise((r) => setTimeout(r, 50));
     }
     const other = ob.hosts[1 - i]!;
-    await sh(ob, h.netns, ['wg', 'set', dev, 'listen-port', '51820', 'private-key', keyFile,
-      'peer', pubs[1 - i]!, 'endpoint', `${other.underlayAddress}:51820`, 'allowed-ips', `10.77.0.${2 - i}/32`]);
+    await sh(ob, h.netns, [
+      'wg',
+      'set',
+      dev,
+      'listen-port',
+      '51820',
+      'private-key',
+      keyFile,
+      'peer',
+      pubs[1 - i]!,
+      'endpoint',
+      `${other.underlayAddress}:51820`,
+      'allowed-ips',
+      `10.77.0.${2 - i}/32`,
+    ]);
     await sh(ob, h.netns, ['ip', 'addr', 'add', `10.77.0.${i + 1}/24`, 'dev', dev]);
     await sh(ob, h.netns, ['ip', 'link', 'set', dev, 'up']);
   }
-  return { name: 'wireguard-go', client: ob.hosts[0]!.netns, server: ob.hosts[1]!.netns, serverIp: '10.77.0.2', gbps: [], retransmits: [] };
+  return {
+    name: 'wireguard-go',
+    client: ob.hosts[0]!.netns,
+    server: ob.hosts[1]!.netns,
+    serverIp: '10.77.0.2',
+    gbps: [],
+    retransmits: [],
+  };
 }
 
 /** OpenVPN in TLS peer-to-peer mode (its static-key mode refuses GCM), AES-128-GCM data channel. */
 async function openvpnRow(ob: OverlayBed, procs: BedProcess[]): Promise<Row> {
   const d = ob.dir;
   const ssl = (args: string[]) => execFileSync('openssl', args, { cwd: d, stdio: 'ignore' });
-  ssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=bench-ca']);
+  ssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=bench-ca',
+  ]);
   for (const n of ['s', 'c']) {
-    ssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${n}.key`, '-out', `${n}.csr`, '-subj', `/CN=${n}`]);
-    ssl(['x509', '-req', '-in', `${n}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${n}.crt`, '-days', '1']);
+    ssl([
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      `${n}.key`,
+      '-out',
+      `${n}.csr`,
+      '-subj',
+      `/CN=${n}`,
+    ]);
+    ssl([
+      'x509',
+      '-req',
+      '-in',
+      `${n}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${n}.crt`,
+      '-days',
+      '1',
+    ]);
   }
   for (const i of [0, 1]) {
     const h = ob.hosts[i]!;
     const other = ob.hosts[1 - i]!;
     const n = i === 0 ? 's' : 'c';
-    procs.push(ob.bed.spawn(h.netns, ['openvpn', '--dev', `${ob.bed.prefix}o${i + 1}`, '--dev-type', 'tun', '--proto', 'udp',
-      '--local', h.underlayAddress, '--lport', '1194', '--remote', other.underlayAddress, '--rport', '1194',
-      '--ifconfig', `10.88.0.${i + 1}`, `10.88.0.${2 - i}`, i === 0 ? '--tls-server' : '--tls-client', '--dh', 'none',
-      '--ca', join(d, 'ca.crt'), '--cert', join(d, `${n}.crt`), '--key', join(d, `${n}.key`),
-      '--data-ciphers', 'AES-128-GCM', '--cipher', 'AES-128-GCM', '--verb', '3']));
+    procs.push(
+      ob.bed.spawn(h.netns, [
+        'openvpn',
+        '--dev',
+        `${ob.bed.prefix}o${i + 1}`,
+        '--dev-type',
+        'tun',
+        '--proto',
+        'udp',
+        '--local',
+        h.underlayAddress,
+        '--lport',
+        '1194',
+        '--remote',
+        other.underlayAddress,
+        '--rport',
+        '1194',
+        '--ifconfig',
+        `10.88.0.${i + 1}`,
+        `10.88.0.${2 - i}`,
+        i === 0 ? '--tls-server' : '--tls-client',
+        '--dh',
+        'none',
+        '--ca',
+        join(d, 'ca.crt'),
+        '--cert',
+        join(d, `${n}.crt`),
+        '--key',
+        join(d, `${n}.key`),
+        '--data-ciphers',
+        'AES-128-GCM',
+        '--cipher',
+        'AES-128-GCM',
+        '--verb',
+        '3',
+      ]),
+    );
   }
   await procs.at(-1)!.waitFor(/Initialization Sequence Completed/, 30_000);
   await procs.at(-2)!.waitFor(/Initialization Sequence Completed/, 30_000);
-  return { name: 'OpenVPN AES-128-GCM', client: ob.hosts[0]!.netns, server: ob.hosts[1]!.netns, serverIp: '10.88.0.2', gbps: [], retransmits: [] };
+  return {
+    name: 'OpenVPN AES-128-GCM',
+    client: ob.hosts[0]!.netns,
+    server: ob.hosts[1]!.netns,
+    serverIp: '10.88.0.2',
+    gbps: [],
+    retransmits: [],
+  };
 }
 
 async function iperf(ob: OverlayBed, row: Row): Promise<void> {
   const server = ob.bed.spawn(row.server, ['iperf3', '-s', '-1', '--forceflush', '-B', row.serverIp]);
   await server.waitFor(/Server listening/, 10_000);
-  const out = await ob.bed.exec(row.client, ['iperf3', '-c', row.serverIp, '-t', String(SECONDS), '-J'], { allowFail: true, timeoutMs: (SECONDS + 30) * 1000 });
+  const out = await ob.bed.exec(row.client, ['iperf3', '-c', row.serverIp, '-t', String(SECONDS), '-J'], {
+    allowFail: true,
+    timeoutMs: (SECONDS + 30) * 1000,
+  });
   await server.stop();
   try {
     const end = JSON.parse(out.stdout).end;
@@ -112,7 +239,9 @@ async function iperf(ob: OverlayBed, row: Row): Promise<void> {
 }
 
 async function ping(ob: OverlayBed, row: Row): Promise<void> {
-  const out = await ob.bed.exec(row.client, ['ping', '-n', '-q', '-c', '50', '-i', '0.02', row.serverIp], { allowFail: true });
+  const out = await ob.bed.exec(row.client, ['ping', '-n', '-q', '-c', '50', '-i', '0.02', row.serverIp], {
+    allowFail: true,
+  });
   const m = /= [\d.]+\/([\d.]+)\//.exec(out.stdout);
   if (m) row.pingMs = Number(m[1]);
 }
@@ -124,29 +253,49 @@ async function main(): Promise<void> {
   const ob = await createOverlayBed({ hosts: 2, networks: [ENC, PLAIN], ...(dataPath ? { dataPath } : {}) });
   const procs: BedProcess[] = [];
   try {
-    const [e1, e2, p1, p2] = [await ob.container(1, ENC), await ob.container(2, ENC), await ob.container(1, PLAIN), await ob.container(2, PLAIN)];
+    const [e1, e2, p1, p2] = [
+      await ob.container(1, ENC),
+      await ob.container(2, ENC),
+      await ob.container(1, PLAIN),
+      await ob.container(2, PLAIN),
+    ];
     const rows: Row[] = [
       { name: 'veil encrypted', client: e1.ns, server: e2.ns, serverIp: e2.ip, gbps: [], retransmits: [] },
       { name: 'veil plain', client: p1.ns, server: p2.ns, serverIp: p2.ip, gbps: [], retransmits: [] },
       await kernelRow(ob),
       await wireguardRow(ob, procs),
       await openvpnRow(ob, procs),
-    ].filter((r) => !process.env.VEIL_BENCH_ONLY || process.env.VEIL_BENCH_ONLY.split(',').some((n) => r.name.startsWith(n)));
+    ].filter(
+      (r) => !process.env.VEIL_BENCH_ONLY || process.env.VEIL_BENCH_ONLY.split(',').some((n) => r.name.startsWith(n)),
+    );
     for (const row of rows) await ping(ob, row);
-    const path = JSON.parse(ob.gateways[0]!.stdout().split('\n').find((l) => l.includes('gateway ready')) ?? '{}').dataPath ?? '?';
-    console.log(`bench/overlay: iperf3 TCP, ${SECONDS} s x ${ROUNDS} rounds, interleaved; veil data path: ${path}; node ${process.version}`);
+    const path =
+      JSON.parse(
+        ob.gateways[0]!.stdout()
+          .split('\n')
+          .find((l) => l.includes('gateway ready')) ?? '{}',
+      ).dataPath ?? '?';
+    console.log(
+      `bench/overlay: iperf3 TCP, ${SECONDS} s x ${ROUNDS} rounds, interleaved; veil data path: ${path}; node ${process.version}`,
+    );
     for (let r = 1; r <= ROUNDS; r++) {
       for (const row of rows) {
         await iperf(ob, row);
-        console.log(`  round ${r} ${row.name.padEnd(20)} ${row.gbps.at(-1)!.toFixed(2)} Gbit/s  retransmits ${row.retransmits.at(-1) ?? '-'}`);
+        console.log(
+          `  round ${r} ${row.name.padEnd(20)} ${row.gbps.at(-1)!.toFixed(2)} Gbit/s  retransmits ${row.retransmits.at(-1) ?? '-'}`,
+        );
       }
     }
     const veil = rows.find((r) => r.name === 'veil encrypted');
     console.log('\nrow                    Gbit/s (mean, min-max)     retr/run   ping ms   veil encrypted / row');
     for (const row of rows) {
       const ratio = veil ? (mean(veil.gbps) / mean(row.gbps)).toFixed(2) : '-';
-      console.log(`${row.name.padEnd(22)} ${mean(row.gbps).toFixed(2).padStart(6)} (${Math.min(...row.gbps).toFixed(2)}-${Math.max(...row.gbps).toFixed(2)})`.padEnd(50) +
-        `${Math.round(mean(row.retransmits)).toString().padStart(8)}   ${(row.pingMs ?? NaN).toFixed(3).padStart(7)}   ${ratio}`);
+      console.log(
+        `${row.name.padEnd(22)} ${mean(row.gbps).toFixed(2).padStart(6)} (${Math.min(...row.gbps).toFixed(2)}-${Math.max(...row.gbps).toFixed(2)})`.padEnd(
+          50,
+        ) +
+          `${Math.round(mean(row.retransmits)).toString().padStart(8)}   ${(row.pingMs ?? NaN).toFixed(3).padStart(7)}   ${ratio}`,
+      );
     }
   } finally {
     for (const p of procs) await p.stop();

@@ -42,7 +42,12 @@ function quantile(xs: number[], q: number): number {
 }
 const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
 
-async function until<T>(get: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs: number, what: string, everyMs = 5): Promise<T> {
+async function until<T>(
+  get: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs: number,
+  what: string,
+  everyMs = 5,
+): Promise<T> {
   const end = performance.now() + timeoutMs;
   for (;;) {
     const v = await get();
@@ -113,7 +118,18 @@ async function simulated(): Promise<SimResult> {
       const store = new EtcdStore({ endpoints: etcd.endpoints });
       const kp = generateX25519KeyPair();
       const incarnation = bytesToHex(kp.publicKey.subarray(0, 8));
-      const lease = await store.registerHost({ id, address: `10.200.${(i >> 8) & 255}.${i & 255}`, os: 'linux', arch: process.arch, version: 'bench', publicKey: bytesToHex(kp.publicKey), incarnation }, 30);
+      const lease = await store.registerHost(
+        {
+          id,
+          address: `10.200.${(i >> 8) & 255}.${i & 255}`,
+          os: 'linux',
+          arch: process.arch,
+          version: 'bench',
+          publicKey: bytesToHex(kp.publicKey),
+          incarnation,
+        },
+        30,
+      );
       const installedAt = new Map<number, number>();
       const activatedAt = new Map<number, number>();
       const sink: EpochSink = {
@@ -125,17 +141,28 @@ async function simulated(): Promise<SimResult> {
       const installer = new EpochInstaller({
         self,
         sink,
-        ack: (networkId, epoch) => store.ack(lease, { networkId, epoch, hostId: id, incarnation, installedAt: Date.now() }),
+        ack: (networkId, epoch) =>
+          store.ack(lease, { networkId, epoch, hostId: id, incarnation, installedAt: Date.now() }),
         config,
       });
       const follower = new EpochFollower({ store, installer });
       hosts.push({ id, store, lease, installer, follower, installedAt, activatedAt });
-      if (i === 0) leader = new KeyScheduleLeader({ store, requests: storeRotationRequests(store, keys.rotatePrefix()), self, config });
+      if (i === 0)
+        leader = new KeyScheduleLeader({
+          store,
+          requests: storeRotationRequests(store, keys.rotatePrefix()),
+          self,
+          config,
+        });
     }
     const ref = await fanout(hosts.map((h) => h.store.client));
     const reference: number[] = [];
     const h0 = hosts[0]!;
-    const network = await h0.store.createNetwork({ name: 'bench-rot', encrypted: true, ipam: { subnet: '10.201.0.0/24' } });
+    const network = await h0.store.createNetwork({
+      name: 'bench-rot',
+      encrypted: true,
+      ipam: { subnet: '10.201.0.0/24' },
+    });
     await Promise.all(hosts.map((h) => h.follower.start()));
     leader!.start();
     const outboundEverywhere = (epoch: number) => hosts.every((h) => h.activatedAt.has(epoch));
@@ -144,10 +171,15 @@ async function simulated(): Promise<SimResult> {
     const phases: SimResult['phases'] = { firstInstall: [], allInstalled: [], firstActivate: [] };
     const requests = storeRotationRequests(h0.store, keys.rotatePrefix());
     for (let k = 0; k < ROTATIONS; k++) {
-      await until(async () => {
-        const { items } = await h0.store.getEpochs(network.id);
-        return items.length <= 2 && items.every((r) => r.state !== 'published');
-      }, 30_000, 'room for a new epoch', 20);
+      await until(
+        async () => {
+          const { items } = await h0.store.getEpochs(network.id);
+          return items.length <= 2 && items.every((r) => r.state !== 'published');
+        },
+        30_000,
+        'room for a new epoch',
+        20,
+      );
       for (let i = 0; i < 3; i++) {
         reference.push(await ref.measure());
         await sleep(20);
@@ -177,17 +209,29 @@ async function simulated(): Promise<SimResult> {
 async function realGateways(): Promise<{ rotation: number[] }> {
   const cb = await createClusterBed({ hosts: 3 });
   try {
-    const r = await cb.api(1, 'POST', '/networks', { Name: 'bench-rot', Options: { encrypted: '' }, IPAM: { Config: [{ Subnet: '10.68.0.0/24' }] } });
+    const r = await cb.api(1, 'POST', '/networks', {
+      Name: 'bench-rot',
+      Options: { encrypted: '' },
+      IPAM: { Config: [{ Subnet: '10.68.0.0/24' }] },
+    });
     if (r.status !== 201) throw new Error(`create: ${JSON.stringify(r.body)}`);
     const hostsList = [1, 2, 3];
-    const everywhere = async (epoch: number) => (await Promise.all(hostsList.map(async (h) => (outboundEpoch(await keysOf(cb, h, 'bench-rot')) ?? 0) >= epoch))).every(Boolean);
+    const everywhere = async (epoch: number) =>
+      (
+        await Promise.all(hostsList.map(async (h) => (outboundEpoch(await keysOf(cb, h, 'bench-rot')) ?? 0) >= epoch))
+      ).every(Boolean);
     await until(() => everywhere(1), 60_000, 'epoch 1 outbound on every gateway', 50);
     const rotation: number[] = [];
     for (let k = 0; k < ROTATIONS; k++) {
-      await until(async () => {
-        const v = await keysOf(cb, 1, 'bench-rot');
-        return v.Epochs.length <= 2 && v.Epochs.every((e) => e.State !== 'published');
-      }, 30_000, 'room for a new epoch', 20);
+      await until(
+        async () => {
+          const v = await keysOf(cb, 1, 'bench-rot');
+          return v.Epochs.length <= 2 && v.Epochs.every((e) => e.State !== 'published');
+        },
+        30_000,
+        'room for a new epoch',
+        20,
+      );
       const t0 = performance.now();
       const a = await cb.api(hostsList[k % 3]!, 'POST', '/networks/bench-rot/rotate');
       if (a.status !== 202) throw new Error(`rotate: ${a.status} ${JSON.stringify(a.body)}`);
@@ -201,7 +245,8 @@ async function realGateways(): Promise<{ rotation: number[] }> {
   }
 }
 
-const row = (name: string, xs: number[], ref: number) => `${name.padEnd(52)} n=${String(xs.length).padStart(3)}  median ${fmt(median(xs)).padStart(10)}  p95 ${fmt(quantile(xs, 0.95)).padStart(10)}  ${Number.isFinite(ref) ? `${(median(xs) / ref).toFixed(1)}× ref` : ''}`;
+const row = (name: string, xs: number[], ref: number) =>
+  `${name.padEnd(52)} n=${String(xs.length).padStart(3)}  median ${fmt(median(xs)).padStart(10)}  p95 ${fmt(quantile(xs, 0.95)).padStart(10)}  ${Number.isFinite(ref) ? `${(median(xs) / ref).toFixed(1)}× ref` : ''}`;
 
 let sim: SimResult | undefined;
 let bed: { rotation: number[] } | undefined;

@@ -21,13 +21,19 @@ export const ERRORS = {
   VEIL_ERR_NOT_LEADER: { status: 503, message: 'not the key-schedule leader' },
   VEIL_ERR_STORE_CONFLICT: { status: 503, message: 'store kept changing under a transaction; retry' },
   VEIL_ERR_STORE_UNAVAILABLE: { status: 503, message: 'etcd unavailable' },
-  VEIL_ERR_STRICT_UNENCRYPTED_HOST: { status: 409, message: 'strict network: a member host cannot encrypt overlay traffic' },
+  VEIL_ERR_STRICT_UNENCRYPTED_HOST: {
+    status: 409,
+    message: 'strict network: a member host cannot encrypt overlay traffic',
+  },
   VEIL_ERR_ENDPOINT_NOT_FOUND: { status: 404, message: 'no such endpoint on the network' },
   VEIL_ERR_HOST_NOT_FOUND: { status: 404, message: 'no such host' },
   VEIL_ERR_ATTACH_FAILED: { status: 422, message: 'could not attach the container' },
   VEIL_ERR_NOT_ENCRYPTED: { status: 409, message: 'network is not encrypted' },
   VEIL_ERR_KEY_UNAVAILABLE: { status: 503, message: 'key material for this host is not available' },
-  VEIL_ERR_API_TLS_REQUIRED: { status: 400, message: 'a non-loopback API listen address requires TLS with client certificates' },
+  VEIL_ERR_API_TLS_REQUIRED: {
+    status: 400,
+    message: 'a non-loopback API listen address requires TLS with client certificates',
+  },
   VEIL_ERR_UNAUTHENTICATED: { status: 401, message: 'this request needs a client certificate issued by the veil CA' },
   VEIL_ERR_CA_EXISTS: { status: 409, message: 'a CA already exists in that directory' },
   VEIL_ERR_CA_MISSING: { status: 404, message: 'no CA in that directory (run veil ca init)' },
@@ -53,7 +59,11 @@ export class VeilError extends Error {
   override readonly name: string = 'VeilError';
   readonly status: number;
 
-  constructor(readonly code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly code: ErrorCode,
+    detail?: string,
+    options?: { cause?: unknown },
+  ) {
     super(detail ? `${ERRORS[code].message}: ${detail}` : ERRORS[code].message, options);
     this.status = ERRORS[code].status;
   }

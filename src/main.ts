@@ -47,21 +47,37 @@ export interface RunningGateway {
 
 /** The native batched data path by default (per-packet node:crypto cannot keep up, docs/architecture.md "Data paths"); the
  * TypeScript path when configured, or when the addon is not built here (logged: it is ~20x slower). */
-function chooseDataPath(configured: 'ts' | 'native' | undefined, underlayAddress: string, plumbing: IproutePlumbing, underlayMtu: number, log: Logger): { dataPath: DataPath; kind: 'ts' | 'native' } {
+function chooseDataPath(
+  configured: 'ts' | 'native' | undefined,
+  underlayAddress: string,
+  plumbing: IproutePlumbing,
+  underlayMtu: number,
+  log: Logger,
+): { dataPath: DataPath; kind: 'ts' | 'native' } {
   let kind = configured ?? 'native';
   if (kind === 'native' && !nativeAvailable()) {
-    if (configured === 'native') throw new VeilError('VEIL_ERR_CONFIG_INVALID', 'dataPath "native" but the native addon is not built (npm run build:native)');
+    if (configured === 'native')
+      throw new VeilError(
+        'VEIL_ERR_CONFIG_INVALID',
+        'dataPath "native" but the native addon is not built (npm run build:native)',
+      );
     log.warn('native data path not built; falling back to the TypeScript data path');
     kind = 'ts';
   }
-  const dataPath: DataPath = kind === 'native'
-    ? new NativeDataPath({ underlayAddress, hostAddress: plumbing.hostAddress, vtepAddress: plumbing.vtepAddress, underlayMtu })
-    : new TsDataPath({
-      vtepAddress: plumbing.vtepAddress,
-      underlay: new DgramUnderlay(underlayAddress),
-      vtep: new DgramVtep(plumbing.hostAddress, plumbing.vtepAddress),
-      provider: nodeAeadProvider,
-    });
+  const dataPath: DataPath =
+    kind === 'native'
+      ? new NativeDataPath({
+          underlayAddress,
+          hostAddress: plumbing.hostAddress,
+          vtepAddress: plumbing.vtepAddress,
+          underlayMtu,
+        })
+      : new TsDataPath({
+          vtepAddress: plumbing.vtepAddress,
+          underlay: new DgramUnderlay(underlayAddress),
+          vtep: new DgramVtep(plumbing.hostAddress, plumbing.vtepAddress),
+          provider: nodeAeadProvider,
+        });
   return { dataPath, kind };
 }
 
@@ -73,7 +89,13 @@ export async function startStaticGateway(config: StaticGatewayConfig, log: Logge
   });
   const { dataPath, kind } = chooseDataPath(config.dataPath, config.host.address, plumbing, config.underlayMtu, log);
   const gateway = new Gateway({
-    self: { id: config.host.id, index: config.host.index, address: config.host.address, publicKey: new Uint8Array(0), incarnation: config.host.incarnation },
+    self: {
+      id: config.host.id,
+      index: config.host.index,
+      address: config.host.address,
+      publicKey: new Uint8Array(0),
+      incarnation: config.host.incarnation,
+    },
     privateKey: config.host.privateKey,
     plumbing,
     dataPath,
@@ -91,7 +113,10 @@ export async function startStaticGateway(config: StaticGatewayConfig, log: Logge
     await app.listen({ path: config.apiSocket });
     log.info({ socket: config.apiSocket }, 'API listening');
   }
-  log.info({ host: config.host.id, dataPath: kind, peers: config.peers.length, networks: config.networks.length }, 'gateway ready');
+  log.info(
+    { host: config.host.id, dataPath: kind, peers: config.peers.length, networks: config.networks.length },
+    'gateway ready',
+  );
   return {
     gateway,
     async stop(options) {
@@ -102,7 +127,11 @@ export async function startStaticGateway(config: StaticGatewayConfig, log: Logge
 }
 
 /** The etcd client's TLS files (--cluster-store-opt), read once at start. */
-function readStoreTls(files: { ca?: string; cert?: string; key?: string }): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
+function readStoreTls(files: { ca?: string; cert?: string; key?: string }): {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+} {
   const read = (what: string, path: string): Buffer => {
     try {
       return readFileSync(path);
@@ -132,12 +161,20 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   log.info({ dataDir: config.dataDir, created: identity.created }, 'host identity loaded');
   const incarnation = bytesToHex(randomBytes(8));
   const storeTls = config.clusterStoreTls ? readStoreTls(config.clusterStoreTls) : undefined;
-  const plumbing = new IproutePlumbing({ vtepNetns: config.vtepNetns, underlayMtu: config.underlayMtu, linkNet: config.linkNet });
+  const plumbing = new IproutePlumbing({
+    vtepNetns: config.vtepNetns,
+    underlayMtu: config.underlayMtu,
+    linkNet: config.linkNet,
+  });
   const { dataPath, kind } = chooseDataPath(config.dataPath, config.advertise, plumbing, config.underlayMtu, log);
   // No --cluster-store: this host runs its own etcd (one host; its data stays in the data dir).
   let embedded: EmbeddedEtcd | undefined;
-  if (!config.clusterStore) embedded = await startEmbeddedEtcd({ dir: join(config.dataDir, 'etcd'), log: log.child({ component: 'etcd' }) });
-  const store = new EtcdStore({ endpoints: config.clusterStore ?? embedded!.endpoints, ...(storeTls ? { tls: storeTls } : {}) });
+  if (!config.clusterStore)
+    embedded = await startEmbeddedEtcd({ dir: join(config.dataDir, 'etcd'), log: log.child({ component: 'etcd' }) });
+  const store = new EtcdStore({
+    endpoints: config.clusterStore ?? embedded!.endpoints,
+    ...(storeTls ? { tls: storeTls } : {}),
+  });
   // The index is allocated at registration; the gateway learns it from the agent before any SA exists.
   const self = { id: config.hostId, index: 0, address: config.advertise, publicKey: identity.publicKey, incarnation };
   const sequenceBudget = config.sequenceBudget ?? DEFAULT_SEQUENCE_BUDGET;
@@ -149,7 +186,12 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     sequenceBudget,
     log: (msg, fields) => log.info(fields ?? {}, msg),
   });
-  const scheduleCfg = scheduleConfig({ intervalMs: config.keyIntervalMs, ackTimeoutMs: config.keyGraceMs, graceMs: config.keyGraceMs, retiredLingerMs: config.keyGraceMs });
+  const scheduleCfg = scheduleConfig({
+    intervalMs: config.keyIntervalMs,
+    ackTimeoutMs: config.keyGraceMs,
+    graceMs: config.keyGraceMs,
+    retiredLingerMs: config.keyGraceMs,
+  });
   const keyLog = (event: string, fields?: Record<string, unknown>) => log.info(fields ?? {}, event);
   const identityForKeys = { hostId: config.hostId, privateKey: identity.privateKey };
   // The DNS service and the installer reach the agent, which is made after them.
@@ -158,32 +200,59 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   const dns = new DnsService({
     hostId: config.hostId,
     model: { networks: () => agentRef?.networks() ?? [], endpoints: () => agentRef?.endpoints() ?? [] },
-    plumbing: new IprouteDnsPlumbing({ vtepNetns: config.vtepNetns, hostId: config.hostId, linkAddresses: [plumbing.hostAddress, plumbing.vtepAddress] }),
+    plumbing: new IprouteDnsPlumbing({
+      vtepNetns: config.vtepNetns,
+      hostId: config.hostId,
+      linkAddresses: [plumbing.hostAddress, plumbing.vtepAddress],
+    }),
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   });
   const installer = new EpochInstaller({
     self: identityForKeys,
-    sink: { installEpoch: (n, e, s) => agentRef!.epochs.installEpoch(n, e, s), activateEpoch: (n, e) => agentRef!.epochs.activateEpoch(n, e), retireEpoch: (n, e) => agentRef!.epochs.retireEpoch(n, e) },
+    sink: {
+      installEpoch: (n, e, s) => agentRef!.epochs.installEpoch(n, e, s),
+      activateEpoch: (n, e) => agentRef!.epochs.activateEpoch(n, e),
+      retireEpoch: (n, e) => agentRef!.epochs.retireEpoch(n, e),
+    },
     // Bound to the host's lease: an ack disappears with the host. The incarnation is the registered one.
-    ack: (networkId, epoch) => store.ack(agentRef!.lease!, { networkId, epoch, hostId: config.hostId, incarnation, installedAt: Date.now() }),
+    ack: (networkId, epoch) =>
+      store.ack(agentRef!.lease!, { networkId, epoch, hostId: config.hostId, incarnation, installedAt: Date.now() }),
     log: keyLog,
     config: scheduleCfg,
   });
   const follower = new EpochFollower({ store, installer, log: keyLog });
   const requests = storeRotationRequests(store, keys.rotatePrefix());
   // The election lease lives as long as a host lease: a dead leader is replaced as fast as a dead host is dropped.
-  const leader = new KeyScheduleLeader({ store, requests, self: identityForKeys, config: scheduleCfg, log: keyLog, electionTtlSeconds: config.leaseTtlSeconds });
+  const leader = new KeyScheduleLeader({
+    store,
+    requests,
+    self: identityForKeys,
+    config: scheduleCfg,
+    log: keyLog,
+    electionTtlSeconds: config.leaseTtlSeconds,
+  });
   const agent = new HostAgent({
     store,
     gateway,
-    self: { id: config.hostId, address: config.advertise, os: config.os, arch: process.arch, version: VERSION, publicKey: bytesToHex(identity.publicKey), incarnation },
+    self: {
+      id: config.hostId,
+      address: config.advertise,
+      os: config.os,
+      arch: process.arch,
+      version: VERSION,
+      publicKey: bytesToHex(identity.publicKey),
+      incarnation,
+    },
     leaseTtlSeconds: config.leaseTtlSeconds,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
     onIndex: (index) => {
       // The SPI carries the index but the key does not: the same key under a new SPI would restart its
       // sequence at 1 (GCM nonce reuse). An index can only change if etcd lost its data; restart instead.
       if (self.index !== 0 && self.index !== index) {
-        log.fatal({ was: self.index, now: index }, 'host index changed under a running gateway (etcd restored?); exiting so a restart gets a new incarnation and new keys');
+        log.fatal(
+          { was: self.index, now: index },
+          'host index changed under a running gateway (etcd restored?); exiting so a restart gets a new incarnation and new keys',
+        );
         process.exit(70);
       }
       self.index = index;
@@ -211,7 +280,11 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
         requestRotation: (idOrName: string, by: string) => requestRotation({ store, requests }, idOrName, by),
         status: () => ({ installer: installer.status(), leader: leader.status(), config: scheduleCfg }),
       },
-      local: { hostId: config.hostId, attach: (n: NetworkRecord, e: EndpointRecord) => agent.attachLocal(n, e), detach: (e: EndpointRecord) => agent.detachLocal(e) },
+      local: {
+        hostId: config.hostId,
+        attach: (n: NetworkRecord, e: EndpointRecord) => agent.attachLocal(n, e),
+        detach: (e: EndpointRecord) => agent.detachLocal(e),
+      },
       version: VERSION,
     };
     api = await listenApi((server) => buildApp(deps, { logger: false, ...server }), apiPlan);
@@ -234,7 +307,10 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
       asked.add(`${due.vni}/${due.epoch}`);
       const network = agent.networks().find((n) => n.vni === due.vni);
       if (!network) continue;
-      log.info({ network: network.name, epoch: due.epoch, peer: due.peer, sealed: due.sealed, budget: sequenceBudget }, 'outbound SA used half its sequence budget; asking for a rotation');
+      log.info(
+        { network: network.name, epoch: due.epoch, peer: due.peer, sealed: due.sealed, budget: sequenceBudget },
+        'outbound SA used half its sequence budget; asking for a rotation',
+      );
       requestRotation({ store, requests }, network.id, `sequence-budget:${config.hostId}`).catch((err: Error) => {
         asked.delete(`${due.vni}/${due.epoch}`);
         log.warn({ network: network.name, error: err.message }, 'could not ask for a rotation; will retry');
@@ -242,7 +318,17 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     }
   }, 1000);
   budgetTimer.unref();
-  log.info({ host: config.hostId, index: self.index, address: config.advertise, dataPath: kind, socket: config.apiSocket, incarnation }, 'gateway ready');
+  log.info(
+    {
+      host: config.hostId,
+      index: self.index,
+      address: config.advertise,
+      dataPath: kind,
+      socket: config.apiSocket,
+      incarnation,
+    },
+    'gateway ready',
+  );
   return {
     gateway,
     agent,

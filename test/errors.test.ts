@@ -34,7 +34,9 @@ describe('the error registry (src/errors.ts)', () => {
   const used = codesIn([...sources(join(ROOT, 'src')), ...sources(join(ROOT, 'native'))].filter((f) => f !== registry));
 
   it('declares every code src/ and native/ can raise', () => {
-    const missing = [...used].filter(([code]) => !(code in ERRORS)).map(([code, files]) => `${code} (${files.map((f) => f.slice(ROOT.length + 1)).join(', ')})`);
+    const missing = [...used]
+      .filter(([code]) => !(code in ERRORS))
+      .map(([code, files]) => `${code} (${files.map((f) => f.slice(ROOT.length + 1)).join(', ')})`);
     expect(missing).toEqual([]);
     expect(used.size).toBeGreaterThan(20);
   });

@@ -1,6 +1,15 @@
 import { VeilError } from '../errors.js';
 import { parseKey } from '../store/layout.js';
-import type { EndpointRecord, HostLease, HostRecord, HostRegistration, NetworkRecord, Store, WatchEvent, WatchHandle } from '../store/types.js';
+import type {
+  EndpointRecord,
+  HostLease,
+  HostRecord,
+  HostRegistration,
+  NetworkRecord,
+  Store,
+  WatchEvent,
+  WatchHandle,
+} from '../store/types.js';
 import type { Gateway, GatewayPeer } from '../vxlan/gateway.js';
 import { hexToBytes } from '../crypto/bytes.js';
 import type { SecretKey } from '../crypto/secret.js';
@@ -54,7 +63,11 @@ export interface AgentStatus {
   attachFailures: Array<{ endpoint: string; network: string; error: string }>;
 }
 
-interface RemoteMac { vni: number; mac: string; hostId: string }
+interface RemoteMac {
+  vni: number;
+  mac: string;
+  hostId: string;
+}
 
 export class HostAgent {
   readonly #o: AgentOptions;
@@ -100,7 +113,11 @@ export class HostAgent {
   async start(): Promise<{ warning: string }> {
     const warning = await this.#checkWindows();
     await this.#registerWaitingForOldLease();
-    const [hosts, networks, endpoints] = await Promise.all([this.#o.store.listHosts(), this.#o.store.listNetworks(), this.#o.store.listEndpoints()]);
+    const [hosts, networks, endpoints] = await Promise.all([
+      this.#o.store.listHosts(),
+      this.#o.store.listNetworks(),
+      this.#o.store.listEndpoints(),
+    ]);
     for (const h of hosts.items) this.#hosts.set(h.id, h);
     for (const n of networks.items) this.#networks.set(n.id, n);
     for (const e of endpoints.items) this.#endpoints.set(epKey(e.networkId, e.id), e);
@@ -118,7 +135,13 @@ export class HostAgent {
       },
     });
     this.#connected = true;
-    this.#log('info', 'agent following the control plane', { host: this.hostId, fromRevision: from, hosts: this.#hosts.size, networks: this.#networks.size, endpoints: this.#endpoints.size });
+    this.#log('info', 'agent following the control plane', {
+      host: this.hostId,
+      fromRevision: from,
+      hosts: this.#hosts.size,
+      networks: this.#networks.size,
+      endpoints: this.#endpoints.size,
+    });
     return { warning };
   }
 
@@ -128,7 +151,10 @@ export class HostAgent {
     clearTimeout(this.#retryTimer);
     await this.#watch?.cancel();
     await this.#queue;
-    if (!options.keepRegistration) await this.#lease?.revoke().catch((err: Error) => this.#log('warn', 'could not revoke the host lease', { error: err.message }));
+    if (!options.keepRegistration)
+      await this.#lease
+        ?.revoke()
+        .catch((err: Error) => this.#log('warn', 'could not revoke the host lease', { error: err.message }));
   }
 
   /** For the API: attaches a container of this host now and reports a plumbing failure to the caller. */
@@ -216,7 +242,11 @@ export class HostAgent {
       networks: this.#appliedNetworks.size,
       localEndpoints: this.#attached.size,
       remoteMacs: this.#remoteMacs.size,
-      attachFailures: [...this.#attachFailures.values()].map((f) => ({ endpoint: f.endpoint.name, network: f.endpoint.networkId, error: f.error })),
+      attachFailures: [...this.#attachFailures.values()].map((f) => ({
+        endpoint: f.endpoint.name,
+        network: f.endpoint.networkId,
+        error: f.error,
+      })),
     };
   }
 
@@ -228,9 +258,18 @@ export class HostAgent {
     if (encrypted.length === 0) return '';
     const strict = encrypted.filter((n) => optionEnabled(n.options, 'strict'));
     if (strict.length > 0) {
-      throw new VeilError('VEIL_ERR_STRICT_UNENCRYPTED_HOST', `Windows host ${this.hostId} cannot join: strict encrypted network(s) ${strict.map((n) => n.name).sort().join(', ')}`);
+      throw new VeilError(
+        'VEIL_ERR_STRICT_UNENCRYPTED_HOST',
+        `Windows host ${this.hostId} cannot join: strict encrypted network(s) ${strict
+          .map((n) => n.name)
+          .sort()
+          .join(', ')}`,
+      );
     }
-    const warning = windowsHostWarning([this.hostId], encrypted.map((n) => n.name));
+    const warning = windowsHostWarning(
+      [this.hostId],
+      encrypted.map((n) => n.name),
+    );
     this.#log('warn', 'Windows host registering while encrypted networks exist', { host: this.hostId, warning });
     return warning;
   }
@@ -240,13 +279,22 @@ export class HostAgent {
     const lease = await this.#o.store.registerHost(this.#o.self, ttl);
     this.#lease = lease;
     this.#o.onIndex?.(lease.index);
-    this.#log('info', 'host registered', { host: lease.hostId, index: lease.index, address: this.#o.self.address, ttlSeconds: ttl });
-    lease.lost.addEventListener('abort', () => {
-      if (this.#stopped) return;
-      // The record is gone (etcd unreachable past the TTL, or revoked): peers dropped us. Register anew.
-      this.#log('warn', 'host lease lost; registering again', { host: lease.hostId });
-      void this.#reregister();
-    }, { once: true });
+    this.#log('info', 'host registered', {
+      host: lease.hostId,
+      index: lease.index,
+      address: this.#o.self.address,
+      ttlSeconds: ttl,
+    });
+    lease.lost.addEventListener(
+      'abort',
+      () => {
+        if (this.#stopped) return;
+        // The record is gone (etcd unreachable past the TTL, or revoked): peers dropped us. Register anew.
+        this.#log('warn', 'host lease lost; registering again', { host: lease.hostId });
+        void this.#reregister();
+      },
+      { once: true },
+    );
   }
 
   /**
@@ -261,7 +309,11 @@ export class HostAgent {
         return await this.#register();
       } catch (err) {
         if ((err as { code?: string }).code !== 'VEIL_ERR_HOST_ID_IN_USE' || Date.now() > deadline) throw err;
-        this.#log('warn', 'host id held by a live lease (this host before a crash, or another machine); waiting for it to expire', { host: this.hostId, ttlSeconds: ttl });
+        this.#log(
+          'warn',
+          'host id held by a live lease (this host before a crash, or another machine); waiting for it to expire',
+          { host: this.hostId, ttlSeconds: ttl },
+        );
         await new Promise((r) => setTimeout(r, 1000));
       }
     }
@@ -361,7 +413,10 @@ export class HostAgent {
         // vni, index and encryption are fixed at creation (the API has no update): a record that changes
         // them was not written by veil; refuse it rather than turn an encrypted network plain.
         if (want.vni !== applied.vni || want.encrypted !== applied.encrypted || want.index !== applied.index) {
-          if (!this.#refusedChanges.has(id)) this.#log('error', 'network record changed vni, index or encryption in etcd; ignoring the change', { network: applied.name });
+          if (!this.#refusedChanges.has(id))
+            this.#log('error', 'network record changed vni, index or encryption in etcd; ignoring the change', {
+              network: applied.name,
+            });
           this.#refusedChanges.add(id);
         }
         continue;
@@ -378,7 +433,8 @@ export class HostAgent {
         this.#o.onNetworkRemoved?.(id);
       });
     }
-    for (const network of this.#networks.values()) await step(`network ${network.name}`, () => this.#ensureNetwork(network));
+    for (const network of this.#networks.values())
+      await step(`network ${network.name}`, () => this.#ensureNetwork(network));
 
     // Peers: every other live host.
     for (const [id] of this.#appliedPeers) {
@@ -459,7 +515,12 @@ export class HostAgent {
 
   async #ensureNetwork(network: NetworkRecord): Promise<void> {
     if (this.#appliedNetworks.has(network.id)) return;
-    await this.#o.gateway.addNetwork({ id: network.id, index: network.index, vni: network.vni, encrypted: network.encrypted });
+    await this.#o.gateway.addNetwork({
+      id: network.id,
+      index: network.index,
+      vni: network.vni,
+      encrypted: network.encrypted,
+    });
     this.#appliedNetworks.set(network.id, network);
   }
 
@@ -483,7 +544,8 @@ export class HostAgent {
       await this.#o.onEndpointAttached?.(ep, net);
     } catch (err) {
       const error = (err as Error).message;
-      if (opts.rethrow) throw new VeilError('VEIL_ERR_ATTACH_FAILED', `${ep.name} on ${net.name}: ${error}`, { cause: err });
+      if (opts.rethrow)
+        throw new VeilError('VEIL_ERR_ATTACH_FAILED', `${ep.name} on ${net.name}: ${error}`, { cause: err });
       // A container of ours that cannot be plumbed (its namespace is gone): say so once, do not retry in a loop.
       this.#attachFailures.set(key, { endpoint: ep, error });
       this.#log('warn', 'cannot attach a local container', { endpoint: ep.name, network: net.name, error });
@@ -498,9 +560,22 @@ export class HostAgent {
 const epKey = (networkId: string, endpointId: string) => `${networkId}/${endpointId}`;
 
 function toPeer(h: HostRecord): GatewayPeer {
-  return { id: h.id, index: h.index, address: h.address, publicKey: hexToBytes(h.publicKey), incarnation: h.incarnation, encrypts: !isWindows(h) };
+  return {
+    id: h.id,
+    index: h.index,
+    address: h.address,
+    publicKey: hexToBytes(h.publicKey),
+    incarnation: h.incarnation,
+    encrypts: !isWindows(h),
+  };
 }
 
 function samePeer(a: HostRecord, b: HostRecord): boolean {
-  return a.index === b.index && a.address === b.address && a.publicKey === b.publicKey && a.incarnation === b.incarnation && a.os === b.os;
+  return (
+    a.index === b.index &&
+    a.address === b.address &&
+    a.publicKey === b.publicKey &&
+    a.incarnation === b.incarnation &&
+    a.os === b.os
+  );
 }

@@ -24,28 +24,63 @@ export interface AppDeps {
 /** The REST API, without listening (tests use inject()). */
 export function buildApp(deps: AppDeps, options: { logger?: boolean; https?: ApiHttpsOptions } = {}): FastifyInstance {
   // Unknown fields are refused, not silently dropped (AJV's removeAdditional, Fastify's default).
-  const app = Fastify({ https: options.https ?? null, logger: options.logger ?? false, ajv: { customOptions: { removeAdditional: false } } });
+  const app = Fastify({
+    https: options.https ?? null,
+    logger: options.logger ?? false,
+    ajv: { customOptions: { removeAdditional: false } },
+  });
 
   app.setErrorHandler((err, _req, reply) => {
     if (err instanceof VeilError) return reply.status(err.status).send({ code: err.code, message: err.message });
     if ((err as { validation?: unknown }).validation) {
-      return reply.status(400).send({ code: 'VEIL_ERR_REQUEST_INVALID', message: `${ERRORS.VEIL_ERR_REQUEST_INVALID.message}: ${(err as Error).message}` });
+      return reply
+        .status(400)
+        .send({
+          code: 'VEIL_ERR_REQUEST_INVALID',
+          message: `${ERRORS.VEIL_ERR_REQUEST_INVALID.message}: ${(err as Error).message}`,
+        });
     }
     app.log.error(err);
     return reply.status(500).send({ code: 'VEIL_ERR_INTERNAL', message: ERRORS.VEIL_ERR_INTERNAL.message });
   });
-  app.setNotFoundHandler((req, reply) => reply.status(404).send({ code: 'VEIL_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url}` }));
+  app.setNotFoundHandler((req, reply) =>
+    reply.status(404).send({ code: 'VEIL_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url}` }),
+  );
 
   collectOpenApi(app, { title: 'veil', version: deps.version ?? '0.1.0' });
 
-  app.get('/healthz', { schema: { summary: 'Liveness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        summary: 'Liveness',
+        response: { 200: { type: 'object', properties: { status: { type: 'string' } } } },
+      },
+    },
+    async () => ({ status: 'ok' }),
+  );
 
-  app.get('/metrics', { schema: { summary: 'Prometheus text: per-network and per-peer counters', response: { 200: { type: 'string' } } } }, async (_req, reply) => {
-    reply.type('text/plain; version=0.0.4');
-    return renderMetrics(deps.gatewayStatus());
-  });
+  app.get(
+    '/metrics',
+    {
+      schema: { summary: 'Prometheus text: per-network and per-peer counters', response: { 200: { type: 'string' } } },
+    },
+    async (_req, reply) => {
+      reply.type('text/plain; version=0.0.4');
+      return renderMetrics(deps.gatewayStatus());
+    },
+  );
 
-  app.get('/status', { schema: { summary: 'The gateway: peers, networks, SAs and counters (never key bytes)', response: { 200: gatewayStatusSchema, 500: errorSchema } } }, async () => deps.gatewayStatus());
+  app.get(
+    '/status',
+    {
+      schema: {
+        summary: 'The gateway: peers, networks, SAs and counters (never key bytes)',
+        response: { 200: gatewayStatusSchema, 500: errorSchema },
+      },
+    },
+    async () => deps.gatewayStatus(),
+  );
 
   if (deps.store) registerNetworkRoutes(app, deps.store, deps.local);
   if (deps.store && deps.keys) registerKeyRoutes(app, deps.store, deps.keys);

@@ -31,15 +31,25 @@ export function authenticateConnection(socket: Socket): ClientVerdict {
     // Docker's socket. Plain TCP has none, even on loopback: any local user (or host-network container)
     // can connect there, so it stays read-only. Mutations: the unix socket, or TLS with a client certificate.
     if (socket.remoteAddress === undefined) return { ok: true, client: 'local' };
-    return { ok: false, reason: `plain HTTP over TCP from ${socket.remoteAddress} is read-only; use the unix socket or TLS with a client certificate` };
+    return {
+      ok: false,
+      reason: `plain HTTP over TCP from ${socket.remoteAddress} is read-only; use the unix socket or TLS with a client certificate`,
+    };
   }
   const cert = socket.getPeerCertificate();
   if (!cert || Object.keys(cert).length === 0) return { ok: false, reason: 'no client certificate' };
   if (!socket.authorized) return { ok: false, reason: `client certificate not accepted (${verifyError(socket)})` };
   // OpenSSL's default purpose check passes a certificate without any EKU; we want clientAuth stated.
-  if (!cert.ext_key_usage?.includes(CLIENT_AUTH_OID)) return { ok: false, reason: 'client certificate lacks the clientAuth extended key usage' };
+  if (!cert.ext_key_usage?.includes(CLIENT_AUTH_OID))
+    return { ok: false, reason: 'client certificate lacks the clientAuth extended key usage' };
   const cn = cert.subject?.CN;
-  return { ok: true, client: 'certificate', commonName: Array.isArray(cn) ? cn.join(',') : (cn ?? ''), serial: cert.serialNumber, fingerprint256: cert.fingerprint256 };
+  return {
+    ok: true,
+    client: 'certificate',
+    commonName: Array.isArray(cn) ? cn.join(',') : (cn ?? ''),
+    serial: cert.serialNumber,
+    fingerprint256: cert.fingerprint256,
+  };
 }
 
 /** OpenSSL's verify code, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE (a string at run time, whatever @types/node says). */
@@ -66,7 +76,16 @@ export function requireClientCertForMutations(app: FastifyInstance): void {
       });
     }
     if (verdict.client === 'certificate') {
-      req.log.info({ method: req.method, url: req.url, clientCN: verdict.commonName, clientSerial: verdict.serial, clientFingerprint256: verdict.fingerprint256 }, 'authenticated mutation');
+      req.log.info(
+        {
+          method: req.method,
+          url: req.url,
+          clientCN: verdict.commonName,
+          clientSerial: verdict.serial,
+          clientFingerprint256: verdict.fingerprint256,
+        },
+        'authenticated mutation',
+      );
     }
   });
 }

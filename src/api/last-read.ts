@@ -7,7 +7,8 @@ import type { NetworkRecord } from '../store/types.js';
  * and by name, and falls back to it when etcd is unreachable; any other error still propagates.
  */
 
-export const isoTime = (ms: number | undefined | null): string | null => (ms === undefined || ms === null ? null : new Date(ms).toISOString());
+export const isoTime = (ms: number | undefined | null): string | null =>
+  ms === undefined || ms === null ? null : new Date(ms).toISOString();
 export const nullableString = { type: ['string', 'null'] } as const;
 
 export class LastRead<T extends { network: NetworkRecord }> {

@@ -23,7 +23,8 @@ const MAX_SOCKET_PATH_BYTES = 107;
 const SOCKET_MODE = 0o660;
 /** Mode for a socket directory we create: others cannot reach the socket even before its chmod. */
 const SOCKET_DIR_MODE = 0o750;
-const HOSTNAME_RE = /^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const HOSTNAME_RE =
+  /^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 export interface ApiListenOptions {
   /** Unix socket path; default DEFAULT_API_SOCKET. */
@@ -71,11 +72,17 @@ export function planApiListen(opts: ApiListenOptions): ApiListenPlan {
   const { host, port } = parseHostPort(opts.listen);
   const loopback = isLoopbackHost(host);
   if (!loopback && !opts.tls) {
-    throw new VeilError('VEIL_ERR_API_TLS_REQUIRED', `${opts.listen} is not a loopback address; give a server certificate, its key and the CA (veil ca init, veil ca issue --server)`);
+    throw new VeilError(
+      'VEIL_ERR_API_TLS_REQUIRED',
+      `${opts.listen} is not a loopback address; give a server certificate, its key and the CA (veil ca init, veil ca issue --server)`,
+    );
   }
   // "localhost" is whatever the resolver says; bind the address that makes it loopback.
   const bindHost = host.toLowerCase() === 'localhost' ? '127.0.0.1' : host;
-  return { socket, tcp: { host: bindHost, port, loopback, ...(opts.tls ? { https: loadHttpsOptions(opts.tls) } : {}) } };
+  return {
+    socket,
+    tcp: { host: bindHost, port, loopback, ...(opts.tls ? { https: loadHttpsOptions(opts.tls) } : {}) },
+  };
 }
 
 export interface ListeningApi {
@@ -91,7 +98,10 @@ export interface ListeningApi {
  * options for the TLS listener, to hand to Fastify({ https })). Every instance gets
  * requireClientCertForMutations, so `build` must not have called ready() yet.
  */
-export async function listenApi(build: (server: { https?: ApiHttpsOptions }) => FastifyInstance, plan: ApiListenPlan): Promise<ListeningApi> {
+export async function listenApi(
+  build: (server: { https?: ApiHttpsOptions }) => FastifyInstance,
+  plan: ApiListenPlan,
+): Promise<ListeningApi> {
   const instances: FastifyInstance[] = [];
   const addresses: string[] = [];
   const close = async () => {
@@ -131,8 +141,10 @@ function parseHostPort(listen: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(listen) ?? /^([^:[\]]+):(\d{1,5})$/.exec(listen);
   const host = m?.[1];
   const port = Number(m?.[2]);
-  if (!m || !host || port > 65_535) invalid(`API listen address ${JSON.stringify(listen)}: host:port, IPv6 in brackets ([::1]:8443)`);
-  if (listen.startsWith('[') ? !isIPv6(host) : !(isIP(host) || HOSTNAME_RE.test(host))) invalid(`API listen host ${JSON.stringify(host)}`);
+  if (!m || !host || port > 65_535)
+    invalid(`API listen address ${JSON.stringify(listen)}: host:port, IPv6 in brackets ([::1]:8443)`);
+  if (listen.startsWith('[') ? !isIPv6(host) : !(isIP(host) || HOSTNAME_RE.test(host)))
+    invalid(`API listen host ${JSON.stringify(host)}`);
   return { host, port };
 }
 
@@ -148,14 +160,18 @@ function loadHttpsOptions(files: { cert: string; key: string; ca: string }): Api
   const ca = read('CA certificate', files.ca);
   const key = read('key', files.key);
   // Like the static configuration file: a key others can read is refused, not used.
-  if ((statSync(files.key).mode & 0o077) !== 0) throw new VeilError('VEIL_ERR_CONFIG_INSECURE', `${files.key} (chmod 600 it)`);
+  if ((statSync(files.key).mode & 0o077) !== 0)
+    throw new VeilError('VEIL_ERR_CONFIG_INSECURE', `${files.key} (chmod 600 it)`);
   try {
-    if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key))) invalid(`${files.key} is not the key of ${files.cert}`);
+    if (!new X509Certificate(cert).checkPrivateKey(createPrivateKey(key)))
+      invalid(`${files.key} is not the key of ${files.cert}`);
     new X509Certificate(ca);
   } catch (err) {
     if (err instanceof VeilError) throw err;
     // OpenSSL's parse errors name no key bytes, but keep to our own words.
-    invalid(`the API TLS files ${files.cert}, ${files.key}, ${files.ca} must be PEM certificates and a PEM private key`);
+    invalid(
+      `the API TLS files ${files.cert}, ${files.key}, ${files.ca} must be PEM certificates and a PEM private key`,
+    );
   }
   return redactedWhenPrinted({ key, cert, ca, requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' });
 }
@@ -166,7 +182,14 @@ function loadHttpsOptions(files: { cert: string; key: string; ca: string }): Api
  * leaves these two behind.
  */
 function redactedWhenPrinted(options: ApiHttpsOptions): ApiHttpsOptions {
-  const printable = () => ({ key: '<redacted>', cert: `<${options.cert.length} bytes>`, ca: `<${options.ca.length} bytes>`, requestCert: options.requestCert, rejectUnauthorized: options.rejectUnauthorized, minVersion: options.minVersion });
+  const printable = () => ({
+    key: '<redacted>',
+    cert: `<${options.cert.length} bytes>`,
+    ca: `<${options.ca.length} bytes>`,
+    requestCert: options.requestCert,
+    rejectUnauthorized: options.rejectUnauthorized,
+    minVersion: options.minVersion,
+  });
   Object.defineProperty(options, 'toJSON', { value: printable, enumerable: false });
   Object.defineProperty(options, Symbol.for('nodejs.util.inspect.custom'), { value: printable, enumerable: false });
   return options;
@@ -196,9 +219,14 @@ async function prepareSocketPath(path: string): Promise<void> {
 function probeSocket(path: string): Promise<'live' | 'stale' | string> {
   return new Promise((resolve) => {
     const probe = connect({ path });
-    probe.once('connect', () => { probe.destroy(); resolve('live'); });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve('live');
+    });
     // ECONNREFUSED: nobody is listening; the file is stale.
-    probe.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED' ? 'stale' : (err.code ?? 'error')));
+    probe.once('error', (err: NodeJS.ErrnoException) =>
+      resolve(err.code === 'ECONNREFUSED' ? 'stale' : (err.code ?? 'error')),
+    );
   });
 }
 

@@ -7,7 +7,11 @@ export function renderMetrics(status: GatewayStatus): string {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
   };
   const labels = (o: Record<string, string | number>) =>
-    '{' + Object.entries(o).map(([k, v]) => `${k}="${String(v).replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`))}"`).join(',') + '}';
+    '{' +
+    Object.entries(o)
+      .map(([k, v]) => `${k}="${String(v).replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`))}"`)
+      .join(',') +
+    '}';
 
   const counters: Array<[string, string, (p: GatewayStatus['pairs'][number]) => number]> = [
     ['veil_tx_packets_total', 'Datagrams sent to a peer (sealed or plain).', (p) => p.txPackets],
@@ -17,29 +21,48 @@ export function renderMetrics(status: GatewayStatus): string {
   ];
   for (const [name, help, get] of counters) {
     family(name, help, 'counter');
-    for (const p of status.pairs) lines.push(`${name}${labels({ peer: p.peer, vni: p.vni, encrypted: String(p.encrypted) })} ${get(p)}`);
+    for (const p of status.pairs)
+      lines.push(`${name}${labels({ peer: p.peer, vni: p.vni, encrypted: String(p.encrypted) })} ${get(p)}`);
   }
   family('veil_drops_total', 'Datagrams dropped, by reason; peer="" when no peer could be named.', 'counter');
   for (const p of status.pairs) {
-    for (const [reason, n] of Object.entries(p.drops)) lines.push(`veil_drops_total${labels({ peer: p.peer, vni: p.vni, reason })} ${n}`);
+    for (const [reason, n] of Object.entries(p.drops))
+      lines.push(`veil_drops_total${labels({ peer: p.peer, vni: p.vni, reason })} ${n}`);
   }
-  for (const [reason, n] of Object.entries(status.unattributedDrops)) lines.push(`veil_drops_total${labels({ peer: '', vni: '', reason })} ${n}`);
+  for (const [reason, n] of Object.entries(status.unattributedDrops))
+    lines.push(`veil_drops_total${labels({ peer: '', vni: '', reason })} ${n}`);
   family('veil_sa_sequence_headroom', 'Sequence numbers the current outbound SA may still use.', 'gauge');
   for (const p of status.pairs) {
-    if (p.outbound) lines.push(`veil_sa_sequence_headroom${labels({ peer: p.peer, vni: p.vni, spi: p.outbound.spi, epoch: p.outbound.epoch })} ${p.outbound.sequenceHeadroom}`);
+    if (p.outbound)
+      lines.push(
+        `veil_sa_sequence_headroom${labels({ peer: p.peer, vni: p.vni, spi: p.outbound.spi, epoch: p.outbound.epoch })} ${p.outbound.sequenceHeadroom}`,
+      );
   }
-  family('veil_pair_protected', '1 when traffic to this peer on this network is sealed (encrypted network with an outbound SA), else 0.', 'gauge');
-  for (const p of status.pairs) lines.push(`veil_pair_protected${labels({ peer: p.peer, vni: p.vni })} ${p.encrypted && p.outbound ? 1 : 0}`);
+  family(
+    'veil_pair_protected',
+    '1 when traffic to this peer on this network is sealed (encrypted network with an outbound SA), else 0.',
+    'gauge',
+  );
+  for (const p of status.pairs)
+    lines.push(`veil_pair_protected${labels({ peer: p.peer, vni: p.vni })} ${p.encrypted && p.outbound ? 1 : 0}`);
   family('veil_sa_sealed_total', 'Packets sealed with the current outbound SA.', 'counter');
   for (const p of status.pairs) {
-    if (p.outbound) lines.push(`veil_sa_sealed_total${labels({ peer: p.peer, vni: p.vni, spi: p.outbound.spi, epoch: p.outbound.epoch })} ${p.outbound.sealed}`);
+    if (p.outbound)
+      lines.push(
+        `veil_sa_sealed_total${labels({ peer: p.peer, vni: p.vni, spi: p.outbound.spi, epoch: p.outbound.epoch })} ${p.outbound.sealed}`,
+      );
   }
   family('veil_sa_opened_total', 'Packets opened with each installed inbound SA.', 'counter');
   for (const p of status.pairs) {
-    for (const i of p.inbound) lines.push(`veil_sa_opened_total${labels({ peer: p.peer, vni: p.vni, spi: i.spi, epoch: i.epoch })} ${i.opened}`);
+    for (const i of p.inbound)
+      lines.push(`veil_sa_opened_total${labels({ peer: p.peer, vni: p.vni, spi: i.spi, epoch: i.epoch })} ${i.opened}`);
   }
   if (status.vtepFirewall && 'packets' in status.vtepFirewall) {
-    family('veil_vtep_injection_dropped_packets_total', 'Datagrams to the local VTEP (UDP 4789) that did not come from the gateway, dropped by its firewall.', 'counter');
+    family(
+      'veil_vtep_injection_dropped_packets_total',
+      'Datagrams to the local VTEP (UDP 4789) that did not come from the gateway, dropped by its firewall.',
+      'counter',
+    );
     lines.push(`veil_vtep_injection_dropped_packets_total ${status.vtepFirewall.packets}`);
   }
   family('veil_send_failures_total', 'Datagrams the gateway could not hand to a socket.', 'counter');

@@ -2,7 +2,14 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { VeilError } from '../errors.js';
 import type { EndpointRecord, HostRecord, NetworkRecord, Sandbox, Store } from '../store/types.js';
-import { isWindows, optionEnabled, windowsEndpointWarning, windowsHostWarning, windowsHosts, windowsNetworkWarning } from '../model/windows.js';
+import {
+  isWindows,
+  optionEnabled,
+  windowsEndpointWarning,
+  windowsHostWarning,
+  windowsHosts,
+  windowsNetworkWarning,
+} from '../model/windows.js';
 import { errorSchema } from './schemas.js';
 
 /*
@@ -26,8 +33,16 @@ export function endpointId(networkId: string, container: string): string {
   return createHash('sha256').update(`veil endpoint v1\0${networkId}\0${container}`).digest('hex');
 }
 
-const labels = { type: 'object', additionalProperties: { type: 'string', maxLength: 1024 }, maxProperties: 64 } as const;
-const options = { type: 'object', additionalProperties: { type: 'string', maxLength: 1024 }, maxProperties: 64 } as const;
+const labels = {
+  type: 'object',
+  additionalProperties: { type: 'string', maxLength: 1024 },
+  maxProperties: 64,
+} as const;
+const options = {
+  type: 'object',
+  additionalProperties: { type: 'string', maxLength: 1024 },
+  maxProperties: 64,
+} as const;
 const ipv4Cidr = { type: 'string', pattern: '^\\d{1,3}(\\.\\d{1,3}){3}/\\d{1,2}$' } as const;
 const ipv4 = { type: 'string', pattern: '^\\d{1,3}(\\.\\d{1,3}){3}$' } as const;
 
@@ -101,7 +116,10 @@ const networkSchema = {
         Driver: { type: 'string' },
         Config: {
           type: 'array',
-          items: { type: 'object', properties: { Subnet: { type: 'string' }, Gateway: { type: 'string' }, IPRange: { type: 'string' } } },
+          items: {
+            type: 'object',
+            properties: { Subnet: { type: 'string' }, Gateway: { type: 'string' }, IPRange: { type: 'string' } },
+          },
         },
       },
     },
@@ -115,7 +133,11 @@ const networkSchema = {
   },
 } as const;
 
-const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', minLength: 1, maxLength: 128 } } } as const;
+const idParams = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', minLength: 1, maxLength: 128 } },
+} as const;
 const containerName = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$' } as const;
 const dnsName = { type: 'string', pattern: '^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$' } as const;
 
@@ -197,7 +219,15 @@ type ConnectBody = {
 
 export function containerView(n: NetworkRecord, e: EndpointRecord) {
   const prefix = n.ipam.subnet.split('/')[1];
-  return { Name: e.name, EndpointID: e.id, MacAddress: e.mac, IPv4Address: `${e.ipv4}/${prefix}`, IPv6Address: '', Host: e.hostId, Aliases: e.aliases };
+  return {
+    Name: e.name,
+    EndpointID: e.id,
+    MacAddress: e.mac,
+    IPv4Address: `${e.ipv4}/${prefix}`,
+    IPv6Address: '',
+    Host: e.hostId,
+    Aliases: e.aliases,
+  };
 }
 
 export function networkView(n: NetworkRecord, endpoints?: EndpointRecord[]) {
@@ -208,7 +238,12 @@ export function networkView(n: NetworkRecord, endpoints?: EndpointRecord[]) {
     Scope: 'global',
     Driver: n.driver,
     EnableIPv6: false,
-    IPAM: { Driver: 'default', Config: [{ Subnet: n.ipam.subnet, Gateway: n.ipam.gateway, ...(n.ipam.ipRange ? { IPRange: n.ipam.ipRange } : {}) }] },
+    IPAM: {
+      Driver: 'default',
+      Config: [
+        { Subnet: n.ipam.subnet, Gateway: n.ipam.gateway, ...(n.ipam.ipRange ? { IPRange: n.ipam.ipRange } : {}) },
+      ],
+    },
     Internal: n.internal,
     Attachable: n.attachable,
     Encrypted: n.encrypted,
@@ -221,14 +256,22 @@ export function networkView(n: NetworkRecord, endpoints?: EndpointRecord[]) {
 
 export function hostView(h: HostRecord, encryptedNetworks: string[]) {
   return {
-    Id: h.id, Index: h.index, Address: h.address, OS: h.os, Arch: h.arch, Version: h.version, Incarnation: h.incarnation, PublicKey: h.publicKey,
+    Id: h.id,
+    Index: h.index,
+    Address: h.address,
+    OS: h.os,
+    Arch: h.arch,
+    Version: h.version,
+    Incarnation: h.incarnation,
+    PublicKey: h.publicKey,
     ...(isWindows(h) && encryptedNetworks.length > 0 ? { Warning: windowsHostWarning([h.id], encryptedNetworks) } : {}),
   };
 }
 
 /** eth0, eth1, ...: the lowest name no other network's endpoint of the same container (host and sandbox) uses. */
 async function nextInterfaceName(store: Store, hostId: string, sandbox: Sandbox): Promise<string> {
-  const same = (e: EndpointRecord) => e.hostId === hostId && e.sandbox !== undefined && JSON.stringify(e.sandbox) === JSON.stringify(sandbox);
+  const same = (e: EndpointRecord) =>
+    e.hostId === hostId && e.sandbox !== undefined && JSON.stringify(e.sandbox) === JSON.stringify(sandbox);
   const used = new Set((await store.listEndpoints()).items.filter(same).map((e) => e.ifName ?? 'eth0'));
   let n = 0;
   while (used.has(`eth${n}`)) n++;
@@ -238,134 +281,235 @@ async function nextInterfaceName(store: Store, hostId: string, sandbox: Sandbox)
 const reply4xx5xx = { '4xx': errorSchema, '5xx': errorSchema } as const;
 
 export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?: LocalHost): void {
-  app.post<{ Body: CreateBody }>('/networks', {
-    schema: {
-      summary: 'Create an overlay network (docker network create)',
-      body: createBody,
-      response: {
-        201: { type: 'object', additionalProperties: false, required: ['Id', 'Warning'], properties: { Id: { type: 'string' }, Warning: { type: 'string' } } },
-        ...reply4xx5xx,
+  app.post<{ Body: CreateBody }>(
+    '/networks',
+    {
+      schema: {
+        summary: 'Create an overlay network (docker network create)',
+        body: createBody,
+        response: {
+          201: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['Id', 'Warning'],
+            properties: { Id: { type: 'string' }, Warning: { type: 'string' } },
+          },
+          ...reply4xx5xx,
+        },
       },
     },
-  }, async (req, reply) => {
-    const body = req.body;
-    const config = body.IPAM?.Config[0];
-    if (!config) throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'IPAM.Config[0].Subnet is required (veil has no default address pool)');
-    const encrypted = optionEnabled(body.Options, 'encrypted');
-    const strict = optionEnabled(body.Options, 'strict');
-    if (strict && !encrypted) throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'option "strict" applies to encrypted networks only (add --opt encrypted)');
-    let warning = '';
-    if (encrypted) {
-      const windows = windowsHosts((await store.listHosts()).items);
-      if (windows.length > 0) {
-        if (strict) throw new VeilError('VEIL_ERR_STRICT_UNENCRYPTED_HOST', `Windows host(s) ${windows.join(', ')} are registered`);
-        warning = windowsNetworkWarning(windows);
+    async (req, reply) => {
+      const body = req.body;
+      const config = body.IPAM?.Config[0];
+      if (!config)
+        throw new VeilError(
+          'VEIL_ERR_REQUEST_INVALID',
+          'IPAM.Config[0].Subnet is required (veil has no default address pool)',
+        );
+      const encrypted = optionEnabled(body.Options, 'encrypted');
+      const strict = optionEnabled(body.Options, 'strict');
+      if (strict && !encrypted)
+        throw new VeilError(
+          'VEIL_ERR_REQUEST_INVALID',
+          'option "strict" applies to encrypted networks only (add --opt encrypted)',
+        );
+      let warning = '';
+      if (encrypted) {
+        const windows = windowsHosts((await store.listHosts()).items);
+        if (windows.length > 0) {
+          if (strict)
+            throw new VeilError(
+              'VEIL_ERR_STRICT_UNENCRYPTED_HOST',
+              `Windows host(s) ${windows.join(', ')} are registered`,
+            );
+          warning = windowsNetworkWarning(windows);
+        }
       }
-    }
-    const network = await store.createNetwork({
-      name: body.Name,
-      encrypted,
-      attachable: body.Attachable ?? false,
-      internal: body.Internal ?? false,
-      labels: body.Labels ?? {},
-      options: body.Options ?? {},
-      ipam: { subnet: config.Subnet, ...(config.Gateway ? { gateway: config.Gateway } : {}), ...(config.IPRange ? { ipRange: config.IPRange } : {}) },
-    });
-    req.log.info({ network: network.name, id: network.id, vni: network.vni, encrypted }, 'network created');
-    if (warning) req.log.warn({ network: network.name, warning }, 'encrypted network with Windows members');
-    return reply.status(201).send({ Id: network.id, Warning: warning });
-  });
-
-  app.get('/networks', { schema: { summary: 'List networks (docker network ls)', response: { 200: { type: 'array', items: networkSchema }, '5xx': errorSchema } } }, async () =>
-    (await store.listNetworks()).items.map((n) => networkView(n)));
-
-  app.get<{ Params: { id: string } }>('/networks/:id', {
-    schema: { summary: 'Inspect a network and its containers (docker network inspect)', params: idParams, response: { 200: networkSchema, ...reply4xx5xx } },
-  }, async (req) => {
-    const network = await store.getNetwork(req.params.id);
-    return networkView(network, (await store.listEndpoints(network.id)).items);
-  });
-
-  app.delete<{ Params: { id: string } }>('/networks/:id', {
-    schema: { summary: 'Remove a network (refused while containers are connected)', params: idParams, response: { 204: { type: 'null' }, ...reply4xx5xx } },
-  }, async (req, reply) => {
-    const network = await store.getNetwork(req.params.id);
-    await store.deleteNetwork(network.id);
-    req.log.info({ network: network.name, id: network.id }, 'network removed');
-    return reply.status(204).send();
-  });
-
-  app.post<{ Params: { id: string }; Body: ConnectBody }>('/networks/:id/connect', {
-    schema: {
-      summary: 'Connect a container to a network (docker network connect): allocates its IP and MAC, plumbs it on its host',
-      params: idParams,
-      body: connectBody,
-      response: { 200: connectResponse, ...reply4xx5xx },
-    },
-  }, async (req) => {
-    const body = req.body;
-    const network = await store.getNetwork(req.params.id);
-    const hostId = body.Host ?? local?.hostId;
-    if (hostId === undefined) throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'Host is required (this API runs without a gateway)');
-    const isLocal = local !== undefined && hostId === local.hostId;
-    const sandbox: Sandbox | undefined = body.Sandbox?.Netns !== undefined ? { netns: body.Sandbox.Netns } : body.Sandbox?.Pid !== undefined ? { pid: body.Sandbox.Pid } : undefined;
-    if (isLocal && !sandbox) throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'Sandbox (Netns path or Pid) is required for a container on this host');
-    const host = (await store.listHosts()).items.find((h) => h.id === hostId);
-    if (!host) throw new VeilError('VEIL_ERR_HOST_NOT_FOUND', `${hostId} is not a registered (live) host`);
-    let warning = '';
-    if (network.encrypted && isWindows(host)) {
-      if (optionEnabled(network.options, 'strict')) throw new VeilError('VEIL_ERR_STRICT_UNENCRYPTED_HOST', `${body.Container} is on Windows host ${hostId}; network ${network.name} is strict`);
-      warning = windowsEndpointWarning(hostId, network.name);
-    }
-    const cfg = body.EndpointConfig;
-    const ifName = sandbox ? await nextInterfaceName(store, hostId, sandbox) : undefined;
-    const endpoint = await store.createEndpoint({
-      id: endpointId(network.id, body.Container),
-      networkId: network.id,
-      name: body.Container,
-      hostId,
-      aliases: cfg?.Aliases ?? [],
-      ...(cfg?.IPAMConfig?.IPv4Address ? { ipv4: cfg.IPAMConfig.IPv4Address } : {}),
-      ...(cfg?.MacAddress ? { mac: cfg.MacAddress.toLowerCase() } : {}),
-      ...(sandbox ? { sandbox } : {}),
-      ...(ifName ? { ifName } : {}),
-    });
-    if (isLocal) {
-      try {
-        await local.attach(network, endpoint);
-      } catch (err) {
-        // No partial state: the IP and the record go again.
-        await store.deleteEndpoint(network.id, endpoint.id).catch((e: Error) => req.log.error({ error: e.message }, 'could not roll back an endpoint'));
-        // A refusal keeps its code; anything the host could not do is "could not attach" (422).
-        throw err instanceof VeilError && err.status < 500 ? err : new VeilError('VEIL_ERR_ATTACH_FAILED', (err as Error).message, { cause: err });
-      }
-    }
-    req.log.info({ network: network.name, container: endpoint.name, host: hostId, ipv4: endpoint.ipv4, mac: endpoint.mac }, 'container connected');
-    if (warning) req.log.warn({ network: network.name, container: endpoint.name, host: hostId, warning }, 'Windows container on an encrypted network');
-    return { ...containerView(network, endpoint), Warning: warning };
-  });
-
-  app.post<{ Params: { id: string }; Body: { Container: string; Force?: boolean } }>('/networks/:id/disconnect', {
-    schema: { summary: 'Disconnect a container (docker network disconnect): frees its IP', params: idParams, body: disconnectBody, response: { 204: { type: 'null' }, ...reply4xx5xx } },
-  }, async (req, reply) => {
-    const network = await store.getNetwork(req.params.id);
-    const id = endpointId(network.id, req.body.Container);
-    const endpoint = (await store.listEndpoints(network.id)).items.find((e) => e.id === id);
-    if (!endpoint) throw new VeilError('VEIL_ERR_ENDPOINT_NOT_FOUND', `${req.body.Container} is not connected to ${network.name}`);
-    await store.deleteEndpoint(network.id, endpoint.id);
-    if (local && endpoint.hostId === local.hostId) {
-      await local.detach(endpoint).catch((err: Error) => {
-        // The record is gone and the IP free; a leftover veth is logged, not fatal (Force or not).
-        req.log.warn({ container: endpoint.name, error: err.message }, 'detach failed');
+      const network = await store.createNetwork({
+        name: body.Name,
+        encrypted,
+        attachable: body.Attachable ?? false,
+        internal: body.Internal ?? false,
+        labels: body.Labels ?? {},
+        options: body.Options ?? {},
+        ipam: {
+          subnet: config.Subnet,
+          ...(config.Gateway ? { gateway: config.Gateway } : {}),
+          ...(config.IPRange ? { ipRange: config.IPRange } : {}),
+        },
       });
-    }
-    req.log.info({ network: network.name, container: endpoint.name, host: endpoint.hostId }, 'container disconnected');
-    return reply.status(204).send();
-  });
+      req.log.info({ network: network.name, id: network.id, vni: network.vni, encrypted }, 'network created');
+      if (warning) req.log.warn({ network: network.name, warning }, 'encrypted network with Windows members');
+      return reply.status(201).send({ Id: network.id, Warning: warning });
+    },
+  );
 
-  app.get('/hosts', { schema: { summary: 'List live hosts (veil host ls)', response: { 200: { type: 'array', items: hostSchema }, '5xx': errorSchema } } }, async () => {
-    const [hosts, networks] = await Promise.all([store.listHosts(), store.listNetworks()]);
-    const encrypted = networks.items.filter((n) => n.encrypted).map((n) => n.name);
-    return hosts.items.map((h) => hostView(h, encrypted));
-  });
+  app.get(
+    '/networks',
+    {
+      schema: {
+        summary: 'List networks (docker network ls)',
+        response: { 200: { type: 'array', items: networkSchema }, '5xx': errorSchema },
+      },
+    },
+    async () => (await store.listNetworks()).items.map((n) => networkView(n)),
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/networks/:id',
+    {
+      schema: {
+        summary: 'Inspect a network and its containers (docker network inspect)',
+        params: idParams,
+        response: { 200: networkSchema, ...reply4xx5xx },
+      },
+    },
+    async (req) => {
+      const network = await store.getNetwork(req.params.id);
+      return networkView(network, (await store.listEndpoints(network.id)).items);
+    },
+  );
+
+  app.delete<{ Params: { id: string } }>(
+    '/networks/:id',
+    {
+      schema: {
+        summary: 'Remove a network (refused while containers are connected)',
+        params: idParams,
+        response: { 204: { type: 'null' }, ...reply4xx5xx },
+      },
+    },
+    async (req, reply) => {
+      const network = await store.getNetwork(req.params.id);
+      await store.deleteNetwork(network.id);
+      req.log.info({ network: network.name, id: network.id }, 'network removed');
+      return reply.status(204).send();
+    },
+  );
+
+  app.post<{ Params: { id: string }; Body: ConnectBody }>(
+    '/networks/:id/connect',
+    {
+      schema: {
+        summary:
+          'Connect a container to a network (docker network connect): allocates its IP and MAC, plumbs it on its host',
+        params: idParams,
+        body: connectBody,
+        response: { 200: connectResponse, ...reply4xx5xx },
+      },
+    },
+    async (req) => {
+      const body = req.body;
+      const network = await store.getNetwork(req.params.id);
+      const hostId = body.Host ?? local?.hostId;
+      if (hostId === undefined)
+        throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'Host is required (this API runs without a gateway)');
+      const isLocal = local !== undefined && hostId === local.hostId;
+      const sandbox: Sandbox | undefined =
+        body.Sandbox?.Netns !== undefined
+          ? { netns: body.Sandbox.Netns }
+          : body.Sandbox?.Pid !== undefined
+            ? { pid: body.Sandbox.Pid }
+            : undefined;
+      if (isLocal && !sandbox)
+        throw new VeilError(
+          'VEIL_ERR_REQUEST_INVALID',
+          'Sandbox (Netns path or Pid) is required for a container on this host',
+        );
+      const host = (await store.listHosts()).items.find((h) => h.id === hostId);
+      if (!host) throw new VeilError('VEIL_ERR_HOST_NOT_FOUND', `${hostId} is not a registered (live) host`);
+      let warning = '';
+      if (network.encrypted && isWindows(host)) {
+        if (optionEnabled(network.options, 'strict'))
+          throw new VeilError(
+            'VEIL_ERR_STRICT_UNENCRYPTED_HOST',
+            `${body.Container} is on Windows host ${hostId}; network ${network.name} is strict`,
+          );
+        warning = windowsEndpointWarning(hostId, network.name);
+      }
+      const cfg = body.EndpointConfig;
+      const ifName = sandbox ? await nextInterfaceName(store, hostId, sandbox) : undefined;
+      const endpoint = await store.createEndpoint({
+        id: endpointId(network.id, body.Container),
+        networkId: network.id,
+        name: body.Container,
+        hostId,
+        aliases: cfg?.Aliases ?? [],
+        ...(cfg?.IPAMConfig?.IPv4Address ? { ipv4: cfg.IPAMConfig.IPv4Address } : {}),
+        ...(cfg?.MacAddress ? { mac: cfg.MacAddress.toLowerCase() } : {}),
+        ...(sandbox ? { sandbox } : {}),
+        ...(ifName ? { ifName } : {}),
+      });
+      if (isLocal) {
+        try {
+          await local.attach(network, endpoint);
+        } catch (err) {
+          // No partial state: the IP and the record go again.
+          await store
+            .deleteEndpoint(network.id, endpoint.id)
+            .catch((e: Error) => req.log.error({ error: e.message }, 'could not roll back an endpoint'));
+          // A refusal keeps its code; anything the host could not do is "could not attach" (422).
+          throw err instanceof VeilError && err.status < 500
+            ? err
+            : new VeilError('VEIL_ERR_ATTACH_FAILED', (err as Error).message, { cause: err });
+        }
+      }
+      req.log.info(
+        { network: network.name, container: endpoint.name, host: hostId, ipv4: endpoint.ipv4, mac: endpoint.mac },
+        'container connected',
+      );
+      if (warning)
+        req.log.warn(
+          { network: network.name, container: endpoint.name, host: hostId, warning },
+          'Windows container on an encrypted network',
+        );
+      return { ...containerView(network, endpoint), Warning: warning };
+    },
+  );
+
+  app.post<{ Params: { id: string }; Body: { Container: string; Force?: boolean } }>(
+    '/networks/:id/disconnect',
+    {
+      schema: {
+        summary: 'Disconnect a container (docker network disconnect): frees its IP',
+        params: idParams,
+        body: disconnectBody,
+        response: { 204: { type: 'null' }, ...reply4xx5xx },
+      },
+    },
+    async (req, reply) => {
+      const network = await store.getNetwork(req.params.id);
+      const id = endpointId(network.id, req.body.Container);
+      const endpoint = (await store.listEndpoints(network.id)).items.find((e) => e.id === id);
+      if (!endpoint)
+        throw new VeilError('VEIL_ERR_ENDPOINT_NOT_FOUND', `${req.body.Container} is not connected to ${network.name}`);
+      await store.deleteEndpoint(network.id, endpoint.id);
+      if (local && endpoint.hostId === local.hostId) {
+        await local.detach(endpoint).catch((err: Error) => {
+          // The record is gone and the IP free; a leftover veth is logged, not fatal (Force or not).
+          req.log.warn({ container: endpoint.name, error: err.message }, 'detach failed');
+        });
+      }
+      req.log.info(
+        { network: network.name, container: endpoint.name, host: endpoint.hostId },
+        'container disconnected',
+      );
+      return reply.status(204).send();
+    },
+  );
+
+  app.get(
+    '/hosts',
+    {
+      schema: {
+        summary: 'List live hosts (veil host ls)',
+        response: { 200: { type: 'array', items: hostSchema }, '5xx': errorSchema },
+      },
+    },
+    async () => {
+      const [hosts, networks] = await Promise.all([store.listHosts(), store.listNetworks()]);
+      const encrypted = networks.items.filter((n) => n.encrypted).map((n) => n.name);
+      return hosts.items.map((h) => hostView(h, encrypted));
+    },
+  );
 }

@@ -19,18 +19,32 @@ export const gatewayStatusSchema = {
     vtepFirewall: {
       type: 'object',
       additionalProperties: false,
-      properties: { packets: { type: 'number' }, bytes: { type: 'number' }, readAt: { type: 'string' }, error: { type: 'string' } },
+      properties: {
+        packets: { type: 'number' },
+        bytes: { type: 'number' },
+        readAt: { type: 'string' },
+        error: { type: 'string' },
+      },
     },
     peers: {
       type: 'array',
-      items: { type: 'object', additionalProperties: false, properties: { id: { type: 'string' }, address: { type: 'string' }, port: { type: 'integer' } } },
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { id: { type: 'string' }, address: { type: 'string' }, port: { type: 'integer' } },
+      },
     },
     networks: {
       type: 'array',
       items: {
         type: 'object',
         additionalProperties: false,
-        properties: { id: { type: 'string' }, index: { type: 'integer' }, vni: { type: 'integer' }, encrypted: { type: 'boolean' } },
+        properties: {
+          id: { type: 'string' },
+          index: { type: 'integer' },
+          vni: { type: 'integer' },
+          encrypted: { type: 'boolean' },
+        },
       },
     },
     pairs: {
@@ -50,7 +64,12 @@ export const gatewayStatusSchema = {
           outbound: {
             type: 'object',
             additionalProperties: false,
-            properties: { spi: { type: 'integer' }, epoch: { type: 'integer' }, sealed: { type: 'number' }, sequenceHeadroom: { type: 'number' } },
+            properties: {
+              spi: { type: 'integer' },
+              epoch: { type: 'integer' },
+              sealed: { type: 'number' },
+              sequenceHeadroom: { type: 'number' },
+            },
           },
           inbound: {
             type: 'array',

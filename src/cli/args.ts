@@ -42,7 +42,11 @@ const HELP_FLAGS = new Set(['-h', '--help']);
  * `positionals` holds it and everything after it unparsed (used to find the subcommand past
  * leading global options).
  */
-export function parseArgs<S extends FlagSpecs>(argv: readonly string[], specs: S, options: { stopAtPositional?: boolean } = {}): ParsedArgs<S> {
+export function parseArgs<S extends FlagSpecs>(
+  argv: readonly string[],
+  specs: S,
+  options: { stopAtPositional?: boolean } = {},
+): ParsedArgs<S> {
   const byShort = new Map<string, string>();
   for (const [name, spec] of Object.entries(specs)) if (spec.short) byShort.set(spec.short, name);
 
@@ -54,7 +58,8 @@ export function parseArgs<S extends FlagSpecs>(argv: readonly string[], specs: S
     const spec = specs[name]!;
     if (spec.kind === 'boolean') {
       if (value === undefined) value = 'true';
-      if (value !== 'true' && value !== 'false') throw new UsageError(`${shown} takes no value (or =true/=false), got "${value}"`);
+      if (value !== 'true' && value !== 'false')
+        throw new UsageError(`${shown} takes no value (or =true/=false), got "${value}"`);
       if (name in flags) throw new UsageError(`${shown} given more than once`);
       flags[name] = value === 'true';
       return;

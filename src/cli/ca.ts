@@ -1,6 +1,13 @@
 import { parseArgs } from 'node:util';
 import { VeilError } from '../errors.js';
-import { DEFAULT_CA_COMMON_NAME, DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS, initCa, issueCertificate, type IssuedCertificate } from '../tls/ca.js';
+import {
+  DEFAULT_CA_COMMON_NAME,
+  DEFAULT_CA_DAYS,
+  DEFAULT_LEAF_DAYS,
+  initCa,
+  issueCertificate,
+  type IssuedCertificate,
+} from '../tls/ca.js';
 
 /*
  * `veil ca init` and `veil ca issue`: the API's built-in CA (src/tls/ca.ts).
@@ -36,7 +43,8 @@ export async function runCa(argv: string[], io: CliOutput = stdio): Promise<numb
     io.out(CA_USAGE.trimEnd());
     return 0;
   }
-  if (command !== 'init' && command !== 'issue') return usage(command === undefined ? undefined : `unknown command "${command}"`);
+  if (command !== 'init' && command !== 'issue')
+    return usage(command === undefined ? undefined : `unknown command "${command}"`);
 
   let values;
   try {
@@ -67,10 +75,16 @@ export async function runCa(argv: string[], io: CliOutput = stdio): Promise<numb
 
   try {
     if (command === 'init') {
-      for (const flag of ['name', 'server', 'client', 'ip', 'dns'] as const) if (values[flag] !== undefined) return usage(`--${flag} belongs to "veil ca issue"`);
-      const ca = await initCa(values.dir, { ...(values.cn !== undefined ? { commonName: values.cn } : {}), ...(days !== undefined ? { days } : {}) });
+      for (const flag of ['name', 'server', 'client', 'ip', 'dns'] as const)
+        if (values[flag] !== undefined) return usage(`--${flag} belongs to "veil ca issue"`);
+      const ca = await initCa(values.dir, {
+        ...(values.cn !== undefined ? { commonName: values.cn } : {}),
+        ...(days !== undefined ? { days } : {}),
+      });
       report(io, ca, 'CA');
-      io.out(`copy ${ca.certPath} to every API client and gateway; keep ${ca.keyPath} private (it signs every API certificate)`);
+      io.out(
+        `copy ${ca.certPath} to every API client and gateway; keep ${ca.keyPath} private (it signs every API certificate)`,
+      );
       return 0;
     }
     if (values.cn !== undefined) return usage('--cn belongs to "veil ca init" (the certificate CN is --name)');
@@ -78,7 +92,8 @@ export async function runCa(argv: string[], io: CliOutput = stdio): Promise<numb
     if (values.server === values.client) return usage('give exactly one of --server and --client');
     const role = values.server ? 'server' : 'client';
     if (role === 'client' && (values.ip || values.dns)) return usage('--ip and --dns are for --server certificates');
-    if (role === 'server' && !values.ip && !values.dns) return usage('--server needs at least one --ip or --dns (clients check the name they connect to)');
+    if (role === 'server' && !values.ip && !values.dns)
+      return usage('--server needs at least one --ip or --dns (clients check the name they connect to)');
     const issued = await issueCertificate(values.dir, {
       name: values.name,
       role,

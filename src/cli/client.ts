@@ -19,7 +19,12 @@ const DEFAULT_TIMEOUT_MS = 30_000;
 export class ApiError extends Error {
   override readonly name = 'ApiError';
 
-  constructor(readonly code: string, message: string, readonly status?: number, options?: { cause?: unknown }) {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly status?: number,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
   }
 }
@@ -145,14 +150,14 @@ export interface KeysView {
 // ---- where the API is ----
 
 export type ApiAddress =
-  | { kind: 'unix'; socketPath: string }
-  | { kind: 'http' | 'https'; hostname: string; port: number };
+  { kind: 'unix'; socketPath: string } | { kind: 'http' | 'https'; hostname: string; port: number };
 
 /** `unix:/path` (or Docker's `unix:///path`), `http://host:port`, `https://host:port`. */
 export function parseApiAddress(address: string): ApiAddress {
   if (address.startsWith('unix:')) {
     const socketPath = address.slice('unix:'.length).replace(/^\/\/(?=\/)/, '');
-    if (!socketPath.startsWith('/')) throw new UsageError(`--api ${address}: a unix socket address needs an absolute path, e.g. ${DEFAULT_API}`);
+    if (!socketPath.startsWith('/'))
+      throw new UsageError(`--api ${address}: a unix socket address needs an absolute path, e.g. ${DEFAULT_API}`);
     return { kind: 'unix', socketPath };
   }
   let url: URL;
@@ -200,12 +205,16 @@ export interface ConnectionFlags {
  * --tls-* / VEIL_TLS_*. The TLS files are read here. TLS flags on a non-https address are a
  * mistake worth saying so; TLS variables in the environment are simply not used there.
  */
-export function resolveClientOptions(flags: ConnectionFlags, env: Readonly<Record<string, string | undefined>>): ApiClientOptions {
+export function resolveClientOptions(
+  flags: ConnectionFlags,
+  env: Readonly<Record<string, string | undefined>>,
+): ApiClientOptions {
   const address = flags.api ?? (env.VEIL_API || DEFAULT_API);
   const parsed = parseApiAddress(address);
   const tlsFlags = (['tls-ca', 'tls-cert', 'tls-key'] as const).filter((f) => flags[f] !== undefined);
   if (parsed.kind !== 'https') {
-    if (tlsFlags.length > 0) throw new UsageError(`--${tlsFlags[0]} applies to https:// API addresses only (the API is ${address})`);
+    if (tlsFlags.length > 0)
+      throw new UsageError(`--${tlsFlags[0]} applies to https:// API addresses only (the API is ${address})`);
     return { address };
   }
   const files = {
@@ -213,7 +222,8 @@ export function resolveClientOptions(flags: ConnectionFlags, env: Readonly<Recor
     cert: flags['tls-cert'] ?? (env.VEIL_TLS_CERT || undefined),
     key: flags['tls-key'] ?? (env.VEIL_TLS_KEY || undefined),
   };
-  if ((files.cert === undefined) !== (files.key === undefined)) throw new UsageError('--tls-cert and --tls-key go together (a client certificate and its key)');
+  if ((files.cert === undefined) !== (files.key === undefined))
+    throw new UsageError('--tls-cert and --tls-key go together (a client certificate and its key)');
   const read = (flag: string, path: string | undefined) => {
     if (path === undefined) return undefined;
     try {
@@ -240,7 +250,8 @@ export interface ApiResponse {
   body: unknown;
 }
 
-const TLS_FAILURE = /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|UNABLE_TO_|ERR_OSSL_|EPROTO$)/;
+const TLS_FAILURE =
+  /^(ERR_TLS_|ERR_SSL_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|UNABLE_TO_|ERR_OSSL_|EPROTO$)/;
 
 export class ApiClient {
   readonly address: string;
@@ -281,10 +292,14 @@ export class ApiClient {
         });
       };
       const req =
-        t.kind === 'unix' ? http.request({ ...common, socketPath: t.socketPath }, onResponse)
-        : t.kind === 'http' ? http.request({ ...common, hostname: t.hostname, port: t.port }, onResponse)
-        : https.request({ ...common, hostname: t.hostname, port: t.port, ...this.tls }, onResponse);
-      req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${this.timeoutMs / 1000} s`), { code: 'ETIMEDOUT' })));
+        t.kind === 'unix'
+          ? http.request({ ...common, socketPath: t.socketPath }, onResponse)
+          : t.kind === 'http'
+            ? http.request({ ...common, hostname: t.hostname, port: t.port }, onResponse)
+            : https.request({ ...common, hostname: t.hostname, port: t.port, ...this.tls }, onResponse);
+      req.on('timeout', () =>
+        req.destroy(Object.assign(new Error(`no answer within ${this.timeoutMs / 1000} s`), { code: 'ETIMEDOUT' })),
+      );
       req.on('error', (err) => reject(this.unreachable(err)));
       req.end(payload);
     });
@@ -307,7 +322,8 @@ export class ApiClient {
   }
 
   async connect(network: string, body: ConnectRequest): Promise<ConnectResponse> {
-    return (await this.request('POST', `/networks/${encodeURIComponent(network)}/connect`, body)).body as ConnectResponse;
+    return (await this.request('POST', `/networks/${encodeURIComponent(network)}/connect`, body))
+      .body as ConnectResponse;
   }
 
   async disconnect(network: string, body: DisconnectRequest): Promise<void> {
@@ -321,13 +337,20 @@ export class ApiClient {
   private unreachable(err: Error & { code?: string; reason?: string }): ApiError {
     const code = err.code ?? '';
     const hint =
-      code === 'EACCES' || code === 'EPERM' ? 'may this user use the socket? (it is usually root-only)'
-      : TLS_FAILURE.test(code) ? 'check --tls-ca, --tls-cert and --tls-key (or VEIL_TLS_CA, VEIL_TLS_CERT, VEIL_TLS_KEY)'
-      : 'is the gateway running?';
+      code === 'EACCES' || code === 'EPERM'
+        ? 'may this user use the socket? (it is usually root-only)'
+        : TLS_FAILURE.test(code)
+          ? 'check --tls-ca, --tls-cert and --tls-key (or VEIL_TLS_CA, VEIL_TLS_CERT, VEIL_TLS_KEY)'
+          : 'is the gateway running?';
     // OpenSSL's messages run over lines with source positions; its reason says it in a phrase.
     const reason = err.reason;
     const what = typeof reason === 'string' && reason !== '' ? reason : err.message.replace(/\s+/g, ' ').trim();
-    return new ApiError('VEIL_ERR_API_UNREACHABLE', `cannot reach the veil API at ${this.address}: ${what}; ${hint}`, undefined, { cause: err });
+    return new ApiError(
+      'VEIL_ERR_API_UNREACHABLE',
+      `cannot reach the veil API at ${this.address}: ${what}; ${hint}`,
+      undefined,
+      { cause: err },
+    );
   }
 }
 

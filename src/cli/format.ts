@@ -14,7 +14,10 @@ export function isOutputFormat(s: string): s is OutputFormat {
 export function renderTable(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
   const widths = headers.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
   const line = (cells: readonly string[]) =>
-    widths.map((w, c) => (cells[c] ?? '').padEnd(w)).join('   ').trimEnd();
+    widths
+      .map((w, c) => (cells[c] ?? '').padEnd(w))
+      .join('   ')
+      .trimEnd();
   return [line(headers), ...rows.map(line)].join('\n') + '\n';
 }
 

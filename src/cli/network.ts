@@ -8,7 +8,14 @@
 
 import { isAbsolute } from 'node:path';
 import { describeFlags, parseArgs, parseKeyValues, UsageError, type FlagSpecs, type ParsedFlags } from './args.js';
-import { ApiClient, ApiError, resolveClientOptions, type ConnectRequest, type CreateNetworkRequest, type KeysView } from './client.js';
+import {
+  ApiClient,
+  ApiError,
+  resolveClientOptions,
+  type ConnectRequest,
+  type CreateNetworkRequest,
+  type KeysView,
+} from './client.js';
 import { isOutputFormat, renderJson, renderTable, shortId, yesNo, type OutputFormat } from './format.js';
 
 export interface CliIo {
@@ -19,8 +26,16 @@ export interface CliIo {
 
 /** Accepted before or after the subcommand: `veil --api X network ls` and `veil network ls --api X`. */
 export const GLOBAL_FLAGS = {
-  api: { kind: 'string', value: 'ADDR', help: 'the veil API: unix:/path/to.sock, http://127.0.0.1:PORT or https://host:port (env VEIL_API; default unix:/run/veil/veil.sock)' },
-  'tls-ca': { kind: 'string', value: 'FILE', help: 'CA certificate that signed the API server certificate, for https (env VEIL_TLS_CA)' },
+  api: {
+    kind: 'string',
+    value: 'ADDR',
+    help: 'the veil API: unix:/path/to.sock, http://127.0.0.1:PORT or https://host:port (env VEIL_API; default unix:/run/veil/veil.sock)',
+  },
+  'tls-ca': {
+    kind: 'string',
+    value: 'FILE',
+    help: 'CA certificate that signed the API server certificate, for https (env VEIL_TLS_CA)',
+  },
   'tls-cert': { kind: 'string', value: 'FILE', help: 'client certificate, for https (env VEIL_TLS_CERT)' },
   'tls-key': { kind: 'string', value: 'FILE', help: "the client certificate's key (env VEIL_TLS_KEY)" },
   format: { kind: 'string', value: 'table|json', help: 'output format (default table)' },
@@ -90,11 +105,13 @@ const create = command({
     // Without --subnet the API says why it needs one (veil has no default address pool).
     if (flags.subnet !== undefined) {
       body.IPAM = {
-        Config: [{
-          Subnet: flags.subnet,
-          ...(flags.gateway !== undefined ? { Gateway: flags.gateway } : {}),
-          ...(flags['ip-range'] !== undefined ? { IPRange: flags['ip-range'] } : {}),
-        }],
+        Config: [
+          {
+            Subnet: flags.subnet,
+            ...(flags.gateway !== undefined ? { Gateway: flags.gateway } : {}),
+            ...(flags['ip-range'] !== undefined ? { IPRange: flags['ip-range'] } : {}),
+          },
+        ],
       };
     }
     const created = await client.createNetwork(body);
@@ -115,13 +132,20 @@ const ls = command({
       io.stdout.write(renderJson(networks));
       return 0;
     }
-    io.stdout.write(renderTable(
-      ['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE', 'ENCRYPTED', 'VNI', 'SUBNET'],
-      networks.map((n) => [
-        shortId(n.Id), n.Name, n.Driver, n.Scope, yesNo(n.Encrypted), String(n.VNI),
-        (n.IPAM?.Config ?? []).map((c) => c.Subnet).join(','),
-      ]),
-    ));
+    io.stdout.write(
+      renderTable(
+        ['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE', 'ENCRYPTED', 'VNI', 'SUBNET'],
+        networks.map((n) => [
+          shortId(n.Id),
+          n.Name,
+          n.Driver,
+          n.Scope,
+          yesNo(n.Encrypted),
+          String(n.VNI),
+          (n.IPAM?.Config ?? []).map((c) => c.Subnet).join(','),
+        ]),
+      ),
+    );
     return 0;
   },
 });
@@ -189,8 +213,10 @@ const connect = command({
   async run({ flags, args, format, client, io }) {
     const [network, container] = args as [string, string];
     if (flags.netns !== undefined && flags.pid !== undefined) throw new UsageError('give --netns or --pid, not both');
-    if (flags.netns !== undefined && !isAbsolute(flags.netns)) throw new UsageError(`--netns ${flags.netns}: give an absolute path`);
-    if (flags.pid !== undefined && !/^[1-9][0-9]{0,9}$/.test(flags.pid)) throw new UsageError(`--pid ${flags.pid}: expected a process id`);
+    if (flags.netns !== undefined && !isAbsolute(flags.netns))
+      throw new UsageError(`--netns ${flags.netns}: give an absolute path`);
+    if (flags.pid !== undefined && !/^[1-9][0-9]{0,9}$/.test(flags.pid))
+      throw new UsageError(`--pid ${flags.pid}: expected a process id`);
     const body: ConnectRequest = { Container: container };
     if (flags.host !== undefined) body.Host = flags.host;
     if (flags.netns !== undefined) body.Sandbox = { Netns: flags.netns };
@@ -222,7 +248,6 @@ const disconnect = command({
   },
 });
 
-
 const keysCmd = command({
   synopsis: '[OPTIONS] NETWORK',
   summary: "Show an encrypted network's key epochs, their states and the next rotation (never key bytes)",
@@ -234,14 +259,23 @@ const keysCmd = command({
       io.stdout.write(renderJson(view));
       return 0;
     }
-    io.stdout.write(renderTable(
-      ['EPOCH', 'STATE', 'PUBLISHED', 'ACTIVATED', 'MEMBERS', 'ACKED', `ON ${view.Host}`],
-      view.Epochs.map((e) => [
-        String(e.Epoch), e.State, e.PublishedAt, e.ActivatedAt ?? '-', e.Members.join(',') || '-', e.Acked.join(',') || '-',
-        e.Problem ?? (e.OutboundHere ? 'in+out' : e.InstalledHere ? 'in' : '-'),
-      ]),
-    ));
-    io.stdout.write(`next rotation: ${view.NextRotation ?? 'when the schedule leader sees the network'} (every ${formatSeconds(view.IntervalSeconds)})\n`);
+    io.stdout.write(
+      renderTable(
+        ['EPOCH', 'STATE', 'PUBLISHED', 'ACTIVATED', 'MEMBERS', 'ACKED', `ON ${view.Host}`],
+        view.Epochs.map((e) => [
+          String(e.Epoch),
+          e.State,
+          e.PublishedAt,
+          e.ActivatedAt ?? '-',
+          e.Members.join(',') || '-',
+          e.Acked.join(',') || '-',
+          e.Problem ?? (e.OutboundHere ? 'in+out' : e.InstalledHere ? 'in' : '-'),
+        ]),
+      ),
+    );
+    io.stdout.write(
+      `next rotation: ${view.NextRotation ?? 'when the schedule leader sees the network'} (every ${formatSeconds(view.IntervalSeconds)})\n`,
+    );
     if (view.Waiting) io.stdout.write(`waiting: ${view.Waiting}\n`);
     return 0;
   },
@@ -253,8 +287,16 @@ const rotate = command({
   flags: {},
   args: { min: 1, max: 1 },
   async run({ args, format, client, io }) {
-    const r = (await client.request('POST', `/networks/${encodeURIComponent(args[0]!)}/rotate`)).body as { Id: string; AfterEpoch: number; RequestedAt: string };
-    io.stdout.write(format === 'json' ? renderJson(r) : `rotation requested: a new epoch after ${r.AfterEpoch} (veil network keys ${args[0]})\n`);
+    const r = (await client.request('POST', `/networks/${encodeURIComponent(args[0]!)}/rotate`)).body as {
+      Id: string;
+      AfterEpoch: number;
+      RequestedAt: string;
+    };
+    io.stdout.write(
+      format === 'json'
+        ? renderJson(r)
+        : `rotation requested: a new epoch after ${r.AfterEpoch} (veil network keys ${args[0]})\n`,
+    );
     return 0;
   },
 });
@@ -268,14 +310,21 @@ interface StatusView {
   LastRotation: string | null;
   NextRotation: string | null;
   Waiting: string | null;
-  Peers: Array<{ Host: string; Protected: boolean; Statement: string; Outbound: { SPI: string; Epoch: number; Sealed: number; SequenceHeadroom: number } | null;
-    Inbound: Array<{ SPI: string; Epoch: number; Opened: number }>; Drops: Record<string, number> }>;
+  Peers: Array<{
+    Host: string;
+    Protected: boolean;
+    Statement: string;
+    Outbound: { SPI: string; Epoch: number; Sealed: number; SequenceHeadroom: number } | null;
+    Inbound: Array<{ SPI: string; Epoch: number; Opened: number }>;
+    Drops: Record<string, number>;
+  }>;
   UnattributedDrops: Record<string, number>;
 }
 
 const statusCmd = command({
   synopsis: '[OPTIONS] NETWORK',
-  summary: 'Is this network\'s traffic encrypted? Per peer: SAs, epochs, packets sealed and opened, drops, sequence headroom',
+  summary:
+    "Is this network's traffic encrypted? Per peer: SAs, epochs, packets sealed and opened, drops, sequence headroom",
   flags: {},
   args: { min: 1, max: 1 },
   async run({ args, format, client, io }) {
@@ -284,17 +333,29 @@ const statusCmd = command({
       io.stdout.write(renderJson(v));
       return 0;
     }
-    const drops = (d: Record<string, number>) => Object.entries(d).map(([k, n]) => `${k}=${n}`).join(',') || '-';
+    const drops = (d: Record<string, number>) =>
+      Object.entries(d)
+        .map(([k, n]) => `${k}=${n}`)
+        .join(',') || '-';
     io.stdout.write(`${v.Network} on ${v.Host}: ${v.Summary}\n`);
-    io.stdout.write(renderTable(
-      ['PEER', 'PROTECTED', 'OUT SPI', 'EPOCH', 'SEALED', 'HEADROOM', 'IN SPI:EPOCH:OPENED', 'DROPS'],
-      v.Peers.map((p) => [
-        p.Host, yesNo(p.Protected), p.Outbound?.SPI ?? '-', p.Outbound ? String(p.Outbound.Epoch) : '-', p.Outbound ? String(p.Outbound.Sealed) : '-',
-        p.Outbound ? String(p.Outbound.SequenceHeadroom) : '-', p.Inbound.map((i) => `${i.SPI}:${i.Epoch}:${i.Opened}`).join(' ') || '-', drops(p.Drops),
-      ]),
-    ));
+    io.stdout.write(
+      renderTable(
+        ['PEER', 'PROTECTED', 'OUT SPI', 'EPOCH', 'SEALED', 'HEADROOM', 'IN SPI:EPOCH:OPENED', 'DROPS'],
+        v.Peers.map((p) => [
+          p.Host,
+          yesNo(p.Protected),
+          p.Outbound?.SPI ?? '-',
+          p.Outbound ? String(p.Outbound.Epoch) : '-',
+          p.Outbound ? String(p.Outbound.Sealed) : '-',
+          p.Outbound ? String(p.Outbound.SequenceHeadroom) : '-',
+          p.Inbound.map((i) => `${i.SPI}:${i.Epoch}:${i.Opened}`).join(' ') || '-',
+          drops(p.Drops),
+        ]),
+      ),
+    );
     for (const p of v.Peers) if (!p.Protected) io.stdout.write(`${p.Host}: ${p.Statement}\n`);
-    if (v.Encrypted) io.stdout.write(`last rotation: ${v.LastRotation ?? '-'}   next rotation: ${v.NextRotation ?? '-'}\n`);
+    if (v.Encrypted)
+      io.stdout.write(`last rotation: ${v.LastRotation ?? '-'}   next rotation: ${v.NextRotation ?? '-'}\n`);
     if (v.Waiting) io.stdout.write(`waiting: ${v.Waiting}\n`);
     return 0;
   },
@@ -304,7 +365,17 @@ function formatSeconds(s: number): string {
   return s % 3600 === 0 ? `${s / 3600}h` : s % 60 === 0 ? `${s / 60}m` : `${s}s`;
 }
 
-const NETWORK_COMMANDS: Record<string, Command> = { create, ls, inspect, rm, connect, disconnect, keys: keysCmd, rotate, status: statusCmd };
+const NETWORK_COMMANDS: Record<string, Command> = {
+  create,
+  ls,
+  inspect,
+  rm,
+  connect,
+  disconnect,
+  keys: keysCmd,
+  rotate,
+  status: statusCmd,
+};
 /** Docker's aliases. */
 const NETWORK_ALIASES: Record<string, string> = { list: 'ls', remove: 'rm' };
 
@@ -322,10 +393,12 @@ const hostLs = command({
       io.stdout.write(renderJson(hosts));
       return 0;
     }
-    io.stdout.write(renderTable(
-      ['HOST ID', 'INDEX', 'ADDRESS', 'OS', 'ARCH', 'VERSION'],
-      hosts.map((h) => [h.Id, String(h.Index), h.Address, h.OS, h.Arch, h.Version]),
-    ));
+    io.stdout.write(
+      renderTable(
+        ['HOST ID', 'INDEX', 'ADDRESS', 'OS', 'ARCH', 'VERSION'],
+        hosts.map((h) => [h.Id, String(h.Index), h.Address, h.OS, h.Arch, h.Version]),
+      ),
+    );
     return 0;
   },
 });
@@ -344,11 +417,20 @@ function groupUsage(group: string, commands: Record<string, Command>): string {
 }
 
 function commandUsage(group: string, name: string, c: Command): string {
-  const own = Object.keys(c.flags).length > 0 ? `options:\n${describeFlags(c.flags)}\n\n` : 'options:\n  -h, --help   print this help\n\n';
+  const own =
+    Object.keys(c.flags).length > 0
+      ? `options:\n${describeFlags(c.flags)}\n\n`
+      : 'options:\n  -h, --help   print this help\n\n';
   return `usage: veil ${group} ${name} ${c.synopsis}\n\n${c.summary}\n\n${own}${GLOBAL_HELP}\n`;
 }
 
-async function runGroup(group: string, commands: Record<string, Command>, aliases: Record<string, string>, argv: string[], io: CliIo): Promise<number> {
+async function runGroup(
+  group: string,
+  commands: Record<string, Command>,
+  aliases: Record<string, string>,
+  argv: string[],
+  io: CliIo,
+): Promise<number> {
   const usageError = (message: string, usage: string) => {
     io.stderr.write(`veil: ${message}\n\n${usage}`);
     return 2;
@@ -378,15 +460,24 @@ async function runGroup(group: string, commands: Record<string, Command>, aliase
   let ctx: Context<FlagSpecs>;
   try {
     // The leading global options are parsed again with the command's, so a flag given twice is caught.
-    const parsed = parseArgs([...argv.slice(0, argv.length - leading.positionals.length), ...rest], { ...GLOBAL_FLAGS, ...cmd.flags });
+    const parsed = parseArgs([...argv.slice(0, argv.length - leading.positionals.length), ...rest], {
+      ...GLOBAL_FLAGS,
+      ...cmd.flags,
+    });
     if (parsed.help || leading.help) {
       io.stdout.write(commandUsage(group, name, cmd));
       return 0;
     }
     const flags = parsed.flags as ParsedFlags<FlagSpecs> & Globals;
     const args = parsed.positionals;
-    if (args.length < cmd.args.min) throw new UsageError(`"veil ${group} ${name}" needs ${cmd.args.max === cmd.args.min ? 'exactly' : 'at least'} ${cmd.args.min} argument(s)`);
-    if (args.length > cmd.args.max) throw new UsageError(`"veil ${group} ${name}" takes ${cmd.args.max === 0 ? 'no' : `at most ${cmd.args.max}`} argument(s), got: ${args.join(' ')}`);
+    if (args.length < cmd.args.min)
+      throw new UsageError(
+        `"veil ${group} ${name}" needs ${cmd.args.max === cmd.args.min ? 'exactly' : 'at least'} ${cmd.args.min} argument(s)`,
+      );
+    if (args.length > cmd.args.max)
+      throw new UsageError(
+        `"veil ${group} ${name}" takes ${cmd.args.max === 0 ? 'no' : `at most ${cmd.args.max}`} argument(s), got: ${args.join(' ')}`,
+      );
     const format = flags.format ?? 'table';
     if (!isOutputFormat(format)) throw new UsageError(`--format ${format}: expected table or json`);
     ctx = { flags, args, format, client: new ApiClient(resolveClientOptions(flags, io.env)), io };

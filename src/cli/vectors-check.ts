@@ -6,14 +6,22 @@ import { checkEspVector, parseEspVectorFile } from '../vxlan/wire/esp-vectors.js
 import { nativeAeadProvider, nativeAvailable } from '../vxlan/native/addon.js';
 
 /** Every AES-GCM implementation veil has here: node:crypto, @noble/ciphers, and the native addon when built. */
-export const ESP_IMPLEMENTATIONS: readonly AeadProvider[] = [nodeAeadProvider, nobleAeadProvider, ...(nativeAvailable() ? [nativeAeadProvider] : [])];
+export const ESP_IMPLEMENTATIONS: readonly AeadProvider[] = [
+  nodeAeadProvider,
+  nobleAeadProvider,
+  ...(nativeAvailable() ? [nativeAeadProvider] : []),
+];
 
 /**
  * `veil vectors check FILE`: every case through the sealer and the opener of
  * every implementation. A case passes only if it passes on all of them.
  * Ends with `N passed, M failed`; returns the exit code (1 when M > 0).
  */
-export async function vectorsCheck(path: string, print: (line: string) => void, providers = ESP_IMPLEMENTATIONS): Promise<number> {
+export async function vectorsCheck(
+  path: string,
+  print: (line: string) => void,
+  providers = ESP_IMPLEMENTATIONS,
+): Promise<number> {
   let file;
   try {
     file = parseEspVectorFile(JSON.parse(await readFile(path, 'utf8')));

@@ -67,9 +67,22 @@ interface Flag {
 }
 
 export const GATEWAY_FLAGS: Flag[] = [
-  { name: 'cluster-store', env: 'VEIL_CLUSTER_STORE', help: 'etcd://HOST:PORT[,HOST:PORT] (default: an embedded etcd on 127.0.0.1, one host only)' },
-  { name: 'cluster-store-opt', env: 'VEIL_CLUSTER_STORE_OPT', help: 'etcd client TLS: kv.cacertfile=F, kv.certfile=F, kv.keyfile=F (repeat the flag)', repeatable: true },
-  { name: 'cluster-advertise', env: 'VEIL_CLUSTER_ADVERTISE', help: 'this host\'s underlay IPv4 address or interface (required)' },
+  {
+    name: 'cluster-store',
+    env: 'VEIL_CLUSTER_STORE',
+    help: 'etcd://HOST:PORT[,HOST:PORT] (default: an embedded etcd on 127.0.0.1, one host only)',
+  },
+  {
+    name: 'cluster-store-opt',
+    env: 'VEIL_CLUSTER_STORE_OPT',
+    help: 'etcd client TLS: kv.cacertfile=F, kv.certfile=F, kv.keyfile=F (repeat the flag)',
+    repeatable: true,
+  },
+  {
+    name: 'cluster-advertise',
+    env: 'VEIL_CLUSTER_ADVERTISE',
+    help: "this host's underlay IPv4 address or interface (required)",
+  },
   { name: 'host-id', env: 'VEIL_HOST_ID', help: 'host id (default: the hostname)' },
   { name: 'data-dir', env: 'VEIL_DATA_DIR', help: `identity key directory (default ${DEFAULTS.dataDir})` },
   { name: 'api-socket', env: 'VEIL_API_SOCKET', help: `API unix socket (default ${DEFAULTS.apiSocket})` },
@@ -77,15 +90,27 @@ export const GATEWAY_FLAGS: Flag[] = [
   { name: 'tlscacert', env: 'VEIL_TLS_CA', help: 'CA that signs API clients (veil ca init)' },
   { name: 'tlscert', env: 'VEIL_TLS_CERT', help: 'API server certificate (veil ca issue --server)' },
   { name: 'tlskey', env: 'VEIL_TLS_KEY', help: 'API server key' },
-  { name: 'vtep-netns', env: 'VEIL_VTEP_NETNS', help: `namespace of bridges and VXLAN devices (default ${DEFAULTS.vtepNetns})` },
+  {
+    name: 'vtep-netns',
+    env: 'VEIL_VTEP_NETNS',
+    help: `namespace of bridges and VXLAN devices (default ${DEFAULTS.vtepNetns})`,
+  },
   { name: 'link-net', env: 'VEIL_LINK_NET', help: `host-vtep /30 (default ${DEFAULTS.linkNet})` },
   { name: 'mtu', env: 'VEIL_MTU', help: `underlay MTU (default ${DEFAULTS.underlayMtu})` },
   { name: 'data-path', env: 'VEIL_DATA_PATH', help: 'native | ts (default: native when built)' },
   { name: 'lease-ttl', env: 'VEIL_LEASE_TTL', help: `seconds (default ${DEFAULTS.leaseTtlSeconds})` },
   { name: 'key-interval', env: 'VEIL_KEY_INTERVAL', help: 'key rotation interval, e.g. 12h, 30m, 20s (default 12h)' },
-  { name: 'key-grace', env: 'VEIL_KEY_GRACE', help: 'how long a replaced epoch stays installed and acks are awaited (default 60s)' },
-  { name: 'sequence-budget', env: 'VEIL_SEQUENCE_BUDGET', help: 'packets one outbound SA may seal; a rotation is asked at half (default 2^48)' },
-  { name: 'os', env: 'VEIL_OS', help: 'OS to report (default: this host\'s)' },
+  {
+    name: 'key-grace',
+    env: 'VEIL_KEY_GRACE',
+    help: 'how long a replaced epoch stays installed and acks are awaited (default 60s)',
+  },
+  {
+    name: 'sequence-budget',
+    env: 'VEIL_SEQUENCE_BUDGET',
+    help: 'packets one outbound SA may seal; a rotation is asked at half (default 2^48)',
+  },
+  { name: 'os', env: 'VEIL_OS', help: "OS to report (default: this host's)" },
 ];
 
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
@@ -144,12 +169,14 @@ export function parseClusterStoreOpts(values: readonly string[]): { ca?: string;
   for (const v of values) {
     const eq = v.indexOf('=');
     const key = eq < 0 ? v : v.slice(0, eq);
-    if (!(key in STORE_OPT_KEYS)) bad(`--cluster-store-opt "${v}": known options are ${Object.keys(STORE_OPT_KEYS).join(', ')}`);
+    if (!(key in STORE_OPT_KEYS))
+      bad(`--cluster-store-opt "${v}": known options are ${Object.keys(STORE_OPT_KEYS).join(', ')}`);
     const file = v.slice(eq + 1);
     if (eq < 0 || file === '') bad(`--cluster-store-opt ${key} needs a file: ${key}=PATH`);
     tls[STORE_OPT_KEYS[key as keyof typeof STORE_OPT_KEYS]] = file;
   }
-  if ((tls.cert === undefined) !== (tls.key === undefined)) bad('--cluster-store-opt kv.certfile and kv.keyfile go together');
+  if ((tls.cert === undefined) !== (tls.key === undefined))
+    bad('--cluster-store-opt kv.certfile and kv.keyfile go together');
   return tls;
 }
 
@@ -167,11 +194,18 @@ function int(text: string, name: string, min: number, max: number): number {
   return n;
 }
 
-export function parseGatewayConfig(argv: readonly string[], env: NodeJS.ProcessEnv, hostname: string): ClusterGatewayConfig {
+export function parseGatewayConfig(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  hostname: string,
+): ClusterGatewayConfig {
   const f = readFlags(argv, env, GATEWAY_FLAGS);
   const store = f.get('cluster-store');
-  const storeTls = f.has('cluster-store-opt') ? parseClusterStoreOpts(f.get('cluster-store-opt')!.split('\n')) : undefined;
-  if (storeTls && !store) bad('--cluster-store-opt configures the client of --cluster-store; the embedded etcd is loopback-only and plain');
+  const storeTls = f.has('cluster-store-opt')
+    ? parseClusterStoreOpts(f.get('cluster-store-opt')!.split('\n'))
+    : undefined;
+  if (storeTls && !store)
+    bad('--cluster-store-opt configures the client of --cluster-store; the embedded etcd is loopback-only and plain');
   const advertise = f.get('cluster-advertise');
   if (!advertise) bad('--cluster-advertise is required');
   const dataPath = f.get('data-path');
@@ -181,17 +215,22 @@ export function parseGatewayConfig(argv: readonly string[], env: NodeJS.ProcessE
   const tlsParts = ['tlscacert', 'tlscert', 'tlskey'].filter((k) => f.has(k));
   if (tlsParts.length !== 0 && tlsParts.length !== 3) bad('--tlscacert, --tlscert and --tlskey go together');
   const hostId = f.get('host-id') ?? hostname;
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/.test(hostId)) bad(`host id "${hostId}" must be 1..128 of A-Z a-z 0-9 _ . : -`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/.test(hostId))
+    bad(`host id "${hostId}" must be 1..128 of A-Z a-z 0-9 _ . : -`);
   return {
     // With TLS the endpoints are https (the etcd client would use TLS anyway once it has credentials).
-    ...(store ? { clusterStore: parseClusterStore(store).map((u) => (storeTls ? u.replace(/^http:/, 'https:') : u)) } : {}),
+    ...(store
+      ? { clusterStore: parseClusterStore(store).map((u) => (storeTls ? u.replace(/^http:/, 'https:') : u)) }
+      : {}),
     ...(storeTls ? { clusterStoreTls: storeTls } : {}),
     advertise: resolveAdvertise(advertise),
     hostId,
     dataDir: f.get('data-dir') ?? DEFAULTS.dataDir,
     apiSocket: f.get('api-socket') ?? DEFAULTS.apiSocket,
     ...(f.has('api-listen') ? { apiListen: f.get('api-listen')! } : {}),
-    ...(tlsParts.length === 3 ? { apiTls: { ca: f.get('tlscacert')!, cert: f.get('tlscert')!, key: f.get('tlskey')! } } : {}),
+    ...(tlsParts.length === 3
+      ? { apiTls: { ca: f.get('tlscacert')!, cert: f.get('tlscert')!, key: f.get('tlskey')! } }
+      : {}),
     vtepNetns: f.get('vtep-netns') ?? DEFAULTS.vtepNetns,
     linkNet,
     underlayMtu: f.has('mtu') ? int(f.get('mtu')!, 'mtu', 1280, 9000) : DEFAULTS.underlayMtu,
@@ -199,7 +238,9 @@ export function parseGatewayConfig(argv: readonly string[], env: NodeJS.ProcessE
     leaseTtlSeconds: f.has('lease-ttl') ? int(f.get('lease-ttl')!, 'lease-ttl', 2, 3600) : DEFAULTS.leaseTtlSeconds,
     keyIntervalMs: f.has('key-interval') ? parseDuration(f.get('key-interval')!) : DEFAULTS.keyIntervalMs,
     keyGraceMs: f.has('key-grace') ? parseDuration(f.get('key-grace')!) : DEFAULTS.keyGraceMs,
-    ...(f.has('sequence-budget') ? { sequenceBudget: int(f.get('sequence-budget')!, 'sequence-budget', 100, 2 ** 53 - 1) } : {}),
+    ...(f.has('sequence-budget')
+      ? { sequenceBudget: int(f.get('sequence-budget')!, 'sequence-budget', 100, 2 ** 53 - 1) }
+      : {}),
     os: f.get('os') ?? (process.platform === 'win32' ? 'windows' : process.platform),
   };
 }

@@ -24,7 +24,8 @@ export function loadOrCreateIdentity(dataDir: string): X25519KeyPair & { created
   }
   if ((statSync(path).mode & 0o077) !== 0) throw new VeilError('VEIL_ERR_CONFIG_INSECURE', `${path} (chmod 600 it)`);
   const hex = readFileSync(path, 'utf8').trim();
-  if (!/^[0-9a-f]{64}$/.test(hex)) throw new VeilError('VEIL_ERR_CONFIG_INVALID', `${path} must hold ${X25519_KEY_LENGTH} bytes of hex`);
+  if (!/^[0-9a-f]{64}$/.test(hex))
+    throw new VeilError('VEIL_ERR_CONFIG_INVALID', `${path} must hold ${X25519_KEY_LENGTH} bytes of hex`);
   const privateKey = new SecretKey(hexToBytes(hex));
   return { privateKey, publicKey: x25519.publicKey(privateKey), created: false };
 }

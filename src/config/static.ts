@@ -58,7 +58,10 @@ export function claimStaticIncarnation(path: string, incarnation: string): void 
     // first start
   }
   if (used === incarnation) {
-    throw new VeilError('VEIL_ERR_CONFIG_INVALID', `${path}: incarnation ${incarnation} was already used by an earlier start (${marker}); starting again would reuse GCM nonces. Give the host a new incarnation (and tell its peers), or use cluster mode`);
+    throw new VeilError(
+      'VEIL_ERR_CONFIG_INVALID',
+      `${path}: incarnation ${incarnation} was already used by an earlier start (${marker}); starting again would reuse GCM nonces. Give the host a new incarnation (and tell its peers), or use cluster mode`,
+    );
   }
   writeFileSync(marker, incarnation + '\n', { mode: 0o600 });
 }
@@ -83,7 +86,8 @@ function str(o: Json, k: string, path: string, re?: RegExp): string {
 }
 function int(o: Json, k: string, path: string, min: number, max: number): number {
   const v = o[k];
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) fail(`${path}.${k}`, `must be an integer in ${min}..${max}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    fail(`${path}.${k}`, `must be an integer in ${min}..${max}`);
   return v;
 }
 function keyHex(o: Json, k: string, path: string, length: number): Uint8Array {
@@ -103,8 +107,12 @@ export function parseStaticGatewayConfig(json: unknown): StaticGatewayConfig {
     incarnation: str(h, 'incarnation', 'host'),
   };
   const v = obj(root.vtep, 'vtep');
-  const vtep = { netns: str(v, 'netns', 'vtep', NAME_RE), ...(v.linkNet !== undefined ? { linkNet: str(v, 'linkNet', 'vtep', IPV4_RE) } : {}) };
-  const underlayMtu = root.underlayMtu === undefined ? DEFAULT_UNDERLAY_MTU : int(root, 'underlayMtu', 'config', 576, 65535);
+  const vtep = {
+    netns: str(v, 'netns', 'vtep', NAME_RE),
+    ...(v.linkNet !== undefined ? { linkNet: str(v, 'linkNet', 'vtep', IPV4_RE) } : {}),
+  };
+  const underlayMtu =
+    root.underlayMtu === undefined ? DEFAULT_UNDERLAY_MTU : int(root, 'underlayMtu', 'config', 576, 65535);
 
   if (!Array.isArray(root.peers)) fail('peers', 'must be an array');
   const peers = (root.peers as unknown[]).map((p, i) => {
@@ -136,19 +144,29 @@ export function parseStaticGatewayConfig(json: unknown): StaticGatewayConfig {
     if (!isVni(vni) || vnis.has(vni)) fail(`${path}.vni`, `${vni} appears twice`);
     vnis.add(vni);
     if (typeof o.encrypted !== 'boolean') fail(`${path}.encrypted`, 'must be true or false');
-    const network: StaticNetwork = { id: str(o, 'id', path, NAME_RE), index: int(o, 'index', path, 0, NETWORK_INDEX_MAX), vni, encrypted: o.encrypted };
+    const network: StaticNetwork = {
+      id: str(o, 'id', path, NAME_RE),
+      index: int(o, 'index', path, 0, NETWORK_INDEX_MAX),
+      vni,
+      encrypted: o.encrypted,
+    };
     if (o.secret !== undefined) {
       if (!o.encrypted) fail(`${path}.secret`, 'a plain network has no key');
-      network.key = { epoch: int(o, 'epoch', path, 0, Number.MAX_SAFE_INTEGER), secret: new SecretKey(keyHex(o, 'secret', path, 32)) };
+      network.key = {
+        epoch: int(o, 'epoch', path, 0, Number.MAX_SAFE_INTEGER),
+        secret: new SecretKey(keyHex(o, 'secret', path, 32)),
+      };
     }
     return network;
   });
 
-  if (root.dataPath !== undefined && root.dataPath !== 'ts' && root.dataPath !== 'native') fail('config.dataPath', 'must be "ts" or "native"');
+  if (root.dataPath !== undefined && root.dataPath !== 'ts' && root.dataPath !== 'native')
+    fail('config.dataPath', 'must be "ts" or "native"');
   const config: StaticGatewayConfig = { host, vtep, underlayMtu, peers, networks };
   if (root.dataPath !== undefined) config.dataPath = root.dataPath as 'ts' | 'native';
   if (root.apiSocket !== undefined) config.apiSocket = str(root, 'apiSocket', 'config');
-  if (root.sequenceBudget !== undefined) config.sequenceBudget = int(root, 'sequenceBudget', 'config', 1, Number.MAX_SAFE_INTEGER);
+  if (root.sequenceBudget !== undefined)
+    config.sequenceBudget = int(root, 'sequenceBudget', 'config', 1, Number.MAX_SAFE_INTEGER);
   return config;
 }
 

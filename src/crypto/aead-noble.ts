@@ -14,7 +14,10 @@ class NobleAead implements Aead {
   readonly implementation = 'noble';
   readonly #key: Uint8Array;
 
-  constructor(readonly algorithm: AeadAlgorithm, key: SecretKey) {
+  constructor(
+    readonly algorithm: AeadAlgorithm,
+    key: SecretKey,
+  ) {
     checkKey(algorithm, key);
     this.#key = key.exposeDanger();
   }

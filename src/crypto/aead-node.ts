@@ -12,7 +12,10 @@ class NodeAead implements Aead {
   readonly implementation = 'node';
   readonly #key: Uint8Array;
 
-  constructor(readonly algorithm: AeadAlgorithm, key: SecretKey) {
+  constructor(
+    readonly algorithm: AeadAlgorithm,
+    key: SecretKey,
+  ) {
     checkKey(algorithm, key);
     this.#key = key.exposeDanger();
   }
@@ -35,7 +38,9 @@ class NodeAead implements Aead {
     checkNonce(this.algorithm, nonce, GCM_NONCE_LENGTHS);
     if (sealed.length < AEAD_TAG_LENGTH) return null;
     const ctLength = sealed.length - AEAD_TAG_LENGTH;
-    const decipher = createDecipheriv(this.algorithm as NodeAeadName, this.#key, nonce, { authTagLength: AEAD_TAG_LENGTH });
+    const decipher = createDecipheriv(this.algorithm as NodeAeadName, this.#key, nonce, {
+      authTagLength: AEAD_TAG_LENGTH,
+    });
     decipher.setAuthTag(sealed.subarray(ctLength));
     decipher.setAAD(aad, { plaintextLength: ctLength });
     const body = decipher.update(sealed.subarray(0, ctLength));

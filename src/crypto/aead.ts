@@ -48,9 +48,12 @@ export class AeadInputError extends Error {
 /** ChaCha20-Poly1305 takes exactly 96 bits (RFC 8439 §2.8); GCM a non-empty IV within the implementation's range. */
 export function checkNonce(algorithm: AeadAlgorithm, nonce: Uint8Array, gcmRange: { min: number; max: number }): void {
   if (algorithm === 'chacha20-poly1305') {
-    if (nonce.length !== AEAD_NONCE_LENGTH) throw new AeadInputError(`${algorithm}: nonce must be 12 bytes, got ${nonce.length}`);
+    if (nonce.length !== AEAD_NONCE_LENGTH)
+      throw new AeadInputError(`${algorithm}: nonce must be 12 bytes, got ${nonce.length}`);
   } else if (nonce.length === 0 || nonce.length < gcmRange.min || nonce.length > gcmRange.max) {
-    throw new AeadInputError(`${algorithm}: nonce of ${nonce.length} bytes is outside ${Math.max(1, gcmRange.min)}..${gcmRange.max}`);
+    throw new AeadInputError(
+      `${algorithm}: nonce of ${nonce.length} bytes is outside ${Math.max(1, gcmRange.min)}..${gcmRange.max}`,
+    );
   }
 }
 

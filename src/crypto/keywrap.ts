@@ -55,11 +55,26 @@ export class KeyWrapError extends Error {
 }
 
 function wrapAad(ctx: WrapContext): Uint8Array {
-  return concatBytes(utf8Bytes(KEYWRAP_LABEL), lengthPrefixed(ctx.networkId), u64Bytes(ctx.epoch), lengthPrefixed(ctx.hostId));
+  return concatBytes(
+    utf8Bytes(KEYWRAP_LABEL),
+    lengthPrefixed(ctx.networkId),
+    u64Bytes(ctx.epoch),
+    lengthPrefixed(ctx.hostId),
+  );
 }
 
-function wrapKey(deps: KeyWrapDeps, shared: SecretKey, ephemeralPublic: Uint8Array, recipientPublic: Uint8Array): SecretKey {
-  const okm = deps.hkdf.derive(shared.exposeDanger(), concatBytes(ephemeralPublic, recipientPublic), utf8Bytes(KEYWRAP_LABEL), WRAP_KEY_LENGTH);
+function wrapKey(
+  deps: KeyWrapDeps,
+  shared: SecretKey,
+  ephemeralPublic: Uint8Array,
+  recipientPublic: Uint8Array,
+): SecretKey {
+  const okm = deps.hkdf.derive(
+    shared.exposeDanger(),
+    concatBytes(ephemeralPublic, recipientPublic),
+    utf8Bytes(KEYWRAP_LABEL),
+    WRAP_KEY_LENGTH,
+  );
   return new SecretKey(okm);
 }
 

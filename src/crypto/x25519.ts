@@ -45,7 +45,11 @@ const PKCS8_PREFIX = hexToBytes('302e020100300506032b656e04220420');
 const SPKI_PREFIX = hexToBytes('302a300506032b656e032100');
 
 function nodePrivateKey(privateKey: SecretKey) {
-  return createPrivateKey({ key: Buffer.from(concatBytes(PKCS8_PREFIX, privateKey.exposeDanger())), format: 'der', type: 'pkcs8' });
+  return createPrivateKey({
+    key: Buffer.from(concatBytes(PKCS8_PREFIX, privateKey.exposeDanger())),
+    format: 'der',
+    type: 'pkcs8',
+  });
 }
 
 export const nodeX25519: X25519 = {
@@ -57,7 +61,11 @@ export const nodeX25519: X25519 = {
   },
   sharedSecret(privateKey, publicKey) {
     checkLengths(privateKey, publicKey);
-    const peer = createPublicKey({ key: Buffer.from(concatBytes(SPKI_PREFIX, publicKey)), format: 'der', type: 'spki' });
+    const peer = createPublicKey({
+      key: Buffer.from(concatBytes(SPKI_PREFIX, publicKey)),
+      format: 'der',
+      type: 'spki',
+    });
     let shared: Uint8Array;
     try {
       shared = diffieHellman({ privateKey: nodePrivateKey(privateKey), publicKey: peer });

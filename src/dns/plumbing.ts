@@ -116,7 +116,10 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
     if (resolver === undefined) throw new RangeError(`invalid resolver address ${this.resolverAddress}`);
     for (const a of config.linkAddresses ?? []) {
       const link = parseCidr(`${a}/30`);
-      if (link && cidrContains(link, resolver)) throw new RangeError(`the resolver address ${this.resolverAddress} lies in the host-vtep link ${a}/30: choose another --link-net`);
+      if (link && cidrContains(link, resolver))
+        throw new RangeError(
+          `the resolver address ${this.resolverAddress} lies in the host-vtep link ${a}/30: choose another --link-net`,
+        );
     }
     this.#run = config.runner ?? execRunner;
   }
@@ -126,14 +129,30 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
       await this.#ipVtep(['addr', 'replace', `${this.resolverAddress}/32`, 'dev', 'lo']);
       // Routing stays off (a container must not reach another network through the vtep netns);
       // strict reverse-path filtering everywhere (max(all, dev) decides, so "all" must not say loose).
-      await this.#sysctlVtep(['net.ipv4.ip_forward=0', 'net.ipv4.conf.all.rp_filter=1', 'net.ipv4.conf.default.rp_filter=1']);
+      await this.#sysctlVtep([
+        'net.ipv4.ip_forward=0',
+        'net.ipv4.conf.all.rp_filter=1',
+        'net.ipv4.conf.default.rp_filter=1',
+      ]);
       await applyNftScript(this.#run, this.#c.vtepNetns, dnsFirewallScript(this.resolverAddress));
     });
   }
 
   openSockets(): Promise<ResolverSockets> {
-    const helper = this.#c.helper ?? { node: process.execPath, script: fileURLToPath(new URL('./socket-helper.js', import.meta.url)) };
-    return openSocketsVia(['ip', 'netns', 'exec', this.#c.vtepNetns, helper.node, helper.script, this.resolverAddress, String(DNS_PORT)]);
+    const helper = this.#c.helper ?? {
+      node: process.execPath,
+      script: fileURLToPath(new URL('./socket-helper.js', import.meta.url)),
+    };
+    return openSocketsVia([
+      'ip',
+      'netns',
+      'exec',
+      this.#c.vtepNetns,
+      helper.node,
+      helper.script,
+      this.resolverAddress,
+      String(DNS_PORT),
+    ]);
   }
 
   ensureNetwork(vni: number, subnet: string): Promise<void> {
@@ -159,7 +178,17 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
       // reaches it through eth0 (the resolver answers it for every network it is on).
       if (inner !== 'eth0') return;
       await ipIn(this.#run, e.netns, ['route', 'replace', `${this.resolverAddress}/32`, 'dev', inner, 'scope', 'link']);
-      await ipIn(this.#run, e.netns, ['neigh', 'replace', this.resolverAddress, 'lladdr', bridgeMac(this.#c.hostId, e.vni), 'dev', inner, 'nud', 'permanent']);
+      await ipIn(this.#run, e.netns, [
+        'neigh',
+        'replace',
+        this.resolverAddress,
+        'lladdr',
+        bridgeMac(this.#c.hostId, e.vni),
+        'dev',
+        inner,
+        'nud',
+        'permanent',
+      ]);
     });
   }
 
@@ -170,7 +199,11 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
         await this.#ipVtep(['neigh', 'del', ipv4, 'dev', bridgeName(vni)]);
       } catch (err) {
         // Gone already: with its bridge (network removed) or never made.
-        if (!(err instanceof PlumbingError && /No such file|Cannot find device|does not exist|RTNETLINK answers: No such/i.test(err.stderr))) throw err;
+        if (!(
+          err instanceof PlumbingError &&
+          /No such file|Cannot find device|does not exist|RTNETLINK answers: No such/i.test(err.stderr)
+        ))
+          throw err;
       }
     });
   }
@@ -238,7 +271,7 @@ export function openSocketsVia(argv: readonly string[], timeoutMs = HANDOVER_TIM
 // ── resolv.conf inside the container ─────────────────────────────────────────────────────────
 
 /** First line of every resolv.conf veil writes: detach removes only files that carry it. */
-export const RESOLV_CONF_MARK = '# veil: embedded DNS of this container\'s overlay networks';
+export const RESOLV_CONF_MARK = "# veil: embedded DNS of this container's overlay networks";
 /** glibc's MAXDNSRCH (resolv.h). */
 const MAX_SEARCH = 6;
 const SAVED_SUFFIX = '.veil-saved';
@@ -300,7 +333,11 @@ export class ResolvConfWriter {
         await rename(path, path + SAVED_SUFFIX);
       }
     }
-    const fh = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW, 0o644);
+    const fh = await open(
+      path,
+      fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW,
+      0o644,
+    );
     try {
       await fh.writeFile(text, 'utf8');
     } finally {
@@ -318,7 +355,9 @@ export class ResolvConfWriter {
     if ('pid' in sandbox) {
       const original = this.#originals.get(path);
       this.#originals.delete(path);
-      const fh = await open(path, fsConstants.O_WRONLY | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW).catch(() => undefined);
+      const fh = await open(path, fsConstants.O_WRONLY | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW).catch(
+        () => undefined,
+      );
       if (!fh) return;
       try {
         await fh.writeFile(original ?? Buffer.alloc(0));
@@ -356,4 +395,3 @@ async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
-

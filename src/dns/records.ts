@@ -30,7 +30,11 @@ export interface DnsTable {
   scopeOf(source: string): NetworkNames[];
 }
 
-export function buildTable(networks: readonly NetworkRecord[], endpoints: readonly EndpointRecord[], hostId: string): DnsTable {
+export function buildTable(
+  networks: readonly NetworkRecord[],
+  endpoints: readonly EndpointRecord[],
+  hostId: string,
+): DnsTable {
   const byId = new Map<string, NetworkNames>();
   const sorted = [...endpoints].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   for (const network of networks) {

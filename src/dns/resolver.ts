@@ -15,9 +15,7 @@ import { cidrContains, parseIpv4 } from '../model/ipv4.js';
 import type { DnsTable, NetworkNames } from './records.js';
 
 export type Resolution =
-  | { kind: 'local'; answer: LocalAnswer; network: string }
-  | { kind: 'forward' }
-  | { kind: 'refused' };
+  { kind: 'local'; answer: LocalAnswer; network: string } | { kind: 'forward' } | { kind: 'refused' };
 
 const REVERSE_SUFFIX = '.in-addr.arpa';
 /** Past this many distinct names the rotation counters start over (a bound on memory, not a behaviour). */
@@ -50,7 +48,9 @@ export class Resolver {
       if (net) {
         const target = net.reverse.get(reverse);
         if (!target) return local(net, RCODE.NXDOMAIN, []);
-        const answers: Answer[] = wants(question, 'PTR') ? [{ type: 'PTR', name: question.name, ttl: LOCAL_TTL, class: 'IN', data: target }] : [];
+        const answers: Answer[] = wants(question, 'PTR')
+          ? [{ type: 'PTR', name: question.name, ttl: LOCAL_TTL, class: 'IN', data: target }]
+          : [];
         return local(net, RCODE.NOERROR, answers);
       }
     }
@@ -66,7 +66,11 @@ export class Resolver {
     this.#rotation.set(key, (turn + 1) % addresses.length);
     const start = turn % addresses.length;
     const rotated = [...addresses.slice(start), ...addresses.slice(0, start)];
-    return local(net, RCODE.NOERROR, rotated.map((ip) => ({ type: 'A', name: question.name, ttl: LOCAL_TTL, class: 'IN', data: ip })));
+    return local(
+      net,
+      RCODE.NOERROR,
+      rotated.map((ip) => ({ type: 'A', name: question.name, ttl: LOCAL_TTL, class: 'IN', data: ip })),
+    );
   }
 }
 

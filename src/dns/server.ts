@@ -61,7 +61,16 @@ export class DnsServer {
   readonly #connections = new Set<TcpSocket>();
   #forwards = 0;
   readonly #counters: DnsCounters = {
-    queries: 0, local: 0, nxdomain: 0, forwarded: 0, upstreamFailed: 0, refused: 0, formerr: 0, notimp: 0, truncated: 0, overloaded: 0,
+    queries: 0,
+    local: 0,
+    nxdomain: 0,
+    forwarded: 0,
+    upstreamFailed: 0,
+    refused: 0,
+    formerr: 0,
+    notimp: 0,
+    truncated: 0,
+    overloaded: 0,
     dropped: { runt: 0, 'not-a-query': 0, oversize: 0, 'send-failed': 0, internal: 0 },
     tcpConnections: 0,
   };

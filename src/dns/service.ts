@@ -46,7 +46,11 @@ export class DnsService {
     this.#o = options;
     this.#upstream = new Upstream(options.upstream);
     this.#resolvConf = new ResolvConfWriter(options.resolvConf);
-    this.#server = new DnsServer({ table: () => this.#currentTable(), upstream: this.#upstream, ...(options.log ? { log: options.log } : {}) });
+    this.#server = new DnsServer({
+      table: () => this.#currentTable(),
+      upstream: this.#upstream,
+      ...(options.log ? { log: options.log } : {}),
+    });
   }
 
   /** Plumbs the resolver address in the vtep netns and starts answering there. */
@@ -56,7 +60,10 @@ export class DnsService {
     this.#server.listenUdp(udp);
     this.#server.listenTcp(tcp);
     this.#listening = true;
-    this.#log('info', 'embedded DNS listening', { address: this.#o.plumbing.resolverAddress, upstream: this.#upstream.servers().map((s) => s.address) });
+    this.#log('info', 'embedded DNS listening', {
+      address: this.#o.plumbing.resolverAddress,
+      upstream: this.#upstream.servers().map((s) => s.address),
+    });
   }
 
   /** Stops answering; with `unplumb` (the containers lose their veths too) removes the resolv.conf files written. */
@@ -64,7 +71,8 @@ export class DnsService {
     this.#listening = false;
     await this.#server.close();
     if (options.unplumb) {
-      for (const sandbox of this.#written.values()) if (sandbox) await this.#resolvConf.remove(sandbox).catch(() => undefined);
+      for (const sandbox of this.#written.values())
+        if (sandbox) await this.#resolvConf.remove(sandbox).catch(() => undefined);
       this.#written.clear();
     }
   }
@@ -110,12 +118,20 @@ export class DnsService {
         this.#written.delete(key);
       }
     } catch (err) {
-      this.#log('warn', 'dns: could not undo a container\'s resolver configuration', { endpoint: endpoint.name, error: (err as Error).message });
+      this.#log('warn', "dns: could not undo a container's resolver configuration", {
+        endpoint: endpoint.name,
+        error: (err as Error).message,
+      });
     }
   }
 
   status(): DnsStatus {
-    return { listening: this.#listening, address: this.#o.plumbing.resolverAddress, upstream: this.#upstream.servers().map((s) => s.address), counters: this.#server.counters() };
+    return {
+      listening: this.#listening,
+      address: this.#o.plumbing.resolverAddress,
+      upstream: this.#upstream.servers().map((s) => s.address),
+      counters: this.#server.counters(),
+    };
   }
 
   /** For tests and the agent-less: answer one message as the server would. */
@@ -129,11 +145,21 @@ export class DnsService {
     const networks = [...atLeast];
     for (const n of this.#sandboxNetworks(key)) if (!networks.some((m) => m.id === n.id)) networks.push(n);
     networks.sort((a, b) => (a.name < b.name ? -1 : 1));
-    const path = await this.#resolvConf.write(sandbox, resolvConfText(this.#o.plumbing.resolverAddress, networks.map((n) => n.name)));
+    const path = await this.#resolvConf.write(
+      sandbox,
+      resolvConfText(
+        this.#o.plumbing.resolverAddress,
+        networks.map((n) => n.name),
+      ),
+    );
     if (path) {
       this.#written.set(key, sandbox);
     } else {
-      this.#log('info', 'dns: no resolv.conf written (a netns path outside /run/netns); point the container at the resolver', { endpoint: endpoint.name, address: this.#o.plumbing.resolverAddress });
+      this.#log(
+        'info',
+        'dns: no resolv.conf written (a netns path outside /run/netns); point the container at the resolver',
+        { endpoint: endpoint.name, address: this.#o.plumbing.resolverAddress },
+      );
     }
   }
 

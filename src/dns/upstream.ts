@@ -53,7 +53,8 @@ export const DEFAULT_UPSTREAM_BUDGET_MS = 4_000;
 /** How often the file is checked for changes, at most (only when a query is forwarded). */
 const RECHECK_MS = 1_000;
 
-export type ForwardResult = { ok: true; message: Buffer; server: string } | { ok: false; reason: 'no-server' | 'timeout' | 'unreachable' };
+export type ForwardResult =
+  { ok: true; message: Buffer; server: string } | { ok: false; reason: 'no-server' | 'timeout' | 'unreachable' };
 
 export class Upstream {
   readonly #o: UpstreamOptions;
@@ -96,7 +97,10 @@ export class Upstream {
     for (const server of servers) {
       const timeoutMs = Math.min(this.#o.timeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS, deadline - Date.now());
       if (timeoutMs <= 0) break;
-      const r = transport === 'udp' ? await askUdp(server, message, query, timeoutMs) : await askTcp(server, message, query, timeoutMs);
+      const r =
+        transport === 'udp'
+          ? await askUdp(server, message, query, timeoutMs)
+          : await askTcp(server, message, query, timeoutMs);
       if (r.ok) return { ok: true, message: r.message, server: server.address };
       if (r.reason === 'unreachable') reason = 'unreachable';
     }
@@ -157,7 +161,9 @@ function askTcp(server: Nameserver, message: Buffer, query: DecodedPacket, timeo
       const length = received.readUInt16BE(0);
       if (received.length < TCP_LENGTH_PREFIX + length) return;
       const answer = received.subarray(TCP_LENGTH_PREFIX, TCP_LENGTH_PREFIX + length);
-      finish(isAnswerTo(answer, query) ? { ok: true, message: Buffer.from(answer) } : { ok: false, reason: 'unreachable' });
+      finish(
+        isAnswerTo(answer, query) ? { ok: true, message: Buffer.from(answer) } : { ok: false, reason: 'unreachable' },
+      );
     });
   });
 }

@@ -68,7 +68,8 @@ export function parseQuery(message: Buffer): ParsedQuery {
   const flags = message.readUInt16BE(2);
   if (flags & FLAG_QR) return { ok: false, drop: 'not-a-query' };
   const opcode = (flags >> OPCODE_SHIFT) & OPCODE_MASK;
-  if (opcode !== OPCODE_QUERY) return { ok: false, reply: headerOnlyReply(id, flags, RCODE.NOTIMP), rcode: RCODE.NOTIMP };
+  if (opcode !== OPCODE_QUERY)
+    return { ok: false, reply: headerOnlyReply(id, flags, RCODE.NOTIMP), rcode: RCODE.NOTIMP };
   let query: DecodedPacket;
   try {
     query = dnsPacket.decode(message);
@@ -93,7 +94,13 @@ export function parseQuery(message: Buffer): ParsedQuery {
 /** An answer with no sections: the query's ID, opcode and RD echoed (RFC 1035 §4.1.1), RA set, and rcode. */
 function headerOnlyReply(id: number, queryFlags: number, rcode: Rcode): Buffer {
   const keep = queryFlags & ((OPCODE_MASK << OPCODE_SHIFT) | dnsPacket.RECURSION_DESIRED);
-  return dnsPacket.encode({ type: 'response', id, flags: keep | dnsPacket.RECURSION_AVAILABLE | rcode, questions: [], answers: [] });
+  return dnsPacket.encode({
+    type: 'response',
+    id,
+    flags: keep | dnsPacket.RECURSION_AVAILABLE | rcode,
+    questions: [],
+    answers: [],
+  });
 }
 
 /** The EDNS OPT record of a query (RFC 6891 §6.1.1), if any. */
@@ -121,11 +128,37 @@ export interface LocalAnswer {
  * TC and no records (RFC 2181 §9: the client retries over TCP). An OPT record is echoed when the
  * query had one (RFC 6891 §7).
  */
-export function encodeAnswer(query: DecodedPacket, question: Question, answer: LocalAnswer, transport: 'udp' | 'tcp'): Buffer {
+export function encodeAnswer(
+  query: DecodedPacket,
+  question: Question,
+  answer: LocalAnswer,
+  transport: 'udp' | 'tcp',
+): Buffer {
   const rd = (query.flags ?? 0) & dnsPacket.RECURSION_DESIRED;
-  const flags = rd | dnsPacket.RECURSION_AVAILABLE | (answer.authoritative ? dnsPacket.AUTHORITATIVE_ANSWER : 0) | answer.rcode;
-  const additionals: Answer[] = ednsOf(query) ? [{ type: 'OPT', name: '.', udpPayloadSize: UDP_EDNS_MAX, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] }] : [];
-  const packet: Packet = { type: 'response', id: query.id ?? 0, flags, questions: [question], answers: answer.answers, additionals };
+  const flags =
+    rd | dnsPacket.RECURSION_AVAILABLE | (answer.authoritative ? dnsPacket.AUTHORITATIVE_ANSWER : 0) | answer.rcode;
+  const additionals: Answer[] = ednsOf(query)
+    ? [
+        {
+          type: 'OPT',
+          name: '.',
+          udpPayloadSize: UDP_EDNS_MAX,
+          extendedRcode: 0,
+          ednsVersion: 0,
+          flags: 0,
+          flag_do: false,
+          options: [],
+        },
+      ]
+    : [];
+  const packet: Packet = {
+    type: 'response',
+    id: query.id ?? 0,
+    flags,
+    questions: [question],
+    answers: answer.answers,
+    additionals,
+  };
   const full = dnsPacket.encode(packet);
   const limit = transport === 'udp' ? udpLimit(query) : TCP_MESSAGE_MAX;
   if (full.length <= limit) return full;

@@ -20,7 +20,10 @@ export class PlumbingError extends VeilError {
     readonly exitCode: number | string | null,
     readonly stderr: string,
   ) {
-    super('VEIL_ERR_PLUMBING_COMMAND', `(exit ${String(exitCode)}) ${argv.join(' ')}: ${stderr.trim() || '(no stderr)'}`);
+    super(
+      'VEIL_ERR_PLUMBING_COMMAND',
+      `(exit ${String(exitCode)}) ${argv.join(' ')}: ${stderr.trim() || '(no stderr)'}`,
+    );
   }
 }
 

@@ -15,7 +15,8 @@ export const VTEP_LINK = 'to-host';
 export const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 
 function checkVni(vni: number): number {
-  if (!Number.isInteger(vni) || vni < 1 || vni > VNI_MAX) throw new RangeError(`VNI must be an integer in 1..${VNI_MAX}, got ${vni}`);
+  if (!Number.isInteger(vni) || vni < 1 || vni > VNI_MAX)
+    throw new RangeError(`VNI must be an integer in 1..${VNI_MAX}, got ${vni}`);
   return vni;
 }
 
@@ -31,5 +32,8 @@ export function vxlanName(vni: number): string {
 
 /** The vtep-side end of a container's veth: sha256("<VNI>/<endpointId>"), 14 characters. */
 export function endpointLinkName(vni: number, endpointId: string): string {
-  return `ve${createHash('sha256').update(`${checkVni(vni)}/${endpointId}`).digest('hex').slice(0, 12)}`;
+  return `ve${createHash('sha256')
+    .update(`${checkVni(vni)}/${endpointId}`)
+    .digest('hex')
+    .slice(0, 12)}`;
 }

@@ -13,9 +13,18 @@ export async function applyNftScript(run: CommandRunner, netns: string | undefin
 }
 
 /** Reads a named counter (`nft -j list counter FAMILY TABLE NAME`). */
-export async function readNftCounter(run: CommandRunner, netns: string | undefined, family: string, table: string, name: string): Promise<NftCounter> {
+export async function readNftCounter(
+  run: CommandRunner,
+  netns: string | undefined,
+  family: string,
+  table: string,
+  name: string,
+): Promise<NftCounter> {
   const { stdout } = await execIn(run, netns, ['nft', '-j', 'list', 'counter', family, table, name]);
-  const doc = parseCommandJson<{ nftables?: Array<{ counter?: { name?: string; packets?: number; bytes?: number } }> }>(stdout, 'nft -j list counter');
+  const doc = parseCommandJson<{ nftables?: Array<{ counter?: { name?: string; packets?: number; bytes?: number } }> }>(
+    stdout,
+    'nft -j list counter',
+  );
   const counter = doc.nftables?.find((e) => e.counter?.name === name)?.counter;
   if (counter?.packets === undefined || counter.bytes === undefined) {
     throw new PlumbingError(['nft', 'list', 'counter', name], null, `no counter in: ${stdout.slice(0, 200)}`);

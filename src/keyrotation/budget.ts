@@ -23,12 +23,17 @@ export interface OutboundUse {
  * The (vni, epoch) pairs whose outbound SA toward some peer used at least half the budget
  * and for which no rotation was asked yet (`asked` holds "vni/epoch").
  */
-export function rotationsDue(pairs: readonly OutboundUse[], budget: number, asked: ReadonlySet<string>): Array<{ vni: number; epoch: number; peer: string; sealed: number }> {
+export function rotationsDue(
+  pairs: readonly OutboundUse[],
+  budget: number,
+  asked: ReadonlySet<string>,
+): Array<{ vni: number; epoch: number; peer: string; sealed: number }> {
   const due = new Map<string, { vni: number; epoch: number; peer: string; sealed: number }>();
   for (const p of pairs) {
     if (!p.outbound || p.outbound.sealed < budget * ROTATE_AT_BUDGET_SHARE) continue;
     const key = `${p.vni}/${p.outbound.epoch}`;
-    if (!asked.has(key) && !due.has(key)) due.set(key, { vni: p.vni, epoch: p.outbound.epoch, peer: p.peer, sealed: p.outbound.sealed });
+    if (!asked.has(key) && !due.has(key))
+      due.set(key, { vni: p.vni, epoch: p.outbound.epoch, peer: p.peer, sealed: p.outbound.sealed });
   }
   return [...due.values()];
 }

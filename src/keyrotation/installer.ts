@@ -138,7 +138,9 @@ export class EpochInstaller {
     return this.#enqueue(async () => {
       this.#synced.set(networkId, Math.max(revision, this.#synced.get(networkId) ?? 0));
       const net = this.#net(networkId);
-      net.records = new Map(records.filter((r) => isEpochRecord(r) && r.networkId === networkId).map((r) => [r.epoch, r]));
+      net.records = new Map(
+        records.filter((r) => isEpochRecord(r) && r.networkId === networkId).map((r) => [r.epoch, r]),
+      );
       await this.#reconcile(networkId);
     });
   }
@@ -152,7 +154,8 @@ export class EpochInstaller {
         if (k?.kind !== 'keyEpoch' || e.revision <= (this.#synced.get(k.networkId) ?? 0)) continue;
         const net = this.#net(k.networkId);
         if (e.type === 'delete') net.records.delete(k.epoch);
-        else if (isEpochRecord(e.value) && e.value.networkId === k.networkId && e.value.epoch === k.epoch) net.records.set(k.epoch, e.value);
+        else if (isEpochRecord(e.value) && e.value.networkId === k.networkId && e.value.epoch === k.epoch)
+          net.records.set(k.epoch, e.value);
         else {
           this.#log('malformed key epoch record ignored', { key: e.key });
           continue;
@@ -203,8 +206,15 @@ export class EpochInstaller {
   /** Reported by whoever reads etcd for us (EpochFollower): shown in status as "rotation waits". */
   setStoreReachable(reachable: boolean, detail?: string): void {
     if (reachable === this.#store.reachable) return;
-    this.#store = reachable ? { reachable, since: null, detail: null } : { reachable, since: this.#clock.now(), detail: detail ?? null };
-    this.#log(reachable ? 'etcd reachable again; key rotation resumes' : 'etcd unreachable; current SAs stay, key rotation waits', detail ? { detail } : {});
+    this.#store = reachable
+      ? { reachable, since: null, detail: null }
+      : { reachable, since: this.#clock.now(), detail: detail ?? null };
+    this.#log(
+      reachable
+        ? 'etcd reachable again; key rotation resumes'
+        : 'etcd unreachable; current SAs stay, key rotation waits',
+      detail ? { detail } : {},
+    );
   }
 
   /** Resolves once every queued change has been applied (tests, orderly shutdown). */
@@ -227,21 +237,23 @@ export class EpochInstaller {
       networks.push({
         networkId,
         outboundEpoch: net.outbound,
-        epochs: [...epochs].sort((a, b) => a - b).map((epoch) => {
-          const r = net.records.get(epoch);
-          const inst = net.installed.get(epoch);
-          return {
-            epoch,
-            state: r?.state ?? 'retired',
-            publishedAt: r?.publishedAt ?? 0,
-            ...(r?.activatedAt !== undefined ? { activatedAt: r.activatedAt } : {}),
-            ...(r?.retiredAt !== undefined ? { retiredAt: r.retiredAt } : {}),
-            installed: inst !== undefined,
-            acked: inst?.acked ?? false,
-            outbound: net.outbound === epoch,
-            problem: net.problems.get(epoch)?.why ?? null,
-          };
-        }),
+        epochs: [...epochs]
+          .sort((a, b) => a - b)
+          .map((epoch) => {
+            const r = net.records.get(epoch);
+            const inst = net.installed.get(epoch);
+            return {
+              epoch,
+              state: r?.state ?? 'retired',
+              publishedAt: r?.publishedAt ?? 0,
+              ...(r?.activatedAt !== undefined ? { activatedAt: r.activatedAt } : {}),
+              ...(r?.retiredAt !== undefined ? { retiredAt: r.retiredAt } : {}),
+              installed: inst !== undefined,
+              acked: inst?.acked ?? false,
+              outbound: net.outbound === epoch,
+              problem: net.problems.get(epoch)?.why ?? null,
+            };
+          }),
         nextRotationAt: nextRotationAt(records, this.#config),
         waiting: !this.#store.reachable
           ? `etcd unreachable${this.#store.detail ? ` (${this.#store.detail})` : ''}: current SAs stay, rotation waits`
@@ -293,7 +305,10 @@ export class EpochInstaller {
           this.#log('not a member of this epoch; nothing installed', at(r.epoch));
         } else {
           this.#counters.unwrapFailures++;
-          this.#log('epoch secret does not unwrap with this host key; nothing installed', { code: KEY_UNAVAILABLE, ...at(r.epoch) });
+          this.#log('epoch secret does not unwrap with this host key; nothing installed', {
+            code: KEY_UNAVAILABLE,
+            ...at(r.epoch),
+          });
         }
         continue;
       }
@@ -315,7 +330,10 @@ export class EpochInstaller {
     }
     if (networkGone) {
       // Its records are leftovers (the network was deleted in etcd): nothing to install, ack or retry.
-      this.#log('network gone; its epoch records are dropped', { network: networkId, epochs: [...net.records.keys()].sort((a, b) => a - b) });
+      this.#log('network gone; its epoch records are dropped', {
+        network: networkId,
+        epochs: [...net.records.keys()].sort((a, b) => a - b),
+      });
       net.records = new Map();
       failed = (await this.#retireGone(networkId, net)) || failed;
     }

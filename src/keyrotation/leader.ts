@@ -5,7 +5,14 @@ import { isStoreError } from '../store/errors.js';
 import { keys, parseKey } from '../store/layout.js';
 import type { HostRecord, KeyEpochRecord, Leadership, NetworkRecord, Store, WatchEvent } from '../store/types.js';
 import type { RotationRequests } from './requests.js';
-import { memberHosts, nextAction, scheduleConfig, type Action, type ScheduleConfig, type ScheduleInput } from './schedule.js';
+import {
+  memberHosts,
+  nextAction,
+  scheduleConfig,
+  type Action,
+  type ScheduleConfig,
+  type ScheduleInput,
+} from './schedule.js';
 import { errorFields, noLog, sleep, systemClock, type Clock, type LogFn } from './seams.js';
 import { EPOCH_SECRET_LENGTH, unwrapForSelf, wrapForHost, type HostIdentity } from './wrapping.js';
 
@@ -111,7 +118,9 @@ export class KeyScheduleLeader {
 
   /** Campaigns in the background; leads whenever elected. Never rejects. */
   start(): void {
-    this.#running ??= this.#campaignLoop().catch((err: unknown) => this.#d.log('key schedule leader stopped by an error', errorFields(err)));
+    this.#running ??= this.#campaignLoop().catch((err: unknown) =>
+      this.#d.log('key schedule leader stopped by an error', errorFields(err)),
+    );
   }
 
   /** Stops leader work, resigns, and returns when nothing of it runs any more. */
@@ -159,7 +168,11 @@ export class KeyScheduleLeader {
       // after an event-loop stall while etcd still keeps the campaign's lease alive), resign before
       // campaigning again: a term's key left in the election queue would stay first in it, and every
       // later campaign, here or on any other host, would wait behind it for ever.
-      await leadership.resign().catch((err: unknown) => log('key schedule could not resign a lost term (its lease expires after the TTL)', errorFields(err)));
+      await leadership
+        .resign()
+        .catch((err: unknown) =>
+          log('key schedule could not resign a lost term (its lease expires after the TTL)', errorFields(err)),
+        );
     }
   }
 }
@@ -204,7 +217,10 @@ class LeaderTerm {
     readonly leadership: Leadership,
   ) {
     this.since = d.clock.now();
-    this.#networks = new Serial(() => this.#refreshNetworks(), (err) => this.d.log('key schedule failed', errorFields(err)));
+    this.#networks = new Serial(
+      () => this.#refreshNetworks(),
+      (err) => this.d.log('key schedule failed', errorFields(err)),
+    );
     leadership.onLost((reason) => {
       if (!this.#ended.signal.aborted) d.log('key schedule leadership lost; leader work stops', errorFields(reason));
       this.end();
@@ -230,7 +246,9 @@ class LeaderTerm {
 
   async run(): Promise<void> {
     this.d.log('key schedule leader elected', { host: this.d.self.hostId });
-    const ended = new Promise<void>((resolve) => this.signal.addEventListener('abort', () => resolve(), { once: true }));
+    const ended = new Promise<void>((resolve) =>
+      this.signal.addEventListener('abort', () => resolve(), { once: true }),
+    );
     while (this.active) {
       try {
         await this.#watch();
@@ -351,7 +369,10 @@ class NetworkLoop {
     readonly networkId: string,
     private readonly term: LeaderTerm,
   ) {
-    this.#serial = new Serial(() => this.#run(), (err) => term.d.log('key schedule failed', { network: networkId, ...errorFields(err) }));
+    this.#serial = new Serial(
+      () => this.#run(),
+      (err) => term.d.log('key schedule failed', { network: networkId, ...errorFields(err) }),
+    );
   }
 
   kick(): void {
@@ -365,7 +386,13 @@ class NetworkLoop {
   }
 
   status(): NetworkScheduleStatus {
-    return { networkId: this.networkId, waiting: this.#waiting, lastAction: this.#lastAction, ackTimeouts: this.#ackTimeouts, problem: this.#problem };
+    return {
+      networkId: this.networkId,
+      waiting: this.#waiting,
+      lastAction: this.#lastAction,
+      ackTimeouts: this.#ackTimeouts,
+      problem: this.#problem,
+    };
   }
 
   get #stopped(): boolean {
@@ -399,7 +426,9 @@ class NetworkLoop {
           log('network gone; its key schedule stops', { network: this.networkId });
           return this.term.forget(this);
         }
-        this.#problem = isStoreError(err, 'VEIL_ERR_STORE_UNAVAILABLE') ? `etcd unreachable: ${(err as Error).message}` : (err as Error).message;
+        this.#problem = isStoreError(err, 'VEIL_ERR_STORE_UNAVAILABLE')
+          ? `etcd unreachable: ${(err as Error).message}`
+          : (err as Error).message;
         this.#waiting = { until: clock.now() + retryMs, reason: `retrying after: ${this.#problem}` };
         log('key schedule step failed; retrying', { network: this.networkId, ...errorFields(err) });
         this.#arm(retryMs);
@@ -423,17 +452,36 @@ class NetworkLoop {
       this.term.forget(this);
       return null;
     }
-    const [epochs, hosts, request] = await Promise.all([store.getEpochs(this.networkId), store.listHosts(), requests.get(this.networkId)]);
-    const members = new Map(memberHosts(hosts.items).filter((h) => !this.#unusableKeys.has(keyId(h))).map((h) => [h.id, h]));
+    const [epochs, hosts, request] = await Promise.all([
+      store.getEpochs(this.networkId),
+      store.listHosts(),
+      requests.get(this.networkId),
+    ]);
+    const members = new Map(
+      memberHosts(hosts.items)
+        .filter((h) => !this.#unusableKeys.has(keyId(h)))
+        .map((h) => [h.id, h]),
+    );
     const acks = new Map<number, Set<string>>();
     for (const r of epochs.items) {
       if (r.state !== 'published') continue;
       const listing = await store.listAcks(this.networkId, r.epoch);
       // An ack counts for the host's current process only: a restarted host acks again.
-      acks.set(r.epoch, new Set(listing.items.filter((a) => members.get(a.hostId)?.incarnation === a.incarnation).map((a) => a.hostId)));
+      acks.set(
+        r.epoch,
+        new Set(listing.items.filter((a) => members.get(a.hostId)?.incarnation === a.incarnation).map((a) => a.hostId)),
+      );
     }
     return {
-      input: { epochs: epochs.items, acks, members: [...members.keys()], now: clock.now(), config, request, unrecoverable: this.#unrecoverable },
+      input: {
+        epochs: epochs.items,
+        acks,
+        members: [...members.keys()],
+        now: clock.now(),
+        config,
+        request,
+        unrecoverable: this.#unrecoverable,
+      },
       epochs: new Map(epochs.items.map((r) => [r.epoch, r])),
       members,
     };
@@ -453,8 +501,19 @@ class NetworkLoop {
         try {
           const wrapped = this.#wrapFor(secret, action.epoch, [...snap.members.values()]);
           if (Object.keys(wrapped).length === 0) return; // every key unusable: the next read has no members and waits
-          await store.putEpoch(leadership, { networkId: network, epoch: action.epoch, state: 'published', publishedAt: now, wrapped });
-          log('epoch published', { network, epoch: action.epoch, because: action.because, members: Object.keys(wrapped).sort() });
+          await store.putEpoch(leadership, {
+            networkId: network,
+            epoch: action.epoch,
+            state: 'published',
+            publishedAt: now,
+            wrapped,
+          });
+          log('epoch published', {
+            network,
+            epoch: action.epoch,
+            because: action.because,
+            members: Object.keys(wrapped).sort(),
+          });
         } finally {
           secret.wipe();
         }
@@ -465,7 +524,13 @@ class NetworkLoop {
         const own = unwrapForSelf(record, this.term.d.self);
         if (!own.ok) {
           this.#unrecoverable.add(action.epoch);
-          log('epoch cannot be rewrapped: this leader holds no usable copy', { code: KEY_UNAVAILABLE, network, epoch: action.epoch, why: own.why, hosts: action.hosts });
+          log('epoch cannot be rewrapped: this leader holds no usable copy', {
+            code: KEY_UNAVAILABLE,
+            network,
+            epoch: action.epoch,
+            why: own.why,
+            hosts: action.hosts,
+          });
           return;
         }
         try {
@@ -484,7 +549,11 @@ class NetworkLoop {
         await store.putEpoch(leadership, { ...record, state: 'active', activatedAt: now });
         if (action.because === 'ack-timeout') {
           this.#ackTimeouts++;
-          log('epoch activated without every ack (ack timeout)', { network, epoch: action.epoch, missing: action.missing });
+          log('epoch activated without every ack (ack timeout)', {
+            network,
+            epoch: action.epoch,
+            missing: action.missing,
+          });
         } else log('epoch activated', { network, epoch: action.epoch });
         break;
       }
@@ -502,7 +571,12 @@ class NetworkLoop {
         break;
       }
     }
-    const detail = action.kind === 'publish' || action.kind === 'activate' || action.kind === 'retire' ? action.because : action.kind === 'rewrap' ? action.hosts.join(',') : undefined;
+    const detail =
+      action.kind === 'publish' || action.kind === 'activate' || action.kind === 'retire'
+        ? action.because
+        : action.kind === 'rewrap'
+          ? action.hosts.join(',')
+          : undefined;
     this.#lastAction = { kind: action.kind, epoch: action.epoch, at: now, ...(detail !== undefined ? { detail } : {}) };
   }
 
@@ -514,7 +588,12 @@ class NetworkLoop {
         wrapped[h.id] = wrapForHost(secret, h, this.networkId, epoch);
       } catch (err) {
         this.#unusableKeys.add(keyId(h));
-        this.term.d.log('host public key unusable; host left out of the epoch', { network: this.networkId, epoch, host: h.id, ...errorFields(err) });
+        this.term.d.log('host public key unusable; host left out of the epoch', {
+          network: this.networkId,
+          epoch,
+          host: h.id,
+          ...errorFields(err),
+        });
       }
     }
     return wrapped;

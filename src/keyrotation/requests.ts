@@ -41,7 +41,8 @@ export async function requestRotation(
   by: string,
 ): Promise<RotationRequest> {
   const network = await deps.store.getNetwork(networkIdOrName);
-  if (!network.encrypted) throw new VeilError('VEIL_ERR_NOT_ENCRYPTED', `network ${network.name} has no keys to rotate`);
+  if (!network.encrypted)
+    throw new VeilError('VEIL_ERR_NOT_ENCRYPTED', `network ${network.name} has no keys to rotate`);
   const { items } = await deps.store.getEpochs(network.id);
   const afterEpoch = items.reduce((max, r) => Math.max(max, r.epoch), 0);
   const request: RotationRequest = { networkId: network.id, afterEpoch, requestedAt: (deps.now ?? Date.now)(), by };
@@ -86,7 +87,10 @@ export interface RotationRequestStore {
 }
 
 /** RotationRequests on the Store, once it has the methods above; `prefix` is layout's `keys.rotatePrefix()`. */
-export function storeRotationRequests(store: Pick<Store, 'watch' | 'listNetworks'> & RotationRequestStore, prefix: string): RotationRequests {
+export function storeRotationRequests(
+  store: Pick<Store, 'watch' | 'listNetworks'> & RotationRequestStore,
+  prefix: string,
+): RotationRequests {
   return {
     request: (r) => store.requestRotation(r),
     get: (networkId) => store.getRotationRequest(networkId),

@@ -68,7 +68,8 @@ export const MAX_LIVE_EPOCHS = 3;
 export function scheduleConfig(partial: Partial<ScheduleConfig> = {}): ScheduleConfig {
   const c: ScheduleConfig = { ...DEFAULT_SCHEDULE_CONFIG, ...partial };
   const positive = (k: keyof ScheduleConfig, min: number): void => {
-    if (!Number.isFinite(c[k]) || c[k] < min) throw new VeilError('VEIL_ERR_CONFIG_INVALID', `key schedule ${k} must be a number ≥ ${min} (ms)`);
+    if (!Number.isFinite(c[k]) || c[k] < min)
+      throw new VeilError('VEIL_ERR_CONFIG_INVALID', `key schedule ${k} must be a number ≥ ${min} (ms)`);
   };
   positive('intervalMs', 1);
   positive('ackTimeoutMs', 1);
@@ -115,7 +116,10 @@ const activatedAt = (r: KeyEpochRecord): number => r.activatedAt ?? r.publishedA
 
 /** The newest active epoch: the one gateways seal with. */
 export function currentEpoch(epochs: readonly KeyEpochRecord[]): KeyEpochRecord | undefined {
-  return [...epochs].sort(byEpoch).filter((r) => r.state === 'active').pop();
+  return [...epochs]
+    .sort(byEpoch)
+    .filter((r) => r.state === 'active')
+    .pop();
 }
 
 /**
@@ -188,9 +192,11 @@ export function nextAction(input: ScheduleInput): Action {
   if (due.because) {
     const next = (newest?.epoch ?? 0) + 1;
     const pending = epochs.find((r) => r.state === 'published');
-    if (members.length === 0) return wait(deadlines, now, `rotation due (${due.because}) but no live member host can encrypt`);
+    if (members.length === 0)
+      return wait(deadlines, now, `rotation due (${due.because}) but no live member host can encrypt`);
     if (pending) return wait(deadlines, now, `rotation due (${due.because}) after epoch ${pending.epoch} is activated`);
-    if (epochs.length >= MAX_LIVE_EPOCHS) return wait(deadlines, now, `rotation due (${due.because}) once fewer than ${MAX_LIVE_EPOCHS} epochs exist`);
+    if (epochs.length >= MAX_LIVE_EPOCHS)
+      return wait(deadlines, now, `rotation due (${due.because}) once fewer than ${MAX_LIVE_EPOCHS} epochs exist`);
     return { kind: 'publish', epoch: next, because: due.because };
   }
   if (due.at !== null) deadlines.push({ at: due.at, reason: `epoch ${current?.epoch} rotates on the timer` });
@@ -209,7 +215,8 @@ function rotationDue(
   const newest = epochs[epochs.length - 1]!;
   if (input.request && input.request.afterEpoch >= newest.epoch) return { because: 'requested', at: null };
   if (!current) return { because: null, at: null }; // the first epoch is still being published
-  if (unrecoverable.has(current.epoch) && members.some((m) => !has(current.wrapped, m))) return { because: 'unrecoverable', at: null };
+  if (unrecoverable.has(current.epoch) && members.some((m) => !has(current.wrapped, m)))
+    return { because: 'unrecoverable', at: null };
   const at = activatedAt(current) + input.config.intervalMs;
   if (input.now >= at) return { because: 'interval', at };
   return { because: null, at };

@@ -18,7 +18,12 @@ export interface HostIdentity {
 }
 
 /** The secret wrapped for one host, base64. Throws when the host's public key is unusable. */
-export function wrapForHost(secret: SecretKey, host: Pick<HostRecord, 'id' | 'publicKey'>, networkId: string, epoch: number): string {
+export function wrapForHost(
+  secret: SecretKey,
+  host: Pick<HostRecord, 'id' | 'publicKey'>,
+  networkId: string,
+  epoch: number,
+): string {
   const wrapped = wrapSecret(secret, hexToBytes(host.publicKey), { networkId, epoch, hostId: host.id });
   return Buffer.from(wrapped).toString('base64');
 }
@@ -33,8 +38,14 @@ export function unwrapForSelf(record: KeyEpochRecord, self: HostIdentity): Unwra
   const mine = Object.hasOwn(record.wrapped, self.hostId) ? record.wrapped[self.hostId] : undefined;
   if (mine === undefined) return { ok: false, why: 'not-member' };
   try {
-    const secret = unwrapSecret(Buffer.from(mine, 'base64'), self.privateKey, { networkId: record.networkId, epoch: record.epoch, hostId: self.hostId });
-    return secret && secret.length === EPOCH_SECRET_LENGTH ? { ok: true, secret } : { ok: false, why: 'key-unavailable' };
+    const secret = unwrapSecret(Buffer.from(mine, 'base64'), self.privateKey, {
+      networkId: record.networkId,
+      epoch: record.epoch,
+      hostId: self.hostId,
+    });
+    return secret && secret.length === EPOCH_SECRET_LENGTH
+      ? { ok: true, secret }
+      : { ok: false, why: 'key-unavailable' };
   } catch {
     return { ok: false, why: 'key-unavailable' };
   }

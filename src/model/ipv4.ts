@@ -39,7 +39,8 @@ export interface Cidr {
 /** "A.B.C.D/N". Host bits may be set ("10.0.0.5/24"); callers that need a network address compare address and first. */
 export function parseCidr(text: string): Cidr | undefined {
   const [addr, len, extra] = text.split('/');
-  if (addr === undefined || len === undefined || extra !== undefined || !/^(3[0-2]|[12]?\d)$/.test(len)) return undefined;
+  if (addr === undefined || len === undefined || extra !== undefined || !/^(3[0-2]|[12]?\d)$/.test(len))
+    return undefined;
   const address = parseIpv4(addr);
   if (address === undefined) return undefined;
   const prefixLength = Number(len);

@@ -25,7 +25,10 @@ export function isWindows(host: Pick<HostOs, 'os'>): boolean {
 }
 
 export function windowsHosts(hosts: readonly HostOs[]): string[] {
-  return hosts.filter(isWindows).map((h) => h.id).sort();
+  return hosts
+    .filter(isWindows)
+    .map((h) => h.id)
+    .sort();
 }
 
 export function windowsNetworkWarning(windowsHostIds: string[]): string {

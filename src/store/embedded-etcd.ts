@@ -63,20 +63,32 @@ export function embeddedEtcdArgs(dir: string): string[] {
   const client = `unix://${CLIENT_SOCKET}`;
   const peer = `unix://${PEER_SOCKET}`;
   return [
-    '--name', MEMBER_NAME,
-    '--data-dir', join(dir, 'data'),
-    '--listen-client-urls', client,
-    '--advertise-client-urls', client,
-    '--listen-peer-urls', peer,
-    '--initial-advertise-peer-urls', peer,
+    '--name',
+    MEMBER_NAME,
+    '--data-dir',
+    join(dir, 'data'),
+    '--listen-client-urls',
+    client,
+    '--advertise-client-urls',
+    client,
+    '--listen-peer-urls',
+    peer,
+    '--initial-advertise-peer-urls',
+    peer,
     // Read on the first start only; later starts take the member from the data dir.
-    '--initial-cluster', `${MEMBER_NAME}=${peer}`,
-    '--initial-cluster-state', 'new',
+    '--initial-cluster',
+    `${MEMBER_NAME}=${peer}`,
+    '--initial-cluster-state',
+    'new',
     // The store keeps little history (watches resume, or resync after a compaction): an hour is plenty.
-    '--auto-compaction-mode', 'periodic',
-    '--auto-compaction-retention', '1h',
-    '--logger', 'zap',
-    '--log-outputs', 'stderr',
+    '--auto-compaction-mode',
+    'periodic',
+    '--auto-compaction-retention',
+    '1h',
+    '--logger',
+    'zap',
+    '--log-outputs',
+    'stderr',
   ];
 }
 
@@ -90,7 +102,14 @@ export function parseEtcdLogLine(line: string): { level: Level; msg: string; fie
   try {
     const j = JSON.parse(line) as Record<string, unknown>;
     const { level, msg, ts: _ts, caller: _caller, ...fields } = j;
-    const lv: Level = level === 'warn' ? (EXPECTED_WARNINGS.has(String(msg)) ? 'debug' : 'warn') : level === 'error' || level === 'fatal' || level === 'panic' || level === 'dpanic' ? 'error' : 'debug';
+    const lv: Level =
+      level === 'warn'
+        ? EXPECTED_WARNINGS.has(String(msg))
+          ? 'debug'
+          : 'warn'
+        : level === 'error' || level === 'fatal' || level === 'panic' || level === 'dpanic'
+          ? 'error'
+          : 'debug';
     return { level: lv, msg: typeof msg === 'string' ? msg : line, fields };
   } catch {
     return { level: 'debug', msg: line, fields: {} };
@@ -137,17 +156,23 @@ function unavailable(message: string): VeilError {
 export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<EmbeddedEtcd> {
   const bin = opts.bin ?? process.env.ETCD_BIN ?? '/usr/bin/etcd';
   if (!existsSync(bin)) {
-    throw unavailable(`no --cluster-store given and no etcd to embed at ${bin} (install etcd-server, or give --cluster-store etcd://HOST:PORT)`);
+    throw unavailable(
+      `no --cluster-store given and no etcd to embed at ${bin} (install etcd-server, or give --cluster-store etcd://HOST:PORT)`,
+    );
   }
   const dir = resolve(opts.dir);
   const clientSocket = join(dir, CLIENT_SOCKET);
   const peerSocket = join(dir, PEER_SOCKET);
   if (Buffer.byteLength(clientSocket) > MAX_SOCKET_PATH_BYTES) {
-    throw unavailable(`embedded etcd socket path ${clientSocket} is longer than ${MAX_SOCKET_PATH_BYTES} bytes: use a shorter --data-dir`);
+    throw unavailable(
+      `embedded etcd socket path ${clientSocket} is longer than ${MAX_SOCKET_PATH_BYTES} bytes: use a shorter --data-dir`,
+    );
   }
   const log = opts.log;
   if (await answers(clientSocket)) {
-    throw unavailable(`an etcd already serves ${clientSocket}: is another veil gateway running on the data dir ${dirname(dir)}?`);
+    throw unavailable(
+      `an etcd already serves ${clientSocket}: is another veil gateway running on the data dir ${dirname(dir)}?`,
+    );
   }
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -201,12 +226,16 @@ export async function startEmbeddedEtcd(opts: EmbeddedEtcdOptions): Promise<Embe
   for (;;) {
     if (gone) {
       const { code, signal } = await exited;
-      throw unavailable(`embedded etcd exited during start (code ${code}, signal ${signal}): ${tail.join(' | ') || 'no output'}`);
+      throw unavailable(
+        `embedded etcd exited during start (code ${code}, signal ${signal}): ${tail.join(' | ') || 'no output'}`,
+      );
     }
     if (await healthy(clientSocket)) break;
     if (Date.now() > deadline) {
       await stop();
-      throw unavailable(`embedded etcd did not answer on ${clientSocket} within ${timeoutMs} ms: ${tail.join(' | ') || 'no output'}`);
+      throw unavailable(
+        `embedded etcd did not answer on ${clientSocket} within ${timeoutMs} ms: ${tail.join(' | ') || 'no output'}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -38,8 +38,26 @@ import {
 } from 'etcd3';
 import { StoreError } from './errors.js';
 import { KEYSCHEDULE_ELECTION, PREFIX, SEGMENT_RE, keys, prefixEnd } from './layout.js';
-import { HOST_INDEX_MAX, HOST_INDEX_MIN, NETWORK_INDEX_MAX, NETWORK_INDEX_MIN, VNI_ALLOCATION_MIN, VNI_MAX } from '../model/ids.js';
-import { allocRange, buildNetwork, checkAck, checkEndpoint, checkEpoch, checkHost, checkRotationRequest, macFromIpv4, pickFree, pickFreeIp } from './logic.js';
+import {
+  HOST_INDEX_MAX,
+  HOST_INDEX_MIN,
+  NETWORK_INDEX_MAX,
+  NETWORK_INDEX_MIN,
+  VNI_ALLOCATION_MIN,
+  VNI_MAX,
+} from '../model/ids.js';
+import {
+  allocRange,
+  buildNetwork,
+  checkAck,
+  checkEndpoint,
+  checkEpoch,
+  checkHost,
+  checkRotationRequest,
+  macFromIpv4,
+  pickFree,
+  pickFreeIp,
+} from './logic.js';
 import type {
   AckRecord,
   EndpointRecord,
@@ -88,13 +106,22 @@ function decodeLoose(buf: Buffer | undefined): unknown {
 const rev = (r: string | number | undefined | null): number => Number(r ?? 0);
 
 /** A small random pause between optimistic retries so colliding writers spread out. */
-const jitter = (attempt: number): Promise<void> => new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 * attempt)));
+const jitter = (attempt: number): Promise<void> =>
+  new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 * attempt)));
 
 function unavailable(err: unknown): StoreError | null {
   // etcd3 puts a circuit breaker (cockatiel) in front of each member: after 3 failures it
   // refuses calls for 5 s with a BrokenCircuitError, which is etcd being unreachable too.
-  const brokenCircuit = typeof err === 'object' && err !== null && (err as { isBrokenCircuitError?: boolean }).isBrokenCircuitError === true;
-  if (err instanceof GRPCUnavailableError || err instanceof GRPCDeadlineExceededError || err instanceof ClientClosedError || brokenCircuit) {
+  const brokenCircuit =
+    typeof err === 'object' &&
+    err !== null &&
+    (err as { isBrokenCircuitError?: boolean }).isBrokenCircuitError === true;
+  if (
+    err instanceof GRPCUnavailableError ||
+    err instanceof GRPCDeadlineExceededError ||
+    err instanceof ClientClosedError ||
+    brokenCircuit
+  ) {
     return new StoreError('VEIL_ERR_STORE_UNAVAILABLE', (err as Error).message, { cause: err });
   }
   return null;
@@ -116,7 +143,9 @@ class EtcdHostLease implements HostLease {
     readonly index: number,
     readonly lease: Lease,
   ) {
-    lease.on('lost', (err) => this.ctl.abort(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', `host lease lost: ${err.message}`)));
+    lease.on('lost', (err) =>
+      this.ctl.abort(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', `host lease lost: ${err.message}`)),
+    );
   }
   get lost(): AbortSignal {
     return this.ctl.signal;
@@ -158,7 +187,8 @@ class EtcdLeadership implements Leadership {
     const periodMs = (ttlSeconds * 1000) / 3;
     const budgetMs = (ttlSeconds * 2000) / 3;
     this.timer = setInterval(() => {
-      if (Date.now() - this.lastConfirmed > budgetMs) return this.lose('could not confirm leadership with etcd within 2/3 of the lease TTL');
+      if (Date.now() - this.lastConfirmed > budgetMs)
+        return this.lose('could not confirm leadership with etcd within 2/3 of the lease TTL');
       const started = Date.now();
       ns.get(fenceKey)
         .options({ deadline: started + periodMs })
@@ -218,7 +248,15 @@ export class EtcdStore implements Store {
       // Unary calls get a deadline so an unreachable etcd fails fast; streams (watch, keepalive) must not.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
       // Without a CA, grpc-js verifies etcd's certificate against the system's roots.
-      ...(opts.tls ? { credentials: { rootCertificate: opts.tls.ca as Buffer, ...(opts.tls.cert ? { certChain: opts.tls.cert } : {}), ...(opts.tls.key ? { privateKey: opts.tls.key } : {}) } } : {}),
+      ...(opts.tls
+        ? {
+            credentials: {
+              rootCertificate: opts.tls.ca as Buffer,
+              ...(opts.tls.cert ? { certChain: opts.tls.cert } : {}),
+              ...(opts.tls.key ? { privateKey: opts.tls.key } : {}),
+            },
+          }
+        : {}),
     };
     this.client = new Etcd3(options);
     this.ns = this.client.namespace(opts.prefix ?? PREFIX);
@@ -233,12 +271,27 @@ export class EtcdStore implements Store {
   /** A compare over every key under `prefix` (Compare.range_end), which etcd3's builder cannot express. */
   private rangeCompare(prefix: string, target: 'Create' | 'Mod', result: 'Equal' | 'Less', value: number): ICompare {
     const key = this.abs(prefix);
-    return { key, range_end: prefixEnd(key), target, result, [target === 'Create' ? 'create_revision' : 'mod_revision']: value };
+    return {
+      key,
+      range_end: prefixEnd(key),
+      target,
+      result,
+      [target === 'Create' ? 'create_revision' : 'mod_revision']: value,
+    };
   }
   private keyCompare(key: string, target: 'Create' | 'Mod', value: number): ICompare {
-    return { key: this.abs(key), target, result: 'Equal', [target === 'Create' ? 'create_revision' : 'mod_revision']: value };
+    return {
+      key: this.abs(key),
+      target,
+      result: 'Equal',
+      [target === 'Create' ? 'create_revision' : 'mod_revision']: value,
+    };
   }
-  private async rawTxn(compare: ICompare[], success: Array<Promise<IRequestOp>>, failure: Array<Promise<IRequestOp>> = []) {
+  private async rawTxn(
+    compare: ICompare[],
+    success: Array<Promise<IRequestOp>>,
+    failure: Array<Promise<IRequestOp>> = [],
+  ) {
     return this.ns.kv.txn({ compare, success: await Promise.all(success), failure: await Promise.all(failure) });
   }
 
@@ -274,8 +327,11 @@ export class EtcdStore implements Store {
           const { kvs } = await this.getAll(keys.hostIndexPrefix());
           const mine = kvs.find((kv) => kv.value.toString() === host.id);
           const indexOf = (kv: IKeyValue): number => Number(kv.key.toString().slice(keys.hostIndexPrefix().length));
-          const index = mine ? indexOf(mine) : pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(kvs.map(indexOf)), attempt);
-          if (index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
+          const index = mine
+            ? indexOf(mine)
+            : pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(kvs.map(indexOf)), attempt);
+          if (index === null)
+            throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
           const record: HostRecord = { ...host, index };
           const idx = keys.hostIndex(index);
           const hostKey = keys.host(host.id);
@@ -283,14 +339,21 @@ export class EtcdStore implements Store {
           // hosts/<id> must be absent: a live record belongs to a live host (a cloned machine with the
           // same name must not take it over; a host back from a crash waits for its old lease to expire).
           const txn = mine
-            ? this.ns.if(idx, 'Value', '==', host.id).and(hostKey, 'Create', '==', 0).then(lease.put(hostKey).value(json(record)))
-            : this.ns.if(idx, 'Create', '==', 0).and(hostKey, 'Create', '==', 0).then(this.ns.put(idx).value(host.id), lease.put(hostKey).value(json(record)));
+            ? this.ns
+                .if(idx, 'Value', '==', host.id)
+                .and(hostKey, 'Create', '==', 0)
+                .then(lease.put(hostKey).value(json(record)))
+            : this.ns
+                .if(idx, 'Create', '==', 0)
+                .and(hostKey, 'Create', '==', 0)
+                .then(this.ns.put(idx).value(host.id), lease.put(hostKey).value(json(record)));
           const res = await txn.else(this.ns.get(hostKey)).commit();
           if (res.succeeded) {
             this.leases.add(lease);
             return new EtcdHostLease(host.id, index, lease);
           }
-          if ((res.responses[0]?.response_range?.kvs.length ?? 0) > 0) throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
+          if ((res.responses[0]?.response_range?.kvs.length ?? 0) > 0)
+            throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
           await jitter(attempt);
         }
         throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'host index allocation');
@@ -315,7 +378,8 @@ export class EtcdStore implements Store {
         const [vnis, indexes] = await Promise.all([this.keySet(keys.vnisPrefix()), this.keySet(keys.netIndexPrefix())]);
         const vni = base.vni ?? pickFree(VNI_ALLOCATION_MIN, VNI_MAX, new Set([...vnis].map(Number)), attempt);
         const index = pickFree(NETWORK_INDEX_MIN, NETWORK_INDEX_MAX, new Set([...indexes].map(Number)), attempt);
-        if (vni === null || index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', vni === null ? 'no free VNI' : 'no free network index');
+        if (vni === null || index === null)
+          throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', vni === null ? 'no free VNI' : 'no free network index');
         const record: NetworkRecord = { ...base, vni, index };
         const res = await this.rawTxn(
           [
@@ -332,7 +396,11 @@ export class EtcdStore implements Store {
             this.ns.put(keys.vni(vni)).value(record.id).op(),
             this.ns.put(keys.netIndex(index)).value(record.id).op(),
           ],
-          [this.ns.get(keys.name(record.name)).op(), this.ns.get(keys.vni(vni)).op(), this.ns.get(keys.network(record.id)).op()],
+          [
+            this.ns.get(keys.name(record.name)).op(),
+            this.ns.get(keys.vni(vni)).op(),
+            this.ns.get(keys.network(record.id)).op(),
+          ],
         );
         if (res.succeeded) return record;
         const [nameTaken, vniTaken, idTaken] = res.responses.map((r) => (r.response_range?.kvs.length ?? 0) > 0);
@@ -369,7 +437,10 @@ export class EtcdStore implements Store {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const { value: net, modRevision } = await this.findNetwork(idOrName);
         const res = await this.rawTxn(
-          [this.keyCompare(keys.network(net.id), 'Mod', modRevision), this.rangeCompare(keys.endpointsPrefix(net.id), 'Create', 'Equal', 0)],
+          [
+            this.keyCompare(keys.network(net.id), 'Mod', modRevision),
+            this.rangeCompare(keys.endpointsPrefix(net.id), 'Create', 'Equal', 0),
+          ],
           [
             this.ns.delete().key(keys.network(net.id)).op(),
             this.ns.delete().key(keys.name(net.name)).op(),
@@ -384,7 +455,8 @@ export class EtcdStore implements Store {
         );
         if (res.succeeded) return;
         const count = rev(res.responses[0]?.response_range?.count);
-        if (count > 0) throw new StoreError('VEIL_ERR_NETWORK_HAS_ENDPOINTS', `network ${net.name} has ${count} endpoint(s)`);
+        if (count > 0)
+          throw new StoreError('VEIL_ERR_NETWORK_HAS_ENDPOINTS', `network ${net.name} has ${count} endpoint(s)`);
         await jitter(attempt);
       }
       throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'network deletion');
@@ -399,9 +471,14 @@ export class EtcdStore implements Store {
         const { value: net, modRevision } = await this.findNetwork(spec.networkId);
         const { id, requestedIp } = checkEndpoint(spec, net);
         const taken = await this.keySet(keys.ipamPrefix(net.id));
-        if (requestedIp !== undefined && taken.has(requestedIp)) throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
+        if (requestedIp !== undefined && taken.has(requestedIp))
+          throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
         const ip = requestedIp ?? pickFreeIp(allocRange(net.ipam), taken, attempt);
-        if (ip === null) throw new StoreError('VEIL_ERR_IPAM_EXHAUSTED', `network ${net.name} (${net.ipam.ipRange ?? net.ipam.subnet})`);
+        if (ip === null)
+          throw new StoreError(
+            'VEIL_ERR_IPAM_EXHAUSTED',
+            `network ${net.name} (${net.ipam.ipRange ?? net.ipam.subnet})`,
+          );
         const record: EndpointRecord = {
           id,
           networkId: net.id,
@@ -417,13 +494,17 @@ export class EtcdStore implements Store {
           .if(keys.network(net.id), 'Mod', '==', modRevision)
           .and(keys.ipam(net.id, ip), 'Create', '==', 0)
           .and(keys.endpoint(net.id, id), 'Create', '==', 0)
-          .then(this.ns.put(keys.ipam(net.id, ip)).value(id), this.ns.put(keys.endpoint(net.id, id)).value(json(record)))
+          .then(
+            this.ns.put(keys.ipam(net.id, ip)).value(id),
+            this.ns.put(keys.endpoint(net.id, id)).value(json(record)),
+          )
           .else(this.ns.get(keys.endpoint(net.id, id)), this.ns.get(keys.ipam(net.id, ip)))
           .commit();
         if (res.succeeded) return record;
         const [epTaken, ipTaken] = res.responses.map((r) => (r.response_range?.kvs.length ?? 0) > 0);
         if (epTaken) throw new StoreError('VEIL_ERR_ENDPOINT_EXISTS', `${id} in network ${net.name}`);
-        if (ipTaken && requestedIp !== undefined) throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
+        if (ipTaken && requestedIp !== undefined)
+          throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
         await jitter(attempt);
       }
       throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'IP allocation');
@@ -435,12 +516,18 @@ export class EtcdStore implements Store {
     return guard(async () => {
       const key = keys.rotate(r.networkId);
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const [net, current] = await Promise.all([this.getOne<NetworkRecord>(keys.network(r.networkId)), this.getOne<RotationRequestRecord>(key)]);
+        const [net, current] = await Promise.all([
+          this.getOne<NetworkRecord>(keys.network(r.networkId)),
+          this.getOne<RotationRequestRecord>(key),
+        ]);
         if (!net) throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${r.networkId}`);
         // Keep the larger afterEpoch: a stale concurrent request never cancels a newer one.
         if (current && current.value.afterEpoch > r.afterEpoch) return;
-        const res = await this.ns.if(key, 'Mod', '==', current?.modRevision ?? 0).and(keys.network(r.networkId), 'Create', '>', 0)
-          .then(this.ns.put(key).value(json(r))).commit();
+        const res = await this.ns
+          .if(key, 'Mod', '==', current?.modRevision ?? 0)
+          .and(keys.network(r.networkId), 'Create', '>', 0)
+          .then(this.ns.put(key).value(json(r)))
+          .commit();
         if (res.succeeded) return;
         await jitter(attempt);
       }
@@ -459,12 +546,18 @@ export class EtcdStore implements Store {
   async deleteEndpoint(networkId: string, endpointId: string): Promise<void> {
     return guard(async () => {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const found = SEGMENT_RE.test(networkId) && SEGMENT_RE.test(endpointId) ? await this.getOne<EndpointRecord>(keys.endpoint(networkId, endpointId)) : null;
+        const found =
+          SEGMENT_RE.test(networkId) && SEGMENT_RE.test(endpointId)
+            ? await this.getOne<EndpointRecord>(keys.endpoint(networkId, endpointId))
+            : null;
         if (!found) throw new StoreError('VEIL_ERR_NOT_FOUND', `endpoint ${endpointId} in network ${networkId}`);
         const ep = found.value;
         const res = await this.ns
           .if(keys.endpoint(networkId, endpointId), 'Mod', '==', found.modRevision)
-          .then(this.ns.delete().key(keys.endpoint(networkId, endpointId)), this.ns.delete().key(keys.ipam(networkId, ep.ipv4)))
+          .then(
+            this.ns.delete().key(keys.endpoint(networkId, endpointId)),
+            this.ns.delete().key(keys.ipam(networkId, ep.ipv4)),
+          )
           .commit();
         if (res.succeeded) return;
         await jitter(attempt);
@@ -504,19 +597,25 @@ export class EtcdStore implements Store {
         throw new StoreError('VEIL_ERR_NOT_LEADER', 'leader key gone; write refused');
       }
       l.confirmed(started); // the fence held either way
-      if (!res.succeeded) throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${networkId} (deleted); epoch write refused`);
+      if (!res.succeeded)
+        throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${networkId} (deleted); epoch write refused`);
     });
   }
 
   async putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void> {
     checkEpoch(record);
     const l = this.fence(leader);
-    await this.fencedEpochWrite(l, record.networkId, [this.ns.put(keys.keyEpoch(record.networkId, record.epoch)).value(json(record))]);
+    await this.fencedEpochWrite(l, record.networkId, [
+      this.ns.put(keys.keyEpoch(record.networkId, record.epoch)).value(json(record)),
+    ]);
   }
 
   async deleteEpoch(leader: Leadership, networkId: string, epoch: number): Promise<void> {
     const l = this.fence(leader);
-    await this.fencedEpochWrite(l, networkId, [this.ns.delete().key(keys.keyEpoch(networkId, epoch)), this.ns.delete().prefix(keys.acksPrefix(networkId, epoch))]);
+    await this.fencedEpochWrite(l, networkId, [
+      this.ns.delete().key(keys.keyEpoch(networkId, epoch)),
+      this.ns.delete().prefix(keys.acksPrefix(networkId, epoch)),
+    ]);
   }
 
   async getEpochs(networkId: string): Promise<Listing<KeyEpochRecord>> {
@@ -530,9 +629,14 @@ export class EtcdStore implements Store {
     checkAck(record, host.hostId);
     if (host.lost.aborted) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease lost');
     await guard(async () => {
-      await host.lease.put(keys.ack(record.networkId, record.epoch, record.hostId)).value(json(record)).exec();
+      await host.lease
+        .put(keys.ack(record.networkId, record.epoch, record.hostId))
+        .value(json(record))
+        .exec();
     }).catch((err: unknown) => {
-      throw err instanceof EtcdLeaseInvalidError ? new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease expired', { cause: err }) : err;
+      throw err instanceof EtcdLeaseInvalidError
+        ? new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease expired', { cause: err })
+        : err;
     });
   }
 
@@ -642,7 +746,9 @@ export class EtcdStore implements Store {
  * supervisor's SIGKILL). The watchers are only reachable through etcd3's private fields.
  */
 async function cancelLeftoverWatches(election: Election): Promise<void> {
-  const manager = (election as unknown as { namespace?: { watchManager?: { watchers?: Array<{ cancel(): Promise<void> }> } } }).namespace?.watchManager;
+  const manager = (
+    election as unknown as { namespace?: { watchManager?: { watchers?: Array<{ cancel(): Promise<void> }> } } }
+  ).namespace?.watchManager;
   const cancelled = Promise.all([...(manager?.watchers ?? [])].map((w) => w.cancel().catch(() => undefined)));
   // A cancel waits for etcd's answer; an unreachable etcd must not hold close() up.
   await Promise.race([cancelled, new Promise((r) => setTimeout(r, 2000).unref())]);
@@ -678,7 +784,12 @@ class EtcdWatch implements WatchHandle {
 
   start(): void {
     if (this.cancelled) return;
-    const w = this.ns.watch().prefix(this.prefix).withPreviousKV().startRevision(String(this.last + 1)).watcher();
+    const w = this.ns
+      .watch()
+      .prefix(this.prefix)
+      .withPreviousKV()
+      .startRevision(String(this.last + 1))
+      .watcher();
     this.watcher = w;
     w.on('connected', () => {
       this.backoffMs = 50;
@@ -699,7 +810,12 @@ class EtcdWatch implements WatchHandle {
       if (revision <= floor) continue; // already delivered before a reconnect
       const isPut = ev.type === 'Put';
       const valueBuf = isPut ? ev.kv.value : ev.prev_kv?.value;
-      events.push({ type: isPut ? 'put' : 'delete', key: ev.kv.key.toString(), value: decodeLoose(valueBuf), revision });
+      events.push({
+        type: isPut ? 'put' : 'delete',
+        key: ev.kv.key.toString(),
+        value: decodeLoose(valueBuf),
+        revision,
+      });
     }
     if (events.length === 0) return;
     this.last = events[events.length - 1]!.revision;
@@ -731,7 +847,10 @@ class EtcdWatch implements WatchHandle {
     w.removeAllListeners();
     (async () => {
       try {
-        await this.ns.get('\0').revision(this.last + 1).exec();
+        await this.ns
+          .get('\0')
+          .revision(this.last + 1)
+          .exec();
         // Not compacted (the revision is readable or in the future): just reopen.
         this.restart(null);
       } catch (probe) {

@@ -41,18 +41,26 @@ export const keys = {
   vnisPrefix: (): string => 'vnis/',
   vni: (vni: number): string => `vnis/${num('vni', vni)}`,
 
-  endpointsPrefix: (networkId?: string): string => (networkId === undefined ? 'endpoints/' : `endpoints/${seg('network id', networkId)}/`),
-  endpoint: (networkId: string, endpointId: string): string => `endpoints/${seg('network id', networkId)}/${seg('endpoint id', endpointId)}`,
+  endpointsPrefix: (networkId?: string): string =>
+    networkId === undefined ? 'endpoints/' : `endpoints/${seg('network id', networkId)}/`,
+  endpoint: (networkId: string, endpointId: string): string =>
+    `endpoints/${seg('network id', networkId)}/${seg('endpoint id', endpointId)}`,
 
   ipamPrefix: (networkId: string): string => `ipam/${seg('network id', networkId)}/`,
   ipam: (networkId: string, ip: string): string => `ipam/${seg('network id', networkId)}/${seg('ip', ip)}`,
 
-  keysPrefix: (networkId?: string): string => (networkId === undefined ? 'keys/' : `keys/${seg('network id', networkId)}/`),
+  keysPrefix: (networkId?: string): string =>
+    networkId === undefined ? 'keys/' : `keys/${seg('network id', networkId)}/`,
   keyEpoch: (networkId: string, epoch: number): string => `keys/${seg('network id', networkId)}/${num('epoch', epoch)}`,
 
   acksPrefix: (networkId?: string, epoch?: number): string =>
-    networkId === undefined ? 'acks/' : epoch === undefined ? `acks/${seg('network id', networkId)}/` : `acks/${seg('network id', networkId)}/${num('epoch', epoch)}/`,
-  ack: (networkId: string, epoch: number, hostId: string): string => `acks/${seg('network id', networkId)}/${num('epoch', epoch)}/${seg('host id', hostId)}`,
+    networkId === undefined
+      ? 'acks/'
+      : epoch === undefined
+        ? `acks/${seg('network id', networkId)}/`
+        : `acks/${seg('network id', networkId)}/${num('epoch', epoch)}/`,
+  ack: (networkId: string, epoch: number, hostId: string): string =>
+    `acks/${seg('network id', networkId)}/${num('epoch', epoch)}/${seg('host id', hostId)}`,
 
   rotatePrefix: (): string => 'rotate/',
   rotate: (networkId: string): string => `rotate/${seg('network id', networkId)}`,
@@ -85,19 +93,32 @@ export function parseKey(key: string): ParsedKey | null {
   const [a, b, c, d] = p;
   if (b === undefined || b === '') return null;
   switch (a) {
-    case 'hosts': return p.length === 2 ? { kind: 'host', hostId: b } : null;
-    case 'networks': return p.length === 2 ? { kind: 'network', networkId: b } : null;
-    case 'names': return p.length === 2 ? { kind: 'name', name: b } : null;
-    case 'vnis': return p.length === 2 ? { kind: 'vni', vni: Number(b) } : null;
-    case 'endpoints': return p.length === 3 && c ? { kind: 'endpoint', networkId: b, endpointId: c } : null;
-    case 'ipam': return p.length === 3 && c ? { kind: 'ipam', networkId: b, ip: c } : null;
-    case 'keys': return p.length === 3 && c ? { kind: 'keyEpoch', networkId: b, epoch: Number(c) } : null;
-    case 'acks': return p.length === 4 && c && d ? { kind: 'ack', networkId: b, epoch: Number(c), hostId: d } : null;
-    case 'rotate': return p.length === 2 ? { kind: 'rotate', networkId: b } : null;
-    case 'election': return p.length === 3 && c ? { kind: 'election', name: b, candidate: c } : null;
-    case 'hostindex': return p.length === 2 ? { kind: 'hostIndex', index: Number(b) } : null;
-    case 'netindex': return p.length === 2 ? { kind: 'netIndex', index: Number(b) } : null;
-    default: return null;
+    case 'hosts':
+      return p.length === 2 ? { kind: 'host', hostId: b } : null;
+    case 'networks':
+      return p.length === 2 ? { kind: 'network', networkId: b } : null;
+    case 'names':
+      return p.length === 2 ? { kind: 'name', name: b } : null;
+    case 'vnis':
+      return p.length === 2 ? { kind: 'vni', vni: Number(b) } : null;
+    case 'endpoints':
+      return p.length === 3 && c ? { kind: 'endpoint', networkId: b, endpointId: c } : null;
+    case 'ipam':
+      return p.length === 3 && c ? { kind: 'ipam', networkId: b, ip: c } : null;
+    case 'keys':
+      return p.length === 3 && c ? { kind: 'keyEpoch', networkId: b, epoch: Number(c) } : null;
+    case 'acks':
+      return p.length === 4 && c && d ? { kind: 'ack', networkId: b, epoch: Number(c), hostId: d } : null;
+    case 'rotate':
+      return p.length === 2 ? { kind: 'rotate', networkId: b } : null;
+    case 'election':
+      return p.length === 3 && c ? { kind: 'election', name: b, candidate: c } : null;
+    case 'hostindex':
+      return p.length === 2 ? { kind: 'hostIndex', index: Number(b) } : null;
+    case 'netindex':
+      return p.length === 2 ? { kind: 'netIndex', index: Number(b) } : null;
+    default:
+      return null;
   }
 }
 

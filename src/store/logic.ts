@@ -8,7 +8,17 @@ import { cidrsOverlap, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../mo
 import { StoreError } from './errors.js';
 import { SEGMENT_RE } from './layout.js';
 import { VNI_ALLOCATION_MIN, VNI_MAX } from '../model/ids.js';
-import type { AckRecord, EndpointSpec, HostRegistration, IpamConfig, KeyEpochRecord, NetworkRecord, NetworkSpec, RotationRequestRecord, Sandbox } from './types.js';
+import type {
+  AckRecord,
+  EndpointSpec,
+  HostRegistration,
+  IpamConfig,
+  KeyEpochRecord,
+  NetworkRecord,
+  NetworkSpec,
+  RotationRequestRecord,
+  Sandbox,
+} from './types.js';
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const HEX32_RE = /^[0-9a-fA-F]{64}$/;
@@ -84,7 +94,11 @@ export function pickFree(min: number, max: number, taken: ReadonlySet<number>, a
 export function macFromIpv4(ip: string): string {
   const n = parseIpv4(ip);
   if (n === undefined) invalid(`ip "${ip}"`);
-  return ['02', '42', ...[n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+  return [
+    '02',
+    '42',
+    ...[n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].map((b) => b.toString(16).padStart(2, '0')),
+  ].join(':');
 }
 
 function checkSegment(what: string, v: unknown): string {
@@ -103,27 +117,42 @@ function checkStringMap(what: string, v: unknown): Record<string, string> {
  * other networks. Everything but the uniqueness claims (name, VNI, index), which
  * the transaction makes.
  */
-export function buildNetwork(spec: NetworkSpec, others: readonly NetworkRecord[], now: Date): Omit<NetworkRecord, 'vni' | 'index'> & { vni?: number } {
+export function buildNetwork(
+  spec: NetworkSpec,
+  others: readonly NetworkRecord[],
+  now: Date,
+): Omit<NetworkRecord, 'vni' | 'index'> & { vni?: number } {
   const id = spec.id === undefined ? newId() : checkSegment('network id', spec.id);
   const name = checkSegment('network name', spec.name);
-  if (spec.vni !== undefined && (!Number.isInteger(spec.vni) || spec.vni < VNI_ALLOCATION_MIN || spec.vni > VNI_MAX)) invalid(`vni must be an integer in ${VNI_ALLOCATION_MIN}..${VNI_MAX}`);
+  if (spec.vni !== undefined && (!Number.isInteger(spec.vni) || spec.vni < VNI_ALLOCATION_MIN || spec.vni > VNI_MAX))
+    invalid(`vni must be an integer in ${VNI_ALLOCATION_MIN}..${VNI_MAX}`);
   const ipamIn = spec.ipam;
   if (typeof ipamIn !== 'object' || ipamIn === null) invalid('ipam.subnet is required');
   const subnet = parseNetwork(ipamIn.subnet);
   if (!subnet) invalid(`ipam.subnet "${ipamIn.subnet}" is not an IPv4 CIDR`);
   const gateway = ipamIn.gateway === undefined ? subnet.first + 1 : parseIpv4(ipamIn.gateway);
   if (gateway === undefined) invalid(`ipam.gateway "${ipamIn.gateway}" is not an IPv4 address`);
-  if (gateway <= subnet.first || gateway >= subnet.last) invalid(`ipam.gateway ${formatIpv4(gateway)} is not a usable address of ${ipamIn.subnet}`);
+  if (gateway <= subnet.first || gateway >= subnet.last)
+    invalid(`ipam.gateway ${formatIpv4(gateway)} is not a usable address of ${ipamIn.subnet}`);
   if (ipamIn.ipRange !== undefined) {
     const range = parseNetwork(ipamIn.ipRange);
     if (!range) invalid(`ipam.ipRange "${ipamIn.ipRange}" is not an IPv4 CIDR`);
-    if (range.first < subnet.first || range.last > subnet.last) invalid(`ipam.ipRange ${ipamIn.ipRange} is not inside ${ipamIn.subnet}`);
+    if (range.first < subnet.first || range.last > subnet.last)
+      invalid(`ipam.ipRange ${ipamIn.ipRange} is not inside ${ipamIn.subnet}`);
   }
-  const ipam: IpamConfig = { subnet: ipamIn.subnet, gateway: formatIpv4(gateway), ...(ipamIn.ipRange !== undefined ? { ipRange: ipamIn.ipRange } : {}) };
+  const ipam: IpamConfig = {
+    subnet: ipamIn.subnet,
+    gateway: formatIpv4(gateway),
+    ...(ipamIn.ipRange !== undefined ? { ipRange: ipamIn.ipRange } : {}),
+  };
   if (countAllocatable(allocRange(ipam), 2) < 2) invalid(`ipam leaves room for fewer than two endpoints`);
   for (const o of others) {
     const os = parseNetwork(o.ipam.subnet);
-    if (os && cidrsOverlap(os, subnet)) throw new StoreError('VEIL_ERR_SUBNET_OVERLAP', `${ipamIn.subnet} overlaps ${o.ipam.subnet} of network ${o.name}`);
+    if (os && cidrsOverlap(os, subnet))
+      throw new StoreError(
+        'VEIL_ERR_SUBNET_OVERLAP',
+        `${ipamIn.subnet} overlaps ${o.ipam.subnet} of network ${o.name}`,
+      );
   }
   return {
     id,
@@ -141,14 +170,23 @@ export function buildNetwork(spec: NetworkSpec, others: readonly NetworkRecord[]
 }
 
 /** Validates an endpoint spec against its network; returns the requested IP (if any) as a number. */
-export function checkEndpoint(spec: EndpointSpec, network: NetworkRecord): { id: string; requestedIp: string | undefined } {
+export function checkEndpoint(
+  spec: EndpointSpec,
+  network: NetworkRecord,
+): { id: string; requestedIp: string | undefined } {
   const id = spec.id === undefined ? newId() : checkSegment('endpoint id', spec.id);
   checkSegment('host id', spec.hostId);
-  if (typeof spec.name !== 'string' || spec.name.length === 0 || spec.name.length > 255) invalid('endpoint name must be 1..255 characters');
-  if (spec.aliases !== undefined && (!Array.isArray(spec.aliases) || spec.aliases.some((a) => typeof a !== 'string' || a.length === 0))) invalid('aliases must be non-empty strings');
+  if (typeof spec.name !== 'string' || spec.name.length === 0 || spec.name.length > 255)
+    invalid('endpoint name must be 1..255 characters');
+  if (
+    spec.aliases !== undefined &&
+    (!Array.isArray(spec.aliases) || spec.aliases.some((a) => typeof a !== 'string' || a.length === 0))
+  )
+    invalid('aliases must be non-empty strings');
   if (spec.mac !== undefined && !MAC_RE.test(spec.mac)) invalid(`mac "${spec.mac}" must be six lower-case hex bytes`);
   // The I/G bit (IEEE 802, first octet bit 0) marks group addresses: a container's MAC must be unicast.
-  if (spec.mac !== undefined && ((parseInt(spec.mac.slice(0, 2), 16) & 1) === 1 || spec.mac === '00:00:00:00:00:00')) invalid(`mac ${spec.mac} is not a unicast address`);
+  if (spec.mac !== undefined && ((parseInt(spec.mac.slice(0, 2), 16) & 1) === 1 || spec.mac === '00:00:00:00:00:00'))
+    invalid(`mac ${spec.mac} is not a unicast address`);
   if (spec.ipv4 !== undefined) {
     const ip = parseIpv4(spec.ipv4);
     if (ip === undefined) invalid(`ipv4 "${spec.ipv4}" is not an IPv4 address`);
@@ -158,13 +196,20 @@ export function checkEndpoint(spec: EndpointSpec, network: NetworkRecord): { id:
     if (r.exclude.has(ip)) invalid(`ipv4 ${spec.ipv4} is the network, broadcast or gateway address`);
   }
   if (spec.sandbox !== undefined) checkSandbox(spec.sandbox);
-  if (spec.ifName !== undefined && !/^[a-z][a-z0-9]{0,14}$/.test(spec.ifName)) invalid(`interface name "${spec.ifName}" must be 1..15 lower-case letters and digits`);
+  if (spec.ifName !== undefined && !/^[a-z][a-z0-9]{0,14}$/.test(spec.ifName))
+    invalid(`interface name "${spec.ifName}" must be 1..15 lower-case letters and digits`);
   return { id, requestedIp: spec.ipv4 };
 }
 
 function checkSandbox(sandbox: Sandbox): void {
   if ('netns' in sandbox) {
-    if (typeof sandbox.netns !== 'string' || !sandbox.netns.startsWith('/') || sandbox.netns.length > 4096 || sandbox.netns.includes('\0')) invalid('sandbox netns must be an absolute path');
+    if (
+      typeof sandbox.netns !== 'string' ||
+      !sandbox.netns.startsWith('/') ||
+      sandbox.netns.length > 4096 ||
+      sandbox.netns.includes('\0')
+    )
+      invalid('sandbox netns must be an absolute path');
   } else if (!('pid' in sandbox) || !Number.isInteger(sandbox.pid) || sandbox.pid < 1) {
     invalid('sandbox must be {netns: absolute path} or {pid: positive integer}');
   }
@@ -181,7 +226,8 @@ export function checkHost(h: HostRegistration, ttlSeconds: number): void {
   checkSegment('host id', h.id);
   if (parseIpv4(h.address) === undefined) invalid(`host address "${h.address}" is not an IPv4 address`);
   if (!HEX32_RE.test(h.publicKey)) invalid('host publicKey must be 32 bytes of hex');
-  for (const k of ['os', 'arch', 'version', 'incarnation'] as const) if (typeof h[k] !== 'string' || h[k].length === 0) invalid(`host ${k} must be a non-empty string`);
+  for (const k of ['os', 'arch', 'version', 'incarnation'] as const)
+    if (typeof h[k] !== 'string' || h[k].length === 0) invalid(`host ${k} must be a non-empty string`);
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) invalid('lease TTL must be a positive integer of seconds');
 }
 

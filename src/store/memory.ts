@@ -12,8 +12,26 @@
 
 import { StoreError } from './errors.js';
 import { KEYSCHEDULE_ELECTION, SEGMENT_RE, keys } from './layout.js';
-import { HOST_INDEX_MAX, HOST_INDEX_MIN, NETWORK_INDEX_MAX, NETWORK_INDEX_MIN, VNI_ALLOCATION_MIN, VNI_MAX } from '../model/ids.js';
-import { allocRange, buildNetwork, checkAck, checkEndpoint, checkEpoch, checkHost, checkRotationRequest, macFromIpv4, pickFree, pickFreeIp } from './logic.js';
+import {
+  HOST_INDEX_MAX,
+  HOST_INDEX_MIN,
+  NETWORK_INDEX_MAX,
+  NETWORK_INDEX_MIN,
+  VNI_ALLOCATION_MIN,
+  VNI_MAX,
+} from '../model/ids.js';
+import {
+  allocRange,
+  buildNetwork,
+  checkAck,
+  checkEndpoint,
+  checkEpoch,
+  checkHost,
+  checkRotationRequest,
+  macFromIpv4,
+  pickFree,
+  pickFreeIp,
+} from './logic.js';
 import type {
   AckRecord,
   EndpointRecord,
@@ -144,7 +162,15 @@ export class MemoryBackend {
   }
 
   grantLease(owner: MemoryStore, ttlSeconds: number, campaign = false): MemoryLease {
-    const lease: MemoryLease = { id: this.nextLease++, ttlMs: ttlSeconds * 1000, owner, keys: new Set(), timer: null, campaign, onLost: [] };
+    const lease: MemoryLease = {
+      id: this.nextLease++,
+      ttlMs: ttlSeconds * 1000,
+      owner,
+      keys: new Set(),
+      timer: null,
+      campaign,
+      onLost: [],
+    };
     this.leases.set(lease.id, lease);
     return lease;
   }
@@ -276,7 +302,9 @@ class MemoryWatch implements WatchHandle {
       this.queue = [];
       if (batch.length === 0 || this.cancelled) return;
       this.last = batch[batch.length - 1]!.revision;
-      this.handler.onEvents(batch.map((e): WatchEvent => ({ type: e.type, key: e.key, value: decode(e.value), revision: e.revision })));
+      this.handler.onEvents(
+        batch.map((e): WatchEvent => ({ type: e.type, key: e.key, value: decode(e.value), revision: e.revision })),
+      );
     });
   }
 
@@ -297,7 +325,10 @@ export class MemoryStore implements Store {
   }
   private list<T>(prefix: string): Listing<T> {
     this.open();
-    return { items: this.backend.range(prefix).map(([, e]) => JSON.parse(e.value) as T), revision: this.backend.revision };
+    return {
+      items: this.backend.range(prefix).map(([, e]) => JSON.parse(e.value) as T),
+      revision: this.backend.revision,
+    };
   }
   private read<T>(key: string): T | null {
     const e = this.backend.get(key);
@@ -313,11 +344,17 @@ export class MemoryStore implements Store {
     // As on etcd: a live hosts/<id> belongs to a live host; nobody else takes it over.
     if (this.backend.get(keys.host(host.id))) throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
     const mine = this.backend.range(keys.hostIndexPrefix()).find(([, e]) => e.value === host.id);
-    const index = mine ? Number(mine[0].slice(keys.hostIndexPrefix().length)) : pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(this.suffixes(keys.hostIndexPrefix()).map(Number)), 0);
-    if (index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
+    const index = mine
+      ? Number(mine[0].slice(keys.hostIndexPrefix().length))
+      : pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(this.suffixes(keys.hostIndexPrefix()).map(Number)), 0);
+    if (index === null)
+      throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
     const lease = this.backend.grantLease(this, ttlSeconds);
     const record: HostRecord = { ...host, index };
-    this.backend.commit([...(mine ? [] : [{ put: keys.hostIndex(index), value: host.id }]), { put: keys.host(host.id), value: JSON.stringify(record), lease: lease.id }]);
+    this.backend.commit([
+      ...(mine ? [] : [{ put: keys.hostIndex(index), value: host.id }]),
+      { put: keys.host(host.id), value: JSON.stringify(record), lease: lease.id },
+    ]);
     return new MemoryHostLease(this.backend, host.id, index, lease.id, lease);
   }
 
@@ -329,11 +366,19 @@ export class MemoryStore implements Store {
     this.open();
     const base = buildNetwork(spec, this.list<NetworkRecord>(keys.networksPrefix()).items, new Date());
     if (this.backend.get(keys.name(base.name))) throw new StoreError('VEIL_ERR_NETWORK_NAME_TAKEN', base.name);
-    if (base.vni !== undefined && this.backend.get(keys.vni(base.vni))) throw new StoreError('VEIL_ERR_VNI_TAKEN', String(base.vni));
+    if (base.vni !== undefined && this.backend.get(keys.vni(base.vni)))
+      throw new StoreError('VEIL_ERR_VNI_TAKEN', String(base.vni));
     if (this.backend.get(keys.network(base.id))) throw new StoreError('VEIL_ERR_NETWORK_EXISTS', base.id);
-    const vni = base.vni ?? pickFree(VNI_ALLOCATION_MIN, VNI_MAX, new Set(this.suffixes(keys.vnisPrefix()).map(Number)), 0);
-    const index = pickFree(NETWORK_INDEX_MIN, NETWORK_INDEX_MAX, new Set(this.suffixes(keys.netIndexPrefix()).map(Number)), 0);
-    if (vni === null || index === null) throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', vni === null ? 'no free VNI' : 'no free network index');
+    const vni =
+      base.vni ?? pickFree(VNI_ALLOCATION_MIN, VNI_MAX, new Set(this.suffixes(keys.vnisPrefix()).map(Number)), 0);
+    const index = pickFree(
+      NETWORK_INDEX_MIN,
+      NETWORK_INDEX_MAX,
+      new Set(this.suffixes(keys.netIndexPrefix()).map(Number)),
+      0,
+    );
+    if (vni === null || index === null)
+      throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', vni === null ? 'no free VNI' : 'no free network index');
     const record: NetworkRecord = { ...base, vni, index };
     this.backend.commit([
       { put: keys.network(record.id), value: JSON.stringify(record) },
@@ -366,7 +411,8 @@ export class MemoryStore implements Store {
   async deleteNetwork(idOrName: string): Promise<void> {
     const net = this.findNetwork(idOrName);
     const count = this.backend.range(keys.endpointsPrefix(net.id)).length;
-    if (count > 0) throw new StoreError('VEIL_ERR_NETWORK_HAS_ENDPOINTS', `network ${net.name} has ${count} endpoint(s)`);
+    if (count > 0)
+      throw new StoreError('VEIL_ERR_NETWORK_HAS_ENDPOINTS', `network ${net.name} has ${count} endpoint(s)`);
     this.backend.commit([
       { del: keys.network(net.id) },
       { del: keys.name(net.name) },
@@ -395,12 +441,25 @@ export class MemoryStore implements Store {
   async createEndpoint(spec: EndpointSpec): Promise<EndpointRecord> {
     const net = this.findNetwork(spec.networkId);
     const { id, requestedIp } = checkEndpoint(spec, net);
-    if (this.backend.get(keys.endpoint(net.id, id))) throw new StoreError('VEIL_ERR_ENDPOINT_EXISTS', `${id} in network ${net.name}`);
+    if (this.backend.get(keys.endpoint(net.id, id)))
+      throw new StoreError('VEIL_ERR_ENDPOINT_EXISTS', `${id} in network ${net.name}`);
     const taken = new Set(this.suffixes(keys.ipamPrefix(net.id)));
-    if (requestedIp !== undefined && taken.has(requestedIp)) throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
+    if (requestedIp !== undefined && taken.has(requestedIp))
+      throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
     const ip = requestedIp ?? pickFreeIp(allocRange(net.ipam), taken, 0);
-    if (ip === null) throw new StoreError('VEIL_ERR_IPAM_EXHAUSTED', `network ${net.name} (${net.ipam.ipRange ?? net.ipam.subnet})`);
-    const record: EndpointRecord = { id, networkId: net.id, name: spec.name, aliases: [...(spec.aliases ?? [])], hostId: spec.hostId, mac: spec.mac ?? macFromIpv4(ip), ipv4: ip, ...(spec.sandbox ? { sandbox: spec.sandbox } : {}), ...(spec.ifName ? { ifName: spec.ifName } : {}) };
+    if (ip === null)
+      throw new StoreError('VEIL_ERR_IPAM_EXHAUSTED', `network ${net.name} (${net.ipam.ipRange ?? net.ipam.subnet})`);
+    const record: EndpointRecord = {
+      id,
+      networkId: net.id,
+      name: spec.name,
+      aliases: [...(spec.aliases ?? [])],
+      hostId: spec.hostId,
+      mac: spec.mac ?? macFromIpv4(ip),
+      ipv4: ip,
+      ...(spec.sandbox ? { sandbox: spec.sandbox } : {}),
+      ...(spec.ifName ? { ifName: spec.ifName } : {}),
+    };
     this.backend.commit([
       { put: keys.ipam(net.id, ip), value: id },
       { put: keys.endpoint(net.id, id), value: JSON.stringify(record) },
@@ -414,7 +473,10 @@ export class MemoryStore implements Store {
 
   async deleteEndpoint(networkId: string, endpointId: string): Promise<void> {
     this.open();
-    const ep = SEGMENT_RE.test(networkId) && SEGMENT_RE.test(endpointId) ? this.read<EndpointRecord>(keys.endpoint(networkId, endpointId)) : null;
+    const ep =
+      SEGMENT_RE.test(networkId) && SEGMENT_RE.test(endpointId)
+        ? this.read<EndpointRecord>(keys.endpoint(networkId, endpointId))
+        : null;
     if (!ep) throw new StoreError('VEIL_ERR_NOT_FOUND', `endpoint ${endpointId} in network ${networkId}`);
     this.backend.commit([{ del: keys.endpoint(networkId, endpointId) }, { del: keys.ipam(networkId, ep.ipv4) }]);
   }
@@ -432,7 +494,8 @@ export class MemoryStore implements Store {
 
   /** As on etcd, epochs are also fenced on their network: none is written for (or outlives) a deleted network. */
   private networkExists(networkId: string): void {
-    if (!this.backend.get(keys.network(networkId))) throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${networkId} (deleted); epoch write refused`);
+    if (!this.backend.get(keys.network(networkId)))
+      throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${networkId} (deleted); epoch write refused`);
   }
 
   async putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void> {
@@ -458,8 +521,15 @@ export class MemoryStore implements Store {
     if (!(host instanceof MemoryHostLease)) throw new TypeError('host lease from another store');
     this.open();
     checkAck(record, host.hostId);
-    if (host.lost.aborted || !this.backend.leaseAlive(host.leaseId)) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease lost');
-    this.backend.commit([{ put: keys.ack(record.networkId, record.epoch, record.hostId), value: JSON.stringify(record), lease: host.leaseId }]);
+    if (host.lost.aborted || !this.backend.leaseAlive(host.leaseId))
+      throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease lost');
+    this.backend.commit([
+      {
+        put: keys.ack(record.networkId, record.epoch, record.hostId),
+        value: JSON.stringify(record),
+        lease: host.leaseId,
+      },
+    ]);
   }
 
   async listAcks(networkId: string, epoch: number): Promise<Listing<AckRecord>> {

@@ -71,7 +71,8 @@ export interface IssueOptions {
 /** Create the CA in `dir` (made 0700 if it does not exist); refuses if one is already there. */
 export async function initCa(dir: string, options: InitCaOptions = {}): Promise<IssuedCertificate> {
   const commonName = options.commonName ?? DEFAULT_CA_COMMON_NAME;
-  if (!/^[\x20-\x7e]{1,64}$/.test(commonName)) invalid(`CA common name ${JSON.stringify(commonName)}: 1-64 printable ASCII characters`);
+  if (!/^[\x20-\x7e]{1,64}$/.test(commonName))
+    invalid(`CA common name ${JSON.stringify(commonName)}: 1-64 printable ASCII characters`);
   const days = checkDays(options.days ?? DEFAULT_CA_DAYS);
   const now = Date.now();
   const certPath = join(dir, CA_CERT_FILE);
@@ -104,19 +105,25 @@ export async function initCa(dir: string, options: InitCaOptions = {}): Promise<
 /** Issue `<name>.crt` and `<name>.key` in the CA's directory, signed by the CA. */
 export async function issueCertificate(dir: string, options: IssueOptions): Promise<IssuedCertificate> {
   const { name, role } = options;
-  if (!NAME_RE.test(name) || name === 'ca') invalid(`certificate name ${JSON.stringify(name)}: letters, digits, "_", "." and "-", not starting with a punctuation mark, and not "ca"`);
+  if (!NAME_RE.test(name) || name === 'ca')
+    invalid(
+      `certificate name ${JSON.stringify(name)}: letters, digits, "_", "." and "-", not starting with a punctuation mark, and not "ca"`,
+    );
   if (role !== 'server' && role !== 'client') invalid(`role ${JSON.stringify(role)}: "server" or "client"`);
   const ips = (options.ips ?? []).map(ipToBytes);
   const dnsNames = (options.dnsNames ?? []).map(checkDnsName);
-  if (role === 'server' && ips.length + dnsNames.length === 0) invalid('a server certificate needs at least one IP address or DNS name (clients check the subjectAltName)');
-  if (role === 'client' && ips.length + dnsNames.length > 0) invalid('IP addresses and DNS names belong in server certificates');
+  if (role === 'server' && ips.length + dnsNames.length === 0)
+    invalid('a server certificate needs at least one IP address or DNS name (clients check the subjectAltName)');
+  if (role === 'client' && ips.length + dnsNames.length > 0)
+    invalid('IP addresses and DNS names belong in server certificates');
   if (options.days !== undefined) checkDays(options.days);
 
   const ca = loadCa(dir);
   const certPath = join(dir, `${name}.crt`);
   const keyPath = join(dir, `${name}.key`);
   // Reissuing under a name in use is an explicit act: remove the old pair first.
-  for (const path of [certPath, keyPath]) if (existsSync(path)) invalid(`${path} already exists; remove ${name}.crt and ${name}.key to reissue`);
+  for (const path of [certPath, keyPath])
+    if (existsSync(path)) invalid(`${path} already exists; remove ${name}.crt and ${name}.key to reissue`);
 
   const now = Date.now();
   const caNotAfter = ca.cert.validity.notAfter;
@@ -135,11 +142,13 @@ export async function issueCertificate(dir: string, options: IssueOptions): Prom
     { name: 'keyUsage', digitalSignature: true, keyEncipherment: true, critical: true },
     role === 'server' ? { name: 'extKeyUsage', serverAuth: true } : { name: 'extKeyUsage', clientAuth: true },
     ...(role === 'server'
-      ? [{
-        name: 'subjectAltName',
-        // GeneralName tags (RFC 5280 §4.2.1.6): 2 dNSName, 7 iPAddress (raw network-order octets).
-        altNames: [...dnsNames.map((value) => ({ type: 2, value })), ...ips.map((value) => ({ type: 7, value }))],
-      }]
+      ? [
+          {
+            name: 'subjectAltName',
+            // GeneralName tags (RFC 5280 §4.2.1.6): 2 dNSName, 7 iPAddress (raw network-order octets).
+            altNames: [...dnsNames.map((value) => ({ type: 2, value })), ...ips.map((value) => ({ type: 7, value }))],
+          },
+        ]
       : []),
     { name: 'subjectKeyIdentifier' },
     { name: 'authorityKeyIdentifier', keyIdentifier: ca.cert.generateSubjectKeyIdentifier().getBytes() },
@@ -165,7 +174,8 @@ function loadCa(dir: string): { cert: forge.pki.Certificate; key: forge.pki.rsa.
     throw new VeilError('VEIL_ERR_CONFIG_INVALID', `${dir}: cannot read the CA's certificate or key`, { cause: err });
   }
   const caPublic = cert.publicKey as forge.pki.rsa.PublicKey;
-  if (caPublic.n.compareTo(key.n) !== 0 || caPublic.e.compareTo(key.e) !== 0) invalid(`${keyPath} does not belong to ${certPath}`);
+  if (caPublic.n.compareTo(key.n) !== 0 || caPublic.e.compareTo(key.e) !== 0)
+    invalid(`${keyPath} does not belong to ${certPath}`);
   return { cert, key };
 }
 
@@ -222,13 +232,15 @@ function writeExclusive(path: string, data: string, mode: number): void {
 }
 
 function checkDays(days: number): number {
-  if (!Number.isInteger(days) || days < 1 || days > MAX_DAYS) invalid(`days ${days}: a whole number from 1 to ${MAX_DAYS}`);
+  if (!Number.isInteger(days) || days < 1 || days > MAX_DAYS)
+    invalid(`days ${days}: a whole number from 1 to ${MAX_DAYS}`);
   return days;
 }
 
 function checkDnsName(name: string): string {
   const lower = name.toLowerCase().replace(/\.$/, '');
-  if (lower.length > 253 || !lower.split('.').every((label) => DNS_LABEL_RE.test(label))) invalid(`DNS name ${JSON.stringify(name)}`);
+  if (lower.length > 253 || !lower.split('.').every((label) => DNS_LABEL_RE.test(label)))
+    invalid(`DNS name ${JSON.stringify(name)}`);
   return lower;
 }
 
@@ -241,8 +253,16 @@ function ipToBytes(ip: string): string {
   const [head, tail] = canonical.split('::') as [string, string | undefined];
   const headParts = head ? head.split(':') : [];
   const tailParts = tail ? tail.split(':') : [];
-  const hextets = tail === undefined ? headParts : [...headParts, ...Array<string>(8 - headParts.length - tailParts.length).fill('0'), ...tailParts];
-  return hextets.map((h) => { const v = parseInt(h, 16); return String.fromCharCode(v >> 8, v & 0xff); }).join('');
+  const hextets =
+    tail === undefined
+      ? headParts
+      : [...headParts, ...Array<string>(8 - headParts.length - tailParts.length).fill('0'), ...tailParts];
+  return hextets
+    .map((h) => {
+      const v = parseInt(h, 16);
+      return String.fromCharCode(v >> 8, v & 0xff);
+    })
+    .join('');
 }
 
 function invalid(detail: string): never {

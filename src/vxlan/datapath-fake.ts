@@ -60,7 +60,10 @@ export class RecordingDataPath implements DataPath {
   }
 
   retireInbound(peerId: string, _vni: number, epoch: number): void {
-    this.inbound.set(peerId, (this.inbound.get(peerId) ?? []).filter((e) => e !== epoch));
+    this.inbound.set(
+      peerId,
+      (this.inbound.get(peerId) ?? []).filter((e) => e !== epoch),
+    );
   }
 
   removeOutbound(peerId: string): void {
@@ -72,8 +75,16 @@ export class RecordingDataPath implements DataPath {
     const vni = [...this.networks.keys()][0] ?? 0;
     return {
       pairs: [...this.outbound].map(([peer, epoch]) => ({
-        peer, vni, encrypted: true, txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, drops: {},
-        outbound: { spi: 0x1000, epoch, sealed: 1, sequenceHeadroom: 1 }, inbound: [],
+        peer,
+        vni,
+        encrypted: true,
+        txPackets: 0,
+        txBytes: 0,
+        rxPackets: 0,
+        rxBytes: 0,
+        drops: {},
+        outbound: { spi: 0x1000, epoch, sealed: 1, sequenceHeadroom: 1 },
+        inbound: [],
       })),
       unattributedDrops: {},
       sendFailures: 0,

@@ -184,7 +184,12 @@ export class Gateway {
         }
       }
     }
-    this.#log(known ? 'peer changed' : 'peer added', { peer: peer.id, address: peer.address, port, incarnation: peer.incarnation });
+    this.#log(known ? 'peer changed' : 'peer added', {
+      peer: peer.id,
+      address: peer.address,
+      port,
+      incarnation: peer.incarnation,
+    });
     if (failures.length > 0) {
       // Forget the peer, so the caller's retry redoes every step instead of finding it "already added".
       await this.removePeer(peer.id);
@@ -195,7 +200,8 @@ export class Gateway {
   async removePeer(peerId: string): Promise<void> {
     const peer = this.#peers.get(peerId);
     if (!peer) return;
-    for (const network of this.#networks.values()) await this.options.plumbing.removePeer(network.vni, this.#port(peer));
+    for (const network of this.#networks.values())
+      await this.options.plumbing.removePeer(network.vni, this.#port(peer));
     await this.options.dataPath.removePeer(peerId);
     this.#peers.delete(peerId);
     this.#ports.delete(peerId);
@@ -232,7 +238,9 @@ export class Gateway {
     const known = epochs.get(epoch);
     if (known?.secret.equals(secret)) return;
     const entry: EpochEntry = { secret: new SecretKey(secret.exposeDanger()), active: known?.active ?? false };
-    const failures = this.#forEachPeer((peer) => this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound'));
+    const failures = this.#forEachPeer((peer) =>
+      this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound'),
+    );
     if (failures.length > 0) {
       entry.secret.wipe();
       throw new Error(`epoch ${epoch} of network ${vni}: inbound SAs not installed for ${failures.join('; ')}`);
@@ -250,7 +258,8 @@ export class Gateway {
     if (!entry) throw new RangeError(`epoch ${epoch} of network ${vni} is not installed`);
     if (entry.active) return;
     const failures = this.#forEachPeer((peer) => this.#install(peer, network, epoch, entry.secret, 'outbound'));
-    if (failures.length > 0) throw new Error(`epoch ${epoch} of network ${vni}: outbound not switched for ${failures.join('; ')}`);
+    if (failures.length > 0)
+      throw new Error(`epoch ${epoch} of network ${vni}: outbound not switched for ${failures.join('; ')}`);
     for (const [other, e] of this.#epochs.get(vni)!) if (other !== epoch) e.active = false;
     entry.active = true;
     this.#log('epoch activated', { vni, epoch });
@@ -262,7 +271,12 @@ export class Gateway {
    */
   async retireEpoch(vni: number, epoch: number): Promise<void> {
     const entry = this.#epochs.get(vni)?.get(epoch);
-    const sealing = new Set(this.options.dataPath.status().pairs.filter((p) => p.vni === vni && p.outbound?.epoch === epoch).map((p) => p.peer));
+    const sealing = new Set(
+      this.options.dataPath
+        .status()
+        .pairs.filter((p) => p.vni === vni && p.outbound?.epoch === epoch)
+        .map((p) => p.peer),
+    );
     for (const peer of this.#peers.values()) {
       this.options.dataPath.retireInbound(peer.id, vni, epoch);
       if (entry?.active || sealing.has(peer.id)) this.options.dataPath.removeOutbound(peer.id, vni);
@@ -288,13 +302,23 @@ export class Gateway {
 
   /** The epochs this gateway holds per network (for status; never key bytes). */
   epochs(vni: number): Array<{ epoch: number; active: boolean }> {
-    return [...(this.#epochs.get(vni) ?? [])].map(([epoch, e]) => ({ epoch, active: e.active })).sort((a, b) => a.epoch - b.epoch);
+    return [...(this.#epochs.get(vni) ?? [])]
+      .map(([epoch, e]) => ({ epoch, active: e.active }))
+      .sort((a, b) => a.epoch - b.epoch);
   }
 
   /** Plugs a local container into the network's bridge. */
   async attachEndpoint(endpoint: LocalEndpoint): Promise<void> {
     const { vni, endpointId, netns, mac, ipv4 } = endpoint;
-    await this.options.plumbing.attachContainer({ vni, endpointId, netns, mac, ipv4, ...(endpoint.gateway ? { gateway: endpoint.gateway } : {}), ...(endpoint.ifName ? { ifName: endpoint.ifName } : {}) });
+    await this.options.plumbing.attachContainer({
+      vni,
+      endpointId,
+      netns,
+      mac,
+      ipv4,
+      ...(endpoint.gateway ? { gateway: endpoint.gateway } : {}),
+      ...(endpoint.ifName ? { ifName: endpoint.ifName } : {}),
+    });
     this.#log('endpoint attached', { vni, endpoint: endpointId, mac, ipv4 });
   }
 
@@ -346,10 +370,20 @@ export class Gateway {
   }
 
   /** Derives the pair's SAs for one epoch and installs the directions asked for; inbound always first. */
-  #install(peer: GatewayPeer, network: GatewayNetwork, epoch: number, secret: SecretKey, which: 'inbound' | 'outbound' | 'both'): void {
+  #install(
+    peer: GatewayPeer,
+    network: GatewayNetwork,
+    epoch: number,
+    secret: SecretKey,
+    which: 'inbound' | 'outbound' | 'both',
+  ): void {
     if (peer.encrypts === false) return;
     const { outbound, inbound } = deriveSaKeySpecs(this.options.self, this.options.privateKey, peer, {
-      networkId: network.id, networkIndex: network.index, vni: network.vni, epoch, secret,
+      networkId: network.id,
+      networkIndex: network.index,
+      vni: network.vni,
+      epoch,
+      secret,
     });
     try {
       // Make-before-break order: inbound first (docs/keys.md "Rotation").
@@ -360,7 +394,14 @@ export class Gateway {
       inbound.keymat.wipe();
       outbound.keymat.wipe();
     }
-    this.#log('SAs installed', { vni: network.vni, peer: peer.id, epoch, which, outboundSpi: hex(outbound.spi), inboundSpi: hex(inbound.spi) });
+    this.#log('SAs installed', {
+      vni: network.vni,
+      peer: peer.id,
+      epoch,
+      which,
+      outboundSpi: hex(outbound.spi),
+      inboundSpi: hex(inbound.spi),
+    });
   }
 
   /** Reads the vtep netns's firewall counter now (status() reports the last read). A failed read is reported, not thrown. */
@@ -395,7 +436,13 @@ export class Gateway {
 }
 
 function samePeer(a: GatewayPeer, b: GatewayPeer): boolean {
-  return a.index === b.index && a.address === b.address && a.incarnation === b.incarnation && a.encrypts === b.encrypts && bytesEqual(a.publicKey, b.publicKey);
+  return (
+    a.index === b.index &&
+    a.address === b.address &&
+    a.incarnation === b.incarnation &&
+    a.encrypts === b.encrypts &&
+    bytesEqual(a.publicKey, b.publicKey)
+  );
 }
 
 const hex = (spi: number) => `0x${spi.toString(16).padStart(8, '0')}`;

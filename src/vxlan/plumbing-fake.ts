@@ -52,7 +52,8 @@ export class RecordingPlumbing implements Plumbing {
 
   async ensurePeerFlood(vni: number, port: number): Promise<void> {
     const list = this.#entries(vni);
-    if (!list.some((e) => e.mac === ZERO_MAC && e.port === port)) list.push({ mac: ZERO_MAC, dst: this.hostAddress, port });
+    if (!list.some((e) => e.mac === ZERO_MAC && e.port === port))
+      list.push({ mac: ZERO_MAC, dst: this.hostAddress, port });
   }
 
   async ensurePeerMac(vni: number, mac: string, port: number): Promise<void> {
@@ -60,11 +61,17 @@ export class RecordingPlumbing implements Plumbing {
   }
 
   async removePeerMac(vni: number, mac: string): Promise<void> {
-    this.fdb.set(vni, this.#entries(vni).filter((e) => e.mac !== mac));
+    this.fdb.set(
+      vni,
+      this.#entries(vni).filter((e) => e.mac !== mac),
+    );
   }
 
   async removePeer(vni: number, port: number): Promise<void> {
-    this.fdb.set(vni, this.#entries(vni).filter((e) => e.port !== port));
+    this.fdb.set(
+      vni,
+      this.#entries(vni).filter((e) => e.port !== port),
+    );
   }
 
   async listFdb(vni: number): Promise<FdbEntry[]> {

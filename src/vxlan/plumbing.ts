@@ -27,7 +27,14 @@
 // carrying the failing argv and its stderr. Commands are argv arrays, never shell strings.
 
 import { statSync } from 'node:fs';
-import { execRunner, parseCommandJson, PlumbingError, SerialQueue, type CommandResult, type CommandRunner } from '../host/exec.js';
+import {
+  execRunner,
+  parseCommandJson,
+  PlumbingError,
+  SerialQueue,
+  type CommandResult,
+  type CommandRunner,
+} from '../host/exec.js';
 import { bridgeName, endpointLinkName, HOST_LINK, IFNAME_RE, VTEP_LINK, vxlanName } from '../host/names.js';
 import { execIn, ipIn, netnsArg, netnsPath, type NetnsRef } from '../host/netns.js';
 import { applyNftScript, readNftCounter, type NftCounter } from '../host/nft.js';
@@ -130,11 +137,19 @@ function refuseOwnNamespace(ref: NetnsRef, hostNetns: string | undefined): void 
   try {
     target = statSync(path);
   } catch (err) {
-    throw new PlumbingError(['attachContainer', path], null, `cannot open network namespace ${path}: ${(err as Error).message}`);
+    throw new PlumbingError(
+      ['attachContainer', path],
+      null,
+      `cannot open network namespace ${path}: ${(err as Error).message}`,
+    );
   }
   const own = statSync(hostNetns ? `/run/netns/${hostNetns}` : '/proc/self/ns/net');
   if (target.dev === own.dev && target.ino === own.ino) {
-    throw new PlumbingError(['attachContainer', path], null, `${path} is the host's own network namespace, not a container's`);
+    throw new PlumbingError(
+      ['attachContainer', path],
+      null,
+      `${path} is the host's own network namespace, not a container's`,
+    );
   }
 }
 
@@ -164,8 +179,17 @@ export class IproutePlumbing implements Plumbing {
   constructor(config: IproutePlumbingConfig) {
     const link = parseIpv4(config.linkNet ?? DEFAULT_LINK_NET);
     const third = link === undefined ? -1 : (link >>> 8) & 0xff;
-    if (link === undefined || link >>> 16 !== 0xa9fe || third === 0 || third === 255 || third === 169 || link % 4 !== 0) {
-      throw new RangeError(`linkNet must be a /30 network address in 169.254.1.0–169.254.254.252 outside 169.254.169.0/24, got ${String(config.linkNet)}`);
+    if (
+      link === undefined ||
+      link >>> 16 !== 0xa9fe ||
+      third === 0 ||
+      third === 255 ||
+      third === 169 ||
+      link % 4 !== 0
+    ) {
+      throw new RangeError(
+        `linkNet must be a /30 network address in 169.254.1.0–169.254.254.252 outside 169.254.169.0/24, got ${String(config.linkNet)}`,
+      );
     }
     this.hostAddress = formatIpv4(link + 1);
     this.vtepAddress = formatIpv4(link + 2);
@@ -188,12 +212,32 @@ export class IproutePlumbing implements Plumbing {
       await applyNftScript(this.run, this.vtepNetns, vtepFirewallScript(this.hostAddress));
       const hostSide = await this.linkInfo('host', HOST_LINK);
       const vtepSide = await this.linkInfo('vtep', VTEP_LINK);
-      if (!hostSide || !vtepSide || hostSide.linkinfo?.info_kind !== 'veth' || vtepSide.linkinfo?.info_kind !== 'veth') {
+      if (
+        !hostSide ||
+        !vtepSide ||
+        hostSide.linkinfo?.info_kind !== 'veth' ||
+        vtepSide.linkinfo?.info_kind !== 'veth'
+      ) {
         // Half a pair (or a foreign device of that name): start over.
         if (hostSide) await this.ipHost(['link', 'del', HOST_LINK]);
         if (vtepSide) await this.ipVtep(['link', 'del', VTEP_LINK]);
         const mtu = String(this.underlayMtu);
-        await this.ipHost(['link', 'add', HOST_LINK, 'mtu', mtu, 'type', 'veth', 'peer', 'name', VTEP_LINK, 'mtu', mtu, 'netns', this.vtepNetns]);
+        await this.ipHost([
+          'link',
+          'add',
+          HOST_LINK,
+          'mtu',
+          mtu,
+          'type',
+          'veth',
+          'peer',
+          'name',
+          VTEP_LINK,
+          'mtu',
+          mtu,
+          'netns',
+          this.vtepNetns,
+        ]);
       }
       // The veth carries whole VXLAN datagrams of plain networks: it needs the underlay's MTU.
       const mtu = String(this.underlayMtu);
@@ -213,13 +257,31 @@ export class IproutePlumbing implements Plumbing {
       // The vtep namespace must not be a host on the overlays it bridges: without IPv6 its bridges and
       // veths get no link-local address, answer nothing and send no router solicitations or MLD
       // reports into every network. "all" covers the links that exist, "default" those made later.
-      await this.run('ip', ['netns', 'exec', this.vtepNetns, 'sysctl', '-q', '-w',
-        'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+      await this.run('ip', [
+        'netns',
+        'exec',
+        this.vtepNetns,
+        'sysctl',
+        '-q',
+        '-w',
+        'net.ipv6.conf.all.disable_ipv6=1',
+        'net.ipv6.conf.default.disable_ipv6=1',
+      ]);
       // Where br_netfilter is loaded, bridged frames would also traverse iptables in this namespace:
       // pointless for an overlay segment, and it halved batched throughput here. -e: hosts without
       // the module have no such keys.
-      await this.run('ip', ['netns', 'exec', this.vtepNetns, 'sysctl', '-e', '-q', '-w',
-        'net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-ip6tables=0', 'net.bridge.bridge-nf-call-arptables=0']);
+      await this.run('ip', [
+        'netns',
+        'exec',
+        this.vtepNetns,
+        'sysctl',
+        '-e',
+        '-q',
+        '-w',
+        'net.bridge.bridge-nf-call-iptables=0',
+        'net.bridge.bridge-nf-call-ip6tables=0',
+        'net.bridge.bridge-nf-call-arptables=0',
+      ]);
     });
   }
 
@@ -237,7 +299,8 @@ export class IproutePlumbing implements Plumbing {
       const mtu = String(overlayMtu(this.underlayMtu, spec.encrypted));
       const bridge = await this.linkInfo('vtep', br);
       if (bridge && bridge.linkinfo?.info_kind !== 'bridge') await this.ipVtep(['link', 'del', br]);
-      if (!bridge || bridge.linkinfo?.info_kind !== 'bridge') await this.ipVtep(['link', 'add', br, 'mtu', mtu, 'type', 'bridge']);
+      if (!bridge || bridge.linkinfo?.info_kind !== 'bridge')
+        await this.ipVtep(['link', 'add', br, 'mtu', mtu, 'type', 'bridge']);
       // No IGMP snooping: the bridge would join 224.0.0.106 and send IGMP reports into the overlay
       // itself; flooding multicast to every port is what an overlay segment does anyway.
       await this.ipVtep(['link', 'set', br, 'type', 'bridge', 'mcast_snooping', '0']);
@@ -251,8 +314,22 @@ export class IproutePlumbing implements Plumbing {
         data.learning === false;
       if (vxlan && !matches) await this.ipVtep(['link', 'del', vx]);
       if (!matches) {
-        await this.ipVtep(['link', 'add', vx, 'mtu', mtu, 'type', 'vxlan', 'id', String(spec.vni), 'local', this.vtepAddress,
-          'dstport', String(VXLAN_PORT), 'nolearning']);
+        await this.ipVtep([
+          'link',
+          'add',
+          vx,
+          'mtu',
+          mtu,
+          'type',
+          'vxlan',
+          'id',
+          String(spec.vni),
+          'local',
+          this.vtepAddress,
+          'dstport',
+          String(VXLAN_PORT),
+          'nolearning',
+        ]);
       }
       await this.ipVtep(['link', 'set', br, 'mtu', mtu, 'up']);
       await this.ipVtep(['link', 'set', vx, 'master', br, 'mtu', mtu, 'up']);
@@ -266,7 +343,8 @@ export class IproutePlumbing implements Plumbing {
       if (await this.linkInfo('vtep', br)) {
         const ports = await this.jsonLinks(['link', 'show', 'master', br]);
         for (const port of ports) {
-          if (port.ifname !== vx && port.linkinfo?.info_kind !== 'vxlan') await this.ipVtep(['link', 'del', port.ifname]);
+          if (port.ifname !== vx && port.linkinfo?.info_kind !== 'vxlan')
+            await this.ipVtep(['link', 'del', port.ifname]);
         }
       }
       if (await this.linkInfo('vtep', vx)) await this.ipVtep(['link', 'del', vx]);
@@ -287,12 +365,32 @@ export class IproutePlumbing implements Plumbing {
       refuseOwnNamespace(a.netns, this.hostNetns);
       const vxlan = await this.linkInfo('vtep', vxlanName(a.vni));
       if (!vxlan || !(await this.linkInfo('vtep', br))) {
-        throw new PlumbingError(['attachContainer', String(a.vni)], null, `network ${a.vni} has no ${br}/${vxlanName(a.vni)} in netns ${this.vtepNetns}: call ensureNetwork first`);
+        throw new PlumbingError(
+          ['attachContainer', String(a.vni)],
+          null,
+          `network ${a.vni} has no ${br}/${vxlanName(a.vni)} in netns ${this.vtepNetns}: call ensureNetwork first`,
+        );
       }
       const mtu = String(a.mtu ?? vxlan.mtu);
       if (!(await this.linkInfo('vtep', outer))) {
-        await this.ipVtep(['link', 'add', outer, 'mtu', mtu, 'type', 'veth', 'peer', 'name', inner, 'address', mac, 'mtu', mtu,
-          'netns', netnsArg(a.netns)]);
+        await this.ipVtep([
+          'link',
+          'add',
+          outer,
+          'mtu',
+          mtu,
+          'type',
+          'veth',
+          'peer',
+          'name',
+          inner,
+          'address',
+          mac,
+          'mtu',
+          mtu,
+          'netns',
+          netnsArg(a.netns),
+        ]);
       }
       await this.ipVtep(['link', 'set', outer, 'master', br, 'mtu', mtu, 'up']);
       const inC = (args: readonly string[]): Promise<CommandResult> => ipIn(this.run, a.netns, args);
@@ -315,7 +413,17 @@ export class IproutePlumbing implements Plumbing {
     return this.serial(async () => {
       // `append` adds one more destination to the all-zero (default) entry; appending an existing
       // destination is a no-op in the kernel (vxlan_fdb_append finds the rdst), so this is idempotent.
-      await this.bridgeVtep(['fdb', 'append', ZERO_MAC, 'dev', vxlanName(vni), 'dst', this.hostAddress, 'port', checkPort(peerPort)]);
+      await this.bridgeVtep([
+        'fdb',
+        'append',
+        ZERO_MAC,
+        'dev',
+        vxlanName(vni),
+        'dst',
+        this.hostAddress,
+        'port',
+        checkPort(peerPort),
+      ]);
     });
   }
 
@@ -323,7 +431,17 @@ export class IproutePlumbing implements Plumbing {
     return this.serial(async () => {
       // `replace`, not `append`: a unicast MAC lives behind exactly one peer, and for an existing unicast
       // entry the kernel ignores `append` while returning success, so a MAC that moved would keep its old peer.
-      await this.bridgeVtep(['fdb', 'replace', checkUnicastMac(mac), 'dev', vxlanName(vni), 'dst', this.hostAddress, 'port', checkPort(peerPort)]);
+      await this.bridgeVtep([
+        'fdb',
+        'replace',
+        checkUnicastMac(mac),
+        'dev',
+        vxlanName(vni),
+        'dst',
+        this.hostAddress,
+        'port',
+        checkPort(peerPort),
+      ]);
     });
   }
 
@@ -350,7 +468,9 @@ export class IproutePlumbing implements Plumbing {
   }
 
   vtepFirewallDrops(): Promise<VtepFirewallCounter> {
-    return this.serial(() => readNftCounter(this.run, this.vtepNetns, 'inet', VTEP_FIREWALL_TABLE, VTEP_FIREWALL_COUNTER));
+    return this.serial(() =>
+      readNftCounter(this.run, this.vtepNetns, 'inet', VTEP_FIREWALL_TABLE, VTEP_FIREWALL_COUNTER),
+    );
   }
 
   // ── internals ────────────────────────────────────────────────────────────────
@@ -369,8 +489,12 @@ export class IproutePlumbing implements Plumbing {
     const { stdout } = await execIn(this.run, this.hostNetns, sysctl);
     const start = Number(stdout.trim());
     if (!Number.isInteger(start) || start <= VTEP_DELIVERY_PORT) {
-      throw new PlumbingError(sysctl, null, `net.ipv4.ip_unprivileged_port_start is ${stdout.trim()} in the gateway's netns: any user could ` +
-        `bind the VTEP delivery port ${VTEP_DELIVERY_PORT} and inject VXLAN into local networks; set it above ${VTEP_DELIVERY_PORT} (default 1024)`);
+      throw new PlumbingError(
+        sysctl,
+        null,
+        `net.ipv4.ip_unprivileged_port_start is ${stdout.trim()} in the gateway's netns: any user could ` +
+          `bind the VTEP delivery port ${VTEP_DELIVERY_PORT} and inject VXLAN into local networks; set it above ${VTEP_DELIVERY_PORT} (default 1024)`,
+      );
     }
   }
 
@@ -382,7 +506,8 @@ export class IproutePlumbing implements Plumbing {
     const entries: FdbEntry[] = [];
     for (const r of rows) {
       // Remote entries carry dst; those without are the bridge's own (master) entries.
-      if (r.mac !== undefined && r.dst !== undefined) entries.push({ mac: r.mac, dst: r.dst, port: r.port ?? VXLAN_PORT });
+      if (r.mac !== undefined && r.dst !== undefined)
+        entries.push({ mac: r.mac, dst: r.dst, port: r.port ?? VXLAN_PORT });
     }
     return entries;
   }
@@ -432,7 +557,8 @@ interface LinkJson {
 }
 
 function checkPort(port: number): string {
-  if (!Number.isInteger(port) || port < 1 || port > 65_535) throw new RangeError(`port must be an integer in 1..65535, got ${port}`);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535)
+    throw new RangeError(`port must be an integer in 1..65535, got ${port}`);
   return String(port);
 }
 

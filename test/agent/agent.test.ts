@@ -25,7 +25,10 @@ function makeAgent(os = 'linux') {
   const gateway = new Gateway({ self, privateKey: new SecretKey(new Uint8Array(32).fill(7)), plumbing, dataPath });
   logs = [];
   return new HostAgent({
-    store, gateway, self: { ...sampleHost('h1', { os }), address: '198.18.0.1' }, leaseTtlSeconds: 5,
+    store,
+    gateway,
+    self: { ...sampleHost('h1', { os }), address: '198.18.0.1' },
+    leaseTtlSeconds: 5,
     onIndex: (i) => (self.index = i),
     log: (level, event, fields) => logs.push({ level, event, ...(fields ? { fields } : {}) }),
   });
@@ -44,31 +47,56 @@ describe('HostAgent', () => {
   it('plumbs every network, makes every other live host a peer, attaches its own containers and points remote MACs at their host', async () => {
     const h2 = await store.registerHost(sampleHost('h2'), 30);
     const net = await store.createNetwork({ name: 'n', ipam: { subnet: '10.9.0.0/24' } });
-    const local = await store.createEndpoint({ networkId: net.id, name: 'mine', hostId: 'h1', sandbox: { netns: '/run/netns/mine' } });
+    const local = await store.createEndpoint({
+      networkId: net.id,
+      name: 'mine',
+      hostId: 'h1',
+      sandbox: { netns: '/run/netns/mine' },
+    });
     const remote = await store.createEndpoint({ networkId: net.id, name: 'theirs', hostId: 'h2' });
     agent = makeAgent();
     await agent.start();
     await agent.settled();
     expect([...plumbing.networks.keys()]).toEqual([net.vni]);
     expect([...dataPath.peers.keys()]).toEqual(['h2']);
-    expect(plumbing.containers.get(`${net.vni}/${local.id}`)).toMatchObject({ netns: { path: '/run/netns/mine' }, mac: local.mac, ipv4: `${local.ipv4}/24` });
-    expect(await plumbing.listFdb(net.vni)).toEqual(expect.arrayContaining([
-      { mac: '00:00:00:00:00:00', dst: plumbing.hostAddress, port: peerPort(h2.index) },
-      { mac: remote.mac, dst: plumbing.hostAddress, port: peerPort(h2.index) },
-    ]));
+    expect(plumbing.containers.get(`${net.vni}/${local.id}`)).toMatchObject({
+      netns: { path: '/run/netns/mine' },
+      mac: local.mac,
+      ipv4: `${local.ipv4}/24`,
+    });
+    expect(await plumbing.listFdb(net.vni)).toEqual(
+      expect.arrayContaining([
+        { mac: '00:00:00:00:00:00', dst: plumbing.hostAddress, port: peerPort(h2.index) },
+        { mac: remote.mac, dst: plumbing.hostAddress, port: peerPort(h2.index) },
+      ]),
+    );
 
     // Changes arrive through the watch: a new remote container, then its host goes away.
     const later = await store.createEndpoint({ networkId: net.id, name: 'later', hostId: 'h2' });
-    await waitUntil('the new MAC is programmed', async () => (await plumbing.listFdb(net.vni)).some((e) => e.mac === later.mac));
+    await waitUntil('the new MAC is programmed', async () =>
+      (await plumbing.listFdb(net.vni)).some((e) => e.mac === later.mac),
+    );
     await store.deleteEndpoint(net.id, remote.id);
-    await waitUntil('the removed MAC is gone', async () => !(await plumbing.listFdb(net.vni)).some((e) => e.mac === remote.mac));
+    await waitUntil(
+      'the removed MAC is gone',
+      async () => !(await plumbing.listFdb(net.vni)).some((e) => e.mac === remote.mac),
+    );
     await h2.revoke();
     await waitUntil('h2 is no peer', () => !dataPath.peers.has('h2'));
     expect(await plumbing.listFdb(net.vni)).toEqual([]);
     // It comes back (a restart: new incarnation): flood and MAC entries return.
     await store.registerHost(sampleHost('h2', { incarnation: 'new' }), 30);
-    await waitUntil('h2 is back with its MAC', async () => (await plumbing.listFdb(net.vni)).some((e) => e.mac === later.mac));
-    expect(agent.status()).toMatchObject({ host: 'h1', registered: true, peers: ['h2'], networks: 1, localEndpoints: 1, remoteMacs: 1 });
+    await waitUntil('h2 is back with its MAC', async () =>
+      (await plumbing.listFdb(net.vni)).some((e) => e.mac === later.mac),
+    );
+    expect(agent.status()).toMatchObject({
+      host: 'h1',
+      registered: true,
+      peers: ['h2'],
+      networks: 1,
+      localEndpoints: 1,
+      remoteMacs: 1,
+    });
   });
 
   it('detaches a local container whose endpoint is deleted elsewhere, and removes a deleted network', async () => {
@@ -89,9 +117,17 @@ describe('HostAgent', () => {
     await agent.start();
     plumbing.failAttach = true;
     const net = await store.createNetwork({ name: 'n3', ipam: { subnet: '10.7.0.0/24' } });
-    await store.createEndpoint({ networkId: net.id, name: 'gone', hostId: 'h1', sandbox: { netns: '/run/netns/gone' } });
+    await store.createEndpoint({
+      networkId: net.id,
+      name: 'gone',
+      hostId: 'h1',
+      sandbox: { netns: '/run/netns/gone' },
+    });
     await waitUntil('failure reported', () => agent.status().attachFailures.length === 1);
-    expect(agent.status().attachFailures[0]).toMatchObject({ endpoint: 'gone', error: expect.stringMatching(/namespace/) });
+    expect(agent.status().attachFailures[0]).toMatchObject({
+      endpoint: 'gone',
+      error: expect.stringMatching(/namespace/),
+    });
     expect(logs.filter((l) => l.event === 'cannot attach a local container')).toHaveLength(1);
     await store.createNetwork({ name: 'n4', ipam: { subnet: '10.6.0.0/24' } });
     await waitUntil('still following', () => plumbing.networks.size === 2);
@@ -105,7 +141,12 @@ describe('HostAgent', () => {
     expect(logs.some((l) => l.level === 'warn' && /Windows host registering/.test(l.event))).toBe(true);
     await agent.stop();
 
-    await store.createNetwork({ name: 'locked', encrypted: true, options: { encrypted: '', strict: '' }, ipam: { subnet: '10.4.0.0/24' } });
+    await store.createNetwork({
+      name: 'locked',
+      encrypted: true,
+      options: { encrypted: '', strict: '' },
+      ipam: { subnet: '10.4.0.0/24' },
+    });
     agent = makeAgent('windows');
     await expect(agent.start()).rejects.toMatchObject({ code: 'VEIL_ERR_STRICT_UNENCRYPTED_HOST' });
     expect((await store.listHosts()).items).toEqual([]);

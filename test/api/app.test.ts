@@ -6,12 +6,20 @@ const status: GatewayStatus = {
   host: 'h1',
   peers: [{ id: 'h2', address: '198.18.0.2', port: 601 }],
   networks: [{ id: 'enc', index: 1, vni: 4096, encrypted: true }],
-  pairs: [{
-    peer: 'h2', vni: 4096, encrypted: true, txPackets: 5, txBytes: 500, rxPackets: 4, rxBytes: 400,
-    drops: { 'replay-duplicate': 2 },
-    outbound: { spi: 0x40010001, epoch: 1, sealed: 5, sequenceHeadroom: 1000 },
-    inbound: [{ spi: 0x40020001, epoch: 1, opened: 4 }],
-  }],
+  pairs: [
+    {
+      peer: 'h2',
+      vni: 4096,
+      encrypted: true,
+      txPackets: 5,
+      txBytes: 500,
+      rxPackets: 4,
+      rxBytes: 400,
+      drops: { 'replay-duplicate': 2 },
+      outbound: { spi: 0x40010001, epoch: 1, sealed: 5, sequenceHeadroom: 1000 },
+      inbound: [{ spi: 0x40020001, epoch: 1, opened: 4 }],
+    },
+  ],
   unattributedDrops: { 'unknown-spi': 3 },
   sendFailures: 0,
 };
@@ -37,7 +45,10 @@ describe('API', () => {
   });
 
   it('GET /status passes only what its schema lists', async () => {
-    const leaky = buildApp({ gatewayStatus: () => ({ ...status, secret: 'deadbeef', pairs: [{ ...status.pairs[0]!, key: 'cafe' }] }) as unknown as GatewayStatus });
+    const leaky = buildApp({
+      gatewayStatus: () =>
+        ({ ...status, secret: 'deadbeef', pairs: [{ ...status.pairs[0]!, key: 'cafe' }] }) as unknown as GatewayStatus,
+    });
     const r = await leaky.inject({ method: 'GET', url: '/status' });
     expect(r.statusCode).toBe(200);
     expect(r.body).not.toContain('deadbeef');

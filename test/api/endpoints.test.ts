@@ -12,10 +12,23 @@ describe('the OpenAPI document', () => {
     const app = buildApp({ gatewayStatus: () => emptyStatus, store: new MemoryBackend().client() });
     const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json();
     expect(doc.openapi).toBe('3.0.3');
-    for (const [path, method] of [['/networks', 'post'], ['/networks', 'get'], ['/networks/{id}', 'get'], ['/networks/{id}', 'delete'], ['/networks/{id}/connect', 'post'], ['/networks/{id}/disconnect', 'post'], ['/hosts', 'get'], ['/healthz', 'get'], ['/metrics', 'get'], ['/status', 'get']] as const) {
+    for (const [path, method] of [
+      ['/networks', 'post'],
+      ['/networks', 'get'],
+      ['/networks/{id}', 'get'],
+      ['/networks/{id}', 'delete'],
+      ['/networks/{id}/connect', 'post'],
+      ['/networks/{id}/disconnect', 'post'],
+      ['/hosts', 'get'],
+      ['/healthz', 'get'],
+      ['/metrics', 'get'],
+      ['/status', 'get'],
+    ] as const) {
       expect(doc.paths[path]?.[method], `${method} ${path}`).toBeDefined();
     }
-    expect(doc.paths['/networks/{id}/connect'].post.requestBody.content['application/json'].schema.required).toEqual(['Container']);
+    expect(doc.paths['/networks/{id}/connect'].post.requestBody.content['application/json'].schema.required).toEqual([
+      'Container',
+    ]);
     expect(doc.paths['/networks/{id}'].get.parameters[0]).toMatchObject({ name: 'id', in: 'path' });
     await app.close();
   });

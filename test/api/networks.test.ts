@@ -4,7 +4,14 @@ import { MemoryBackend } from '../../src/store/memory.js';
 import type { Store } from '../../src/store/types.js';
 import type { GatewayStatus } from '../../src/vxlan/gateway.js';
 
-const emptyStatus: GatewayStatus = { host: 'h1', peers: [], networks: [], pairs: [], unattributedDrops: {}, sendFailures: 0 };
+const emptyStatus: GatewayStatus = {
+  host: 'h1',
+  peers: [],
+  networks: [],
+  pairs: [],
+  unattributedDrops: {},
+  sendFailures: 0,
+};
 const KEY = 'ab'.repeat(32);
 
 let store: Store;
@@ -21,11 +28,18 @@ afterEach(async () => {
 
 const create = (body: unknown) => app.inject({ method: 'POST', url: '/networks', payload: body as object });
 const encrypted = (name: string, extra: Record<string, string> = {}) => ({
-  Name: name, Driver: 'overlay', Attachable: true, Options: { encrypted: '', ...extra }, Labels: { team: 'a' },
+  Name: name,
+  Driver: 'overlay',
+  Attachable: true,
+  Options: { encrypted: '', ...extra },
+  Labels: { team: 'a' },
   IPAM: { Config: [{ Subnet: '10.70.0.0/24', Gateway: '10.70.0.1', IPRange: '10.70.0.128/25' }] },
 });
 const registerHost = (id: string, os: string) =>
-  store.registerHost({ id, address: '198.18.0.9', os, arch: 'amd64', version: '0.1.0', publicKey: KEY, incarnation: 'x' }, 30);
+  store.registerHost(
+    { id, address: '198.18.0.9', os, arch: 'amd64', version: '0.1.0', publicKey: KEY, incarnation: 'x' },
+    30,
+  );
 
 describe('networks API (Docker vocabulary)', () => {
   it('creates, lists, inspects (by id and by name) and removes an encrypted overlay', async () => {
@@ -39,8 +53,17 @@ describe('networks API (Docker vocabulary)', () => {
     for (const ref of [Id, 'secure']) {
       const n = (await app.inject({ method: 'GET', url: `/networks/${ref}` })).json();
       expect(n).toMatchObject({
-        Name: 'secure', Id, Driver: 'overlay', Attachable: true, Encrypted: true, Options: { encrypted: '' }, Labels: { team: 'a' },
-        IPAM: { Driver: 'default', Config: [{ Subnet: '10.70.0.0/24', Gateway: '10.70.0.1', IPRange: '10.70.0.128/25' }] },
+        Name: 'secure',
+        Id,
+        Driver: 'overlay',
+        Attachable: true,
+        Encrypted: true,
+        Options: { encrypted: '' },
+        Labels: { team: 'a' },
+        IPAM: {
+          Driver: 'default',
+          Config: [{ Subnet: '10.70.0.0/24', Gateway: '10.70.0.1', IPRange: '10.70.0.128/25' }],
+        },
       });
       expect(n.VNI).toBeGreaterThanOrEqual(4096);
     }
@@ -50,8 +73,13 @@ describe('networks API (Docker vocabulary)', () => {
 
   it('a plain overlay is not encrypted; `encrypted: "false"` is plain too', async () => {
     const a = await create({ Name: 'p1', IPAM: { Config: [{ Subnet: '10.71.0.0/24' }] } });
-    const b = await create({ Name: 'p2', Options: { encrypted: 'false' }, IPAM: { Config: [{ Subnet: '10.72.0.0/24' }] } });
-    for (const r of [a, b]) expect((await app.inject({ method: 'GET', url: `/networks/${r.json().Id}` })).json().Encrypted).toBe(false);
+    const b = await create({
+      Name: 'p2',
+      Options: { encrypted: 'false' },
+      IPAM: { Config: [{ Subnet: '10.72.0.0/24' }] },
+    });
+    for (const r of [a, b])
+      expect((await app.inject({ method: 'GET', url: `/networks/${r.json().Id}` })).json().Encrypted).toBe(false);
   });
 
   it('answers 409 with a registry code for a taken name and an overlapping subnet', async () => {
@@ -69,11 +97,23 @@ describe('networks API (Docker vocabulary)', () => {
     ['another driver', { Name: 'x', Driver: 'bridge', IPAM: { Config: [{ Subnet: '10.80.0.0/24' }] } }, /Driver/],
     ['no subnet', { Name: 'x' }, /Subnet is required/],
     ['not a CIDR', { Name: 'x', IPAM: { Config: [{ Subnet: '10.80.0.0' }] } }, /Subnet/],
-    ['gateway outside the subnet', { Name: 'x', IPAM: { Config: [{ Subnet: '10.80.0.0/24', Gateway: '10.81.0.1' }] } }, /gateway/i],
-    ['range outside the subnet', { Name: 'x', IPAM: { Config: [{ Subnet: '10.80.0.0/24', IPRange: '10.81.0.0/25' }] } }, /range/i],
+    [
+      'gateway outside the subnet',
+      { Name: 'x', IPAM: { Config: [{ Subnet: '10.80.0.0/24', Gateway: '10.81.0.1' }] } },
+      /gateway/i,
+    ],
+    [
+      'range outside the subnet',
+      { Name: 'x', IPAM: { Config: [{ Subnet: '10.80.0.0/24', IPRange: '10.81.0.0/25' }] } },
+      /range/i,
+    ],
     ['no room for two endpoints', { Name: 'x', IPAM: { Config: [{ Subnet: '10.80.0.0/31' }] } }, /./],
     ['unknown field', { Name: 'x', Bogus: 1, IPAM: { Config: [{ Subnet: '10.80.0.0/24' }] } }, /additional properties/],
-    ['IPv6 (not supported)', { Name: 'x', EnableIPv6: true, IPAM: { Config: [{ Subnet: '10.80.0.0/24' }] } }, /EnableIPv6/],
+    [
+      'IPv6 (not supported)',
+      { Name: 'x', EnableIPv6: true, IPAM: { Config: [{ Subnet: '10.80.0.0/24' }] } },
+      /EnableIPv6/,
+    ],
   ];
   for (const [what, body, message] of invalid) {
     it(`refuses ${what} with a 4xx that says what is wrong, and changes nothing`, async () => {

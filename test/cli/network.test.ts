@@ -28,7 +28,10 @@ describe('veil network against the real API (buildApp + memory store on a unix s
 
   beforeEach(async () => {
     store = new MemoryBackend().client();
-    app = buildApp({ gatewayStatus: () => ({ host: 'h1', peers: [], networks: [], pairs: [], unattributedDrops: {}, sendFailures: 0 }), store });
+    app = buildApp({
+      gatewayStatus: () => ({ host: 'h1', peers: [], networks: [], pairs: [], unattributedDrops: {}, sendFailures: 0 }),
+      store,
+    });
     api = await listenUnix(app, dir, `real-${n++}`);
   });
   afterEach(async () => {
@@ -37,13 +40,40 @@ describe('veil network against the real API (buildApp + memory store on a unix s
   });
 
   it('create prints the Id; --opt encrypted becomes {"encrypted": ""}; labels and opts parse k=v and bare k', async () => {
-    const r = await net('create', '-d', 'overlay', '--opt', 'encrypted', '-o', 'com.example.mtu=1400', '-ostrict', '--attachable',
-      '--subnet', '10.0.9.0/24', '--gateway', '10.0.9.254', '--ip-range', '10.0.9.128/25', '--label', 'team=net', '--label', 'tier', '--label', 'expr=a=b', 'front');
+    const r = await net(
+      'create',
+      '-d',
+      'overlay',
+      '--opt',
+      'encrypted',
+      '-o',
+      'com.example.mtu=1400',
+      '-ostrict',
+      '--attachable',
+      '--subnet',
+      '10.0.9.0/24',
+      '--gateway',
+      '10.0.9.254',
+      '--ip-range',
+      '10.0.9.128/25',
+      '--label',
+      'team=net',
+      '--label',
+      'tier',
+      '--label',
+      'expr=a=b',
+      'front',
+    );
     expect(r).toMatchObject({ code: 0, stderr: '' });
     expect(r.stdout).toMatch(/^[0-9a-f]{64}\n$/);
     const [inspected] = JSON.parse((await net('inspect', 'front')).stdout);
     expect(inspected).toMatchObject({
-      Id: r.stdout.trim(), Name: 'front', Driver: 'overlay', Encrypted: true, Attachable: true, Internal: false,
+      Id: r.stdout.trim(),
+      Name: 'front',
+      Driver: 'overlay',
+      Encrypted: true,
+      Attachable: true,
+      Internal: false,
       Options: { encrypted: '', 'com.example.mtu': '1400', strict: '' },
       Labels: { team: 'net', tier: '', expr: 'a=b' },
       IPAM: { Config: [{ Subnet: '10.0.9.0/24', Gateway: '10.0.9.254', IPRange: '10.0.9.128/25' }] },
@@ -73,10 +103,16 @@ describe('veil network against the real API (buildApp + memory store on a unix s
 
   it('ls --format json parses, before or after the subcommand, and through veil.ts global options', async () => {
     await net('create', '--subnet', '10.0.30.0/24', 'one');
-    for (const argv of [['ls', '--format', 'json'], ['--format', 'json', 'ls'], ['ls', '--format=json']]) {
+    for (const argv of [
+      ['ls', '--format', 'json'],
+      ['--format', 'json', 'ls'],
+      ['ls', '--format=json'],
+    ]) {
       const r = await net(...argv);
       expect(r.code).toBe(0);
-      expect(JSON.parse(r.stdout)).toEqual([expect.objectContaining({ Name: 'one', Driver: 'overlay', Encrypted: false })]);
+      expect(JSON.parse(r.stdout)).toEqual([
+        expect.objectContaining({ Name: 'one', Driver: 'overlay', Encrypted: false }),
+      ]);
     }
     const split = splitGlobalOptions(['--api', api, '--format', 'json', 'network', 'ls']);
     expect(split).toEqual({ group: 'network', argv: ['--api', api, '--format', 'json', 'ls'] });
@@ -116,19 +152,46 @@ describe('veil network against the real API (buildApp + memory store on a unix s
   });
 
   it('create prints the API warning to stderr (WARNING: ...) and the Id to stdout; strict is refused', async () => {
-    await store.registerHost({ id: 'win-1', address: '198.18.0.9', os: 'windows', arch: 'amd64', version: '0.1.0', publicKey: KEY, incarnation: 'x' }, 30);
+    await store.registerHost(
+      {
+        id: 'win-1',
+        address: '198.18.0.9',
+        os: 'windows',
+        arch: 'amd64',
+        version: '0.1.0',
+        publicKey: KEY,
+        incarnation: 'x',
+      },
+      30,
+    );
     const r = await net('create', '--opt', 'encrypted', '--subnet', '10.0.70.0/24', 'mixed');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^[0-9a-f]{64}\n$/);
-    expect(r.stderr).toBe('WARNING: Windows hosts cannot encrypt overlay traffic: traffic of the Windows host(s) win-1 on this encrypted network will not be protected\n');
+    expect(r.stderr).toBe(
+      'WARNING: Windows hosts cannot encrypt overlay traffic: traffic of the Windows host(s) win-1 on this encrypted network will not be protected\n',
+    );
 
-    const json = await net('create', '--opt', 'encrypted', '--subnet', '10.0.71.0/24', '--format', 'json', 'mixed-json');
-    expect(JSON.parse(json.stdout)).toEqual({ Id: expect.stringMatching(/^[0-9a-f]{64}$/), Warning: expect.stringContaining('win-1') });
+    const json = await net(
+      'create',
+      '--opt',
+      'encrypted',
+      '--subnet',
+      '10.0.71.0/24',
+      '--format',
+      'json',
+      'mixed-json',
+    );
+    expect(JSON.parse(json.stdout)).toEqual({
+      Id: expect.stringMatching(/^[0-9a-f]{64}$/),
+      Warning: expect.stringContaining('win-1'),
+    });
     expect(json.stderr).toMatch(/^WARNING: /);
 
     const strict = await net('create', '-o', 'encrypted', '-o', 'strict', '--subnet', '10.0.72.0/24', 'mixed-strict');
     expect(strict).toMatchObject({ code: 1, stdout: '' });
-    expect(strict.stderr).toBe('veil: strict network: a member host cannot encrypt overlay traffic: Windows host(s) win-1 are registered (VEIL_ERR_STRICT_UNENCRYPTED_HOST)\n');
+    expect(strict.stderr).toBe(
+      'veil: strict network: a member host cannot encrypt overlay traffic: Windows host(s) win-1 are registered (VEIL_ERR_STRICT_UNENCRYPTED_HOST)\n',
+    );
   });
 
   it("API refusals exit 1 with the API's code: a taken name, no subnet, an invalid subnet", async () => {
@@ -161,10 +224,12 @@ describe('veil network against the real API (buildApp + memory store on a unix s
     expect(c2.stderr).toMatch(/^WARNING: Windows hosts cannot encrypt overlay traffic: .*win-1.*\n$/);
 
     const [inspected] = JSON.parse((await net('inspect', 'front')).stdout);
-    expect(Object.values(inspected.Containers)).toEqual(expect.arrayContaining([
-      expect.objectContaining({ Name: 'c1', Host: 'h1', IPv4Address: '10.0.90.2/24', Aliases: ['web'] }),
-      expect.objectContaining({ Name: 'c2', Host: 'win-1', IPv4Address: '10.0.90.50/24' }),
-    ]));
+    expect(Object.values(inspected.Containers)).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ Name: 'c1', Host: 'h1', IPv4Address: '10.0.90.2/24', Aliases: ['web'] }),
+        expect.objectContaining({ Name: 'c2', Host: 'win-1', IPv4Address: '10.0.90.50/24' }),
+      ]),
+    );
     const busy = await net('rm', 'front');
     expect(busy.code).toBe(1);
     expect(busy.stderr).toMatch(/\(VEIL_ERR_NETWORK_HAS_ENDPOINTS\)\n$/);
@@ -174,7 +239,12 @@ describe('veil network against the real API (buildApp + memory store on a unix s
 
     const hosts = await cli(runHost, ['ls', '--api', api]);
     expect(hosts.code).toBe(0);
-    expect(hosts.stdout.trimEnd().split('\n').map((l) => l.split(/ {3,}/))).toEqual([
+    expect(
+      hosts.stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => l.split(/ {3,}/)),
+    ).toEqual([
       ['HOST ID', 'INDEX', 'ADDRESS', 'OS', 'ARCH', 'VERSION'],
       ['h1', expect.stringMatching(/^\d+$/), '198.18.0.1', 'linux', 'amd64', '0.1.0'],
       ['win-1', expect.stringMatching(/^\d+$/), '198.18.0.2', 'windows', 'amd64', '0.1.0'],
@@ -192,7 +262,11 @@ describe('veil network against the real API (buildApp + memory store on a unix s
   it('ApiClient.request returns {status, body} and throws the API error for route-level callers', async () => {
     const client = new ApiClient({ address: api });
     expect(await client.request('GET', '/healthz')).toEqual({ status: 200, body: { status: 'ok' } });
-    await expect(client.request('GET', '/networks/zzz')).rejects.toMatchObject({ name: 'ApiError', code: 'VEIL_ERR_NOT_FOUND', status: 404 });
+    await expect(client.request('GET', '/networks/zzz')).rejects.toMatchObject({
+      name: 'ApiError',
+      code: 'VEIL_ERR_NOT_FOUND',
+      status: 404,
+    });
   });
 });
 
@@ -210,18 +284,49 @@ describe('veil network connect / disconnect and veil host ls (against a test dou
   afterEach(() => stub.app.close());
 
   it('connect sends Docker flags as the connect body and prints the bare IP', async () => {
-    const r = await net('connect', '--ip', '10.0.9.7', '--alias', 'web', '--alias', 'www', '--mac', '02:42:0a:00:09:07', '--netns', '/run/netns/c1', '--host', 'gw-b', 'front', 'c1');
+    const r = await net(
+      'connect',
+      '--ip',
+      '10.0.9.7',
+      '--alias',
+      'web',
+      '--alias',
+      'www',
+      '--mac',
+      '02:42:0a:00:09:07',
+      '--netns',
+      '/run/netns/c1',
+      '--host',
+      'gw-b',
+      'front',
+      'c1',
+    );
     expect(r).toEqual({ code: 0, stdout: '10.0.9.7\n', stderr: '' });
-    expect(bodies(stub.requests)).toEqual([['POST', '/networks/front/connect', {
-      Container: 'c1', Host: 'gw-b', Sandbox: { Netns: '/run/netns/c1' },
-      EndpointConfig: { IPAMConfig: { IPv4Address: '10.0.9.7' }, Aliases: ['web', 'www'], MacAddress: '02:42:0a:00:09:07' },
-    }]]);
+    expect(bodies(stub.requests)).toEqual([
+      [
+        'POST',
+        '/networks/front/connect',
+        {
+          Container: 'c1',
+          Host: 'gw-b',
+          Sandbox: { Netns: '/run/netns/c1' },
+          EndpointConfig: {
+            IPAMConfig: { IPv4Address: '10.0.9.7' },
+            Aliases: ['web', 'www'],
+            MacAddress: '02:42:0a:00:09:07',
+          },
+        },
+      ],
+    ]);
   });
 
   it('connect with --pid, and with nothing but the names', async () => {
     expect((await net('connect', '--pid', '4242', 'front', 'c2')).code).toBe(0);
     expect((await net('connect', 'front', 'c3')).stdout).toBe('10.0.9.2\n');
-    expect(stub.requests.map((r) => r.body)).toEqual([{ Container: 'c2', Sandbox: { Pid: 4242 } }, { Container: 'c3' }]);
+    expect(stub.requests.map((r) => r.body)).toEqual([
+      { Container: 'c2', Sandbox: { Pid: 4242 } },
+      { Container: 'c3' },
+    ]);
   });
 
   it('connect prints the warning to stderr; --format json prints the endpoint', async () => {
@@ -230,11 +335,19 @@ describe('veil network connect / disconnect and veil host ls (against a test dou
     expect(r.stdout).toBe('10.0.9.2\n');
     expect(r.stderr).toMatch(/^WARNING: Windows hosts cannot encrypt overlay traffic: .*win-1.*\n$/);
     const json = await net('--format', 'json', 'connect', 'front', 'c1');
-    expect(JSON.parse(json.stdout)).toMatchObject({ EndpointID: 'e'.repeat(64), Name: 'c1', IPv4Address: '10.0.9.2/24', Host: 'gw-a' });
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      EndpointID: 'e'.repeat(64),
+      Name: 'c1',
+      IPv4Address: '10.0.9.2/24',
+      Host: 'gw-a',
+    });
   });
 
   it('connect / disconnect on an unknown network exit 1 with the code', async () => {
-    for (const argv of [['connect', 'nope', 'c1'], ['disconnect', 'nope', 'c1']]) {
+    for (const argv of [
+      ['connect', 'nope', 'c1'],
+      ['disconnect', 'nope', 'c1'],
+    ]) {
       const r = await net(...argv);
       expect(r).toEqual({ code: 1, stdout: '', stderr: 'veil: not found: network nope (VEIL_ERR_NOT_FOUND)\n' });
     }
@@ -255,7 +368,12 @@ describe('veil network connect / disconnect and veil host ls (against a test dou
     const r = await cli(runHost, ['ls', '--api', api]);
     expect(r.code).toBe(0);
     expect(r.stderr).toBe(`WARNING: ${STUB_HOSTS[2]!.Warning}\n`);
-    expect(r.stdout.trimEnd().split('\n').map((l) => l.split(/ {3,}/))).toEqual([
+    expect(
+      r.stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => l.split(/ {3,}/)),
+    ).toEqual([
       ['HOST ID', 'INDEX', 'ADDRESS', 'OS', 'ARCH', 'VERSION'],
       ['gw-a', '1', '198.18.0.1', 'linux', 'amd64', '0.1.0'],
       ['gw-b', '2', '198.18.0.2', 'linux', 'arm64', '0.1.0'],
@@ -276,8 +394,16 @@ describe('usage errors exit 2 without calling the API', () => {
     [['create'], '"veil network create" needs exactly 1 argument(s)', 'usage: veil network create'],
     [['create', 'a', 'b'], 'takes at most 1 argument(s), got: a b', 'usage: veil network create'],
     [['create', '--subnet'], '--subnet needs a value (CIDR)', 'usage: veil network create'],
-    [['create', '--subnet', '10.1.0.0/24', '--subnet', '10.2.0.0/24', 'x'], '--subnet given more than once', 'usage: veil network create'],
-    [['create', '-d', 'bridge', 'x'], '--driver bridge: veil networks use the overlay driver', 'usage: veil network create'],
+    [
+      ['create', '--subnet', '10.1.0.0/24', '--subnet', '10.2.0.0/24', 'x'],
+      '--subnet given more than once',
+      'usage: veil network create',
+    ],
+    [
+      ['create', '-d', 'bridge', 'x'],
+      '--driver bridge: veil networks use the overlay driver',
+      'usage: veil network create',
+    ],
     [['create', '--gateway', '10.0.0.1', 'x'], '--gateway and --ip-range need --subnet', 'usage: veil network create'],
     [['create', '--opt', '=v', 'x'], '--opt "=v": expected key=value or key', 'usage: veil network create'],
     [['create', '--attachable=maybe', 'x'], '--attachable takes no value', 'usage: veil network create'],
@@ -287,9 +413,17 @@ describe('usage errors exit 2 without calling the API', () => {
     [['inspect', '--format', 'table', 'x'], 'network inspect prints JSON only', 'usage: veil network inspect'],
     [['rm'], 'needs at least 1 argument(s)', 'usage: veil network rm'],
     [['connect', 'front'], 'needs exactly 2 argument(s)', 'usage: veil network connect [OPTIONS] NETWORK CONTAINER'],
-    [['connect', '--netns', '/run/netns/a', '--pid', '1', 'front', 'c'], 'give --netns or --pid, not both', 'usage: veil network connect'],
+    [
+      ['connect', '--netns', '/run/netns/a', '--pid', '1', 'front', 'c'],
+      'give --netns or --pid, not both',
+      'usage: veil network connect',
+    ],
     [['connect', '--pid', 'abc', 'front', 'c'], '--pid abc: expected a process id', 'usage: veil network connect'],
-    [['connect', '--netns', 'rel/ns', 'front', 'c'], '--netns rel/ns: give an absolute path', 'usage: veil network connect'],
+    [
+      ['connect', '--netns', 'rel/ns', 'front', 'c'],
+      '--netns rel/ns: give an absolute path',
+      'usage: veil network connect',
+    ],
     [['disconnect', '--force=yes', 'front', 'c'], '--force takes no value', 'usage: veil network disconnect'],
     [['frobnicate'], 'unknown command "network frobnicate"', 'usage: veil network COMMAND'],
     [['--bogus', 'ls'], 'unknown flag: --bogus', 'usage: veil network COMMAND'],
@@ -316,7 +450,13 @@ describe('usage errors exit 2 without calling the API', () => {
     const tls = await cli(runNetwork, ['ls', '--api', MISSING_SOCKET, '--tls-ca', '/nonexistent/ca.pem']);
     expect(tls.code).toBe(2);
     expect(tls.stderr).toContain('--tls-ca applies to https:// API addresses only');
-    const missingFile = await cli(runNetwork, ['ls', '--api', 'https://127.0.0.1:1', '--tls-ca', join(dir, 'no-ca.pem')]);
+    const missingFile = await cli(runNetwork, [
+      'ls',
+      '--api',
+      'https://127.0.0.1:1',
+      '--tls-ca',
+      join(dir, 'no-ca.pem'),
+    ]);
     expect(missingFile.code).toBe(2);
     expect(missingFile.stderr).toContain(`--tls-ca ${join(dir, 'no-ca.pem')}: ENOENT`);
   });
@@ -325,7 +465,19 @@ describe('usage errors exit 2 without calling the API', () => {
     const create = await net('create', '--help');
     expect(create).toMatchObject({ code: 0, stderr: '' });
     expect(create.stdout).toContain('usage: veil network create [OPTIONS] NAME');
-    for (const flag of ['-d, --driver DRIVER', '-o, --opt k=v', '--attachable', '--internal', '--subnet CIDR', '--gateway IP', '--ip-range CIDR', '--label k=v', '--api ADDR', '--tls-ca FILE', '--format table|json']) {
+    for (const flag of [
+      '-d, --driver DRIVER',
+      '-o, --opt k=v',
+      '--attachable',
+      '--internal',
+      '--subnet CIDR',
+      '--gateway IP',
+      '--ip-range CIDR',
+      '--label k=v',
+      '--api ADDR',
+      '--tls-ca FILE',
+      '--format table|json',
+    ]) {
       expect(create.stdout).toContain(flag);
     }
     expect((await net('connect', '-h')).stdout).toContain('--netns PATH');
@@ -366,7 +518,9 @@ describe('reaching the API', () => {
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
     expect(r.stderr.trimEnd().split('\n')).toEqual([
-      expect.stringMatching(/^veil: cannot reach the veil API at http:\/\/127\.0\.0\.1:1: connect ECONNREFUSED 127\.0\.0\.1:1; is the gateway running\? \(VEIL_ERR_API_UNREACHABLE\)$/),
+      expect.stringMatching(
+        /^veil: cannot reach the veil API at http:\/\/127\.0\.0\.1:1: connect ECONNREFUSED 127\.0\.0\.1:1; is the gateway running\? \(VEIL_ERR_API_UNREACHABLE\)$/,
+      ),
     ]);
   });
 });
@@ -387,20 +541,39 @@ describe('https with a client certificate (mutual TLS)', () => {
   afterAll(() => stub?.app.close());
 
   it('host ls works with --tls-ca/--tls-cert/--tls-key, and with VEIL_TLS_* from the environment', async () => {
-    const flags = await cli(runHost, ['ls', '--api', api, '--tls-ca', tls.ca, '--tls-cert', tls.clientCert, '--tls-key', tls.clientKey]);
+    const flags = await cli(runHost, [
+      'ls',
+      '--api',
+      api,
+      '--tls-ca',
+      tls.ca,
+      '--tls-cert',
+      tls.clientCert,
+      '--tls-key',
+      tls.clientKey,
+    ]);
     expect(flags.code).toBe(0);
     expect(flags.stdout).toContain('gw-a');
-    const env = await cli(runHost, ['ls'], { VEIL_API: api, VEIL_TLS_CA: tls.ca, VEIL_TLS_CERT: tls.clientCert, VEIL_TLS_KEY: tls.clientKey });
+    const env = await cli(runHost, ['ls'], {
+      VEIL_API: api,
+      VEIL_TLS_CA: tls.ca,
+      VEIL_TLS_CERT: tls.clientCert,
+      VEIL_TLS_KEY: tls.clientKey,
+    });
     expect(env).toMatchObject({ code: 0, stdout: flags.stdout });
   });
 
   it('without the CA, or without a client certificate, the API is unreachable (exit 1)', async () => {
     const noCa = await cli(runHost, ['ls', '--api', api, '--tls-cert', tls.clientCert, '--tls-key', tls.clientKey]);
     expect(noCa.code).toBe(1);
-    expect(noCa.stderr).toMatch(/cannot reach the veil API at https:.*check --tls-ca, --tls-cert and --tls-key .*\(VEIL_ERR_API_UNREACHABLE\)\n$/);
+    expect(noCa.stderr).toMatch(
+      /cannot reach the veil API at https:.*check --tls-ca, --tls-cert and --tls-key .*\(VEIL_ERR_API_UNREACHABLE\)\n$/,
+    );
     const noCert = await cli(runHost, ['ls', '--api', api, '--tls-ca', tls.ca]);
     expect(noCert.code).toBe(1);
-    expect(noCert.stderr).toMatch(/^veil: cannot reach the veil API at https:\S+: [^\n]*certificate required; check --tls-ca, [^\n]*\(VEIL_ERR_API_UNREACHABLE\)\n$/);
+    expect(noCert.stderr).toMatch(
+      /^veil: cannot reach the veil API at https:\S+: [^\n]*certificate required; check --tls-ca, [^\n]*\(VEIL_ERR_API_UNREACHABLE\)\n$/,
+    );
     const half = await cli(runHost, ['ls', '--api', api, '--tls-cert', tls.clientCert]);
     expect(half.code).toBe(2);
     expect(half.stderr).toContain('--tls-cert and --tls-key go together');
@@ -415,7 +588,9 @@ describe('args and format units', () => {
       all: { kind: 'boolean', short: 'a', help: '' },
       name: { kind: 'string', short: 'n', help: '' },
     } as const;
-    expect(parseArgs(['-fa', '-ok=v', '-o', 'x', '--opt=y=z', 'p1', '--name', 'n1', '--', '--not-a-flag'], specs)).toEqual({
+    expect(
+      parseArgs(['-fa', '-ok=v', '-o', 'x', '--opt=y=z', 'p1', '--name', 'n1', '--', '--not-a-flag'], specs),
+    ).toEqual({
       flags: { force: true, all: true, opt: ['k=v', 'x', 'y=z'], name: 'n1' },
       positionals: ['p1', '--not-a-flag'],
       help: false,
@@ -426,11 +601,24 @@ describe('args and format units', () => {
   });
 
   it('parseKeyValues: k=v, bare k is "", value keeps further =', () => {
-    expect(parseKeyValues(['encrypted', 'a=1', 'b=', 'c=x=y'], '--opt')).toEqual({ encrypted: '', a: '1', b: '', c: 'x=y' });
+    expect(parseKeyValues(['encrypted', 'a=1', 'b=', 'c=x=y'], '--opt')).toEqual({
+      encrypted: '',
+      a: '1',
+      b: '',
+      c: 'x=y',
+    });
     expect(parseKeyValues(undefined, '--opt')).toEqual({});
   });
 
   it('renderTable pads to the widest cell, three spaces apart, no trailing blanks', () => {
-    expect(renderTable(['A', 'LONGER'], [['wide-cell', 'x'], ['y', '']])).toBe('A           LONGER\nwide-cell   x\ny\n');
+    expect(
+      renderTable(
+        ['A', 'LONGER'],
+        [
+          ['wide-cell', 'x'],
+          ['y', ''],
+        ],
+      ),
+    ).toBe('A           LONGER\nwide-cell   x\ny\n');
   });
 });

@@ -25,7 +25,8 @@ describe('veil vectors check', () => {
   it('reports each tampered case and exits 1', async () => {
     const file = JSON.parse(readFileSync(ESP_FILE, 'utf8'));
     // tcId 1: one ciphertext bit; tcId 2: the sequence number the sealer must use.
-    file.tests[0].esp = file.tests[0].esp.slice(0, 40) + (file.tests[0].esp[40] === '0' ? '1' : '0') + file.tests[0].esp.slice(41);
+    file.tests[0].esp =
+      file.tests[0].esp.slice(0, 40) + (file.tests[0].esp[40] === '0' ? '1' : '0') + file.tests[0].esp.slice(41);
     file.tests[1].seqLo += 1;
     const path = join(dir, 'tampered.json');
     writeFileSync(path, JSON.stringify(file));

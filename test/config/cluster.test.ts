@@ -28,9 +28,14 @@ describe('--cluster-store', () => {
   });
 
   it('takes several endpoints, from the flag or the environment (the flag wins)', () => {
-    expect(parse([...BASE, '--cluster-store', 'etcd://10.0.0.5:2379,10.0.0.6:2379']).clusterStore).toEqual(['http://10.0.0.5:2379', 'http://10.0.0.6:2379']);
+    expect(parse([...BASE, '--cluster-store', 'etcd://10.0.0.5:2379,10.0.0.6:2379']).clusterStore).toEqual([
+      'http://10.0.0.5:2379',
+      'http://10.0.0.6:2379',
+    ]);
     expect(parse(BASE, { VEIL_CLUSTER_STORE: 'etcd://e1:2379' }).clusterStore).toEqual(['http://e1:2379']);
-    expect(parse([...BASE, '--cluster-store=etcd://e2:2379'], { VEIL_CLUSTER_STORE: 'etcd://e1:2379' }).clusterStore).toEqual(['http://e2:2379']);
+    expect(
+      parse([...BASE, '--cluster-store=etcd://e2:2379'], { VEIL_CLUSTER_STORE: 'etcd://e1:2379' }).clusterStore,
+    ).toEqual(['http://e2:2379']);
   });
 
   it('refuses what is not etcd://HOST:PORT', () => {
@@ -40,25 +45,44 @@ describe('--cluster-store', () => {
 });
 
 describe('--cluster-store-opt', () => {
-  it('maps Docker\'s kv.cacertfile, kv.certfile and kv.keyfile to TLS files and makes the endpoints https', () => {
-    const c = parse([...BASE, '--cluster-store', 'etcd://e1:2379',
-      '--cluster-store-opt', 'kv.cacertfile=/etc/veil/etcd-ca.pem',
-      '--cluster-store-opt', 'kv.certfile=/etc/veil/client.pem',
-      '--cluster-store-opt=kv.keyfile=/etc/veil/client-key.pem']);
+  it("maps Docker's kv.cacertfile, kv.certfile and kv.keyfile to TLS files and makes the endpoints https", () => {
+    const c = parse([
+      ...BASE,
+      '--cluster-store',
+      'etcd://e1:2379',
+      '--cluster-store-opt',
+      'kv.cacertfile=/etc/veil/etcd-ca.pem',
+      '--cluster-store-opt',
+      'kv.certfile=/etc/veil/client.pem',
+      '--cluster-store-opt=kv.keyfile=/etc/veil/client-key.pem',
+    ]);
     expect(c.clusterStore).toEqual(['https://e1:2379']);
-    expect(c.clusterStoreTls).toEqual({ ca: '/etc/veil/etcd-ca.pem', cert: '/etc/veil/client.pem', key: '/etc/veil/client-key.pem' });
+    expect(c.clusterStoreTls).toEqual({
+      ca: '/etc/veil/etcd-ca.pem',
+      cert: '/etc/veil/client.pem',
+      key: '/etc/veil/client-key.pem',
+    });
   });
 
   it('reads a comma-separated list from VEIL_CLUSTER_STORE_OPT; flags given replace it', () => {
-    const env = { VEIL_CLUSTER_STORE: 'etcd://e1:2379', VEIL_CLUSTER_STORE_OPT: 'kv.cacertfile=/a/ca.pem,kv.certfile=/a/c.pem,kv.keyfile=/a/k.pem' };
+    const env = {
+      VEIL_CLUSTER_STORE: 'etcd://e1:2379',
+      VEIL_CLUSTER_STORE_OPT: 'kv.cacertfile=/a/ca.pem,kv.certfile=/a/c.pem,kv.keyfile=/a/k.pem',
+    };
     expect(parse(BASE, env).clusterStoreTls).toEqual({ ca: '/a/ca.pem', cert: '/a/c.pem', key: '/a/k.pem' });
-    expect(parse([...BASE, '--cluster-store-opt', 'kv.cacertfile=/b/ca.pem'], env).clusterStoreTls).toEqual({ ca: '/b/ca.pem' });
+    expect(parse([...BASE, '--cluster-store-opt', 'kv.cacertfile=/b/ca.pem'], env).clusterStoreTls).toEqual({
+      ca: '/b/ca.pem',
+    });
   });
 
   it('refuses unknown options, a certificate without its key, a missing file name, and TLS for the embedded store', () => {
     const store = ['--cluster-store', 'etcd://e1:2379'];
-    expect(refusal(() => parse([...BASE, ...store, '--cluster-store-opt', 'discovery.ttl=20']))).toMatch(/known options are kv\.cacertfile, kv\.certfile, kv\.keyfile/);
-    expect(refusal(() => parse([...BASE, ...store, '--cluster-store-opt', 'kv.certfile=/c.pem']))).toMatch(/go together/);
+    expect(refusal(() => parse([...BASE, ...store, '--cluster-store-opt', 'discovery.ttl=20']))).toMatch(
+      /known options are kv\.cacertfile, kv\.certfile, kv\.keyfile/,
+    );
+    expect(refusal(() => parse([...BASE, ...store, '--cluster-store-opt', 'kv.certfile=/c.pem']))).toMatch(
+      /go together/,
+    );
     expect(refusal(() => parse([...BASE, ...store, '--cluster-store-opt', 'kv.cacertfile']))).toMatch(/needs a file/);
     expect(refusal(() => parse([...BASE, ...store, '--cluster-store-opt', 'kv.cacertfile=']))).toMatch(/needs a file/);
     expect(refusal(() => parse([...BASE, '--cluster-store-opt', 'kv.cacertfile=/ca.pem']))).toMatch(/embedded etcd/);
@@ -66,7 +90,10 @@ describe('--cluster-store-opt', () => {
 
   it('a CA alone is server-verified TLS without a client certificate', () => {
     expect(parseClusterStoreOpts(['kv.cacertfile=/ca.pem'])).toEqual({ ca: '/ca.pem' });
-    expect(parseClusterStoreOpts(['kv.certfile=/c.pem', 'kv.keyfile=/k.pem'])).toEqual({ cert: '/c.pem', key: '/k.pem' });
+    expect(parseClusterStoreOpts(['kv.certfile=/c.pem', 'kv.keyfile=/k.pem'])).toEqual({
+      cert: '/c.pem',
+      key: '/k.pem',
+    });
   });
 });
 
@@ -80,6 +107,8 @@ describe('the other appliance flags keep their defaults and ranges', () => {
 
   it('--cluster-advertise is still required, and unknown flags are refused', () => {
     expect(refusal(() => parse([]))).toMatch(/--cluster-advertise is required/);
-    expect(refusal(() => parse([...BASE, '--cluster-store-opts', 'kv.cacertfile=/ca.pem']))).toMatch(/unknown flag --cluster-store-opts/);
+    expect(refusal(() => parse([...BASE, '--cluster-store-opts', 'kv.cacertfile=/ca.pem']))).toMatch(
+      /unknown flag --cluster-store-opts/,
+    );
   });
 });

@@ -35,7 +35,11 @@ describe('static gateway configuration', () => {
     ['host index 0', (c) => (c.host.index = 0), /host\.index/],
     ['duplicate peer index', (c) => (c.peers[0]!.index = 1), /peers\[0\]\.index: 1 appears twice/],
     ['duplicate VNI', (c) => (c.networks[1]!.vni = 4096), /networks\[1\]\.vni/],
-    ['key on a plain network', (c) => Object.assign(c.networks[1]!, { epoch: 1, secret: KEY }), /a plain network has no key/],
+    [
+      'key on a plain network',
+      (c) => Object.assign(c.networks[1]!, { epoch: 1, secret: KEY }),
+      /a plain network has no key/,
+    ],
     ['VNI out of range', (c) => (c.networks[0]!.vni = 2 ** 24), /networks\[0\]\.vni/],
   ];
   for (const [what, mutate, message] of bad) {

@@ -51,9 +51,15 @@ describe('differential X25519 and HKDF', () => {
 
   it(`${ROUNDS} random HKDF derivations agree`, () => {
     for (let i = 0; i < ROUNDS; i++) {
-      const [ikm, salt, info] = [randomBytes(randomInt(0, 80)), randomBytes(randomInt(0, 80)), randomBytes(randomInt(0, 80))];
+      const [ikm, salt, info] = [
+        randomBytes(randomInt(0, 80)),
+        randomBytes(randomInt(0, 80)),
+        randomBytes(randomInt(0, 80)),
+      ];
       const len = randomInt(0, 600);
-      expect(bytesToHex(nodeHkdf.derive(ikm, salt, info, len))).toBe(bytesToHex(nobleHkdf.derive(ikm, salt, info, len)));
+      expect(bytesToHex(nodeHkdf.derive(ikm, salt, info, len))).toBe(
+        bytesToHex(nobleHkdf.derive(ikm, salt, info, len)),
+      );
     }
   });
 });

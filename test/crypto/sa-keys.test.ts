@@ -8,14 +8,27 @@ import { generateX25519KeyPair, nobleX25519, nodeX25519 } from '../../src/crypto
 
 const epochSecret = new SecretKey(randomBytes(32));
 const [a, b, c] = [generateX25519KeyPair(), generateX25519KeyPair(), generateX25519KeyPair()];
-const ctx: SaKeyContext = { networkId: 'n1', epoch: 3, senderId: 'a', receiverId: 'b', senderIncarnation: 'inc-a-1', receiverIncarnation: 'inc-b-1' };
+const ctx: SaKeyContext = {
+  networkId: 'n1',
+  epoch: 3,
+  senderId: 'a',
+  receiverId: 'b',
+  senderIncarnation: 'inc-a-1',
+  receiverIncarnation: 'inc-b-1',
+};
 const hex = (k: SecretKey) => bytesToHex(k.exposeDanger());
 
 describe('SA KEYMAT derivation (docs/keys.md "SA keys")', () => {
   it('sender and receiver derive the same 20-byte KEYMAT, on either implementation', () => {
     const bySender = deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, ctx);
-    const byReceiver = deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, ctx, { x25519: nodeX25519, hkdf: nodeHkdf });
-    const reference = deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, ctx, { x25519: nobleX25519, hkdf: nobleHkdf });
+    const byReceiver = deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, ctx, {
+      x25519: nodeX25519,
+      hkdf: nodeHkdf,
+    });
+    const reference = deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, ctx, {
+      x25519: nobleX25519,
+      hkdf: nobleHkdf,
+    });
     expect(bySender.length).toBe(SA_KEYMAT_LENGTH);
     expect(hex(byReceiver)).toBe(hex(bySender));
     expect(hex(reference)).toBe(hex(bySender));
@@ -23,7 +36,15 @@ describe('SA KEYMAT derivation (docs/keys.md "SA keys")', () => {
 
   it('(1) keys are per direction and per pair', () => {
     const ab = hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, ctx));
-    const ba = hex(deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, { ...ctx, senderId: 'b', receiverId: 'a', senderIncarnation: 'inc-b-1', receiverIncarnation: 'inc-a-1' }));
+    const ba = hex(
+      deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, {
+        ...ctx,
+        senderId: 'b',
+        receiverId: 'a',
+        senderIncarnation: 'inc-b-1',
+        receiverIncarnation: 'inc-a-1',
+      }),
+    );
     const ac = hex(deriveSaKeymat(epochSecret, a.privateKey, c.publicKey, { ...ctx, receiverId: 'c' }));
     expect(new Set([ab, ba, ac]).size).toBe(3);
   });
@@ -40,13 +61,17 @@ describe('SA KEYMAT derivation (docs/keys.md "SA keys")', () => {
 
   it('(3) a new incarnation of the sender gives a new key', () => {
     const first = hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, ctx));
-    const restarted = hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, { ...ctx, senderIncarnation: 'inc-a-2' }));
+    const restarted = hex(
+      deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, { ...ctx, senderIncarnation: 'inc-a-2' }),
+    );
     expect(restarted).not.toBe(first);
   });
 
   it('(4) a new incarnation of the receiver gives a new key too: nothing recorded before its restart replays into its fresh window', () => {
     const first = hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, ctx));
-    const receiverRestarted = hex(deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, { ...ctx, receiverIncarnation: 'inc-b-2' }));
+    const receiverRestarted = hex(
+      deriveSaKeymat(epochSecret, b.privateKey, a.publicKey, { ...ctx, receiverIncarnation: 'inc-b-2' }),
+    );
     expect(receiverRestarted).not.toBe(first);
   });
 

@@ -55,7 +55,11 @@ describe('key wrap (X25519 ephemeral-static, HKDF-SHA256, ChaCha20-Poly1305)', (
 
   it('binds network, epoch and host: a wrap copied to another context does not open', () => {
     const wrapped = wrapSecret(secret, host.publicKey, ctx);
-    for (const moved of [{ ...ctx, networkId: 'net-2' }, { ...ctx, epoch: 8 }, { ...ctx, hostId: 'host-b' }]) {
+    for (const moved of [
+      { ...ctx, networkId: 'net-2' },
+      { ...ctx, epoch: 8 },
+      { ...ctx, hostId: 'host-b' },
+    ]) {
       expect(unwrapSecret(wrapped, host.privateKey, moved)).toBeNull();
     }
   });
@@ -68,7 +72,8 @@ describe('key wrap (X25519 ephemeral-static, HKDF-SHA256, ChaCha20-Poly1305)', (
       bad[i]! ^= 0x01;
       expect(unwrapSecret(bad, host.privateKey, ctx)).toBeNull();
     }
-    for (const n of [0, 1, 33, 48, wrapped.length - 1]) expect(unwrapSecret(wrapped.subarray(0, n), host.privateKey, ctx)).toBeNull();
+    for (const n of [0, 1, 33, 48, wrapped.length - 1])
+      expect(unwrapSecret(wrapped.subarray(0, n), host.privateKey, ctx)).toBeNull();
   });
 
   it('draws a fresh ephemeral key per wrap and never contains the secret', () => {

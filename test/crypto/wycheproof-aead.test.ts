@@ -7,13 +7,32 @@ import { SecretKey } from '../../src/crypto/secret.js';
 import { nativeAeadProvider, nativeAvailable } from '../../src/vxlan/native/addon.js';
 import { loadVectors, VectorTally, type WycheproofFile, type WycheproofResult } from '../support/vectors.js';
 
-interface AeadCase { tcId: number; comment: string; key: string; iv: string; aad: string; msg: string; ct: string; tag: string; result: WycheproofResult }
-interface AeadGroup { keySize: number; ivSize: number; tagSize: number; tests: AeadCase[] }
+interface AeadCase {
+  tcId: number;
+  comment: string;
+  key: string;
+  iv: string;
+  aad: string;
+  msg: string;
+  ct: string;
+  tag: string;
+  result: WycheproofResult;
+}
+interface AeadGroup {
+  keySize: number;
+  ivSize: number;
+  tagSize: number;
+  tests: AeadCase[];
+}
 
 // The native addon (the data path's AES-GCM) runs the AES-GCM file; it implements no ChaCha20-Poly1305.
 const native = nativeAvailable() ? [nativeAeadProvider] : [];
 const FILES: Array<[string, (keySize: number) => AeadAlgorithm, AeadProvider[]]> = [
-  ['wycheproof/aes_gcm_test.json', (keySize) => `aes-${keySize}-gcm` as AeadAlgorithm, [nodeAeadProvider, nobleAeadProvider, ...native]],
+  [
+    'wycheproof/aes_gcm_test.json',
+    (keySize) => `aes-${keySize}-gcm` as AeadAlgorithm,
+    [nodeAeadProvider, nobleAeadProvider, ...native],
+  ],
   ['wycheproof/chacha20_poly1305_test.json', () => 'chacha20-poly1305', [nodeAeadProvider, nobleAeadProvider]],
 ];
 const tally = new VectorTally();

@@ -8,7 +8,16 @@ import { loadVectors, VectorTally, type WycheproofFile, type WycheproofResult } 
 const tally = new VectorTally();
 afterAll(() => console.log(tally.report()));
 
-interface HkdfCase { tcId: number; comment: string; ikm: string; salt: string; info: string; size: number; okm: string; result: WycheproofResult }
+interface HkdfCase {
+  tcId: number;
+  comment: string;
+  ikm: string;
+  salt: string;
+  info: string;
+  size: number;
+  okm: string;
+  result: WycheproofResult;
+}
 const HKDF_FILE = 'wycheproof/hkdf_sha256_test.json';
 const hkdfVectors = loadVectors<WycheproofFile<{ tests: HkdfCase[] }>>(HKDF_FILE);
 
@@ -25,7 +34,15 @@ for (const impl of [nodeHkdf, nobleHkdf]) {
   });
 }
 
-interface XdhCase { tcId: number; comment: string; flags: string[]; public: string; private: string; shared: string; result: WycheproofResult }
+interface XdhCase {
+  tcId: number;
+  comment: string;
+  flags: string[];
+  public: string;
+  private: string;
+  shared: string;
+  result: WycheproofResult;
+}
 const X25519_FILE = 'wycheproof/x25519_test.json';
 const xdhVectors = loadVectors<WycheproofFile<{ tests: XdhCase[] }>>(X25519_FILE);
 

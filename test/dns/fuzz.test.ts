@@ -14,18 +14,44 @@ import { malformed } from './malformed.js';
 
 const SEED = Number(process.env.VEIL_FUZZ_SEED ?? 0x5eed53);
 const LOOP: NetworkRecord = {
-  id: 'f'.repeat(64), name: 'loopnet', driver: 'overlay', vni: 7, index: 7, encrypted: false, attachable: true, internal: false,
-  labels: {}, ipam: { subnet: '127.0.0.0/8', gateway: '127.0.0.1' }, options: {}, created: '2026-01-01T00:00:00Z',
+  id: 'f'.repeat(64),
+  name: 'loopnet',
+  driver: 'overlay',
+  vni: 7,
+  index: 7,
+  encrypted: false,
+  attachable: true,
+  internal: false,
+  labels: {},
+  ipam: { subnet: '127.0.0.0/8', gateway: '127.0.0.1' },
+  options: {},
+  created: '2026-01-01T00:00:00Z',
 };
 const ENDPOINTS: EndpointRecord[] = [
-  { id: 'e1', networkId: LOOP.id, name: 'web', aliases: ['svc'], hostId: 'h1', mac: '02:42:7f:00:00:02', ipv4: '127.0.0.2' },
-  { id: 'e2', networkId: LOOP.id, name: 'api', aliases: ['svc'], hostId: 'h2', mac: '02:42:7f:00:00:03', ipv4: '127.0.0.3' },
+  {
+    id: 'e1',
+    networkId: LOOP.id,
+    name: 'web',
+    aliases: ['svc'],
+    hostId: 'h1',
+    mac: '02:42:7f:00:00:02',
+    ipv4: '127.0.0.2',
+  },
+  {
+    id: 'e2',
+    networkId: LOOP.id,
+    name: 'api',
+    aliases: ['svc'],
+    hostId: 'h2',
+    mac: '02:42:7f:00:00:03',
+    ipv4: '127.0.0.3',
+  },
 ];
 
 function newServer() {
   const table = buildTable([LOOP], ENDPOINTS, 'h1');
   // Upstream answers nothing (quickly): forwarded junk costs nothing here.
-  return new DnsServer({ table: () => table, upstream: { forward: async () => ({ ok: false, reason: "timeout" }) } });
+  return new DnsServer({ table: () => table, upstream: { forward: async () => ({ ok: false, reason: 'timeout' }) } });
 }
 
 describe('fuzz: malformed queries', () => {
@@ -47,7 +73,13 @@ describe('fuzz: malformed queries', () => {
     expect(c.dropped.internal, 'internal errors').toBe(0);
     expect(replies).toBeGreaterThan(1000);
     expect(c.formerr).toBeGreaterThan(100);
-    const ok = dnsPacket.decode((await s.handle(dnsPacket.encode({ type: 'query', id: 9, questions: [{ type: 'A', name: 'web' }] }), '127.0.0.9', 'udp'))!);
+    const ok = dnsPacket.decode(
+      (await s.handle(
+        dnsPacket.encode({ type: 'query', id: 9, questions: [{ type: 'A', name: 'web' }] }),
+        '127.0.0.9',
+        'udp',
+      ))!,
+    );
     expect(ok.answers?.map((a) => (a as { data: string }).data)).toEqual(['127.0.0.2']);
   });
 
@@ -69,22 +101,27 @@ describe('fuzz: malformed queries', () => {
     });
 
     /** Like a stub resolver: up to 3 tries, 1 s each. */
-    const askUdp = (msg: Buffer): Promise<Buffer | undefined> => new Promise((resolve) => {
-      const c = createSocket('udp4');
-      let tries = 0;
-      const send = () => {
-        if (tries++ === 3) {
+    const askUdp = (msg: Buffer): Promise<Buffer | undefined> =>
+      new Promise((resolve) => {
+        const c = createSocket('udp4');
+        let tries = 0;
+        const send = () => {
+          if (tries++ === 3) {
+            c.close();
+            resolve(undefined);
+            return;
+          }
+          c.send(msg, port, '127.0.0.1');
+          t = setTimeout(send, 1000);
+        };
+        let t: NodeJS.Timeout | undefined;
+        c.on('message', (m) => {
+          clearTimeout(t);
           c.close();
-          resolve(undefined);
-          return;
-        }
-        c.send(msg, port, '127.0.0.1');
-        t = setTimeout(send, 1000);
-      };
-      let t: NodeJS.Timeout | undefined;
-      c.on('message', (m) => { clearTimeout(t); c.close(); resolve(m); });
-      send();
-    });
+          resolve(m);
+        });
+        send();
+      });
 
     it(`a UDP stream of 5 000 malformed datagrams, then the resolver still answers (seed ${SEED})`, async () => {
       const p = new Prng(SEED + 1);
@@ -96,7 +133,14 @@ describe('fuzz: malformed queries', () => {
       }
       sender.close();
       // A client tries again (the flood can fill the socket's receive buffer: the kernel drops, not us).
-      const reply = await askUdp(dnsPacket.encode({ type: 'query', id: 77, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'svc' }] }));
+      const reply = await askUdp(
+        dnsPacket.encode({
+          type: 'query',
+          id: 77,
+          flags: dnsPacket.RECURSION_DESIRED,
+          questions: [{ type: 'A', name: 'svc' }],
+        }),
+      );
       expect(reply, 'an answer after the stream').toBeDefined();
       const r = dnsPacket.decode(reply!) as DecodedPacket;
       expect(r.id).toBe(77);

@@ -5,14 +5,28 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import dnsPacket from 'dns-packet';
-import { bridgeMac, dnsFirewallScript, IprouteDnsPlumbing, RESOLV_CONF_MARK, ResolvConfWriter, resolvConfText, type DnsPlumbing } from '../../src/dns/plumbing.js';
+import {
+  bridgeMac,
+  dnsFirewallScript,
+  IprouteDnsPlumbing,
+  RESOLV_CONF_MARK,
+  ResolvConfWriter,
+  resolvConfText,
+  type DnsPlumbing,
+} from '../../src/dns/plumbing.js';
 import { DnsService } from '../../src/dns/service.js';
 import { RESOLVER_ADDRESS } from '../../src/dns/wire.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/store/types.js';
 
 function recorder() {
   const calls: string[] = [];
-  return { calls, runner: async (file: string, args: readonly string[]) => (calls.push([file, ...args].join(' ')), { stdout: '', stderr: '' }) };
+  return {
+    calls,
+    runner: async (file: string, args: readonly string[]) => (
+      calls.push([file, ...args].join(' ')),
+      { stdout: '', stderr: '' }
+    ),
+  };
 }
 
 describe('IproutePlumbing for DNS', () => {
@@ -24,10 +38,12 @@ describe('IproutePlumbing for DNS', () => {
       'ip netns exec vt sysctl -q -w net.ipv4.ip_forward=0 net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1',
     ]);
     expect(r.calls[2]).toBe(`ip netns exec vt nft ${dnsFirewallScript(RESOLVER_ADDRESS)}`);
-    expect(dnsFirewallScript(RESOLVER_ADDRESS)).toMatch(/iifname "br\*" ip daddr 169\.254\.53\.53 udp dport 53 accept\n.*tcp dport 53 accept\n.*iifname "br\*" counter name "not_dns" drop$/);
+    expect(dnsFirewallScript(RESOLVER_ADDRESS)).toMatch(
+      /iifname "br\*" ip daddr 169\.254\.53\.53 udp dport 53 accept\n.*tcp dport 53 accept\n.*iifname "br\*" counter name "not_dns" drop$/,
+    );
   });
 
-  it('network: the bridge\'s pinned MAC, no ARP answers, strict rp_filter, the subnet\'s route from the resolver address', async () => {
+  it("network: the bridge's pinned MAC, no ARP answers, strict rp_filter, the subnet's route from the resolver address", async () => {
     const r = recorder();
     await new IprouteDnsPlumbing({ vtepNetns: 'vt', hostId: 'h1', runner: r.runner }).ensureNetwork(42, '10.61.0.0/24');
     expect(r.calls).toEqual([
@@ -37,7 +53,7 @@ describe('IproutePlumbing for DNS', () => {
     ]);
   });
 
-  it('endpoint: permanent neighbours both ways and the container\'s /32 route; a path goes through nsenter', async () => {
+  it("endpoint: permanent neighbours both ways and the container's /32 route; a path goes through nsenter", async () => {
     const r = recorder();
     const p = new IprouteDnsPlumbing({ vtepNetns: 'vt', hostId: 'h1', runner: r.runner });
     await p.attachEndpoint({ vni: 42, netns: { path: '/run/netns/c1' }, ipv4: '10.61.0.5', mac: '02:42:0A:3D:00:05' });
@@ -48,7 +64,9 @@ describe('IproutePlumbing for DNS', () => {
     ]);
     await p.detachEndpoint(42, '10.61.0.5');
     expect(r.calls.at(-1)).toBe('ip -n vt neigh del 10.61.0.5 dev br42');
-    await expect(p.attachEndpoint({ vni: 42, netns: { name: 'c' }, ipv4: '10.61.0.5; rm', mac: '02:42:0a:3d:00:05' })).rejects.toThrow(/invalid IPv4/);
+    await expect(
+      p.attachEndpoint({ vni: 42, netns: { name: 'c' }, ipv4: '10.61.0.5; rm', mac: '02:42:0a:3d:00:05' }),
+    ).rejects.toThrow(/invalid IPv4/);
   });
 
   it('bridge MACs: locally administered unicast, per host and VNI, stable', () => {
@@ -60,8 +78,13 @@ describe('IproutePlumbing for DNS', () => {
   });
 
   it('refuses a resolver address inside the host-vtep /30', () => {
-    expect(() => new IprouteDnsPlumbing({ vtepNetns: 'vt', hostId: 'h1', linkAddresses: ['169.254.53.53', '169.254.53.54'] })).toThrow(/link/);
-    expect(() => new IprouteDnsPlumbing({ vtepNetns: 'vt', hostId: 'h1', linkAddresses: ['169.254.47.1', '169.254.47.2'] })).not.toThrow();
+    expect(
+      () =>
+        new IprouteDnsPlumbing({ vtepNetns: 'vt', hostId: 'h1', linkAddresses: ['169.254.53.53', '169.254.53.54'] }),
+    ).toThrow(/link/);
+    expect(
+      () => new IprouteDnsPlumbing({ vtepNetns: 'vt', hostId: 'h1', linkAddresses: ['169.254.47.1', '169.254.47.2'] }),
+    ).not.toThrow();
   });
 });
 
@@ -91,7 +114,7 @@ describe('resolv.conf', () => {
     expect(readFileSync(join(dir, 'etc-netns', 'c2', 'resolv.conf'), 'utf8')).toBe('nameserver 192.0.2.1\n');
   });
 
-  it('a {pid} sandbox: its root\'s /etc/resolv.conf, in place, the original restored; a symlinked /etc or file is refused', async () => {
+  it("a {pid} sandbox: its root's /etc/resolv.conf, in place, the original restored; a symlinked /etc or file is refused", async () => {
     mkdirSync(join(dir, 'proc', '42', 'root', 'etc'), { recursive: true });
     const file = join(dir, 'proc', '42', 'root', 'etc', 'resolv.conf');
     writeFileSync(file, 'nameserver 192.0.2.9\n');
@@ -110,7 +133,7 @@ describe('resolv.conf', () => {
     expect(existsSync(join(dir, 'elsewhere', 'target'))).toBe(false);
   });
 
-  it('a netns path outside /run/netns: no file (veil cannot know the container\'s root)', async () => {
+  it("a netns path outside /run/netns: no file (veil cannot know the container's root)", async () => {
     expect(w.pathFor({ netns: '/var/run/docker/netns/abc' })).toBeUndefined();
     expect(w.pathFor({ netns: '/run/netns/../../etc' })).toBeUndefined();
     expect(await w.write({ netns: '/proc/1/ns/net' }, 'x')).toBeUndefined();
@@ -119,13 +142,31 @@ describe('resolv.conf', () => {
 
 describe('DnsService bookkeeping', () => {
   const net = (name: string, subnet: string, vni: number): NetworkRecord => ({
-    id: name.padEnd(64, '0'), name, driver: 'overlay', vni, index: vni, encrypted: false, attachable: true, internal: false,
-    labels: {}, ipam: { subnet, gateway: '' }, options: {}, created: '',
+    id: name.padEnd(64, '0'),
+    name,
+    driver: 'overlay',
+    vni,
+    index: vni,
+    encrypted: false,
+    attachable: true,
+    internal: false,
+    labels: {},
+    ipam: { subnet, gateway: '' },
+    options: {},
+    created: '',
   });
   const FRONT = net('front', '10.1.0.0/24', 100);
   const BACK = net('back', '10.2.0.0/24', 200);
   const ep = (n: NetworkRecord, ipv4: string, extra: Partial<EndpointRecord> = {}): EndpointRecord => ({
-    id: `c1-${n.name}`, networkId: n.id, name: 'c1', aliases: [], hostId: 'h1', mac: '02:42:0a:00:00:05', ipv4, sandbox: { netns: '/run/netns/c1' }, ...extra,
+    id: `c1-${n.name}`,
+    networkId: n.id,
+    name: 'c1',
+    aliases: [],
+    hostId: 'h1',
+    mac: '02:42:0a:00:00:05',
+    ipv4,
+    sandbox: { netns: '/run/netns/c1' },
+    ...extra,
   });
 
   it('attach writes search domains for every network of the container; detach keeps the rest, then removes; the model is re-read after invalidate()', async () => {
@@ -135,23 +176,40 @@ describe('DnsService bookkeeping', () => {
       const plumbing: DnsPlumbing = {
         resolverAddress: RESOLVER_ADDRESS,
         ensureHost: async () => void calls.push('host'),
-        openSockets: async () => { throw new Error('not in this test'); },
+        openSockets: async () => {
+          throw new Error('not in this test');
+        },
         ensureNetwork: async (vni, subnet) => void calls.push(`net ${vni} ${subnet}`),
         attachEndpoint: async (e) => void calls.push(`attach ${e.vni} ${e.ipv4}`),
         detachEndpoint: async (vni, ip) => void calls.push(`detach ${vni} ${ip}`),
       };
       let endpoints: EndpointRecord[] = [ep(FRONT, '10.1.0.5')];
-      const dns = new DnsService({ hostId: 'h1', model: { networks: () => [FRONT, BACK], endpoints: () => endpoints }, plumbing, resolvConf: { etcNetns: dir } });
+      const dns = new DnsService({
+        hostId: 'h1',
+        model: { networks: () => [FRONT, BACK], endpoints: () => endpoints },
+        plumbing,
+        resolvConf: { etcNetns: dir },
+      });
       const file = join(dir, 'c1', 'resolv.conf');
       await dns.attached(endpoints[0]!, FRONT);
       expect(readFileSync(file, 'utf8')).toMatch(/search front\n/);
       endpoints = [...endpoints, ep(BACK, '10.2.0.5')];
       await dns.attached(endpoints[1]!, BACK);
       expect(readFileSync(file, 'utf8')).toMatch(/search back front\n/);
-      expect(calls).toEqual(['net 100 10.1.0.0/24', 'attach 100 10.1.0.5', 'net 200 10.2.0.0/24', 'attach 200 10.2.0.5']);
+      expect(calls).toEqual([
+        'net 100 10.1.0.0/24',
+        'attach 100 10.1.0.5',
+        'net 200 10.2.0.0/24',
+        'attach 200 10.2.0.5',
+      ]);
 
-      const ask = async (from: string, name: string) => dnsPacket.decode((await dns.handle(dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'A', name }] }), from))!);
-      expect((await ask('10.1.0.5', 'c1.back')).answers?.map((a) => (a as { data: string }).data)).toEqual(['10.2.0.5']);
+      const ask = async (from: string, name: string) =>
+        dnsPacket.decode(
+          (await dns.handle(dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'A', name }] }), from))!,
+        );
+      expect((await ask('10.1.0.5', 'c1.back')).answers?.map((a) => (a as { data: string }).data)).toEqual([
+        '10.2.0.5',
+      ]);
 
       const [front, back] = endpoints;
       endpoints = [back!];
@@ -159,7 +217,7 @@ describe('DnsService bookkeeping', () => {
       expect(readFileSync(file, 'utf8')).toMatch(/search back\n/);
       expect(calls.at(-1)).toBe('detach 100 10.1.0.5');
       // detached() invalidated the table: front's name is gone at once.
-      expect((await ask('10.1.0.77', 'c1.front') as { rcode?: string }).rcode).toBe('NXDOMAIN');
+      expect(((await ask('10.1.0.77', 'c1.front')) as { rcode?: string }).rcode).toBe('NXDOMAIN');
       endpoints = [];
       await dns.detached(back!, undefined);
       expect(existsSync(file)).toBe(false);

@@ -79,7 +79,10 @@ export class FakeUpstream {
       id: q.id ?? 0,
       flags: dnsPacket.AUTHORITATIVE_ANSWER | ((q.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | (known ? 0 : 3),
       questions: [question],
-      answers: known && question.type === 'A' ? [{ type: 'A', name: question.name, ttl: UPSTREAM_TTL, data: UPSTREAM_ANSWER }] : [],
+      answers:
+        known && question.type === 'A'
+          ? [{ type: 'A', name: question.name, ttl: UPSTREAM_TTL, data: UPSTREAM_ANSWER }]
+          : [],
       additionals: known ? [{ type: 'TXT', name: question.name, ttl: UPSTREAM_TTL, data: UPSTREAM_MARK }] : [],
     });
     this.sent.push(answer);
@@ -96,6 +99,9 @@ export class FakeUpstream {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [address = '127.0.0.1', port = '53'] = process.argv.slice(2);
-  const upstream = await new FakeUpstream((name, type) => process.stdout.write(`query ${name} ${type}\n`)).start(address, Number(port));
+  const upstream = await new FakeUpstream((name, type) => process.stdout.write(`query ${name} ${type}\n`)).start(
+    address,
+    Number(port),
+  );
   process.stdout.write(`listening ${address}:${upstream.port}\n`);
 }

@@ -13,23 +13,41 @@ import type { NetworkRecord } from '../../src/store/types.js';
 import { FakeUpstream, UPSTREAM_ANSWER, UPSTREAM_MARK, UPSTREAM_TTL } from './upstream-fixture.js';
 
 const NET: NetworkRecord = {
-  id: 'a'.repeat(64), name: 'front', driver: 'overlay', vni: 9, index: 9, encrypted: false, attachable: true, internal: false,
-  labels: {}, ipam: { subnet: '10.1.0.0/24', gateway: '10.1.0.1' }, options: {}, created: '2026-01-01T00:00:00Z',
+  id: 'a'.repeat(64),
+  name: 'front',
+  driver: 'overlay',
+  vni: 9,
+  index: 9,
+  encrypted: false,
+  attachable: true,
+  internal: false,
+  labels: {},
+  ipam: { subnet: '10.1.0.0/24', gateway: '10.1.0.1' },
+  options: {},
+  created: '2026-01-01T00:00:00Z',
 };
-const query = (name: string, id = 0x4242) => dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] });
+const query = (name: string, id = 0x4242) =>
+  dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] });
 const decode = (b: Buffer) => dnsPacket.decode(b) as DecodedPacket & { rcode: string };
 
 describe('resolv.conf', () => {
   it('takes the nameserver lines (IPv4 and IPv6, at most three), skips comments, junk and our own address', () => {
     const text = [
-      '# generated', 'search example.org', 'nameserver 10.0.0.2 ; trailing comment', 'nameserver   fe80::1%eth0', 'nameserver not-an-ip',
-      'nameserver 169.254.53.53', '  nameserver 192.0.2.53', 'nameserver 192.0.2.54', 'options timeout:1',
+      '# generated',
+      'search example.org',
+      'nameserver 10.0.0.2 ; trailing comment',
+      'nameserver   fe80::1%eth0',
+      'nameserver not-an-ip',
+      'nameserver 169.254.53.53',
+      '  nameserver 192.0.2.53',
+      'nameserver 192.0.2.54',
+      'options timeout:1',
     ].join('\n');
     expect(parseResolvConf(text).map((s) => s.address)).toEqual(['10.0.0.2', 'fe80::1%eth0', '192.0.2.53']);
     expect(parseResolvConf('')).toEqual([]);
   });
 
-  it('re-reads the file when it changes; glibc\'s 127.0.0.1 when it names no server or is missing', async () => {
+  it("re-reads the file when it changes; glibc's 127.0.0.1 when it names no server or is missing", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'veil-dns-'));
     try {
       const path = join(dir, 'resolv.conf');
@@ -72,7 +90,7 @@ describe('forwarding', () => {
       expect(r.message.equals(fake.sent.at(-1)!), `${transport}: unchanged`).toBe(true);
       const d = decode(r.message);
       expect(d.answers?.[0]).toMatchObject({ data: UPSTREAM_ANSWER, ttl: UPSTREAM_TTL });
-      expect(d.flag_aa, 'upstream\'s own flags kept').toBe(true);
+      expect(d.flag_aa, "upstream's own flags kept").toBe(true);
       expect(d.additionals?.some((a) => a.type === 'TXT')).toBe(true);
       expect(fake.queries.at(-1)).toMatchObject({ name: 'www.upstream.test', transport });
     }
@@ -80,7 +98,13 @@ describe('forwarding', () => {
   });
 
   it('a silent server times out and the next one answers', async () => {
-    const up = new Upstream({ servers: [{ address: '127.0.0.1', port: silentPort }, { address: '127.0.0.1', port: fake.port }], timeoutMs: 300 });
+    const up = new Upstream({
+      servers: [
+        { address: '127.0.0.1', port: silentPort },
+        { address: '127.0.0.1', port: fake.port },
+      ],
+      timeoutMs: 300,
+    });
     const q = query('next.upstream.test');
     const t0 = Date.now();
     const r = await up.forward(q, decode(q), 'udp');
@@ -93,7 +117,13 @@ describe('forwarding', () => {
     await new Promise<void>((r) => closed.bind(0, '127.0.0.1', () => r()));
     const port = closed.address().port;
     await new Promise<void>((r) => closed.close(() => r()));
-    const up = new Upstream({ servers: [{ address: '127.0.0.1', port }, { address: '127.0.0.1', port: fake.port }], timeoutMs: 2_000 });
+    const up = new Upstream({
+      servers: [
+        { address: '127.0.0.1', port },
+        { address: '127.0.0.1', port: fake.port },
+      ],
+      timeoutMs: 2_000,
+    });
     const q = query('closed.upstream.test');
     const t0 = Date.now();
     expect((await up.forward(q, decode(q), 'udp')).ok).toBe(true);
@@ -116,7 +146,7 @@ describe('forwarding', () => {
     expect(r).toEqual({ ok: false, reason: 'timeout' });
   });
 
-  it('through the server: forwarded names get upstream\'s answer, NXDOMAIN passes through, no answer → SERVFAIL in time', async () => {
+  it("through the server: forwarded names get upstream's answer, NXDOMAIN passes through, no answer → SERVFAIL in time", async () => {
     const table = buildTable([NET], [], 'h1');
     const up = new Upstream({ servers: [{ address: '127.0.0.1', port: fake.port }], timeoutMs: 300 });
     const s = new DnsServer({ table: () => table, upstream: up });
@@ -135,7 +165,9 @@ describe('forwarding', () => {
     const table = buildTable([NET], [], 'h1');
     const up = new Upstream({ servers: [{ address: '127.0.0.1', port: silentPort }], timeoutMs: 500 });
     const s = new DnsServer({ table: () => table, upstream: up, maxForwards: 4 });
-    const replies = await Promise.all(Array.from({ length: 10 }, (_, i) => s.handle(query(`n${i}.example`, i), '10.1.0.5', 'udp')));
+    const replies = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => s.handle(query(`n${i}.example`, i), '10.1.0.5', 'udp')),
+    );
     expect(replies.map((r) => decode(r!).rcode)).toEqual(Array(10).fill('SERVFAIL'));
     expect(s.counters()).toMatchObject({ overloaded: 6, upstreamFailed: 4 });
   });

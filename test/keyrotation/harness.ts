@@ -70,12 +70,24 @@ export interface SimHost {
 
 let addressCounter = 10;
 
-export async function startHost(store: Store, id: string, opts: { os?: string; ttlSeconds?: number; clock?: Clock } = {}): Promise<SimHost> {
+export async function startHost(
+  store: Store,
+  id: string,
+  opts: { os?: string; ttlSeconds?: number; clock?: Clock } = {},
+): Promise<SimHost> {
   const { privateKey, publicKey } = generateX25519KeyPair();
   const incarnation = randomBytes(8).toString('hex');
   const publicKeyHex = bytesToHex(publicKey);
   const lease = await store.registerHost(
-    { id, address: `192.0.2.${addressCounter++}`, os: opts.os ?? 'linux', arch: 'x64', version: '0.1.0', publicKey: publicKeyHex, incarnation },
+    {
+      id,
+      address: `192.0.2.${addressCounter++}`,
+      os: opts.os ?? 'linux',
+      arch: 'x64',
+      version: '0.1.0',
+      publicKey: publicKeyHex,
+      incarnation,
+    },
     opts.ttlSeconds ?? 30,
   );
   const identity: HostIdentity = { hostId: id, privateKey };
@@ -96,7 +108,16 @@ export async function startHost(store: Store, id: string, opts: { os?: string; t
   const follower = new EpochFollower({ store, installer, log, retryMs: 100 });
   await follower.start();
   return {
-    id, store, lease, identity, publicKeyHex, incarnation, sink, installer, follower, logs,
+    id,
+    store,
+    lease,
+    identity,
+    publicKeyHex,
+    incarnation,
+    sink,
+    installer,
+    follower,
+    logs,
     async stop(o = {}) {
       await follower.stop();
       installer.close();

@@ -27,8 +27,19 @@ const secretOf = (epoch: number): SecretKey => {
 };
 
 function rec(epoch: number, state: EpochState, members = [ME, OTHER]): KeyEpochRecord {
-  const wrapped = state === 'retired' ? {} : Object.fromEntries(members.map((h) => [h.id, wrapForHost(secretOf(epoch), h, NET, epoch)]));
-  return { networkId: NET, epoch, state, publishedAt: 1000 * epoch, ...(state !== 'published' ? { activatedAt: 1000 * epoch + 500 } : {}), ...(state === 'retired' ? { retiredAt: 1000 * epoch + 900 } : {}), wrapped };
+  const wrapped =
+    state === 'retired'
+      ? {}
+      : Object.fromEntries(members.map((h) => [h.id, wrapForHost(secretOf(epoch), h, NET, epoch)]));
+  return {
+    networkId: NET,
+    epoch,
+    state,
+    publishedAt: 1000 * epoch,
+    ...(state !== 'published' ? { activatedAt: 1000 * epoch + 500 } : {}),
+    ...(state === 'retired' ? { retiredAt: 1000 * epoch + 900 } : {}),
+    wrapped,
+  };
 }
 
 function makeInstaller(sink: EpochSink = new RecordingSink(), acks: string[] = [], failAck = false) {
@@ -55,18 +66,78 @@ interface Row {
 }
 
 const rows: Row[] = [
-  { row: 'published (member) → install inbound, then ack', before: [], then: [rec(1, 'published')], expect: ['install 1', 'ack 1'] },
-  { row: 'published → active → switch outbound', before: [[rec(1, 'published')]], then: [rec(1, 'active')], expect: ['activate 1'] },
-  { row: 'a fresh host finding an active epoch → install, switch (no ack: nobody waits for it)', before: [], then: [rec(1, 'active')], expect: ['install 1', 'activate 1'] },
-  { row: 'next epoch published → install its inbound and ack; outbound stays', before: [[rec(1, 'active')]], then: [rec(1, 'active'), rec(2, 'published')], expect: ['install 2', 'ack 2'] },
-  { row: 'next epoch active → outbound moves to it; the previous stays installed', before: [[rec(1, 'active')], [rec(1, 'active'), rec(2, 'published')]], then: [rec(1, 'active'), rec(2, 'active')], expect: ['activate 2'] },
-  { row: 'previous retired → its SAs go', before: [[rec(1, 'active'), rec(2, 'active')]], then: [rec(1, 'retired'), rec(2, 'active')], expect: ['retire 1'] },
-  { row: 'previous deleted (retired state missed) → its SAs go', before: [[rec(1, 'active'), rec(2, 'active')]], then: [rec(2, 'active')], expect: ['retire 1'] },
-  { row: 'restart replay: previous in grace, current, next → all inbound, ack next, outbound current only', before: [], then: [rec(1, 'active'), rec(2, 'active'), rec(3, 'published')], expect: ['install 1', 'install 2', 'install 3', 'ack 3', 'activate 2'] },
-  { row: 'the same records again → nothing (idempotent)', before: [[rec(1, 'active'), rec(2, 'published')]], then: [rec(1, 'active'), rec(2, 'published')], expect: [] },
-  { row: 'retired epoch never installed → nothing', before: [], then: [rec(1, 'retired'), rec(2, 'active')], expect: ['install 2', 'activate 2'] },
-  { row: 'not a member (no wrapped copy) → nothing installed, no ack', before: [], then: [rec(1, 'published', [OTHER])], expect: [] },
-  { row: 'current retired with no newer epoch installed here → retire (fail closed)', before: [[rec(1, 'active')]], then: [rec(1, 'retired'), rec(2, 'active', [OTHER])], expect: ['retire 1'] },
+  {
+    row: 'published (member) → install inbound, then ack',
+    before: [],
+    then: [rec(1, 'published')],
+    expect: ['install 1', 'ack 1'],
+  },
+  {
+    row: 'published → active → switch outbound',
+    before: [[rec(1, 'published')]],
+    then: [rec(1, 'active')],
+    expect: ['activate 1'],
+  },
+  {
+    row: 'a fresh host finding an active epoch → install, switch (no ack: nobody waits for it)',
+    before: [],
+    then: [rec(1, 'active')],
+    expect: ['install 1', 'activate 1'],
+  },
+  {
+    row: 'next epoch published → install its inbound and ack; outbound stays',
+    before: [[rec(1, 'active')]],
+    then: [rec(1, 'active'), rec(2, 'published')],
+    expect: ['install 2', 'ack 2'],
+  },
+  {
+    row: 'next epoch active → outbound moves to it; the previous stays installed',
+    before: [[rec(1, 'active')], [rec(1, 'active'), rec(2, 'published')]],
+    then: [rec(1, 'active'), rec(2, 'active')],
+    expect: ['activate 2'],
+  },
+  {
+    row: 'previous retired → its SAs go',
+    before: [[rec(1, 'active'), rec(2, 'active')]],
+    then: [rec(1, 'retired'), rec(2, 'active')],
+    expect: ['retire 1'],
+  },
+  {
+    row: 'previous deleted (retired state missed) → its SAs go',
+    before: [[rec(1, 'active'), rec(2, 'active')]],
+    then: [rec(2, 'active')],
+    expect: ['retire 1'],
+  },
+  {
+    row: 'restart replay: previous in grace, current, next → all inbound, ack next, outbound current only',
+    before: [],
+    then: [rec(1, 'active'), rec(2, 'active'), rec(3, 'published')],
+    expect: ['install 1', 'install 2', 'install 3', 'ack 3', 'activate 2'],
+  },
+  {
+    row: 'the same records again → nothing (idempotent)',
+    before: [[rec(1, 'active'), rec(2, 'published')]],
+    then: [rec(1, 'active'), rec(2, 'published')],
+    expect: [],
+  },
+  {
+    row: 'retired epoch never installed → nothing',
+    before: [],
+    then: [rec(1, 'retired'), rec(2, 'active')],
+    expect: ['install 2', 'activate 2'],
+  },
+  {
+    row: 'not a member (no wrapped copy) → nothing installed, no ack',
+    before: [],
+    then: [rec(1, 'published', [OTHER])],
+    expect: [],
+  },
+  {
+    row: 'current retired with no newer epoch installed here → retire (fail closed)',
+    before: [[rec(1, 'active')]],
+    then: [rec(1, 'retired'), rec(2, 'active', [OTHER])],
+    expect: ['retire 1'],
+  },
   {
     row: 'a jump after a watch gap ({1, 2, 3} → {2 retired, 3 active, 4 published}) → retire 1 and 2 before installing 4, then ack 4, then outbound 3',
     before: [[rec(1, 'active'), rec(2, 'active'), rec(3, 'published')]],
@@ -95,7 +166,8 @@ describe('EpochInstaller: the make-before-break table (member side)', () => {
 class DataPathLikeSink extends RecordingSink {
   override async installEpoch(networkId: string, epoch: number, secret: SecretKey): Promise<void> {
     const live = [...(this.installed.get(networkId) ?? [])].filter((e) => e !== epoch);
-    if (live.length >= 3) throw new Error(`VEIL_ERR_SA_TOO_MANY_EPOCHS: already ${live.length} live epochs (${live.join(', ')})`);
+    if (live.length >= 3)
+      throw new Error(`VEIL_ERR_SA_TOO_MANY_EPOCHS: already ${live.length} live epochs (${live.join(', ')})`);
     const clash = live.find((e) => e % 4 === epoch % 4);
     if (clash !== undefined) throw new Error(`VEIL_ERR_SA_SPI_IN_USE: epoch ${epoch} clashes with epoch ${clash}`);
     await super.installEpoch(networkId, epoch, secret);
@@ -108,11 +180,21 @@ describe('EpochInstaller: retire before install (the data path holds at most 3 e
     await installer.sync(NET, [rec(1, 'active'), rec(2, 'active'), rec(3, 'published')]);
     expect(sink.installed.get(NET)).toEqual(new Set([1, 2, 3]));
     // The watch missed 2 → active... 1 deleted, 2 retired, 3 active, 4 published (a compaction resync).
-    await installer.applySnapshot([rec(2, 'retired'), rec(3, 'active'), rec(4, 'published')].map((r) => ({ key: `keys/${NET}/${r.epoch}`, value: r })), 100);
+    await installer.applySnapshot(
+      [rec(2, 'retired'), rec(3, 'active'), rec(4, 'published')].map((r) => ({
+        key: `keys/${NET}/${r.epoch}`,
+        value: r,
+      })),
+      100,
+    );
     expect(logs.filter((l) => l.event.startsWith('epoch install failed'))).toEqual([]);
     expect(sink.installed.get(NET)).toEqual(new Set([3, 4]));
     expect(sink.outbound.get(NET)).toBe(3);
-    expect(installer.status().networks[0]!.epochs.map((e) => [e.epoch, e.installed, e.acked])).toEqual([[2, false, false], [3, true, true], [4, true, true]]);
+    expect(installer.status().networks[0]!.epochs.map((e) => [e.epoch, e.installed, e.acked])).toEqual([
+      [2, false, false],
+      [3, true, true],
+      [4, true, true],
+    ]);
     expect(installer.status().counters.installFailures).toBe(0);
   });
 });
@@ -126,7 +208,11 @@ describe('EpochInstaller: failures stay inside', () => {
     expect(sink.calls).toEqual([]);
     expect(installer.status().counters.notMember).toBe(1);
     expect(logs.filter((l) => l.event.startsWith('not a member'))).toHaveLength(1);
-    expect(installer.status().networks[0]!.epochs[0]).toMatchObject({ epoch: 1, installed: false, problem: 'not-member' });
+    expect(installer.status().networks[0]!.epochs[0]).toMatchObject({
+      epoch: 1,
+      installed: false,
+      problem: 'not-member',
+    });
   });
 
   it('a copy that does not unwrap: VEIL_ERR_KEY_UNAVAILABLE logged, nothing installed, no throw; a rewrap is tried again', async () => {
@@ -136,7 +222,9 @@ describe('EpochInstaller: failures stay inside', () => {
     await expect(installer.sync(NET, [bad])).resolves.toBeUndefined();
     expect(sink.calls).toEqual([]);
     expect(installer.status().counters.unwrapFailures).toBe(1);
-    expect(logs.find((l) => l.fields?.code === 'VEIL_ERR_KEY_UNAVAILABLE')).toMatchObject({ fields: { network: NET, epoch: 1 } });
+    expect(logs.find((l) => l.fields?.code === 'VEIL_ERR_KEY_UNAVAILABLE')).toMatchObject({
+      fields: { network: NET, epoch: 1 },
+    });
     await installer.sync(NET, [bad]); // same copy: not retried, not counted again
     expect(installer.status().counters.unwrapFailures).toBe(1);
     await installer.sync(NET, [rec(1, 'published')]); // a good copy now
@@ -184,7 +272,14 @@ describe('EpochInstaller: failures stay inside', () => {
       retireEpoch: (n, e) => inner.retireEpoch(n, e),
     };
     const logs: Array<{ event: string; fields?: Record<string, unknown> }> = [];
-    const installer = new EpochInstaller({ self: { hostId: 'me', privateKey: me.privateKey }, sink, ack: async () => undefined, clock, retryMs: 100, log: (event, fields) => logs.push({ event, ...(fields ? { fields } : {}) }) });
+    const installer = new EpochInstaller({
+      self: { hostId: 'me', privateKey: me.privateKey },
+      sink,
+      ack: async () => undefined,
+      clock,
+      retryMs: 100,
+      log: (event, fields) => logs.push({ event, ...(fields ? { fields } : {}) }),
+    });
     await installer.sync(NET, [rec(1, 'active')], 10);
     for (let i = 0; i < 5; i++) {
       clock.advance(1000);
@@ -199,7 +294,7 @@ describe('EpochInstaller: failures stay inside', () => {
     installer.close();
   });
 
-  it('an install failing over and over stops being retried once the network\'s keys/ are deleted (network removed)', async () => {
+  it("an install failing over and over stops being retried once the network's keys/ are deleted (network removed)", async () => {
     const clock = new ManualClock(1_000_000);
     let attempts = 0;
     const sink: EpochSink = {
@@ -210,7 +305,13 @@ describe('EpochInstaller: failures stay inside', () => {
       activateEpoch: async () => undefined,
       retireEpoch: async () => undefined,
     };
-    const installer = new EpochInstaller({ self: { hostId: 'me', privateKey: me.privateKey }, sink, ack: async () => undefined, clock, retryMs: 100 });
+    const installer = new EpochInstaller({
+      self: { hostId: 'me', privateKey: me.privateKey },
+      sink,
+      ack: async () => undefined,
+      clock,
+      retryMs: 100,
+    });
     await installer.sync(NET, [rec(1, 'active')], 10);
     clock.advance(100);
     await installer.idle();
@@ -237,15 +338,33 @@ describe('EpochInstaller: failures stay inside', () => {
 });
 
 describe('EpochInstaller: events, snapshots, status', () => {
-  const put = (r: KeyEpochRecord, revision: number): WatchEvent => ({ type: 'put', key: `keys/${r.networkId}/${r.epoch}`, value: r, revision });
-  const del = (epoch: number, revision: number): WatchEvent => ({ type: 'delete', key: `keys/${NET}/${epoch}`, value: null, revision });
+  const put = (r: KeyEpochRecord, revision: number): WatchEvent => ({
+    type: 'put',
+    key: `keys/${r.networkId}/${r.epoch}`,
+    value: r,
+    revision,
+  });
+  const del = (epoch: number, revision: number): WatchEvent => ({
+    type: 'delete',
+    key: `keys/${NET}/${epoch}`,
+    value: null,
+    revision,
+  });
 
   it('follows watch events, drops events older than the last listing, ignores other keys', async () => {
     const { installer, sink } = makeInstaller();
     await installer.sync(NET, [rec(1, 'active')], 10);
-    await installer.applyEvents([put(rec(2, 'published'), 9), { type: 'put', key: 'hosts/x', value: {}, revision: 11 }]);
+    await installer.applyEvents([
+      put(rec(2, 'published'), 9),
+      { type: 'put', key: 'hosts/x', value: {}, revision: 11 },
+    ]);
     expect(sink.trace(NET)).toEqual(['install 1', 'activate 1']); // revision 9 is already in the listing of revision 10
-    await installer.applyEvents([put(rec(2, 'published'), 12), put(rec(2, 'active'), 13), put(rec(1, 'retired'), 14), del(1, 15)]);
+    await installer.applyEvents([
+      put(rec(2, 'published'), 12),
+      put(rec(2, 'active'), 13),
+      put(rec(1, 'retired'), 14),
+      del(1, 15),
+    ]);
     // One batch that ends with 1 deleted: 1 goes first, then 2 comes in (retire → install → ack → outbound).
     expect(sink.trace(NET)).toEqual(['install 1', 'activate 1', 'retire 1', 'install 2', 'activate 2']);
   });

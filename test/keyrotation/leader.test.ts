@@ -39,9 +39,12 @@ async function bed(hostIds = ['h1', 'h2', 'h3']) {
   return { backend, admin, network, hosts, requests, addHost, client };
 }
 
-const epochsOf = async (store: Store, n: NetworkRecord): Promise<KeyEpochRecord[]> => (await store.getEpochs(n.id)).items;
-const statesOf = async (store: Store, n: NetworkRecord): Promise<string[]> => (await epochsOf(store, n)).map((r) => `${r.epoch}:${r.state}`);
-const outboundEverywhere = (hosts: SimHost[], n: NetworkRecord, epoch: number): boolean => hosts.every((h) => h.sink.outbound.get(n.id) === epoch);
+const epochsOf = async (store: Store, n: NetworkRecord): Promise<KeyEpochRecord[]> =>
+  (await store.getEpochs(n.id)).items;
+const statesOf = async (store: Store, n: NetworkRecord): Promise<string[]> =>
+  (await epochsOf(store, n)).map((r) => `${r.epoch}:${r.state}`);
+const outboundEverywhere = (hosts: SimHost[], n: NetworkRecord, epoch: number): boolean =>
+  hosts.every((h) => h.sink.outbound.get(n.id) === epoch);
 
 describe('KeyScheduleLeader with three hosts (memory store)', () => {
   it('first epoch, then a forced rotation from a non-leader host: publish → all ack → activate → retire → delete', async () => {
@@ -60,11 +63,25 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     await waitFor('epoch 1 deleted', async () => (await statesOf(admin, n)).join() === '2:active');
 
     // Each host: inbound 2 before its ack, outbound 2 only after, 1 retired last (make before break).
-    for (const h of hosts) expect(h.sink.trace(n.id)).toEqual(['install 1', 'ack 1', 'activate 1', 'install 2', 'ack 2', 'activate 2', 'retire 1']);
+    for (const h of hosts)
+      expect(h.sink.trace(n.id)).toEqual([
+        'install 1',
+        'ack 1',
+        'activate 1',
+        'install 2',
+        'ack 2',
+        'activate 2',
+        'retire 1',
+      ]);
     // The leader: every member acked before activation, no timeout; the steps in order.
-    const leaderSteps = logs.filter((l) => l.fields?.network === n.id && /^epoch (published|activated|retired|deleted)/.test(l.event)).map((l) => `${l.event.split(' ')[1]} ${l.fields?.epoch}`);
+    const leaderSteps = logs
+      .filter((l) => l.fields?.network === n.id && /^epoch (published|activated|retired|deleted)/.test(l.event))
+      .map((l) => `${l.event.split(' ')[1]} ${l.fields?.epoch}`);
     expect(leaderSteps).toEqual(['published 1', 'activated 1', 'published 2', 'activated 2', 'retired 1', 'deleted 1']);
-    expect(logs.find((l) => l.event === 'epoch published' && l.fields?.epoch === 2)?.fields).toMatchObject({ because: 'requested', members: ['h1', 'h2', 'h3'] });
+    expect(logs.find((l) => l.event === 'epoch published' && l.fields?.epoch === 2)?.fields).toMatchObject({
+      because: 'requested',
+      members: ['h1', 'h2', 'h3'],
+    });
     expect(leader.status().networks[0]).toMatchObject({ networkId: n.id, ackTimeouts: 0, problem: null });
 
     // One secret per epoch, the same on every host, new at each rotation.
@@ -103,7 +120,7 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     expect(h3.sink.secret(n.id, 2)).toBeUndefined();
   });
 
-  it('a non-member cannot unwrap: a Windows host gets no copy, and nobody opens another host\'s copy', async () => {
+  it("a non-member cannot unwrap: a Windows host gets no copy, and nobody opens another host's copy", async () => {
     const { admin, network: n, hosts, requests, addHost } = await bed();
     const [h1, h2] = hosts as [SimHost, SimHost];
     const win = await addHost('win1', 'windows');
@@ -116,15 +133,27 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     expect(Object.keys(e1.wrapped).sort()).toEqual(['h1', 'h2', 'h3']);
     expect(win.sink.calls).toEqual([]);
     expect(win.installer.status().counters.notMember).toBe(1);
-    expect(win.installer.status().networks[0]!.epochs[0]).toMatchObject({ epoch: 1, installed: false, problem: 'not-member' });
+    expect(win.installer.status().networks[0]!.epochs[0]).toMatchObject({
+      epoch: 1,
+      installed: false,
+      problem: 'not-member',
+    });
 
     // h1's copy, tried with the Windows host's key, or with h2's key under either name: nothing.
     const h1copy = Buffer.from(e1.wrapped.h1!, 'base64');
-    for (const [who, key] of [['win1', win.identity.privateKey], ['h1', win.identity.privateKey], ['h2', h2.identity.privateKey], ['h1', h2.identity.privateKey]] as const) {
+    for (const [who, key] of [
+      ['win1', win.identity.privateKey],
+      ['h1', win.identity.privateKey],
+      ['h2', h2.identity.privateKey],
+      ['h1', h2.identity.privateKey],
+    ] as const) {
       expect(unwrapSecret(h1copy, key, { networkId: n.id, epoch: 1, hostId: who })).toBeNull();
     }
     // A copy moved under another host's name does not open for that host either (AAD binds the host).
-    expect(unwrapForSelf({ ...e1, wrapped: { h2: e1.wrapped.h1! } }, h2.identity)).toEqual({ ok: false, why: 'key-unavailable' });
+    expect(unwrapForSelf({ ...e1, wrapped: { h2: e1.wrapped.h1! } }, h2.identity)).toEqual({
+      ok: false,
+      why: 'key-unavailable',
+    });
   });
 
   it('leader fencing: leadership lost between publish and activate → a second leader takes over and completes; one epoch sequence', async () => {
@@ -132,7 +161,10 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     const [h1, h2, h3] = hosts as [SimHost, SimHost, SimHost];
     // Every epoch record ever written, from the store's own history.
     const written: KeyEpochRecord[] = [];
-    const watch = await admin.watch(keys.keysPrefix(), 1, { onEvents: (ev) => ev.forEach((e) => e.type === 'put' && written.push(e.value as KeyEpochRecord)), onResync: () => undefined });
+    const watch = await admin.watch(keys.keysPrefix(), 1, {
+      onEvents: (ev) => ev.forEach((e) => e.type === 'put' && written.push(e.value as KeyEpochRecord)),
+      onResync: () => undefined,
+    });
     cleanups.push(() => watch.cancel());
 
     // The first leader's store records its fenced writes and the Leadership it writes under.
@@ -144,7 +176,11 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
         if (prop !== 'putEpoch' && prop !== 'deleteEpoch') return typeof v === 'function' ? v.bind(target) : v;
         return async (l: Leadership, ...rest: unknown[]) => {
           firstLeadership = l;
-          firstWrites.push(prop === 'putEpoch' ? `put ${(rest[0] as KeyEpochRecord).epoch}:${(rest[0] as KeyEpochRecord).state}` : `delete ${String(rest[1])}`);
+          firstWrites.push(
+            prop === 'putEpoch'
+              ? `put ${(rest[0] as KeyEpochRecord).epoch}:${(rest[0] as KeyEpochRecord).state}`
+              : `delete ${String(rest[1])}`,
+          );
           return (v as (...a: unknown[]) => Promise<void>).call(target, l, ...rest);
         };
       },
@@ -214,8 +250,16 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     const next = startLeader(h5, requests);
     cleanups.push(() => next.leader.stop());
     await waitFor('epoch 2 active on every host', () => outboundEverywhere([...hosts, h5], n, 2));
-    expect(next.logs.find((l) => l.fields?.code === 'VEIL_ERR_KEY_UNAVAILABLE')?.fields).toMatchObject({ epoch: 1, why: 'not-member', hosts: ['h5'] });
-    expect(next.logs.find((l) => l.event === 'epoch published')?.fields).toMatchObject({ epoch: 2, because: 'unrecoverable', members: ['h1', 'h2', 'h5'] });
+    expect(next.logs.find((l) => l.fields?.code === 'VEIL_ERR_KEY_UNAVAILABLE')?.fields).toMatchObject({
+      epoch: 1,
+      why: 'not-member',
+      hosts: ['h5'],
+    });
+    expect(next.logs.find((l) => l.event === 'epoch published')?.fields).toMatchObject({
+      epoch: 2,
+      because: 'unrecoverable',
+      members: ['h1', 'h2', 'h5'],
+    });
     expect(h5.sink.secret(n.id, 1)).toBeUndefined();
     expect(Math.max(...(await epochsOf(admin, n)).map((r) => r.epoch))).toBe(2); // one rotation, not a spin
   });
@@ -256,7 +300,11 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
               return new Proxy(real, {
                 get(t, p) {
                   if (p === 'lost') return lost;
-                  if (p === 'onLost') return (listener: (reason: Error) => void) => (lost.aborted ? listener(lost.reason as Error) : lost.addEventListener('abort', () => listener(lost.reason as Error), { once: true }));
+                  if (p === 'onLost')
+                    return (listener: (reason: Error) => void) =>
+                      lost.aborted
+                        ? listener(lost.reason as Error)
+                        : lost.addEventListener('abort', () => listener(lost.reason as Error), { once: true });
                   const w = Reflect.get(t, p, t) as unknown;
                   return typeof w === 'function' ? w.bind(t) : w;
                 },
@@ -274,17 +322,24 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     await settle();
     expect([first.leader.isLeader, second.leader.isLeader]).toEqual([true, false]);
 
-    stalls[0]!.abort(new StoreError('VEIL_ERR_NOT_LEADER', 'could not confirm leadership with etcd within 2/3 of the lease TTL'));
+    stalls[0]!.abort(
+      new StoreError('VEIL_ERR_NOT_LEADER', 'could not confirm leadership with etcd within 2/3 of the lease TTL'),
+    );
     await waitFor('the second candidate leads', () => second.leader.isLeader, 3000);
     expect(first.leader.isLeader).toBe(false);
     // The lost term's key is gone: the election holds the new leader's key and h1's new campaign behind it.
-    const candidates = async () => [...(await admin.dump())].filter(([k]) => k.startsWith(keys.electionPrefix())).map(([, v]) => v).sort().join();
+    const candidates = async () =>
+      [...(await admin.dump())]
+        .filter(([k]) => k.startsWith(keys.electionPrefix()))
+        .map(([, v]) => v)
+        .sort()
+        .join();
     await waitFor('h1 campaigning again behind h2', async () => (await candidates()) === 'h1,h2');
     await requestRotation({ store: admin, requests }, n.id, 'api:test');
     await waitFor('epoch 2 active everywhere', () => outboundEverywhere(hosts, n, 2));
   });
 
-  it('a network deleted between the leader\'s read and its publish gets no epoch: nothing left under keys/<id>/, the leader goes on with the others', async () => {
+  it("a network deleted between the leader's read and its publish gets no epoch: nothing left under keys/<id>/, the leader goes on with the others", async () => {
     const { admin, network: n, hosts, requests } = await bed(['h1', 'h2']);
     const doomed = await admin.createNetwork({ name: 'doomed', encrypted: true, ipam: { subnet: '10.79.0.0/24' } });
     let deleted = false;
@@ -321,7 +376,9 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
   it('requestRotation refuses a plain network and an unknown one', async () => {
     const { admin, requests } = await bed([]);
     const plain = await admin.createNetwork({ name: 'plain', ipam: { subnet: '10.78.0.0/24' } });
-    await expect(requestRotation({ store: admin, requests }, plain.id, 'x')).rejects.toMatchObject({ code: 'VEIL_ERR_NOT_ENCRYPTED' });
+    await expect(requestRotation({ store: admin, requests }, plain.id, 'x')).rejects.toMatchObject({
+      code: 'VEIL_ERR_NOT_ENCRYPTED',
+    });
     const err = await requestRotation({ store: admin, requests }, 'nope', 'x').catch((e: unknown) => e);
     expect(isStoreError(err, 'VEIL_ERR_NOT_FOUND')).toBe(true);
   });
@@ -334,7 +391,10 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     cleanups.push(() => leader.stop());
     await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
     expect((await epochsOf(admin, n))[0]).toMatchObject({ epoch: 1, publishedAt: t0, activatedAt: t0 });
-    await waitFor('the leader waits for the timer', () => leader.status().networks[0]?.waiting?.until === t0 + 12 * 3600_000);
+    await waitFor(
+      'the leader waits for the timer',
+      () => leader.status().networks[0]?.waiting?.until === t0 + 12 * 3600_000,
+    );
 
     clock.advance(12 * 3600_000 - 1);
     await settle(100);

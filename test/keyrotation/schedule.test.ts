@@ -23,9 +23,30 @@ const ALL = ['h1', 'h2', 'h3'];
 const T = 1_700_000_000_000; // an arbitrary wall-clock start
 
 const wrappedFor = (hosts: string[]) => Object.fromEntries(hosts.map((h) => [h, `wrapped-${h}`]));
-const published = (epoch: number, at: number, hosts = ALL): KeyEpochRecord => ({ networkId: 'n', epoch, state: 'published', publishedAt: at, wrapped: wrappedFor(hosts) });
-const active = (epoch: number, at: number, hosts = ALL): KeyEpochRecord => ({ networkId: 'n', epoch, state: 'active', publishedAt: at - 5 * S, activatedAt: at, wrapped: wrappedFor(hosts) });
-const retired = (epoch: number, at: number): KeyEpochRecord => ({ networkId: 'n', epoch, state: 'retired', publishedAt: at - H, activatedAt: at - H / 2, retiredAt: at, wrapped: {} });
+const published = (epoch: number, at: number, hosts = ALL): KeyEpochRecord => ({
+  networkId: 'n',
+  epoch,
+  state: 'published',
+  publishedAt: at,
+  wrapped: wrappedFor(hosts),
+});
+const active = (epoch: number, at: number, hosts = ALL): KeyEpochRecord => ({
+  networkId: 'n',
+  epoch,
+  state: 'active',
+  publishedAt: at - 5 * S,
+  activatedAt: at,
+  wrapped: wrappedFor(hosts),
+});
+const retired = (epoch: number, at: number): KeyEpochRecord => ({
+  networkId: 'n',
+  epoch,
+  state: 'retired',
+  publishedAt: at - H,
+  activatedAt: at - H / 2,
+  retiredAt: at,
+  wrapped: {},
+});
 const acked = (epoch: number, hosts: string[]) => new Map([[epoch, new Set(hosts)]]);
 
 interface Row {
@@ -43,40 +64,215 @@ interface Row {
 const rows: Row[] = [
   // The first epoch.
   { row: 'no epoch, members → publish 1', epochs: [], now: T, expect: { kind: 'publish', epoch: 1, because: 'first' } },
-  { row: 'no epoch, no member host → wait for one', epochs: [], members: [], now: T, expect: { kind: 'wait', until: null }, reason: /no live member/ },
-  { row: 'only Windows hosts (no members) → wait', epochs: [], members: [], now: T, expect: { kind: 'wait' }, reason: /no live member host can encrypt/ },
+  {
+    row: 'no epoch, no member host → wait for one',
+    epochs: [],
+    members: [],
+    now: T,
+    expect: { kind: 'wait', until: null },
+    reason: /no live member/,
+  },
+  {
+    row: 'only Windows hosts (no members) → wait',
+    epochs: [],
+    members: [],
+    now: T,
+    expect: { kind: 'wait' },
+    reason: /no live member host can encrypt/,
+  },
   // Step 1 → 2: published, waiting for acks (make before break: nobody seals with it yet).
-  { row: 'published, acks missing → wait until the ack timeout', epochs: [published(1, T)], acks: acked(1, ['h1', 'h2']), now: T + S, expect: { kind: 'wait', until: T + 60 * S }, reason: /epoch 1 waits for acks from h3/ },
-  { row: 'published, every member acked → activate', epochs: [published(1, T)], acks: acked(1, ALL), now: T + S, expect: { kind: 'activate', epoch: 1, because: 'all-acked', missing: [] } },
-  { row: 'published, ack timeout passed → activate, naming who is missing', epochs: [published(1, T)], acks: acked(1, ['h1']), now: T + 60 * S, expect: { kind: 'activate', epoch: 1, because: 'ack-timeout', missing: ['h2', 'h3'] } },
-  { row: 'an ack from a host that left does not count, and its absence does not block', epochs: [active(1, T), published(2, T + H)], acks: acked(2, ['h1', 'h2']), members: ['h1', 'h2'], now: T + H + S, expect: { kind: 'activate', epoch: 2, because: 'all-acked' } },
+  {
+    row: 'published, acks missing → wait until the ack timeout',
+    epochs: [published(1, T)],
+    acks: acked(1, ['h1', 'h2']),
+    now: T + S,
+    expect: { kind: 'wait', until: T + 60 * S },
+    reason: /epoch 1 waits for acks from h3/,
+  },
+  {
+    row: 'published, every member acked → activate',
+    epochs: [published(1, T)],
+    acks: acked(1, ALL),
+    now: T + S,
+    expect: { kind: 'activate', epoch: 1, because: 'all-acked', missing: [] },
+  },
+  {
+    row: 'published, ack timeout passed → activate, naming who is missing',
+    epochs: [published(1, T)],
+    acks: acked(1, ['h1']),
+    now: T + 60 * S,
+    expect: { kind: 'activate', epoch: 1, because: 'ack-timeout', missing: ['h2', 'h3'] },
+  },
+  {
+    row: 'an ack from a host that left does not count, and its absence does not block',
+    epochs: [active(1, T), published(2, T + H)],
+    acks: acked(2, ['h1', 'h2']),
+    members: ['h1', 'h2'],
+    now: T + H + S,
+    expect: { kind: 'activate', epoch: 2, because: 'all-acked' },
+  },
   // Step 2 → 3: the previous epoch stays installed for the grace period.
-  { row: 'two active, grace not over → wait until it is', epochs: [active(1, T), active(2, T + H)], now: T + H + S, expect: { kind: 'wait', until: T + H + 30 * S }, reason: /epoch 1 stays installed/ },
-  { row: 'two active, grace over → retire the older', epochs: [active(1, T), active(2, T + H)], now: T + H + 30 * S, expect: { kind: 'retire', epoch: 1, because: 'grace-over' } },
-  { row: 'three active → the oldest retires first', epochs: [active(1, T), active(2, T + H), active(3, T + 2 * H)], now: T + 3 * H, expect: { kind: 'retire', epoch: 1 } },
+  {
+    row: 'two active, grace not over → wait until it is',
+    epochs: [active(1, T), active(2, T + H)],
+    now: T + H + S,
+    expect: { kind: 'wait', until: T + H + 30 * S },
+    reason: /epoch 1 stays installed/,
+  },
+  {
+    row: 'two active, grace over → retire the older',
+    epochs: [active(1, T), active(2, T + H)],
+    now: T + H + 30 * S,
+    expect: { kind: 'retire', epoch: 1, because: 'grace-over' },
+  },
+  {
+    row: 'three active → the oldest retires first',
+    epochs: [active(1, T), active(2, T + H), active(3, T + 2 * H)],
+    now: T + 3 * H,
+    expect: { kind: 'retire', epoch: 1 },
+  },
   // Step 3 → 4: a retired epoch lingers, then goes.
-  { row: 'retired, linger not over → wait', epochs: [retired(1, T + H), active(2, T)], now: T + H + S, expect: { kind: 'wait', until: T + H + 10 * S }, reason: /retired epoch 1 lingers/ },
-  { row: 'retired, linger over → delete', epochs: [retired(1, T + H), active(2, T)], now: T + H + 10 * S, expect: { kind: 'delete', epoch: 1 } },
+  {
+    row: 'retired, linger not over → wait',
+    epochs: [retired(1, T + H), active(2, T)],
+    now: T + H + S,
+    expect: { kind: 'wait', until: T + H + 10 * S },
+    reason: /retired epoch 1 lingers/,
+  },
+  {
+    row: 'retired, linger over → delete',
+    epochs: [retired(1, T + H), active(2, T)],
+    now: T + H + 10 * S,
+    expect: { kind: 'delete', epoch: 1 },
+  },
   // The timer and forced rotation.
-  { row: 'current active, before the interval → wait until activatedAt + interval', epochs: [active(1, T)], now: T + 12 * H - 1, expect: { kind: 'wait', until: T + 12 * H }, reason: /rotates on the timer/ },
-  { row: 'current active, interval reached → publish next', epochs: [active(1, T)], now: T + 12 * H, expect: { kind: 'publish', epoch: 2, because: 'interval' } },
-  { row: 'rotation request after the newest epoch → publish next', epochs: [active(1, T)], request: { afterEpoch: 1 }, now: T + S, expect: { kind: 'publish', epoch: 2, because: 'requested' } },
-  { row: 'rotation request already satisfied by a newer epoch → no publish', epochs: [active(1, T), active(2, T + H)], request: { afterEpoch: 1 }, now: T + H + 40 * S, expect: { kind: 'retire', epoch: 1 } },
-  { row: 'satisfied request, nothing else → wait', epochs: [active(2, T)], request: { afterEpoch: 1 }, now: T + S, expect: { kind: 'wait', until: T + 12 * H } },
-  { row: 'request while the next epoch is published → activate that first', epochs: [active(1, T), published(2, T + S)], acks: acked(2, ALL), request: { afterEpoch: 2 }, now: T + 2 * S, expect: { kind: 'activate', epoch: 2 } },
-  { row: 'request while the next epoch waits for acks → wait, rotation queued', epochs: [active(1, T), published(2, T + S)], acks: acked(2, ['h1']), request: { afterEpoch: 2 }, now: T + 2 * S, expect: { kind: 'wait', until: T + S + 60 * S }, reason: /rotation due \(requested\) after epoch 2 is activated/ },
-  { row: 'request with the previous still in grace → publish (previous, current, next)', epochs: [active(1, T), active(2, T + H)], request: { afterEpoch: 2 }, now: T + H + S, expect: { kind: 'publish', epoch: 3, because: 'requested' } },
-  { row: 'rotation due but three epochs exist → wait for retire/delete', epochs: [retired(1, T + H), active(2, T), active(3, T + H)], request: { afterEpoch: 3 }, now: T + H + S, expect: { kind: 'wait', until: T + H + 10 * S }, reason: /fewer than 3 epochs/ },
+  {
+    row: 'current active, before the interval → wait until activatedAt + interval',
+    epochs: [active(1, T)],
+    now: T + 12 * H - 1,
+    expect: { kind: 'wait', until: T + 12 * H },
+    reason: /rotates on the timer/,
+  },
+  {
+    row: 'current active, interval reached → publish next',
+    epochs: [active(1, T)],
+    now: T + 12 * H,
+    expect: { kind: 'publish', epoch: 2, because: 'interval' },
+  },
+  {
+    row: 'rotation request after the newest epoch → publish next',
+    epochs: [active(1, T)],
+    request: { afterEpoch: 1 },
+    now: T + S,
+    expect: { kind: 'publish', epoch: 2, because: 'requested' },
+  },
+  {
+    row: 'rotation request already satisfied by a newer epoch → no publish',
+    epochs: [active(1, T), active(2, T + H)],
+    request: { afterEpoch: 1 },
+    now: T + H + 40 * S,
+    expect: { kind: 'retire', epoch: 1 },
+  },
+  {
+    row: 'satisfied request, nothing else → wait',
+    epochs: [active(2, T)],
+    request: { afterEpoch: 1 },
+    now: T + S,
+    expect: { kind: 'wait', until: T + 12 * H },
+  },
+  {
+    row: 'request while the next epoch is published → activate that first',
+    epochs: [active(1, T), published(2, T + S)],
+    acks: acked(2, ALL),
+    request: { afterEpoch: 2 },
+    now: T + 2 * S,
+    expect: { kind: 'activate', epoch: 2 },
+  },
+  {
+    row: 'request while the next epoch waits for acks → wait, rotation queued',
+    epochs: [active(1, T), published(2, T + S)],
+    acks: acked(2, ['h1']),
+    request: { afterEpoch: 2 },
+    now: T + 2 * S,
+    expect: { kind: 'wait', until: T + S + 60 * S },
+    reason: /rotation due \(requested\) after epoch 2 is activated/,
+  },
+  {
+    row: 'request with the previous still in grace → publish (previous, current, next)',
+    epochs: [active(1, T), active(2, T + H)],
+    request: { afterEpoch: 2 },
+    now: T + H + S,
+    expect: { kind: 'publish', epoch: 3, because: 'requested' },
+  },
+  {
+    row: 'rotation due but three epochs exist → wait for retire/delete',
+    epochs: [retired(1, T + H), active(2, T), active(3, T + H)],
+    request: { afterEpoch: 3 },
+    now: T + H + S,
+    expect: { kind: 'wait', until: T + H + 10 * S },
+    reason: /fewer than 3 epochs/,
+  },
   // Membership.
-  { row: 'a host joined → rewrap the live epochs for it', epochs: [active(1, T)], members: [...ALL, 'h4'], now: T + S, expect: { kind: 'rewrap', epoch: 1, hosts: ['h4'] } },
-  { row: 'rewrap comes before activation (the joiner must be able to ack)', epochs: [active(1, T), published(2, T + S)], acks: acked(2, ALL), members: [...ALL, 'h4'], now: T + 2 * S, expect: { kind: 'rewrap', epoch: 1, hosts: ['h4'] } },
-  { row: 'retired epochs are not rewrapped', epochs: [retired(1, T + H), active(2, T, [...ALL, 'h4'])], members: [...ALL, 'h4'], now: T + H + S, expect: { kind: 'wait' } },
-  { row: 'a host left → nothing to do for the live epochs', epochs: [active(1, T)], members: ['h1', 'h2'], now: T + S, expect: { kind: 'wait', until: T + 12 * H } },
-  { row: 'joiner, current epoch unrecoverable by this leader → rotate instead', epochs: [active(1, T)], members: [...ALL, 'h4'], unrecoverable: [1], now: T + S, expect: { kind: 'publish', epoch: 2, because: 'unrecoverable' } },
-  { row: 'joiner lacks an unrecoverable published epoch → it is not awaited', epochs: [active(1, T, [...ALL, 'h4']), published(2, T + S)], acks: acked(2, ALL), members: [...ALL, 'h4'], unrecoverable: [2], now: T + 2 * S, expect: { kind: 'activate', epoch: 2, because: 'all-acked' } },
+  {
+    row: 'a host joined → rewrap the live epochs for it',
+    epochs: [active(1, T)],
+    members: [...ALL, 'h4'],
+    now: T + S,
+    expect: { kind: 'rewrap', epoch: 1, hosts: ['h4'] },
+  },
+  {
+    row: 'rewrap comes before activation (the joiner must be able to ack)',
+    epochs: [active(1, T), published(2, T + S)],
+    acks: acked(2, ALL),
+    members: [...ALL, 'h4'],
+    now: T + 2 * S,
+    expect: { kind: 'rewrap', epoch: 1, hosts: ['h4'] },
+  },
+  {
+    row: 'retired epochs are not rewrapped',
+    epochs: [retired(1, T + H), active(2, T, [...ALL, 'h4'])],
+    members: [...ALL, 'h4'],
+    now: T + H + S,
+    expect: { kind: 'wait' },
+  },
+  {
+    row: 'a host left → nothing to do for the live epochs',
+    epochs: [active(1, T)],
+    members: ['h1', 'h2'],
+    now: T + S,
+    expect: { kind: 'wait', until: T + 12 * H },
+  },
+  {
+    row: 'joiner, current epoch unrecoverable by this leader → rotate instead',
+    epochs: [active(1, T)],
+    members: [...ALL, 'h4'],
+    unrecoverable: [1],
+    now: T + S,
+    expect: { kind: 'publish', epoch: 2, because: 'unrecoverable' },
+  },
+  {
+    row: 'joiner lacks an unrecoverable published epoch → it is not awaited',
+    epochs: [active(1, T, [...ALL, 'h4']), published(2, T + S)],
+    acks: acked(2, ALL),
+    members: [...ALL, 'h4'],
+    unrecoverable: [2],
+    now: T + 2 * S,
+    expect: { kind: 'activate', epoch: 2, because: 'all-acked' },
+  },
   // Inconsistent states a new leader could inherit.
-  { row: 'published epoch older than an active one → retire it (outbound never moves back)', epochs: [published(1, T), active(2, T + S)], acks: acked(1, ALL), now: T + 2 * S, expect: { kind: 'retire', epoch: 1, because: 'stale' } },
-  { row: 'only a retired epoch left → publish the next number; the newest record is kept so numbers never restart', epochs: [retired(4, T)], now: T + 20 * S, expect: { kind: 'publish', epoch: 5, because: 'first' } },
+  {
+    row: 'published epoch older than an active one → retire it (outbound never moves back)',
+    epochs: [published(1, T), active(2, T + S)],
+    acks: acked(1, ALL),
+    now: T + 2 * S,
+    expect: { kind: 'retire', epoch: 1, because: 'stale' },
+  },
+  {
+    row: 'only a retired epoch left → publish the next number; the newest record is kept so numbers never restart',
+    epochs: [retired(4, T)],
+    now: T + 20 * S,
+    expect: { kind: 'publish', epoch: 5, because: 'first' },
+  },
 ];
 
 describe('nextAction: the make-before-break table', () => {
@@ -129,7 +325,11 @@ describe('scheduleConfig', () => {
 
 describe('memberHosts', () => {
   it('leaves out Windows hosts, which cannot encrypt', () => {
-    const hosts = [{ id: 'a', os: 'linux' }, { id: 'w', os: 'Windows' }, { id: 'b', os: 'linux' }];
+    const hosts = [
+      { id: 'a', os: 'linux' },
+      { id: 'w', os: 'Windows' },
+      { id: 'b', os: 'linux' },
+    ];
     expect(memberHosts(hosts).map((h) => h.id)).toEqual(['a', 'b']);
   });
 });
@@ -151,9 +351,12 @@ describe('invariants over many rotations', () => {
     const publishedEpochs: number[] = [];
     for (let step = 0; step < 5000; step++) {
       if (rand(10) === 0) request = { afterEpoch: Math.max(0, ...epochs.map((r) => r.epoch)) };
-      const acks = new Map(epochs.filter((r) => r.state === 'published').map((r) => [r.epoch, new Set(rand(4) === 0 ? ['h1'] : ALL)]));
+      const acks = new Map(
+        epochs.filter((r) => r.state === 'published').map((r) => [r.epoch, new Set(rand(4) === 0 ? ['h1'] : ALL)]),
+      );
       const a = nextAction({ epochs, acks, members: ALL, now, config: cfg, request });
-      const set = (e: number, patch: Partial<KeyEpochRecord>) => (epochs = epochs.map((r) => (r.epoch === e ? { ...r, ...patch } : r)));
+      const set = (e: number, patch: Partial<KeyEpochRecord>) =>
+        (epochs = epochs.map((r) => (r.epoch === e ? { ...r, ...patch } : r)));
       switch (a.kind) {
         case 'publish':
           publishedEpochs.push(a.epoch);

@@ -6,19 +6,47 @@ describe('the IPv4 and CIDR parser', () => {
     expect(formatIpv4(parseIpv4('10.1.2.3')!)).toBe('10.1.2.3');
     expect(parseIpv4('255.255.255.255')).toBe(2 ** 32 - 1);
     expect(parseIpv4('0.0.0.0')).toBe(0);
-    for (const bad of ['10.1.2', '10.1.2.3.4', '01.1.2.3', '10.1.2.256', '10.1.2.-1', ' 10.1.2.3', '10.1.2.3 ', '1e1.1.1.1', '', 'a.b.c.d']) {
+    for (const bad of [
+      '10.1.2',
+      '10.1.2.3.4',
+      '01.1.2.3',
+      '10.1.2.256',
+      '10.1.2.-1',
+      ' 10.1.2.3',
+      '10.1.2.3 ',
+      '1e1.1.1.1',
+      '',
+      'a.b.c.d',
+    ]) {
       expect(parseIpv4(bad), bad).toBeUndefined();
       expect(isIpv4(bad), bad).toBe(false);
     }
   });
 
   it('reads prefixes with the address as written and the network it names', () => {
-    expect(parseCidr('10.0.0.0/27')).toEqual({ address: parseIpv4('10.0.0.0'), prefixLength: 27, first: parseIpv4('10.0.0.0'), last: parseIpv4('10.0.0.31') });
+    expect(parseCidr('10.0.0.0/27')).toEqual({
+      address: parseIpv4('10.0.0.0'),
+      prefixLength: 27,
+      first: parseIpv4('10.0.0.0'),
+      last: parseIpv4('10.0.0.31'),
+    });
     const host = parseCidr('169.254.47.1/30')!;
-    expect([formatIpv4(host.address), formatIpv4(host.first), formatIpv4(host.last)]).toEqual(['169.254.47.1', '169.254.47.0', '169.254.47.3']);
+    expect([formatIpv4(host.address), formatIpv4(host.first), formatIpv4(host.last)]).toEqual([
+      '169.254.47.1',
+      '169.254.47.0',
+      '169.254.47.3',
+    ]);
     expect(parseCidr('0.0.0.0/0')).toMatchObject({ first: 0, last: 2 ** 32 - 1 });
     expect(parseCidr('10.0.0.5/32')).toMatchObject({ first: parseIpv4('10.0.0.5'), last: parseIpv4('10.0.0.5') });
-    for (const bad of ['10.0.0.0/33', '10.0.0.0/', '10.0.0.0', '10.0.0.0/24/1', '10.0.0/24', '10.0.0.0/024', '10.0.0.0/-1']) {
+    for (const bad of [
+      '10.0.0.0/33',
+      '10.0.0.0/',
+      '10.0.0.0',
+      '10.0.0.0/24/1',
+      '10.0.0/24',
+      '10.0.0.0/024',
+      '10.0.0.0/-1',
+    ]) {
       expect(parseCidr(bad), bad).toBeUndefined();
     }
   });

@@ -16,7 +16,11 @@ describe('etcd key layout (docs/etcd.md "Key layout")', () => {
       [keys.ipam('n1', '10.0.0.2'), 'ipam/n1/10.0.0.2', { kind: 'ipam', networkId: 'n1', ip: '10.0.0.2' }],
       [keys.keyEpoch('n1', 7), 'keys/n1/7', { kind: 'keyEpoch', networkId: 'n1', epoch: 7 }],
       [keys.ack('n1', 7, 'h1'), 'acks/n1/7/h1', { kind: 'ack', networkId: 'n1', epoch: 7, hostId: 'h1' }],
-      [keys.electionPrefix() + '694d7c', 'election/keyschedule/694d7c', { kind: 'election', name: 'keyschedule', candidate: '694d7c' }],
+      [
+        keys.electionPrefix() + '694d7c',
+        'election/keyschedule/694d7c',
+        { kind: 'election', name: 'keyschedule', candidate: '694d7c' },
+      ],
       [keys.hostIndex(3), 'hostindex/3', { kind: 'hostIndex', index: 3 }],
       [keys.netIndex(0), 'netindex/0', { kind: 'netIndex', index: 0 }],
     ];
@@ -38,10 +42,12 @@ describe('etcd key layout (docs/etcd.md "Key layout")', () => {
   });
 
   it('ranges match the SPI fields and Docker', () => {
-    expect([VNI_ALLOCATION_MIN, VNI_MAX, HOST_INDEX_MAX, NETWORK_INDEX_MAX]).toEqual([4096, 16_777_215, 16_383, 65_535]);
+    expect([VNI_ALLOCATION_MIN, VNI_MAX, HOST_INDEX_MAX, NETWORK_INDEX_MAX]).toEqual([
+      4096, 16_777_215, 16_383, 65_535,
+    ]);
   });
 
-  it('prefixEnd is etcd\'s range end for a prefix', () => {
+  it("prefixEnd is etcd's range end for a prefix", () => {
     expect(prefixEnd(Buffer.from('/veil/v1/endpoints/n1/')).toString()).toBe('/veil/v1/endpoints/n10');
     expect([...prefixEnd(Buffer.from([0x61, 0xff]))]).toEqual([0x62]);
     expect([...prefixEnd(Buffer.from([0xff]))]).toEqual([0]);

@@ -8,7 +8,11 @@ import { encodeVxlanHeader } from '../../src/vxlan/wire/vxlan.js';
 import { concatBytes } from '../../src/crypto/bytes.js';
 
 /** A matched pair of SA halves with a random AES-128-GCM KEYMAT (key || salt). */
-export function saPair(spi: number, vni: number, opts: { esn?: boolean; budget?: number; provider?: AeadProvider } = {}) {
+export function saPair(
+  spi: number,
+  vni: number,
+  opts: { esn?: boolean; budget?: number; provider?: AeadProvider } = {},
+) {
   const keymat = new SecretKey(randomBytes(20));
   const esn = opts.esn ?? true;
   const cipher = (): EspCipher => createEspCipher(spi, keymat, esn, opts.provider ?? nodeAeadProvider);

@@ -28,7 +28,9 @@ export class VectorTally {
 
   report(): string {
     return [...this.#counts]
-      .map(([file, perImpl]) => `vectors: ${file}: ${[...perImpl].map(([impl, n]) => `${n} cases on ${impl}`).join(', ')}`)
+      .map(
+        ([file, perImpl]) => `vectors: ${file}: ${[...perImpl].map(([impl, n]) => `${n} cases on ${impl}`).join(', ')}`,
+      )
       .join('\n');
   }
 }

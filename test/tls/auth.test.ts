@@ -21,7 +21,11 @@ const logLines: string[] = [];
 
 beforeAll(async () => {
   pki = await makePki(root);
-  const plan = planApiListen({ socket: join(root, 'veil.sock'), listen: '127.0.0.1:0', tls: { cert: pki.server.cert, key: pki.server.key, ca: pki.caCert } });
+  const plan = planApiListen({
+    socket: join(root, 'veil.sock'),
+    listen: '127.0.0.1:0',
+    tls: { cert: pki.server.cert, key: pki.server.key, ca: pki.caCert },
+  });
   api = await listenApi((server) => tinyApp(server, counter, logLines), plan);
   port = Number(new URL(api.addresses[1]!).port);
 });
@@ -49,17 +53,25 @@ describe('mutations over TLS need a veil client certificate', () => {
     const before = counter.posts;
     const r = await call(as(), 'POST', '/things', { name: 'x' });
     expect(r.status).toBe(401);
-    expect(r.json).toEqual({ code: 'VEIL_ERR_UNAUTHENTICATED', message: 'this request needs a client certificate issued by the veil CA: no client certificate' });
+    expect(r.json).toEqual({
+      code: 'VEIL_ERR_UNAUTHENTICATED',
+      message: 'this request needs a client certificate issued by the veil CA: no client certificate',
+    });
     expect((await call(as(), 'DELETE', '/things/1')).status).toBe(401);
     expect(counter.posts).toBe(before);
   });
 
   it('accepts a mutation with a client certificate from the veil CA', async () => {
     const before = counter.posts;
-    expect(await call(as(pki.client), 'POST', '/things', { name: 'x' })).toEqual({ status: 201, json: { created: { name: 'x' } } });
+    expect(await call(as(pki.client), 'POST', '/things', { name: 'x' })).toEqual({
+      status: 201,
+      json: { created: { name: 'x' } },
+    });
     expect((await call(as(pki.client), 'DELETE', '/things/1')).status).toBe(200);
     expect(counter.posts).toBe(before + 1);
-    const logged = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l['msg'] === 'authenticated mutation');
+    const logged = logLines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l['msg'] === 'authenticated mutation');
     expect(logged.at(-1)).toMatchObject({ clientCN: 'operator', method: 'DELETE', url: '/things/1' });
     expect(logLines.join('')).not.toMatch(/PRIVATE KEY|BEGIN/);
   });

@@ -17,7 +17,10 @@ const x509 = (path: string) => new X509Certificate(readFileSync(path));
 const forgeCert = (path: string) => forge.pki.certificateFromPem(readFileSync(path, 'utf8'));
 
 async function rejects(p: Promise<unknown>, code: string, detail?: RegExp): Promise<void> {
-  const err = await p.then(() => undefined, (e: unknown) => e);
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(err, `expected ${code}`).toMatchObject({ name: 'VeilError', code });
   if (detail) expect((err as Error).message).toMatch(detail);
 }
@@ -25,7 +28,9 @@ async function rejects(p: Promise<unknown>, code: string, detail?: RegExp): Prom
 describe('initCa', () => {
   const dir = join(root, 'ca-dir');
   let ca: IssuedCertificate;
-  beforeAll(async () => { ca = await initCa(dir, { commonName: 'test CA', days: 30 }); });
+  beforeAll(async () => {
+    ca = await initCa(dir, { commonName: 'test CA', days: 30 });
+  });
 
   it('writes a self-signed CA certificate and a 0600 key in a new 0700 directory', () => {
     expect(ca.certPath).toBe(join(dir, 'ca.crt'));
@@ -47,7 +52,12 @@ describe('initCa', () => {
   it('marks the CA with critical basicConstraints (pathLen 0) and keyCertSign, SHA-256 signed', () => {
     const cert = forgeCert(ca.certPath);
     expect(cert.getExtension('basicConstraints')).toMatchObject({ cA: true, pathLenConstraint: 0, critical: true });
-    expect(cert.getExtension('keyUsage')).toMatchObject({ keyCertSign: true, cRLSign: true, digitalSignature: false, critical: true });
+    expect(cert.getExtension('keyUsage')).toMatchObject({
+      keyCertSign: true,
+      cRLSign: true,
+      digitalSignature: false,
+      critical: true,
+    });
     expect(cert.siginfo.algorithmOid).toBe(forge.pki.oids['sha256WithRSAEncryption']);
   });
 
@@ -71,7 +81,12 @@ describe('issueCertificate', () => {
   let client: IssuedCertificate;
   beforeAll(async () => {
     caCert = x509((await initCa(dir)).certPath);
-    server = await issueCertificate(dir, { name: 'gw1', role: 'server', ips: ['127.0.0.1', '2001:db8::1', '::ffff:10.1.2.3'], dnsNames: ['gw1.example'] });
+    server = await issueCertificate(dir, {
+      name: 'gw1',
+      role: 'server',
+      ips: ['127.0.0.1', '2001:db8::1', '::ffff:10.1.2.3'],
+      dnsNames: ['gw1.example'],
+    });
     client = await issueCertificate(dir, { name: 'operator', role: 'client', days: 7 });
   });
 
@@ -98,8 +113,14 @@ describe('issueCertificate', () => {
     expect(s.checkHost('gw1.example')).toBe('gw1.example');
     expect(s.checkHost('gw2.example')).toBeUndefined();
     expect(s.subjectAltName).toMatch(/DNS:gw1\.example/);
-    const san = forgeCert(server.certPath).getExtension('subjectAltName') as { altNames: { type: number; ip?: string }[] };
-    expect(san.altNames.filter((n) => n.type === 7).map((n) => n.ip)).toEqual(['127.0.0.1', '2001:db8::1', '::ffff:a01:203']);
+    const san = forgeCert(server.certPath).getExtension('subjectAltName') as {
+      altNames: { type: number; ip?: string }[];
+    };
+    expect(san.altNames.filter((n) => n.type === 7).map((n) => n.ip)).toEqual([
+      '127.0.0.1',
+      '2001:db8::1',
+      '::ffff:a01:203',
+    ]);
 
     const c = x509(client.certPath);
     expect(c.keyUsage).toEqual([CLIENT_AUTH]);
@@ -108,11 +129,18 @@ describe('issueCertificate', () => {
   });
 
   it('sets basicConstraints CA:false, digitalSignature+keyEncipherment, key identifiers, SHA-256', () => {
-    const caSki = (forgeCert(join(dir, 'ca.crt')).getExtension('subjectKeyIdentifier') as { subjectKeyIdentifier: string }).subjectKeyIdentifier;
+    const caSki = (
+      forgeCert(join(dir, 'ca.crt')).getExtension('subjectKeyIdentifier') as { subjectKeyIdentifier: string }
+    ).subjectKeyIdentifier;
     for (const issued of [server, client]) {
       const cert = forgeCert(issued.certPath);
       expect(cert.getExtension('basicConstraints')).toMatchObject({ cA: false, critical: true });
-      expect(cert.getExtension('keyUsage')).toMatchObject({ digitalSignature: true, keyEncipherment: true, keyCertSign: false, critical: true });
+      expect(cert.getExtension('keyUsage')).toMatchObject({
+        digitalSignature: true,
+        keyEncipherment: true,
+        keyCertSign: false,
+        critical: true,
+      });
       expect(cert.getExtension('subjectKeyIdentifier')).toBeTruthy();
       // authorityKeyIdentifier: SEQUENCE { [0] keyIdentifier } naming the CA's key.
       const aki = cert.getExtension('authorityKeyIdentifier') as { value: string };
@@ -133,17 +161,25 @@ describe('issueCertificate', () => {
 
   it.each([
     ['a name that is a path', { name: '../x', role: 'client' }, /certificate name/],
-    ['the CA\'s own name', { name: 'ca', role: 'client' }, /certificate name/],
+    ["the CA's own name", { name: 'ca', role: 'client' }, /certificate name/],
     ['a server without names', { name: 's', role: 'server' }, /at least one IP/],
     ['a client with names', { name: 'c', role: 'client', ips: ['10.0.0.1'] }, /server certificates/],
     ['a bad IP', { name: 's', role: 'server', ips: ['10.0.0.256'] }, /IP address/],
     ['an IPv6 zone', { name: 's', role: 'server', ips: ['fe80::1%eth0'] }, /IP address/],
     ['a bad DNS name', { name: 's', role: 'server', dnsNames: ['-bad.example'] }, /DNS name/],
     ['a name already issued', { name: 'gw1', role: 'server', ips: ['127.0.0.1'] }, /already exists/],
-    ['a validity beyond the CA\'s', { name: 'long', role: 'client', days: 36_500 }, /outlive the CA/],
+    ["a validity beyond the CA's", { name: 'long', role: 'client', days: 36_500 }, /outlive the CA/],
     ['zero days', { name: 'z', role: 'client', days: 0 }, /days/],
   ] as const)('refuses %s', async (_what, options, detail) => {
-    await rejects(issueCertificate(dir, { ...options, ips: [...('ips' in options ? options.ips : [])], dnsNames: [...('dnsNames' in options ? options.dnsNames : [])] }), 'VEIL_ERR_CONFIG_INVALID', detail);
+    await rejects(
+      issueCertificate(dir, {
+        ...options,
+        ips: [...('ips' in options ? options.ips : [])],
+        dnsNames: [...('dnsNames' in options ? options.dnsNames : [])],
+      }),
+      'VEIL_ERR_CONFIG_INVALID',
+      detail,
+    );
   });
 
   it('refuses a CA key that does not match its certificate', async () => {

@@ -37,7 +37,22 @@ describe('veil ca', () => {
   });
 
   it('issue --server with repeated --ip and --dns', async () => {
-    const r = await veilCa('issue', '--dir', dir, '--name', 'gw1', '--server', '--ip', '10.0.0.1', '--ip', '::1', '--dns', 'gw1.example', '--days', '30');
+    const r = await veilCa(
+      'issue',
+      '--dir',
+      dir,
+      '--name',
+      'gw1',
+      '--server',
+      '--ip',
+      '10.0.0.1',
+      '--ip',
+      '::1',
+      '--dns',
+      'gw1.example',
+      '--days',
+      '30',
+    );
     expect(r.code).toBe(0);
     expect(r.out).toContain(`wrote ${join(dir, 'gw1.crt')} (server certificate)`);
     expect(r.out).toMatch(/issuer {3}CN=lab CA/);

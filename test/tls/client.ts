@@ -3,7 +3,10 @@ import https from 'node:https';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { ApiHttpsOptions } from '../../src/api/listen.js';
 
-export interface Reply { status: number; json: { code?: string; message?: string; [k: string]: unknown } }
+export interface Reply {
+  status: number;
+  json: { code?: string; message?: string; [k: string]: unknown };
+}
 
 export interface Target {
   socketPath?: string;
@@ -20,7 +23,9 @@ export function call(target: Target, method: string, path: string, body?: unknow
     method,
     path,
     agent: false as const,
-    ...(target.socketPath ? { socketPath: target.socketPath } : { host: target.host ?? '127.0.0.1', port: target.port }),
+    ...(target.socketPath
+      ? { socketPath: target.socketPath }
+      : { host: target.host ?? '127.0.0.1', port: target.port }),
     headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
     ...(target.tls ?? {}),
   };
@@ -28,7 +33,9 @@ export function call(target: Target, method: string, path: string, body?: unknow
     const req = (target.tls ? https : http).request(options, (res) => {
       let text = '';
       res.setEncoding('utf8');
-      res.on('data', (chunk: string) => { text += chunk; });
+      res.on('data', (chunk: string) => {
+        text += chunk;
+      });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : {} }));
     });
     req.on('error', reject);
@@ -37,10 +44,23 @@ export function call(target: Target, method: string, path: string, body?: unknow
 }
 
 /** A stand-in for buildApp: one read and one mutation, counting the mutations that ran. */
-export function tinyApp(server: { https?: ApiHttpsOptions }, counter: { posts: number }, logLines?: string[]): FastifyInstance {
+export function tinyApp(
+  server: { https?: ApiHttpsOptions },
+  counter: { posts: number },
+  logLines?: string[],
+): FastifyInstance {
   const app = Fastify({
     https: server.https ?? null,
-    logger: logLines ? { level: 'info', stream: { write: (line: string) => { logLines.push(line); } } } : false,
+    logger: logLines
+      ? {
+          level: 'info',
+          stream: {
+            write: (line: string) => {
+              logLines.push(line);
+            },
+          },
+        }
+      : false,
   });
   app.get('/status', async () => ({ host: 'h' }));
   app.post('/things', async (req, reply) => {

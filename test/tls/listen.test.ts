@@ -29,10 +29,24 @@ function refusal(opts: ApiListenOptions): unknown {
 }
 
 describe('isLoopbackAddress', () => {
-  it.each(['127.0.0.1', '127.255.0.9', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '::ffff:7f01:203'])('%s is loopback', (a) => {
-    expect(isLoopbackAddress(a)).toBe(true);
-  });
-  it.each(['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', '::2', '::ffff:10.0.0.1', '::127.0.0.1', 'fe80::1%lo', 'localhost', '127.1'])('%s is not', (a) => {
+  it.each(['127.0.0.1', '127.255.0.9', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '::ffff:7f01:203'])(
+    '%s is loopback',
+    (a) => {
+      expect(isLoopbackAddress(a)).toBe(true);
+    },
+  );
+  it.each([
+    '0.0.0.0',
+    '::',
+    '10.0.0.1',
+    '128.0.0.1',
+    '::2',
+    '::ffff:10.0.0.1',
+    '::127.0.0.1',
+    'fe80::1%lo',
+    'localhost',
+    '127.1',
+  ])('%s is not', (a) => {
     expect(isLoopbackAddress(a)).toBe(false);
   });
 });
@@ -51,18 +65,25 @@ describe('planApiListen', () => {
     ['localhost:8080', '127.0.0.1', 8080],
     ['LocalHost:0', '127.0.0.1', 0],
   ])('lets loopback %s speak plain HTTP', (listen, host, port) => {
-    expect(planApiListen({ socket: '/tmp/s.sock', listen })).toEqual({ socket: '/tmp/s.sock', tcp: { host, port, loopback: true } });
+    expect(planApiListen({ socket: '/tmp/s.sock', listen })).toEqual({
+      socket: '/tmp/s.sock',
+      tcp: { host, port, loopback: true },
+    });
   });
 
   // Refusal 1: off loopback, no TLS, no listener.
-  it.each(['0.0.0.0:8443', '[::]:8443', '10.0.0.1:8443', '[2001:db8::1]:8443', '[::ffff:10.0.0.1]:8443', 'gw1.example:8443'])(
-    'refuses non-loopback %s without TLS: VEIL_ERR_API_TLS_REQUIRED',
-    (listen) => {
-      const err = refusal({ listen });
-      expect(err).toMatchObject({ name: 'VeilError', code: 'VEIL_ERR_API_TLS_REQUIRED', status: 400 });
-      expect((err as Error).message).toContain(listen);
-    },
-  );
+  it.each([
+    '0.0.0.0:8443',
+    '[::]:8443',
+    '10.0.0.1:8443',
+    '[2001:db8::1]:8443',
+    '[::ffff:10.0.0.1]:8443',
+    'gw1.example:8443',
+  ])('refuses non-loopback %s without TLS: VEIL_ERR_API_TLS_REQUIRED', (listen) => {
+    const err = refusal({ listen });
+    expect(err).toMatchObject({ name: 'VeilError', code: 'VEIL_ERR_API_TLS_REQUIRED', status: 400 });
+    expect((err as Error).message).toContain(listen);
+  });
 
   it('plans TLS with client certificates requested but not required at the handshake', () => {
     const plan = planApiListen({ listen: '0.0.0.0:8443', tls });
@@ -77,15 +98,22 @@ describe('planApiListen', () => {
 
   it('never prints the private key of the plan', () => {
     const plan = planApiListen({ listen: '[::]:8443', tls });
-    for (const printed of [JSON.stringify(plan), inspect(plan, { depth: 10 }), inspect(plan, { depth: 10, showHidden: true })]) {
+    for (const printed of [
+      JSON.stringify(plan),
+      inspect(plan, { depth: 10 }),
+      inspect(plan, { depth: 10, showHidden: true }),
+    ]) {
       expect(printed).not.toMatch(/PRIVATE KEY|BEGIN/);
       expect(printed).toContain('<redacted>');
     }
   });
 
-  it.each(['8443', ':8443', '::1:8443', '[::1]', '1.2.3.4:70000', '1.2.3.4:', 'a b:1', '[10.0.0.1]:1', '-x:1'])('refuses the listen address %s', (listen) => {
-    expect(refusal({ listen, tls })).toMatchObject({ code: 'VEIL_ERR_CONFIG_INVALID' });
-  });
+  it.each(['8443', ':8443', '::1:8443', '[::1]', '1.2.3.4:70000', '1.2.3.4:', 'a b:1', '[10.0.0.1]:1', '-x:1'])(
+    'refuses the listen address %s',
+    (listen) => {
+      expect(refusal({ listen, tls })).toMatchObject({ code: 'VEIL_ERR_CONFIG_INVALID' });
+    },
+  );
 
   it('refuses TLS without a listen address, and an over-long socket path', () => {
     expect(refusal({ tls })).toMatchObject({ code: 'VEIL_ERR_CONFIG_INVALID' });
@@ -96,9 +124,15 @@ describe('planApiListen', () => {
     const loose = join(root, 'loose.key');
     copyFileSync(pki.server.key, loose);
     chmodSync(loose, 0o644);
-    expect(refusal({ listen: '0.0.0.0:1', tls: { ...tls, key: loose } })).toMatchObject({ code: 'VEIL_ERR_CONFIG_INSECURE' });
-    expect(refusal({ listen: '0.0.0.0:1', tls: { ...tls, key: pki.client.key } })).toMatchObject({ code: 'VEIL_ERR_CONFIG_INVALID' });
-    expect(refusal({ listen: '0.0.0.0:1', tls: { ...tls, ca: join(root, 'nope.crt') } })).toMatchObject({ code: 'VEIL_ERR_CONFIG_INVALID' });
+    expect(refusal({ listen: '0.0.0.0:1', tls: { ...tls, key: loose } })).toMatchObject({
+      code: 'VEIL_ERR_CONFIG_INSECURE',
+    });
+    expect(refusal({ listen: '0.0.0.0:1', tls: { ...tls, key: pki.client.key } })).toMatchObject({
+      code: 'VEIL_ERR_CONFIG_INVALID',
+    });
+    expect(refusal({ listen: '0.0.0.0:1', tls: { ...tls, ca: join(root, 'nope.crt') } })).toMatchObject({
+      code: 'VEIL_ERR_CONFIG_INVALID',
+    });
   });
 });
 
@@ -115,7 +149,10 @@ describe('listenApi', () => {
       expect(api.addresses[1]).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
       const port = Number(new URL(api.addresses[1]!).port);
       expect(await call({ socketPath: socket }, 'POST', '/things', { a: 1 })).toMatchObject({ status: 201 });
-      expect(await call({ port }, 'POST', '/things', { a: 2 })).toMatchObject({ status: 401, json: { code: 'VEIL_ERR_UNAUTHENTICATED' } });
+      expect(await call({ port }, 'POST', '/things', { a: 2 })).toMatchObject({
+        status: 401,
+        json: { code: 'VEIL_ERR_UNAUTHENTICATED' },
+      });
       expect(await call({ port }, 'GET', '/status')).toEqual({ status: 200, json: { host: 'h' } });
       expect(counter.posts).toBe(1);
     } finally {
@@ -125,7 +162,20 @@ describe('listenApi', () => {
 
   it('serves buildApp on the socket', async () => {
     const socket = join(root, 'build-app.sock');
-    const api = await listenApi(() => buildApp({ gatewayStatus: () => ({ host: 'h', peers: [], networks: [], pairs: [], unattributedDrops: {}, sendFailures: 0 }) }), planApiListen({ socket }));
+    const api = await listenApi(
+      () =>
+        buildApp({
+          gatewayStatus: () => ({
+            host: 'h',
+            peers: [],
+            networks: [],
+            pairs: [],
+            unattributedDrops: {},
+            sendFailures: 0,
+          }),
+        }),
+      planApiListen({ socket }),
+    );
     try {
       expect(await call({ socketPath: socket }, 'GET', '/status')).toMatchObject({ status: 200, json: { host: 'h' } });
     } finally {
@@ -148,12 +198,16 @@ describe('listenApi', () => {
     const live: Server = createServer();
     await new Promise<void>((r) => live.listen(socket, r));
     try {
-      await expect(listenApi((server) => tinyApp(server, { posts: 0 }), planApiListen({ socket }))).rejects.toMatchObject({ code: 'VEIL_ERR_CONFIG_INVALID', message: /in use/ });
+      await expect(
+        listenApi((server) => tinyApp(server, { posts: 0 }), planApiListen({ socket })),
+      ).rejects.toMatchObject({ code: 'VEIL_ERR_CONFIG_INVALID', message: /in use/ });
     } finally {
       await new Promise((r) => live.close(r));
     }
 
     writeFileSync(socket, 'not a socket');
-    await expect(listenApi((server) => tinyApp(server, { posts: 0 }), planApiListen({ socket }))).rejects.toMatchObject({ code: 'VEIL_ERR_CONFIG_INVALID', message: /not a socket/ });
+    await expect(listenApi((server) => tinyApp(server, { posts: 0 }), planApiListen({ socket }))).rejects.toMatchObject(
+      { code: 'VEIL_ERR_CONFIG_INVALID', message: /not a socket/ },
+    );
   });
 });

@@ -4,7 +4,10 @@ import { join } from 'node:path';
 import forge from 'node-forge';
 import { initCa, issueCertificate } from '../../src/tls/ca.js';
 
-export interface KeyPair { cert: string; key: string }
+export interface KeyPair {
+  cert: string;
+  key: string;
+}
 
 export interface TestPki {
   /** The veil CA's certificate (PEM file path). */
@@ -27,7 +30,12 @@ export async function makePki(root: string): Promise<TestPki> {
   const other = join(root, 'other-ca');
   await initCa(dir);
   await initCa(other, { commonName: 'other CA' });
-  const server = await issueCertificate(dir, { name: 'gw1', role: 'server', ips: ['127.0.0.1'], dnsNames: ['localhost'] });
+  const server = await issueCertificate(dir, {
+    name: 'gw1',
+    role: 'server',
+    ips: ['127.0.0.1'],
+    dnsNames: ['localhost'],
+  });
   const client = await issueCertificate(dir, { name: 'operator', role: 'client' });
   const foreign = await issueCertificate(other, { name: 'intruder', role: 'client' });
   return {

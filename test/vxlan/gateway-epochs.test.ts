@@ -12,8 +12,19 @@ function setup() {
   const plumbing = new RecordingPlumbing('169.254.1.1', '169.254.1.2');
   const dataPath = new RecordingDataPath();
   const me = generateX25519KeyPair();
-  const gateway = new Gateway({ self: { id: 'h1', index: 1, address: '198.18.0.1', publicKey: me.publicKey, incarnation: 'a' }, privateKey: me.privateKey, plumbing, dataPath });
-  const peer = (id: string, index: number) => ({ id, index, address: `198.18.0.${index}`, publicKey: generateX25519KeyPair().publicKey, incarnation: 'b' });
+  const gateway = new Gateway({
+    self: { id: 'h1', index: 1, address: '198.18.0.1', publicKey: me.publicKey, incarnation: 'a' },
+    privateKey: me.privateKey,
+    plumbing,
+    dataPath,
+  });
+  const peer = (id: string, index: number) => ({
+    id,
+    index,
+    address: `198.18.0.${index}`,
+    publicKey: generateX25519KeyPair().publicKey,
+    incarnation: 'b',
+  });
   /** The gateway ports the VTEP floods network 4096's frames to. */
   const floods = () => plumbing.portsFor(4096, 'ff:ff:ff:ff:ff:ff');
   return { gateway, dataPath, floods, peer };

@@ -16,7 +16,15 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AEAD_TAG_LENGTH, AeadInputError, checkKey, checkNonce, type Aead, type AeadAlgorithm, type AeadProvider } from '../../crypto/aead.js';
+import {
+  AEAD_TAG_LENGTH,
+  AeadInputError,
+  checkKey,
+  checkNonce,
+  type Aead,
+  type AeadAlgorithm,
+  type AeadProvider,
+} from '../../crypto/aead.js';
 import type { SecretKey } from '../../crypto/secret.js';
 import { VeilError } from '../../errors.js';
 import { ESP_IV_LENGTH, ESP_SALT_LENGTH } from '../wire/constants.js';
@@ -87,7 +95,13 @@ export interface NativeStats {
 /** The addon's exports, as binding.c defines them. */
 export interface NativeAddon {
   createSa(key: Uint8Array, salt: Uint8Array, spi: number, esn: boolean, encrypt: boolean): NativeHandle<'sa'>;
-  sealRawDanger(sa: NativeHandle<'sa'>, seqHi: number, seqLo: number, iv: Uint8Array, paddedPlaintext: Uint8Array): Buffer;
+  sealRawDanger(
+    sa: NativeHandle<'sa'>,
+    seqHi: number,
+    seqLo: number,
+    iv: Uint8Array,
+    paddedPlaintext: Uint8Array,
+  ): Buffer;
   openRawDanger(sa: NativeHandle<'sa'>, datagram: Uint8Array, seqHi: number): Buffer | null;
   gcmSeal(sa: NativeHandle<'sa'>, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Buffer;
   gcmOpen(sa: NativeHandle<'sa'>, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Buffer | null;
@@ -142,7 +156,9 @@ export function loadNative(): NativeAddon {
   try {
     addon = createRequire(import.meta.url)(path) as NativeAddon;
   } catch (err) {
-    throw new NativeUnavailableError(`cannot load the native data path from ${path} (run npm run build:native): ${(err as Error).message}`);
+    throw new NativeUnavailableError(
+      `cannot load the native data path from ${path} (run npm run build:native): ${(err as Error).message}`,
+    );
   }
   // The C side counts drops by index: its names and order must be drops.ts's exactly.
   const names = addon.dropReasons();
@@ -173,12 +189,24 @@ export class NativeEspSa {
   readonly #addon: NativeAddon;
   readonly #sa: NativeHandle<'sa'>;
 
-  constructor(readonly spi: number, keymat: SecretKey, readonly esn: boolean, readonly direction: 'seal' | 'open') {
-    if (!gcmAlgorithmForKeymat(keymat.length)) throw new RangeError(`ESP KEYMAT must be 20, 28 or 36 bytes (key || 4-byte salt), got ${keymat.length}`);
+  constructor(
+    readonly spi: number,
+    keymat: SecretKey,
+    readonly esn: boolean,
+    readonly direction: 'seal' | 'open',
+  ) {
+    if (!gcmAlgorithmForKeymat(keymat.length))
+      throw new RangeError(`ESP KEYMAT must be 20, 28 or 36 bytes (key || 4-byte salt), got ${keymat.length}`);
     this.#addon = loadNative();
     const bytes = keymat.exposeDanger();
     const keyLength = bytes.length - ESP_SALT_LENGTH;
-    this.#sa = this.#addon.createSa(bytes.subarray(0, keyLength), bytes.subarray(keyLength), spi, esn, direction === 'seal');
+    this.#sa = this.#addon.createSa(
+      bytes.subarray(0, keyLength),
+      bytes.subarray(keyLength),
+      spi,
+      esn,
+      direction === 'seal',
+    );
   }
 
   /** SPI..ICV of an already padded plaintext (esp.ts encodeEspPlaintext). */
@@ -205,7 +233,10 @@ class NativeAead implements Aead {
   #sealer?: NativeHandle<'sa'>;
   #opener?: NativeHandle<'sa'>;
 
-  constructor(readonly algorithm: AeadAlgorithm, key: SecretKey) {
+  constructor(
+    readonly algorithm: AeadAlgorithm,
+    key: SecretKey,
+  ) {
     if (algorithm === 'chacha20-poly1305') throw new AeadInputError('the native provider implements AES-GCM only');
     checkKey(algorithm, key);
     this.#key = Uint8Array.from(key.exposeDanger());
@@ -239,7 +270,10 @@ export class NativeReplayWindow {
   readonly #addon = loadNative();
   readonly #w: NativeHandle<'replay'>;
 
-  constructor(readonly esn: boolean, readonly size = 4096) {
+  constructor(
+    readonly esn: boolean,
+    readonly size = 4096,
+  ) {
     this.#w = this.#addon.replayCreate(esn, size);
   }
 

@@ -37,7 +37,14 @@ export interface NativeDataPathOptions {
    * Ports, for tests on loopback; the defaults are the protocol's, and `delivery` (the source port
    * of what goes to the VTEP) is VTEP_DELIVERY_PORT, which the vtep namespace's firewall requires.
    */
-  readonly ports?: { esp?: number; plain?: number; vtep?: number; peerEsp?: number; peerPlain?: number; delivery?: number };
+  readonly ports?: {
+    esp?: number;
+    plain?: number;
+    vtep?: number;
+    peerEsp?: number;
+    peerPlain?: number;
+    delivery?: number;
+  };
 }
 
 interface InstalledInbound {
@@ -151,7 +158,10 @@ export class NativeDataPath implements DataPath {
   }
 
   activateOutbound(sa: SaKeySpec, sequenceBudget?: number): void {
-    this.#addon.dpSetOutbound(this.#handle(), { ...this.#spec(sa), ...(sequenceBudget !== undefined ? { budget: sequenceBudget } : {}) });
+    this.#addon.dpSetOutbound(this.#handle(), {
+      ...this.#spec(sa),
+      ...(sequenceBudget !== undefined ? { budget: sequenceBudget } : {}),
+    });
   }
 
   retireInbound(peerId: string, vni: number, epoch: number): void {
@@ -214,11 +224,24 @@ export class NativeDataPath implements DataPath {
 
   #spec(sa: SaKeySpec): NativeSaSpec {
     const peer = this.#peers.get(sa.peerId);
-    if (!peer) throw new NativeDataPathError('VEIL_ERR_NATIVE_UNKNOWN_PEER', `SA 0x${sa.spi.toString(16)} names unknown peer ${sa.peerId}`);
-    if (!gcmAlgorithmForKeymat(sa.keymat.length)) throw new RangeError(`ESP KEYMAT must be 20, 28 or 36 bytes, got ${sa.keymat.length}`);
+    if (!peer)
+      throw new NativeDataPathError(
+        'VEIL_ERR_NATIVE_UNKNOWN_PEER',
+        `SA 0x${sa.spi.toString(16)} names unknown peer ${sa.peerId}`,
+      );
+    if (!gcmAlgorithmForKeymat(sa.keymat.length))
+      throw new RangeError(`ESP KEYMAT must be 20, 28 or 36 bytes, got ${sa.keymat.length}`);
     const bytes = sa.keymat.exposeDanger();
     const keyLength = bytes.length - ESP_SALT_LENGTH;
     // The addon copies the key into its cipher context; these views are not kept.
-    return { spi: sa.spi, key: bytes.subarray(0, keyLength), salt: bytes.subarray(keyLength), esn: sa.esn, vni: sa.vni, peer: peer.index, epoch: sa.epoch };
+    return {
+      spi: sa.spi,
+      key: bytes.subarray(0, keyLength),
+      salt: bytes.subarray(keyLength),
+      esn: sa.esn,
+      vni: sa.vni,
+      peer: peer.index,
+      epoch: sa.epoch,
+    };
   }
 }

@@ -50,12 +50,24 @@ export function deriveSaKeySpecs(
     outbound: {
       ...where,
       spi: encodeSpi(net.epoch, self.index, net.networkIndex),
-      keymat: deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, { ...base, senderId: self.id, receiverId: peer.id, senderIncarnation: self.incarnation, receiverIncarnation: peer.incarnation }),
+      keymat: deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, {
+        ...base,
+        senderId: self.id,
+        receiverId: peer.id,
+        senderIncarnation: self.incarnation,
+        receiverIncarnation: peer.incarnation,
+      }),
     },
     inbound: {
       ...where,
       spi: encodeSpi(net.epoch, peer.index, net.networkIndex),
-      keymat: deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, { ...base, senderId: peer.id, receiverId: self.id, senderIncarnation: peer.incarnation, receiverIncarnation: self.incarnation }),
+      keymat: deriveSaKeymat(net.secret, selfPrivateKey, peer.publicKey, {
+        ...base,
+        senderId: peer.id,
+        receiverId: self.id,
+        senderIncarnation: peer.incarnation,
+        receiverIncarnation: self.incarnation,
+      }),
     },
   };
 }
@@ -72,11 +84,15 @@ export function deriveSaPair(
   const label = { peerId: peer.id, epoch: net.epoch };
   const outbound = new OutboundSa(
     createEspCipher(specs.outbound.spi, specs.outbound.keymat, true, options.provider),
-    net.vni, options.sequenceBudget, label,
+    net.vni,
+    options.sequenceBudget,
+    label,
   );
   const inbound = new InboundSa(
     createEspCipher(specs.inbound.spi, specs.inbound.keymat, true, options.provider),
-    net.vni, options.replayWindow, label,
+    net.vni,
+    options.replayWindow,
+    label,
   );
   specs.outbound.keymat.wipe();
   specs.inbound.keymat.wipe();

@@ -61,7 +61,7 @@ export class ReplayWindow {
         seqHi = seqLo >= tl - w + 1 ? th : th + 1;
       } else {
         // Case B: the window spans two subspaces.
-        seqHi = seqLo >= ((tl - w + 1) >>> 0) ? th - 1 : th;
+        seqHi = seqLo >= (tl - w + 1) >>> 0 ? th - 1 : th;
       }
       if (seqHi < 0 || seqHi >= TWO_POW_32) return REPLAY_TOO_OLD;
     }

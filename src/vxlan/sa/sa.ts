@@ -26,7 +26,12 @@ export class OutboundSa {
   readonly counter: SequenceCounter;
   readonly counters: SaCounters = { packets: 0, bytes: 0 };
 
-  constructor(readonly cipher: EspCipher, readonly vni: number, budget?: number, readonly label: SaLabel = UNLABELLED) {
+  constructor(
+    readonly cipher: EspCipher,
+    readonly vni: number,
+    budget?: number,
+    readonly label: SaLabel = UNLABELLED,
+  ) {
     this.counter = new SequenceCounter(cipher.esn, budget);
   }
 
@@ -40,7 +45,13 @@ export class OutboundSa {
     if (seq === SEQ_EXHAUSTED) return { ok: false, drop: 'seq-exhausted' };
     const hi = seqHigh(seq);
     const lo = seqLow(seq);
-    const datagram = sealEspDanger(this.cipher, hi, lo, ivFromSequence(hi, lo), encodeEspPlaintext(payload, nextHeader));
+    const datagram = sealEspDanger(
+      this.cipher,
+      hi,
+      lo,
+      ivFromSequence(hi, lo),
+      encodeEspPlaintext(payload, nextHeader),
+    );
     this.counters.packets++;
     this.counters.bytes += payload.length;
     return { ok: true, datagram };
@@ -52,7 +63,12 @@ export class InboundSa {
   readonly replay: ReplayWindow;
   readonly counters: SaCounters = { packets: 0, bytes: 0 };
 
-  constructor(readonly cipher: EspCipher, readonly vni: number, replayWindow?: number, readonly label: SaLabel = UNLABELLED) {
+  constructor(
+    readonly cipher: EspCipher,
+    readonly vni: number,
+    replayWindow?: number,
+    readonly label: SaLabel = UNLABELLED,
+  ) {
     this.replay = new ReplayWindow(cipher.esn, replayWindow);
   }
 
@@ -60,4 +76,3 @@ export class InboundSa {
     return this.cipher.spi;
   }
 }
-

@@ -15,7 +15,8 @@ export class SequenceCounter {
 
   constructor(esn: boolean, budget?: number) {
     const protocolLimit = esn ? ESP_SEQ64_MAX : ESP_SEQ32_MAX;
-    if (budget !== undefined && (!Number.isSafeInteger(budget) || budget < 1)) throw new RangeError('sequence budget must be a positive integer');
+    if (budget !== undefined && (!Number.isSafeInteger(budget) || budget < 1))
+      throw new RangeError('sequence budget must be a positive integer');
     this.limit = Math.min(protocolLimit, budget ?? protocolLimit);
   }
 

@@ -37,14 +37,21 @@ export class SaTable implements InboundSaLookup {
   installInbound(sa: InboundSa): void {
     const existing = this.#inbound.get(sa.spi);
     if (existing && existing !== sa) {
-      const same = existing.label.peerId === sa.label.peerId && existing.vni === sa.vni && existing.label.epoch === sa.label.epoch;
+      const same =
+        existing.label.peerId === sa.label.peerId && existing.vni === sa.vni && existing.label.epoch === sa.label.epoch;
       if (!same) {
-        throw new SaTableError('VEIL_ERR_SA_SPI_IN_USE', `SPI 0x${sa.spi.toString(16)} is in use by peer ${existing.label.peerId} epoch ${existing.label.epoch}`);
+        throw new SaTableError(
+          'VEIL_ERR_SA_SPI_IN_USE',
+          `SPI 0x${sa.spi.toString(16)} is in use by peer ${existing.label.peerId} epoch ${existing.label.epoch}`,
+        );
       }
     }
     const live = this.inboundOf(sa.label.peerId, sa.vni).filter((x) => x.label.epoch !== sa.label.epoch);
     if (live.length >= MAX_LIVE_EPOCHS) {
-      throw new SaTableError('VEIL_ERR_SA_TOO_MANY_EPOCHS', `peer ${sa.label.peerId} VNI ${sa.vni} already has ${live.length} live epochs`);
+      throw new SaTableError(
+        'VEIL_ERR_SA_TOO_MANY_EPOCHS',
+        `peer ${sa.label.peerId} VNI ${sa.vni} already has ${live.length} live epochs`,
+      );
     }
     this.#inbound.set(sa.spi, sa);
   }
@@ -75,7 +82,9 @@ export class SaTable implements InboundSaLookup {
   }
 
   inboundOf(peerId: string, vni: number): InboundSa[] {
-    return [...this.#inbound.values()].filter((sa) => sa.label.peerId === peerId && sa.vni === vni).sort((a, b) => a.label.epoch - b.label.epoch);
+    return [...this.#inbound.values()]
+      .filter((sa) => sa.label.peerId === peerId && sa.vni === vni)
+      .sort((a, b) => a.label.epoch - b.label.epoch);
   }
 
   allInbound(): InboundSa[] {

@@ -58,7 +58,9 @@ export class TsDataPath implements DataPath {
 
   async addPeer(peer: DataPathPeer, port: number): Promise<void> {
     this.forwarder.setPeer({ id: peer.id, address: peer.address });
-    await this.options.vtep.addPeer(peer.id, port, (d, address, srcPort) => this.#forward(this.forwarder.outbound(peer.id, d, address, srcPort)));
+    await this.options.vtep.addPeer(peer.id, port, (d, address, srcPort) =>
+      this.#forward(this.forwarder.outbound(peer.id, d, address, srcPort)),
+    );
   }
 
   async removePeer(peerId: string): Promise<void> {
@@ -67,11 +69,15 @@ export class TsDataPath implements DataPath {
   }
 
   installInbound(sa: SaKeySpec): void {
-    this.forwarder.sas.installInbound(this.#make('in', sa, (cipher, label) => new InboundSa(cipher, sa.vni, this.options.replayWindow, label)));
+    this.forwarder.sas.installInbound(
+      this.#make('in', sa, (cipher, label) => new InboundSa(cipher, sa.vni, this.options.replayWindow, label)),
+    );
   }
 
   activateOutbound(sa: SaKeySpec, sequenceBudget?: number): void {
-    this.forwarder.sas.activateOutbound(this.#make('out', sa, (cipher, label) => new OutboundSa(cipher, sa.vni, sequenceBudget, label)));
+    this.forwarder.sas.activateOutbound(
+      this.#make('out', sa, (cipher, label) => new OutboundSa(cipher, sa.vni, sequenceBudget, label)),
+    );
   }
 
   #make<T extends InboundSa | OutboundSa>(
@@ -83,7 +89,10 @@ export class TsDataPath implements DataPath {
     const made = this.#made.get(name);
     if (made?.keymat.equals(spec.keymat)) return made.sa as T;
     made?.keymat.wipe();
-    const sa = create(createEspCipher(spec.spi, spec.keymat, spec.esn, this.options.provider), { peerId: spec.peerId, epoch: spec.epoch });
+    const sa = create(createEspCipher(spec.spi, spec.keymat, spec.esn, this.options.provider), {
+      peerId: spec.peerId,
+      epoch: spec.epoch,
+    });
     this.#made.set(name, { keymat: new SecretKey(spec.keymat.exposeDanger()), sa });
     // At most three epochs of a pair are live: forget what is older.
     for (const [key, entry] of this.#made) {
@@ -106,7 +115,8 @@ export class TsDataPath implements DataPath {
   status(): DataPathStatus {
     // Every configured (peer, network) pair, idle ones included: "is it encrypted?" needs an answer
     // before the first packet; then any pair that still has counters (a peer or network since removed).
-    for (const peer of this.forwarder.peers()) for (const network of this.forwarder.networks()) this.forwarder.stats.pair(peer.id, network.vni);
+    for (const peer of this.forwarder.peers())
+      for (const network of this.forwarder.networks()) this.forwarder.stats.pair(peer.id, network.vni);
     const sas = this.forwarder.sas;
     const encrypted = new Map(this.forwarder.networks().map((n) => [n.vni, n.encrypted]));
     const pairs = this.forwarder.stats.entries().map(({ peerId, vni, stats }) => {
@@ -120,9 +130,17 @@ export class TsDataPath implements DataPath {
         rxPackets: stats.rxPackets,
         rxBytes: stats.rxBytes,
         drops: stats.drops.snapshot(),
-        inbound: sas.inboundOf(peerId, vni).map((sa) => ({ spi: sa.spi, epoch: sa.label.epoch, opened: sa.counters.packets })),
+        inbound: sas
+          .inboundOf(peerId, vni)
+          .map((sa) => ({ spi: sa.spi, epoch: sa.label.epoch, opened: sa.counters.packets })),
       };
-      if (out) pair.outbound = { spi: out.spi, epoch: out.label.epoch, sealed: out.counters.packets, sequenceHeadroom: out.counter.remaining };
+      if (out)
+        pair.outbound = {
+          spi: out.spi,
+          epoch: out.label.epoch,
+          sealed: out.counters.packets,
+          sequenceHeadroom: out.counter.remaining,
+        };
       return pair;
     });
     return { pairs, unattributedDrops: this.forwarder.stats.unattributed.snapshot(), sendFailures: this.#sendFailures };
@@ -130,9 +148,10 @@ export class TsDataPath implements DataPath {
 
   #forward(result: Forward): void {
     if (!result.ok || !this.#running) return;
-    const sent = result.to === 'vtep'
-      ? this.options.vtep.deliver(result.datagram)
-      : this.options.underlay.send(result.datagram, result.address, result.port);
+    const sent =
+      result.to === 'vtep'
+        ? this.options.vtep.deliver(result.datagram)
+        : this.options.underlay.send(result.datagram, result.address, result.port);
     if (!sent) {
       this.#sendFailures++;
       this.forwarder.unattributed('send-failed');

@@ -9,12 +9,23 @@ export class IoError extends Error {
   override readonly name = 'IoError';
 }
 
-async function bindSocket(address: string, port: number, onMessage: (msg: Buffer, rinfo: dgram.RemoteInfo) => void): Promise<dgram.Socket> {
-  const socket = dgram.createSocket({ type: 'udp4', recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES });
+async function bindSocket(
+  address: string,
+  port: number,
+  onMessage: (msg: Buffer, rinfo: dgram.RemoteInfo) => void,
+): Promise<dgram.Socket> {
+  const socket = dgram.createSocket({
+    type: 'udp4',
+    recvBufferSize: SOCKET_BUFFER_BYTES,
+    sendBufferSize: SOCKET_BUFFER_BYTES,
+  });
   socket.on('message', onMessage);
   await new Promise<void>((resolve, reject) => {
     socket.once('error', (err: NodeJS.ErrnoException) => {
-      const hint = err.code === 'EACCES' && port > 0 && port < 1024 ? ' (a port below 1024 needs root or CAP_NET_BIND_SERVICE)' : '';
+      const hint =
+        err.code === 'EACCES' && port > 0 && port < 1024
+          ? ' (a port below 1024 needs root or CAP_NET_BIND_SERVICE)'
+          : '';
       reject(new IoError(`cannot bind ${address}:${port}: ${err.message}${hint}`));
     });
     socket.bind(port, address, () => {
@@ -71,7 +82,11 @@ export class DgramVtep implements VtepIo {
    * `deliveryPort`: the privileged source port the vtep namespace's firewall accepts VXLAN from
    * (docs/plumbing.md "No local injection"); tests on loopback may pass 0.
    */
-  constructor(readonly hostAddress: string, readonly vtepAddress: string, readonly deliveryPort: number = VTEP_DELIVERY_PORT) {}
+  constructor(
+    readonly hostAddress: string,
+    readonly vtepAddress: string,
+    readonly deliveryPort: number = VTEP_DELIVERY_PORT,
+  ) {}
 
   async open(): Promise<void> {
     this.#deliver = await bindSocket(this.hostAddress, this.deliveryPort, () => {});
@@ -81,7 +96,10 @@ export class DgramVtep implements VtepIo {
 
   async addPeer(peerId: string, port: number, onDatagram: VtepHandler): Promise<void> {
     if (this.#peers.has(peerId)) return;
-    this.#peers.set(peerId, await bindSocket(this.hostAddress, port, (msg, r) => onDatagram(asBytes(msg), r.address, r.port)));
+    this.#peers.set(
+      peerId,
+      await bindSocket(this.hostAddress, port, (msg, r) => onDatagram(asBytes(msg), r.address, r.port)),
+    );
   }
 
   async removePeer(peerId: string): Promise<void> {

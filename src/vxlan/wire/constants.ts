@@ -73,10 +73,14 @@ export const IPV4_HEADER_LENGTH = 20;
 export const ETHERNET_HEADER_LENGTH = 14;
 /** A container's IP packet on an encrypted network grows by at most this much on the underlay. */
 export const ENCRYPTED_OVERHEAD =
-  IPV4_HEADER_LENGTH + UDP_HEADER_LENGTH + // outer IPv4 + UDP 4500
+  IPV4_HEADER_LENGTH +
+  UDP_HEADER_LENGTH + // outer IPv4 + UDP 4500
   ESP_PAYLOAD_OFFSET + // SPI, seq, IV
-  UDP_HEADER_LENGTH + VXLAN_HEADER_LENGTH + ETHERNET_HEADER_LENGTH + // protected inner UDP, VXLAN, Ethernet
-  (ESP_ALIGNMENT - 1) + ESP_TRAILER_LENGTH + // worst-case padding and trailer
+  UDP_HEADER_LENGTH +
+  VXLAN_HEADER_LENGTH +
+  ETHERNET_HEADER_LENGTH + // protected inner UDP, VXLAN, Ethernet
+  (ESP_ALIGNMENT - 1) +
+  ESP_TRAILER_LENGTH + // worst-case padding and trailer
   ESP_ICV_LENGTH;
 /** RFC 7348 §4: VXLAN over IPv4 adds 50 bytes. */
 export const PLAIN_OVERHEAD = IPV4_HEADER_LENGTH + UDP_HEADER_LENGTH + VXLAN_HEADER_LENGTH + ETHERNET_HEADER_LENGTH;

@@ -34,8 +34,16 @@ export class VectorFileError extends Error {
 }
 
 const REQUIRED: ReadonlyArray<[keyof EspVector, string]> = [
-  ['tcId', 'number'], ['keymat', 'string'], ['spi', 'number'], ['seqHi', 'number'], ['seqLo', 'number'],
-  ['esn', 'boolean'], ['iv', 'string'], ['nextHeader', 'number'], ['payload', 'string'], ['esp', 'string'],
+  ['tcId', 'number'],
+  ['keymat', 'string'],
+  ['spi', 'number'],
+  ['seqHi', 'number'],
+  ['seqLo', 'number'],
+  ['esn', 'boolean'],
+  ['iv', 'string'],
+  ['nextHeader', 'number'],
+  ['payload', 'string'],
+  ['esp', 'string'],
 ];
 
 /** Validates the shape of a parsed vector file; throws VectorFileError naming the first bad field. */
@@ -70,7 +78,8 @@ export function checkEspVector(v: EspVector, provider: AeadProvider): string[] {
 
   // Seal: reproduce the vector's bytes from keymat, SPI, sequence and IV.
   const sealed = sealEspDanger(cipher, v.seqHi, v.seqLo, iv, encodeEspPlaintext(payload, v.nextHeader));
-  if (!equalBytes(sealed, esp)) failures.push(`seal: got ${bytesToHex(sealed).slice(0, 48)}..., want ${v.esp.slice(0, 48)}...`);
+  if (!equalBytes(sealed, esp))
+    failures.push(`seal: got ${bytesToHex(sealed).slice(0, 48)}..., want ${v.esp.slice(0, 48)}...`);
   if (v.udpEncapsulated !== undefined) {
     const udp = concatBytes(encodeUdpHeader(ESP_IN_UDP_PORT, ESP_IN_UDP_PORT, sealed.length), sealed);
     if (v.udpEncapsulated !== bytesToHex(udp)) failures.push('UDP 4500 encapsulation differs (RFC 3948 §2.1)');

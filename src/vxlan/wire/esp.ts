@@ -66,7 +66,8 @@ export function gcmAlgorithmForKeymat(keymatLength: number): AeadAlgorithm | und
 
 export function createEspCipher(spi: number, keymat: SecretKey, esn: boolean, provider: AeadProvider): EspCipher {
   const algorithm = gcmAlgorithmForKeymat(keymat.length);
-  if (!algorithm) throw new RangeError(`ESP KEYMAT must be 20, 28 or 36 bytes (key || 4-byte salt), got ${keymat.length}`);
+  if (!algorithm)
+    throw new RangeError(`ESP KEYMAT must be 20, 28 or 36 bytes (key || 4-byte salt), got ${keymat.length}`);
   const keyLength = keymat.length - ESP_SALT_LENGTH;
   return {
     spi,
@@ -124,7 +125,8 @@ export type ParsedEspPlaintext = { ok: true; payload: Uint8Array; nextHeader: nu
 
 /** Strips and checks the trailer. The padding must be the default 1, 2, 3, ... (RFC 4303 §2.4: "SHOULD inspect"). */
 export function parseEspPlaintext(plaintext: Uint8Array): ParsedEspPlaintext {
-  if (plaintext.length < ESP_TRAILER_LENGTH || plaintext.length % ESP_ALIGNMENT !== 0) return { ok: false, drop: 'bad-alignment' };
+  if (plaintext.length < ESP_TRAILER_LENGTH || plaintext.length % ESP_ALIGNMENT !== 0)
+    return { ok: false, drop: 'bad-alignment' };
   const padLength = plaintext[plaintext.length - 2]!;
   const nextHeader = plaintext[plaintext.length - 1]!;
   const payloadLength = plaintext.length - ESP_TRAILER_LENGTH - padLength;
@@ -151,7 +153,13 @@ export function parseEspHeader(datagram: Uint8Array): ParsedEspHeader {
  * sequence number and IV. Danger: reusing an IV under one key breaks GCM; only
  * OutboundSa (IV = its never-wrapping sequence counter) and test tools call this.
  */
-export function sealEspDanger(cipher: EspCipher, seqHi: number, seqLo: number, iv: Uint8Array, plaintext: Uint8Array): Uint8Array {
+export function sealEspDanger(
+  cipher: EspCipher,
+  seqHi: number,
+  seqLo: number,
+  iv: Uint8Array,
+  plaintext: Uint8Array,
+): Uint8Array {
   const sealed = cipher.aead.seal(espNonce(cipher.salt, iv), plaintext, espAad(cipher.spi, seqHi, seqLo, cipher.esn));
   const datagram = new Uint8Array(ESP_PAYLOAD_OFFSET + sealed.length);
   writeU32(datagram, ESP_SPI_OFFSET, cipher.spi);
@@ -171,6 +179,9 @@ export function openEspDanger(cipher: EspCipher, datagram: Uint8Array, seqHi: nu
   if (datagram.length < ESP_MIN_LENGTH) return null;
   const seqLo = readU32(datagram, ESP_SEQ_OFFSET);
   const iv = datagram.subarray(ESP_IV_OFFSET, ESP_PAYLOAD_OFFSET);
-  return cipher.aead.open(espNonce(cipher.salt, iv), datagram.subarray(ESP_PAYLOAD_OFFSET), espAad(cipher.spi, seqHi, seqLo, cipher.esn));
+  return cipher.aead.open(
+    espNonce(cipher.salt, iv),
+    datagram.subarray(ESP_PAYLOAD_OFFSET),
+    espAad(cipher.spi, seqHi, seqLo, cipher.esn),
+  );
 }
-

@@ -1,4 +1,11 @@
-import { HOST_INDEX_BITS, HOST_INDEX_MAX, isHostIndex, isNetworkIndex, NETWORK_INDEX_BITS, NETWORK_INDEX_MAX } from '../../model/ids.js';
+import {
+  HOST_INDEX_BITS,
+  HOST_INDEX_MAX,
+  isHostIndex,
+  isNetworkIndex,
+  NETWORK_INDEX_BITS,
+  NETWORK_INDEX_MAX,
+} from '../../model/ids.js';
 import { ESP_SPI_MIN } from './constants.js';
 
 /*
@@ -25,11 +32,18 @@ export interface SpiFields {
 }
 
 export function encodeSpi(epoch: number, senderIndex: number, networkIndex: number): number {
-  if (!Number.isSafeInteger(epoch) || epoch < 0) throw new RangeError(`epoch must be a non-negative integer, got ${epoch}`);
+  if (!Number.isSafeInteger(epoch) || epoch < 0)
+    throw new RangeError(`epoch must be a non-negative integer, got ${epoch}`);
   if (!isHostIndex(senderIndex)) throw new RangeError(`host index must be in 1..${HOST_INDEX_MAX}, got ${senderIndex}`);
-  if (!isNetworkIndex(networkIndex)) throw new RangeError(`network index must be in 0..${NETWORK_INDEX_MAX}, got ${networkIndex}`);
+  if (!isNetworkIndex(networkIndex))
+    throw new RangeError(`network index must be in 0..${NETWORK_INDEX_MAX}, got ${networkIndex}`);
   // >= 2^16 > ESP_SPI_MIN, since host indexes start at 1
-  return ((epoch % 2 ** SPI_EPOCH_BITS) * 2 ** (HOST_INDEX_BITS + NETWORK_INDEX_BITS) + senderIndex * 2 ** NETWORK_INDEX_BITS + networkIndex) >>> 0;
+  return (
+    ((epoch % 2 ** SPI_EPOCH_BITS) * 2 ** (HOST_INDEX_BITS + NETWORK_INDEX_BITS) +
+      senderIndex * 2 ** NETWORK_INDEX_BITS +
+      networkIndex) >>>
+    0
+  );
 }
 
 export function parseSpi(spi: number): SpiFields {

@@ -38,7 +38,13 @@ export interface UdpHeader {
  * and RFC 3948 §2.1 for the UDP/4500 header. Inside ESP the ICV already covers
  * every byte, and a transport-mode checksum would be wrong after NAT anyway (RFC 3948 §3.1.2).
  */
-export function encodeUdpHeaderInto(out: Uint8Array, offset: number, srcPort: number, dstPort: number, payloadLength: number): void {
+export function encodeUdpHeaderInto(
+  out: Uint8Array,
+  offset: number,
+  srcPort: number,
+  dstPort: number,
+  payloadLength: number,
+): void {
   writeU16(out, offset + UDP_SRC_PORT_OFFSET, srcPort);
   writeU16(out, offset + UDP_DST_PORT_OFFSET, dstPort);
   writeU16(out, offset + UDP_LENGTH_OFFSET, UDP_HEADER_LENGTH + payloadLength);

@@ -7,7 +7,12 @@ import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { embeddedEtcdArgs, parseEtcdLogLine, startEmbeddedEtcd, type EmbeddedEtcd } from '../../../src/store/embedded-etcd.js';
+import {
+  embeddedEtcdArgs,
+  parseEtcdLogLine,
+  startEmbeddedEtcd,
+  type EmbeddedEtcd,
+} from '../../../src/store/embedded-etcd.js';
 import { VeilError } from '../../../src/errors.js';
 import { EtcdStore } from '../../../src/store/etcd.js';
 import { waitUntil } from '../../support/wait.js';
@@ -41,11 +46,17 @@ const alive = (pid: number): boolean => {
 
 /** The TCP ports a process listens on (ss), to show the embedded etcd has none. */
 function tcpListeners(pid: number): string[] {
-  return execFileSync('ss', ['-Hltnp'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(`pid=${pid},`));
+  return execFileSync('ss', ['-Hltnp'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => l.includes(`pid=${pid},`));
 }
 
 async function start(dir: string, extra: { log?: ReturnType<typeof memoryLogger>['log']; bin?: string } = {}) {
-  const e = await startEmbeddedEtcd({ dir, log: extra.log ?? memoryLogger().log, ...(extra.bin ? { bin: extra.bin } : {}) });
+  const e = await startEmbeddedEtcd({
+    dir,
+    log: extra.log ?? memoryLogger().log,
+    ...(extra.bin ? { bin: extra.bin } : {}),
+  });
   started.push(e);
   return e;
 }
@@ -104,7 +115,9 @@ describe('startEmbeddedEtcd', () => {
       const err = await start(dir).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(VeilError);
       expect((err as VeilError).code).toBe('VEIL_ERR_STORE_UNAVAILABLE');
-      expect((err as Error).message).toMatch(/an etcd already serves .*localhost:2379: is another veil gateway running/);
+      expect((err as Error).message).toMatch(
+        /an etcd already serves .*localhost:2379: is another veil gateway running/,
+      );
       // The first one is untouched (its socket was not removed under it).
       const store = new EtcdStore({ endpoints: first.endpoints });
       await store.listHosts().finally(() => store.close());
@@ -119,7 +132,7 @@ describe('startEmbeddedEtcd', () => {
     expect((err as Error).message).toMatch(/install etcd-server, or give --cluster-store/);
   });
 
-  it('reports etcd\'s own reason when it exits during start, and what cannot be made at all', async () => {
+  it("reports etcd's own reason when it exits during start, and what cannot be made at all", async () => {
     // A data dir whose member/ is a file: etcd starts, cannot use it, and exits.
     const dir = join(root, 'e', 'etcd');
     mkdirSync(join(dir, 'data'), { recursive: true, mode: 0o700 });
@@ -127,7 +140,9 @@ describe('startEmbeddedEtcd', () => {
     const { log, lines } = memoryLogger();
     const err = await start(dir, { log }).catch((e: unknown) => e);
     expect((err as VeilError).code).toBe('VEIL_ERR_STORE_UNAVAILABLE');
-    expect((err as Error).message).toMatch(/exited during start .*failed to create snapshot directory: mkdir .*not a directory/);
+    expect((err as Error).message).toMatch(
+      /exited during start .*failed to create snapshot directory: mkdir .*not a directory/,
+    );
     expect(lines.some((l) => l.level === 50 && l.msg === 'failed to create snapshot directory')).toBe(true);
 
     // A directory that cannot be made is refused before etcd starts.
@@ -152,7 +167,10 @@ describe('startEmbeddedEtcd', () => {
       console.log('etcd ' + e.pid);
       setInterval(() => {}, 1000);
     `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: resolve('.'), stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: resolve('.'),
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const pid = await new Promise<number>((res, rej) => {
       let out = '';
       child.stdout!.on('data', (d: Buffer) => {
@@ -179,11 +197,19 @@ describe('etcd command line and log lines', () => {
     expect(args.filter((a) => /https?:\/\//.test(a))).toEqual([]);
   });
 
-  it('maps zap levels to the logger\'s and keeps the fields', () => {
-    expect(parseEtcdLogLine('{"level":"warn","ts":"x","caller":"y","msg":"slow fdatasync","took":"1.2s"}')).toEqual({ level: 'warn', msg: 'slow fdatasync', fields: { took: '1.2s' } });
-    expect(parseEtcdLogLine('{"level":"fatal","msg":"listen failed","error":"bind: address already in use"}').level).toBe('error');
+  it("maps zap levels to the logger's and keeps the fields", () => {
+    expect(parseEtcdLogLine('{"level":"warn","ts":"x","caller":"y","msg":"slow fdatasync","took":"1.2s"}')).toEqual({
+      level: 'warn',
+      msg: 'slow fdatasync',
+      fields: { took: '1.2s' },
+    });
+    expect(
+      parseEtcdLogLine('{"level":"fatal","msg":"listen failed","error":"bind: address already in use"}').level,
+    ).toBe('error');
     expect(parseEtcdLogLine('{"level":"info","msg":"ready to serve client requests"}').level).toBe('debug');
-    expect(parseEtcdLogLine('{"level":"warn","msg":"simple token is not cryptographically signed"}').level).toBe('debug');
+    expect(parseEtcdLogLine('{"level":"warn","msg":"simple token is not cryptographically signed"}').level).toBe(
+      'debug',
+    );
     expect(parseEtcdLogLine('plain text')).toEqual({ level: 'debug', msg: 'plain text', fields: {} });
   });
 });

@@ -33,11 +33,17 @@ function pidsIn(ns: string): number[] {
 function gateway(args: string[]): BedProcess {
   const host = bed.hosts[0]!;
   return bed.spawn(host.netns, [
-    process.execPath, CLI, 'gateway',
-    '--cluster-advertise', 'eth0',
-    '--host-id', 'solo',
-    '--vtep-netns', host.vtepNetns,
-    '--link-net', '169.254.1.0',
+    process.execPath,
+    CLI,
+    'gateway',
+    '--cluster-advertise',
+    'eth0',
+    '--host-id',
+    'solo',
+    '--vtep-netns',
+    host.vtepNetns,
+    '--link-net',
+    '169.254.1.0',
     ...args,
   ]);
 }
@@ -56,12 +62,21 @@ describe('veil gateway with no --cluster-store', () => {
     expect((await apiRequest(socket(), 'GET', '/healthz')).body).toEqual({ status: 'ok' });
     const hosts = (await apiRequest(socket(), 'GET', '/hosts')).body as Array<{ Id: string; Address: string }>;
     expect(hosts.map((h) => [h.Id, h.Address])).toEqual([['solo', '198.18.0.1']]);
-    const created = await apiRequest(socket(), 'POST', '/networks', { Name: 'kept', Driver: 'overlay', Options: { encrypted: '' }, IPAM: { Config: [{ Subnet: '10.88.0.0/24' }] } });
+    const created = await apiRequest(socket(), 'POST', '/networks', {
+      Name: 'kept',
+      Driver: 'overlay',
+      Options: { encrypted: '' },
+      IPAM: { Config: [{ Subnet: '10.88.0.0/24' }] },
+    });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     const vtep = bed.hosts[0]!.vtepNetns;
-    await waitUntil('the network plumbed in the vtep namespace', async () => (await bed.exec(vtep, ['ip', 'link', 'show', 'br4096'], { allowFail: true })).code === 0, 10_000);
+    await waitUntil(
+      'the network plumbed in the vtep namespace',
+      async () => (await bed.exec(vtep, ['ip', 'link', 'show', 'br4096'], { allowFail: true })).code === 0,
+      10_000,
+    );
     // The gateway and its etcd are the namespace's only processes.
-    expect((pidsIn(bed.hosts[0]!.netns)).length).toBe(2);
+    expect(pidsIn(bed.hosts[0]!.netns).length).toBe(2);
 
     // A clean stop: unplumbed (the vtep namespace is gone), etcd stopped, exit 0.
     await gw.stop(15_000);
@@ -96,10 +111,16 @@ describe('veil gateway with no --cluster-store', () => {
       const second = gateway(['--data-dir', data(), '--api-socket', join(dir, 'second.sock')]);
       const { code } = await second.exited;
       expect(code).toBe(1);
-      expect(second.stderr()).toMatch(/VEIL_ERR_STORE_UNAVAILABLE: .*an etcd already serves .*localhost:2379: is another veil gateway running/);
+      expect(second.stderr()).toMatch(
+        /VEIL_ERR_STORE_UNAVAILABLE: .*an etcd already serves .*localhost:2379: is another veil gateway running/,
+      );
       expect((await apiRequest(socket(), 'GET', '/healthz')).status).toBe(200);
       // The operator's way in to the embedded store (README): etcdctl on its unix socket.
-      const keys = execFileSync('etcdctl', ['--endpoints', `unix://${data()}/etcd/localhost:2379`, 'get', '--prefix', '--keys-only', '/veil/v1/hosts/'], { encoding: 'utf8' });
+      const keys = execFileSync(
+        'etcdctl',
+        ['--endpoints', `unix://${data()}/etcd/localhost:2379`, 'get', '--prefix', '--keys-only', '/veil/v1/hosts/'],
+        { encoding: 'utf8' },
+      );
       expect(keys).toMatch(/\/veil\/v1\/hosts\/solo/);
     } finally {
       await first.stop(15_000);
@@ -117,16 +138,47 @@ describe('veil gateway --cluster-store-opt (etcd over TLS with client certificat
     await initCa(caDir, { commonName: 'etcd test CA' });
     const server = await issueCertificate(caDir, { name: 'etcd', role: 'server', ips: ['127.0.0.1'] });
     const client = await issueCertificate(caDir, { name: 'gateway', role: 'client' });
-    pki = { ca: join(caDir, 'ca.crt'), server: { cert: server.certPath, key: server.keyPath }, client: { cert: client.certPath, key: client.keyPath } };
+    pki = {
+      ca: join(caDir, 'ca.crt'),
+      server: { cert: server.certPath, key: server.keyPath },
+      client: { cert: client.certPath, key: client.keyPath },
+    };
     // etcd inside the host's namespace, on its loopback: only the gateway there reaches it.
-    etcd = spawn('ip', ['netns', 'exec', bed.hosts[0]!.netns, process.env.ETCD_BIN ?? '/usr/bin/etcd',
-      '--name', 'tls', '--data-dir', join(dir, 'etcd-tls'),
-      '--listen-client-urls', `https://127.0.0.1:${port}`, '--advertise-client-urls', `https://127.0.0.1:${port}`,
-      '--listen-peer-urls', 'http://127.0.0.1:23800', '--initial-advertise-peer-urls', 'http://127.0.0.1:23800',
-      '--initial-cluster', 'tls=http://127.0.0.1:23800',
-      '--cert-file', pki.server.cert, '--key-file', pki.server.key, '--trusted-ca-file', pki.ca, '--client-cert-auth',
-      '--logger', 'zap', '--log-outputs', join(dir, 'etcd-tls.log'),
-    ], { stdio: 'ignore' });
+    etcd = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        bed.hosts[0]!.netns,
+        process.env.ETCD_BIN ?? '/usr/bin/etcd',
+        '--name',
+        'tls',
+        '--data-dir',
+        join(dir, 'etcd-tls'),
+        '--listen-client-urls',
+        `https://127.0.0.1:${port}`,
+        '--advertise-client-urls',
+        `https://127.0.0.1:${port}`,
+        '--listen-peer-urls',
+        'http://127.0.0.1:23800',
+        '--initial-advertise-peer-urls',
+        'http://127.0.0.1:23800',
+        '--initial-cluster',
+        'tls=http://127.0.0.1:23800',
+        '--cert-file',
+        pki.server.cert,
+        '--key-file',
+        pki.server.key,
+        '--trusted-ca-file',
+        pki.ca,
+        '--client-cert-auth',
+        '--logger',
+        'zap',
+        '--log-outputs',
+        join(dir, 'etcd-tls.log'),
+      ],
+      { stdio: 'ignore' },
+    );
   }, 60_000);
   afterAll(async () => {
     if (etcd && etcd.exitCode === null) {
@@ -138,24 +190,68 @@ describe('veil gateway --cluster-store-opt (etcd over TLS with client certificat
   it('registers the host through etcd with TLS; the same etcd refuses a client without a certificate', async () => {
     const socket = join(dir, 'tls.sock');
     const gw = gateway([
-      '--cluster-store', `etcd://127.0.0.1:${port}`,
-      '--cluster-store-opt', `kv.cacertfile=${pki.ca}`,
-      '--cluster-store-opt', `kv.certfile=${pki.client.cert}`,
-      '--cluster-store-opt', `kv.keyfile=${pki.client.key}`,
-      '--data-dir', join(dir, 'tls'), '--api-socket', socket,
+      '--cluster-store',
+      `etcd://127.0.0.1:${port}`,
+      '--cluster-store-opt',
+      `kv.cacertfile=${pki.ca}`,
+      '--cluster-store-opt',
+      `kv.certfile=${pki.client.cert}`,
+      '--cluster-store-opt',
+      `kv.keyfile=${pki.client.key}`,
+      '--data-dir',
+      join(dir, 'tls'),
+      '--api-socket',
+      socket,
     ]);
     try {
       await gw.waitFor(/"gateway ready"/, 30_000);
       expect(gw.stdout()).not.toMatch(/embedded etcd/);
-      const hosts = await waitFor(async () => {
-        const r = (await apiRequest(socket, 'GET', '/hosts')).body as Array<{ Id: string }>;
-        return r.length === 1 ? r : undefined;
-      }, 10_000, 'the host listed');
+      const hosts = await waitFor(
+        async () => {
+          const r = (await apiRequest(socket, 'GET', '/hosts')).body as Array<{ Id: string }>;
+          return r.length === 1 ? r : undefined;
+        },
+        10_000,
+        'the host listed',
+      );
       expect(hosts[0]!.Id).toBe('solo');
       // From inside the namespace: etcdctl without a client certificate is turned away at the handshake.
-      const bare = await bed.exec(bed.hosts[0]!.netns, ['etcdctl', '--endpoints', `https://127.0.0.1:${port}`, '--cacert', pki.ca, '--dial-timeout=2s', '--command-timeout=2s', 'get', '--prefix', '/veil/v1/hosts/'], { allowFail: true });
+      const bare = await bed.exec(
+        bed.hosts[0]!.netns,
+        [
+          'etcdctl',
+          '--endpoints',
+          `https://127.0.0.1:${port}`,
+          '--cacert',
+          pki.ca,
+          '--dial-timeout=2s',
+          '--command-timeout=2s',
+          'get',
+          '--prefix',
+          '/veil/v1/hosts/',
+        ],
+        { allowFail: true },
+      );
       expect(bare.code).not.toBe(0);
-      const withCert = await bed.exec(bed.hosts[0]!.netns, ['etcdctl', '--endpoints', `https://127.0.0.1:${port}`, '--cacert', pki.ca, '--cert', pki.client.cert, '--key', pki.client.key, 'get', '--prefix', '--keys-only', '/veil/v1/hosts/'], { allowFail: true });
+      const withCert = await bed.exec(
+        bed.hosts[0]!.netns,
+        [
+          'etcdctl',
+          '--endpoints',
+          `https://127.0.0.1:${port}`,
+          '--cacert',
+          pki.ca,
+          '--cert',
+          pki.client.cert,
+          '--key',
+          pki.client.key,
+          'get',
+          '--prefix',
+          '--keys-only',
+          '/veil/v1/hosts/',
+        ],
+        { allowFail: true },
+      );
       expect(withCert.stdout).toMatch(/\/veil\/v1\/hosts\/solo/);
     } finally {
       await gw.stop(15_000);

@@ -20,7 +20,10 @@ describe('socket handover (openSocketsVia)', () => {
       const echoed = await new Promise<string>((resolve) => {
         udp.once('message', (m, r) => udp.send(m, r.port, r.address));
         const c = createSocket('udp4');
-        c.on('message', (m) => { c.close(); resolve(m.toString()); });
+        c.on('message', (m) => {
+          c.close();
+          resolve(m.toString());
+        });
         c.send('ping', port, '127.0.0.1');
       });
       expect(echoed).toBe('ping');
@@ -30,7 +33,9 @@ describe('socket handover (openSocketsVia)', () => {
     }
   });
 
-  it('rejects with the helper\'s stderr when it exits without handing over', async () => {
-    await expect(openSocketsVia([process.execPath, '-e', 'process.stderr.write("cannot bind: EADDRINUSE"); process.exit(1)'])).rejects.toThrow(/exited before handing over.*EADDRINUSE/);
+  it("rejects with the helper's stderr when it exits without handing over", async () => {
+    await expect(
+      openSocketsVia([process.execPath, '-e', 'process.stderr.write("cannot bind: EADDRINUSE"); process.exit(1)']),
+    ).rejects.toThrow(/exited before handing over.*EADDRINUSE/);
   });
 });

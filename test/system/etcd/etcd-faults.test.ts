@@ -67,7 +67,9 @@ describe('etcd store, one member restarting', () => {
     await waitFor('the first event', () => w.events.length === 1);
 
     await etcd.stopMember(0);
-    await expect(store.createNetwork(net('b', '10.2.0.0/24'))).rejects.toSatisfy((e) => isStoreError(e, 'VEIL_ERR_STORE_UNAVAILABLE'));
+    await expect(store.createNetwork(net('b', '10.2.0.0/24'))).rejects.toSatisfy((e) =>
+      isStoreError(e, 'VEIL_ERR_STORE_UNAVAILABLE'),
+    );
     await etcd.startMember(0);
 
     const b = await retrying(() => store.createNetwork(net('b', '10.2.0.0/24')));
@@ -92,7 +94,14 @@ describe('etcd store, one member restarting', () => {
     const e = await store.createEndpoint({ networkId: n.id, name: 'c', hostId: 'h' });
     const raw = (await store.client.getAll().prefix('/veil/v1/').keys()).filter((k) => !before.has(k));
     expect(raw.sort()).toEqual(
-      [`/veil/v1/networks/${n.id}`, '/veil/v1/names/layout', `/veil/v1/vnis/${n.vni}`, `/veil/v1/netindex/${n.index}`, `/veil/v1/endpoints/${n.id}/${e.id}`, `/veil/v1/ipam/${n.id}/10.8.0.2`].sort(),
+      [
+        `/veil/v1/networks/${n.id}`,
+        '/veil/v1/names/layout',
+        `/veil/v1/vnis/${n.vni}`,
+        `/veil/v1/netindex/${n.index}`,
+        `/veil/v1/endpoints/${n.id}/${e.id}`,
+        `/veil/v1/ipam/${n.id}/10.8.0.2`,
+      ].sort(),
     );
     await store.deleteEndpoint(n.id, e.id);
     await store.deleteNetwork(n.id);
@@ -110,9 +119,9 @@ describe('etcd store, one member restarting', () => {
       await waitFor('the leadership to be lost', () => leader.lost.aborted, 10_000);
       expect(lostAt - stoppedAt).toBeLessThanOrEqual(3000 + 500); // before another candidate could win (TTL)
       expect(isStoreError(leader.lost.reason, 'VEIL_ERR_NOT_LEADER')).toBe(true);
-      await expect(store.putEpoch(leader, { networkId: 'n', epoch: 1, state: 'published', publishedAt: 1, wrapped: {} })).rejects.toSatisfy((e) =>
-        isStoreError(e, 'VEIL_ERR_NOT_LEADER'),
-      );
+      await expect(
+        store.putEpoch(leader, { networkId: 'n', epoch: 1, state: 'published', publishedAt: 1, wrapped: {} }),
+      ).rejects.toSatisfy((e) => isStoreError(e, 'VEIL_ERR_NOT_LEADER'));
     } finally {
       await etcd.startMember(0);
     }
@@ -121,7 +130,10 @@ describe('etcd store, one member restarting', () => {
   it('a leadership given up locally (not confirmed within 2/3 TTL, etcd3 still keeping its lease alive) frees the election: the next candidate wins within seconds', async () => {
     // Own prefix: the other tests here look at the default layout.
     const prefix = `/t-${randomBytes(4).toString('hex')}/veil/v1/`;
-    const [a, b] = [new EtcdStore({ endpoints: etcd.endpoints, prefix }), new EtcdStore({ endpoints: etcd.endpoints, prefix })];
+    const [a, b] = [
+      new EtcdStore({ endpoints: etcd.endpoints, prefix }),
+      new EtcdStore({ endpoints: etcd.endpoints, prefix }),
+    ];
     stores.push(a, b);
     const first = await a.election('keyschedule', 3).campaign('first');
     const secondP = b.election('keyschedule', 3).campaign('second');
@@ -176,10 +188,13 @@ describe('etcd store, three members', () => {
       const host = await retrying(() => store.registerHost(sampleHost('h1'), 10));
       const n = await retrying(() => store.createNetwork(net('during', '10.11.0.0/24')));
       const eps = [];
-      for (let i = 0; i < 5; i++) eps.push(await retrying(() => store.createEndpoint({ networkId: n.id, name: `c${i}`, hostId: 'h1' })));
+      for (let i = 0; i < 5; i++)
+        eps.push(await retrying(() => store.createEndpoint({ networkId: n.id, name: `c${i}`, hostId: 'h1' })));
       expect(new Set(eps.map((e) => e.ipv4)).size).toBe(5);
       const leader = await store.election('keyschedule', 5).campaign('h1');
-      await retrying(() => store.putEpoch(leader, { networkId: n.id, epoch: 1, state: 'published', publishedAt: 1, wrapped: {} }));
+      await retrying(() =>
+        store.putEpoch(leader, { networkId: n.id, epoch: 1, state: 'published', publishedAt: 1, wrapped: {} }),
+      );
       expect((await store.getEpochs(n.id)).items).toHaveLength(1);
       await leader.resign();
       await host.revoke();

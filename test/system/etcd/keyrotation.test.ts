@@ -37,12 +37,18 @@ describe('key rotation on a real etcd', () => {
   it('forced rotation with three hosts: publish → all ack → activate → retire → delete; etcd never holds a usable key', async () => {
     const open = freshPrefix();
     const admin = open();
-    const n: NetworkRecord = await admin.createNetwork({ name: 'secure', encrypted: true, ipam: { subnet: '10.88.0.0/24' } });
+    const n: NetworkRecord = await admin.createNetwork({
+      name: 'secure',
+      encrypted: true,
+      ipam: { subnet: '10.88.0.0/24' },
+    });
     const hosts: SimHost[] = [];
     for (const id of ['h1', 'h2', 'h3']) hosts.push(await startHost(open(), id, { ttlSeconds: 10 }));
     const [h1, h2, h3] = hosts as [SimHost, SimHost, SimHost];
     const requests = new MemoryRotationRequests();
-    const { leader, logs } = startLeader(h1, requests, { config: { ackTimeoutMs: 20_000, graceMs: 300, retiredLingerMs: 300 } });
+    const { leader, logs } = startLeader(h1, requests, {
+      config: { ackTimeoutMs: 20_000, graceMs: 300, retiredLingerMs: 300 },
+    });
     const epochs = async (s: Store): Promise<KeyEpochRecord[]> => (await s.getEpochs(n.id)).items;
     const everywhere = (epoch: number) => hosts.every((h) => h.sink.outbound.get(n.id) === epoch);
 
@@ -50,9 +56,22 @@ describe('key rotation on a real etcd', () => {
       await waitFor('epoch 1 active on every host', () => everywhere(1), 20_000);
       await requestRotation({ store: h2.store, requests }, n.id, 'h2');
       await waitFor('epoch 2 active on every host', () => everywhere(2), 20_000);
-      await waitFor('epoch 1 deleted', async () => (await epochs(admin)).map((r) => `${r.epoch}:${r.state}`).join() === '2:active', 20_000);
+      await waitFor(
+        'epoch 1 deleted',
+        async () => (await epochs(admin)).map((r) => `${r.epoch}:${r.state}`).join() === '2:active',
+        20_000,
+      );
 
-      for (const h of hosts) expect(h.sink.trace(n.id)).toEqual(['install 1', 'ack 1', 'activate 1', 'install 2', 'ack 2', 'activate 2', 'retire 1']);
+      for (const h of hosts)
+        expect(h.sink.trace(n.id)).toEqual([
+          'install 1',
+          'ack 1',
+          'activate 1',
+          'install 2',
+          'ack 2',
+          'activate 2',
+          'retire 1',
+        ]);
       expect(leader.status().networks[0]).toMatchObject({ ackTimeouts: 0, problem: null });
       const secrets = [1, 2].map((e) => h1.sink.secret(n.id, e)!);
       expect(new Set(secrets).size).toBe(2);
@@ -75,7 +94,11 @@ describe('key rotation on a real etcd', () => {
   it('a leader that gives up its term on its own (an event-loop stall past 2/3 TTL) resigns it: another candidate is elected within seconds and rotation goes on', async () => {
     const open = freshPrefix();
     const admin = open();
-    const n: NetworkRecord = await admin.createNetwork({ name: 'secure', encrypted: true, ipam: { subnet: '10.89.0.0/24' } });
+    const n: NetworkRecord = await admin.createNetwork({
+      name: 'secure',
+      encrypted: true,
+      ipam: { subnet: '10.89.0.0/24' },
+    });
     const hosts: SimHost[] = [];
     for (const id of ['h1', 'h2']) hosts.push(await startHost(open(), id, { ttlSeconds: 10 }));
     const [h1, h2] = hosts as [SimHost, SimHost];

@@ -21,9 +21,11 @@ afterAll(async () => {
   sockets.closeAll();
 });
 
-it('a plain network\'s frame reaches the VTEP from hostAddress:1022', async () => {
+it("a plain network's frame reaches the VTEP from hostAddress:1022", async () => {
   dp = new NativeDataPath({
-    underlayAddress: A.underlay, hostAddress: A.host, vtepAddress: A.vtep,
+    underlayAddress: A.underlay,
+    hostAddress: A.host,
+    vtepAddress: A.vtep,
     ports: { esp: PORTS.esp, plain: PORTS.plain, vtep: PORTS.vtep, peerEsp: PORTS.peerEsp, peerPlain: PORTS.peerPlain },
   });
   await dp.start();

@@ -67,23 +67,38 @@ async function status(h: Host): Promise<GatewayStatus & { io: unknown }> {
 }
 
 async function ping(from: string, to: string, count = 3): Promise<{ ok: boolean; avgMs?: number }> {
-  const r = await bed.exec(from, ['ping', '-n', '-q', '-c', String(count), '-i', '0.05', '-W', '2', to], { allowFail: true });
+  const r = await bed.exec(from, ['ping', '-n', '-q', '-c', String(count), '-i', '0.05', '-W', '2', to], {
+    allowFail: true,
+  });
   const m = /= [\d.]+\/([\d.]+)\//.exec(r.stdout);
   return { ok: r.code === 0, ...(m ? { avgMs: Number(m[1]) } : {}) };
 }
 
 beforeAll(async () => {
   if (!existsSync(ADDON)) throw new Error(`${ADDON} is missing: run npm run build:native`);
-  if (!existsSync(join(DIST, 'src/vxlan/native/datapath.js'))) throw new Error('dist/ is missing src/vxlan/native/datapath.js: run npm run build');
+  if (!existsSync(join(DIST, 'src/vxlan/native/datapath.js')))
+    throw new Error('dist/ is missing src/vxlan/native/datapath.js: run npm run build');
   bed = await createBed({ hosts: 2 });
   dir = mkdtempSync(join(tmpdir(), 'veil-native-e2e-'));
-  const ids = bed.hosts.map((h) => ({ id: `h${h.index}`, index: h.index, keys: generateX25519KeyPair(), incarnation: bytesToHex(randomBytes(8)) }));
+  const ids = bed.hosts.map((h) => ({
+    id: `h${h.index}`,
+    index: h.index,
+    keys: generateX25519KeyPair(),
+    incarnation: bytesToHex(randomBytes(8)),
+  }));
   const secret = new SecretKey(randomBytes(32));
   const keymat = (s: (typeof ids)[number], r: (typeof ids)[number]) => ({
     spi: encodeSpi(EPOCH, s.index, ENC.index),
-    keymat: bytesToHex(deriveSaKeymat(secret, s.keys.privateKey, r.keys.publicKey, {
-      networkId: ENC.id, epoch: EPOCH, senderId: s.id, receiverId: r.id, senderIncarnation: s.incarnation, receiverIncarnation: r.incarnation,
-    }).exposeDanger()),
+    keymat: bytesToHex(
+      deriveSaKeymat(secret, s.keys.privateKey, r.keys.publicKey, {
+        networkId: ENC.id,
+        epoch: EPOCH,
+        senderId: s.id,
+        receiverId: r.id,
+        senderIncarnation: s.incarnation,
+        receiverIncarnation: r.incarnation,
+      }).exposeDanger(),
+    ),
   });
   for (const h of bed.hosts) {
     const self = ids[h.index - 1]!;
@@ -93,15 +108,31 @@ beforeAll(async () => {
       for (const p of others) await h.plumbing.ensurePeerFlood(net.vni, PEER_PORT_BASE + p.index);
       const ns = await bed.namespace(`c${h.index}n${net.index}`);
       const ip = `${net.subnet}.${10 + h.index}`;
-      await h.plumbing.attachContainer({ vni: net.vni, endpointId: `${net.id}-${h.index}`, netns: { name: ns }, mac: `02:42:0${net.index}:00:00:0${h.index}`, ipv4: `${ip}/24` });
+      await h.plumbing.attachContainer({
+        vni: net.vni,
+        endpointId: `${net.id}-${h.index}`,
+        netns: { name: ns },
+        mac: `02:42:0${net.index}:00:00:0${h.index}`,
+        ipv4: `${ip}/24`,
+      });
       // No IPv6 chatter (router solicitations, MLD) at random times: the injection test compares counters.
-      await bed.exec(ns, ['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+      await bed.exec(ns, [
+        'sysctl',
+        '-q',
+        '-w',
+        'net.ipv6.conf.all.disable_ipv6=1',
+        'net.ipv6.conf.default.disable_ipv6=1',
+      ]);
       containers.set(`${net.id}/${h.index}`, { ns, ip });
     }
     const config = {
       dist: DIST,
       peerPortBase: PEER_PORT_BASE,
-      dataplane: { underlayAddress: h.underlayAddress, hostAddress: h.plumbing.hostAddress, vtepAddress: h.plumbing.vtepAddress },
+      dataplane: {
+        underlayAddress: h.underlayAddress,
+        hostAddress: h.plumbing.hostAddress,
+        vtepAddress: h.plumbing.vtepAddress,
+      },
       networks: [ENC, PLAIN].map((n) => ({ vni: n.vni, encrypted: n.encrypted })),
       peers: others.map((p) => ({ id: p.id, index: p.index, address: bed.hosts[p.index - 1]!.underlayAddress })),
       outbound: others.map((p) => ({ ...keymat(self, p), esn: true, vni: ENC.vni, peerId: p.id, epoch: EPOCH })),
@@ -141,8 +172,17 @@ describe('native data plane on a two-host bed', () => {
     const b = containers.get('enc/2')!;
     const before = await status(hosts[1]!);
     const bytes = 20 * 1000 * 1000;
-    const r = await tcpTransfer(bed, { fromNs: a.ns, toNs: b.ns, toIp: b.ip, bytes, seed: 'native-e2e', timeoutMs: 60_000 });
-    console.log(`[native e2e] 20 MB in ${(r.received.ms / 1e3).toFixed(2)} s = ${((r.mbPerSecond * 8) / 1e3).toFixed(2)} Gbit/s`);
+    const r = await tcpTransfer(bed, {
+      fromNs: a.ns,
+      toNs: b.ns,
+      toIp: b.ip,
+      bytes,
+      seed: 'native-e2e',
+      timeoutMs: 60_000,
+    });
+    console.log(
+      `[native e2e] 20 MB in ${(r.received.ms / 1e3).toFixed(2)} s = ${((r.mbPerSecond * 8) / 1e3).toFixed(2)} Gbit/s`,
+    );
     expect(r.sent.bytes).toBe(bytes);
     expect(r.received.bytes).toBe(bytes);
     expect(r.received.sha256).toBe(r.expectedSha256);
@@ -150,7 +190,13 @@ describe('native data plane on a two-host bed', () => {
     const pairBefore = before.pairs.find((p) => p.peer === 'h1' && p.vni === ENC.vni)!;
     const pairAfter = after.pairs.find((p) => p.peer === 'h1' && p.vni === ENC.vni)!;
     expect(pairAfter.rxPackets - pairBefore.rxPackets).toBeGreaterThanOrEqual(Math.floor(bytes / 1500));
-    for (const reason of ['auth-failed', 'vni-mismatch', 'plaintext-on-encrypted', 'bad-padding', 'bad-inner-udp'] as const) {
+    for (const reason of [
+      'auth-failed',
+      'vni-mismatch',
+      'plaintext-on-encrypted',
+      'bad-padding',
+      'bad-inner-udp',
+    ] as const) {
       expect(pairAfter.drops[reason] ?? 0, reason).toBe(0);
     }
     console.log(`[native e2e] h2 io ${JSON.stringify(after.io)}`);
@@ -163,11 +209,26 @@ describe('native data plane on a two-host bed', () => {
     // A VXLAN frame for the encrypted network, sent as nobody to the gateway port of peer 2 (any local source).
     const inject = `const s = require('node:dgram').createSocket('udp4'); const b = Buffer.alloc(64); b[0] = 8; b.writeUIntBE(${ENC.vni}, 4, 3);
       let n = 0; const go = () => s.send(b, ${PEER_PORT_BASE + 2}, process.argv[1], () => (++n < 20 ? go() : s.close())); go();`;
-    const r = await bed.exec(h1.netns, ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', process.execPath, '-e', inject, bed.hosts[0]!.plumbing.hostAddress], { allowFail: true });
+    const r = await bed.exec(
+      h1.netns,
+      [
+        'setpriv',
+        '--reuid=nobody',
+        '--regid=nogroup',
+        '--clear-groups',
+        process.execPath,
+        '-e',
+        inject,
+        bed.hosts[0]!.plumbing.hostAddress,
+      ],
+      { allowFail: true },
+    );
     expect(r.code, r.stderr).toBe(0);
     await new Promise((res) => setTimeout(res, 200));
     const after = await status(h1);
-    expect((after.unattributedDrops['unauthorized-source'] ?? 0) - (before.unattributedDrops['unauthorized-source'] ?? 0)).toBe(20);
+    expect(
+      (after.unattributedDrops['unauthorized-source'] ?? 0) - (before.unattributedDrops['unauthorized-source'] ?? 0),
+    ).toBe(20);
     expect(after.pairs.find((p) => p.peer === 'h2' && p.vni === ENC.vni)!.outbound!.sealed).toBe(sealedBefore);
   }, 30_000);
 
@@ -177,7 +238,10 @@ describe('native data plane on a two-host bed', () => {
     await new Promise((r) => setTimeout(r, 500));
     await ping(containers.get('enc/1')!.ns, containers.get('enc/2')!.ip, 5);
     await cap.stop();
-    const lines = cap.stdout().split('\n').filter((l) => l.includes('198.18.0.'));
+    const lines = cap
+      .stdout()
+      .split('\n')
+      .filter((l) => l.includes('198.18.0.'));
     // ESP in UDP 4500 both ways; VXLAN on 4789 only for the plain network (tcpdump decodes it: "vni N").
     expect(lines.filter((l) => /198\.18\.0\.1\.4500 > 198\.18\.0\.2\.4500/.test(l)).length).toBeGreaterThan(0);
     expect(lines.filter((l) => /198\.18\.0\.2\.4500 > 198\.18\.0\.1\.4500/.test(l)).length).toBeGreaterThan(0);

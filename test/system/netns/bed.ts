@@ -57,8 +57,13 @@ export interface BedProcess {
 }
 
 export class BedExecError extends Error {
-  constructor(readonly argv: readonly string[], readonly result: ExecResult) {
-    super(`command failed (exit ${result.code}): ${argv.join(' ')}\n${result.stderr.trim()}\n${result.stdout.trim()}`.trim());
+  constructor(
+    readonly argv: readonly string[],
+    readonly result: ExecResult,
+  ) {
+    super(
+      `command failed (exit ${result.code}): ${argv.join(' ')}\n${result.stderr.trim()}\n${result.stdout.trim()}`.trim(),
+    );
     this.name = 'BedExecError';
   }
 }
@@ -125,7 +130,10 @@ function markerPath(prefix: string): string {
 
 function listNetns(): string[] {
   // stderr piped: while other processes delete namespaces, ip prints "Peer netns reference is invalid".
-  const out = execFileSync('ip', ['-j', 'netns', 'list'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  const out = execFileSync('ip', ['-j', 'netns', 'list'], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  }).trim();
   if (out === '') return [];
   return (JSON.parse(out) as Array<{ name: string }>).map((n) => n.name);
 }
@@ -185,10 +193,15 @@ export function sweepStale(prefixPattern: RegExp = PREFIX_PATTERN): string[] {
 
 function run(file: string, args: readonly string[], timeoutMs: number): Promise<ExecResult> {
   return new Promise((resolve) => {
-    execFile(file, [...args], { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
-      resolve({ stdout, stderr: stderr || (error && code === -1 ? error.message : ''), code });
-    });
+    execFile(
+      file,
+      [...args],
+      { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
+        resolve({ stdout, stderr: stderr || (error && code === -1 ? error.message : ''), code });
+      },
+    );
   });
 }
 
@@ -201,7 +214,12 @@ class BedImpl implements Bed {
 
   constructor(readonly prefix: string) {
     this.hub = `${prefix}u`;
-    this.marker = { pid: process.pid, startTime: processStartTime(process.pid) ?? '', created: new Date().toISOString(), namespaces: [] };
+    this.marker = {
+      pid: process.pid,
+      startTime: processStartTime(process.pid) ?? '',
+      created: new Date().toISOString(),
+      namespaces: [],
+    };
     mkdirSync(MARKER_DIR, { recursive: true });
     this.writeMarker();
   }
@@ -223,7 +241,11 @@ class BedImpl implements Bed {
     return name;
   }
 
-  async exec(ns: string, argv: readonly string[], opts: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<ExecResult> {
+  async exec(
+    ns: string,
+    argv: readonly string[],
+    opts: { allowFail?: boolean; timeoutMs?: number } = {},
+  ): Promise<ExecResult> {
     const full = ['netns', 'exec', ns, ...argv];
     const result = await run('ip', full, opts.timeoutMs ?? 30_000);
     if (result.code !== 0 && !opts.allowFail) throw new BedExecError(['ip', ...full], result);
@@ -261,7 +283,11 @@ class BedImpl implements Bed {
           };
           const timer = setTimeout(() => {
             cleanup();
-            reject(new Error(`timeout waiting for ${String(pattern)} from ${argv.join(' ')}; stdout: ${out}; stderr: ${err}`));
+            reject(
+              new Error(
+                `timeout waiting for ${String(pattern)} from ${argv.join(' ')}; stdout: ${out}; stderr: ${err}`,
+              ),
+            );
           }, timeoutMs);
           const onExit = (): void => {
             if (check()) return;
@@ -330,12 +356,42 @@ class BedImpl implements Bed {
     for (let i = 1; i <= options.hosts; i++) {
       const netns = await this.namespace(`h${i}`);
       const underlayAddress = `198.18.0.${i}`;
-      await this.must('ip', ['-n', this.hub, 'link', 'add', `h${i}`, 'mtu', mtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', mtu, 'netns', netns]);
+      await this.must('ip', [
+        '-n',
+        this.hub,
+        'link',
+        'add',
+        `h${i}`,
+        'mtu',
+        mtu,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        'eth0',
+        'mtu',
+        mtu,
+        'netns',
+        netns,
+      ]);
       await this.must('ip', ['-n', this.hub, 'link', 'set', `h${i}`, 'master', 'ul0', 'up']);
-      await this.must('ip', ['-n', netns, 'addr', 'add', `${underlayAddress}/${UNDERLAY_PREFIX_LENGTH}`, 'dev', 'eth0']);
+      await this.must('ip', [
+        '-n',
+        netns,
+        'addr',
+        'add',
+        `${underlayAddress}/${UNDERLAY_PREFIX_LENGTH}`,
+        'dev',
+        'eth0',
+      ]);
       await this.must('ip', ['-n', netns, 'link', 'set', 'eth0', 'up']);
       const vtepNetns = this.reserve(`t${i}`);
-      const plumbing = new IproutePlumbing({ hostNetns: netns, vtepNetns, linkNet: `169.254.${i}.0`, underlayMtu: Number(mtu) });
+      const plumbing = new IproutePlumbing({
+        hostNetns: netns,
+        vtepNetns,
+        linkNet: `169.254.${i}.0`,
+        underlayMtu: Number(mtu),
+      });
       await plumbing.ensureHost();
       this.hosts.push({ index: i, netns, vtepNetns, underlayAddress, plumbing });
     }

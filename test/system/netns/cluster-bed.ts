@@ -52,7 +52,9 @@ export async function createClusterBed(options: {
     await etcd?.stop();
     await bed.destroy();
     // resolv.conf files of the hosts, and of containers a killed gateway could not clean up.
-    if (existsSync('/etc/netns')) for (const d of readdirSync('/etc/netns')) if (d.startsWith(bed.prefix)) rmSync(join('/etc/netns', d), { recursive: true, force: true });
+    if (existsSync('/etc/netns'))
+      for (const d of readdirSync('/etc/netns'))
+        if (d.startsWith(bed.prefix)) rmSync(join('/etc/netns', d), { recursive: true, force: true });
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -81,16 +83,27 @@ export async function createClusterBed(options: {
           writeFileSync(resolv, 'nameserver 127.0.0.1\n');
         }
         const gw = bed.spawn(host.netns, [
-          process.execPath, CLI, 'gateway',
-          '--cluster-store', store,
-          '--cluster-advertise', host.underlayAddress,
-          '--host-id', `h${i}`,
-          '--data-dir', join(dir, `h${i}`),
-          '--api-socket', socket(i),
-          '--vtep-netns', host.vtepNetns,
-          '--link-net', `169.254.${i}.0`,
-          '--lease-ttl', '4',
-          '--key-grace', '2s',
+          process.execPath,
+          CLI,
+          'gateway',
+          '--cluster-store',
+          store,
+          '--cluster-advertise',
+          host.underlayAddress,
+          '--host-id',
+          `h${i}`,
+          '--data-dir',
+          join(dir, `h${i}`),
+          '--api-socket',
+          socket(i),
+          '--vtep-netns',
+          host.vtepNetns,
+          '--link-net',
+          `169.254.${i}.0`,
+          '--lease-ttl',
+          '4',
+          '--key-grace',
+          '2s',
           ...(options.gatewayArgs ?? []),
           ...extraArgs,
         ]);
@@ -129,19 +142,27 @@ export async function createClusterBed(options: {
 export function apiRequest(socketPath: string, method: string, path: string, body?: unknown): Promise<ApiAnswer> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = request({ socketPath, path, method, headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {} }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (d: string) => (text += d));
-      res.on('end', () => {
-        let parsed: unknown = text;
-        try {
-          parsed = text === '' ? undefined : JSON.parse(text);
-        } catch {
-          // text/plain (metrics)
-        }
-        resolve({ status: res.statusCode ?? 0, body: parsed });
-      });
-    });
+    const req = request(
+      {
+        socketPath,
+        path,
+        method,
+        headers: payload ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {},
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (d: string) => (text += d));
+        res.on('end', () => {
+          let parsed: unknown = text;
+          try {
+            parsed = text === '' ? undefined : JSON.parse(text);
+          } catch {
+            // text/plain (metrics)
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(payload);
   });
@@ -182,7 +203,13 @@ export interface EtcdKv {
 export async function etcdGetPrefix(cb: ClusterBed, prefix: string): Promise<{ revision: number; kvs: EtcdKv[] }> {
   const out = JSON.parse(await cb.etcdctl(['get', '--prefix', prefix, '-w', 'json'])) as {
     header: { revision: number };
-    kvs?: Array<{ key: string; value?: string; lease?: number | string; create_revision: number; mod_revision: number }>;
+    kvs?: Array<{
+      key: string;
+      value?: string;
+      lease?: number | string;
+      create_revision: number;
+      mod_revision: number;
+    }>;
   };
   return {
     revision: Number(out.header.revision),
@@ -209,11 +236,32 @@ export interface EtcdEvent {
  */
 export async function etcdHistory(cb: ClusterBed, prefix: string, listenMs = 2_000): Promise<EtcdEvent[]> {
   const endpoints = cb.etcd.endpoints.join(',');
-  const r = await cb.bed.exec(etcdNamespace(cb), ['timeout', '-s', 'INT', String(listenMs / 1000), 'etcdctl', '--endpoints', endpoints, 'watch', '--prefix', prefix, '--rev', '1', '-w', 'json'], { allowFail: true, timeoutMs: listenMs + 30_000 });
+  const r = await cb.bed.exec(
+    etcdNamespace(cb),
+    [
+      'timeout',
+      '-s',
+      'INT',
+      String(listenMs / 1000),
+      'etcdctl',
+      '--endpoints',
+      endpoints,
+      'watch',
+      '--prefix',
+      prefix,
+      '--rev',
+      '1',
+      '-w',
+      'json',
+    ],
+    { allowFail: true, timeoutMs: listenMs + 30_000 },
+  );
   const events: EtcdEvent[] = [];
   for (const line of r.stdout.split('\n')) {
     if (!line.startsWith('{')) continue;
-    const res = JSON.parse(line) as { Events?: Array<{ type?: number | string; kv: { key: string; value?: string; mod_revision: number } }> };
+    const res = JSON.parse(line) as {
+      Events?: Array<{ type?: number | string; kv: { key: string; value?: string; mod_revision: number } }>;
+    };
     for (const ev of res.Events ?? []) {
       events.push({
         type: ev.type === 1 || ev.type === 'DELETE' ? 'delete' : 'put',
@@ -228,7 +276,10 @@ export async function etcdHistory(cb: ClusterBed, prefix: string, listenMs = 2_0
 
 /** The index (0-based, as cb.etcd.stopMember takes it) of the etcd member that is the raft leader now. */
 export async function etcdRaftLeader(cb: ClusterBed): Promise<number> {
-  const status = JSON.parse(await cb.etcdctl(['endpoint', 'status', '-w', 'json'])) as Array<{ Endpoint: string; Status: { header: { member_id: number | string }; leader: number | string } }>;
+  const status = JSON.parse(await cb.etcdctl(['endpoint', 'status', '-w', 'json'])) as Array<{
+    Endpoint: string;
+    Status: { header: { member_id: number | string }; leader: number | string };
+  }>;
   const leader = status.find((s) => String(s.Status.leader) === String(s.Status.header.member_id));
   if (!leader) throw new Error(`no etcd member says it leads: ${JSON.stringify(status)}`);
   return cb.etcd.endpoints.indexOf(leader.Endpoint);
@@ -252,10 +303,32 @@ export async function registerFakeHost(
   const granted = await cb.etcdctl(['lease', 'grant', String(ttlSeconds)]);
   const lease = /lease ([0-9a-f]+) granted/.exec(granted)?.[1];
   if (!lease) throw new Error(`etcdctl lease grant: ${granted}`);
-  const record = { id: host.id, index: host.index, address: host.address, os: host.os ?? 'linux', arch: 'x64', version: 'fake', publicKey: host.publicKeyHex, incarnation: 'f'.repeat(16) };
+  const record = {
+    id: host.id,
+    index: host.index,
+    address: host.address,
+    os: host.os ?? 'linux',
+    arch: 'x64',
+    version: 'fake',
+    publicKey: host.publicKeyHex,
+    incarnation: 'f'.repeat(16),
+  };
   // Same as registerHost: claim hostindex/<n> once (create-if-absent), then the record under the lease.
-  const txn = [`create("/veil/v1/hostindex/${host.index}") = "0"`, '', `put /veil/v1/hostindex/${host.index} ${host.id}`, '', '', ''].join('\n');
-  await cb.bed.exec(etcdNamespace(cb), ['sh', '-c', `printf '%s' "$1" | etcdctl --endpoints ${cb.etcd.endpoints.join(',')} txn`, 'txn', txn]);
+  const txn = [
+    `create("/veil/v1/hostindex/${host.index}") = "0"`,
+    '',
+    `put /veil/v1/hostindex/${host.index} ${host.id}`,
+    '',
+    '',
+    '',
+  ].join('\n');
+  await cb.bed.exec(etcdNamespace(cb), [
+    'sh',
+    '-c',
+    `printf '%s' "$1" | etcdctl --endpoints ${cb.etcd.endpoints.join(',')} txn`,
+    'txn',
+    txn,
+  ]);
   await cb.etcdctl(['put', `--lease=${lease}`, `/veil/v1/hosts/${host.id}`, JSON.stringify(record)]);
   return { lease, revoke: async () => void (await cb.etcdctl(['lease', 'revoke', lease])) };
 }
@@ -272,10 +345,25 @@ export interface PingTally {
  * echo request sent gets its full reply wait (-W) and nothing in flight is counted lost when the
  * loop ends. stop() lets the current run finish and returns the sum of the runs' summaries.
  */
-export function pingLoop(cb: ClusterBed, ns: string, ip: string, opts: { interval?: string; perRun?: number; waitS?: number } = {}): { proc: BedProcess; stop(): Promise<PingTally> } {
+export function pingLoop(
+  cb: ClusterBed,
+  ns: string,
+  ip: string,
+  opts: { interval?: string; perRun?: number; waitS?: number } = {},
+): { proc: BedProcess; stop(): Promise<PingTally> } {
   const stopFile = join(cb.dir, `ping-stop-${ns}-${ip}-${Date.now()}`);
   const script = 'while [ ! -e "$1" ]; do ping -n -q -c "$2" -i "$3" -W "$4" "$5"; done';
-  const proc = cb.bed.spawn(ns, ['bash', '-c', script, 'ping-loop', stopFile, String(opts.perRun ?? 1000), opts.interval ?? '0.002', String(opts.waitS ?? 1), ip]);
+  const proc = cb.bed.spawn(ns, [
+    'bash',
+    '-c',
+    script,
+    'ping-loop',
+    stopFile,
+    String(opts.perRun ?? 1000),
+    opts.interval ?? '0.002',
+    String(opts.waitS ?? 1),
+    ip,
+  ]);
   return {
     proc,
     async stop() {
@@ -295,8 +383,12 @@ export function pingLoop(cb: ClusterBed, ns: string, ip: string, opts: { interva
 
 /** The data-plane drop counters of host i's gateway (GET /status), summed over pairs, plus the unattributed ones. */
 export async function gatewayDrops(cb: ClusterBed, hostIndex: number): Promise<Record<string, number>> {
-  const s = (await cb.api(hostIndex, 'GET', '/status')).body as { pairs: Array<{ drops: Record<string, number> }>; unattributedDrops: Record<string, number> };
+  const s = (await cb.api(hostIndex, 'GET', '/status')).body as {
+    pairs: Array<{ drops: Record<string, number> }>;
+    unattributedDrops: Record<string, number>;
+  };
   const sum: Record<string, number> = {};
-  for (const d of [...s.pairs.map((p) => p.drops), s.unattributedDrops]) for (const [k, v] of Object.entries(d)) sum[k] = (sum[k] ?? 0) + v;
+  for (const d of [...s.pairs.map((p) => p.drops), s.unattributedDrops])
+    for (const [k, v] of Object.entries(d)) sum[k] = (sum[k] ?? 0) + v;
   return sum;
 }

@@ -18,12 +18,25 @@ afterAll(async () => {
 }, 60_000);
 
 async function ping(ns: string, ip: string, count = 3): Promise<{ code: number; out: string }> {
-  const r = await cb.bed.exec(ns, ['ping', '-c', String(count), '-i', '0.2', '-W', '2', ip], { allowFail: true, timeoutMs: 20_000 });
+  const r = await cb.bed.exec(ns, ['ping', '-c', String(count), '-i', '0.2', '-W', '2', ip], {
+    allowFail: true,
+    timeoutMs: 20_000,
+  });
   return { code: r.code, out: r.stdout };
 }
 
 async function gatewayStatus(i: number) {
-  return (await cb.api(i, 'GET', '/status')).body as { peers: Array<{ id: string }>; networks: Array<{ vni: number }>; pairs: Array<{ peer: string; vni: number; txPackets: number; rxPackets: number; outbound?: { spi: number; epoch: number } }> };
+  return (await cb.api(i, 'GET', '/status')).body as {
+    peers: Array<{ id: string }>;
+    networks: Array<{ vni: number }>;
+    pairs: Array<{
+      peer: string;
+      vni: number;
+      txPackets: number;
+      rxPackets: number;
+      outbound?: { spi: number; epoch: number };
+    }>;
+  };
 }
 
 describe.each([
@@ -35,7 +48,13 @@ describe.each([
   const containers: Array<{ ns: string; netns: string; ip: string; host: number }> = [];
 
   it('is created on host 1 and visible at once on every host', async () => {
-    const r = await cb.api(1, 'POST', '/networks', { Name: name, Driver: 'overlay', Attachable: true, Options: options, IPAM: { Config: [{ Subnet: subnet }] } });
+    const r = await cb.api(1, 'POST', '/networks', {
+      Name: name,
+      Driver: 'overlay',
+      Attachable: true,
+      Options: options,
+      IPAM: { Config: [{ Subnet: subnet }] },
+    });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     id = r.body.Id;
     for (const i of [2, 3]) {
@@ -44,32 +63,58 @@ describe.each([
       expect(n.body.Id).toBe(id);
     }
     // Every gateway plumbs it (through its watch, not because of a request).
-    await waitFor(async () => (await Promise.all([1, 2, 3].map(gatewayStatus))).every((s) => s.networks.length >= 1), 10_000, 'every gateway has the network');
+    await waitFor(
+      async () => (await Promise.all([1, 2, 3].map(gatewayStatus))).every((s) => s.networks.length >= 1),
+      10_000,
+      'every gateway has the network',
+    );
   });
 
   it('connects a container on host 2 and one on host 3 through their own APIs; they ping each other', async () => {
     for (const host of [2, 3]) {
       const c = await cb.container(`k${kind[0]}${host}`);
-      const r = await cb.api(host, 'POST', `/networks/${name}/connect`, { Container: `web${host}`, Sandbox: { Netns: c.netns } });
+      const r = await cb.api(host, 'POST', `/networks/${name}/connect`, {
+        Container: `web${host}`,
+        Sandbox: { Netns: c.netns },
+      });
       expect(r.status, JSON.stringify(r.body)).toBe(200);
       expect(r.body).toMatchObject({ Name: `web${host}`, Host: `h${host}`, Warning: '' });
       containers.push({ ...c, ip: r.body.IPv4Address.split('/')[0], host });
     }
     const inspect = (await cb.api(1, 'GET', `/networks/${id}`)).body;
-    expect(Object.values(inspect.Containers).map((c: any) => c.Host).sort()).toEqual(['h2', 'h3']);
+    expect(
+      Object.values(inspect.Containers)
+        .map((c: any) => c.Host)
+        .sort(),
+    ).toEqual(['h2', 'h3']);
     // Host 1 has no container here, yet its kernel FDB points each remote MAC at that container's host (unicast, no flooding).
     // Each peer's gateway port is privileged (< 1024: no unprivileged process can hold it and read the VTEP's cleartext).
-    const portOf = new Map(((await cb.api(1, 'GET', '/status')).body.peers as Array<{ id: string; port: number }>).map((p) => [p.id, p.port]));
+    const portOf = new Map(
+      ((await cb.api(1, 'GET', '/status')).body.peers as Array<{ id: string; port: number }>).map((p) => [
+        p.id,
+        p.port,
+      ]),
+    );
     for (const port of portOf.values()) expect(port).toBeLessThan(1024);
-    await waitFor(async () => {
-      const fdb = await cb.bed.hosts[0]!.plumbing.listFdb(inspect.VNI);
-      return Object.values(inspect.Containers).every((c: any) => fdb.some((e) => e.mac === c.MacAddress && e.port === portOf.get(c.Host)));
-    }, 10_000, 'per-MAC FDB entries on host 1');
+    await waitFor(
+      async () => {
+        const fdb = await cb.bed.hosts[0]!.plumbing.listFdb(inspect.VNI);
+        return Object.values(inspect.Containers).every((c: any) =>
+          fdb.some((e) => e.mac === c.MacAddress && e.port === portOf.get(c.Host)),
+        );
+      },
+      10_000,
+      'per-MAC FDB entries on host 1',
+    );
     const [a, b] = containers;
-    const r = await waitFor(async () => {
-      const p = await ping(a!.ns, b!.ip, 1);
-      return p.code === 0 ? p : undefined;
-    }, 20_000, `ping ${b!.ip} from host 2`);
+    const r = await waitFor(
+      async () => {
+        const p = await ping(a!.ns, b!.ip, 1);
+        return p.code === 0 ? p : undefined;
+      },
+      20_000,
+      `ping ${b!.ip} from host 2`,
+    );
     expect(r.code).toBe(0);
     const back = await ping(b!.ns, a!.ip, 5);
     expect(back.out).toMatch(/5 received/);
@@ -80,7 +125,12 @@ describe.each([
 
     // "Is my traffic encrypted?", per peer, from host 2's side.
     const st = (await cb.api(2, 'GET', `/networks/${name}/status`)).body;
-    expect(st).toMatchObject({ Network: name, Host: 'h2', Encrypted: kind === 'encrypted', Protected: kind === 'encrypted' });
+    expect(st).toMatchObject({
+      Network: name,
+      Host: 'h2',
+      Encrypted: kind === 'encrypted',
+      Protected: kind === 'encrypted',
+    });
     const toH3 = st.Peers.find((p: { Host: string }) => p.Host === 'h3');
     if (kind === 'encrypted') {
       expect(st.Peers.map((p: { Protected: boolean }) => p.Protected)).toEqual([true, true]);
@@ -93,33 +143,53 @@ describe.each([
       expect(toH3.Statement).toMatch(/not encrypted/);
       expect(toH3.Outbound).toBeNull();
     }
-    const cli = await execFileAsync(process.execPath, [CLI, '--api', `unix:${cb.socket(2)}`, 'network', 'status', name], { encoding: 'utf8' });
-    expect(cli.stdout).toMatch(kind === 'encrypted' ? /every peer \(2\) has SAs in both directions/ : /plain network: traffic is not encrypted/);
+    const cli = await execFileAsync(
+      process.execPath,
+      [CLI, '--api', `unix:${cb.socket(2)}`, 'network', 'status', name],
+      { encoding: 'utf8' },
+    );
+    expect(cli.stdout).toMatch(
+      kind === 'encrypted' ? /every peer \(2\) has SAs in both directions/ : /plain network: traffic is not encrypted/,
+    );
     expect(cli.stdout).toMatch(/PEER\s+PROTECTED\s+OUT SPI/);
   }, 60_000);
 
-  it.runIf(kind === 'encrypted')('the CLI shows the key epochs and forces a rotation; traffic keeps flowing on the new epoch', async () => {
-    const veil = (i: number, ...args: string[]) => execFileAsync(process.execPath, [CLI, '--api', `unix:${cb.socket(i)}`, ...args], { encoding: 'utf8' });
-    const keysOn = async (i: number) => JSON.parse((await veil(i, 'network', 'keys', name, '--format', 'json')).stdout) as { Epochs: Array<{ Epoch: number; State: string; OutboundHere: boolean; Members: string[] }> };
-    const first = await keysOn(2);
-    const active = first.Epochs.find((e) => e.State === 'active')!;
-    expect(active.Members).toEqual(['h1', 'h2', 'h3']);
-    expect(JSON.stringify({ ...first, Id: undefined })).not.toMatch(/[0-9a-f]{32}|[A-Za-z0-9+/]{40}/); // nothing key-sized but the network id
-    const table = (await veil(1, 'network', 'keys', name)).stdout;
-    expect(table).toMatch(/EPOCH\s+STATE/);
-    expect(table).toMatch(/next rotation: \d{4}-/);
-    const r = await veil(3, 'network', 'rotate', name);
-    expect(r.stdout).toMatch(new RegExp(`after ${active.Epoch}`));
-    await waitFor(async () => {
-      const all = await Promise.all([1, 2, 3].map(keysOn));
-      return all.every((k) => k.Epochs.some((e) => e.Epoch === active.Epoch + 1 && e.State === 'active' && e.OutboundHere));
-    }, 30_000, `epoch ${active.Epoch + 1} active and sealing on every host`);
-    const [a, b] = containers;
-    expect((await ping(a!.ns, b!.ip, 5)).out).toMatch(/5 received/);
-    const s2 = await gatewayStatus(2);
-    const pair = s2.pairs.find((p) => p.peer === 'h3' && p.vni === (s2.networks.find(() => true)?.vni ?? -1));
-    expect(pair?.outbound && (pair.outbound as { epoch: number }).epoch).toBe(active.Epoch + 1);
-  }, 60_000);
+  it.runIf(kind === 'encrypted')(
+    'the CLI shows the key epochs and forces a rotation; traffic keeps flowing on the new epoch',
+    async () => {
+      const veil = (i: number, ...args: string[]) =>
+        execFileAsync(process.execPath, [CLI, '--api', `unix:${cb.socket(i)}`, ...args], { encoding: 'utf8' });
+      const keysOn = async (i: number) =>
+        JSON.parse((await veil(i, 'network', 'keys', name, '--format', 'json')).stdout) as {
+          Epochs: Array<{ Epoch: number; State: string; OutboundHere: boolean; Members: string[] }>;
+        };
+      const first = await keysOn(2);
+      const active = first.Epochs.find((e) => e.State === 'active')!;
+      expect(active.Members).toEqual(['h1', 'h2', 'h3']);
+      expect(JSON.stringify({ ...first, Id: undefined })).not.toMatch(/[0-9a-f]{32}|[A-Za-z0-9+/]{40}/); // nothing key-sized but the network id
+      const table = (await veil(1, 'network', 'keys', name)).stdout;
+      expect(table).toMatch(/EPOCH\s+STATE/);
+      expect(table).toMatch(/next rotation: \d{4}-/);
+      const r = await veil(3, 'network', 'rotate', name);
+      expect(r.stdout).toMatch(new RegExp(`after ${active.Epoch}`));
+      await waitFor(
+        async () => {
+          const all = await Promise.all([1, 2, 3].map(keysOn));
+          return all.every((k) =>
+            k.Epochs.some((e) => e.Epoch === active.Epoch + 1 && e.State === 'active' && e.OutboundHere),
+          );
+        },
+        30_000,
+        `epoch ${active.Epoch + 1} active and sealing on every host`,
+      );
+      const [a, b] = containers;
+      expect((await ping(a!.ns, b!.ip, 5)).out).toMatch(/5 received/);
+      const s2 = await gatewayStatus(2);
+      const pair = s2.pairs.find((p) => p.peer === 'h3' && p.vni === (s2.networks.find(() => true)?.vni ?? -1));
+      expect(pair?.outbound && (pair.outbound as { epoch: number }).epoch).toBe(active.Epoch + 1);
+    },
+    60_000,
+  );
 
   it('refuses to delete the network while containers are connected; disconnect frees the IP; then delete works everywhere', async () => {
     const busy = await cb.api(3, 'DELETE', `/networks/${name}`);
@@ -133,30 +203,57 @@ describe.each([
     }
     expect((await cb.api(1, 'GET', `/networks/${name}`)).body.Containers).toEqual({});
     expect((await cb.api(2, 'DELETE', `/networks/${name}`)).status).toBe(204);
-    await waitFor(async () => (await Promise.all([1, 2, 3].map(gatewayStatus))).every((s) => s.networks.length === 0), 10_000, 'every gateway removed the network');
+    await waitFor(
+      async () => (await Promise.all([1, 2, 3].map(gatewayStatus))).every((s) => s.networks.length === 0),
+      10_000,
+      'every gateway removed the network',
+    );
   }, 60_000);
 });
 
 describe('a container on two networks', () => {
-  it('gets eth0 and eth1 (Docker\'s order) and reaches its peers on both', async () => {
-    for (const [name, subnet, options] of [['two-a', '10.66.0.0/24', { encrypted: '' }], ['two-b', '10.67.0.0/24', {}]] as const) {
-      expect((await cb.api(1, 'POST', '/networks', { Name: name, Options: options, IPAM: { Config: [{ Subnet: subnet }] } })).status).toBe(201);
+  it("gets eth0 and eth1 (Docker's order) and reaches its peers on both", async () => {
+    for (const [name, subnet, options] of [
+      ['two-a', '10.66.0.0/24', { encrypted: '' }],
+      ['two-b', '10.67.0.0/24', {}],
+    ] as const) {
+      expect(
+        (await cb.api(1, 'POST', '/networks', { Name: name, Options: options, IPAM: { Config: [{ Subnet: subnet }] } }))
+          .status,
+      ).toBe(201);
     }
     const multi = await cb.container('multi');
     const a = await cb.container('peer-a');
     const b = await cb.container('peer-b');
-    const ma = (await cb.api(2, 'POST', '/networks/two-a/connect', { Container: 'multi', Sandbox: { Netns: multi.netns } })).body;
-    const mb = (await cb.api(2, 'POST', '/networks/two-b/connect', { Container: 'multi', Sandbox: { Netns: multi.netns } })).body;
-    const pa = (await cb.api(3, 'POST', '/networks/two-a/connect', { Container: 'peer-a', Sandbox: { Netns: a.netns } })).body;
-    const pb = (await cb.api(3, 'POST', '/networks/two-b/connect', { Container: 'peer-b', Sandbox: { Netns: b.netns } })).body;
+    const ma = (
+      await cb.api(2, 'POST', '/networks/two-a/connect', { Container: 'multi', Sandbox: { Netns: multi.netns } })
+    ).body;
+    const mb = (
+      await cb.api(2, 'POST', '/networks/two-b/connect', { Container: 'multi', Sandbox: { Netns: multi.netns } })
+    ).body;
+    const pa = (
+      await cb.api(3, 'POST', '/networks/two-a/connect', { Container: 'peer-a', Sandbox: { Netns: a.netns } })
+    ).body;
+    const pb = (
+      await cb.api(3, 'POST', '/networks/two-b/connect', { Container: 'peer-b', Sandbox: { Netns: b.netns } })
+    ).body;
     const links = (await cb.bed.exec(multi.ns, ['ip', '-o', '-4', 'addr', 'show'])).stdout;
     expect(links).toMatch(new RegExp(`eth0\\s+inet ${ma.IPv4Address.replace(/\./g, '\\.')}`));
     expect(links).toMatch(new RegExp(`eth1\\s+inet ${mb.IPv4Address.replace(/\./g, '\\.')}`));
     for (const target of [pa, pb]) {
       const ip = target.IPv4Address.split('/')[0];
-      await waitFor(async () => (await ping(multi.ns, ip, 1)).code === 0, 20_000, `ping ${ip} from the two-network container`);
+      await waitFor(
+        async () => (await ping(multi.ns, ip, 1)).code === 0,
+        20_000,
+        `ping ${ip} from the two-network container`,
+      );
     }
-    for (const [net, c] of [['two-a', 'multi'], ['two-b', 'multi'], ['two-a', 'peer-a'], ['two-b', 'peer-b']] as const) {
+    for (const [net, c] of [
+      ['two-a', 'multi'],
+      ['two-b', 'multi'],
+      ['two-a', 'peer-a'],
+      ['two-b', 'peer-b'],
+    ] as const) {
       const host = c === 'multi' ? 2 : 3;
       expect((await cb.api(host, 'POST', `/networks/${net}/disconnect`, { Container: c })).status).toBe(204);
     }
@@ -166,14 +263,23 @@ describe('a container on two networks', () => {
 
 describe('host liveness', () => {
   it('lists the three hosts; a killed gateway disappears when its lease expires and its peers drop it', async () => {
-    const hosts = (await cb.api(1, 'GET', '/hosts')).body as Array<{ Id: string; Index: number; Address: string; OS: string }>;
+    const hosts = (await cb.api(1, 'GET', '/hosts')).body as Array<{
+      Id: string;
+      Index: number;
+      Address: string;
+      OS: string;
+    }>;
     expect(hosts.map((h) => h.Id).sort()).toEqual(['h1', 'h2', 'h3']);
     expect(new Set(hosts.map((h) => h.Index)).size).toBe(3);
     expect(hosts.find((h) => h.Id === 'h2')!.Address).toBe('198.18.0.2');
     await waitFor(async () => (await gatewayStatus(1)).peers.length === 2, 10_000, 'h1 has two peers');
 
     await cb.stopGateway(3, 'SIGKILL');
-    await waitFor(async () => (await gatewayStatus(1)).peers.map((p) => p.id).join() === 'h2', 15_000, 'h1 dropped h3 after its lease expired');
+    await waitFor(
+      async () => (await gatewayStatus(1)).peers.map((p) => p.id).join() === 'h2',
+      15_000,
+      'h1 dropped h3 after its lease expired',
+    );
     expect((await cb.api(2, 'GET', '/hosts')).body.map((h: { Id: string }) => h.Id).sort()).toEqual(['h1', 'h2']);
 
     // Back with a new incarnation, same index.

@@ -19,10 +19,18 @@ let cb: ClusterBed;
 const upstreams = new Map<number, BedProcess>();
 const c: Record<string, { ns: string; netns: string; ip: string; host: number }> = {};
 
-async function connect(host: number, network: string, name: string, label: string, aliases: string[] = [], ipv4?: string) {
+async function connect(
+  host: number,
+  network: string,
+  name: string,
+  label: string,
+  aliases: string[] = [],
+  ipv4?: string,
+) {
   const ctr = await cb.container(label);
   const r = await cb.api(host, 'POST', `/networks/${network}/connect`, {
-    Container: name, Sandbox: { Netns: ctr.netns },
+    Container: name,
+    Sandbox: { Netns: ctr.netns },
     EndpointConfig: { Aliases: aliases, ...(ipv4 ? { IPAMConfig: { IPv4Address: ipv4 } } : {}) },
   });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
@@ -34,16 +42,42 @@ const exec = (ns: string, argv: string[]) => cb.bed.exec(ns, argv, { allowFail: 
 /** getent hosts NAME inside a container: its addresses, [] when not found. */
 async function getent(name: string, what: string): Promise<string[]> {
   const r = await exec(c[name]!.ns, ['getent', 'ahostsv4', what]);
-  return r.code === 0 ? [...new Set(r.stdout.trim().split('\n').map((l) => l.split(/\s+/)[0]!))] : [];
+  return r.code === 0
+    ? [
+        ...new Set(
+          r.stdout
+            .trim()
+            .split('\n')
+            .map((l) => l.split(/\s+/)[0]!),
+        ),
+      ]
+    : [];
 }
-async function dig(name: string, args: string[]): Promise<{ status: string; flags: string; answers: string[]; raw: string }> {
+async function dig(
+  name: string,
+  args: string[],
+): Promise<{ status: string; flags: string; answers: string[]; raw: string }> {
   const r = await exec(c[name]!.ns, ['dig', '+tries=1', '+time=4', '+nocookie', ...args]);
   const status = /status: (\w+)/.exec(r.stdout)?.[1] ?? `no answer (exit ${r.code})`;
   const flags = /;; flags: ([a-z ]+);/.exec(r.stdout)?.[1] ?? '';
   const answer = r.stdout.split(';; ANSWER SECTION:\n')[1]?.split('\n\n')[0] ?? '';
-  return { status, flags, answers: answer.split('\n').filter(Boolean).map((l) => l.split(/\s+/).at(-1)!), raw: r.stdout };
+  return {
+    status,
+    flags,
+    answers: answer
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(/\s+/).at(-1)!),
+    raw: r.stdout,
+  };
 }
-const upstreamQueries = (host: number) => upstreams.get(host)!.stdout().split('\n').filter((l) => l.startsWith('query ')).map((l) => l.split(' ')[1]!.toLowerCase());
+const upstreamQueries = (host: number) =>
+  upstreams
+    .get(host)!
+    .stdout()
+    .split('\n')
+    .filter((l) => l.startsWith('query '))
+    .map((l) => l.split(' ')[1]!.toLowerCase());
 
 beforeAll(async () => {
   cb = await createClusterBed({ hosts: 2, startGateways: 0 });
@@ -57,8 +91,16 @@ beforeAll(async () => {
     upstreams.set(host, up);
     await cb.startGateway(host);
   }
-  for (const [name, subnet] of [['dnsa', '10.71.0.0/24'], ['dnsb', '10.72.0.0/24']] as const) {
-    const r = await cb.api(1, 'POST', '/networks', { Name: name, Driver: 'overlay', Attachable: true, IPAM: { Config: [{ Subnet: subnet }] } });
+  for (const [name, subnet] of [
+    ['dnsa', '10.71.0.0/24'],
+    ['dnsb', '10.72.0.0/24'],
+  ] as const) {
+    const r = await cb.api(1, 'POST', '/networks', {
+      Name: name,
+      Driver: 'overlay',
+      Attachable: true,
+      IPAM: { Config: [{ Subnet: subnet }] },
+    });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
   }
   await connect(1, 'dnsa', 'web1', 'c1', ['www', 'svc']);
@@ -70,7 +112,9 @@ beforeAll(async () => {
 afterAll(async () => {
   await cb?.destroy();
   // Whatever a gateway did not remove (it removes its containers' files when it stops), and the hosts' own.
-  if (cb) for (const d of readdirSync('/etc/netns', { withFileTypes: true })) if (d.name.startsWith(cb.bed.prefix)) rmSync(join('/etc/netns', d.name), { recursive: true, force: true });
+  if (cb)
+    for (const d of readdirSync('/etc/netns', { withFileTypes: true }))
+      if (d.name.startsWith(cb.bed.prefix)) rmSync(join('/etc/netns', d.name), { recursive: true, force: true });
 }, 60_000);
 
 describe('embedded DNS across two hosts', () => {
@@ -104,7 +148,7 @@ describe('embedded DNS across two hosts', () => {
     expect(orders.size, 'both orders seen').toBe(2);
   });
 
-  it('PTR for the network\'s addresses; NXDOMAIN for an unknown name under the network\'s domain', async () => {
+  it("PTR for the network's addresses; NXDOMAIN for an unknown name under the network's domain", async () => {
     expect(await exec(c.web1!.ns, ['getent', 'hosts', c.web2!.ip]).then((r) => r.stdout)).toMatch(/\sweb2\.dnsa\b/);
     expect((await dig('web1', ['-x', c.web2!.ip])).answers).toEqual(['web2.dnsa.']);
     const free = await dig('web1', ['-x', '10.71.0.200']);
@@ -114,7 +158,7 @@ describe('embedded DNS across two hosts', () => {
     expect(nope.flags.split(' ')).toContain('aa');
   });
 
-  it('isolation: a container never learns another network\'s names; those questions go upstream like any unknown name', async () => {
+  it("isolation: a container never learns another network's names; those questions go upstream like any unknown name", async () => {
     expect(await getent('web1', 'db')).toEqual([]);
     expect(await getent('web1', 'store')).toEqual([]);
     expect(await getent('db', 'web1')).toEqual([]);
@@ -144,7 +188,7 @@ describe('embedded DNS across two hosts', () => {
     expect(r.code).not.toBe(0);
   });
 
-  it('forwards other names to the host\'s upstream and passes its answer back unchanged; SERVFAIL when upstream is silent', async () => {
+  it("forwards other names to the host's upstream and passes its answer back unchanged; SERVFAIL when upstream is silent", async () => {
     const d = await dig('web2', ['www.upstream.test']);
     expect(d).toMatchObject({ status: 'NOERROR', answers: ['192.0.2.7'] });
     expect(d.raw).toMatch(/www\.upstream\.test\.\s+4242\s+IN\s+A\s+192\.0\.2\.7/); // upstream's TTL, not ours
@@ -156,22 +200,28 @@ describe('embedded DNS across two hosts', () => {
     expect((await dig('web1', ['slow.upstream.test'])).status).toBe('SERVFAIL');
     expect(Date.now() - t0).toBeLessThan(3_900);
     // A network's own names never went upstream (db on h2 asking "web1" or "svc" did: not its network's).
-    for (const leaked of ['web2', 'svc', 'www', 'web2.dnsa', 'web1.dnsa']) expect(upstreamQueries(1), 'h1').not.toContain(leaked);
-    for (const leaked of ['www', 'web1.dnsa', 'web1.dnsb', 'svc.dnsb']) expect(upstreamQueries(2), 'h2').not.toContain(leaked);
+    for (const leaked of ['web2', 'svc', 'www', 'web2.dnsa', 'web1.dnsa'])
+      expect(upstreamQueries(1), 'h1').not.toContain(leaked);
+    for (const leaked of ['www', 'web1.dnsa', 'web1.dnsb', 'svc.dnsb'])
+      expect(upstreamQueries(2), 'h2').not.toContain(leaked);
   }, 30_000);
 
   it('changes are visible at once: a disconnected container stops resolving, a re-attached one resolves to its new address', async () => {
     const before = c.web2!;
     expect((await cb.api(2, 'POST', '/networks/dnsa/disconnect', { Container: 'web2' })).status).toBe(204);
     const t0 = Date.now();
-    await waitFor(async () => (await getent('web1', 'web2')).length === 0, 3_000, 'web2 gone from host 1\'s resolver');
+    await waitFor(async () => (await getent('web1', 'web2')).length === 0, 3_000, "web2 gone from host 1's resolver");
     const gone = Date.now() - t0;
-    expect((await getent('web1', 'svc'))).toEqual([c.web1!.ip]);
+    expect(await getent('web1', 'svc')).toEqual([c.web1!.ip]);
     expect((await dig('web1', ['web2.dnsa'])).status).toBe('NXDOMAIN');
     // "Restarted": a new namespace, the same name, another address; nobody else restarts.
     await connect(2, 'dnsa', 'web2', 'c2b', ['svc'], '10.71.0.77');
     const t1 = Date.now();
-    await waitFor(async () => (await getent('web1', 'web2')).join() === '10.71.0.77', 3_000, 'web2 at its new address on host 1');
+    await waitFor(
+      async () => (await getent('web1', 'web2')).join() === '10.71.0.77',
+      3_000,
+      'web2 at its new address on host 1',
+    );
     const back = Date.now() - t1;
     expect((await getent('web1', 'svc')).sort()).toEqual([c.web1!.ip, '10.71.0.77'].sort());
     expect(await getent('web2', 'web1')).toEqual([c.web1!.ip]);
@@ -193,7 +243,11 @@ describe('embedded DNS across two hosts', () => {
   }, 60_000);
 
   it('a fuzzed stream of malformed queries from inside a container leaves the resolver (and the gateway) answering', async () => {
-    const r = await cb.bed.exec(c.web1!.ns, [process.execPath, join(DIST_TEST, 'fuzz-sender.js'), RESOLVER, '53', '3000', '53'], { timeoutMs: 120_000 });
+    const r = await cb.bed.exec(
+      c.web1!.ns,
+      [process.execPath, join(DIST_TEST, 'fuzz-sender.js'), RESOLVER, '53', '3000', '53'],
+      { timeoutMs: 120_000 },
+    );
     expect(r.stdout).toMatch(/sent 3000 udp, 20 tcp/);
     expect((await dig('web1', ['web2'])).answers).toEqual([c.web2!.ip]);
     expect((await dig('web1', ['+tcp', 'svc'])).answers.length).toBe(2);

@@ -17,14 +17,22 @@ const nets = new Map<string, { vni: number; a: { ns: string }; bIp: string; bMac
 
 beforeAll(async () => {
   cb = await createClusterBed({ hosts: 2, hostArgs: { 2: ['--os', 'windows'] } });
-  for (const [name, options, subnet] of [['enc', { encrypted: '' }, '10.64.0.0/24'], ['plain', {}, '10.65.0.0/24']] as const) {
-    const created = await cb.api(1, 'POST', '/networks', { Name: name, Options: options, IPAM: { Config: [{ Subnet: subnet }] } });
+  for (const [name, options, subnet] of [
+    ['enc', { encrypted: '' }, '10.64.0.0/24'],
+    ['plain', {}, '10.65.0.0/24'],
+  ] as const) {
+    const created = await cb.api(1, 'POST', '/networks', {
+      Name: name,
+      Options: options,
+      IPAM: { Config: [{ Subnet: subnet }] },
+    });
     expect(created.status).toBe(201);
     if (name === 'enc') expect(created.body.Warning).toMatch(/Windows.*h2/);
     const a = await cb.container(`fc${name}1`);
     const b = await cb.container(`fc${name}2`);
     await cb.api(1, 'POST', `/networks/${name}/connect`, { Container: 'a', Sandbox: { Netns: a.netns } });
-    const eb = (await cb.api(2, 'POST', `/networks/${name}/connect`, { Container: 'b', Sandbox: { Netns: b.netns } })).body;
+    const eb = (await cb.api(2, 'POST', `/networks/${name}/connect`, { Container: 'b', Sandbox: { Netns: b.netns } }))
+      .body;
     if (name === 'enc') expect(eb.Warning).toMatch(/Windows host h2.*not be protected/);
     const vni = (await cb.api(1, 'GET', `/networks/${name}`)).body.VNI as number;
     const bIp = eb.IPv4Address.split('/')[0];
@@ -32,7 +40,12 @@ beforeAll(async () => {
     await cb.bed.exec(a.ns, ['ip', 'neigh', 'replace', bIp, 'lladdr', eb.MacAddress, 'dev', 'eth0']);
     nets.set(name, { vni, a, bIp, bMac: eb.MacAddress });
   }
-  await waitFor(async () => (await cb.api(1, 'GET', '/networks/enc/keys')).body.Epochs?.some((e: { State: string }) => e.State === 'active'), 20_000, 'epoch 1 active');
+  await waitFor(
+    async () =>
+      (await cb.api(1, 'GET', '/networks/enc/keys')).body.Epochs?.some((e: { State: string }) => e.State === 'active'),
+    20_000,
+    'epoch 1 active',
+  );
 }, 120_000);
 
 afterAll(async () => {
@@ -40,10 +53,12 @@ afterAll(async () => {
 }, 60_000);
 
 /** Captures UDP on host 2's underlay while `traffic` runs. */
-const captureDuring = (name: string, traffic: () => Promise<void>) => captureUdp(cb.bed, cb.bed.hosts[1]!.netns, cb.dir, name, 'udp', traffic);
+const captureDuring = (name: string, traffic: () => Promise<void>) =>
+  captureUdp(cb.bed, cb.bed.hosts[1]!.netns, cb.dir, name, 'udp', traffic);
 
 async function sendMarker(ns: string, ip: string): Promise<void> {
-  const script = `const s=require('dgram').createSocket('udp4');let n=0;const m=Buffer.from(process.argv[1]);` +
+  const script =
+    `const s=require('dgram').createSocket('udp4');let n=0;const m=Buffer.from(process.argv[1]);` +
     `const go=()=>s.send(m,9999,'${ip}',()=>{if(++n<${DATAGRAMS})setTimeout(go,5);else s.close();});go();`;
   await cb.bed.exec(ns, [process.execPath, '-e', script, MARKER]);
 }
@@ -52,12 +67,20 @@ const hasMarker = (d: UdpDatagram) => Buffer.from(d.payload).includes(MARKER);
 it('traffic toward a host that cannot encrypt is dropped and counted, never plain VXLAN; the plain control shows the marker', async () => {
   const enc = nets.get('enc')!;
   const plain = nets.get('plain')!;
-  const dropsTo2 = async () => ((await cb.api(1, 'GET', '/status')).body.pairs as Array<{ peer: string; vni: number; drops: Record<string, number> }>)
-    .find((p) => p.peer === 'h2' && p.vni === enc.vni)?.drops['no-outbound-sa'] ?? 0;
+  const dropsTo2 = async () =>
+    (
+      (await cb.api(1, 'GET', '/status')).body.pairs as Array<{
+        peer: string;
+        vni: number;
+        drops: Record<string, number>;
+      }>
+    ).find((p) => p.peer === 'h2' && p.vni === enc.vni)?.drops['no-outbound-sa'] ?? 0;
   const before = await dropsTo2();
   const wire = await captureDuring('enc', async () => {
     await sendMarker(enc.a.ns, enc.bIp);
-    const ping = await cb.bed.exec(enc.a.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '1', enc.bIp], { allowFail: true });
+    const ping = await cb.bed.exec(enc.a.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '1', enc.bIp], {
+      allowFail: true,
+    });
     expect(ping.code).not.toBe(0);
   });
   const encVxlan = wire.filter((d) => {
@@ -67,7 +90,9 @@ it('traffic toward a host that cannot encrypt is dropped and counted, never plai
   expect(encVxlan, 'the encrypted network in plain VXLAN').toEqual([]);
   expect(wire.filter(hasMarker), 'plaintext marker on the wire').toEqual([]);
   const dropped = (await dropsTo2()) - before;
-  console.log(`fail closed (cluster): ${dropped} datagrams toward the Windows host dropped as no-outbound-sa; ${encVxlan.length} plain VXLAN of the encrypted VNI on the wire`);
+  console.log(
+    `fail closed (cluster): ${dropped} datagrams toward the Windows host dropped as no-outbound-sa; ${encVxlan.length} plain VXLAN of the encrypted VNI on the wire`,
+  );
   expect(dropped).toBeGreaterThanOrEqual(DATAGRAMS);
 
   const st = (await cb.api(1, 'GET', '/networks/enc/status')).body;

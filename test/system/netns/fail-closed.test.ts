@@ -32,10 +32,12 @@ afterAll(async () => {
 });
 
 /** Captures UDP on host 2's underlay while `traffic` runs. */
-const captureDuring = (name: string, traffic: () => Promise<void>) => captureUdp(ob.bed, ob.hosts[1]!.netns, ob.dir, name, 'udp', traffic);
+const captureDuring = (name: string, traffic: () => Promise<void>) =>
+  captureUdp(ob.bed, ob.hosts[1]!.netns, ob.dir, name, 'udp', traffic);
 
 async function sendMarker(from: Container, to: Container): Promise<void> {
-  const script = `const s=require('dgram').createSocket('udp4');let n=0;const m=Buffer.from(process.argv[1]);` +
+  const script =
+    `const s=require('dgram').createSocket('udp4');let n=0;const m=Buffer.from(process.argv[1]);` +
     `const go=()=>s.send(m,9999,'${to.ip}',()=>{if(++n<${DATAGRAMS})setTimeout(go,5);else s.close();});go();`;
   await ob.bed.exec(from.ns, [process.execPath, '-e', script, MARKER]);
 }
@@ -49,7 +51,9 @@ it('an encrypted network without keys puts nothing on the wire, counts the drops
 
   const encrypted = await captureDuring('enc', async () => {
     await sendMarker(ea, eb);
-    const ping = await ob.bed.exec(ea.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '1', eb.ip], { allowFail: true });
+    const ping = await ob.bed.exec(ea.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '1', eb.ip], {
+      allowFail: true,
+    });
     expect(ping.code).not.toBe(0);
   });
   // The plain network's own chatter may cross; nothing may carry the encrypted network's VNI.

@@ -34,7 +34,16 @@ const NOBODY = '65534';
 const PYTHON = '/usr/bin/python3';
 
 /** Drops every privilege: uid/gid 65534, no groups, no capabilities in any set, no way to regain them. */
-const UNPRIVILEGED = ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--inh-caps=-all', '--ambient-caps=-all', '--bounding-set=-all', '--no-new-privs'];
+const UNPRIVILEGED = [
+  'setpriv',
+  `--reuid=${NOBODY}`,
+  `--regid=${NOBODY}`,
+  '--clear-groups',
+  '--inh-caps=-all',
+  '--ambient-caps=-all',
+  '--bounding-set=-all',
+  '--no-new-privs',
+];
 
 /**
  * The sender: reports who it is and what it could do (capability sets, binding the delivery port, binding
@@ -102,7 +111,13 @@ for (const dataPath of ['ts', 'native'] as const) {
         for (const host of [1, 2]) {
           const ctr = await ob.container(host, net);
           // No IPv6 chatter (DAD, RS, MLD): the counters and captures compared below stay still without traffic.
-          await ob.bed.exec(ctr.ns, ['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+          await ob.bed.exec(ctr.ns, [
+            'sysctl',
+            '-q',
+            '-w',
+            'net.ipv6.conf.all.disable_ipv6=1',
+            'net.ipv6.conf.default.disable_ipv6=1',
+          ]);
           pair.push(ctr);
         }
         const [a, b] = pair as [Container, Container];
@@ -123,7 +138,20 @@ for (const dataPath of ['ts', 'native'] as const) {
     /** tcpdump writing a pcap; stop() returns the file's bytes. */
     async function capture(ns: string, name: string, filter: string[] = []): Promise<{ stop(): Promise<Buffer> }> {
       const file = join(ob.dir, `${dataPath}-${name}-${randomBytes(3).toString('hex')}.pcap`);
-      const p = ob.bed.spawn(ns, ['tcpdump', '-i', 'eth0', '-n', '-p', '-U', '--immediate-mode', '-s', '2048', '-w', file, ...filter]);
+      const p = ob.bed.spawn(ns, [
+        'tcpdump',
+        '-i',
+        'eth0',
+        '-n',
+        '-p',
+        '-U',
+        '--immediate-mode',
+        '-s',
+        '2048',
+        '-w',
+        file,
+        ...filter,
+      ]);
       spawned.add(p);
       void p.exited.then(() => spawned.delete(p));
       await waitUntil(`tcpdump in ${ns}`, () => /listening on/.test(p.stderr()) || p.child.exitCode !== null);
@@ -137,7 +165,11 @@ for (const dataPath of ['ts', 'native'] as const) {
       };
     }
 
-    async function send(ns: string, args: { to: string; port: number; datagrams: Uint8Array[]; bind?: string }, unprivileged: boolean): Promise<SenderReport> {
+    async function send(
+      ns: string,
+      args: { to: string; port: number; datagrams: Uint8Array[]; bind?: string },
+      unprivileged: boolean,
+    ): Promise<SenderReport> {
       const plumbing = ob.hosts[0]!.plumbing;
       const json = JSON.stringify({
         ...args,
@@ -186,12 +218,18 @@ for (const dataPath of ['ts', 'native'] as const) {
     const marker = (what: string): string => `veil-injection-${dataPath}-${what}-${randomBytes(6).toString('hex')}`;
 
     async function ping(from: Container, to: Container): Promise<boolean> {
-      return (await ob.bed.exec(from.ns, ['ping', '-n', '-q', '-c', '2', '-i', '0.2', '-W', '2', to.ip], { allowFail: true })).code === 0;
+      return (
+        (
+          await ob.bed.exec(from.ns, ['ping', '-n', '-q', '-c', '2', '-i', '0.2', '-W', '2', to.ip], {
+            allowFail: true,
+          })
+        ).code === 0
+      );
     }
 
     // ── tests ───────────────────────────────────────────────────────────────────
 
-    it('control: the genuine path works (the VTEP admits the gateway\'s own deliveries)', async () => {
+    it("control: the genuine path works (the VTEP admits the gateway's own deliveries)", async () => {
       for (const net of NETWORKS) {
         expect(await ping(c(net, 1), c(net, 2)), `${net.id} 1→2`).toBe(true);
         expect(await ping(c(net, 2), c(net, 1)), `${net.id} 2→1`).toBe(true);
@@ -205,41 +243,83 @@ for (const dataPath of ['ts', 'native'] as const) {
       const before1 = await ob.status(1);
       const before2 = await ob.status(2);
       const markers = new Map(NETWORKS.map((net) => [net.id, marker(`a-${net.id}`)]));
-      const captures = await Promise.all([capture(ob.hosts[1]!.netns, 'a-underlay', ['udp']), ...NETWORKS.map((net) => capture(c(net, 2).ns, `a-${net.id}`))]);
+      const captures = await Promise.all([
+        capture(ob.hosts[1]!.netns, 'a-underlay', ['udp']),
+        ...NETWORKS.map((net) => capture(c(net, 2).ns, `a-${net.id}`)),
+      ]);
       const reports: SenderReport[] = [];
       for (const net of NETWORKS) {
-        reports.push(await send(h1.netns, { to: h1.plumbing.hostAddress, port, datagrams: forged(net.vni, c(net, 1), c(net, 2), markers.get(net.id)!) }, true));
+        reports.push(
+          await send(
+            h1.netns,
+            {
+              to: h1.plumbing.hostAddress,
+              port,
+              datagrams: forged(net.vni, c(net, 1), c(net, 2), markers.get(net.id)!),
+            },
+            true,
+          ),
+        );
       }
       // Settled when every drop is counted (or, if the gateway let them through, soon enough: the checks below say what leaked).
-      await waitUntil('the drops to be counted', async () => unauthorized(await ob.status(1)) - unauthorized(before1) >= NETWORKS.length * N, 3_000).catch(() => undefined);
+      await waitUntil(
+        'the drops to be counted',
+        async () => unauthorized(await ob.status(1)) - unauthorized(before1) >= NETWORKS.length * N,
+        3_000,
+      ).catch(() => undefined);
       const [underlay, ...containers] = await Promise.all(captures.map((cap) => cap.stop()));
       const after1 = await ob.status(1);
       const after2 = await ob.status(2);
 
       for (const r of reports) expectPowerless(r);
       // Nothing delivered at host 2, nothing on the underlay, nothing sealed, forwarded or opened.
-      NETWORKS.forEach((net, i) => expect(containers[i]!.includes(markers.get(net.id)!), `${net.id} marker at host 2's container`).toBe(false));
+      NETWORKS.forEach((net, i) =>
+        expect(containers[i]!.includes(markers.get(net.id)!), `${net.id} marker at host 2's container`).toBe(false),
+      );
       expect(pairOf(after1, 'h2', ENC).outbound!.sealed).toBe(pairOf(before1, 'h2', ENC).outbound!.sealed);
-      for (const net of NETWORKS) expect(pairOf(after1, 'h2', net).txPackets, `${net.id} tx at host 1`).toBe(pairOf(before1, 'h2', net).txPackets);
+      for (const net of NETWORKS)
+        expect(pairOf(after1, 'h2', net).txPackets, `${net.id} tx at host 1`).toBe(
+          pairOf(before1, 'h2', net).txPackets,
+        );
       expect(fromHost1(underlay!), 'datagrams host 1 → host 2 on the underlay').toEqual([]);
       expect(opened(pairOf(after2, 'h1', ENC))).toBe(opened(pairOf(before2, 'h1', ENC)));
-      for (const net of NETWORKS) expect(pairOf(after2, 'h1', net).rxPackets, `${net.id} rx at host 2`).toBe(pairOf(before2, 'h1', net).rxPackets);
+      for (const net of NETWORKS)
+        expect(pairOf(after2, 'h1', net).rxPackets, `${net.id} rx at host 2`).toBe(
+          pairOf(before2, 'h1', net).rxPackets,
+        );
       expect(unauthorized(after1) - unauthorized(before1), 'unauthorized-source at host 1').toBe(NETWORKS.length * N);
-      console.log(`[injection ${dataPath}] (a) host 1 unauthorized-source +${unauthorized(after1) - unauthorized(before1)}; ` +
-        `host 1 → host 2 underlay datagrams: ${fromHost1(underlay!).length}; host 2 opened +${opened(pairOf(after2, 'h1', ENC)) - opened(pairOf(before2, 'h1', ENC))}`);
+      console.log(
+        `[injection ${dataPath}] (a) host 1 unauthorized-source +${unauthorized(after1) - unauthorized(before1)}; ` +
+          `host 1 → host 2 underlay datagrams: ${fromHost1(underlay!).length}; host 2 opened +${opened(pairOf(after2, 'h1', ENC)) - opened(pairOf(before2, 'h1', ENC))}`,
+      );
     }, 60_000);
 
-    it('(a) control: the same datagrams from the VTEP\'s address (root in the vtep namespace) are sealed, carried and delivered', async () => {
+    it("(a) control: the same datagrams from the VTEP's address (root in the vtep namespace) are sealed, carried and delivered", async () => {
       const h1 = ob.hosts[0]!;
       const before1 = await ob.status(1);
       const before2 = await ob.status(2);
       const markers = new Map(NETWORKS.map((net) => [net.id, marker(`a-control-${net.id}`)]));
-      const captures = await Promise.all([capture(ob.hosts[1]!.netns, 'a-control-underlay', ['udp']), ...NETWORKS.map((net) => capture(c(net, 2).ns, `a-control-${net.id}`))]);
+      const captures = await Promise.all([
+        capture(ob.hosts[1]!.netns, 'a-control-underlay', ['udp']),
+        ...NETWORKS.map((net) => capture(c(net, 2).ns, `a-control-${net.id}`)),
+      ]);
       for (const net of NETWORKS) {
-        const r = await send(h1.vtepNetns, { to: h1.plumbing.hostAddress, port: peerPort(2), bind: h1.plumbing.vtepAddress, datagrams: forged(net.vni, c(net, 1), c(net, 2), markers.get(net.id)!) }, false);
+        const r = await send(
+          h1.vtepNetns,
+          {
+            to: h1.plumbing.hostAddress,
+            port: peerPort(2),
+            bind: h1.plumbing.vtepAddress,
+            datagrams: forged(net.vni, c(net, 1), c(net, 2), markers.get(net.id)!),
+          },
+          false,
+        );
         expect(r.sent).toBe(N);
       }
-      await waitUntil('host 2 to receive them', async () => pairOf(await ob.status(2), 'h1', PLAIN).rxPackets - pairOf(before2, 'h1', PLAIN).rxPackets >= N);
+      await waitUntil(
+        'host 2 to receive them',
+        async () => pairOf(await ob.status(2), 'h1', PLAIN).rxPackets - pairOf(before2, 'h1', PLAIN).rxPackets >= N,
+      );
       const [underlay, ...containers] = await Promise.all(captures.map((cap) => cap.stop()));
       const after1 = await ob.status(1);
       const after2 = await ob.status(2);
@@ -249,12 +329,17 @@ for (const dataPath of ['ts', 'native'] as const) {
       const carried = fromHost1(underlay!);
       // (At least one datagram each: UDP GSO may carry several as one on the veths the capture sees.)
       expect(carried.filter((d) => d.dstPort === 4500).length, 'ESP host 1 → host 2').toBeGreaterThan(0);
-      expect(carried.filter((d) => d.dstPort === 4789 && Buffer.from(d.payload).includes(markers.get(PLAIN.id)!)).length, 'plain VXLAN host 1 → host 2').toBeGreaterThan(0);
+      expect(
+        carried.filter((d) => d.dstPort === 4789 && Buffer.from(d.payload).includes(markers.get(PLAIN.id)!)).length,
+        'plain VXLAN host 1 → host 2',
+      ).toBeGreaterThan(0);
       expect(opened(pairOf(after2, 'h1', ENC)) - opened(pairOf(before2, 'h1', ENC))).toBe(N);
-      NETWORKS.forEach((net, i) => expect(containers[i]!.includes(markers.get(net.id)!), `${net.id} marker at host 2's container`).toBe(true));
+      NETWORKS.forEach((net, i) =>
+        expect(containers[i]!.includes(markers.get(net.id)!), `${net.id} marker at host 2's container`).toBe(true),
+      );
     }, 60_000);
 
-    it('(b) plain VXLAN sent straight to the VTEP by an unprivileged process is dropped and counted by the vtep namespace\'s firewall', async () => {
+    it("(b) plain VXLAN sent straight to the VTEP by an unprivileged process is dropped and counted by the vtep namespace's firewall", async () => {
       const h1 = ob.hosts[0]!;
       const before = await h1.plumbing.vtepFirewallDrops();
       const statusBefore = await ob.status(1);
@@ -263,19 +348,33 @@ for (const dataPath of ['ts', 'native'] as const) {
       const reports: SenderReport[] = [];
       for (const net of NETWORKS) {
         // A frame "from" host 2's container to host 1's own container, as if it had come through the gateway.
-        reports.push(await send(h1.netns, { to: h1.plumbing.vtepAddress, port: 4789, datagrams: forged(net.vni, c(net, 2), c(net, 1), markers.get(net.id)!) }, true));
+        reports.push(
+          await send(
+            h1.netns,
+            {
+              to: h1.plumbing.vtepAddress,
+              port: 4789,
+              datagrams: forged(net.vni, c(net, 2), c(net, 1), markers.get(net.id)!),
+            },
+            true,
+          ),
+        );
       }
       const containers = await Promise.all(captures.map((cap) => cap.stop()));
       const after = await h1.plumbing.vtepFirewallDrops();
 
       for (const r of reports) expectPowerless(r);
       expect(after.packets - before.packets, `nft counter ${VTEP_FIREWALL_COUNTER}`).toBe(NETWORKS.length * N);
-      NETWORKS.forEach((net, i) => expect(containers[i]!.includes(markers.get(net.id)!), `${net.id} marker at host 1's container`).toBe(false));
+      NETWORKS.forEach((net, i) =>
+        expect(containers[i]!.includes(markers.get(net.id)!), `${net.id} marker at host 1's container`).toBe(false),
+      );
       // They never reached the gateway either: its counters did not move.
       expect(unauthorized(await ob.status(1))).toBe(unauthorized(statusBefore));
       // The genuine path is still open.
       expect(await ping(c(ENC, 2), c(ENC, 1))).toBe(true);
-      console.log(`[injection ${dataPath}] (b) nft ${VTEP_FIREWALL_COUNTER}: ${before.packets} → ${after.packets} packets (${after.bytes - before.bytes} bytes)`);
+      console.log(
+        `[injection ${dataPath}] (b) nft ${VTEP_FIREWALL_COUNTER}: ${before.packets} → ${after.packets} packets (${after.bytes - before.bytes} bytes)`,
+      );
     }, 60_000);
 
     it('(b) control: without the firewall the same unprivileged sends reach the container; ensureHost puts it back', async () => {
@@ -284,14 +383,26 @@ for (const dataPath of ['ts', 'native'] as const) {
       try {
         const open = marker('b-control');
         let cap = await capture(c(ENC, 1).ns, 'b-control');
-        expectPowerless(await send(h1.netns, { to: h1.plumbing.vtepAddress, port: 4789, datagrams: forged(ENC.vni, c(ENC, 2), c(ENC, 1), open) }, true));
+        expectPowerless(
+          await send(
+            h1.netns,
+            { to: h1.plumbing.vtepAddress, port: 4789, datagrams: forged(ENC.vni, c(ENC, 2), c(ENC, 1), open) },
+            true,
+          ),
+        );
         expect((await cap.stop()).includes(open), 'the VTEP without its firewall takes VXLAN from anyone').toBe(true);
 
         await h1.plumbing.ensureHost();
         const closed = marker('b-restored');
         const before = await h1.plumbing.vtepFirewallDrops();
         cap = await capture(c(ENC, 1).ns, 'b-restored');
-        expectPowerless(await send(h1.netns, { to: h1.plumbing.vtepAddress, port: 4789, datagrams: forged(ENC.vni, c(ENC, 2), c(ENC, 1), closed) }, true));
+        expectPowerless(
+          await send(
+            h1.netns,
+            { to: h1.plumbing.vtepAddress, port: 4789, datagrams: forged(ENC.vni, c(ENC, 2), c(ENC, 1), closed) },
+            true,
+          ),
+        );
         expect((await cap.stop()).includes(closed)).toBe(false);
         expect((await h1.plumbing.vtepFirewallDrops()).packets - before.packets).toBe(N);
         expect(await ping(c(ENC, 2), c(ENC, 1))).toBe(true);
@@ -303,4 +414,3 @@ for (const dataPath of ['ts', 'native'] as const) {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-

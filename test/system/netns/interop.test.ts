@@ -38,12 +38,31 @@ async function kernelVtep(net: NetworkDef, suffix: string): Promise<Endpoint> {
   const ip = `${net.subnet}.${10 * KERNEL_HOST + 3}`;
   const mac = `02:42:ee:03:${net.index.toString(16).padStart(2, '0')}:21`;
   const inH3 = (...args: string[]) => ob.bed.exec(h3, args);
-  await inH3('ip', 'link', 'add', vx, 'mtu', '1450', 'type', 'vxlan', 'id', String(net.vni), 'local', '198.18.0.3', 'dstport', '4789', 'nolearning', 'dev', 'eth0');
+  await inH3(
+    'ip',
+    'link',
+    'add',
+    vx,
+    'mtu',
+    '1450',
+    'type',
+    'vxlan',
+    'id',
+    String(net.vni),
+    'local',
+    '198.18.0.3',
+    'dstport',
+    '4789',
+    'nolearning',
+    'dev',
+    'eth0',
+  );
   await inH3('ip', 'link', 'add', br, 'mtu', '1450', 'type', 'bridge');
   await inH3('ip', 'link', 'set', vx, 'master', br);
   await inH3('ip', 'link', 'add', port, 'mtu', '1450', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
   await inH3('ip', 'link', 'set', port, 'master', br);
-  for (const dst of ['198.18.0.1', '198.18.0.2']) await inH3('bridge', 'fdb', 'append', '00:00:00:00:00:00', 'dev', vx, 'dst', dst);
+  for (const dst of ['198.18.0.1', '198.18.0.2'])
+    await inH3('bridge', 'fdb', 'append', '00:00:00:00:00:00', 'dev', vx, 'dst', dst);
   for (const link of [vx, br, port]) await inH3('ip', 'link', 'set', link, 'up');
   await ob.bed.exec(ns, ['ip', 'link', 'set', 'eth0', 'address', mac, 'mtu', '1450', 'up']);
   await ob.bed.exec(ns, ['ip', 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
@@ -70,10 +89,11 @@ afterAll(async () => {
 });
 
 async function ping(from: Endpoint, to: Endpoint, count = 3): Promise<boolean> {
-  const r = await ob.bed.exec(from.ns, ['ping', '-n', '-q', '-c', String(count), '-i', '0.2', '-W', '2', to.ip], { allowFail: true });
+  const r = await ob.bed.exec(from.ns, ['ping', '-n', '-q', '-c', String(count), '-i', '0.2', '-W', '2', to.ip], {
+    allowFail: true,
+  });
   return r.code === 0;
 }
-
 
 describe('plain network with a Linux kernel VXLAN VTEP on a host without veil', () => {
   it('the kernel VTEP container and the veil containers on hosts 1 and 2 ping each other', async () => {
@@ -97,8 +117,17 @@ describe('plain network with a Linux kernel VXLAN VTEP on a host without veil', 
       const v = veil.get(PLAIN.id)![0]!;
       const [from, to] = direction === 'kernel → veil' ? [k, v] : [v, k];
       const before = await ob.pair(1, KERNEL_HOST, PLAIN.vni);
-      const r = await tcpTransfer(ob.bed, { fromNs: from.ns, toNs: to.ns, toIp: to.ip, bytes: TRANSFER_BYTES, seed: `interop-${direction}`, timeoutMs: 60_000 });
-      console.log(`[interop] ${direction}: ${(r.received.bytes / MiB).toFixed(0)} MiB in ${(r.received.ms / 1e3).toFixed(2)} s = ${r.mbPerSecond.toFixed(1)} MB/s`);
+      const r = await tcpTransfer(ob.bed, {
+        fromNs: from.ns,
+        toNs: to.ns,
+        toIp: to.ip,
+        bytes: TRANSFER_BYTES,
+        seed: `interop-${direction}`,
+        timeoutMs: 60_000,
+      });
+      console.log(
+        `[interop] ${direction}: ${(r.received.bytes / MiB).toFixed(0)} MiB in ${(r.received.ms / 1e3).toFixed(2)} s = ${r.mbPerSecond.toFixed(1)} MB/s`,
+      );
       expect(r.sent).toEqual({ bytes: TRANSFER_BYTES, sha256: r.expectedSha256 });
       expect(r.received.bytes).toBe(TRANSFER_BYTES);
       expect(r.received.sha256).toBe(r.expectedSha256);

@@ -31,7 +31,13 @@ beforeAll(async () => {
     for (let i = 1; i <= HOSTS; i++) {
       const c = await ob.container(i, net);
       // No IPv6 chatter (DAD, router solicitations, MLD) to blur the counters this file compares.
-      await ob.bed.exec(c.ns, ['sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+      await ob.bed.exec(c.ns, [
+        'sysctl',
+        '-q',
+        '-w',
+        'net.ipv6.conf.all.disable_ipv6=1',
+        'net.ipv6.conf.default.disable_ipv6=1',
+      ]);
       list.push(c);
     }
     on.set(net.id, list);
@@ -57,11 +63,16 @@ function track(p: BedProcess): BedProcess {
   return p;
 }
 
-
 /** Waits until no gateway's per-pair packet counters move for `quietMs`. */
 async function quiesce(quietMs = 1_500, timeoutMs = 20_000): Promise<void> {
   const snapshot = async () =>
-    JSON.stringify(await Promise.all(ob.hosts.map(async (h) => (await ob.status(h.index)).pairs.map((p) => [p.peer, p.vni, p.rxPackets, p.txPackets]))));
+    JSON.stringify(
+      await Promise.all(
+        ob.hosts.map(async (h) =>
+          (await ob.status(h.index)).pairs.map((p) => [p.peer, p.vni, p.rxPackets, p.txPackets]),
+        ),
+      ),
+    );
   const deadline = Date.now() + timeoutMs;
   let last = await snapshot();
   let since = Date.now();
@@ -87,7 +98,10 @@ async function capture(ns: string, filter: string): Promise<{ stop(): Promise<st
     async stop() {
       await sleep(200); // let the last packet reach the capture
       await p.stop();
-      return p.stdout().split('\n').filter((l) => l.trim() !== '');
+      return p
+        .stdout()
+        .split('\n')
+        .filter((l) => l.trim() !== '');
     },
   };
 }
@@ -99,11 +113,20 @@ d.on('message', (m, r) => console.log('got ' + m.toString() + ' from ' + r.addre
 d.bind(${PROBE_PORT}, '0.0.0.0', () => console.log('ready'));`;
   const p = track(ob.bed.spawn(ns, [process.execPath, '-e', script]));
   await p.waitFor(/^ready$/);
-  return { messages: () => p.stdout().split('\n').filter((l) => l.startsWith('got ')).map((l) => l.slice(4)) };
+  return {
+    messages: () =>
+      p
+        .stdout()
+        .split('\n')
+        .filter((l) => l.startsWith('got '))
+        .map((l) => l.slice(4)),
+  };
 }
 
 async function ping(from: Container, ip: string): Promise<boolean> {
-  const r = await ob.bed.exec(from.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '2', ip], { allowFail: true });
+  const r = await ob.bed.exec(from.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '2', ip], {
+    allowFail: true,
+  });
   return r.code === 0;
 }
 
@@ -121,9 +144,15 @@ async function pairOf(host: number, peer: number, net: NetworkDef): Promise<Pair
 
 // ── building an ESP-in-UDP packet by hand ─────────────────────────────────────
 
-
 /** ESP (SPI..ICV) under the SA sender → receiver of `saNetwork`, carrying a VXLAN datagram with `vni`. */
-function espPacket(sender: number, receiver: number, saNetwork: NetworkDef, vni: number, frame: Uint8Array, seq: number): Uint8Array {
+function espPacket(
+  sender: number,
+  receiver: number,
+  saNetwork: NetworkDef,
+  vni: number,
+  frame: Uint8Array,
+  seq: number,
+): Uint8Array {
   const { keymat, spi } = ob.saKey(sender, receiver, saNetwork);
   const cipher = createEspCipher(spi, keymat, true, nodeAeadProvider);
   const vxlan = new Uint8Array(8 + frame.length);
@@ -139,13 +168,23 @@ function espPacket(sender: number, receiver: number, saNetwork: NetworkDef, vni:
 async function sendEsp(from: number, to: number, datagram: Uint8Array): Promise<void> {
   const script = `const d = require('node:dgram').createSocket('udp4');
 d.bind(0, process.argv[1], () => d.send(Buffer.from(process.argv[3], 'hex'), 4500, process.argv[2], (e) => { if (e) throw e; d.close(); }));`;
-  await ob.bed.exec(ob.hosts[from - 1]!.netns, [process.execPath, '-e', script, `198.18.0.${from}`, `198.18.0.${to}`, Buffer.from(datagram).toString('hex')]);
+  await ob.bed.exec(ob.hosts[from - 1]!.netns, [
+    process.execPath,
+    '-e',
+    script,
+    `198.18.0.${from}`,
+    `198.18.0.${to}`,
+    Buffer.from(datagram).toString('hex'),
+  ]);
 }
 
 // ── the tests ────────────────────────────────────────────────────────────────
 
 describe('two encrypted networks with the same subnet and addresses', () => {
-  for (const [net, other] of [[A, B], [B, A]] as const) {
+  for (const [net, other] of [
+    [A, B],
+    [B, A],
+  ] as const) {
     it(`traffic on ${net.id} reaches ${net.id}'s containers only, never ${other.id}'s`, async () => {
       const caps = await Promise.all([2, 3].map((h) => capture(c(other, h).ns, 'icmp or arp')));
       const control = await capture(c(net, 2).ns, 'icmp or arp'); // the same capture does see traffic
@@ -161,7 +200,10 @@ describe('two encrypted networks with the same subnet and addresses', () => {
 
       const seen = await Promise.all(caps.map((cap) => cap.stop()));
       const controlSeen = await control.stop();
-      expect(controlSeen.some((l) => l.includes(`${c(net, 1).ip} > ${c(net, 2).ip}: ICMP echo request`)), controlSeen.join('\n')).toBe(true);
+      expect(
+        controlSeen.some((l) => l.includes(`${c(net, 1).ip} > ${c(net, 2).ip}: ICMP echo request`)),
+        controlSeen.join('\n'),
+      ).toBe(true);
       expect(seen[0], `${other.id} container on host 2 saw ${net.id}'s traffic`).toEqual([]);
       expect(seen[1], `${other.id} container on host 3 saw ${net.id}'s traffic`).toEqual([]);
       const netAfter = await pairOf(2, 1, net);
@@ -173,7 +215,10 @@ describe('two encrypted networks with the same subnet and addresses', () => {
   }
 
   it("an ESP packet authentic under A's SA but carrying B's VNI is dropped as 'vni-mismatch', then a 'replay-duplicate'", async () => {
-    const A1 = c(A, 1), A2 = c(A, 2), B1 = c(B, 1), B2 = c(B, 2);
+    const A1 = c(A, 1),
+      A2 = c(A, 2),
+      B1 = c(B, 1),
+      B2 = c(B, 2);
     const a2 = await listen(A2.ns);
     const b2 = await listen(B2.ns);
     const b2cap = await capture(B2.ns, `udp port ${PROBE_PORT}`);
@@ -200,13 +245,19 @@ describe('two encrypted networks with the same subnet and addresses', () => {
     const tampered = Uint8Array.from(forged);
     tampered[20] = tampered[20]! ^ 0x01;
     await sendEsp(1, 2, tampered);
-    await waitUntil("'auth-failed' on host 2", async () => ((await pairOf(2, 1, A)).drops['auth-failed'] ?? 0) > (aBefore.drops['auth-failed'] ?? 0));
+    await waitUntil(
+      "'auth-failed' on host 2",
+      async () => ((await pairOf(2, 1, A)).drops['auth-failed'] ?? 0) > (aBefore.drops['auth-failed'] ?? 0),
+    );
 
     // ... so the intact forged packet with the same sequence number gets past the replay check,
     // verifies, and is dropped for its VNI.
     await sendEsp(1, 2, forged);
     const mismatch0 = aBefore.drops['vni-mismatch'] ?? 0;
-    await waitUntil("'vni-mismatch' on host 2", async () => ((await pairOf(2, 1, A)).drops['vni-mismatch'] ?? 0) > mismatch0);
+    await waitUntil(
+      "'vni-mismatch' on host 2",
+      async () => ((await pairOf(2, 1, A)).drops['vni-mismatch'] ?? 0) > mismatch0,
+    );
     await sleep(300);
     const aAfter = await pairOf(2, 1, A);
     expect(aAfter.drops['vni-mismatch']).toBe(mismatch0 + 1);
@@ -220,7 +271,10 @@ describe('two encrypted networks with the same subnet and addresses', () => {
     // The same bytes again: the replay window had moved (the ICV verified before the VNI check).
     await sendEsp(1, 2, forged);
     const dup0 = aBefore.drops['replay-duplicate'] ?? 0;
-    await waitUntil("'replay-duplicate' on host 2", async () => ((await pairOf(2, 1, A)).drops['replay-duplicate'] ?? 0) > dup0);
+    await waitUntil(
+      "'replay-duplicate' on host 2",
+      async () => ((await pairOf(2, 1, A)).drops['replay-duplicate'] ?? 0) > dup0,
+    );
     await sleep(300);
     const aLast = await pairOf(2, 1, A);
     expect(aLast.drops['replay-duplicate']).toBe(dup0 + 1);

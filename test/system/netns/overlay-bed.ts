@@ -93,7 +93,9 @@ export async function createOverlayBed(options: {
     keys: generateX25519KeyPair(),
     incarnation: bytesToHex(randomBytes(8)),
   }));
-  const secrets = new Map(options.networks.filter((n) => n.encrypted).map((n) => [n.id, new SecretKey(randomBytes(32))]));
+  const secrets = new Map(
+    options.networks.filter((n) => n.encrypted).map((n) => [n.id, new SecretKey(randomBytes(32))]),
+  );
   const gateways: BedProcess[] = [];
   const socketOf = (i: number) => join(dir, `h${i}.sock`);
 
@@ -112,7 +114,13 @@ export async function createOverlayBed(options: {
       const last = 10 * hostIndex + j;
       const ip = `${network.subnet}.${last}`;
       const mac = `02:42:${hex2(network.index)}:${hex2(hostIndex)}:${hex2(j)}:${hex2(last)}`;
-      await host.plumbing.attachContainer({ vni: network.vni, endpointId: `${network.id}-${hostIndex}-${j}`, netns: { name: ns }, mac, ipv4: `${ip}/24` });
+      await host.plumbing.attachContainer({
+        vni: network.vni,
+        endpointId: `${network.id}-${hostIndex}-${j}`,
+        netns: { name: ns },
+        mac,
+        ipv4: `${ip}/24`,
+      });
       return { ns, host, network, ip, mac };
     },
     async containersOnEveryHost(networks) {
@@ -134,7 +142,12 @@ export async function createOverlayBed(options: {
       const s = identities[sender - 1]!;
       const r = identities[receiver - 1]!;
       const keymat = deriveSaKeymat(secrets.get(network.id)!, s.keys.privateKey, r.keys.publicKey, {
-        networkId: network.id, epoch: EPOCH, senderId: s.id, receiverId: r.id, senderIncarnation: s.incarnation, receiverIncarnation: r.incarnation,
+        networkId: network.id,
+        epoch: EPOCH,
+        senderId: s.id,
+        receiverId: r.id,
+        senderIncarnation: s.incarnation,
+        receiverIncarnation: r.incarnation,
       });
       return { keymat, spi: encodeSpi(EPOCH, s.index, network.index) };
     },
@@ -150,14 +163,31 @@ export async function createOverlayBed(options: {
       const self = identities[i - 1]!;
       const host = bed.hosts[i - 1]!;
       const config = {
-        host: { id: self.id, index: self.index, address: host.underlayAddress, privateKey: bytesToHex(self.keys.privateKey.exposeDanger()), incarnation: self.incarnation },
+        host: {
+          id: self.id,
+          index: self.index,
+          address: host.underlayAddress,
+          privateKey: bytesToHex(self.keys.privateKey.exposeDanger()),
+          incarnation: self.incarnation,
+        },
         vtep: { netns: host.vtepNetns, linkNet: `169.254.${i}.0` },
-        peers: identities.filter((p) => p.index !== i).map((p) => ({
-          id: p.id, index: p.index, address: bed.hosts[p.index - 1]!.underlayAddress, publicKey: bytesToHex(p.keys.publicKey), incarnation: p.incarnation,
-        })),
+        peers: identities
+          .filter((p) => p.index !== i)
+          .map((p) => ({
+            id: p.id,
+            index: p.index,
+            address: bed.hosts[p.index - 1]!.underlayAddress,
+            publicKey: bytesToHex(p.keys.publicKey),
+            incarnation: p.incarnation,
+          })),
         networks: options.networks.map((n) => ({
-          id: n.id, index: n.index, vni: n.vni, encrypted: n.encrypted,
-          ...(n.encrypted && !options.withholdKeys?.includes(n.id) ? { epoch: EPOCH, secret: bytesToHex(secrets.get(n.id)!.exposeDanger()) } : {}),
+          id: n.id,
+          index: n.index,
+          vni: n.vni,
+          encrypted: n.encrypted,
+          ...(n.encrypted && !options.withholdKeys?.includes(n.id)
+            ? { epoch: EPOCH, secret: bytesToHex(secrets.get(n.id)!.exposeDanger()) }
+            : {}),
         })),
         apiSocket: socketOf(i),
         ...(options.sequenceBudget ? { sequenceBudget: options.sequenceBudget } : {}),
@@ -184,7 +214,9 @@ export function httpGet(socketPath: string, path: string): Promise<string> {
     const req = request({ socketPath, path, method: 'GET' }, (res) => {
       let body = '';
       res.setEncoding('utf8').on('data', (d: string) => (body += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${path}: ${res.statusCode} ${body}`))));
+      res.on('end', () =>
+        res.statusCode === 200 ? resolve(body) : reject(new Error(`GET ${path}: ${res.statusCode} ${body}`)),
+      );
     });
     req.on('error', reject);
     req.end();

@@ -23,7 +23,11 @@ for (const dataPath of ['native', 'ts'] as const) {
     });
 
     const ping = async (from: Container, to: Container, count = 3): Promise<boolean> =>
-      (await ob.bed.exec(from.ns, ['ping', '-n', '-q', '-c', String(count), '-i', '0.2', '-W', '2', to.ip], { allowFail: true })).code === 0;
+      (
+        await ob.bed.exec(from.ns, ['ping', '-n', '-q', '-c', String(count), '-i', '0.2', '-W', '2', to.ip], {
+          allowFail: true,
+        })
+      ).code === 0;
 
     for (const net of [ENC, PLAIN]) {
       it(`${net.encrypted ? 'encrypted' : 'plain'} network: containers ping each other across every pair of hosts`, async () => {

@@ -107,7 +107,9 @@ describe('IproutePlumbing on real namespaces', () => {
         const eth0 = (await bed.exec(c.ns, ['ip', 'link', 'show', 'eth0'])).stdout;
         expect(eth0).toContain('mtu 1450 ');
         expect(eth0).toContain(`link/ether ${c.attachment.mac}`);
-        expect((await bed.exec(c.ns, ['ip', 'route', 'show', 'default'])).stdout).toContain('default via 10.42.0.254 dev eth0');
+        expect((await bed.exec(c.ns, ['ip', 'route', 'show', 'default'])).stdout).toContain(
+          'default via 10.42.0.254 dev eth0',
+        );
         const lo = (await bed.exec(c.ns, ['ip', 'link', 'show', 'lo'])).stdout;
         expect(lo).toMatch(/<LOOPBACK,UP,LOWER_UP>/);
       }
@@ -116,11 +118,15 @@ describe('IproutePlumbing on real namespaces', () => {
       }
       // The vtep namespace is no host on the overlays: no IPv6 address on any of its links
       // (no link-local to answer containers, no RS/MLD chatter flooded to every peer).
-      const v6 = (await bed.exec(host.vtepNetns, ['ip', '-6', '-o', 'addr', 'show'])).stdout.split('\n').filter((l) => l && !/^\d+: lo /.test(l));
+      const v6 = (await bed.exec(host.vtepNetns, ['ip', '-6', '-o', 'addr', 'show'])).stdout
+        .split('\n')
+        .filter((l) => l && !/^\d+: lo /.test(l));
       expect(v6).toEqual([]);
       // The VTEP admits VXLAN only from the gateway's privileged delivery port (docs/plumbing.md "No local injection").
       const firewall = (await bed.exec(host.vtepNetns, ['nft', 'list', 'chain', 'inet', 'veil', 'input'])).stdout;
-      expect(firewall).toContain(`iifname "to-host" ip saddr 169.254.${host.index}.1 udp sport ${VTEP_DELIVERY_PORT} udp dport 4789 accept`);
+      expect(firewall).toContain(
+        `iifname "to-host" ip saddr 169.254.${host.index}.1 udp sport ${VTEP_DELIVERY_PORT} udp dport 4789 accept`,
+      );
       expect(firewall).toMatch(/udp dport 4789 counter name "vtep_injection" drop/);
     }
     // An encrypted network gets underlay − 95 (worst-case ESP-in-UDP overhead).
@@ -133,7 +139,9 @@ describe('IproutePlumbing on real namespaces', () => {
   });
 
   it('(3) with a plain relay per host, containers on different hosts reach each other (all pairs)', async () => {
-    const remotePairs = containers.flatMap((a) => containers.filter((b) => b.host !== a.host).map((b) => [a, b] as const));
+    const remotePairs = containers.flatMap((a) =>
+      containers.filter((b) => b.host !== a.host).map((b) => [a, b] as const),
+    );
     // Without the relays nothing crosses: the vtep's frames stop at 169.254.x.1.
     expect(await ping(containers[0]!, containers[PER_HOST]!, ['-W', '1'])).toBe(false);
 
@@ -143,13 +151,17 @@ describe('IproutePlumbing on real namespaces', () => {
         hostAddress: host.plumbing.hostAddress,
         vtepAddress: host.plumbing.vtepAddress,
         deliveryPort: VTEP_DELIVERY_PORT,
-        peers: bed.hosts.filter((p) => p !== host).map((p) => ({ port: peerPort(p.index), underlay: p.underlayAddress })),
+        peers: bed.hosts
+          .filter((p) => p !== host)
+          .map((p) => ({ port: peerPort(p.index), underlay: p.underlayAddress })),
       };
       return bed.spawn(host.netns, [process.execPath, '--input-type=module', '-e', RELAY, JSON.stringify(config)]);
     });
     await Promise.all(relays.map((r) => r.waitFor(/^ready$/)));
 
-    const results = await Promise.all(remotePairs.map(async ([a, b]) => `${a.ip}→${b.ip} ${(await ping(a, b)) ? 'ok' : 'FAIL'}`));
+    const results = await Promise.all(
+      remotePairs.map(async ([a, b]) => `${a.ip}→${b.ip} ${(await ping(a, b)) ? 'ok' : 'FAIL'}`),
+    );
     expect(results.filter((r) => r.endsWith('FAIL'))).toEqual([]);
     expect(results).toHaveLength(HOSTS * PER_HOST * (HOSTS - 1) * PER_HOST);
 
@@ -170,7 +182,8 @@ describe('IproutePlumbing on real namespaces', () => {
       for (const c of mine) await host.plumbing.attachContainer(c.attachment);
       for (const peer of bed.hosts.filter((p) => p !== host)) {
         await host.plumbing.ensurePeerFlood(VNI, peerPort(peer.index));
-        for (const c of containers.filter((c) => c.host === peer)) await host.plumbing.ensurePeerMac(VNI, c.attachment.mac, peerPort(peer.index));
+        for (const c of containers.filter((c) => c.host === peer))
+          await host.plumbing.ensurePeerMac(VNI, c.attachment.mac, peerPort(peer.index));
       }
     }
     expect(await snapshot(bed, host, mine)).toEqual(before);
@@ -185,8 +198,21 @@ describe('IproutePlumbing on real namespaces', () => {
     const holder = await bed.namespace('xp');
     const sleeper = bed.spawn(holder, ['sleep', '600']);
     const attachments: ContainerAttachment[] = [
-      { vni: 7, endpointId: 'by-path', netns: { path: `/run/netns/${byPath}` }, mac: '02:00:00:00:07:01', ipv4: '10.7.0.1/24' },
-      { vni: 7, endpointId: 'by-pid', netns: { pid: sleeper.pid }, mac: '02:00:00:00:07:02', ipv4: '10.7.0.2/24', ifName: 'ov7' },
+      {
+        vni: 7,
+        endpointId: 'by-path',
+        netns: { path: `/run/netns/${byPath}` },
+        mac: '02:00:00:00:07:01',
+        ipv4: '10.7.0.1/24',
+      },
+      {
+        vni: 7,
+        endpointId: 'by-pid',
+        netns: { pid: sleeper.pid },
+        mac: '02:00:00:00:07:02',
+        ipv4: '10.7.0.2/24',
+        ifName: 'ov7',
+      },
     ];
     for (let round = 0; round < 2; round++) {
       await p.ensureHost();
@@ -215,7 +241,9 @@ describe('IproutePlumbing on real namespaces', () => {
     await p.detachContainer(7, 'by-path');
     await p.detachContainer(7, 'by-path');
     expect((await bed.exec(byPath, ['ip', '-o', 'link', 'show'])).stdout.trim().split('\n')).toHaveLength(1); // lo only
-    expect((await bed.exec(vtepNs, ['ip', '-o', 'link', 'show', endpointLinkName(7, 'by-path')], { allowFail: true })).code).not.toBe(0);
+    expect(
+      (await bed.exec(vtepNs, ['ip', '-o', 'link', 'show', endpointLinkName(7, 'by-path')], { allowFail: true })).code,
+    ).not.toBe(0);
     // Removing a network also removes the container veths still attached to it.
     await p.removeNetwork(7);
     await p.removeNetwork(7);
@@ -238,36 +266,60 @@ describe('IproutePlumbing on real namespaces', () => {
     const vtepNs = bed.reserve('ut');
     await bed.exec(hostNs, ['sysctl', '-q', '-w', `net.ipv4.ip_unprivileged_port_start=${VTEP_DELIVERY_PORT}`]);
     const p = new IproutePlumbing({ hostNetns: hostNs, vtepNetns: vtepNs, linkNet: '169.254.201.0' });
-    const err = await p.ensureHost().then(() => undefined, (e: unknown) => e);
+    const err = await p.ensureHost().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(PlumbingError);
     expect((err as PlumbingError).message).toMatch(/ip_unprivileged_port_start is 1022 .*inject/);
     expect(bed.namespaces()).not.toContain(vtepNs);
   });
 
-  it('refuses to plumb the host\'s own network namespace as a container, by name, path or pid', async () => {
+  it("refuses to plumb the host's own network namespace as a container, by name, path or pid", async () => {
     const host = bed.hosts[0]!;
     const pid = (await bed.exec(host.netns, ['sh', '-c', 'sleep 30 >/dev/null 2>&1 & echo $!'])).stdout.trim();
     for (const netns of [{ name: host.netns }, { path: `/run/netns/${host.netns}` }, { pid: Number(pid) }]) {
       const err = await host.plumbing
         .attachContainer({ vni: VNI, endpointId: 'self', netns, mac: '02:00:00:00:00:98', ipv4: '10.42.0.98/24' })
-        .then(() => undefined, (e: unknown) => e);
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
       expect(err, JSON.stringify(netns)).toBeInstanceOf(PlumbingError);
       expect((err as PlumbingError).message).toMatch(/host's own network namespace/);
     }
     await bed.exec(host.netns, ['kill', pid], { allowFail: true });
-    expect((await bed.exec(host.vtepNetns, ['ip', '-o', 'link', 'show', endpointLinkName(VNI, 'self')], { allowFail: true })).code).not.toBe(0);
+    expect(
+      (await bed.exec(host.vtepNetns, ['ip', '-o', 'link', 'show', endpointLinkName(VNI, 'self')], { allowFail: true }))
+        .code,
+    ).not.toBe(0);
   });
 
   it('reports failures with the command and its stderr', async () => {
     const p = bed.hosts[0]!.plumbing;
     const err = await p
-      .attachContainer({ vni: VNI, endpointId: 'ghost', netns: { name: 'veil-no-such-netns' }, mac: '02:00:00:00:00:99', ipv4: '10.42.0.99/24' })
-      .then(() => undefined, (e: unknown) => e);
+      .attachContainer({
+        vni: VNI,
+        endpointId: 'ghost',
+        netns: { name: 'veil-no-such-netns' },
+        mac: '02:00:00:00:00:99',
+        ipv4: '10.42.0.99/24',
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     expect(err).toBeInstanceOf(PlumbingError);
     expect((err as PlumbingError).message).toMatch(/cannot open network namespace \/run\/netns\/veil-no-such-netns/);
     expect((err as PlumbingError).stderr).toMatch(/veil-no-such-netns.*no such file/i);
     // Nothing half-made is left behind.
-    expect((await bed.exec(bed.hosts[0]!.vtepNetns, ['ip', '-o', 'link', 'show', endpointLinkName(VNI, 'ghost')], { allowFail: true })).code).not.toBe(0);
+    expect(
+      (
+        await bed.exec(bed.hosts[0]!.vtepNetns, ['ip', '-o', 'link', 'show', endpointLinkName(VNI, 'ghost')], {
+          allowFail: true,
+        })
+      ).code,
+    ).not.toBe(0);
   });
 
   it('(5) a bed is removed when its test throws, by sweepStale after SIGKILL, and on SIGTERM', async () => {
@@ -336,16 +388,26 @@ async function runFixture(kind: 'throw' | 'kill' | 'sigterm'): Promise<FixtureRu
   const dir = mkdtempSync(join(tmpdir(), 'veil-bed-'));
   const info = join(dir, 'info.json');
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VITEST') && k !== 'NODE_ENV' && k !== 'TEST') env[k] = v;
+  for (const [k, v] of Object.entries(process.env))
+    if (!k.startsWith('VITEST') && k !== 'NODE_ENV' && k !== 'TEST') env[k] = v;
   env['VEIL_BED_FIXTURE'] = kind;
   env['VEIL_BED_INFO'] = info;
   const root = resolve(import.meta.dirname, '../../..');
-  const child = spawn(process.execPath, [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--config', 'test/system/netns/fixtures/vitest.fixture.config.ts'], {
-    cwd: root,
-    env,
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      join(root, 'node_modules/vitest/vitest.mjs'),
+      'run',
+      '--config',
+      'test/system/netns/fixtures/vitest.fixture.config.ts',
+    ],
+    {
+      cwd: root,
+      env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let output = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
@@ -375,7 +437,8 @@ async function runFixture(kind: 'throw' | 'kill' | 'sigterm'): Promise<FixtureRu
 
 /** Kernel state that an idempotent ensure must not change (timers and learned entries excluded). */
 async function snapshot(bed: Bed, host: BedHost, containers: readonly Container[]): Promise<unknown> {
-  const json = async (ns: string, argv: readonly string[]): Promise<unknown> => stripTimers(JSON.parse((await bed.exec(ns, argv)).stdout || '[]'));
+  const json = async (ns: string, argv: readonly string[]): Promise<unknown> =>
+    stripTimers(JSON.parse((await bed.exec(ns, argv)).stdout || '[]'));
   const state: Record<string, unknown> = {};
   for (const ns of [host.netns, host.vtepNetns, ...containers.map((c) => c.ns)]) {
     state[`${ns} link`] = await json(ns, ['ip', '-d', '-j', 'link', 'show']);
@@ -392,7 +455,11 @@ async function snapshot(bed: Bed, host: BedHost, containers: readonly Container[
 function stripTimers(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(stripTimers);
   if (value !== null && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).filter(([k]) => !k.includes('timer')).map(([k, v]) => [k, stripTimers(v)]));
+    return Object.fromEntries(
+      Object.entries(value)
+        .filter(([k]) => !k.includes('timer'))
+        .map(([k, v]) => [k, stripTimers(v)]),
+    );
   }
   return value;
 }

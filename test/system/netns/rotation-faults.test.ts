@@ -8,7 +8,18 @@ import { generateX25519KeyPair } from '../../../src/crypto/x25519.js';
 import { unwrapForSelf } from '../../../src/keyrotation/wrapping.js';
 import type { KeyEpochRecord } from '../../../src/store/types.js';
 import { waitFor } from '../../support/wait.js';
-import { createClusterBed, etcdHistory, etcdRaftLeader, gatewayDrops, hostIdentityHex, keysOf, outboundEpoch, pingLoop, type ClusterBed, type KeysView } from './cluster-bed.js';
+import {
+  createClusterBed,
+  etcdHistory,
+  etcdRaftLeader,
+  gatewayDrops,
+  hostIdentityHex,
+  keysOf,
+  outboundEpoch,
+  pingLoop,
+  type ClusterBed,
+  type KeysView,
+} from './cluster-bed.js';
 
 const NET = 'flt';
 const HOSTS = [1, 2, 3] as const;
@@ -19,18 +30,43 @@ const c: Record<number, { ns: string; netns: string; ip: string }> = {};
 
 beforeAll(async () => {
   cb = await createClusterBed({ hosts: 3, etcdMembers: 3 });
-  const r = await cb.api(1, 'POST', '/networks', { Name: NET, Options: { encrypted: '' }, IPAM: { Config: [{ Subnet: '10.67.0.0/24' }] } });
+  const r = await cb.api(1, 'POST', '/networks', {
+    Name: NET,
+    Options: { encrypted: '' },
+    IPAM: { Config: [{ Subnet: '10.67.0.0/24' }] },
+  });
   if (r.status !== 201) throw new Error(`create: ${JSON.stringify(r.body)}`);
   networkId = r.body.Id;
-  await waitFor(async () => (await Promise.all(HOSTS.map(async (h) => (await cb.api(h, 'GET', `/networks/${NET}/status`)).body.Protected === true))).every(Boolean), 30_000, 'every host protected');
+  await waitFor(
+    async () =>
+      (
+        await Promise.all(
+          HOSTS.map(async (h) => (await cb.api(h, 'GET', `/networks/${NET}/status`)).body.Protected === true),
+        )
+      ).every(Boolean),
+    30_000,
+    'every host protected',
+  );
   for (const h of HOSTS) {
     const ct = await cb.container(`flt${h}`);
-    const a = await cb.api(h, 'POST', `/networks/${NET}/connect`, { Container: `flt${h}`, Sandbox: { Netns: ct.netns } });
+    const a = await cb.api(h, 'POST', `/networks/${NET}/connect`, {
+      Container: `flt${h}`,
+      Sandbox: { Netns: ct.netns },
+    });
     if (a.status !== 200) throw new Error(`connect on h${h}: ${JSON.stringify(a.body)}`);
     c[h] = { ...ct, ip: a.body.IPv4Address.split('/')[0] };
   }
-  for (const [a, b] of [[1, 2], [2, 3], [3, 1]] as const) {
-    await waitFor(async () => (await cb.bed.exec(c[a]!.ns, ['ping', '-c', '1', '-W', '1', c[b]!.ip], { allowFail: true })).code === 0, 30_000, `first ping h${a}→h${b}`);
+  for (const [a, b] of [
+    [1, 2],
+    [2, 3],
+    [3, 1],
+  ] as const) {
+    await waitFor(
+      async () =>
+        (await cb.bed.exec(c[a]!.ns, ['ping', '-c', '1', '-W', '1', c[b]!.ip], { allowFail: true })).code === 0,
+      30_000,
+      `first ping h${a}→h${b}`,
+    );
   }
 }, 180_000);
 afterAll(async () => {
@@ -46,19 +82,27 @@ async function views(): Promise<Map<number, KeysView>> {
 
 /** Waits until every running host seals with an epoch ≥ target; returns the epochs. */
 async function allOutbound(target: number, timeoutMs: number, what: string): Promise<number[]> {
-  return waitFor(async () => {
-    const e = [...(await views()).values()].map((v) => outboundEpoch(v) ?? 0);
-    return e.every((x) => x >= target) ? e : undefined;
-  }, timeoutMs, what);
+  return waitFor(
+    async () => {
+      const e = [...(await views()).values()].map((v) => outboundEpoch(v) ?? 0);
+      return e.every((x) => x >= target) ? e : undefined;
+    },
+    timeoutMs,
+    what,
+  );
 }
 
 /** POST rotate on `via` (retried while etcd settles), then every running host outbound on the new epoch. */
 async function forcedRotation(via: number, timeoutMs = 60_000): Promise<{ target: number; ms: number }> {
   const t0 = performance.now();
-  const r = await waitFor(async () => {
-    const a = await cb.api(via, 'POST', `/networks/${NET}/rotate`);
-    return a.status === 202 ? a : undefined;
-  }, 20_000, `POST rotate accepted on h${via}`);
+  const r = await waitFor(
+    async () => {
+      const a = await cb.api(via, 'POST', `/networks/${NET}/rotate`);
+      return a.status === 202 ? a : undefined;
+    },
+    20_000,
+    `POST rotate accepted on h${via}`,
+  );
   const target = (r.body.AfterEpoch as number) + 1;
   await allOutbound(target, timeoutMs, `every host outbound on epoch ${target}`);
   return { target, ms: performance.now() - t0 };
@@ -66,10 +110,14 @@ async function forcedRotation(via: number, timeoutMs = 60_000): Promise<{ target
 
 /** The schedule leader among running hosts (exactly one says ScheduleLeader). */
 async function scheduleLeader(timeoutMs: number, not?: number): Promise<number> {
-  return waitFor(async () => {
-    const leaders = [...(await views()).entries()].filter(([, v]) => v.ScheduleLeader).map(([h]) => h);
-    return leaders.length === 1 && leaders[0] !== not ? leaders[0] : undefined;
-  }, timeoutMs, `one key-schedule leader${not ? ` other than h${not}` : ''}`);
+  return waitFor(
+    async () => {
+      const leaders = [...(await views()).entries()].filter(([, v]) => v.ScheduleLeader).map(([h]) => h);
+      return leaders.length === 1 && leaders[0] !== not ? leaders[0] : undefined;
+    },
+    timeoutMs,
+    `one key-schedule leader${not ? ` other than h${not}` : ''}`,
+  );
 }
 
 /**
@@ -82,7 +130,16 @@ async function fakeMember(id: string, index: number, publicKeyHex: string): Prom
   const lease = /lease ([0-9a-f]+) granted/.exec(await cb.etcdctl(['lease', 'grant', '300']))?.[1];
   if (!lease) throw new Error('etcdctl lease grant');
   await cb.etcdctl(['put', `/veil/v1/hostindex/${index}`, id]);
-  const record = { id, index, address: `198.18.0.${200 + index}`, os: 'linux', arch: 'x64', version: 'fake', publicKey: publicKeyHex, incarnation: 'f'.repeat(16) };
+  const record = {
+    id,
+    index,
+    address: `198.18.0.${200 + index}`,
+    os: 'linux',
+    arch: 'x64',
+    version: 'fake',
+    publicKey: publicKeyHex,
+    incarnation: 'f'.repeat(16),
+  };
   await cb.etcdctl(['put', `--lease=${lease}`, `/veil/v1/hosts/${id}`, JSON.stringify(record)]);
   return { revoke: async () => void (await cb.etcdctl(['lease', 'revoke', lease])) };
 }
@@ -103,7 +160,10 @@ async function checkEpochSequence(when: string): Promise<void> {
   const summary: string[] = [];
   for (const [epoch, recs] of byEpoch) {
     expect(new Set(recs.map((r) => r.publishedAt)).size, `epoch ${epoch} published once`).toBe(1);
-    const secrets = recs.map((r) => unwrapForSelf(r, { hostId: 'h1', privateKey: priv1 })).filter((u) => u.ok).map((u) => (u.ok ? bytesToHex(u.secret.exposeDanger()) : ''));
+    const secrets = recs
+      .map((r) => unwrapForSelf(r, { hostId: 'h1', privateKey: priv1 }))
+      .filter((u) => u.ok)
+      .map((u) => (u.ok ? bytesToHex(u.secret.exposeDanger()) : ''));
     expect(new Set(secrets).size, `epoch ${epoch}: one secret`).toBe(1);
     summary.push(`${epoch}×${recs.length}`);
   }
@@ -127,14 +187,23 @@ describe('the schedule leader killed between publish and activate', () => {
     const hung = await fakeMember('h9', 9, bytesToHex(fake.publicKey));
     try {
       // The live epoch is rewrapped for the new member first (so only the publish below is pending).
-      await waitFor(async () => (await keysOf(cb, others[0]!, NET)).Epochs.some((e) => e.State === 'active' && e.Members.includes('h9')), 20_000, 'active epoch rewrapped for h9');
+      await waitFor(
+        async () =>
+          (await keysOf(cb, others[0]!, NET)).Epochs.some((e) => e.State === 'active' && e.Members.includes('h9')),
+        20_000,
+        'active epoch rewrapped for h9',
+      );
       const r = await cb.api(others[0]!, 'POST', `/networks/${NET}/rotate`);
       expect(r.status).toBe(202);
       const target = (r.body.AfterEpoch as number) + 1;
-      const published = await waitFor(async () => {
-        const e = (await keysOf(cb, others[1]!, NET)).Epochs.find((x) => x.Epoch === target);
-        return e ? e : undefined;
-      }, 20_000, `epoch ${target} in etcd`);
+      const published = await waitFor(
+        async () => {
+          const e = (await keysOf(cb, others[1]!, NET)).Epochs.find((x) => x.Epoch === target);
+          return e ? e : undefined;
+        },
+        20_000,
+        `epoch ${target} in etcd`,
+      );
       const publishedState = published.State;
       await cb.stopGateway(leader, 'SIGKILL');
       const killedAt = Date.now();
@@ -171,7 +240,9 @@ describe('etcd degraded', () => {
     await cb.etcd.stopMember(member);
     try {
       const r = await forcedRotation(2, 60_000);
-      console.log(`etcd member ${member} (raft leader) stopped: forced rotation to epoch ${r.target} on every host in ${r.ms.toFixed(0)} ms`);
+      console.log(
+        `etcd member ${member} (raft leader) stopped: forced rotation to epoch ${r.target} on every host in ${r.ms.toFixed(0)} ms`,
+      );
     } finally {
       await cb.etcd.startMember(member);
     }
@@ -190,21 +261,36 @@ describe('etcd degraded', () => {
       const t0 = performance.now();
       await Promise.all([0, 1, 2].map((i) => cb.etcd.stopMember(i)));
       // The gateways notice (a failed call or a broken watch), then report it.
-      during = await waitFor(async () => {
-        const v = await Promise.all(running().map(async (h) => {
-          const r = await cb.api(h, 'GET', `/networks/${NET}/keys`);
-          return { host: h, status: r.status, reachable: r.body?.StoreReachable, waiting: r.body?.Waiting };
-        }));
-        return v.every((x) => x.status === 200 && x.reachable === false && /etcd/.test(String(x.waiting))) ? v : undefined;
-      }, 20_000, 'GET keys: StoreReachable false, Waiting mentions etcd, on every host').catch((err: Error) => {
+      during = await waitFor(
+        async () => {
+          const v = await Promise.all(
+            running().map(async (h) => {
+              const r = await cb.api(h, 'GET', `/networks/${NET}/keys`);
+              return { host: h, status: r.status, reachable: r.body?.StoreReachable, waiting: r.body?.Waiting };
+            }),
+          );
+          return v.every((x) => x.status === 200 && x.reachable === false && /etcd/.test(String(x.waiting)))
+            ? v
+            : undefined;
+        },
+        20_000,
+        'GET keys: StoreReachable false, Waiting mentions etcd, on every host',
+      ).catch((err: Error) => {
         console.log(`etcd down: ${err.message}`);
         return [];
       });
       if (during.length === 0) {
-        during = await Promise.all(running().map(async (h) => {
-          const r = await cb.api(h, 'GET', `/networks/${NET}/keys`);
-          return { host: h, status: r.status, reachable: r.body?.StoreReachable, waiting: r.body?.Waiting ?? r.body?.message };
-        }));
+        during = await Promise.all(
+          running().map(async (h) => {
+            const r = await cb.api(h, 'GET', `/networks/${NET}/keys`);
+            return {
+              host: h,
+              status: r.status,
+              reachable: r.body?.StoreReachable,
+              waiting: r.body?.Waiting ?? r.body?.message,
+            };
+          }),
+        );
       }
       const left = 6_000 - (performance.now() - t0);
       if (left > 0) await new Promise((r) => setTimeout(r, left));
@@ -228,7 +314,11 @@ describe('etcd degraded', () => {
     }
     expect(during.length).toBe(3);
     // etcd back: the gateways say so, and a forced rotation completes.
-    await waitFor(async () => [...(await views()).values()].every((v) => v.StoreReachable), 30_000, 'StoreReachable again on every host');
+    await waitFor(
+      async () => [...(await views()).values()].every((v) => v.StoreReachable),
+      30_000,
+      'StoreReachable again on every host',
+    );
     const r = await forcedRotation(1, 60_000);
     console.log(`after the etcd restart: forced rotation to epoch ${r.target} on every host in ${r.ms.toFixed(0)} ms`);
     await checkEpochSequence('end of run');

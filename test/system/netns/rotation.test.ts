@@ -13,7 +13,17 @@ import type { UdpDatagram } from '../support/pcap.js';
 import { waitFor } from '../../support/wait.js';
 import { MiB, tcpTransfer } from '../support/tcp-transfer.js';
 import { captureUdp } from './capture.js';
-import { createClusterBed, etcdGetPrefix, etcdHistory, gatewayDrops, hostIdentityHex, keysOf, outboundEpoch, pingLoop, type ClusterBed } from './cluster-bed.js';
+import {
+  createClusterBed,
+  etcdGetPrefix,
+  etcdHistory,
+  gatewayDrops,
+  hostIdentityHex,
+  keysOf,
+  outboundEpoch,
+  pingLoop,
+  type ClusterBed,
+} from './cluster-bed.js';
 
 const NET = 'rot';
 const HOSTS = [1, 2, 3] as const;
@@ -25,22 +35,49 @@ const c: Record<number, { ns: string; netns: string; ip: string }> = {};
 
 beforeAll(async () => {
   cb = await createClusterBed({ hosts: 3 });
-  const r = await cb.api(1, 'POST', '/networks', { Name: NET, Options: { encrypted: '' }, IPAM: { Config: [{ Subnet: '10.66.0.0/24' }] } });
+  const r = await cb.api(1, 'POST', '/networks', {
+    Name: NET,
+    Options: { encrypted: '' },
+    IPAM: { Config: [{ Subnet: '10.66.0.0/24' }] },
+  });
   if (r.status !== 201) throw new Error(`create: ${JSON.stringify(r.body)}`);
   networkId = r.body.Id;
   // Containers connect once every host holds SAs toward every peer, so no frame meets a missing SA
   // (that would be counted no-outbound-sa: fail closed at bring-up, not a rotation fault).
-  await waitFor(async () => (await Promise.all(HOSTS.map(async (h) => (await cb.api(h, 'GET', `/networks/${NET}/status`)).body.Protected === true))).every(Boolean), 30_000, 'every host protected toward every peer');
+  await waitFor(
+    async () =>
+      (
+        await Promise.all(
+          HOSTS.map(async (h) => (await cb.api(h, 'GET', `/networks/${NET}/status`)).body.Protected === true),
+        )
+      ).every(Boolean),
+    30_000,
+    'every host protected toward every peer',
+  );
   for (const h of HOSTS) {
     const ct = await cb.container(`rot${h}`);
-    const a = await cb.api(h, 'POST', `/networks/${NET}/connect`, { Container: `rot${h}`, Sandbox: { Netns: ct.netns } });
+    const a = await cb.api(h, 'POST', `/networks/${NET}/connect`, {
+      Container: `rot${h}`,
+      Sandbox: { Netns: ct.netns },
+    });
     if (a.status !== 200) throw new Error(`connect on h${h}: ${JSON.stringify(a.body)}`);
     c[h] = { ...ct, ip: a.body.IPv4Address.split('/')[0] };
   }
-  for (const [a, b] of [[1, 2], [2, 3], [3, 1]] as const) {
-    await waitFor(async () => (await cb.bed.exec(c[a]!.ns, ['ping', '-c', '1', '-W', '1', c[b]!.ip], { allowFail: true })).code === 0, 30_000, `first ping h${a}→h${b}`);
+  for (const [a, b] of [
+    [1, 2],
+    [2, 3],
+    [3, 1],
+  ] as const) {
+    await waitFor(
+      async () =>
+        (await cb.bed.exec(c[a]!.ns, ['ping', '-c', '1', '-W', '1', c[b]!.ip], { allowFail: true })).code === 0,
+      30_000,
+      `first ping h${a}→h${b}`,
+    );
   }
-  console.log(`after bring-up: drops per host ${JSON.stringify(await Promise.all(HOSTS.map((h) => gatewayDrops(cb, h))))}`);
+  console.log(
+    `after bring-up: drops per host ${JSON.stringify(await Promise.all(HOSTS.map((h) => gatewayDrops(cb, h))))}`,
+  );
 }, 180_000);
 afterAll(async () => {
   await cb?.destroy();
@@ -63,10 +100,14 @@ async function rotate(via: number, timeoutMs = 60_000): Promise<{ ms: number; ep
   const r = await cb.api(via, 'POST', `/networks/${NET}/rotate`);
   if (r.status !== 202) throw new Error(`rotate on h${via}: ${r.status} ${JSON.stringify(r.body)}`);
   const target = (r.body.AfterEpoch as number) + 1;
-  const epochs = await waitFor(async () => {
-    const e = await commonOutbound();
-    return e.every((x) => x >= target) ? e : undefined;
-  }, timeoutMs, `every host outbound on epoch ≥ ${target} (rotation via h${via})`);
+  const epochs = await waitFor(
+    async () => {
+      const e = await commonOutbound();
+      return e.every((x) => x >= target) ? e : undefined;
+    },
+    timeoutMs,
+    `every host outbound on epoch ≥ ${target} (rotation via h${via})`,
+  );
   return { ms: performance.now() - t0, epoch: Math.min(...epochs) };
 }
 
@@ -81,7 +122,15 @@ describe('hitless key rotation', () => {
     const transfers: Array<{ bytes: number; ok: boolean; mbPerSecond: number }> = [];
     const streams = (async () => {
       for (let k = 0; streaming; k++) {
-        const t = await tcpTransfer(cb.bed, { fromNs: c[3]!.ns, toNs: c[1]!.ns, toIp: c[1]!.ip, bytes: 4 * MiB, seed: `rot-${k}`, port: 5301, timeoutMs: 60_000 }).catch((err: Error) => {
+        const t = await tcpTransfer(cb.bed, {
+          fromNs: c[3]!.ns,
+          toNs: c[1]!.ns,
+          toIp: c[1]!.ip,
+          bytes: 4 * MiB,
+          seed: `rot-${k}`,
+          port: 5301,
+          timeoutMs: 60_000,
+        }).catch((err: Error) => {
           console.log(`tcp stream ${k} failed: ${err.message}`);
           return undefined;
         });
@@ -89,7 +138,14 @@ describe('hitless key rotation', () => {
           transfers.push({ bytes: 0, ok: false, mbPerSecond: 0 });
           continue;
         }
-        transfers.push({ bytes: t.received.bytes, ok: t.received.sha256 === t.expectedSha256 && t.sent.sha256 === t.expectedSha256 && t.received.bytes === 4 * MiB, mbPerSecond: t.mbPerSecond });
+        transfers.push({
+          bytes: t.received.bytes,
+          ok:
+            t.received.sha256 === t.expectedSha256 &&
+            t.sent.sha256 === t.expectedSha256 &&
+            t.received.bytes === 4 * MiB,
+          mbPerSecond: t.mbPerSecond,
+        });
         await new Promise((r) => setTimeout(r, 200));
       }
     })();
@@ -128,8 +184,18 @@ describe('hitless key rotation', () => {
   }, 600_000);
 });
 
-interface HostView { Id: string; Index: number; Incarnation: string; PublicKey: string }
-interface PeerOutbound { SPI: string; Epoch: number; Sealed: number; SequenceHeadroom: number }
+interface HostView {
+  Id: string;
+  Index: number;
+  Incarnation: string;
+  PublicKey: string;
+}
+interface PeerOutbound {
+  SPI: string;
+  Epoch: number;
+  Sealed: number;
+  SequenceHeadroom: number;
+}
 
 async function hostsView(via: number): Promise<Map<string, HostView>> {
   const r = await cb.api(via, 'GET', '/hosts');
@@ -138,7 +204,9 @@ async function hostsView(via: number): Promise<Map<string, HostView>> {
 
 /** Host `from`'s outbound SA toward host `to` on the network (GET /networks/{id}/status). */
 async function outboundToward(from: number, to: number): Promise<PeerOutbound | null> {
-  const st = (await cb.api(from, 'GET', `/networks/${NET}/status`)).body as { Peers: Array<{ Host: string; Outbound: PeerOutbound | null }> };
+  const st = (await cb.api(from, 'GET', `/networks/${NET}/status`)).body as {
+    Peers: Array<{ Host: string; Outbound: PeerOutbound | null }>;
+  };
   return st.Peers.find((p) => p.Host === `h${to}`)?.Outbound ?? null;
 }
 
@@ -153,7 +221,11 @@ function identity(h: number): SecretKey {
 }
 
 async function pingCount(from: number, to: number, count: number): Promise<{ sent: number; received: number }> {
-  const r = await cb.bed.exec(c[from]!.ns, ['ping', '-n', '-q', '-c', String(count), '-i', '0.01', '-W', '2', c[to]!.ip], { allowFail: true, timeoutMs: 60_000 });
+  const r = await cb.bed.exec(
+    c[from]!.ns,
+    ['ping', '-n', '-q', '-c', String(count), '-i', '0.01', '-W', '2', c[to]!.ip],
+    { allowFail: true, timeoutMs: 60_000 },
+  );
   const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
   return { sent: Number(m?.[1] ?? 0), received: Number(m?.[2] ?? 0) };
 }
@@ -178,7 +250,13 @@ describe('a restarted gateway', () => {
   it('new incarnation, traffic resumes with no auth failure; SAs touching it are re-keyed, the others keep their counters', async () => {
     const before = await hostsView(1);
     const incBefore = before.get('h2')!.Incarnation;
-    for (const [a, b] of [[1, 2], [3, 2], [2, 1], [1, 3]] as const) expect((await pingCount(a, b, 100)).received).toBe(100);
+    for (const [a, b] of [
+      [1, 2],
+      [3, 2],
+      [2, 1],
+      [1, 3],
+    ] as const)
+      expect((await pingCount(a, b, 100)).received).toBe(100);
     const out12 = (await outboundToward(1, 2))!;
     const out21 = (await outboundToward(2, 1))!;
     const out13 = (await outboundToward(1, 3))!;
@@ -192,11 +270,25 @@ describe('a restarted gateway', () => {
     const stopMs = performance.now() - t0;
     await cb.startGateway(2);
     const startMs = performance.now() - t0 - stopMs;
-    await waitFor(async () => (await cb.bed.exec(c[1]!.ns, ['ping', '-c', '1', '-W', '1', c[2]!.ip], { allowFail: true })).code === 0, 30_000, 'ping h1→h2 after the restart');
+    await waitFor(
+      async () =>
+        (await cb.bed.exec(c[1]!.ns, ['ping', '-c', '1', '-W', '1', c[2]!.ip], { allowFail: true })).code === 0,
+      30_000,
+      'ping h1→h2 after the restart',
+    );
     const resumeMs = performance.now() - t0;
     const after = await hostsView(1);
     const incAfter = after.get('h2')!.Incarnation;
-    const pings = await Promise.all(([[1, 2], [3, 2], [2, 1], [1, 3]] as const).map(([a, b]) => pingCount(a, b, 50)));
+    const pings = await Promise.all(
+      (
+        [
+          [1, 2],
+          [3, 2],
+          [2, 1],
+          [1, 3],
+        ] as const
+      ).map(([a, b]) => pingCount(a, b, 50)),
+    );
     const n12 = (await outboundToward(1, 2))!;
     const n21 = (await outboundToward(2, 1))!;
     const n13 = (await outboundToward(1, 3))!;
@@ -229,14 +321,24 @@ describe('a restarted gateway', () => {
     if (!secret.ok) return;
     const km = (s: string, r: string, inc: Map<string, HostView>) =>
       deriveSaKeymat(secret.secret, identity(1), hexToBytes(inc.get(s === 'h1' ? r : s)!.PublicKey), {
-        networkId, epoch: n21.Epoch, senderId: s, receiverId: r, senderIncarnation: inc.get(s)!.Incarnation, receiverIncarnation: inc.get(r)!.Incarnation,
+        networkId,
+        epoch: n21.Epoch,
+        senderId: s,
+        receiverId: r,
+        senderIncarnation: inc.get(s)!.Incarnation,
+        receiverIncarnation: inc.get(r)!.Incarnation,
       });
-    for (const [s, r] of [['h1', 'h2'], ['h2', 'h1']] as const) {
+    for (const [s, r] of [
+      ['h1', 'h2'],
+      ['h2', 'h1'],
+    ] as const) {
       const old = km(s, r, before).exposeDanger();
       const now = km(s, r, after).exposeDanger();
       expect(old.length).toBe(20);
       // Both halves differ: the AES key and the salt (half of the nonce).
-      expect(Buffer.from(old.subarray(0, 16)).equals(Buffer.from(now.subarray(0, 16))), `${s}→${r} AES key`).toBe(false);
+      expect(Buffer.from(old.subarray(0, 16)).equals(Buffer.from(now.subarray(0, 16))), `${s}→${r} AES key`).toBe(
+        false,
+      );
       expect(Buffer.from(old.subarray(16)).equals(Buffer.from(now.subarray(16))), `${s}→${r} salt`).toBe(false);
     }
     expect(km('h1', 'h3', before).equals(km('h1', 'h3', after))).toBe(true);
@@ -247,7 +349,8 @@ describe('a restarted gateway', () => {
 async function captureEsp(h: number, traffic: () => Promise<unknown>): Promise<UdpDatagram[]> {
   // The native path sends UDP GSO: on a veth, tcpdump would see a batched send as one super-packet (a ping reply
   // and an ARP frame sealed together, say). Segment in software on every sender so the capture shows datagrams.
-  for (const host of cb.bed.hosts) await cb.bed.exec(host.netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'off']);
+  for (const host of cb.bed.hosts)
+    await cb.bed.exec(host.netns, ['ethtool', '-K', 'eth0', 'tx-udp-segmentation', 'off']);
   return captureUdp(cb.bed, cb.bed.hosts[h - 1]!.netns, cb.dir, `esp-h${h}`, 'udp port 4500', traffic);
 }
 
@@ -281,7 +384,7 @@ function encodings(bytes: Uint8Array): string[] {
 describe('etcd holds no usable key', () => {
   let h1Records: KeyEpochRecord[] = [];
 
-  it('host 1\'s epoch secrets, SA KEYMATs and identity key appear nowhere in etcd, in any encoding, now or in its history', async () => {
+  it("host 1's epoch secrets, SA KEYMATs and identity key appear nowhere in etcd, in any encoding, now or in its history", async () => {
     const hosts = await hostsView(1);
     const priv1 = identity(1);
     // The keys host 1 uses, derived like its gateway does, checked against the wire: they open the
@@ -291,8 +394,12 @@ describe('etcd holds no usable key', () => {
     const esp = await captureEsp(1, () => pingCount(1, 2, 5));
     h1Records = await epochRecords();
     const history = (await etcdHistory(cb, '/veil/v1/')).filter((e) => e.type === 'put');
-    const historicEpochs = history.filter((e) => e.key.startsWith(`/veil/v1/keys/${networkId}/`)).map((e) => JSON.parse(e.value.toString('utf8')) as KeyEpochRecord);
-    const needles: Array<{ what: string; bytes: Uint8Array }> = [{ what: 'h1 identity key', bytes: priv1.exposeDanger() }];
+    const historicEpochs = history
+      .filter((e) => e.key.startsWith(`/veil/v1/keys/${networkId}/`))
+      .map((e) => JSON.parse(e.value.toString('utf8')) as KeyEpochRecord);
+    const needles: Array<{ what: string; bytes: Uint8Array }> = [
+      { what: 'h1 identity key', bytes: priv1.exposeDanger() },
+    ];
     const secrets = new Map<number, SecretKey>();
     for (const r of [...historicEpochs, ...h1Records]) {
       const u = unwrapForSelf(r, { hostId: 'h1', privateKey: priv1 });
@@ -303,32 +410,52 @@ describe('etcd holds no usable key', () => {
     }
     const keymat = (epoch: number, sender: string, receiver: string): SecretKey => {
       const peer = sender === 'h1' ? receiver : sender;
-      return deriveSaKeymat(secrets.get(epoch)!, priv1, hexToBytes(hosts.get(peer)!.PublicKey), { networkId, epoch, senderId: sender, receiverId: receiver, senderIncarnation: hosts.get(sender)!.Incarnation, receiverIncarnation: hosts.get(receiver)!.Incarnation });
+      return deriveSaKeymat(secrets.get(epoch)!, priv1, hexToBytes(hosts.get(peer)!.PublicKey), {
+        networkId,
+        epoch,
+        senderId: sender,
+        receiverId: receiver,
+        senderIncarnation: hosts.get(sender)!.Incarnation,
+        receiverIncarnation: hosts.get(receiver)!.Incarnation,
+      });
     };
     for (const [epoch, secret] of secrets) {
       needles.push({ what: `epoch ${epoch} secret`, bytes: secret.exposeDanger() });
       for (const peer of ['h2', 'h3']) {
-        for (const [s, r] of [['h1', peer], [peer, 'h1']] as const) {
+        for (const [s, r] of [
+          ['h1', peer],
+          [peer, 'h1'],
+        ] as const) {
           const km = keymat(epoch, s, r).exposeDanger();
-          needles.push({ what: `KEYMAT ${s}→${r} e${epoch}`, bytes: km }, { what: `AES key ${s}→${r} e${epoch}`, bytes: km.subarray(0, 16) });
+          needles.push(
+            { what: `KEYMAT ${s}→${r} e${epoch}`, bytes: km },
+            { what: `AES key ${s}→${r} e${epoch}`, bytes: km.subarray(0, 16) },
+          );
         }
       }
     }
     const spiOf = (d: UdpDatagram) => `0x${Buffer.from(d.payload.subarray(0, 4)).toString('hex')}`;
     const sent = esp.filter((d) => d.src === cb.bed.hosts[0]!.underlayAddress && spiOf(d) === outbound12.SPI);
     const received = esp.filter((d) => d.dst === cb.bed.hosts[0]!.underlayAddress && spiOf(d) === inbound21.SPI);
-    const opened = (ds: UdpDatagram[], km: SecretKey) => ds.map((d) => openEsp(d.payload, km)).filter((p): p is Buffer => p !== null && p.at(-1) === 17 && p.readUInt16BE(2) === 4789);
+    const opened = (ds: UdpDatagram[], km: SecretKey) =>
+      ds
+        .map((d) => openEsp(d.payload, km))
+        .filter((p): p is Buffer => p !== null && p.at(-1) === 17 && p.readUInt16BE(2) === 4789);
     const sentOpened = opened(sent, keymat(outbound12.Epoch, 'h1', 'h2'));
     const receivedOpened = opened(received, keymat(inbound21.Epoch, 'h2', 'h1'));
 
     const { kvs } = await etcdGetPrefix(cb, '/veil/v1/');
-    const haystacks = [...kvs.map((kv) => ({ key: kv.key, value: kv.value })), ...history.map((e) => ({ key: `${e.key}@${e.modRevision}`, value: e.value }))];
+    const haystacks = [
+      ...kvs.map((kv) => ({ key: kv.key, value: kv.value })),
+      ...history.map((e) => ({ key: `${e.key}@${e.modRevision}`, value: e.value })),
+    ];
     const found: string[] = [];
     for (const n of needles) {
       const texts = encodings(n.bytes);
       for (const h of haystacks) {
         const text = h.value.toString('latin1');
-        if (h.value.indexOf(Buffer.from(n.bytes)) >= 0 || texts.some((t) => text.includes(t) || h.key.includes(t))) found.push(`${n.what} in ${h.key}`);
+        if (h.value.indexOf(Buffer.from(n.bytes)) >= 0 || texts.some((t) => text.includes(t) || h.key.includes(t)))
+          found.push(`${n.what} in ${h.key}`);
       }
     }
     console.log(
@@ -345,7 +472,7 @@ describe('etcd holds no usable key', () => {
     expect(found).toEqual([]);
   }, 120_000);
 
-  it('a member\'s key does not open another member\'s copy', async () => {
+  it("a member's key does not open another member's copy", async () => {
     const priv1 = identity(1);
     const priv2 = identity(2);
     expect(h1Records.length).toBeGreaterThan(0);
@@ -356,10 +483,15 @@ describe('etcd holds no usable key', () => {
       expect(own1.ok && own2.ok && own1.secret.equals(own2.secret)).toBe(true);
       // h1's key on h2's copy: as h2 (the AAD h2 was wrapped with) and as h1 (h2's bytes put where h1's copy goes).
       expect(unwrapForSelf(r, { hostId: 'h2', privateKey: priv1 })).toEqual({ ok: false, why: 'key-unavailable' });
-      expect(unwrapForSelf({ ...r, wrapped: { h1: r.wrapped.h2! } }, { hostId: 'h1', privateKey: priv1 })).toEqual({ ok: false, why: 'key-unavailable' });
+      expect(unwrapForSelf({ ...r, wrapped: { h1: r.wrapped.h2! } }, { hostId: 'h1', privateKey: priv1 })).toEqual({
+        ok: false,
+        why: 'key-unavailable',
+      });
       // And a host outside the record (no copy) gets nothing.
       expect(unwrapForSelf(r, { hostId: 'h4', privateKey: priv1 })).toEqual({ ok: false, why: 'not-member' });
     }
-    console.log(`non-member: h1's key opened none of h2's copies of ${h1Records.length} live epochs (${h1Records.map((r) => `${r.epoch}:${r.state}`).join(', ')})`);
+    console.log(
+      `non-member: h1's key opened none of h2's copies of ${h1Records.length} live epochs (${h1Records.map((r) => `${r.epoch}:${r.state}`).join(', ')})`,
+    );
   }, 30_000);
 });

@@ -24,41 +24,66 @@ afterAll(async () => {
 });
 
 async function ping(from: Container, to: Container): Promise<boolean> {
-  const r = await ob.bed.exec(from.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '2', to.ip], { allowFail: true });
+  const r = await ob.bed.exec(from.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '2', to.ip], {
+    allowFail: true,
+  });
   return r.code === 0;
 }
 
 for (const net of [ENC, PLAIN]) {
   const kind = net.encrypted ? 'encrypted' : 'plain';
   describe(`${kind} network`, () => {
-    for (const [src, dst] of [[1, 3], [2, 1]] as const) {
-      it(`50 MiB over TCP from a container on host ${src} to one on host ${dst} arrive intact`, async () => {
-        const from = on.get(net.id)![src - 1]!;
-        const to = on.get(net.id)![dst - 1]!;
-        expect(await ping(from, to), `${from.ip} → ${to.ip}`).toBe(true);
-        const before = await ob.pair(src, dst, net.vni);
+    for (const [src, dst] of [
+      [1, 3],
+      [2, 1],
+    ] as const) {
+      it(
+        `50 MiB over TCP from a container on host ${src} to one on host ${dst} arrive intact`,
+        async () => {
+          const from = on.get(net.id)![src - 1]!;
+          const to = on.get(net.id)![dst - 1]!;
+          expect(await ping(from, to), `${from.ip} → ${to.ip}`).toBe(true);
+          const before = await ob.pair(src, dst, net.vni);
 
-        const r = await tcpTransfer(ob.bed, { fromNs: from.ns, toNs: to.ns, toIp: to.ip, bytes: BYTES, seed: `${net.id}-${src}-${dst}`, timeoutMs: TRANSFER_TIMEOUT });
-        console.log(`[transfer] ${kind} h${src} → h${dst}: ${(r.received.bytes / MiB).toFixed(0)} MiB in ${(r.received.ms / 1e3).toFixed(2)} s = ${r.mbPerSecond.toFixed(1)} MB/s (${((r.mbPerSecond * 8) / 1e3).toFixed(2)} Gbit/s)`);
+          const r = await tcpTransfer(ob.bed, {
+            fromNs: from.ns,
+            toNs: to.ns,
+            toIp: to.ip,
+            bytes: BYTES,
+            seed: `${net.id}-${src}-${dst}`,
+            timeoutMs: TRANSFER_TIMEOUT,
+          });
+          console.log(
+            `[transfer] ${kind} h${src} → h${dst}: ${(r.received.bytes / MiB).toFixed(0)} MiB in ${(r.received.ms / 1e3).toFixed(2)} s = ${r.mbPerSecond.toFixed(1)} MB/s (${((r.mbPerSecond * 8) / 1e3).toFixed(2)} Gbit/s)`,
+          );
 
-        expect(r.sent.bytes).toBe(BYTES);
-        expect(r.sent.sha256).toBe(r.expectedSha256);
-        expect(r.received.bytes).toBe(BYTES);
-        expect(r.received.sha256).toBe(r.expectedSha256);
+          expect(r.sent.bytes).toBe(BYTES);
+          expect(r.sent.sha256).toBe(r.expectedSha256);
+          expect(r.received.bytes).toBe(BYTES);
+          expect(r.received.sha256).toBe(r.expectedSha256);
 
-        // It went through the gateway of the sending host, to the receiving host, sealed if encrypted:
-        // at least one datagram per 1500 bytes of payload (MTU 1400/1450, so more in fact).
-        const after = await ob.pair(src, dst, net.vni);
-        const minPackets = Math.floor(BYTES / 1500);
-        expect(after!.txPackets - (before?.txPackets ?? 0)).toBeGreaterThanOrEqual(minPackets);
-        if (net.encrypted) expect(after!.outbound!.sealed - (before?.outbound?.sealed ?? 0)).toBeGreaterThanOrEqual(minPackets);
-        const inbound = await ob.pair(dst, src, net.vni);
-        expect(inbound!.rxPackets).toBeGreaterThanOrEqual(minPackets);
-        // An authentic stream leaves no authentication or isolation drops behind.
-        for (const reason of ['auth-failed', 'vni-mismatch', 'plaintext-on-encrypted', 'bad-padding', 'bad-inner-udp'] as const) {
-          expect(inbound!.drops[reason] ?? 0, reason).toBe(0);
-        }
-      }, TRANSFER_TIMEOUT + 30_000);
+          // It went through the gateway of the sending host, to the receiving host, sealed if encrypted:
+          // at least one datagram per 1500 bytes of payload (MTU 1400/1450, so more in fact).
+          const after = await ob.pair(src, dst, net.vni);
+          const minPackets = Math.floor(BYTES / 1500);
+          expect(after!.txPackets - (before?.txPackets ?? 0)).toBeGreaterThanOrEqual(minPackets);
+          if (net.encrypted)
+            expect(after!.outbound!.sealed - (before?.outbound?.sealed ?? 0)).toBeGreaterThanOrEqual(minPackets);
+          const inbound = await ob.pair(dst, src, net.vni);
+          expect(inbound!.rxPackets).toBeGreaterThanOrEqual(minPackets);
+          // An authentic stream leaves no authentication or isolation drops behind.
+          for (const reason of [
+            'auth-failed',
+            'vni-mismatch',
+            'plaintext-on-encrypted',
+            'bad-padding',
+            'bad-inner-udp',
+          ] as const) {
+            expect(inbound!.drops[reason] ?? 0, reason).toBe(0);
+          }
+        },
+        TRANSFER_TIMEOUT + 30_000,
+      );
     }
   });
 }

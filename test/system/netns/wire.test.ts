@@ -60,7 +60,13 @@ describe('pcap reader', () => {
       it(`reads ${littleEndian ? 'little' : 'big'}-endian ${nanos ? 'nanosecond' : 'microsecond'} files`, () => {
         const payload = Uint8Array.from([1, 2, 3, 4, 5]);
         const file = parsePcap(syntheticPcap(littleEndian, nanos, payload));
-        expect(file.header).toMatchObject({ littleEndian, nanoseconds: nanos, linkType: 1, versionMajor: 2, versionMinor: 4 });
+        expect(file.header).toMatchObject({
+          littleEndian,
+          nanoseconds: nanos,
+          linkType: 1,
+          versionMajor: 2,
+          versionMinor: 4,
+        });
         expect(file.records).toHaveLength(1); // the truncated record is ignored
         expect(file.records[0]!.timestamp).toBeCloseTo(1_700_000_000.5, 6);
         const [u, ...rest] = udpDatagrams(file);
@@ -86,7 +92,12 @@ let captures = 0;
 
 const c = (net: NetworkDef, host: number): Container => on.get(net.id)![host - 1]!;
 
-async function waitUntil<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000, everyMs = 50): Promise<T> {
+async function waitUntil<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 10_000,
+  everyMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -125,7 +136,23 @@ async function capture(ns: string, filter: readonly string[], iface = 'eth0'): P
   // -s 2048 -B 16384: the ring holds blocks sized from the snaplen; with the default 262144 the 2 MiB
   // default ring has only a few blocks and, in immediate mode, a TCP burst overflows it ("1 packet
   // dropped by kernel", seen here). Frames on these links are at most 1514 bytes.
-  const proc = spawnTracked(ns, ['tcpdump', '-i', iface, '-n', '-U', '--immediate-mode', '-Z', 'root', '-s', '2048', '-B', '16384', '-w', file, ...filter]);
+  const proc = spawnTracked(ns, [
+    'tcpdump',
+    '-i',
+    iface,
+    '-n',
+    '-U',
+    '--immediate-mode',
+    '-Z',
+    'root',
+    '-s',
+    '2048',
+    '-B',
+    '16384',
+    '-w',
+    file,
+    ...filter,
+  ]);
   await waitUntil(`tcpdump listening in ${ns}`, () => {
     if (/listening on/.test(proc.stderr())) return true;
     if (proc.child.exitCode !== null) throw new Error(`tcpdump exited: ${proc.stderr()}`);
@@ -156,11 +183,20 @@ async function capture(ns: string, filter: readonly string[], iface = 'eth0'): P
   };
 }
 
-function run(file: string, args: readonly string[], timeoutMs = 60_000): Promise<{ stdout: string; stderr: string; code: number }> {
+function run(
+  file: string,
+  args: readonly string[],
+  timeoutMs = 60_000,
+): Promise<{ stdout: string; stderr: string; code: number }> {
   return new Promise((resolve) => {
-    execFile(file, [...args], { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
-      resolve({ stdout, stderr, code: error ? (typeof error.code === 'number' ? error.code : -1) : 0 });
-    });
+    execFile(
+      file,
+      [...args],
+      { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 },
+      (error, stdout, stderr) => {
+        resolve({ stdout, stderr, code: error ? (typeof error.code === 'number' ? error.code : -1) : 0 });
+      },
+    );
   });
 }
 
@@ -187,7 +223,8 @@ beforeAll(async () => {
   // bridges (0.0.0.0 → 224.0.0.22, joining 224.0.0.106, multicast router discovery), which stop
   // after their unsolicited repeats: wait for that.
   for (const ns of [...[...on.values()].flat().map((ctr) => ctr.ns), ...ob.hosts.map((h) => h.vtepNetns)]) {
-    for (const key of ['all', 'default']) await ob.bed.exec(ns, ['sysctl', '-q', '-w', `net.ipv6.conf.${key}.disable_ipv6=1`]);
+    for (const key of ['all', 'default'])
+      await ob.bed.exec(ns, ['sysctl', '-q', '-w', `net.ipv6.conf.${key}.disable_ipv6=1`]);
   }
   // Warm up: ARP resolved and every path used once, so no test sees another one's first packets.
   for (const net of [ENC, PLAIN]) await ping(c(net, 1), c(net, 2), 1);
@@ -199,10 +236,15 @@ async function underlayQuiet(ns: string, quietMs = 1_500, timeoutMs = 30_000): P
   const cap = await capture(ns, ['udp']);
   try {
     const start = Date.now() / 1000;
-    await waitUntil(`${quietMs} ms without UDP on the underlay`, () => {
-      const last = cap.read()?.records.at(-1)?.timestamp ?? start;
-      return Date.now() / 1000 - last >= quietMs / 1000 ? true : undefined;
-    }, timeoutMs, 100);
+    await waitUntil(
+      `${quietMs} ms without UDP on the underlay`,
+      () => {
+        const last = cap.read()?.records.at(-1)?.timestamp ?? start;
+        return Date.now() / 1000 - last >= quietMs / 1000 ? true : undefined;
+      },
+      timeoutMs,
+      100,
+    );
   } finally {
     await cap.stop();
   }
@@ -257,7 +299,15 @@ const TCP_PORT = 5555;
 async function markerTransfer(net: NetworkDef, marker: string): Promise<number> {
   const server = spawnTracked(c(net, 2).ns, [process.execPath, '-e', TCP_SERVER, marker, String(TCP_PORT)]);
   await server.waitFor(/^listening/);
-  await ob.bed.exec(c(net, 1).ns, [process.execPath, '-e', TCP_CLIENT, c(net, 2).ip, String(TCP_PORT), marker, String(MARKER_LINES)]);
+  await ob.bed.exec(c(net, 1).ns, [
+    process.execPath,
+    '-e',
+    TCP_CLIENT,
+    c(net, 2).ip,
+    String(TCP_PORT),
+    marker,
+    String(MARKER_LINES),
+  ]);
   const line = await server.waitFor(/^received /);
   const bytes = (marker.length + 1) * MARKER_LINES;
   expect(line, 'the transfer arrived whole').toBe(`received ${bytes} ${MARKER_LINES}`);
@@ -265,7 +315,8 @@ async function markerTransfer(net: NetworkDef, marker: string): Promise<number> 
   return bytes;
 }
 
-const has = (haystack: Uint8Array, needle: Buffer): boolean => Buffer.from(haystack.buffer, haystack.byteOffset, haystack.byteLength).indexOf(needle) !== -1;
+const has = (haystack: Uint8Array, needle: Buffer): boolean =>
+  Buffer.from(haystack.buffer, haystack.byteOffset, haystack.byteLength).indexOf(needle) !== -1;
 
 describe('on the wire', () => {
   it('an encrypted transfer puts only UDP 4500 between the hosts and no plaintext; a plain one shows the marker in UDP 4789', async () => {
@@ -283,14 +334,27 @@ describe('on the wire', () => {
     const enc = await encCap.stop();
     const encUdp = udpDatagrams(enc);
     const underlay = new Set([1, 2, 3].map(UNDERLAY));
-    const notEsp = encUdp.filter((u) => !(u.srcPort === ESP_PORT && u.dstPort === ESP_PORT && underlay.has(u.src) && underlay.has(u.dst)));
-    expect(notEsp.map((u) => `${u.src}:${u.srcPort} → ${u.dst}:${u.dstPort}`), 'only UDP 4500 ↔ 4500 between underlay hosts').toEqual([]);
+    const notEsp = encUdp.filter(
+      (u) => !(u.srcPort === ESP_PORT && u.dstPort === ESP_PORT && underlay.has(u.src) && underlay.has(u.dst)),
+    );
+    expect(
+      notEsp.map((u) => `${u.src}:${u.srcPort} → ${u.dst}:${u.dstPort}`),
+      'only UDP 4500 ↔ 4500 between underlay hosts',
+    ).toEqual([]);
     expect(encUdp.filter((u) => u.srcPort === VXLAN_PORT || u.dstPort === VXLAN_PORT)).toHaveLength(0);
     expect(enc.records.length, 'every captured frame is UDP/IPv4').toBe(encUdp.length);
-    expect(encUdp.filter((u) => u.src === UNDERLAY(1) && u.dst === UNDERLAY(2)).length).toBeGreaterThanOrEqual(minPackets);
-    expect(encUdp.filter((u) => u.src === UNDERLAY(2) && u.dst === UNDERLAY(1)).length, 'the ACKs, encrypted too').toBeGreaterThan(0);
+    expect(encUdp.filter((u) => u.src === UNDERLAY(1) && u.dst === UNDERLAY(2)).length).toBeGreaterThanOrEqual(
+      minPackets,
+    );
+    expect(
+      encUdp.filter((u) => u.src === UNDERLAY(2) && u.dst === UNDERLAY(1)).length,
+      'the ACKs, encrypted too',
+    ).toBeGreaterThan(0);
     const encNeedle = Buffer.from(encMarker);
-    expect(encUdp.filter((u) => has(u.payload, encNeedle)), 'no ESP payload holds the marker').toHaveLength(0);
+    expect(
+      encUdp.filter((u) => has(u.payload, encNeedle)),
+      'no ESP payload holds the marker',
+    ).toHaveLength(0);
     expect(readFileSync(encCap.file).indexOf(encNeedle), 'the marker is nowhere in the capture file').toBe(-1);
 
     // Plain network, same transfer: the same check finds the marker, so it can fail.
@@ -298,12 +362,17 @@ describe('on the wire', () => {
     const plainNeedle = Buffer.from(plainMarker);
     const plainCap = await capture(ob.hosts[1]!.netns, ['udp']);
     await markerTransfer(PLAIN, plainMarker);
-    await waitUntil('the plain marker in the capture', () => (plainCap.udp().some((u) => has(u.payload, plainNeedle)) ? true : undefined));
+    await waitUntil('the plain marker in the capture', () =>
+      plainCap.udp().some((u) => has(u.payload, plainNeedle)) ? true : undefined,
+    );
     const plainUdp = udpDatagrams(await plainCap.stop());
     const leaking = plainUdp.filter((u) => has(u.payload, plainNeedle));
     expect(leaking.length).toBeGreaterThan(0);
     for (const u of leaking) expect(u).toMatchObject({ src: UNDERLAY(1), dst: UNDERLAY(2), dstPort: VXLAN_PORT });
-    expect(plainUdp.filter((u) => u.srcPort === ESP_PORT || u.dstPort === ESP_PORT), 'a plain network sends no ESP').toHaveLength(0);
+    expect(
+      plainUdp.filter((u) => u.srcPort === ESP_PORT || u.dstPort === ESP_PORT),
+      'a plain network sends no ESP',
+    ).toHaveLength(0);
   });
 });
 
@@ -316,12 +385,28 @@ function espSaUat(spi: number, keysalt: string, src = UNDERLAY(1), dst = UNDERLA
 }
 
 async function tshark(file: string, prefs: readonly string[], fields: readonly string[]): Promise<string[][]> {
-  const args = ['-n', '-r', file, ...prefs.flatMap((p) => ['-o', p]), '-T', 'fields', '-E', 'separator=/t', '-E', 'occurrence=a', '-E', 'aggregator=,', ...fields.flatMap((f) => ['-e', f])];
+  const args = [
+    '-n',
+    '-r',
+    file,
+    ...prefs.flatMap((p) => ['-o', p]),
+    '-T',
+    'fields',
+    '-E',
+    'separator=/t',
+    '-E',
+    'occurrence=a',
+    '-E',
+    'aggregator=,',
+    ...fields.flatMap((f) => ['-e', f]),
+  ];
   const r = await run(TSHARK, args);
   if (r.code !== 0) throw new Error(`tshark ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r.stdout.split('\n').filter((l) => l !== '').map((l) => l.split('\t'));
+  return r.stdout
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => l.split('\t'));
 }
-
 
 interface EspPacket {
   spi: number;
@@ -335,12 +420,21 @@ interface EspPacket {
 function parseEsp(payload: Uint8Array): EspPacket | undefined {
   const b = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
   if (b.length < 8 + 8 + 16 + 4) return undefined;
-  return { spi: b.readUInt32BE(0), seqLo: b.readUInt32BE(4), iv: b.subarray(8, 16), ciphertext: b.subarray(16, b.length - 16), icv: b.subarray(b.length - 16), header: b.subarray(0, 8) };
+  return {
+    spi: b.readUInt32BE(0),
+    seqLo: b.readUInt32BE(4),
+    iv: b.subarray(8, 16),
+    ciphertext: b.subarray(16, b.length - 16),
+    icv: b.subarray(b.length - 16),
+    header: b.subarray(0, 8),
+  };
 }
 
 /** AES-128-GCM of RFC 4106 with node:crypto: nonce = salt || IV. Returns the plaintext, or undefined if the ICV does not verify with `aad`. */
 function gcmOpen(keymat: Uint8Array, p: EspPacket, aad: Buffer): Buffer | undefined {
-  const d = createDecipheriv('aes-128-gcm', keymat.subarray(0, 16), Buffer.concat([keymat.subarray(16, 20), p.iv]), { authTagLength: 16 });
+  const d = createDecipheriv('aes-128-gcm', keymat.subarray(0, 16), Buffer.concat([keymat.subarray(16, 20), p.iv]), {
+    authTagLength: 16,
+  });
   d.setAAD(aad);
   d.setAuthTag(p.icv);
   const out = d.update(p.ciphertext);
@@ -353,7 +447,9 @@ function gcmOpen(keymat: Uint8Array, p: EspPacket, aad: Buffer): Buffer | undefi
 
 /** The ICV the same plaintext would carry under `aad` (what a verifier with that AAD expects). */
 function gcmTag(keymat: Uint8Array, p: EspPacket, plaintext: Buffer, aad: Buffer): Buffer {
-  const e = createCipheriv('aes-128-gcm', keymat.subarray(0, 16), Buffer.concat([keymat.subarray(16, 20), p.iv]), { authTagLength: 16 });
+  const e = createCipheriv('aes-128-gcm', keymat.subarray(0, 16), Buffer.concat([keymat.subarray(16, 20), p.iv]), {
+    authTagLength: 16,
+  });
   e.setAAD(aad);
   e.update(plaintext);
   e.final();
@@ -377,10 +473,17 @@ describe('tshark', () => {
     const { keymat, spi } = ob.saKey(1, 2, ENC);
     sa = { keymat: Uint8Array.from(keymat.exposeDanger()), spi };
     const cap = await capture(ob.hosts[1]!.netns, ['udp', 'port', String(ESP_PORT)]);
-    const fromH1 = (): EspPacket[] => cap.udp().filter((u) => u.src === UNDERLAY(1) && u.dst === UNDERLAY(2)).map((u) => parseEsp(u.payload)!).filter((p) => p?.spi === spi);
+    const fromH1 = (): EspPacket[] =>
+      cap
+        .udp()
+        .filter((u) => u.src === UNDERLAY(1) && u.dst === UNDERLAY(2))
+        .map((u) => parseEsp(u.payload)!)
+        .filter((p) => p?.spi === spi);
     try {
       await ping(c(ENC, 1), c(ENC, 2), PINGS);
-      await waitUntil(`${PINGS} ESP packets with SPI ${hex8(spi)}`, () => (fromH1().length >= PINGS ? true : undefined));
+      await waitUntil(`${PINGS} ESP packets with SPI ${hex8(spi)}`, () =>
+        fromH1().length >= PINGS ? true : undefined,
+      );
     } finally {
       await cap.stop();
     }
@@ -388,10 +491,39 @@ describe('tshark', () => {
     file = cap.file;
   }, 60_000);
 
-  const FIELDS = ['esp.spi', 'esp.sequence', 'vxlan.vni', 'icmp.type', 'ip.src', 'ip.dst', 'esp.icv_good', 'esp.icv_bad'];
-  type Row = { spi: string; seq: string; vni: string; icmpType: string; ipSrc: string; ipDst: string; icvGood: string; icvBad: string };
+  const FIELDS = [
+    'esp.spi',
+    'esp.sequence',
+    'vxlan.vni',
+    'icmp.type',
+    'ip.src',
+    'ip.dst',
+    'esp.icv_good',
+    'esp.icv_bad',
+  ];
+  type Row = {
+    spi: string;
+    seq: string;
+    vni: string;
+    icmpType: string;
+    ipSrc: string;
+    ipDst: string;
+    icvGood: string;
+    icvBad: string;
+  };
   const rows = async (prefs: readonly string[]): Promise<Row[]> =>
-    (await tshark(file, prefs, FIELDS)).map(([spi = '', seq = '', vni = '', icmpType = '', ipSrc = '', ipDst = '', icvGood = '', icvBad = '']) => ({ spi, seq, vni, icmpType, ipSrc, ipDst, icvGood, icvBad }));
+    (await tshark(file, prefs, FIELDS)).map(
+      ([spi = '', seq = '', vni = '', icmpType = '', ipSrc = '', ipDst = '', icvGood = '', icvBad = '']) => ({
+        spi,
+        seq,
+        vni,
+        icmpType,
+        ipSrc,
+        ipDst,
+        icvGood,
+        icvBad,
+      }),
+    );
 
   it('dissects UDP 4500 as ESP by default, but cannot see inside without the key', async () => {
     const all = await rows([]);
@@ -432,14 +564,28 @@ describe('tshark', () => {
     // it expected: it must be exactly the GCM tag under the non-ESN AAD, while the ICV on the wire is the
     // tag under SPI || Seq high (0) || Seq low — computed here with node:crypto, independently of veil.
     const keysalt = bytesToHex(sa.keymat);
-    const prefs = ['esp.enable_encryption_decode:TRUE', 'esp.enable_authentication_check:TRUE', espSaUat(sa.spi, keysalt)];
+    const prefs = [
+      'esp.enable_encryption_decode:TRUE',
+      'esp.enable_authentication_check:TRUE',
+      espSaUat(sa.spi, keysalt),
+    ];
     const ours = (await rows(prefs)).filter((r) => r.spi === `0x${hex8(sa.spi)}`);
     expect(ours.map((r) => [r.icvGood, r.icvBad])).toEqual(esp.map(() => ['0', '1']));
     expect(ours.filter((r) => r.icmpType === '8').length, 'the failed check does not stop the dissection').toBe(PINGS);
 
-    const verbose = await run(TSHARK, ['-n', '-r', file, ...prefs.flatMap((p) => ['-o', p]), '-Y', `esp.spi == 0x${hex8(sa.spi)}`, '-V']);
+    const verbose = await run(TSHARK, [
+      '-n',
+      '-r',
+      file,
+      ...prefs.flatMap((p) => ['-o', p]),
+      '-Y',
+      `esp.spi == 0x${hex8(sa.spi)}`,
+      '-V',
+    ]);
     expect(verbose.code).toBe(0);
-    const expected = [...verbose.stdout.matchAll(/ESP ICV: ([0-9a-f]{32}) .*\[incorrect, should be ([0-9a-f]{32})\]/g)].map((m) => ({ onWire: m[1], tsharkWants: m[2] }));
+    const expected = [
+      ...verbose.stdout.matchAll(/ESP ICV: ([0-9a-f]{32}) .*\[incorrect, should be ([0-9a-f]{32})\]/g),
+    ].map((m) => ({ onWire: m[1], tsharkWants: m[2] }));
     expect(expected.length).toBe(esp.length);
 
     esp.forEach((p, i) => {
@@ -447,7 +593,10 @@ describe('tshark', () => {
       const plaintext = gcmOpen(sa.keymat, p, esnAad);
       expect(plaintext, `seq ${p.seqLo}: ICV verifies with the ESN AAD`).toBeDefined();
       expect(gcmOpen(sa.keymat, p, p.header), `seq ${p.seqLo}: and not with the 8-byte AAD`).toBeUndefined();
-      expect(expected[i]).toEqual({ onWire: p.icv.toString('hex'), tsharkWants: gcmTag(sa.keymat, p, plaintext!, p.header).toString('hex') });
+      expect(expected[i]).toEqual({
+        onWire: p.icv.toString('hex'),
+        tsharkWants: gcmTag(sa.keymat, p, plaintext!, p.header).toString('hex'),
+      });
     });
   });
 });
@@ -465,7 +614,8 @@ socket.bind(0, from, async () => {
 });
 `;
 
-const sumDrops = (d: Partial<Record<string, number>> | undefined): number => Object.values(d ?? {}).reduce<number>((a, n) => a + (n ?? 0), 0);
+const sumDrops = (d: Partial<Record<string, number>> | undefined): number =>
+  Object.values(d ?? {}).reduce<number>((a, n) => a + (n ?? 0), 0);
 
 describe('replay', () => {
   it('captured ESP datagrams sent again are dropped as replays, counted for (peer, VNI), and never delivered', async () => {
@@ -475,33 +625,76 @@ describe('replay', () => {
     const PINGS = 5;
 
     // Capture a real ping's ESP datagrams from host 1 to host 2.
-    const cap = await capture(h2.netns, ['udp', 'and', 'src', 'host', UNDERLAY(1), 'and', 'dst', 'port', String(ESP_PORT)]);
+    const cap = await capture(h2.netns, [
+      'udp',
+      'and',
+      'src',
+      'host',
+      UNDERLAY(1),
+      'and',
+      'dst',
+      'port',
+      String(ESP_PORT),
+    ]);
     await ping(c(ENC, 1), c(ENC, 2), PINGS);
-    const ours = (): Uint8Array[] => cap.udp().filter((u) => parseEsp(u.payload)?.spi === spi).map((u) => u.payload);
+    const ours = (): Uint8Array[] =>
+      cap
+        .udp()
+        .filter((u) => parseEsp(u.payload)?.spi === spi)
+        .map((u) => u.payload);
     await waitUntil(`${PINGS} ESP datagrams`, () => (ours().length >= PINGS ? true : undefined));
     await cap.stop();
     const replay = ours();
     const n = replay.length;
 
     // Echo requests that reach the destination container, seen from inside it.
-    const inside = spawnTracked(c(ENC, 2).ns, ['tcpdump', '-i', 'eth0', '-n', '-l', '--immediate-mode', 'icmp[icmptype] == icmp-echo']);
+    const inside = spawnTracked(c(ENC, 2).ns, [
+      'tcpdump',
+      '-i',
+      'eth0',
+      '-n',
+      '-l',
+      '--immediate-mode',
+      'icmp[icmptype] == icmp-echo',
+    ]);
     await waitUntil('tcpdump in the container', () => (/listening on/.test(inside.stderr()) ? true : undefined));
-    const echoes = (): string[] => inside.stdout().split('\n').filter((l) => / ICMP echo request/.test(l));
+    const echoes = (): string[] =>
+      inside
+        .stdout()
+        .split('\n')
+        .filter((l) => / ICMP echo request/.test(l));
 
     const before = await ob.pair(2, 1, ENC.vni);
     const beforeStatus = await ob.status(2);
-    const sent = await ob.bed.exec(h1.netns, [process.execPath, '-e', REPLAY, UNDERLAY(1), UNDERLAY(2), String(ESP_PORT), JSON.stringify(replay.map((p) => bytesToHex(p)))]);
+    const sent = await ob.bed.exec(h1.netns, [
+      process.execPath,
+      '-e',
+      REPLAY,
+      UNDERLAY(1),
+      UNDERLAY(2),
+      String(ESP_PORT),
+      JSON.stringify(replay.map((p) => bytesToHex(p))),
+    ]);
     expect(sent.stdout.trim()).toBe(`sent ${n}`);
     // Every replayed datagram ends up either counted as a drop or as received: wait for all n.
     const after = await waitUntil(`host 2 to account for ${n} replayed datagrams`, async () => {
       const p = await ob.pair(2, 1, ENC.vni);
-      return sumDrops(p?.drops) - sumDrops(before?.drops) + (p?.rxPackets ?? 0) - (before?.rxPackets ?? 0) >= n ? p : undefined;
+      return sumDrops(p?.drops) - sumDrops(before?.drops) + (p?.rxPackets ?? 0) - (before?.rxPackets ?? 0) >= n
+        ? p
+        : undefined;
     });
-    const delta = (reason: string): number => (after?.drops[reason as keyof typeof after.drops] ?? 0) - (before?.drops[reason as keyof typeof before.drops] ?? 0);
+    const delta = (reason: string): number =>
+      (after?.drops[reason as keyof typeof after.drops] ?? 0) -
+      (before?.drops[reason as keyof typeof before.drops] ?? 0);
     // All captured packets are far inside the 4096-packet window: duplicates, not too old (and none
     // reaches the ICV check, which would count 'auth-failed' for packets left of the window, RFC 4303 A2.2).
     // Soft: a failure here still goes on to show whether the replays were delivered.
-    expect.soft({ duplicate: delta('replay-duplicate'), tooOld: delta('replay-too-old'), other: sumDrops(after?.drops) - sumDrops(before?.drops) - delta('replay-duplicate') - delta('replay-too-old') })
+    expect
+      .soft({
+        duplicate: delta('replay-duplicate'),
+        tooOld: delta('replay-too-old'),
+        other: sumDrops(after?.drops) - sumDrops(before?.drops) - delta('replay-duplicate') - delta('replay-too-old'),
+      })
       .toEqual({ duplicate: n, tooOld: 0, other: 0 });
     expect.soft((after?.rxPackets ?? 0) - (before?.rxPackets ?? 0), 'no replayed datagram counted as received').toBe(0);
     expect.soft(sumDrops((await ob.status(2)).unattributedDrops)).toBe(sumDrops(beforeStatus.unattributedDrops));

@@ -87,7 +87,22 @@ async function healthy(client: string): Promise<boolean> {
 /** Inside a namespace the test process cannot connect; etcdctl runs there instead. */
 function healthyIn(netns: string, client: string): Promise<boolean> {
   return new Promise((resolve) => {
-    const p = spawn('ip', ['netns', 'exec', netns, 'etcdctl', '--endpoints', client, '--dial-timeout=1s', '--command-timeout=1s', 'endpoint', 'health'], { stdio: 'ignore' });
+    const p = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        netns,
+        'etcdctl',
+        '--endpoints',
+        client,
+        '--dial-timeout=1s',
+        '--command-timeout=1s',
+        'endpoint',
+        'health',
+      ],
+      { stdio: 'ignore' },
+    );
     p.once('exit', (code) => resolve(code === 0));
     p.once('error', () => resolve(false));
   });
@@ -98,7 +113,8 @@ async function waitHealthy(members: Member[], timeoutMs: number, netns?: string)
   for (;;) {
     const states = await Promise.all(members.map((m) => (netns ? healthyIn(netns, m.client) : healthy(m.client))));
     if (states.every(Boolean)) return;
-    if (Date.now() > deadline) throw new Error(`etcd not healthy after ${timeoutMs} ms: ${members.map((m) => m.client).join(', ')}`);
+    if (Date.now() > deadline)
+      throw new Error(`etcd not healthy after ${timeoutMs} ms: ${members.map((m) => m.client).join(', ')}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -108,15 +124,29 @@ async function waitHealthy(members: Member[], timeoutMs: number, netns?: string)
  * members run inside that (test-made) namespace on address:23790+i (clients) and 127.0.0.1:23800+i (peers),
  * as an etcd host on a test bed's underlay.
  */
-export async function startEtcd(opts: { members?: 1 | 3; netns?: string; address?: string } = {}): Promise<EtcdCluster> {
+export async function startEtcd(
+  opts: { members?: 1 | 3; netns?: string; address?: string } = {},
+): Promise<EtcdCluster> {
   installExitHook();
   const n = opts.members ?? 1;
   const dataDir = mkdtempSync(join(tmpdir(), 'veil-etcd-'));
   const members: Member[] = [];
   for (let i = 0; i < n; i++) {
-    members.push(opts.netns
-      ? { name: `m${i}`, client: `http://${opts.address ?? '127.0.0.1'}:${23790 + i}`, peer: `http://127.0.0.1:${23800 + i}`, proc: null }
-      : { name: `m${i}`, client: `http://127.0.0.1:${await freePort()}`, peer: `http://127.0.0.1:${await freePort()}`, proc: null });
+    members.push(
+      opts.netns
+        ? {
+            name: `m${i}`,
+            client: `http://${opts.address ?? '127.0.0.1'}:${23790 + i}`,
+            peer: `http://127.0.0.1:${23800 + i}`,
+            proc: null,
+          }
+        : {
+            name: `m${i}`,
+            client: `http://127.0.0.1:${await freePort()}`,
+            peer: `http://127.0.0.1:${await freePort()}`,
+            proc: null,
+          },
+    );
   }
   const initialCluster = members.map((m) => `${m.name}=${m.peer}`).join(',');
   const token = `veil-${process.pid}-${Date.now()}`;
@@ -126,19 +156,33 @@ export async function startEtcd(opts: { members?: 1 | 3; netns?: string; address
       opts.netns ? 'ip' : 'bash',
       [
         ...(opts.netns ? ['netns', 'exec', opts.netns, 'bash'] : []),
-        '-c', WATCHDOG, 'etcd-watchdog', dataDir,
+        '-c',
+        WATCHDOG,
+        'etcd-watchdog',
+        dataDir,
         ETCD_BIN,
-        '--name', m.name,
-        '--data-dir', join(dataDir, m.name),
-        '--listen-client-urls', m.client,
-        '--advertise-client-urls', m.client,
-        '--listen-peer-urls', m.peer,
-        '--initial-advertise-peer-urls', m.peer,
-        '--initial-cluster', initialCluster,
-        '--initial-cluster-state', 'new',
-        '--initial-cluster-token', token,
-        '--logger', 'zap',
-        '--log-outputs', join(dataDir, `${m.name}.log`),
+        '--name',
+        m.name,
+        '--data-dir',
+        join(dataDir, m.name),
+        '--listen-client-urls',
+        m.client,
+        '--advertise-client-urls',
+        m.client,
+        '--listen-peer-urls',
+        m.peer,
+        '--initial-advertise-peer-urls',
+        m.peer,
+        '--initial-cluster',
+        initialCluster,
+        '--initial-cluster-state',
+        'new',
+        '--initial-cluster-token',
+        token,
+        '--logger',
+        'zap',
+        '--log-outputs',
+        join(dataDir, `${m.name}.log`),
       ],
       { stdio: ['pipe', 'ignore', 'ignore'] },
     );

@@ -61,7 +61,8 @@ export class PcapError extends Error {
 }
 
 export function parsePcap(bytes: Uint8Array): PcapFile {
-  if (bytes.length < GLOBAL_HEADER_LENGTH) throw new PcapError(`pcap too short for a global header: ${bytes.length} bytes`);
+  if (bytes.length < GLOBAL_HEADER_LENGTH)
+    throw new PcapError(`pcap too short for a global header: ${bytes.length} bytes`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let littleEndian: boolean;
   let nanoseconds: boolean;
@@ -94,7 +95,11 @@ export function parsePcap(bytes: Uint8Array): PcapFile {
     const originalLength = view.getUint32(offset + 12, littleEndian);
     const start = offset + RECORD_HEADER_LENGTH;
     if (start + inclLength > bytes.length) break; // truncated (still being written)
-    records.push({ timestamp: seconds + fraction / divisor, data: bytes.subarray(start, start + inclLength), originalLength });
+    records.push({
+      timestamp: seconds + fraction / divisor,
+      data: bytes.subarray(start, start + inclLength),
+      originalLength,
+    });
     offset = start + inclLength;
   }
   return { header, records };
@@ -139,7 +144,8 @@ export function parseIpv4(packet: Uint8Array): Ipv4Packet | undefined {
  * not IPv4/UDP are skipped; a payload is cut to what was captured (and to the UDP length).
  */
 export function udpDatagrams(file: PcapFile): UdpDatagram[] {
-  if (file.header.linkType !== LINKTYPE_ETHERNET) throw new PcapError(`link type ${file.header.linkType} is not Ethernet`);
+  if (file.header.linkType !== LINKTYPE_ETHERNET)
+    throw new PcapError(`link type ${file.header.linkType} is not Ethernet`);
   const out: UdpDatagram[] = [];
   file.records.forEach((record, index) => {
     const ip = ethernetIpv4(record.data);
@@ -160,6 +166,7 @@ export function udpDatagrams(file: PcapFile): UdpDatagram[] {
 
 /** Every IPv4 packet of an Ethernet capture (non-IPv4 frames skipped). */
 export function ipv4Packets(file: PcapFile): Ipv4Packet[] {
-  if (file.header.linkType !== LINKTYPE_ETHERNET) throw new PcapError(`link type ${file.header.linkType} is not Ethernet`);
+  if (file.header.linkType !== LINKTYPE_ETHERNET)
+    throw new PcapError(`link type ${file.header.linkType} is not Ethernet`);
   return file.records.map((r) => ethernetIpv4(r.data)).filter((p): p is Ipv4Packet => p !== undefined);
 }

@@ -62,7 +62,10 @@ s.on('close', (hadError) => {
 
 /** The stream the sender produces for (bytes, seed): its sha256, computed independently of both scripts. */
 export function expectedSha256(bytes: number, seed: string): string {
-  const key = createHash('sha256').update('veil-transfer:' + seed).digest().subarray(0, 16);
+  const key = createHash('sha256')
+    .update('veil-transfer:' + seed)
+    .digest()
+    .subarray(0, 16);
   const ctr = createCipheriv('aes-128-ctr', key, Buffer.alloc(16));
   const zero = Buffer.alloc(CHUNK);
   const hash = createHash('sha256');
@@ -100,7 +103,10 @@ export async function tcpTransfer(bed: Bed, o: TransferOptions): Promise<Transfe
     await receiver.waitFor(/^listening$/, 10_000);
     const sender = bed.spawn(o.fromNs, [process.execPath, '-e', SENDER, o.toIp, String(port), String(o.bytes), o.seed]);
     procs.push(sender);
-    const [sentLine, receivedLine] = await Promise.all([sender.waitFor(/^\{/, timeoutMs), receiver.waitFor(/^\{/, timeoutMs)]);
+    const [sentLine, receivedLine] = await Promise.all([
+      sender.waitFor(/^\{/, timeoutMs),
+      receiver.waitFor(/^\{/, timeoutMs),
+    ]);
     const sent = JSON.parse(sentLine) as TransferResult['sent'];
     const received = JSON.parse(receivedLine) as TransferResult['received'];
     return { sent, received, expectedSha256: expected, mbPerSecond: received.bytes / 1e6 / (received.ms / 1e3) };

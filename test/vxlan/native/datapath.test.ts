@@ -50,8 +50,17 @@ const toGateway = (s: dgram.Socket, d: Uint8Array) => send(s, d, PORTS.gateway, 
 
 beforeAll(async () => {
   dp = new NativeDataPath({
-    underlayAddress: A.underlay, hostAddress: A.host, vtepAddress: A.vtep,
-    ports: { esp: PORTS.esp, plain: PORTS.plain, vtep: PORTS.vtep, peerEsp: PORTS.peerEsp, peerPlain: PORTS.peerPlain, delivery: 0 },
+    underlayAddress: A.underlay,
+    hostAddress: A.host,
+    vtepAddress: A.vtep,
+    ports: {
+      esp: PORTS.esp,
+      plain: PORTS.plain,
+      vtep: PORTS.vtep,
+      peerEsp: PORTS.peerEsp,
+      peerPlain: PORTS.peerPlain,
+      delivery: 0,
+    },
   });
   await dp.start();
   await dp.addPeer(PEER, PORTS.gateway);
@@ -99,7 +108,9 @@ describe('native outbound', () => {
     const io = dp.stats().io.outbound;
     const packets = io.txPackets - before.txPackets;
     const messages = io.txMessages - before.txMessages;
-    console.log(`native outbound: ${packets} packets in ${messages} messages, ${io.txCalls - before.txCalls} sendmmsg calls`);
+    console.log(
+      `native outbound: ${packets} packets in ${messages} messages, ${io.txCalls - before.txCalls} sendmmsg calls`,
+    );
     expect(packets).toBe(sent.length);
     expect(messages).toBeLessThanOrEqual(packets);
     const p = pair(ENC);
@@ -118,7 +129,7 @@ describe('native outbound', () => {
     expect(pair(PLAIN).txPackets).toBe(1);
   });
 
-  it('drops by the forwarder\'s rules: unauthorized source, bad header, unknown VNI, no outbound SA (fail closed)', async () => {
+  it("drops by the forwarder's rules: unauthorized source, bad header, unknown VNI, no outbound SA (fail closed)", async () => {
     const before = dp.status();
     atPeerEsp.length = 0;
     atPeerPlain.length = 0;
@@ -127,7 +138,13 @@ describe('native outbound', () => {
     await toGateway(vtep, new Uint8Array(7));
     await toGateway(vtep, vxlanDatagram(999));
     await toGateway(vtep, vxlanDatagram(BARE));
-    await until(() => Object.values(dp.status().unattributedDrops).reduce((a, b) => a + b, 0) >= Object.values(before.unattributedDrops).reduce((a, b) => a + b, 0) + 4 && (pair(BARE).drops['no-outbound-sa'] ?? 0) === 1, 'the drops');
+    await until(
+      () =>
+        Object.values(dp.status().unattributedDrops).reduce((a, b) => a + b, 0) >=
+          Object.values(before.unattributedDrops).reduce((a, b) => a + b, 0) + 4 &&
+        (pair(BARE).drops['no-outbound-sa'] ?? 0) === 1,
+      'the drops',
+    );
     const u = dp.status().unattributedDrops;
     expect((u['unauthorized-source'] ?? 0) - (before.unattributedDrops['unauthorized-source'] ?? 0)).toBe(2);
     expect((u['bad-vxlan-header'] ?? 0) - (before.unattributedDrops['bad-vxlan-header'] ?? 0)).toBe(1);
@@ -206,9 +223,22 @@ describe('native tables change while traffic flows', () => {
   it('status() has the Gateway.status() pair shape', () => {
     dp.installInbound({ spi: 0x0003_0009, keymat: keyOut, esn: true, vni: ENC, peerId: PEER.id, epoch: 8 });
     const p = pair(ENC);
-    expect(Object.keys(p).sort()).toEqual(['drops', 'encrypted', 'inbound', 'outbound', 'peer', 'rxBytes', 'rxPackets', 'txBytes', 'txPackets', 'vni']);
+    expect(Object.keys(p).sort()).toEqual([
+      'drops',
+      'encrypted',
+      'inbound',
+      'outbound',
+      'peer',
+      'rxBytes',
+      'rxPackets',
+      'txBytes',
+      'txPackets',
+      'vni',
+    ]);
     expect(p.encrypted).toBe(true);
     expect(p.inbound).toEqual([{ spi: 0x0003_0009, epoch: 8, opened: 0 }]);
-    expect(() => dp.installInbound({ spi: 0x0003_0009, keymat: keyOut, esn: true, vni: PLAIN, peerId: PEER.id, epoch: 8 })).toThrow(expect.objectContaining({ code: 'VEIL_ERR_SA_SPI_IN_USE' }));
+    expect(() =>
+      dp.installInbound({ spi: 0x0003_0009, keymat: keyOut, esn: true, vni: PLAIN, peerId: PEER.id, epoch: 8 }),
+    ).toThrow(expect.objectContaining({ code: 'VEIL_ERR_SA_SPI_IN_USE' }));
   });
 });

@@ -55,8 +55,17 @@ async function until(cond: () => boolean, what: string, timeoutMs = 10_000): Pro
 
 beforeAll(async () => {
   dp = new NativeDataPath({
-    underlayAddress: A.underlay, hostAddress: A.host, vtepAddress: A.vtep,
-    ports: { esp: PORTS.esp, plain: PORTS.plain, vtep: PORTS.vtep, peerEsp: PORTS.peerEsp, peerPlain: PORTS.peerPlain, delivery: 0 },
+    underlayAddress: A.underlay,
+    hostAddress: A.host,
+    vtepAddress: A.vtep,
+    ports: {
+      esp: PORTS.esp,
+      plain: PORTS.plain,
+      vtep: PORTS.vtep,
+      peerEsp: PORTS.peerEsp,
+      peerPlain: PORTS.peerPlain,
+      delivery: 0,
+    },
   });
   await dp.start();
 });
@@ -77,14 +86,24 @@ it(`fuzz [native, loopback sockets]: ≥100k random and mutated datagrams; deliv
   // The reference: the TypeScript Forwarder with the same tables.
   const ts = new Forwarder(A.vtep);
   ts.setPeer({ id: PEER.id, address: PEER.address });
-  for (const [vni, encrypted] of [[ENC_A, true], [ENC_B, true], [PLAIN, false]] as const) ts.setNetwork({ vni, encrypted });
+  for (const [vni, encrypted] of [
+    [ENC_A, true],
+    [ENC_B, true],
+    [PLAIN, false],
+  ] as const)
+    ts.setNetwork({ vni, encrypted });
   const label = { peerId: PEER.id, epoch: 1 };
   ts.sas.installInbound(new InboundSa(createEspCipher(spiA, keyA, true, nodeAeadProvider), ENC_A, undefined, label));
   ts.sas.installInbound(new InboundSa(createEspCipher(spiB, keyB, true, nodeAeadProvider), ENC_B, undefined, label));
 
   // The same tables in the native data plane.
   await dp.addPeer(PEER, PORTS.gateway);
-  for (const [vni, encrypted] of [[ENC_A, true], [ENC_B, true], [PLAIN, false]] as const) dp.setNetwork({ vni, encrypted });
+  for (const [vni, encrypted] of [
+    [ENC_A, true],
+    [ENC_B, true],
+    [PLAIN, false],
+  ] as const)
+    dp.setNetwork({ vni, encrypted });
   dp.installInbound({ spi: spiA, keymat: keyA, esn: true, vni: ENC_A, peerId: PEER.id, epoch: 1 });
   dp.installInbound({ spi: spiB, keymat: keyB, esn: true, vni: ENC_B, peerId: PEER.id, epoch: 1 });
 
@@ -127,34 +146,78 @@ it(`fuzz [native, loopback sockets]: ≥100k random and mutated datagrams; deliv
     const hi = Math.floor(seq / 2 ** 32);
     return sealEspDanger(outA.cipher, hi, seq >>> 0, ivFromSequence(hi, seq >>> 0), plaintext);
   };
-  const innerA = (vni = ENC_A, dst = VXLAN_PORT) => concatBytes(encodeUdpHeader(7, dst, 48), vxlanDatagram(vni, rng.bytes(40)));
+  const innerA = (vni = ENC_A, dst = VXLAN_PORT) =>
+    concatBytes(encodeUdpHeader(7, dst, 48), vxlanDatagram(vni, rng.bytes(40)));
   const base = () => (rng.int(2) && recent.length ? rng.pick(recent) : sealWith(outA, ENC_A));
 
   type Kind = 'esp' | 'plain' | 'stranger';
   const make: Array<[number, () => [Kind, Uint8Array]]> = [
     [16, () => ['esp', genuine()]],
     [10, () => ['esp', rng.bytes(rng.int(1600))]],
-    [8, () => { const d = base(); return ['esp', d.subarray(0, rng.int(d.length))]; }],
-    [12, () => {
-      const d = Uint8Array.from(base());
-      const first = rng.int(d.length);
-      for (let n = 1 + rng.int(3), i = 0; i < n; i++) d[(first + i * 7) % d.length]! ^= 1 << rng.int(8);
-      return ['esp', d];
-    }],
-    [6, () => { const d = Uint8Array.from(base()); writeU32(d, 0, rng.pick([spiB, 0x1_0003, rng.u32() || 1])); return ['esp', d]; }],
+    [
+      8,
+      () => {
+        const d = base();
+        return ['esp', d.subarray(0, rng.int(d.length))];
+      },
+    ],
+    [
+      12,
+      () => {
+        const d = Uint8Array.from(base());
+        const first = rng.int(d.length);
+        for (let n = 1 + rng.int(3), i = 0; i < n; i++) d[(first + i * 7) % d.length]! ^= 1 << rng.int(8);
+        return ['esp', d];
+      },
+    ],
+    [
+      6,
+      () => {
+        const d = Uint8Array.from(base());
+        writeU32(d, 0, rng.pick([spiB, 0x1_0003, rng.u32() || 1]));
+        return ['esp', d];
+      },
+    ],
     [8, () => ['esp', recent.length ? rng.pick(recent) : genuine()]], // replays
     [1, () => ['esp', ancient.length ? rng.pick(ancient) : genuine()]], // replays left of the window
-    [3, () => { const pt = encodeEspPlaintext(concatBytes(innerA(), Uint8Array.of(0)), IPPROTO_UDP); pt[pt.length - 3]! ^= 0x40; return ['esp', authentic(pt)]; }],
-    [3, () => { const pt = encodeEspPlaintext(innerA(), IPPROTO_UDP); pt[pt.length - 2] = 200 + rng.int(56); return ['esp', authentic(pt)]; }],
+    [
+      3,
+      () => {
+        const pt = encodeEspPlaintext(concatBytes(innerA(), Uint8Array.of(0)), IPPROTO_UDP);
+        pt[pt.length - 3]! ^= 0x40;
+        return ['esp', authentic(pt)];
+      },
+    ],
+    [
+      3,
+      () => {
+        const pt = encodeEspPlaintext(innerA(), IPPROTO_UDP);
+        pt[pt.length - 2] = 200 + rng.int(56);
+        return ['esp', authentic(pt)];
+      },
+    ],
     [3, () => ['esp', authentic(encodeEspPlaintext(innerA(), rng.pick([0, 4, 6, 41, 50, 255])))]],
     [3, () => ['esp', authentic(encodeEspPlaintext(innerA(ENC_B), IPPROTO_UDP))]], // vni-mismatch
     [2, () => ['esp', authentic(encodeEspPlaintext(innerA(ENC_A, 4790), IPPROTO_UDP))]], // bad-inner-udp
-    [2, () => ['esp', authentic(encodeEspPlaintext(concatBytes(encodeUdpHeader(7, VXLAN_PORT, 12), rng.bytes(4)), IPPROTO_UDP))]], // bad-vxlan-header
+    [
+      2,
+      () => [
+        'esp',
+        authentic(encodeEspPlaintext(concatBytes(encodeUdpHeader(7, VXLAN_PORT, 12), rng.bytes(4)), IPPROTO_UDP)),
+      ],
+    ], // bad-vxlan-header
     [1, () => ['esp', authentic(rng.bytes(1 + rng.int(3) * 4 + rng.int(3)))]], // alignment / tiny
     [2, () => ['esp', rng.int(2) ? Uint8Array.of(0xff) : concatBytes(new Uint8Array(4), rng.bytes(rng.int(40)))]],
     [1, () => ['esp', new Uint8Array(rng.int(3))]], // empty and runts
     [3, () => ['esp', concatBytes(base(), rng.bytes(1 + rng.int(32)))]],
-    [4, () => { const v = vxlanDatagram(PLAIN, rng.bytes(14 + rng.int(300))); sealedByUs.add(bytesToHex(v)); return ['plain', v]; }],
+    [
+      4,
+      () => {
+        const v = vxlanDatagram(PLAIN, rng.bytes(14 + rng.int(300)));
+        sealedByUs.add(bytesToHex(v));
+        return ['plain', v];
+      },
+    ],
     [2, () => ['plain', vxlanDatagram(rng.pick([ENC_A, ENC_B, 999]), rng.bytes(40))]], // downgrade, unknown VNI
     [1, () => ['plain', rng.bytes(rng.int(20))]],
     [1, () => ['stranger', vxlanDatagram(PLAIN, rng.bytes(40))]],
@@ -187,8 +250,14 @@ it(`fuzz [native, loopback sockets]: ≥100k random and mutated datagrams; deliv
     sent += n;
     // Pace: the data plane has taken every datagram so far, and the VTEP socket every delivery (no socket
     // buffer overflow, on either side, can hide a drop or fake a loss).
-    await until(() => dp.stats().io.inbound.rxPackets - rxBefore >= sent, `the data plane to receive ${sent} datagrams`);
-    await until(() => deliveredCount >= expectedCount, `${expectedCount} deliveries after ${sent} datagrams (send errors: ${dp.stats().io.inbound.sendErrors})`);
+    await until(
+      () => dp.stats().io.inbound.rxPackets - rxBefore >= sent,
+      `the data plane to receive ${sent} datagrams`,
+    );
+    await until(
+      () => deliveredCount >= expectedCount,
+      `${expectedCount} deliveries after ${sent} datagrams (send errors: ${dp.stats().io.inbound.sendErrors})`,
+    );
   }
   await until(() => deliveredCount >= expectedCount, `${expectedCount} deliveries`);
   await new Promise((r) => setTimeout(r, 100)); // anything extra would arrive now
@@ -203,16 +272,34 @@ it(`fuzz [native, loopback sockets]: ≥100k random and mutated datagrams; deliv
   }
   // Drops: the same reasons and counts, pair-attributed and unattributed, and together with the deliveries every datagram.
   const native = sumDrops([after.unattributed, ...after.pairs.map((p) => p.drops)]);
-  const reference = sumDrops([ts.stats.unattributed.snapshot(), ...ts.stats.entries().map((e) => e.stats.drops.snapshot())]);
+  const reference = sumDrops([
+    ts.stats.unattributed.snapshot(),
+    ...ts.stats.entries().map((e) => e.stats.drops.snapshot()),
+  ]);
   console.log(`native fuzz: ${DATAGRAMS} datagrams, ${deliveredCount} delivered, drops ${JSON.stringify(native)}`);
   expect(native).toEqual(reference);
   const dropTotal = Object.values(native).reduce((a, b) => a + b, 0);
   expect(deliveredCount + dropTotal).toBe(DATAGRAMS);
   // (replay-too-old is rare with ESN: a low half left of the window is read as the next 2^32 subspace, RFC 4303 A2.2,
   // and then fails the ICV; the equality above covers it whenever it occurs.)
-  for (const reason of ['nat-keepalive', 'non-esp-marker', 'truncated', 'unknown-spi', 'replay-duplicate', 'auth-failed',
-    'bad-alignment', 'bad-padding', 'bad-pad-length', 'bad-next-header', 'bad-inner-udp', 'bad-vxlan-header', 'vni-mismatch',
-    'plaintext-on-encrypted', 'unknown-vni', 'unknown-peer'] as const) {
+  for (const reason of [
+    'nat-keepalive',
+    'non-esp-marker',
+    'truncated',
+    'unknown-spi',
+    'replay-duplicate',
+    'auth-failed',
+    'bad-alignment',
+    'bad-padding',
+    'bad-pad-length',
+    'bad-next-header',
+    'bad-inner-udp',
+    'bad-vxlan-header',
+    'vni-mismatch',
+    'plaintext-on-encrypted',
+    'unknown-vni',
+    'unknown-peer',
+  ] as const) {
     expect(native[reason] ?? 0, reason).toBeGreaterThan(0);
   }
   // Per pair: rx counters equal the reference's too.

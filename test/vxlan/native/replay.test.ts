@@ -15,11 +15,16 @@ function* arrivals(rng: Prng, base: number, steps: number, farJump: number): Gen
     const r = rng.int(100);
     let seq: number;
     if (r < 55) seq = next++;
-    else if (r < 70 && recent.length) seq = rng.pick(recent); // duplicate
-    else if (r < 80) seq = Math.max(0, next - 1 - rng.int(5000)); // reordered, some beyond the window
-    else if (r < 85) seq = Math.max(0, next - rng.int(2 ** 33)); // very old
-    else if (r < 92) seq = next += 1 + rng.int(3000); // a gap
-    else if (r < 94) seq = next += rng.int(farJump); // a jump far ahead
+    else if (r < 70 && recent.length)
+      seq = rng.pick(recent); // duplicate
+    else if (r < 80)
+      seq = Math.max(0, next - 1 - rng.int(5000)); // reordered, some beyond the window
+    else if (r < 85)
+      seq = Math.max(0, next - rng.int(2 ** 33)); // very old
+    else if (r < 92)
+      seq = next += 1 + rng.int(3000); // a gap
+    else if (r < 94)
+      seq = next += rng.int(farJump); // a jump far ahead
     else seq = farJump > 2 ** 16 ? rng.u32() : rng.int(next + 5000); // noise: any low half (32-bit: not past the end)
     recent.push(seq);
     if (recent.length > 64) recent.shift();
@@ -28,7 +33,10 @@ function* arrivals(rng: Prng, base: number, steps: number, farJump: number): Gen
 }
 
 for (const esn of [true, false]) {
-  for (const [label, base] of [['from 1', 1], ['across 2^32', 2 ** 32 - 50_000]] as const) {
+  for (const [label, base] of [
+    ['from 1', 1],
+    ['across 2^32', 2 ** 32 - 50_000],
+  ] as const) {
     if (!esn && base > 1) continue;
     describe(`replay window ${esn ? 'ESN' : '32-bit'} ${label}`, () => {
       it(`${STEPS} random arrivals: native and TypeScript decide alike`, () => {
@@ -49,7 +57,8 @@ for (const esn of [true, false]) {
             const u2 = native.update(a, lo);
             if (u1 !== u2) expect.fail(`seed ${seed} step ${step}: update(${a}, ${lo}) ts=${u1} native=${u2}`);
             if (u1) accepted++;
-            if (rng.int(10) === 0 && ts.update(a, lo) !== native.update(a, lo)) expect.fail(`step ${step}: repeated update differs`);
+            if (rng.int(10) === 0 && ts.update(a, lo) !== native.update(a, lo))
+              expect.fail(`step ${step}: repeated update differs`);
           }
           step++;
         }

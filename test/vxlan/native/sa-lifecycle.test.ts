@@ -9,7 +9,14 @@ import { waitUntil } from '../../support/wait.js';
 
 const addon = loadNative();
 // deliveryPort 0: any source port, so no privilege is needed (the privileged one: test/system/native/delivery-port.test.ts).
-const PORTS = { espPort: 27500, plainPort: 27789, vtepPort: 27790, peerEspPort: 37500, peerPlainPort: 37789, deliveryPort: 0 };
+const PORTS = {
+  espPort: 27500,
+  plainPort: 27789,
+  vtepPort: 27790,
+  peerEspPort: 37500,
+  peerPlainPort: 37789,
+  deliveryPort: 0,
+};
 const [UNDERLAY, HOST, VTEP, PEER] = ['127.0.0.61', '127.0.0.62', '127.0.0.63', '127.0.0.64'];
 const GATEWAY_PORT = 17794;
 const sockets = new TestSockets();
@@ -19,7 +26,15 @@ let vtep: dgram.Socket;
 const seenByPeer: string[] = [];
 let delivered = 0;
 
-const spec = (spi: number, keyByte: number): NativeSaSpec => ({ spi, key: Buffer.alloc(16, keyByte), salt: Buffer.alloc(4, 9), esn: true, vni: 42, peer: 5, epoch: 1 });
+const spec = (spi: number, keyByte: number): NativeSaSpec => ({
+  spi,
+  key: Buffer.alloc(16, keyByte),
+  salt: Buffer.alloc(4, 9),
+  esn: true,
+  vni: 42,
+  peer: 5,
+  epoch: 1,
+});
 
 beforeAll(async () => {
   dp = addon.dpCreate({ underlayAddress: UNDERLAY, hostAddress: HOST, vtepAddress: VTEP, ...PORTS });

@@ -32,7 +32,12 @@ describe(`${ESP_FILE} [native]`, () => {
     it(`${label}: seal reproduces the packet byte for byte`, () => {
       tally.add(ESP_FILE, 'native');
       const sa = new NativeEspSa(v.spi, keymat(), v.esn, 'seal');
-      const esp = sa.sealDanger(v.seqHi, v.seqLo, hexToBytes(v.iv), encodeEspPlaintext(hexToBytes(v.payload), v.nextHeader));
+      const esp = sa.sealDanger(
+        v.seqHi,
+        v.seqLo,
+        hexToBytes(v.iv),
+        encodeEspPlaintext(hexToBytes(v.payload), v.nextHeader),
+      );
       expect(bytesToHex(esp)).toBe(v.esp);
     });
 
@@ -56,8 +61,23 @@ describe(`${ESP_FILE} [native]`, () => {
   }
 });
 
-interface AeadCase { tcId: number; comment: string; key: string; iv: string; aad: string; msg: string; ct: string; tag: string; result: WycheproofResult }
-interface AeadGroup { keySize: number; ivSize: number; tagSize: number; tests: AeadCase[] }
+interface AeadCase {
+  tcId: number;
+  comment: string;
+  key: string;
+  iv: string;
+  aad: string;
+  msg: string;
+  ct: string;
+  tag: string;
+  result: WycheproofResult;
+}
+interface AeadGroup {
+  keySize: number;
+  ivSize: number;
+  tagSize: number;
+  tests: AeadCase[];
+}
 
 describe(`${WYCHEPROOF_FILE} [native] (96-bit IV, 128-bit tag)`, () => {
   const file = loadVectors<WycheproofFile<AeadGroup>>(WYCHEPROOF_FILE);
@@ -107,7 +127,9 @@ describe('differential: TypeScript path ↔ native', () => {
       const inner = parseEspPlaintext(plaintext!);
       if (!inner.ok) throw new Error(inner.drop);
       expect(inner.nextHeader).toBe(IPPROTO_UDP);
-      expect(bytesToHex(inner.payload)).toBe(bytesToHex(concatBytes(encodeUdpHeader(srcPort, VXLAN_PORT, vxlan.length), vxlan)));
+      expect(bytesToHex(inner.payload)).toBe(
+        bytesToHex(concatBytes(encodeUdpHeader(srcPort, VXLAN_PORT, vxlan.length), vxlan)),
+      );
     }
   });
 

@@ -11,7 +11,13 @@ import { vxlanDatagram } from '../../support/esp-fixtures.js';
 const VTEP = '169.254.1.2';
 /** I/O fakes: the test drives the Forwarder directly and collects what would be sent. */
 const underlay: UnderlayIo = { open: async () => {}, send: () => true, close: async () => {} };
-const vtep: VtepIo = { open: async () => {}, addPeer: async () => {}, removePeer: async () => {}, deliver: () => true, close: async () => {} };
+const vtep: VtepIo = {
+  open: async () => {},
+  addPeer: async () => {},
+  removePeer: async () => {},
+  deliver: () => true,
+  close: async () => {},
+};
 
 function spec(keymat: SecretKey, epoch = 1): SaKeySpec {
   return { spi: 0x4001_0001, keymat, esn: true, vni: 100, peerId: 'b', epoch };

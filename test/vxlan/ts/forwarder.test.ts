@@ -103,7 +103,14 @@ describe('SaTable', () => {
     const b = host('b', 2);
     const f = new Forwarder(VTEP_A);
     const secret = new SecretKey(randomBytes(32));
-    const pair = (epoch: number) => deriveSaPair(a.info, a.privateKey, b.info, { networkId: 'n', networkIndex: 1, vni: 5, epoch, secret }, { provider: nodeAeadProvider });
+    const pair = (epoch: number) =>
+      deriveSaPair(
+        a.info,
+        a.privateKey,
+        b.info,
+        { networkId: 'n', networkIndex: 1, vni: 5, epoch, secret },
+        { provider: nodeAeadProvider },
+      );
     for (let e = 1; e <= MAX_LIVE_EPOCHS; e++) f.sas.installInbound(pair(e).inbound);
     expect(() => f.sas.installInbound(pair(4).inbound)).toThrow(SaTableError);
     f.sas.retireInbound('b', 5, 1);

@@ -14,13 +14,33 @@ const DATAGRAMS = FUZZ_DATAGRAMS;
 const SEED = FUZZ_SEED;
 
 type Mutation =
-  | 'genuine' | 'random-bytes' | 'truncated' | 'bit-flip' | 'wrong-spi' | 'replay'
-  | 'bad-padding' | 'bad-pad-length' | 'bad-next-header' | 'other-vni' | 'keepalive' | 'extended';
+  | 'genuine'
+  | 'random-bytes'
+  | 'truncated'
+  | 'bit-flip'
+  | 'wrong-spi'
+  | 'replay'
+  | 'bad-padding'
+  | 'bad-pad-length'
+  | 'bad-next-header'
+  | 'other-vni'
+  | 'keepalive'
+  | 'extended';
 
 // Weighted so that every mutation occurs thousands of times in 100,000 (tens of thousands in CI's million).
 const PLAN: Array<[Mutation, number]> = [
-  ['genuine', 10], ['random-bytes', 14], ['truncated', 12], ['bit-flip', 16], ['wrong-spi', 10], ['replay', 10],
-  ['bad-padding', 6], ['bad-pad-length', 5], ['bad-next-header', 6], ['other-vni', 5], ['keepalive', 2], ['extended', 4],
+  ['genuine', 10],
+  ['random-bytes', 14],
+  ['truncated', 12],
+  ['bit-flip', 16],
+  ['wrong-spi', 10],
+  ['replay', 10],
+  ['bad-padding', 6],
+  ['bad-pad-length', 5],
+  ['bad-next-header', 6],
+  ['other-vni', 5],
+  ['keepalive', 2],
+  ['extended', 4],
 ];
 const WHEEL = PLAN.flatMap(([m, w]) => Array<Mutation>(w).fill(m));
 
@@ -95,7 +115,13 @@ it(`fuzz: ${DATAGRAMS} random and mutated datagrams never throw, never deliver w
       return authentic(pt);
     },
     'bad-next-header': () => authentic(encodeEspPlaintext(innerA(), rng.pick([0, 4, 6, 41, 50, 255]))),
-    'other-vni': () => authentic(encodeEspPlaintext(concatBytes(encodeUdpHeader(7, VXLAN_PORT, 48), vxlanDatagram(200, rng.bytes(40))), IPPROTO_UDP)),
+    'other-vni': () =>
+      authentic(
+        encodeEspPlaintext(
+          concatBytes(encodeUdpHeader(7, VXLAN_PORT, 48), vxlanDatagram(200, rng.bytes(40))),
+          IPPROTO_UDP,
+        ),
+      ),
     keepalive: () => (rng.int(2) ? Uint8Array.of(0xff) : new Uint8Array(4 + rng.int(40))),
     extended: () => concatBytes(base(), rng.bytes(1 + rng.int(32))),
   };
@@ -122,7 +148,17 @@ it(`fuzz: ${DATAGRAMS} random and mutated datagrams never throw, never deliver w
   expect(delivered + drops.total()).toBe(DATAGRAMS);
   // Every genuine datagram arrives exactly once: nothing the fuzzer did displaced it.
   expect(delivered).toBe(genuineMade);
-  const expected: DropReason[] = ['nat-keepalive', 'non-esp-marker', 'truncated', 'unknown-spi', 'replay-duplicate', 'auth-failed',
-    'bad-padding', 'bad-pad-length', 'bad-next-header', 'vni-mismatch'];
+  const expected: DropReason[] = [
+    'nat-keepalive',
+    'non-esp-marker',
+    'truncated',
+    'unknown-spi',
+    'replay-duplicate',
+    'auth-failed',
+    'bad-padding',
+    'bad-pad-length',
+    'bad-next-header',
+    'vni-mismatch',
+  ];
   for (const reason of expected) expect(counted[reason] ?? 0, reason).toBeGreaterThan(0);
 }, 600_000);

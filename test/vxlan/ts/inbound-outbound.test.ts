@@ -51,7 +51,7 @@ describe('outbound → inbound', () => {
     expect(sealOutbound(vxlanDatagram(42), 1, undefined)).toEqual({ ok: false, drop: 'no-outbound-sa' });
   });
 
-  it('never seals a datagram of one network under another network\'s SA', () => {
+  it("never seals a datagram of one network under another network's SA", () => {
     const { outbound } = saPair(0x1000, 42);
     expect(sealOutbound(vxlanDatagram(43), 1, outbound)).toEqual({ ok: false, drop: 'vni-mismatch' });
     expect(outbound.counter.used).toBe(0);
@@ -108,7 +108,8 @@ describe('inbound processing order (RFC 4303 §3.4)', () => {
 
   it('authentic but malformed contents are dropped with their reason', () => {
     const { outbound, inbound } = saPair(0x2000, 7);
-    const seal = (seq: number, plaintext: Uint8Array) => sealEspDanger(outbound.cipher, 0, seq, ivFromSequence(0, seq), plaintext);
+    const seal = (seq: number, plaintext: Uint8Array) =>
+      sealEspDanger(outbound.cipher, 0, seq, ivFromSequence(0, seq), plaintext);
     const good = concatBytes(encodeUdpHeader(1, VXLAN_PORT, 72), vxlanDatagram(7));
     const toPort = concatBytes(encodeUdpHeader(1, 53, 72), vxlanDatagram(7));
     const badFlags = Uint8Array.from(good);
@@ -129,6 +130,9 @@ describe('inbound processing order (RFC 4303 §3.4)', () => {
     const { inbound } = saPair(0x2000, 7);
     expect(processInbound(Uint8Array.of(0xff), table(inbound))).toEqual({ ok: false, drop: 'nat-keepalive' });
     expect(processInbound(new Uint8Array(64), table(inbound))).toEqual({ ok: false, drop: 'non-esp-marker' });
-    expect(processInbound(Uint8Array.of(0, 0, 0x20, 0, 0, 0, 0, 1), table(inbound))).toEqual({ ok: false, drop: 'truncated' });
+    expect(processInbound(Uint8Array.of(0, 0, 0x20, 0, 0, 0, 0, 1), table(inbound))).toEqual({
+      ok: false,
+      drop: 'truncated',
+    });
   });
 });

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { bytesToHex } from '../../../src/crypto/bytes.js';
-import { ENCRYPTED_OVERHEAD, ESP_SEQ32_MAX, ESP_SEQ64_MAX, overlayMtu, PLAIN_OVERHEAD } from '../../../src/vxlan/wire/constants.js';
+import {
+  ENCRYPTED_OVERHEAD,
+  ESP_SEQ32_MAX,
+  ESP_SEQ64_MAX,
+  overlayMtu,
+  PLAIN_OVERHEAD,
+} from '../../../src/vxlan/wire/constants.js';
 import { encodeEspPlaintext, parseEspPlaintext } from '../../../src/vxlan/wire/esp.js';
 import { SEQ_EXHAUSTED, SequenceCounter } from '../../../src/vxlan/sa/sequence.js';
 import { classifyUdp4500Payload, encodeUdpHeader, parseUdpHeader } from '../../../src/vxlan/wire/udp.js';
@@ -26,7 +32,8 @@ describe('sequence counter (RFC 4303 §3.3.3)', () => {
 describe('VXLAN header (RFC 7348 §5)', () => {
   it('encodes the I flag and a 24-bit VNI, and parses it back', () => {
     expect(bytesToHex(encodeVxlanHeader(0x123456))).toBe('0800000012345600');
-    for (const vni of [0, 1, 4096, 0xffffff]) expect(parseVxlanHeader(encodeVxlanHeader(vni))).toEqual({ ok: true, vni });
+    for (const vni of [0, 1, 4096, 0xffffff])
+      expect(parseVxlanHeader(encodeVxlanHeader(vni))).toEqual({ ok: true, vni });
   });
 
   it('ignores reserved bits, refuses a clear I flag and short input', () => {
@@ -70,7 +77,10 @@ describe('UDP (RFC 768, RFC 3948)', () => {
     expect(bytesToHex(encodeUdpHeader(4500, 4500, 100))).toBe('11941194006c0000');
     const dgram = new Uint8Array(20);
     dgram.set(encodeUdpHeader(1234, 4789, 12));
-    expect(parseUdpHeader(dgram)).toEqual({ ok: true, header: { srcPort: 1234, dstPort: 4789, length: 20, checksum: 0 } });
+    expect(parseUdpHeader(dgram)).toEqual({
+      ok: true,
+      header: { srcPort: 1234, dstPort: 4789, length: 20, checksum: 0 },
+    });
     expect(parseUdpHeader(dgram.subarray(0, 19))).toEqual({ ok: false, drop: 'bad-inner-udp' });
   });
 

@@ -2,7 +2,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { bytesToHex, hexToBytes } from '../../../src/crypto/bytes.js';
 import { SecretKey } from '../../../src/crypto/secret.js';
 import { ESP_IN_UDP_PORT } from '../../../src/vxlan/wire/constants.js';
-import { createEspCipher, encodeEspPlaintext, openEspDanger, parseEspPlaintext, sealEspDanger } from '../../../src/vxlan/wire/esp.js';
+import {
+  createEspCipher,
+  encodeEspPlaintext,
+  openEspDanger,
+  parseEspPlaintext,
+  sealEspDanger,
+} from '../../../src/vxlan/wire/esp.js';
 import type { EspVector, EspVectorFile } from '../../../src/vxlan/wire/esp-vectors.js';
 import { ESP_IMPLEMENTATIONS } from '../../../src/cli/vectors-check.js';
 import { processInbound } from '../../../src/vxlan/ts/inbound.js';
@@ -25,7 +31,13 @@ for (const provider of ESP_IMPLEMENTATIONS) {
 
       it(`${label}: seal reproduces the packet byte for byte`, () => {
         tally.add(FILE, provider.name);
-        const esp = sealEspDanger(cipher(), v.seqHi, v.seqLo, hexToBytes(v.iv), encodeEspPlaintext(hexToBytes(v.payload), v.nextHeader));
+        const esp = sealEspDanger(
+          cipher(),
+          v.seqHi,
+          v.seqLo,
+          hexToBytes(v.iv),
+          encodeEspPlaintext(hexToBytes(v.payload), v.nextHeader),
+        );
         expect(bytesToHex(esp)).toBe(v.esp);
         const udp = bytesToHex(encodeUdpHeader(ESP_IN_UDP_PORT, ESP_IN_UDP_PORT, esp.length)) + v.esp;
         expect(udp).toBe(v.udpEncapsulated);
@@ -54,6 +66,8 @@ for (const provider of ESP_IMPLEMENTATIONS) {
 
 it('the vector file covers AES-128 and AES-256, with and without ESN, random and counter IVs', () => {
   const kinds = new Set(vectors.tests.map((v: EspVector) => `${v.cipher}/${v.esn}`));
-  expect(kinds).toEqual(new Set(['aes128-gcm-16/false', 'aes128-gcm-16/true', 'aes256-gcm-16/false', 'aes256-gcm-16/true']));
+  expect(kinds).toEqual(
+    new Set(['aes128-gcm-16/false', 'aes128-gcm-16/true', 'aes256-gcm-16/false', 'aes256-gcm-16/true']),
+  );
   expect(vectors.tests).toHaveLength(28);
 });

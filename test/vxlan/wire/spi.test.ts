@@ -5,7 +5,11 @@ import { encodeSpi, isValidSpi, parseSpi } from '../../../src/vxlan/wire/spi.js'
 
 describe('SPI scheme: epoch mod 4 | sender index | network index', () => {
   it('round-trips its fields and is never below 256', () => {
-    for (const [epoch, sender, network] of [[0, 1, 0], [5, 2, 7], [1_000_003, HOST_INDEX_MAX, NETWORK_INDEX_MAX]] as const) {
+    for (const [epoch, sender, network] of [
+      [0, 1, 0],
+      [5, 2, 7],
+      [1_000_003, HOST_INDEX_MAX, NETWORK_INDEX_MAX],
+    ] as const) {
       const spi = encodeSpi(epoch, sender, network);
       expect(parseSpi(spi)).toEqual({ epochMod4: epoch % 4, senderIndex: sender, networkIndex: network });
       expect(spi).toBeGreaterThanOrEqual(ESP_SPI_MIN);
