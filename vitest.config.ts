@@ -9,6 +9,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
+          maxWorkers: '100%',
           include: ['test/**/*.test.ts'],
           exclude: ['test/system/**', '**/node_modules/**'],
           testTimeout: 30_000,
