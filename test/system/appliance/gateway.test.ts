@@ -26,6 +26,14 @@ afterAll(async () => {
 
 const netnsExists = (name: string) => existsSync(`/run/netns/${name}`);
 
+function commandOf(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return undefined; // gone meanwhile
+  }
+}
+
 function pidsIn(ns: string): number[] {
   return execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).map(Number);
 }
@@ -75,8 +83,17 @@ describe('veil gateway with no --cluster-store', () => {
       async () => (await bed.exec(vtep, ['ip', 'link', 'show', 'br4096'], { allowFail: true })).code === 0,
       10_000,
     );
-    // The gateway and its etcd are the namespace's only processes.
-    expect(pidsIn(bed.hosts[0]!.netns).length).toBe(2);
+    // The gateway and its etcd are the namespace's only long-lived processes: the commands the gateway
+    // runs (ip, nft, the DNS socket helper) come and go, so wait for them rather than count a moment.
+    const others = () => pidsIn(bed.hosts[0]!.netns).filter((pid) => pid !== gw.pid);
+    await waitUntil(
+      'only the gateway and its etcd in the host namespace',
+      () => {
+        const rest = others();
+        return rest.length === 1 && commandOf(rest[0]!) === 'etcd';
+      },
+      15_000,
+    );
 
     // A clean stop: unplumbed (the vtep namespace is gone), etcd stopped, exit 0.
     await gw.stop(15_000);

@@ -141,7 +141,9 @@ beforeAll(async () => {
     const path = join(dir, `h${h.index}.json`);
     writeFileSync(path, JSON.stringify(config));
     chmodSync(path, 0o600);
-    const gateway = bed.spawn(h.netns, [process.execPath, '--input-type=module', '-e', GATEWAY_SCRIPT, path]);
+    const gateway = bed.spawn(h.netns, [process.execPath, '--input-type=module', '-e', GATEWAY_SCRIPT, path], {
+      lifetime: 'bed',
+    });
     await gateway.waitFor(/native gateway ready/, 20_000);
     hosts.push({ index: h.index, netns: h.netns, address: h.underlayAddress, gateway, statusCount: 0 });
   }

@@ -43,9 +43,17 @@ export interface ExecResult {
   readonly code: number;
 }
 
+/**
+ * How long a spawned process may live: "test" (the default) ends with the test that started it,
+ * whether it passed or failed (the system tier's afterEach calls stopTestProcesses); "bed" lives until
+ * the bed is destroyed (gateways, etcd, fixtures a whole file shares).
+ */
+export type Lifetime = 'test' | 'bed';
+
 export interface BedProcess {
   readonly child: ChildProcess;
   readonly pid: number;
+  readonly lifetime: Lifetime;
   /** Everything written so far. */
   stdout(): string;
   stderr(): string;
@@ -77,7 +85,9 @@ export interface Bed {
   /** Creates namespace `<prefix><label>` with lo up. */
   namespace(label: string): Promise<string>;
   exec(ns: string, argv: readonly string[], opts?: { allowFail?: boolean; timeoutMs?: number }): Promise<ExecResult>;
-  spawn(ns: string, argv: readonly string[]): BedProcess;
+  spawn(ns: string, argv: readonly string[], options?: { lifetime?: Lifetime }): BedProcess;
+  /** Stops every process of lifetime "test" still running. */
+  stopTestProcesses(): Promise<void>;
   /** Namespaces currently present with this bed's prefix. */
   namespaces(): string[];
   destroy(): Promise<void>;
@@ -252,7 +262,7 @@ class BedImpl implements Bed {
     return result;
   }
 
-  spawn(ns: string, argv: readonly string[]): BedProcess {
+  spawn(ns: string, argv: readonly string[], options: { lifetime?: Lifetime } = {}): BedProcess {
     // Own process group, so stop() and destroy() reach its children too.
     const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     if (child.pid === undefined) throw new Error(`cannot spawn ${argv.join(' ')} in ${ns}`);
@@ -269,6 +279,7 @@ class BedImpl implements Bed {
     const proc: BedProcess = {
       child,
       pid,
+      lifetime: options.lifetime ?? 'test',
       stdout: () => out,
       stderr: () => err,
       exited,
@@ -315,6 +326,10 @@ class BedImpl implements Bed {
     this.processes.add(proc);
     void exited.then(() => this.processes.delete(proc));
     return proc;
+  }
+
+  async stopTestProcesses(): Promise<void> {
+    await Promise.all([...this.processes].filter((p) => p.lifetime === 'test').map((p) => p.stop(1_000)));
   }
 
   namespaces(): string[] {
@@ -422,6 +437,11 @@ function newPrefix(): string {
     const prefix = `v${[...bytes].map((b) => (b % 36).toString(36)).join('')}-`;
     if (!existing.some((n) => n.startsWith(prefix))) return prefix;
   }
+}
+
+/** Stops the processes of lifetime "test" of every live bed (the system tier's afterEach). */
+export async function stopTestProcesses(): Promise<void> {
+  await Promise.all([...live].map((bed) => bed.stopTestProcesses()));
 }
 
 /** Builds a bed; sweeps stale beds of crashed runs first. On a build failure everything created is removed. */

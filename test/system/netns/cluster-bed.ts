@@ -27,6 +27,11 @@ export interface ClusterBed {
   /** Starts (or restarts) host i's gateway; resolves once it says "gateway ready". */
   startGateway(hostIndex: number, extraArgs?: string[]): Promise<BedProcess>;
   stopGateway(hostIndex: number, signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+  /**
+   * Starts again every gateway that was started once and is not running now (a test that stopped one
+   * and failed before restarting it leaves the next test a whole cluster).
+   */
+  ensureGateways(): Promise<void>;
   /** A container namespace (not connected yet); returns its name and its /run/netns path. */
   container(label: string): Promise<{ ns: string; netns: string }>;
   /** etcdctl inside the etcd namespace. */
@@ -46,6 +51,8 @@ export async function createClusterBed(options: {
   const bed = await createBed({ hosts: options.hosts });
   const dir = mkdtempSync(join(tmpdir(), 'veil-cluster-'));
   const gateways = new Map<number, BedProcess>();
+  /** Hosts whose gateway was started, with the extra flags it was started with last. */
+  const started = new Map<number, string[]>();
   let etcd: EtcdCluster | undefined;
   const destroy = async () => {
     await Promise.all([...gateways.values()].map((g) => g.stop(5000)));
@@ -82,31 +89,36 @@ export async function createClusterBed(options: {
           mkdirSync(`/etc/netns/${host.netns}`, { recursive: true });
           writeFileSync(resolv, 'nameserver 127.0.0.1\n');
         }
-        const gw = bed.spawn(host.netns, [
-          process.execPath,
-          CLI,
-          'gateway',
-          '--cluster-store',
-          store,
-          '--cluster-advertise',
-          host.underlayAddress,
-          '--host-id',
-          `h${i}`,
-          '--data-dir',
-          join(dir, `h${i}`),
-          '--api-socket',
-          socket(i),
-          '--vtep-netns',
-          host.vtepNetns,
-          '--link-net',
-          `169.254.${i}.0`,
-          '--lease-ttl',
-          '4',
-          '--key-grace',
-          '2s',
-          ...(options.gatewayArgs ?? []),
-          ...extraArgs,
-        ]);
+        started.set(i, extraArgs);
+        const gw = bed.spawn(
+          host.netns,
+          [
+            process.execPath,
+            CLI,
+            'gateway',
+            '--cluster-store',
+            store,
+            '--cluster-advertise',
+            host.underlayAddress,
+            '--host-id',
+            `h${i}`,
+            '--data-dir',
+            join(dir, `h${i}`),
+            '--api-socket',
+            socket(i),
+            '--vtep-netns',
+            host.vtepNetns,
+            '--link-net',
+            `169.254.${i}.0`,
+            '--lease-ttl',
+            '4',
+            '--key-grace',
+            '2s',
+            ...(options.gatewayArgs ?? []),
+            ...extraArgs,
+          ],
+          { lifetime: 'bed' },
+        );
         gateways.set(i, gw);
         await gw.waitFor(/gateway ready/, 30_000);
         return gw;
@@ -120,6 +132,12 @@ export async function createClusterBed(options: {
           await gw.exited;
         } else {
           await gw.stop(10_000);
+        }
+      },
+      async ensureGateways() {
+        for (const [i, extraArgs] of started) {
+          const gw = gateways.get(i);
+          if (!gw || gw.child.exitCode !== null || gw.child.signalCode !== null) await cb.startGateway(i, extraArgs);
         }
       },
       async container(label) {

@@ -1,6 +1,6 @@
 // The control plane end to end: real etcd on the bed's underlay, three `veil gateway`
 // processes in cluster mode, networks and containers made through the hosts' own APIs.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { waitFor } from '../../support/wait.js';
@@ -13,6 +13,11 @@ let cb: ClusterBed;
 beforeAll(async () => {
   cb = await createClusterBed({ hosts: 3 });
 }, 120_000);
+// A test that stopped a gateway and failed before starting it again leaves the next test a whole cluster.
+afterEach(async () => {
+  await cb?.ensureGateways();
+}, 60_000);
+
 afterAll(async () => {
   await cb?.destroy();
 }, 60_000);
@@ -154,7 +159,8 @@ describe.each([
     expect(cli.stdout).toMatch(/PEER\s+PROTECTED\s+OUT SPI/);
   }, 60_000);
 
-  it.runIf(kind === 'encrypted')(
+  // Key epochs exist on encrypted networks only: the plain one has no such test (rather than a skipped one).
+  (kind === 'encrypted' ? it : () => undefined)(
     'the CLI shows the key epochs and forces a rotation; traffic keeps flowing on the new epoch',
     async () => {
       const veil = (i: number, ...args: string[]) =>

@@ -7,7 +7,7 @@
 //   comes from /etc/netns/<host netns>/resolv.conf, which `ip netns exec` puts in place)
 import { mkdirSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../support/wait.js';
 import type { BedProcess } from './bed.js';
 import { createClusterBed, type ClusterBed } from './cluster-bed.js';
@@ -86,7 +86,9 @@ beforeAll(async () => {
     // The gateway's resolv.conf: the fake upstream on this netns's own loopback (never the machine's resolvers).
     mkdirSync(`/etc/netns/${ns}`, { recursive: true });
     writeFileSync(`/etc/netns/${ns}/resolv.conf`, 'nameserver 127.0.0.1\n');
-    const up = cb.bed.spawn(ns, [process.execPath, join(DIST_TEST, 'upstream-fixture.js'), '127.0.0.1', '53']);
+    const up = cb.bed.spawn(ns, [process.execPath, join(DIST_TEST, 'upstream-fixture.js'), '127.0.0.1', '53'], {
+      lifetime: 'bed',
+    });
     await up.waitFor(/listening/, 10_000);
     upstreams.set(host, up);
     await cb.startGateway(host);
@@ -108,6 +110,11 @@ beforeAll(async () => {
   await connect(2, 'dnsb', 'db', 'c3', ['store']);
   await connect(1, 'dnsb', 'lonely', 'c4');
 }, 180_000);
+
+// A test that stopped a gateway and failed before starting it again leaves the next test a whole cluster.
+afterEach(async () => {
+  await cb?.ensureGateways();
+}, 60_000);
 
 afterAll(async () => {
   await cb?.destroy();

@@ -196,7 +196,7 @@ export async function createOverlayBed(options: {
       const path = join(dir, `h${i}.json`);
       writeFileSync(path, JSON.stringify(config));
       chmodSync(path, 0o600);
-      const gw = bed.spawn(host.netns, [process.execPath, CLI, 'gateway', '--config', path]);
+      const gw = bed.spawn(host.netns, [process.execPath, CLI, 'gateway', '--config', path], { lifetime: 'bed' });
       gateways.push(gw);
       await gw.waitFor(/gateway ready/, 20_000);
     }

@@ -155,7 +155,10 @@ describe('IproutePlumbing on real namespaces', () => {
           .filter((p) => p !== host)
           .map((p) => ({ port: peerPort(p.index), underlay: p.underlayAddress })),
       };
-      return bed.spawn(host.netns, [process.execPath, '--input-type=module', '-e', RELAY, JSON.stringify(config)]);
+      // Test (4) pings through them again: they live as long as the bed.
+      return bed.spawn(host.netns, [process.execPath, '--input-type=module', '-e', RELAY, JSON.stringify(config)], {
+        lifetime: 'bed',
+      });
     });
     await Promise.all(relays.map((r) => r.waitFor(/^ready$/)));
 

@@ -1,7 +1,7 @@
 // Key rotation under faults (docs/keys.md "Rotation"), three etcd members, three `veil gateway`s:
 // the schedule leader killed between publish and activate, one etcd member down, etcd down
 // entirely. Real etcd, real packets.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { bytesToHex, hexToBytes } from '../../../src/crypto/bytes.js';
 import { SecretKey } from '../../../src/crypto/secret.js';
 import { generateX25519KeyPair } from '../../../src/crypto/x25519.js';
@@ -69,6 +69,11 @@ beforeAll(async () => {
     );
   }
 }, 180_000);
+// A test that stopped a gateway and failed before starting it again leaves the next test a whole cluster.
+afterEach(async () => {
+  await cb?.ensureGateways();
+}, 60_000);
+
 afterAll(async () => {
   await cb?.destroy();
 }, 60_000);

@@ -3,7 +3,7 @@
 // restart (new incarnation, no (key, nonce) reuse); etcd holds no usable key; a member's key does
 // not open another member's wrapped copy.
 import { createDecipheriv } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hexToBytes } from '../../../src/crypto/bytes.js';
 import { deriveSaKeymat } from '../../../src/crypto/sa-keys.js';
 import { SecretKey } from '../../../src/crypto/secret.js';
@@ -79,6 +79,11 @@ beforeAll(async () => {
     `after bring-up: drops per host ${JSON.stringify(await Promise.all(HOSTS.map((h) => gatewayDrops(cb, h))))}`,
   );
 }, 180_000);
+// A test that stopped a gateway and failed before starting it again leaves the next test a whole cluster.
+afterEach(async () => {
+  await cb?.ensureGateways();
+}, 60_000);
+
 afterAll(async () => {
   await cb?.destroy();
 }, 60_000);
