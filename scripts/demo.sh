@@ -208,13 +208,19 @@ pings() { # pings "<from> <to>" ...: the first packets resolve ARP across the ov
     ping_ok "$1" "$2" 5 || die "$1 cannot reach $2"
   done
 }
+start_tshark() { # start_tshark <file> <filter>: on h1's eth0, in the background; returns once it captures
+  ip netns exec "${P}h1" tshark -i eth0 -n -f "$2" -w "$1" -a duration:60 >/dev/null 2>"$1.log" &
+  TSHARK=$!
+  BG_PIDS+=("$TSHARK")
+  # A busy machine may take seconds to start dumpcap: wait for it rather than guess.
+  for _ in $(seq 1 200); do grep -q "Capturing on" "$1.log" 2>/dev/null && return 0; sleep 0.1; done
+  die "tshark did not start capturing on h1's eth0: $(cat "$1.log")"
+}
+stop_tshark() { sleep 0.5; kill -INT "$TSHARK" 2>/dev/null || true; wait "$TSHARK" 2>/dev/null || true; }
 capture() { # capture <file> <from> <to>: tshark on h1's eth0 while <from> pings <to>
-  ip netns exec "${P}h1" tshark -i eth0 -n -f "udp port 4500 or udp port 4789" -w "$1" -a duration:3 >/dev/null 2>&1 &
-  local tpid=$!
-  BG_PIDS+=("$tpid")
-  sleep 1   # dumpcap is listening by now
+  start_tshark "$1" "udp port 4500 or udp port 4789"
   nsx "$2" ping -c 5 -i 0.2 "${IP[$3]}" >/dev/null 2>&1 || true
-  wait "$tpid" || true
+  stop_tshark
 }
 summary() { tshark -r "$1" -n 2>/dev/null | head -n "$2" | sed 's/^ *//' | indent; }
 protocols() { tshark -r "$1" -n -T fields -e frame.protocols 2>/dev/null | sort | uniq -c | sed 's/^ *//' | indent; }
@@ -255,9 +261,7 @@ say "plain: standard VXLAN (UDP 4789), $icmp ICMP packets readable by anyone on 
 section "key rotation on 'secure' while s1 pings s2 every 50 ms"
 veil 1 network keys secure
 before=$(veil_q 2 network keys secure --format json | node -e 'const k=JSON.parse(require("fs").readFileSync(0,"utf8"));console.log(Math.max(...k.Epochs.filter(e=>e.State==="active").map(e=>e.Epoch)))')
-ip netns exec "${P}h1" tshark -i eth0 -n -f "udp port 4500" -w "$DIR/rotation.pcap" >/dev/null 2>&1 &
-TSHARK=$!
-BG_PIDS+=("$TSHARK")
+start_tshark "$DIR/rotation.pcap" "udp port 4500"
 ip netns exec "${P}s1" ping -i 0.05 -W 1 "${IP[s2]}" >"$DIR/rotation-ping.txt" 2>&1 &
 PING=$!
 BG_PIDS+=("$PING")
@@ -278,8 +282,7 @@ done
 say "epoch $((before + 1)) active and sealing on h1, h2 and h3"
 sleep 1
 kill -INT "$PING"; wait "$PING" 2>/dev/null || true
-sleep 0.5
-kill -INT "$TSHARK"; wait "$TSHARK" 2>/dev/null || true
+stop_tshark
 stats=$(grep -o '[0-9]* packets transmitted, [0-9]* received' "$DIR/rotation-ping.txt")
 say "ping during the rotation: $stats"
 veil 1 network keys secure

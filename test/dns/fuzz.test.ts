@@ -9,9 +9,12 @@ import type { DecodedPacket } from 'dns-packet';
 import { buildTable } from '../../src/dns/records.js';
 import { DnsServer } from '../../src/dns/server.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/store/types.js';
+import { privateLoopback } from '../support/loopback.js';
 import { Prng } from '../support/prng.js';
 import { malformed } from './malformed.js';
 
+/** The resolver's sockets listen on a loopback address of this file's own (tests run in parallel). */
+const HOST = privateLoopback();
 const SEED = Number(process.env.VEIL_FUZZ_SEED ?? 0x5eed53);
 const LOOP: NetworkRecord = {
   id: 'f'.repeat(64),
@@ -89,10 +92,10 @@ describe('fuzz: malformed queries', () => {
     beforeAll(async () => {
       s = newServer();
       const udp = createSocket('udp4');
-      await new Promise<void>((r) => udp.bind(0, '127.0.0.1', () => r()));
+      await new Promise<void>((r) => udp.bind(0, HOST, () => r()));
       port = udp.address().port;
       const tcp = createServer();
-      await new Promise<void>((r) => tcp.listen(port, '127.0.0.1', () => r()));
+      await new Promise<void>((r) => tcp.listen(port, HOST, () => r()));
       s.listenUdp(udp);
       s.listenTcp(tcp);
     });
@@ -111,7 +114,7 @@ describe('fuzz: malformed queries', () => {
             resolve(undefined);
             return;
           }
-          c.send(msg, port, '127.0.0.1');
+          c.send(msg, port, HOST);
           t = setTimeout(send, 1000);
         };
         let t: NodeJS.Timeout | undefined;
@@ -128,7 +131,7 @@ describe('fuzz: malformed queries', () => {
       const sender = createSocket('udp4');
       await new Promise<void>((r) => sender.bind(0, '127.0.0.5', () => r()));
       for (let i = 0; i < 5_000; i++) {
-        await new Promise<void>((r) => sender.send(malformed(p), port, '127.0.0.1', () => r()));
+        await new Promise<void>((r) => sender.send(malformed(p), port, HOST, () => r()));
         if (i % 500 === 0) await new Promise((r) => setTimeout(r, 5));
       }
       sender.close();
@@ -152,7 +155,7 @@ describe('fuzz: malformed queries', () => {
       const p = new Prng(SEED + 2);
       for (let i = 0; i < 50; i++) {
         await new Promise<void>((resolve) => {
-          const c = connect(port, '127.0.0.1');
+          const c = connect(port, HOST);
           c.on('error', () => resolve());
           c.on('close', () => resolve());
           c.on('data', () => undefined);
@@ -166,7 +169,7 @@ describe('fuzz: malformed queries', () => {
         });
       }
       const answer = await new Promise<Buffer>((resolve, reject) => {
-        const c = connect(port, '127.0.0.1');
+        const c = connect(port, HOST);
         let buf = Buffer.alloc(0);
         c.on('error', reject);
         c.on('connect', () => {

@@ -5,7 +5,7 @@
 // Every query it sees is remembered (and printed as "query NAME TYPE" when run as a program), so a
 // test can tell what leaked upstream. As a program: node upstream-fixture.js ADDRESS PORT.
 import { createSocket, type Socket } from 'node:dgram';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import dnsPacket from 'dns-packet';
 
@@ -23,41 +23,54 @@ export class FakeUpstream {
 
   constructor(readonly onQuery?: (name: string, type: string) => void) {}
 
+  /**
+   * Binds UDP and TCP on one port. With port 0 the kernel picks the UDP port, and the TCP one of the
+   * same number may be held by something else (tests run in parallel): then it tries another.
+   */
   async start(address = '127.0.0.1', port = 0): Promise<this> {
-    const udp = createSocket('udp4');
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind(port, address, () => resolve());
-    });
-    this.port = udp.address().port;
-    udp.on('message', (msg, rinfo) => {
-      const answer = this.#answer(msg, 'udp');
-      if (answer) udp.send(answer, rinfo.port, rinfo.address);
-    });
-    const tcp = createServer((conn) => {
-      let buf = Buffer.alloc(0);
-      conn.on('error', () => conn.destroy());
-      conn.on('data', (chunk: Buffer) => {
-        buf = Buffer.concat([buf, chunk]);
-        while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-          const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
-          buf = buf.subarray(2 + msg.length);
-          const answer = this.#answer(Buffer.from(msg), 'tcp');
-          if (answer) {
-            const len = Buffer.alloc(2);
-            len.writeUInt16BE(answer.length);
-            conn.write(Buffer.concat([len, answer]));
-          }
-        }
+    for (let attempt = 1; ; attempt++) {
+      const udp = createSocket('udp4');
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', reject);
+        udp.bind(port, address, () => resolve());
       });
+      const tcp = createServer((conn) => this.#serveTcp(conn));
+      const listened = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+        tcp.once('error', (err: NodeJS.ErrnoException) => resolve(err));
+        tcp.listen(udp.address().port, address, () => resolve(undefined));
+      });
+      if (listened) {
+        udp.close();
+        if (port !== 0 || listened.code !== 'EADDRINUSE' || attempt === 10) throw listened;
+        continue;
+      }
+      this.port = udp.address().port;
+      udp.on('message', (msg, rinfo) => {
+        const answer = this.#answer(msg, 'udp');
+        if (answer) udp.send(answer, rinfo.port, rinfo.address);
+      });
+      this.#udp = udp;
+      this.#tcp = tcp;
+      return this;
+    }
+  }
+
+  #serveTcp(conn: TcpSocket): void {
+    let buf = Buffer.alloc(0);
+    conn.on('error', () => conn.destroy());
+    conn.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
+        buf = buf.subarray(2 + msg.length);
+        const answer = this.#answer(Buffer.from(msg), 'tcp');
+        if (answer) {
+          const len = Buffer.alloc(2);
+          len.writeUInt16BE(answer.length);
+          conn.write(Buffer.concat([len, answer]));
+        }
+      }
     });
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(this.port, address, () => resolve());
-    });
-    this.#udp = udp;
-    this.#tcp = tcp;
-    return this;
   }
 
   #answer(msg: Buffer, transport: 'udp' | 'tcp'): Buffer | undefined {

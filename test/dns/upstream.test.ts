@@ -10,6 +10,7 @@ import { buildTable } from '../../src/dns/records.js';
 import { DnsServer } from '../../src/dns/server.js';
 import { parseResolvConf, Upstream } from '../../src/dns/upstream.js';
 import type { NetworkRecord } from '../../src/store/types.js';
+import { privateLoopback } from '../support/loopback.js';
 import { FakeUpstream, UPSTREAM_ANSWER, UPSTREAM_MARK, UPSTREAM_TTL } from './upstream-fixture.js';
 
 const NET: NetworkRecord = {
@@ -66,13 +67,15 @@ describe('resolv.conf', () => {
 });
 
 describe('forwarding', () => {
+  // Fake upstreams on a loopback address of this file's own (tests run in parallel).
+  const HOST = privateLoopback();
   let fake: FakeUpstream;
   let silent: Socket;
   let silentPort = 0;
   beforeAll(async () => {
-    fake = await new FakeUpstream().start('127.0.0.1', 0);
+    fake = await new FakeUpstream().start(HOST, 0);
     silent = createSocket('udp4');
-    await new Promise<void>((r) => silent.bind(0, '127.0.0.1', () => r()));
+    await new Promise<void>((r) => silent.bind(0, HOST, () => r()));
     silentPort = silent.address().port;
   });
   afterAll(async () => {
@@ -82,7 +85,7 @@ describe('forwarding', () => {
 
   it('passes the upstream answer back byte for byte, over UDP and over TCP', async () => {
     for (const transport of ['udp', 'tcp'] as const) {
-      const up = new Upstream({ servers: [{ address: '127.0.0.1', port: fake.port }] });
+      const up = new Upstream({ servers: [{ address: HOST, port: fake.port }] });
       const q = query('www.upstream.test');
       const r = await up.forward(q, decode(q), transport);
       expect(r.ok).toBe(true);
@@ -100,8 +103,8 @@ describe('forwarding', () => {
   it('a silent server times out and the next one answers', async () => {
     const up = new Upstream({
       servers: [
-        { address: '127.0.0.1', port: silentPort },
-        { address: '127.0.0.1', port: fake.port },
+        { address: HOST, port: silentPort },
+        { address: HOST, port: fake.port },
       ],
       timeoutMs: 300,
     });
@@ -114,13 +117,13 @@ describe('forwarding', () => {
 
   it('a closed port (ICMP unreachable on the connected socket) moves on at once', async () => {
     const closed = createSocket('udp4');
-    await new Promise<void>((r) => closed.bind(0, '127.0.0.1', () => r()));
+    await new Promise<void>((r) => closed.bind(0, HOST, () => r()));
     const port = closed.address().port;
     await new Promise<void>((r) => closed.close(() => r()));
     const up = new Upstream({
       servers: [
-        { address: '127.0.0.1', port },
-        { address: '127.0.0.1', port: fake.port },
+        { address: HOST, port },
+        { address: HOST, port: fake.port },
       ],
       timeoutMs: 2_000,
     });
@@ -132,14 +135,14 @@ describe('forwarding', () => {
 
   it('ignores an answer with another ID (only the matching one is taken)', async () => {
     const liar = createSocket('udp4');
-    await new Promise<void>((r) => liar.bind(0, '127.0.0.1', () => r()));
+    await new Promise<void>((r) => liar.bind(0, HOST, () => r()));
     liar.on('message', (m, rinfo) => {
       const wrong = Buffer.from(m);
       wrong.writeUInt16BE((m.readUInt16BE(0) + 1) & 0xffff, 0);
       wrong.writeUInt16BE(0x8180, 2);
       liar.send(wrong, rinfo.port, rinfo.address);
     });
-    const up = new Upstream({ servers: [{ address: '127.0.0.1', port: liar.address().port }], timeoutMs: 300 });
+    const up = new Upstream({ servers: [{ address: HOST, port: liar.address().port }], timeoutMs: 300 });
     const q = query('liar.upstream.test');
     const r = await up.forward(q, decode(q), 'udp');
     liar.close();
@@ -148,7 +151,7 @@ describe('forwarding', () => {
 
   it("through the server: forwarded names get upstream's answer, NXDOMAIN passes through, no answer → SERVFAIL in time", async () => {
     const table = buildTable([NET], [], 'h1');
-    const up = new Upstream({ servers: [{ address: '127.0.0.1', port: fake.port }], timeoutMs: 300 });
+    const up = new Upstream({ servers: [{ address: HOST, port: fake.port }], timeoutMs: 300 });
     const s = new DnsServer({ table: () => table, upstream: up });
     const ok = decode((await s.handle(query('a.upstream.test'), '10.1.0.5', 'udp'))!);
     expect(ok.answers?.map((a) => (a as { data: string }).data)).toEqual([UPSTREAM_ANSWER]);
@@ -163,7 +166,7 @@ describe('forwarding', () => {
 
   it('at most maxForwards wait upstream at once; the rest get SERVFAIL at once', async () => {
     const table = buildTable([NET], [], 'h1');
-    const up = new Upstream({ servers: [{ address: '127.0.0.1', port: silentPort }], timeoutMs: 500 });
+    const up = new Upstream({ servers: [{ address: HOST, port: silentPort }], timeoutMs: 500 });
     const s = new DnsServer({ table: () => table, upstream: up, maxForwards: 4 });
     const replies = await Promise.all(
       Array.from({ length: 10 }, (_, i) => s.handle(query(`n${i}.example`, i), '10.1.0.5', 'udp')),

@@ -263,10 +263,9 @@ describe('two encrypted networks with the same subnet and addresses', () => {
     expect(aAfter.drops['vni-mismatch']).toBe(mismatch0 + 1);
     expect(aAfter.drops['auth-failed']).toBe((aBefore.drops['auth-failed'] ?? 0) + 1);
     expect(aAfter.drops['replay-duplicate'] ?? 0).toBe(aBefore.drops['replay-duplicate'] ?? 0);
-    expect(aAfter.rxPackets).toBe(aBefore.rxPackets);
-    const bAfter = await pairOf(2, 1, B);
-    expect(bAfter.rxPackets).toBe(bBefore.rxPackets);
-    expect(bAfter.drops).toEqual(bBefore.drops);
+    // Nothing was delivered for it: the captures below show that (the pairs' packet counters are no
+    // witness: the containers' own neighbour probes may cross at any moment).
+    expect((await pairOf(2, 1, B)).drops).toEqual(bBefore.drops);
 
     // The same bytes again: the replay window had moved (the ICV verified before the VNI check).
     await sendEsp(1, 2, forged);
@@ -279,7 +278,7 @@ describe('two encrypted networks with the same subnet and addresses', () => {
     const aLast = await pairOf(2, 1, A);
     expect(aLast.drops['replay-duplicate']).toBe(dup0 + 1);
     expect(aLast.drops['vni-mismatch']).toBe(mismatch0 + 1);
-    expect(await pairOf(2, 1, B)).toEqual(bBefore);
+    expect((await pairOf(2, 1, B)).drops).toEqual(bBefore.drops);
 
     // B2 saw and received nothing; A2 only the control packet.
     expect(await b2cap.stop()).toEqual([]);
