@@ -1,7 +1,7 @@
 /*
  * The Store on etcd (v3 API, etcd3 client), the only importer of `etcd3`.
  *
- * How etcd is used (STYLE.md habit 11):
+ * How etcd is used (docs/etcd.md):
  *  - one client namespaced to /veil/v1/ (layout.ts); no other code spells a key;
  *  - leases for liveness: hosts/<id> and its acks live and die with the host's lease;
  *  - every multi-key change is one transaction whose compares state what must still be

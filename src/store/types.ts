@@ -4,7 +4,7 @@
  * (the real one) and memory.ts (a fake with the same semantics for unit tests).
  *
  * Every listing carries the revision it was read at, so a caller can watch from
- * exactly there (STYLE.md habit 11): list, then watch(prefix, revision + 1, ...).
+ * exactly there (docs/etcd.md "Watches"): list, then watch(prefix, revision + 1, ...).
  */
 
 export interface HostRecord {
