@@ -79,11 +79,12 @@ it(`fuzz: ${DATAGRAMS} random and mutated datagrams never throw, never deliver w
     return sealEspDanger(netA.outbound.cipher, hi, seq >>> 0, ivFromSequence(hi, seq >>> 0), plaintext);
   };
   const innerA = () => concatBytes(encodeUdpHeader(7, VXLAN_PORT, 8 + 40), vxlanDatagram(100, rng.bytes(40)));
-  // Before the first genuine datagram there is nothing old: a fresh one, not counted as genuine (it is mutated, never delivered).
-  const old = () => recent[rng.int(recent.length)] ?? sealA();
+  // A replay of a genuine datagram already sent; before the first one, a genuine datagram (delivered, counted).
+  const old = () => recent[rng.int(recent.length)] ?? genuine();
   // Half the mutations start from a packet already delivered (the window stops them),
-  // half from a fresh one never sent (only the ICV can stop them).
-  const base = () => (rng.int(2) ? old() : sealA());
+  // half from a fresh one never sent (only the ICV can stop them). Either way it is not counted
+  // as genuine: it is mutated, never delivered (before the first genuine one, a fresh one it is).
+  const base = () => (rng.int(2) ? (recent[rng.int(recent.length)] ?? sealA()) : sealA());
 
   const make: Record<Mutation, () => Uint8Array> = {
     genuine,
