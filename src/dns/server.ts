@@ -49,6 +49,26 @@ export interface DnsCounters {
   tcpConnections: number;
 }
 
+/** What the server holds right now (gauges, not counters). */
+export interface DnsLoad {
+  /** Open TCP connections. */
+  connections: number;
+  /** Queries read from TCP connections and not answered yet (waiting or being answered). */
+  tcpPending: number;
+  /** Bytes read from TCP connections and held: input not parsed yet plus the queries waiting. */
+  tcpBufferedBytes: number;
+  /** Answers written to TCP connections that the kernel has not taken yet. */
+  tcpWriteBufferedBytes: number;
+  /** TCP connections the server has stopped reading from. */
+  tcpReadingPaused: number;
+  /** TCP connections whose last answer filled the socket's write buffer, until it drains. */
+  tcpWritesBlocked: number;
+  /** Forwarded queries waiting for upstream. */
+  forwards: number;
+  /** UDP answers handed to the socket and not sent yet. */
+  udpSendsInFlight: number;
+}
+
 const DEFAULT_MAX_FORWARDS = 256;
 const DEFAULT_MAX_TCP = 64;
 const DEFAULT_TCP_IDLE_MS = 10_000;
@@ -58,8 +78,9 @@ export class DnsServer {
   readonly #resolver = new Resolver();
   readonly #udp = new Set<UdpSocket>();
   readonly #tcp = new Set<TcpServer>();
-  readonly #connections = new Set<TcpSocket>();
+  readonly #connections = new Map<TcpSocket, { pending: number; writeBlocked: boolean; bytes: () => number }>();
   #forwards = 0;
+  #udpSendsInFlight = 0;
   readonly #counters: DnsCounters = {
     queries: 0,
     local: 0,
@@ -81,6 +102,31 @@ export class DnsServer {
 
   counters(): DnsCounters {
     return { ...this.#counters, dropped: { ...this.#counters.dropped } };
+  }
+
+  load(): DnsLoad {
+    let tcpPending = 0;
+    let tcpBufferedBytes = 0;
+    let tcpWriteBufferedBytes = 0;
+    let tcpReadingPaused = 0;
+    let tcpWritesBlocked = 0;
+    for (const [conn, held] of this.#connections) {
+      tcpPending += held.pending;
+      tcpBufferedBytes += held.bytes();
+      tcpWriteBufferedBytes += conn.writableLength;
+      if (conn.isPaused()) tcpReadingPaused++;
+      if (held.writeBlocked) tcpWritesBlocked++;
+    }
+    return {
+      connections: this.#connections.size,
+      tcpPending,
+      tcpBufferedBytes,
+      tcpWriteBufferedBytes,
+      tcpReadingPaused,
+      tcpWritesBlocked,
+      forwards: this.#forwards,
+      udpSendsInFlight: this.#udpSendsInFlight,
+    };
   }
 
   /** One message from `source` → the reply, or undefined for none. Never rejects. */
@@ -144,7 +190,9 @@ export class DnsServer {
     socket.on('message', (message, rinfo) => {
       void this.handle(message, rinfo.address, 'udp').then((reply) => {
         if (!reply || !this.#udp.has(socket)) return;
+        this.#udpSendsInFlight++;
         socket.send(reply, rinfo.port, rinfo.address, (err) => {
+          this.#udpSendsInFlight--;
           if (err) this.#counters.dropped['send-failed']++;
         });
       });
@@ -164,14 +212,17 @@ export class DnsServer {
       return;
     }
     this.#counters.tcpConnections++;
-    this.#connections.add(conn);
     const source = conn.remoteAddress ?? '';
     let buffered: Buffer = Buffer.alloc(0);
+    let queuedBytes = 0;
+    const held = { pending: 0, writeBlocked: false, bytes: () => buffered.length + queuedBytes };
+    this.#connections.set(conn, held);
     // One query after the other per connection (RFC 7766 §6.2.1.1 allows it; answers keep their order).
     let chain: Promise<void> = Promise.resolve();
     conn.setTimeout(this.#o.tcpIdleMs ?? DEFAULT_TCP_IDLE_MS, () => conn.destroy());
     conn.on('error', () => conn.destroy());
     conn.on('close', () => this.#connections.delete(conn));
+    conn.on('drain', () => (held.writeBlocked = false));
     conn.on('data', (chunk: Buffer) => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
       while (buffered.length >= TCP_LENGTH_PREFIX) {
@@ -184,12 +235,16 @@ export class DnsServer {
         if (buffered.length < TCP_LENGTH_PREFIX + length) break;
         const message = Buffer.from(buffered.subarray(TCP_LENGTH_PREFIX, TCP_LENGTH_PREFIX + length));
         buffered = buffered.subarray(TCP_LENGTH_PREFIX + length);
+        held.pending++;
+        queuedBytes += message.length;
         chain = chain.then(async () => {
+          queuedBytes -= message.length;
           const reply = await this.handle(message, source, 'tcp');
+          held.pending--;
           if (!reply || conn.destroyed) return;
           const prefix = Buffer.alloc(TCP_LENGTH_PREFIX);
           prefix.writeUInt16BE(reply.length);
-          conn.write(Buffer.concat([prefix, reply]));
+          if (!conn.write(Buffer.concat([prefix, reply]))) held.writeBlocked = true;
         });
       }
     });
@@ -200,7 +255,7 @@ export class DnsServer {
     const tcp = [...this.#tcp];
     this.#udp.clear();
     this.#tcp.clear();
-    for (const conn of this.#connections) conn.destroy();
+    for (const conn of this.#connections.keys()) conn.destroy();
     this.#connections.clear();
     await Promise.all([
       ...udp.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
