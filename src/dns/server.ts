@@ -2,6 +2,7 @@
 // truncated UDP answer is retried over it). Each message goes parse → resolve → answer or forward.
 // Like the data plane it never throws on what arrives: every outcome is counted; a malformed
 // query gets FORMERR or nothing, and never reaches anything that could take the gateway down.
+// No client can make it hold more than a bound, or starve the others (docs/dns.md "Limits").
 
 import type { Socket as UdpSocket } from 'node:dgram';
 import type { Server as TcpServer, Socket as TcpSocket } from 'node:net';
@@ -9,23 +10,59 @@ import dnsPacket from 'dns-packet';
 import type { DecodedPacket } from 'dns-packet';
 import { Resolver } from './resolver.js';
 import type { DnsTable } from './records.js';
+import { TCP_IDLE_MS, TCP_QUERY_MS, TCP_STALLED_WRITE_MS, TcpConnection, type TcpTimeout } from './tcp.js';
 import type { ForwardResult } from './upstream.js';
-import { RCODE, TCP_LENGTH_PREFIX, encodeAnswer, encodeFailure, parseQuery, type DnsDrop } from './wire.js';
+import { RCODE, encodeAnswer, encodeFailure, parseQuery, type DnsDrop } from './wire.js';
 
 export interface Forwarder {
-  forward(message: Buffer, query: DecodedPacket, transport: 'udp' | 'tcp'): Promise<ForwardResult>;
+  /** `signal` aborts when the client is gone: the forward should stop; its result is discarded anyway. */
+  forward(
+    message: Buffer,
+    query: DecodedPacket,
+    transport: 'udp' | 'tcp',
+    signal?: AbortSignal,
+  ): Promise<ForwardResult>;
 }
+
+/** Forwarded queries waiting for upstream at once; more get SERVFAIL at once. */
+export const MAX_FORWARDS = 256;
+/**
+ * Of those, from one source address (one container): a sixteenth, so that one container cannot take
+ * them all; glibc asks A and AAAA at once, a busy container a few names more.
+ */
+export const MAX_FORWARDS_PER_SOURCE = 16;
+/** Open TCP connections; more are closed at once. */
+export const MAX_TCP_CONNECTIONS = 64;
+/**
+ * Open TCP connections from one source address. RFC 7766 §6.2.2: a client should use one connection
+ * to a server, and a server may limit connections per client address; with four, a container that
+ * holds all of its own leaves the others 60 of the 64.
+ */
+export const MAX_TCP_CONNECTIONS_PER_SOURCE = 4;
+/**
+ * UDP answers handed to the socket and not sent yet; more are dropped (the client asks again). The
+ * kernel rarely makes a datagram wait, but nothing else would bound what does.
+ */
+export const MAX_UDP_SENDS_IN_FLIGHT = 256;
 
 export interface DnsServerOptions {
   /** The names as the model has them now (rebuilt by the caller when the model changes). */
   readonly table: () => DnsTable;
   readonly upstream: Forwarder;
-  /** Forwarded queries waiting for upstream at once; more get SERVFAIL at once (default 256). */
+  /** Default MAX_FORWARDS. */
   readonly maxForwards?: number;
-  /** Open TCP connections; more are closed at once (default 64). */
+  /** Default MAX_FORWARDS_PER_SOURCE. */
+  readonly maxForwardsPerSource?: number;
+  /** Default MAX_TCP_CONNECTIONS. */
   readonly maxTcpConnections?: number;
-  /** RFC 7766 §6.2.3: idle TCP connections are closed (default 10 s). */
+  /** Default MAX_TCP_CONNECTIONS_PER_SOURCE. */
+  readonly maxTcpConnectionsPerSource?: number;
+  /** Default TCP_IDLE_MS. */
   readonly tcpIdleMs?: number;
+  /** Default TCP_QUERY_MS. */
+  readonly tcpQueryMs?: number;
+  /** Default TCP_STALLED_WRITE_MS. */
+  readonly tcpStalledWriteMs?: number;
   readonly log?: (level: 'info' | 'warn' | 'error', event: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -43,23 +80,50 @@ export interface DnsCounters {
   notimp: number;
   /** Sent with TC set (over UDP): the client asks again over TCP. */
   truncated: number;
-  /** Forwards refused because too many were waiting already: SERVFAIL. */
+  /** Forwards refused because too many were waiting already, in all or from the source: SERVFAIL. */
   overloaded: number;
-  dropped: Record<DnsDrop | 'send-failed' | 'internal', number>;
+  /** Queries of TCP connections that closed before their answer: dropped, or their forward aborted. */
+  cancelled: number;
+  dropped: Record<DnsDrop | 'send-failed' | 'send-backlog' | 'internal', number>;
   tcpConnections: number;
+  /** TCP connections closed at once: too many open, in all or from the source. */
+  tcpRefused: number;
+  /** TCP connections closed for a time bound. */
+  tcpTimedOut: Record<TcpTimeout, number>;
 }
 
-const DEFAULT_MAX_FORWARDS = 256;
-const DEFAULT_MAX_TCP = 64;
-const DEFAULT_TCP_IDLE_MS = 10_000;
+/** What the server holds right now (gauges, not counters). */
+export interface DnsLoad {
+  /** Open TCP connections. */
+  connections: number;
+  /** Queries read from TCP connections and not answered yet (waiting or being answered). */
+  tcpPending: number;
+  /** Bytes read from TCP connections and held: input not parsed yet plus the queries waiting. */
+  tcpBufferedBytes: number;
+  /** Answers written to TCP connections that the kernel has not taken yet. */
+  tcpWriteBufferedBytes: number;
+  /** TCP connections the server has stopped reading from. */
+  tcpReadingPaused: number;
+  /** TCP connections whose last answer filled the socket's write buffer, until it drains. */
+  tcpWritesBlocked: number;
+  /** Forwarded queries waiting for upstream. */
+  forwards: number;
+  /** UDP answers handed to the socket and not sent yet. */
+  udpSendsInFlight: number;
+}
 
 export class DnsServer {
   readonly #o: DnsServerOptions;
   readonly #resolver = new Resolver();
   readonly #udp = new Set<UdpSocket>();
   readonly #tcp = new Set<TcpServer>();
-  readonly #connections = new Set<TcpSocket>();
+  readonly #connections = new Map<TcpSocket, TcpConnection>();
+  /** Open TCP connections per source address (only sources with one or more). */
+  readonly #connectionsBySource = new Map<string, number>();
   #forwards = 0;
+  /** Forwards waiting per source address (only sources with one or more). */
+  readonly #forwardsBySource = new Map<string, number>();
+  #udpSendsInFlight = 0;
   readonly #counters: DnsCounters = {
     queries: 0,
     local: 0,
@@ -71,8 +135,11 @@ export class DnsServer {
     notimp: 0,
     truncated: 0,
     overloaded: 0,
-    dropped: { runt: 0, 'not-a-query': 0, oversize: 0, 'send-failed': 0, internal: 0 },
+    cancelled: 0,
+    dropped: { runt: 0, 'not-a-query': 0, oversize: 0, 'send-failed': 0, 'send-backlog': 0, internal: 0 },
     tcpConnections: 0,
+    tcpRefused: 0,
+    tcpTimedOut: { idle: 0, 'slow-query': 0, 'stalled-write': 0 },
   };
 
   constructor(options: DnsServerOptions) {
@@ -80,13 +147,50 @@ export class DnsServer {
   }
 
   counters(): DnsCounters {
-    return { ...this.#counters, dropped: { ...this.#counters.dropped } };
+    return {
+      ...this.#counters,
+      dropped: { ...this.#counters.dropped },
+      tcpTimedOut: { ...this.#counters.tcpTimedOut },
+    };
   }
 
-  /** One message from `source` → the reply, or undefined for none. Never rejects. */
-  async handle(message: Buffer, source: string, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+  load(): DnsLoad {
+    let tcpPending = 0;
+    let tcpBufferedBytes = 0;
+    let tcpWriteBufferedBytes = 0;
+    let tcpReadingPaused = 0;
+    let tcpWritesBlocked = 0;
+    for (const [conn, served] of this.#connections) {
+      tcpPending += served.pending;
+      tcpBufferedBytes += served.bufferedBytes;
+      tcpWriteBufferedBytes += conn.writableLength;
+      if (served.readingPaused) tcpReadingPaused++;
+      if (served.writeBlocked) tcpWritesBlocked++;
+    }
+    return {
+      connections: this.#connections.size,
+      tcpPending,
+      tcpBufferedBytes,
+      tcpWriteBufferedBytes,
+      tcpReadingPaused,
+      tcpWritesBlocked,
+      forwards: this.#forwards,
+      udpSendsInFlight: this.#udpSendsInFlight,
+    };
+  }
+
+  /**
+   * One message from `source` → the reply, or undefined for none. Never rejects. Once `signal` aborts
+   * (the client is gone) nothing more is done for the message, and a forward under way is abandoned.
+   */
+  async handle(
+    message: Buffer,
+    source: string,
+    transport: 'udp' | 'tcp',
+    signal?: AbortSignal,
+  ): Promise<Buffer | undefined> {
     try {
-      return await this.#handle(message, source, transport);
+      return await this.#handle(message, source, transport, signal);
     } catch (err) {
       // A bug, not an input: count it and say so; the next query is served as usual.
       this.#counters.dropped.internal++;
@@ -95,7 +199,12 @@ export class DnsServer {
     }
   }
 
-  async #handle(message: Buffer, source: string, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+  async #handle(
+    message: Buffer,
+    source: string,
+    transport: 'udp' | 'tcp',
+    signal: AbortSignal | undefined,
+  ): Promise<Buffer | undefined> {
     const parsed = parseQuery(message);
     if (!parsed.ok) {
       if ('drop' in parsed) {
@@ -120,21 +229,55 @@ export class DnsServer {
       if (reply.readUInt16BE(2) & dnsPacket.TRUNCATED_RESPONSE) this.#counters.truncated++;
       return reply;
     }
-    if (this.#forwards >= (this.#o.maxForwards ?? DEFAULT_MAX_FORWARDS)) {
+    const fromSource = this.#forwardsBySource.get(source) ?? 0;
+    if (
+      this.#forwards >= (this.#o.maxForwards ?? MAX_FORWARDS) ||
+      fromSource >= (this.#o.maxForwardsPerSource ?? MAX_FORWARDS_PER_SOURCE)
+    ) {
       this.#counters.overloaded++;
       return encodeFailure(query, question, RCODE.SERVFAIL);
     }
+    if (signal?.aborted) return undefined;
     this.#counters.forwarded++;
     this.#forwards++;
-    let answer: ForwardResult;
+    this.#forwardsBySource.set(source, fromSource + 1);
+    let answer: ForwardResult | undefined;
     try {
-      answer = await this.#o.upstream.forward(message, query, transport);
+      answer = await this.#forward(message, query, transport, signal);
     } finally {
       this.#forwards--;
+      const left = (this.#forwardsBySource.get(source) ?? 1) - 1;
+      if (left > 0) this.#forwardsBySource.set(source, left);
+      else this.#forwardsBySource.delete(source);
     }
+    if (!answer) return undefined;
     if (answer.ok) return answer.message;
     this.#counters.upstreamFailed++;
     return encodeFailure(query, question, RCODE.SERVFAIL);
+  }
+
+  /** The upstream's answer, or undefined as soon as `signal` aborts (whatever the forwarder does with it). */
+  #forward(
+    message: Buffer,
+    query: DecodedPacket,
+    transport: 'udp' | 'tcp',
+    signal: AbortSignal | undefined,
+  ): Promise<ForwardResult | undefined> {
+    if (!signal) return this.#o.upstream.forward(message, query, transport);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => resolve(undefined);
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#o.upstream.forward(message, query, transport, signal).then(
+        (r) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(signal.aborted ? undefined : r);
+        },
+        (err: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(err as Error);
+        },
+      );
+    });
   }
 
   /** Serves queries arriving on a bound UDP socket (the server owns it from now on). */
@@ -144,7 +287,13 @@ export class DnsServer {
     socket.on('message', (message, rinfo) => {
       void this.handle(message, rinfo.address, 'udp').then((reply) => {
         if (!reply || !this.#udp.has(socket)) return;
+        if (this.#udpSendsInFlight >= MAX_UDP_SENDS_IN_FLIGHT) {
+          this.#counters.dropped['send-backlog']++;
+          return;
+        }
+        this.#udpSendsInFlight++;
         socket.send(reply, rinfo.port, rinfo.address, (err) => {
+          this.#udpSendsInFlight--;
           if (err) this.#counters.dropped['send-failed']++;
         });
       });
@@ -159,40 +308,37 @@ export class DnsServer {
   }
 
   #serveConnection(conn: TcpSocket): void {
-    if (this.#connections.size >= (this.#o.maxTcpConnections ?? DEFAULT_MAX_TCP)) {
+    const source = conn.remoteAddress;
+    const fromSource = source === undefined ? 0 : (this.#connectionsBySource.get(source) ?? 0);
+    if (
+      source === undefined ||
+      this.#connections.size >= (this.#o.maxTcpConnections ?? MAX_TCP_CONNECTIONS) ||
+      fromSource >= (this.#o.maxTcpConnectionsPerSource ?? MAX_TCP_CONNECTIONS_PER_SOURCE)
+    ) {
+      this.#counters.tcpRefused++;
       conn.destroy();
       return;
     }
     this.#counters.tcpConnections++;
-    this.#connections.add(conn);
-    const source = conn.remoteAddress ?? '';
-    let buffered: Buffer = Buffer.alloc(0);
-    // One query after the other per connection (RFC 7766 §6.2.1.1 allows it; answers keep their order).
-    let chain: Promise<void> = Promise.resolve();
-    conn.setTimeout(this.#o.tcpIdleMs ?? DEFAULT_TCP_IDLE_MS, () => conn.destroy());
-    conn.on('error', () => conn.destroy());
-    conn.on('close', () => this.#connections.delete(conn));
-    conn.on('data', (chunk: Buffer) => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      while (buffered.length >= TCP_LENGTH_PREFIX) {
-        const length = buffered.readUInt16BE(0);
-        if (length === 0) {
-          this.#counters.dropped.runt++;
-          conn.destroy();
-          return;
-        }
-        if (buffered.length < TCP_LENGTH_PREFIX + length) break;
-        const message = Buffer.from(buffered.subarray(TCP_LENGTH_PREFIX, TCP_LENGTH_PREFIX + length));
-        buffered = buffered.subarray(TCP_LENGTH_PREFIX + length);
-        chain = chain.then(async () => {
-          const reply = await this.handle(message, source, 'tcp');
-          if (!reply || conn.destroyed) return;
-          const prefix = Buffer.alloc(TCP_LENGTH_PREFIX);
-          prefix.writeUInt16BE(reply.length);
-          conn.write(Buffer.concat([prefix, reply]));
-        });
-      }
+    this.#connectionsBySource.set(source, fromSource + 1);
+    const limits = {
+      idleMs: this.#o.tcpIdleMs ?? TCP_IDLE_MS,
+      queryMs: this.#o.tcpQueryMs ?? TCP_QUERY_MS,
+      stalledWriteMs: this.#o.tcpStalledWriteMs ?? TCP_STALLED_WRITE_MS,
+    };
+    const served = new TcpConnection(conn, limits, {
+      answer: (message, signal) => this.handle(message, source, 'tcp', signal),
+      runt: () => this.#counters.dropped.runt++,
+      timedOut: (why) => this.#counters.tcpTimedOut[why]++,
+      closed: (dropped) => {
+        this.#counters.cancelled += dropped;
+        this.#connections.delete(conn);
+        const left = (this.#connectionsBySource.get(source) ?? 1) - 1;
+        if (left > 0) this.#connectionsBySource.set(source, left);
+        else this.#connectionsBySource.delete(source);
+      },
     });
+    this.#connections.set(conn, served);
   }
 
   async close(): Promise<void> {
@@ -200,8 +346,8 @@ export class DnsServer {
     const tcp = [...this.#tcp];
     this.#udp.clear();
     this.#tcp.clear();
-    for (const conn of this.#connections) conn.destroy();
-    this.#connections.clear();
+    // Each connection's 'close' cancels its queries and gives back its slot.
+    for (const conn of this.#connections.keys()) conn.destroy();
     await Promise.all([
       ...udp.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
       ...tcp.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),

@@ -54,7 +54,8 @@ export const DEFAULT_UPSTREAM_BUDGET_MS = 4_000;
 const RECHECK_MS = 1_000;
 
 export type ForwardResult =
-  { ok: true; message: Buffer; server: string } | { ok: false; reason: 'no-server' | 'timeout' | 'unreachable' };
+  | { ok: true; message: Buffer; server: string }
+  | { ok: false; reason: 'no-server' | 'timeout' | 'unreachable' | 'aborted' };
 
 export class Upstream {
   readonly #o: UpstreamOptions;
@@ -88,40 +89,59 @@ export class Upstream {
     return this.#servers;
   }
 
-  /** Sends `message` (the client's query, unchanged) to each server in turn until one answers. */
-  async forward(message: Buffer, query: DecodedPacket, transport: 'udp' | 'tcp'): Promise<ForwardResult> {
+  /**
+   * Sends `message` (the client's query, unchanged) to each server in turn until one answers. `signal`
+   * (the client is gone) closes the socket under way and asks no further server.
+   */
+  async forward(
+    message: Buffer,
+    query: DecodedPacket,
+    transport: 'udp' | 'tcp',
+    signal?: AbortSignal,
+  ): Promise<ForwardResult> {
     const servers = this.servers();
     if (servers.length === 0) return { ok: false, reason: 'no-server' };
     const deadline = Date.now() + (this.#o.budgetMs ?? DEFAULT_UPSTREAM_BUDGET_MS);
     let reason: 'timeout' | 'unreachable' = 'timeout';
     for (const server of servers) {
+      if (signal?.aborted) return { ok: false, reason: 'aborted' };
       const timeoutMs = Math.min(this.#o.timeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS, deadline - Date.now());
       if (timeoutMs <= 0) break;
       const r =
         transport === 'udp'
-          ? await askUdp(server, message, query, timeoutMs)
-          : await askTcp(server, message, query, timeoutMs);
+          ? await askUdp(server, message, query, timeoutMs, signal)
+          : await askTcp(server, message, query, timeoutMs, signal);
       if (r.ok) return { ok: true, message: r.message, server: server.address };
+      if (r.reason === 'aborted') return { ok: false, reason: 'aborted' };
       if (r.reason === 'unreachable') reason = 'unreachable';
     }
     return { ok: false, reason };
   }
 }
 
-type Asked = { ok: true; message: Buffer } | { ok: false; reason: 'timeout' | 'unreachable' };
+type Asked = { ok: true; message: Buffer } | { ok: false; reason: 'timeout' | 'unreachable' | 'aborted' };
 
-function askUdp(server: Nameserver, message: Buffer, query: DecodedPacket, timeoutMs: number): Promise<Asked> {
+function askUdp(
+  server: Nameserver,
+  message: Buffer,
+  query: DecodedPacket,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<Asked> {
   return new Promise((resolve) => {
     const socket = createSocket(isIP(server.address.split('%')[0]!) === 6 ? 'udp6' : 'udp4');
     let done = false;
+    const onAbort = () => finish({ ok: false, reason: 'aborted' });
     const finish = (r: Asked) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       socket.close();
       resolve(r);
     };
     const timer = setTimeout(() => finish({ ok: false, reason: 'timeout' }), timeoutMs);
+    signal?.addEventListener('abort', onAbort, { once: true });
     socket.on('error', () => finish({ ok: false, reason: 'unreachable' }));
     // Connected: the kernel delivers only datagrams from the server's address and port.
     socket.on('message', (answer) => {
@@ -135,19 +155,28 @@ function askUdp(server: Nameserver, message: Buffer, query: DecodedPacket, timeo
   });
 }
 
-function askTcp(server: Nameserver, message: Buffer, query: DecodedPacket, timeoutMs: number): Promise<Asked> {
+function askTcp(
+  server: Nameserver,
+  message: Buffer,
+  query: DecodedPacket,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): Promise<Asked> {
   return new Promise((resolve) => {
     const socket = connect({ host: server.address, port: server.port });
     let done = false;
     let received = Buffer.alloc(0);
+    const onAbort = () => finish({ ok: false, reason: 'aborted' });
     const finish = (r: Asked) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       resolve(r);
     };
     const timer = setTimeout(() => finish({ ok: false, reason: 'timeout' }), timeoutMs);
+    signal?.addEventListener('abort', onAbort, { once: true });
     socket.on('error', () => finish({ ok: false, reason: 'unreachable' }));
     socket.on('close', () => finish({ ok: false, reason: 'unreachable' }));
     socket.on('connect', () => {

@@ -11,6 +11,7 @@ import { DnsServer } from '../../src/dns/server.js';
 import { parseResolvConf, Upstream } from '../../src/dns/upstream.js';
 import type { NetworkRecord } from '../../src/store/types.js';
 import { privateLoopback } from '../support/loopback.js';
+import { waitUntil } from '../support/wait.js';
 import { FakeUpstream, UPSTREAM_ANSWER, UPSTREAM_MARK, UPSTREAM_TTL } from './upstream-fixture.js';
 
 const NET: NetworkRecord = {
@@ -98,6 +99,21 @@ describe('forwarding', () => {
       expect(fake.queries.at(-1)).toMatchObject({ name: 'www.upstream.test', transport });
     }
     expect(UPSTREAM_MARK).toBeTruthy();
+  });
+
+  it('an aborted forward (its client is gone) ends at once, asking no further server, over UDP and TCP', async () => {
+    for (const transport of ['udp', 'tcp'] as const) {
+      const before = fake.queries.length;
+      const server = { address: HOST, port: fake.port };
+      const up = new Upstream({ servers: [server, server], timeoutMs: 2_000 });
+      const q = query('slow.upstream.test');
+      const abort = new AbortController();
+      const forwarded = up.forward(q, decode(q), transport, abort.signal);
+      await waitUntil(`${transport}: the first server asked`, () => fake.queries.length === before + 1);
+      abort.abort();
+      expect(await forwarded, transport).toEqual({ ok: false, reason: 'aborted' });
+      expect(fake.queries.length, `${transport}: no other server asked`).toBe(before + 1);
+    }
   });
 
   it('a silent server times out and the next one answers', async () => {
