@@ -25,6 +25,12 @@ import { isWindows, optionEnabled, windowsHostWarning } from '../model/windows.j
  * Events only update the model; one serial reconcile then applies the
  * difference between the model and what the gateway has, so a replayed or
  * resynced watch converges to the same state (docs/etcd.md "Watches").
+ *
+ * A peer whose host record went away (its lease expired) while its traffic keeps arriving is
+ * cut off from etcd, not dead: the data plane proves what etcd cannot see. It stays a peer while
+ * packets from it keep coming (at least one every lease TTL) and goes one TTL after they stop
+ * (docs/etcd.md "Leases"). Its keys still come only from the schedule: a peer cut off through a
+ * rotation gets no new epoch, so its traffic stops when the old one is retired, and then it goes.
  */
 
 export interface AgentOptions {
@@ -33,6 +39,8 @@ export interface AgentOptions {
   readonly self: HostRegistration;
   /** Seconds a dead host's record outlives it (its peers then remove it). */
   readonly leaseTtlSeconds?: number;
+  /** How often each peer's received packets are read (default PEER_TRAFFIC_SAMPLE_MS). */
+  readonly trafficSampleMs?: number;
   readonly log?: (level: 'info' | 'warn' | 'error', event: string, fields?: Record<string, unknown>) => void;
   /** Called with the host index etcd allocated (once per host id, forever), before any peer is added. */
   readonly onIndex?: (index: number) => void;
@@ -49,6 +57,8 @@ export interface AgentOptions {
 }
 
 export const DEFAULT_LEASE_TTL_SECONDS = 15;
+/** How often the agent reads each peer's received packets, to tell a cut-off peer from a dead one. */
+export const PEER_TRAFFIC_SAMPLE_MS = 1_000;
 
 export interface AgentStatus {
   host: string;
@@ -57,6 +67,8 @@ export interface AgentStatus {
   watching: boolean;
   lastRevision: number;
   peers: string[];
+  /** Peers whose host record is gone from etcd but whose traffic still arrives: kept (docs/etcd.md "Leases"). */
+  cutOffPeers: string[];
   networks: number;
   localEndpoints: number;
   remoteMacs: number;
@@ -93,6 +105,11 @@ export class HostAgent {
   #retryDelay = 0;
   #pruned = false;
   readonly #refusedChanges = new Set<string>();
+  /** Per applied peer: packets received from it (all networks) at the last sample, and when that number last grew. */
+  readonly #peerTraffic = new Map<string, { rx: number; grewAt: number }>();
+  /** Applied peers kept although etcd no longer lists them, since when. */
+  readonly #cutOff = new Map<string, number>();
+  #trafficTimer: NodeJS.Timeout | undefined;
 
   constructor(options: AgentOptions) {
     this.#o = options;
@@ -135,6 +152,11 @@ export class HostAgent {
       },
     });
     this.#connected = true;
+    this.#trafficTimer = setInterval(
+      () => this.#samplePeerTraffic(),
+      this.#o.trafficSampleMs ?? PEER_TRAFFIC_SAMPLE_MS,
+    );
+    this.#trafficTimer.unref();
     this.#log('info', 'agent following the control plane', {
       host: this.hostId,
       fromRevision: from,
@@ -149,6 +171,7 @@ export class HostAgent {
   async stop(options: { keepRegistration?: boolean } = {}): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#retryTimer);
+    clearInterval(this.#trafficTimer);
     await this.#watch?.cancel();
     await this.#queue;
     if (!options.keepRegistration)
@@ -239,6 +262,7 @@ export class HostAgent {
       watching: this.#connected,
       lastRevision: this.#watch?.lastRevision ?? 0,
       peers: [...this.#appliedPeers.keys()].sort(),
+      cutOffPeers: [...this.#cutOff.keys()].sort(),
       networks: this.#appliedNetworks.size,
       localEndpoints: this.#attached.size,
       remoteMacs: this.#remoteMacs.size,
@@ -436,12 +460,26 @@ export class HostAgent {
     for (const network of this.#networks.values())
       await step(`network ${network.name}`, () => this.#ensureNetwork(network));
 
-    // Peers: every other live host.
+    // Peers: every other live host, and those cut off from etcd whose traffic still arrives.
     for (const [id] of this.#appliedPeers) {
-      if (this.#hosts.has(id) && id !== this.hostId) continue;
+      if (this.#hosts.has(id) && id !== this.hostId) {
+        if (this.#cutOff.delete(id)) this.#log('info', 'peer registered again', { peer: id });
+        continue;
+      }
+      if (id !== this.hostId && this.#trafficArrives(id)) {
+        if (!this.#cutOff.has(id)) {
+          this.#cutOff.set(id, Date.now());
+          this.#log('warn', "peer's host record is gone but its traffic still arrives; keeping it", { peer: id });
+        }
+        continue;
+      }
       await step(`remove peer ${id}`, async () => {
         await gw.removePeer(id);
         this.#appliedPeers.delete(id);
+        this.#peerTraffic.delete(id);
+        const since = this.#cutOff.get(id);
+        if (this.#cutOff.delete(id))
+          this.#log('info', 'cut-off peer went silent; removed', { peer: id, keptMs: Date.now() - since! });
         // The gateway removed every FDB entry pointing at that peer.
         for (const [key, m] of this.#remoteMacs) if (m.hostId === id) this.#remoteMacs.delete(key);
       });
@@ -497,6 +535,29 @@ export class HostAgent {
       });
     }
     this.#scheduleRetry(failed.length > 0);
+  }
+
+  /** Packets from this peer arrived within the last lease TTL (as of the last sample). */
+  #trafficArrives(peerId: string): boolean {
+    const seen = this.#peerTraffic.get(peerId);
+    const ttlMs = (this.#o.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS) * 1000;
+    return seen !== undefined && seen.grewAt > 0 && Date.now() - seen.grewAt < ttlMs;
+  }
+
+  /** Reads what each peer sent us; a cut-off peer that went quiet is then removed by a reconcile. */
+  #samplePeerTraffic(): void {
+    const rx = new Map<string, number>();
+    for (const p of this.#o.gateway.status().pairs) rx.set(p.peer, (rx.get(p.peer) ?? 0) + p.rxPackets);
+    const now = Date.now();
+    for (const id of this.#appliedPeers.keys()) {
+      const total = rx.get(id) ?? 0;
+      const seen = this.#peerTraffic.get(id);
+      if (!seen) this.#peerTraffic.set(id, { rx: total, grewAt: 0 });
+      else if (total > seen.rx) this.#peerTraffic.set(id, { rx: total, grewAt: now });
+      else if (total < seen.rx) this.#peerTraffic.set(id, { rx: total, grewAt: seen.grewAt }); // re-added: counters restarted
+    }
+    for (const id of this.#peerTraffic.keys()) if (!this.#appliedPeers.has(id)) this.#peerTraffic.delete(id);
+    if ([...this.#cutOff.keys()].some((id) => !this.#trafficArrives(id))) this.#schedule();
   }
 
   #scheduleRetry(needed: boolean): void {

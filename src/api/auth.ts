@@ -4,18 +4,21 @@ import type { FastifyInstance } from 'fastify';
 import { ERRORS } from '../errors.js';
 
 /*
- * Who may change things. Reads (GET, HEAD) are open to anyone who can connect;
- * every other method needs one of:
- *   - a local connection: the unix socket, or plain HTTP from a loopback address
- *     (local trust, like the Docker socket; the socket file's mode is the gate);
- *   - TLS with a client certificate that chains to the veil CA (socket.authorized,
- *     OpenSSL's verdict against the `ca` the listener was given) and carries the
- *     clientAuth extended key usage (RFC 5280 §4.2.1.12).
- * The TLS listener asks for a certificate but does not reject connections without
- * one (rejectUnauthorized: false), so this hook is where the refusal happens.
+ * Who may do what (docs/api.md "Listening and authentication"):
+ *   - the unix socket: everything (local trust, like the Docker socket; the socket file's mode is
+ *     the gate);
+ *   - plain HTTP over TCP (loopback only, listen.ts): reads (GET, HEAD); any local user can connect;
+ *   - TLS: every route but /healthz needs a client certificate that chains to the veil CA
+ *     (socket.authorized, OpenSSL's verdict against the `ca` the listener was given) and carries the
+ *     clientAuth extended key usage (RFC 5280 §4.2.1.12). Reads too: the networks, hosts and status
+ *     are a map of the cluster. /healthz stays open for load balancers and health probes.
+ * The TLS listener asks for a certificate but does not reject connections without one
+ * (rejectUnauthorized: false), so the health probe gets in and this hook is where refusals happen.
  */
 
 const READ_METHODS = new Set(['GET', 'HEAD']);
+/** The one route a TLS client may reach without a certificate. */
+const OPEN_OVER_TLS = '/healthz';
 /** id-kp-clientAuth, RFC 5280 §4.2.1.12. */
 const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
 
@@ -24,7 +27,7 @@ export type ClientVerdict =
   | { ok: true; client: 'certificate'; commonName: string; serial: string; fingerprint256: string }
   | { ok: false; reason: string };
 
-/** Who is on the other end of this connection, as far as mutations are concerned. */
+/** Who is on the other end of this connection: a local client, an authenticated certificate, or nobody known. */
 export function authenticateConnection(socket: Socket): ClientVerdict {
   if (!(socket instanceof TLSSocket)) {
     // A unix socket has no remote address; its mode (0660, root's group) is the access control, as for
@@ -59,23 +62,31 @@ function verifyError(socket: TLSSocket): string {
   return e instanceof Error ? e.message : 'unverified';
 }
 
+/** Whether this request may go ahead without an authenticated client. */
+function openToAnyone(socket: Socket, method: string, url: string): boolean {
+  const path = url.split('?')[0];
+  if (socket instanceof TLSSocket) return path === OPEN_OVER_TLS && READ_METHODS.has(method);
+  return READ_METHODS.has(method);
+}
+
 /**
- * Refuse mutating requests from unauthenticated clients with 401 VEIL_ERR_UNAUTHENTICATED.
- * Call before the instance is ready; it covers every route, declared before or after.
+ * Refuse what an unauthenticated client may not do with 401 VEIL_ERR_UNAUTHENTICATED: over TLS every
+ * route but /healthz, over plain TCP every mutation. Call before the instance is ready; it covers every
+ * route, declared before or after.
  */
-export function requireClientCertForMutations(app: FastifyInstance): void {
+export function requireAuthenticatedClients(app: FastifyInstance): void {
   // onRequest runs before the body is read, so a refused client never gets it parsed.
   app.addHook('onRequest', async (req, reply) => {
-    if (READ_METHODS.has(req.method)) return;
     const verdict = authenticateConnection(req.raw.socket);
     if (!verdict.ok) {
-      req.log.warn({ method: req.method, url: req.url, reason: verdict.reason }, 'unauthenticated mutation refused');
+      if (openToAnyone(req.raw.socket, req.method, req.url)) return;
+      req.log.warn({ method: req.method, url: req.url, reason: verdict.reason }, 'unauthenticated request refused');
       return reply.code(ERRORS.VEIL_ERR_UNAUTHENTICATED.status).send({
         code: 'VEIL_ERR_UNAUTHENTICATED',
         message: `${ERRORS.VEIL_ERR_UNAUTHENTICATED.message}: ${verdict.reason}`,
       });
     }
-    if (verdict.client === 'certificate') {
+    if (verdict.client === 'certificate' && !READ_METHODS.has(req.method)) {
       req.log.info(
         {
           method: req.method,

@@ -4,14 +4,14 @@ import { connect, isIP, isIPv6 } from 'node:net';
 import { dirname } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { VeilError } from '../errors.js';
-import { isLoopbackAddress, requireClientCertForMutations } from './auth.js';
+import { isLoopbackAddress, requireAuthenticatedClients } from './auth.js';
 
 /*
  * Where the API listens. Always a unix socket (local trust, mode 0660); optionally
  * one TCP address. Loopback may speak plain HTTP; any other address (0.0.0.0 and
  * :: included) must be TLS, asking every client for a certificate from the veil
- * CA (src/tls/ca.ts). The handshake does not reject clients without one, so reads
- * stay open; auth.ts refuses their mutations.
+ * CA (src/tls/ca.ts). The handshake does not reject clients without one, so a health
+ * probe gets in; auth.ts refuses everything else they ask.
  *
  * One fastify instance binds one server, so the socket and the TCP listener are
  * two instances from the same factory (the caller's buildApp), sharing its deps.
@@ -42,7 +42,7 @@ export interface ApiHttpsOptions {
   ca: Buffer;
   /** Ask every client for a certificate... */
   requestCert: true;
-  /** ...but let those without one in: reads stay open; auth.ts refuses their mutations. */
+  /** ...but let those without one in: /healthz stays open; auth.ts refuses the rest. */
   rejectUnauthorized: false;
   minVersion: 'TLSv1.2';
 }
@@ -96,7 +96,7 @@ export interface ListeningApi {
 /**
  * Serve the planned listeners, each an instance from `build` (passed the https
  * options for the TLS listener, to hand to Fastify({ https })). Every instance gets
- * requireClientCertForMutations, so `build` must not have called ready() yet.
+ * requireAuthenticatedClients, so `build` must not have called ready() yet.
  */
 export async function listenApi(
   build: (server: { https?: ApiHttpsOptions }) => FastifyInstance,
@@ -109,7 +109,7 @@ export async function listenApi(
   };
   try {
     const local = build({});
-    requireClientCertForMutations(local);
+    requireAuthenticatedClients(local);
     instances.push(local);
     await prepareSocketPath(plan.socket);
     await local.listen({ path: plan.socket });
@@ -119,7 +119,7 @@ export async function listenApi(
     if (plan.tcp) {
       const { host, port, https } = plan.tcp;
       const remote = build(https ? { https } : {});
-      requireClientCertForMutations(remote);
+      requireAuthenticatedClients(remote);
       instances.push(remote);
       await remote.listen({ host, port });
       const bound = remote.server.address();

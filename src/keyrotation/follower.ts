@@ -6,8 +6,12 @@ import { errorFields, noLog, sleep, systemClock, type Clock, type LogFn } from '
 /*
  * Feeds an EpochInstaller from etcd: list the encrypted networks and their epochs,
  * watch keys/ from the revision just read (docs/etcd.md "Watches"), hand every event batch
- * and resync to the installer. Events the installer already has from a listing are
- * dropped by revision, so the start-up race between listing and watching is harmless.
+ * and resync to the installer, in etcd revision order. The watch starts before the epoch
+ * listings are read, so an event can arrive before a listing read at an older revision:
+ * events are held until the listings are in, then handed over (the installer drops those
+ * a listing already holds, by revision). Applied the other way round, the older listing
+ * would undo the event, and a network could stay without its outbound epoch until the
+ * next rotation.
  */
 
 export interface EpochFollowerOptions {
@@ -57,21 +61,30 @@ export class EpochFollower {
   async #connect(): Promise<void> {
     const { store, installer } = this.#o;
     const networks = await store.listNetworks();
+    // Until the listings are in, what the watch says waits here, in the order it came.
+    let held: Array<() => Promise<void>> | null = [];
+    const deliver = (step: () => Promise<void>): void => {
+      installer.setStoreReachable(true);
+      if (held) held.push(step);
+      else void step();
+    };
     this.#handle = await store.watch(keys.keysPrefix(), networks.revision + 1, {
-      onEvents: (events) => {
-        installer.setStoreReachable(true);
-        void installer.applyEvents(events);
-      },
-      onResync: (snapshot, revision) => {
-        installer.setStoreReachable(true);
-        void installer.applySnapshot(snapshot, revision);
-      },
+      onEvents: (events) => deliver(() => installer.applyEvents(events)),
+      onResync: (snapshot, revision) => deliver(() => installer.applySnapshot(snapshot, revision)),
       onDisconnected: (err) => installer.setStoreReachable(false, err.message),
     });
-    for (const n of networks.items) {
-      if (!n.encrypted || this.#stop.signal.aborted) continue;
-      const listing = await store.getEpochs(n.id);
-      await installer.sync(n.id, listing.items, listing.revision);
+    try {
+      for (const n of networks.items) {
+        if (!n.encrypted || this.#stop.signal.aborted) continue;
+        const listing = await store.getEpochs(n.id);
+        await installer.sync(n.id, listing.items, listing.revision);
+      }
+    } finally {
+      // Handed over in one go, before anything newer can come in: the installer applies in call order.
+      const steps = held;
+      held = null;
+      for (const step of steps) void step();
     }
+    await installer.idle();
   }
 }

@@ -56,3 +56,29 @@ export function cidrContains(cidr: Cidr, address: number): boolean {
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   return a.first <= b.last && b.first <= a.last;
 }
+
+/**
+ * IPv4 ranges an overlay's subnet must not touch, with why (the special-purpose registry, RFC 6890):
+ * containers could not use such addresses as ordinary unicast, or veil uses them itself.
+ */
+const NOT_FOR_OVERLAYS: ReadonlyArray<{ cidr: string; why: string }> = [
+  { cidr: '0.0.0.0/8', why: '"this network" (RFC 1122 §3.2.1.3): no host may use it as a source or destination' },
+  { cidr: '127.0.0.0/8', why: 'loopback (RFC 1122 §3.2.1.3): it never leaves a host' },
+  {
+    cidr: '169.254.0.0/16',
+    why: 'link-local (RFC 3927): it is not routed, and veil uses it between the host and its vtep namespace and for the resolver',
+  },
+  { cidr: '224.0.0.0/4', why: 'multicast (RFC 5771): group addresses, not hosts' },
+  { cidr: '240.0.0.0/4', why: 'reserved (RFC 1112 §4), with the limited broadcast 255.255.255.255 (RFC 919)' },
+];
+
+/** Why `subnet` cannot be an overlay's subnet, or undefined when it can. */
+export function overlaySubnetRefusal(subnet: Cidr): string | undefined {
+  for (const range of NOT_FOR_OVERLAYS) {
+    if (cidrsOverlap(subnet, parseCidr(range.cidr)!)) {
+      const all = subnet.prefixLength === 0 ? ' (it covers every address)' : '';
+      return `${formatIpv4(subnet.first)}/${subnet.prefixLength} overlaps ${range.cidr}${all}, ${range.why}`;
+    }
+  }
+  return undefined;
+}

@@ -4,7 +4,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { cidrsOverlap, formatIpv4, parseCidr, parseIpv4, type Cidr } from '../model/ipv4.js';
+import { cidrsOverlap, formatIpv4, overlaySubnetRefusal, parseCidr, parseIpv4, type Cidr } from '../model/ipv4.js';
 import { StoreError } from './errors.js';
 import { SEGMENT_RE } from './layout.js';
 import { VNI_ALLOCATION_MIN, VNI_MAX } from '../model/ids.js';
@@ -130,6 +130,8 @@ export function buildNetwork(
   if (typeof ipamIn !== 'object' || ipamIn === null) invalid('ipam.subnet is required');
   const subnet = parseNetwork(ipamIn.subnet);
   if (!subnet) invalid(`ipam.subnet "${ipamIn.subnet}" is not an IPv4 CIDR`);
+  const unusable = overlaySubnetRefusal(subnet);
+  if (unusable) invalid(`ipam.subnet ${unusable}`);
   const gateway = ipamIn.gateway === undefined ? subnet.first + 1 : parseIpv4(ipamIn.gateway);
   if (gateway === undefined) invalid(`ipam.gateway "${ipamIn.gateway}" is not an IPv4 address`);
   if (gateway <= subnet.first || gateway >= subnet.last)

@@ -18,6 +18,8 @@ export class RecordingDataPath implements DataPath {
   readonly failBindFor = new Set<string>();
   /** addPeer fails as if another service held these ports (EADDRINUSE). */
   readonly busyPorts = new Set<number>();
+  /** Peer id → packets received from it (a test moves these to stand for traffic). */
+  readonly rxPackets = new Map<string, number>();
   running = false;
 
   async start(): Promise<void> {
@@ -70,22 +72,20 @@ export class RecordingDataPath implements DataPath {
     this.outbound.delete(peerId);
   }
 
-  /** One pair per outbound SA, on the first network added. */
+  /** One pair per peer with an outbound SA or received packets, on the first network added. */
   status(): DataPathStatus {
     const vni = [...this.networks.keys()][0] ?? 0;
+    const peers = new Set([...this.outbound.keys(), ...this.rxPackets.keys()]);
     return {
-      pairs: [...this.outbound].map(([peer, epoch]) => ({
-        peer,
-        vni,
-        encrypted: true,
-        txPackets: 0,
-        txBytes: 0,
-        rxPackets: 0,
-        rxBytes: 0,
-        drops: {},
-        outbound: { spi: 0x1000, epoch, sealed: 1, sequenceHeadroom: 1 },
-        inbound: [],
-      })),
+      pairs: [...peers].map((peer) => {
+        const epoch = this.outbound.get(peer);
+        const rx = this.rxPackets.get(peer) ?? 0;
+        return {
+          ...{ peer, vni, encrypted: true, txPackets: 0, txBytes: 0, rxPackets: rx, rxBytes: 100 * rx, drops: {} },
+          ...(epoch !== undefined ? { outbound: { spi: 0x1000, epoch, sealed: 1, sequenceHeadroom: 1 } } : {}),
+          inbound: [],
+        };
+      }),
       unattributedDrops: {},
       sendFailures: 0,
     };

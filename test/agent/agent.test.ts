@@ -18,7 +18,7 @@ let dataPath: RecordingDataPath;
 let agent: HostAgent;
 let logs: Array<{ level: string; event: string; fields?: Record<string, unknown> }>;
 
-function makeAgent(os = 'linux') {
+function makeAgent(os = 'linux', timing: { leaseTtlSeconds?: number; trafficSampleMs?: number } = {}) {
   plumbing = new RecordingPlumbing();
   dataPath = new RecordingDataPath();
   const self = { id: 'h1', index: 0, address: '198.18.0.1', publicKey: new Uint8Array(32), incarnation: 'i1' };
@@ -28,7 +28,8 @@ function makeAgent(os = 'linux') {
     store,
     gateway,
     self: { ...sampleHost('h1', { os }), address: '198.18.0.1' },
-    leaseTtlSeconds: 5,
+    leaseTtlSeconds: timing.leaseTtlSeconds ?? 5,
+    ...(timing.trafficSampleMs !== undefined ? { trafficSampleMs: timing.trafficSampleMs } : {}),
     onIndex: (i) => (self.index = i),
     log: (level, event, fields) => logs.push({ level, event, ...(fields ? { fields } : {}) }),
   });
@@ -97,6 +98,47 @@ describe('HostAgent', () => {
       localEndpoints: 1,
       remoteMacs: 1,
     });
+  });
+
+  it('keeps a peer cut off from etcd while its traffic arrives, and removes it one lease TTL after it stops', async () => {
+    const h2 = await store.registerHost(sampleHost('h2'), 30);
+    const net = await store.createNetwork({ name: 'n', ipam: { subnet: '10.9.0.0/24' } });
+    const remote = await store.createEndpoint({ networkId: net.id, name: 'theirs', hostId: 'h2' });
+    agent = makeAgent('linux', { leaseTtlSeconds: 1, trafficSampleMs: 50 });
+    await agent.start();
+    await waitUntil('h2 is a peer with its MAC', async () =>
+      (await plumbing.listFdb(net.vni)).some((e) => e.mac === remote.mac),
+    );
+    // h2 keeps sending (its packets open here), but its lease is gone from etcd.
+    let rx = 0;
+    const traffic = setInterval(() => dataPath.rxPackets.set('h2', (rx += 10)), 100);
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      await h2.revoke();
+      await waitUntil('h2 kept as cut off', () => agent.status().cutOffPeers.includes('h2'));
+      await new Promise((r) => setTimeout(r, 2_500)); // more than two lease TTLs
+      expect(dataPath.peers.has('h2')).toBe(true);
+      expect((await plumbing.listFdb(net.vni)).some((e) => e.mac === remote.mac)).toBe(true);
+      expect(logs.some((l) => l.event.includes('traffic still arrives'))).toBe(true);
+    } finally {
+      clearInterval(traffic);
+    }
+    // Silence: gone one TTL later, FDB entries with it.
+    const quietAt = Date.now();
+    await waitUntil('h2 removed', () => !dataPath.peers.has('h2'), 5_000);
+    expect(Date.now() - quietAt).toBeGreaterThanOrEqual(900);
+    expect(agent.status()).toMatchObject({ peers: [], cutOffPeers: [] });
+    expect(await plumbing.listFdb(net.vni)).toEqual([]);
+  });
+
+  it('a peer that was silent when its record went away is removed at once (a dead host)', async () => {
+    const h2 = await store.registerHost(sampleHost('h2'), 30);
+    agent = makeAgent('linux', { leaseTtlSeconds: 1, trafficSampleMs: 50 });
+    await agent.start();
+    await waitUntil('h2 is a peer', () => dataPath.peers.has('h2'));
+    await h2.revoke();
+    await waitUntil('h2 removed', () => !dataPath.peers.has('h2'), 2_000);
+    expect(agent.status().cutOffPeers).toEqual([]);
   });
 
   it('detaches a local container whose endpoint is deleted elsewhere, and removes a deleted network', async () => {

@@ -109,6 +109,19 @@ describe('networks API (Docker vocabulary)', () => {
     ],
     ['no room for two endpoints', { Name: 'x', IPAM: { Config: [{ Subnet: '10.80.0.0/31' }] } }, /./],
     ['unknown field', { Name: 'x', Bogus: 1, IPAM: { Config: [{ Subnet: '10.80.0.0/24' }] } }, /additional properties/],
+    // Subnets that cannot be an overlay's (special-purpose ranges, RFC 6890), each with its reason.
+    [
+      'every address',
+      { Name: 'x', IPAM: { Config: [{ Subnet: '0.0.0.0/0' }] } },
+      /0\.0\.0\.0\/0 overlaps .*every address/,
+    ],
+    ['"this network"', { Name: 'x', IPAM: { Config: [{ Subnet: '0.0.0.0/24' }] } }, /"this network"/],
+    ['loopback', { Name: 'x', IPAM: { Config: [{ Subnet: '127.0.0.0/24' }] } }, /loopback/],
+    ['link-local', { Name: 'x', IPAM: { Config: [{ Subnet: '169.254.47.0/24' }] } }, /link-local .*veil uses it/],
+    ['a range around link-local', { Name: 'x', IPAM: { Config: [{ Subnet: '169.0.0.0/8' }] } }, /169\.254\.0\.0\/16/],
+    ['multicast', { Name: 'x', IPAM: { Config: [{ Subnet: '239.1.0.0/16' }] } }, /multicast/],
+    ['reserved', { Name: 'x', IPAM: { Config: [{ Subnet: '240.0.0.0/24' }] } }, /reserved/],
+    ['the broadcast address', { Name: 'x', IPAM: { Config: [{ Subnet: '255.255.255.252/30' }] } }, /broadcast/],
     [
       'IPv6 (not supported)',
       { Name: 'x', EnableIPv6: true, IPAM: { Config: [{ Subnet: '10.80.0.0/24' }] } },

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { cidrContains, cidrsOverlap, formatIpv4, isIpv4, parseCidr, parseIpv4 } from '../../src/model/ipv4.js';
+import {
+  cidrContains,
+  cidrsOverlap,
+  formatIpv4,
+  isIpv4,
+  overlaySubnetRefusal,
+  parseCidr,
+  parseIpv4,
+} from '../../src/model/ipv4.js';
 
 describe('the IPv4 and CIDR parser', () => {
   it('reads dotted quads in canonical decimal only', () => {
@@ -57,5 +65,34 @@ describe('the IPv4 and CIDR parser', () => {
     expect(cidrContains(a, parseIpv4('10.0.1.0')!)).toBe(false);
     expect(cidrsOverlap(a, parseCidr('10.0.0.128/25')!)).toBe(true);
     expect(cidrsOverlap(a, parseCidr('10.0.1.0/24')!)).toBe(false);
+  });
+});
+
+describe('subnets an overlay cannot use', () => {
+  const refusal = (text: string) => overlaySubnetRefusal(parseCidr(text)!);
+
+  it('refuses every special-purpose range it touches, saying which and why', () => {
+    expect(refusal('0.0.0.0/0')).toMatch(
+      /^0\.0\.0\.0\/0 overlaps 0\.0\.0\.0\/8 \(it covers every address\), "this network"/,
+    );
+    expect(refusal('127.0.0.0/8')).toMatch(/loopback/);
+    expect(refusal('169.254.1.0/24')).toMatch(/link-local/);
+    expect(refusal('168.0.0.0/6')).toMatch(/169\.254\.0\.0\/16/);
+    expect(refusal('224.0.0.0/24')).toMatch(/multicast/);
+    expect(refusal('255.255.255.255/32')).toMatch(/broadcast/);
+  });
+
+  it('takes private, shared and documentation space', () => {
+    for (const ok of [
+      '10.0.0.0/8',
+      '172.16.0.0/12',
+      '192.168.0.0/16',
+      '100.64.0.0/10',
+      '198.18.0.0/15',
+      '203.0.113.0/24',
+      '1.0.0.0/8',
+    ]) {
+      expect(refusal(ok), ok).toBeUndefined();
+    }
   });
 });

@@ -39,13 +39,26 @@ const as = (pair?: KeyPair): Target => ({
   tls: { ca: pem(pki.caCert), ...(pair ? { cert: pem(pair.cert), key: pem(pair.key) } : {}) },
 });
 
-describe('mutations over TLS need a veil client certificate', () => {
+describe('over TLS every route but /healthz needs a veil client certificate', () => {
   it('listens on https', () => {
     expect(api.addresses[1]).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
   });
 
-  it('serves reads without a client certificate', async () => {
-    expect(await call(as(), 'GET', '/status')).toEqual({ status: 200, json: { host: 'h' } });
+  it('answers the health probe without a client certificate, and nothing else: reads map the cluster', async () => {
+    expect(await call(as(), 'GET', '/healthz')).toEqual({ status: 200, json: { status: 'ok' } });
+    expect(await call(as(), 'GET', '/healthz?verbose=1')).toMatchObject({ status: 200 });
+    const read = await call(as(), 'GET', '/status');
+    expect(read).toEqual({
+      status: 401,
+      json: {
+        code: 'VEIL_ERR_UNAUTHENTICATED',
+        message: 'this request needs a client certificate issued by the veil CA: no client certificate',
+      },
+    });
+    // Paths that only look like the probe get no exception.
+    expect((await call(as(), 'GET', '/healthz/../status')).status).toBe(401);
+    expect((await call(as(), 'POST', '/healthz')).status).toBe(401);
+    expect(await call(as(pki.client), 'GET', '/status')).toEqual({ status: 200, json: { host: 'h' } });
   });
 
   // Refusal 2.
@@ -81,8 +94,8 @@ describe('mutations over TLS need a veil client certificate', () => {
     expect(r.status).toBe(401);
     expect(r.json.code).toBe('VEIL_ERR_UNAUTHENTICATED');
     expect(r.json.message).toMatch(/not accepted \(UNABLE_TO_VERIFY_LEAF_SIGNATURE\)/);
-    // Reads stay open to it, as to anyone who can connect.
-    expect((await call(as(pki.foreignClient), 'GET', '/status')).status).toBe(200);
+    // Reads too: a certificate of another CA is no better than none.
+    expect((await call(as(pki.foreignClient), 'GET', '/status')).status).toBe(401);
   });
 
   it('refuses a server certificate presented as a client certificate (no clientAuth EKU)', async () => {

@@ -43,7 +43,7 @@ export function call(target: Target, method: string, path: string, body?: unknow
   });
 }
 
-/** A stand-in for buildApp: one read and one mutation, counting the mutations that ran. */
+/** A stand-in for buildApp: a health probe, one read and one mutation, counting the mutations that ran. */
 export function tinyApp(
   server: { https?: ApiHttpsOptions },
   counter: { posts: number },
@@ -62,6 +62,7 @@ export function tinyApp(
         }
       : false,
   });
+  app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/status', async () => ({ host: 'h' }));
   app.post('/things', async (req, reply) => {
     counter.posts++;

@@ -10,9 +10,10 @@
  *   - the batched data plane on its own threads (native/datapath.ts drives it).
  *
  * The addon is built by `npm run build:native` (node-gyp) into
- * native/build/Release/veil_native.node; VEIL_NATIVE_ADDON overrides the path.
+ * native/build/Release/veil_native.node of veil's own install (never the working directory);
+ * VEIL_NATIVE_ADDON overrides the path.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -132,18 +133,36 @@ export class NativeUnavailableError extends VeilError {
 
 const ADDON_RELATIVE = join('native', 'build', 'Release', 'veil_native.node');
 
-/** Where the addon is: $VEIL_NATIVE_ADDON, or native/build/Release under the repository root (from src/ or dist/src/). */
-export function nativeAddonPath(): string {
+/**
+ * veil's own install: the nearest directory above `moduleDir` with veil's package.json (from src/ or
+ * dist/src/ alike; Node needs that file anyway, for "type": "module"). Never the working directory: a
+ * gateway runs as root, and a user-writable directory it was started from must not supply its code.
+ */
+export function packageRoot(moduleDir: string = dirname(fileURLToPath(import.meta.url))): string {
+  for (let dir = moduleDir; ; dir = dirname(dir)) {
+    const manifest = join(dir, 'package.json');
+    if (existsSync(manifest)) {
+      let name: unknown;
+      try {
+        name = (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: unknown }).name;
+      } catch {
+        name = undefined;
+      }
+      if (name !== 'veil')
+        throw new NativeUnavailableError(
+          `${manifest} is not veil's: the addon is looked for in veil's own install only`,
+        );
+      return dir;
+    }
+    if (dirname(dir) === dir) throw new NativeUnavailableError(`no package.json above ${moduleDir}`);
+  }
+}
+
+/** Where the addon is: $VEIL_NATIVE_ADDON (set by whoever starts the gateway), else native/build/Release of veil's install. */
+export function nativeAddonPath(moduleDir?: string): string {
   const fromEnv = process.env.VEIL_NATIVE_ADDON;
   if (fromEnv) return fromEnv;
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = join(dir, ADDON_RELATIVE);
-    if (existsSync(candidate)) return candidate;
-    const up = dirname(dir);
-    if (up === dir) return join(process.cwd(), ADDON_RELATIVE);
-    dir = up;
-  }
+  return join(packageRoot(moduleDir), ADDON_RELATIVE);
 }
 
 let cached: NativeAddon | undefined;

@@ -9,6 +9,7 @@ import { unwrapForSelf } from '../../../src/keyrotation/wrapping.js';
 import type { KeyEpochRecord } from '../../../src/store/types.js';
 import { waitFor } from '../../support/wait.js';
 import {
+  ETCD_ADDRESS,
   createClusterBed,
   etcdHistory,
   etcdRaftLeader,
@@ -254,6 +255,67 @@ describe('etcd degraded', () => {
     const back = await forcedRotation(3, 60_000);
     console.log(`member ${member} back: forced rotation to epoch ${back.target} in ${back.ms.toFixed(0)} ms`);
   }, 180_000);
+
+  it('one host cut off from etcd for three lease TTLs keeps its traffic (its peers keep it while its packets arrive); it registers again and rotation resumes', async () => {
+    const cut = cb.bed.hosts[1]!; // h2
+    const dropsBefore = await Promise.all(running().map((h) => gatewayDrops(cb, h)));
+    const toH2 = pingLoop(cb, c[1]!.ns, c[2]!.ip, { interval: '0.01', perRun: 200, waitS: 2 });
+    const fromH2 = pingLoop(cb, c[2]!.ns, c[3]!.ip, { interval: '0.01', perRun: 200, waitS: 2 });
+    const table = 'inet veil_test_cut';
+    const nft = (script: string) => cb.bed.exec(cut.netns, ['nft', script]);
+    let peersDuring: string[][];
+    try {
+      await new Promise((r) => setTimeout(r, 1_000));
+      // h2 reaches neither etcd nor is reached by it; the underlay between the hosts stays up.
+      await nft(
+        [
+          `add table ${table}`,
+          `add chain ${table} out { type filter hook output priority 0; policy accept; }`,
+          `add chain ${table} in { type filter hook input priority 0; policy accept; }`,
+          `add rule ${table} out ip daddr ${ETCD_ADDRESS} drop`,
+          `add rule ${table} in ip saddr ${ETCD_ADDRESS} drop`,
+        ].join('\n'),
+      );
+      // Its record expires after one TTL (4 s): wait until the others no longer list it, then two TTLs more.
+      await waitFor(
+        async () => {
+          const hosts = (await cb.api(1, 'GET', '/hosts')).body as Array<{ Id: string }>;
+          return !hosts.some((h) => h.Id === 'h2');
+        },
+        30_000,
+        'h2 gone from etcd as h1 sees it',
+      );
+      await new Promise((r) => setTimeout(r, 8_000));
+      peersDuring = await Promise.all(
+        [1, 3].map(async (h) =>
+          ((await cb.api(h, 'GET', '/status')).body.peers as Array<{ id: string }>).map((p) => p.id),
+        ),
+      );
+    } finally {
+      await cb.bed.exec(cut.netns, ['nft', 'delete', 'table', ...table.split(' ')], { allowFail: true });
+    }
+    // Back: h2 registers again (a new lease), and a forced rotation reaches all three hosts.
+    await waitFor(
+      async () => ((await cb.api(1, 'GET', '/hosts')).body as Array<{ Id: string }>).some((h) => h.Id === 'h2'),
+      60_000,
+      'h2 registered again',
+    );
+    const [p12, p23] = await Promise.all([toH2.stop(), fromH2.stop()]);
+    const dropsAfter = await Promise.all(running().map((h) => gatewayDrops(cb, h)));
+    console.log(
+      `h2 cut off from etcd: peers of h1 and h3 meanwhile ${JSON.stringify(peersDuring)}; ping h1→h2 ${p12.received}/${p12.transmitted}, ` +
+        `h2→h3 ${p23.received}/${p23.transmitted}; drops before ${JSON.stringify(dropsBefore)} after ${JSON.stringify(dropsAfter)}`,
+    );
+    expect(peersDuring).toEqual([expect.arrayContaining(['h2']), expect.arrayContaining(['h2'])]);
+    expect(p12.transmitted).toBeGreaterThan(500);
+    expect(p12.received).toBe(p12.transmitted);
+    expect(p23.received).toBe(p23.transmitted);
+    const r = await forcedRotation(2, 60_000);
+    console.log(
+      `after the cut: forced rotation to epoch ${r.target} on every host (h2 included) in ${r.ms.toFixed(0)} ms`,
+    );
+    await checkEpochSequence('after the cut');
+  }, 240_000);
 
   it('with every etcd member stopped, traffic keeps flowing and the API says rotation waits for etcd; after a restart a forced rotation completes', async () => {
     const dropsBefore = await Promise.all(running().map((h) => gatewayDrops(cb, h)));
