@@ -212,6 +212,7 @@ class MemoryHostLease implements HostLease {
     readonly index: number,
     readonly leaseId: number,
     lease: MemoryLease,
+    private readonly client: MemoryStore,
   ) {
     lease.onLost.push(() => {
       if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease lost'));
@@ -220,7 +221,9 @@ class MemoryHostLease implements HostLease {
   get lost(): AbortSignal {
     return this.ctl.signal;
   }
+  /** As on etcd, only a client that is still open can revoke: a dead process's lease expires after its TTL. */
   async revoke(): Promise<void> {
+    if (this.client.isClosed) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'store closed');
     this.backend.revokeLease(this.leaseId);
   }
 }
@@ -320,6 +323,10 @@ export class MemoryStore implements Store {
 
   constructor(readonly backend: MemoryBackend = new MemoryBackend()) {}
 
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   private open(): void {
     if (this.closed) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'store closed');
   }
@@ -355,7 +362,7 @@ export class MemoryStore implements Store {
       ...(mine ? [] : [{ put: keys.hostIndex(index), value: host.id }]),
       { put: keys.host(host.id), value: JSON.stringify(record), lease: lease.id },
     ]);
-    return new MemoryHostLease(this.backend, host.id, index, lease.id, lease);
+    return new MemoryHostLease(this.backend, host.id, index, lease.id, lease, this);
   }
 
   async listHosts(): Promise<Listing<HostRecord>> {
