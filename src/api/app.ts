@@ -33,12 +33,10 @@ export function buildApp(deps: AppDeps, options: { logger?: boolean; https?: Api
   app.setErrorHandler((err, _req, reply) => {
     if (err instanceof VeilError) return reply.status(err.status).send({ code: err.code, message: err.message });
     if ((err as { validation?: unknown }).validation) {
-      return reply
-        .status(400)
-        .send({
-          code: 'VEIL_ERR_REQUEST_INVALID',
-          message: `${ERRORS.VEIL_ERR_REQUEST_INVALID.message}: ${(err as Error).message}`,
-        });
+      return reply.status(400).send({
+        code: 'VEIL_ERR_REQUEST_INVALID',
+        message: `${ERRORS.VEIL_ERR_REQUEST_INVALID.message}: ${(err as Error).message}`,
+      });
     }
     app.log.error(err);
     return reply.status(500).send({ code: 'VEIL_ERR_INTERNAL', message: ERRORS.VEIL_ERR_INTERNAL.message });
