@@ -99,8 +99,8 @@ export class MemoryBackend {
   private readonly watchers = new Set<MemoryWatch>();
 
   /** A client of this backend (one per simulated host or process). */
-  client(): MemoryStore {
-    return new MemoryStore(this);
+  client(options: MemoryClientOptions = {}): MemoryStore {
+    return new MemoryStore(this, options);
   }
 
   get revision(): number {
@@ -204,6 +204,12 @@ export class MemoryBackend {
   }
 }
 
+/** setImmediate, or a timer when there is a delay (each keeps the order of what it schedules). */
+function later(delayMs: number, fn: () => void): void {
+  if (delayMs > 0) setTimeout(fn, delayMs);
+  else setImmediate(fn);
+}
+
 class MemoryHostLease implements HostLease {
   private readonly ctl = new AbortController();
   constructor(
@@ -255,10 +261,19 @@ class MemoryLeadership implements Leadership {
   }
 }
 
+/** What sets one client apart from another. */
+export interface MemoryClientOptions {
+  /**
+   * How long this client's watches take to deliver a change (0: the next turn of the event loop). Real
+   * clients see a change at different times; a skew between hosts shows what depends on their order.
+   */
+  readonly watchDelayMs?: number;
+}
+
 class MemoryWatch implements WatchHandle {
   private last: number;
   private cancelled = false;
-  private queue: LoggedEvent[] = [];
+  private queue: Array<{ event: LoggedEvent; due: number }> = [];
   private scheduled = false;
 
   constructor(
@@ -266,6 +281,7 @@ class MemoryWatch implements WatchHandle {
     private readonly prefix: string,
     fromRevision: number,
     private readonly handler: WatchHandler,
+    private readonly delayMs = 0,
   ) {
     this.last = fromRevision - 1;
     backend.addWatcher(this);
@@ -295,19 +311,31 @@ class MemoryWatch implements WatchHandle {
   notify(events: LoggedEvent[]): void {
     const mine = events.filter((e) => e.key.startsWith(this.prefix) && e.revision > this.last);
     if (mine.length === 0 || this.cancelled) return;
-    this.queue.push(...mine);
-    if (this.scheduled) return;
+    const due = Date.now() + this.delayMs;
+    this.queue.push(...mine.map((event) => ({ event, due })));
+    this.schedule();
+  }
+
+  /** Asynchronous like a real watch: a writer's await returns before its own watch fires. */
+  private schedule(): void {
+    if (this.scheduled || this.queue.length === 0) return;
     this.scheduled = true;
-    // Asynchronous like a real watch: a writer's await returns before its own watch fires.
-    setImmediate(() => {
+    later(this.queue[0]!.due - Date.now(), () => {
       this.scheduled = false;
-      const batch = this.queue.filter((e) => e.revision > this.last);
-      this.queue = [];
-      if (batch.length === 0 || this.cancelled) return;
-      this.last = batch[batch.length - 1]!.revision;
-      this.handler.onEvents(
-        batch.map((e): WatchEvent => ({ type: e.type, key: e.key, value: decode(e.value), revision: e.revision })),
-      );
+      const now = Date.now();
+      const ready = this.queue.findIndex((q) => q.due > now);
+      const batch = this.queue
+        .splice(0, ready < 0 ? this.queue.length : ready)
+        .map((q) => q.event)
+        .filter((e) => e.revision > this.last);
+      if (this.cancelled) return;
+      if (batch.length > 0) {
+        this.last = batch[batch.length - 1]!.revision;
+        this.handler.onEvents(
+          batch.map((e): WatchEvent => ({ type: e.type, key: e.key, value: decode(e.value), revision: e.revision })),
+        );
+      }
+      this.schedule();
     });
   }
 
@@ -321,7 +349,10 @@ export class MemoryStore implements Store {
   private closed = false;
   private readonly watches = new Set<MemoryWatch>();
 
-  constructor(readonly backend: MemoryBackend = new MemoryBackend()) {}
+  constructor(
+    readonly backend: MemoryBackend = new MemoryBackend(),
+    readonly options: MemoryClientOptions = {},
+  ) {}
 
   get isClosed(): boolean {
     return this.closed;
@@ -610,7 +641,7 @@ export class MemoryStore implements Store {
 
   async watch(prefix: string, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
     this.open();
-    const w = new MemoryWatch(this.backend, prefix, fromRevision, handler);
+    const w = new MemoryWatch(this.backend, prefix, fromRevision, handler, this.options.watchDelayMs);
     this.watches.add(w);
     return w;
   }
