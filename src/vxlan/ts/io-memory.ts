@@ -44,7 +44,9 @@ const inUse = (e: SocketAddress) => new Error(`cannot bind ${key(e)}: bind EADDR
 export class MemoryWire {
   readonly #bound = new Map<string, Receiver>();
   readonly #taps = new Set<(d: WireDatagram) => void>();
-  #held: WireDatagram[] = [];
+  #held: Array<{ d: WireDatagram; n: number }> = [];
+  /** Datagram number (counts.sent at its sending) → deliveries not made yet. */
+  readonly #pending = new Map<number, number>();
   /** Decides each datagram's fate after the taps saw it; a test replaces it to lose, repeat or reorder. */
   policy: (d: WireDatagram) => WireVerdict = () => 'deliver';
   readonly counts = { sent: 0, delivered: 0, dropped: 0, duplicated: 0, held: 0, unreachable: 0 };
@@ -102,29 +104,51 @@ export class MemoryWire {
     const held = this.#held;
     this.#held = [];
     if (order === 'reversed') held.reverse();
-    for (const d of held) this.#deliver(d);
+    for (const { d, n } of held) {
+      this.#settle(n); // no longer held: pending as a delivery instead
+      this.#deliver(d, n);
+    }
     return held.length;
   }
 
+  /**
+   * True once each of the first `count` datagrams sent (counts.sent) has reached its receiver or been
+   * lost (a held one once released and delivered). Deliveries wait for their turn of the event loop,
+   * which a busy process can put off behind its timers.
+   */
+  settled(count: number): boolean {
+    for (const n of this.#pending.keys()) if (n <= count) return false;
+    return true;
+  }
+
   #transmit(d: WireDatagram): void {
-    this.counts.sent++;
+    const n = ++this.counts.sent;
     for (const tap of this.#taps) tap(d);
     const verdict = this.policy(d);
     if (verdict === 'drop') this.counts.dropped++;
     else if (verdict === 'hold') {
       this.counts.held++;
-      this.#held.push(d);
+      this.#pending.set(n, 1);
+      this.#held.push({ d, n });
     } else {
-      this.#deliver(d);
+      this.#deliver(d, n);
       if (verdict === 'duplicate') {
         this.counts.duplicated++;
-        this.#deliver(d);
+        this.#deliver(d, n);
       }
     }
   }
 
-  #deliver(d: WireDatagram): void {
+  #settle(n: number): void {
+    const left = this.#pending.get(n)! - 1;
+    if (left > 0) this.#pending.set(n, left);
+    else this.#pending.delete(n);
+  }
+
+  #deliver(d: WireDatagram, n: number): void {
+    this.#pending.set(n, (this.#pending.get(n) ?? 0) + 1);
     schedule(this.delivery, () => {
+      this.#settle(n);
       // Looked up on arrival: a host that closed meanwhile receives nothing.
       const receiver = this.#bound.get(key(d.to));
       if (!receiver) {

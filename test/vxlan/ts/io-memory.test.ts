@@ -84,6 +84,24 @@ describe('MemoryWire', () => {
     expect(b.esp.at(-2)).toEqual([[9], '203.0.113.9', 4500]);
   });
 
+  it('says when the datagrams sent so far have all arrived or been lost, held ones only once released', async () => {
+    const wire = new MemoryWire();
+    const a = host(wire, '198.18.0.1');
+    await a.open();
+    await host(wire, '198.18.0.2').open();
+    const verdicts = ['deliver', 'hold', 'drop'] as const;
+    let i = 0;
+    wire.policy = () => verdicts[i++] ?? 'deliver';
+    for (const n of [1, 2, 3]) a.io.send(bytes(n), '198.18.0.2', ESP_IN_UDP_PORT);
+    expect([wire.settled(1), wire.settled(0)]).toEqual([false, true]);
+    await settle();
+    expect([wire.settled(1), wire.settled(3)]).toEqual([true, false]);
+    wire.release();
+    expect(wire.settled(3)).toBe(false);
+    await settle();
+    expect(wire.settled(3)).toBe(true);
+  });
+
   it('each receiver gets its own copy: what the sender changes afterwards does not reach it', async () => {
     const wire = new MemoryWire();
     const a = host(wire, '198.18.0.1');
