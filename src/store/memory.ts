@@ -185,16 +185,28 @@ export class MemoryBackend {
     this.commit([...lease.keys].map((k) => ({ del: k })));
     for (const f of lease.onLost) f();
   }
-  /** The owner stopped keeping its leases alive (closed, i.e. the process died): they expire after their TTL. */
-  orphanLeases(owner: MemoryStore): void {
+  /**
+   * The owner stopped keeping its leases alive: they expire after their TTL. Closed (the process died
+   * or stopped): its campaigns are resigned at once, as EtcdStore does; cut off (`resign: false`): they expire too.
+   */
+  orphanLeases(owner: MemoryStore, { resign = true }: { resign?: boolean } = {}): void {
     for (const lease of [...this.leases.values()]) {
       if (lease.owner !== owner || lease.timer) continue;
-      if (lease.campaign) {
+      if (lease.campaign && resign) {
         this.revokeLease(lease.id);
         continue;
       }
       lease.timer = setTimeout(() => this.revokeLease(lease.id), lease.ttlMs);
       lease.timer.unref();
+    }
+  }
+
+  /** The owner keeps its leases alive again (reconnected): those that have not expired yet live on. */
+  keepLeasesAlive(owner: MemoryStore): void {
+    for (const lease of this.leases.values()) {
+      if (lease.owner !== owner || !lease.timer) continue;
+      clearTimeout(lease.timer);
+      lease.timer = null;
     }
   }
 
@@ -227,9 +239,9 @@ class MemoryHostLease implements HostLease {
   get lost(): AbortSignal {
     return this.ctl.signal;
   }
-  /** As on etcd, only a client that is still open can revoke: a dead process's lease expires after its TTL. */
+  /** As on etcd, only a connected client can revoke: a dead or cut-off process's lease expires after its TTL. */
   async revoke(): Promise<void> {
-    if (this.client.isClosed) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'store closed');
+    this.client.ensureConnected();
     this.backend.revokeLease(this.leaseId);
   }
 }
@@ -281,7 +293,7 @@ class MemoryWatch implements WatchHandle {
     private readonly prefix: string,
     fromRevision: number,
     private readonly handler: WatchHandler,
-    private readonly delayMs = 0,
+    private readonly client: MemoryStore,
   ) {
     this.last = fromRevision - 1;
     backend.addWatcher(this);
@@ -311,17 +323,23 @@ class MemoryWatch implements WatchHandle {
   notify(events: LoggedEvent[]): void {
     const mine = events.filter((e) => e.key.startsWith(this.prefix) && e.revision > this.last);
     if (mine.length === 0 || this.cancelled) return;
-    const due = Date.now() + this.delayMs;
+    const due = Date.now() + (this.client.options.watchDelayMs ?? 0);
     this.queue.push(...mine.map((event) => ({ event, due })));
     this.schedule();
   }
 
+  /** A cut-off client's watch holds what happens and delivers it once reconnected, as an etcd watch resumes. */
+  disconnected(err: Error): void {
+    this.handler.onDisconnected?.(err);
+  }
+
   /** Asynchronous like a real watch: a writer's await returns before its own watch fires. */
-  private schedule(): void {
-    if (this.scheduled || this.queue.length === 0) return;
+  schedule(): void {
+    if (this.scheduled || this.queue.length === 0 || !this.client.connected) return;
     this.scheduled = true;
     later(this.queue[0]!.due - Date.now(), () => {
       this.scheduled = false;
+      if (!this.client.connected) return;
       const now = Date.now();
       const ready = this.queue.findIndex((q) => q.due > now);
       const batch = this.queue
@@ -354,12 +372,39 @@ export class MemoryStore implements Store {
     readonly options: MemoryClientOptions = {},
   ) {}
 
-  get isClosed(): boolean {
-    return this.closed;
+  private cutOff = false;
+
+  /** Neither closed nor cut off: calls reach the backend. */
+  get connected(): boolean {
+    return !this.closed && !this.cutOff;
+  }
+
+  /** Throws what a call of a closed or cut-off client rejects with. */
+  ensureConnected(): void {
+    if (this.closed) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'store closed');
+    if (this.cutOff) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'etcd unreachable');
+  }
+
+  /**
+   * Cuts this client off etcd (a partition between its host and the cluster) or reconnects it. While
+   * cut off, every call rejects with VEIL_ERR_STORE_UNAVAILABLE, its watches hold what happens (and
+   * deliver it on reconnection), and its leases are not kept alive: they expire after their TTL.
+   */
+  setReachable(reachable: boolean): void {
+    if (this.closed || reachable === !this.cutOff) return;
+    this.cutOff = !reachable;
+    if (reachable) {
+      this.backend.keepLeasesAlive(this);
+      for (const w of this.watches) w.schedule();
+    } else {
+      this.backend.orphanLeases(this, { resign: false });
+      const err = new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'etcd unreachable');
+      for (const w of this.watches) w.disconnected(err);
+    }
   }
 
   private open(): void {
-    if (this.closed) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'store closed');
+    this.ensureConnected();
   }
   private list<T>(prefix: string): Listing<T> {
     this.open();
@@ -599,7 +644,13 @@ export class MemoryStore implements Store {
             lease.onLost.push(() => l.lose('election lease lost'));
             resolve(l);
           };
-          const watch = new MemoryWatch(backend, prefix, backend.revision + 1, { onEvents: check, onResync: check });
+          const watch = new MemoryWatch(
+            backend,
+            prefix,
+            backend.revision + 1,
+            { onEvents: check, onResync: check },
+            this,
+          );
           const onAbort = (): void => {
             cleanup();
             reject(opts.signal?.reason);
@@ -627,13 +678,19 @@ export class MemoryStore implements Store {
         this.open();
         let current = leaderEntry()?.[1].value;
         onChange(current);
-        const w = new MemoryWatch(backend, prefix, backend.revision + 1, {
-          onEvents: () => {
-            const next = leaderEntry()?.[1].value;
-            if (next !== current) onChange((current = next));
+        const w = new MemoryWatch(
+          backend,
+          prefix,
+          backend.revision + 1,
+          {
+            onEvents: () => {
+              const next = leaderEntry()?.[1].value;
+              if (next !== current) onChange((current = next));
+            },
+            onResync: () => undefined,
           },
-          onResync: () => undefined,
-        });
+          this,
+        );
         return { cancel: () => w.cancel() };
       },
     };
@@ -641,7 +698,7 @@ export class MemoryStore implements Store {
 
   async watch(prefix: string, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
     this.open();
-    const w = new MemoryWatch(this.backend, prefix, fromRevision, handler, this.options.watchDelayMs);
+    const w = new MemoryWatch(this.backend, prefix, fromRevision, handler, this);
     this.watches.add(w);
     return w;
   }

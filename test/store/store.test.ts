@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryBackend } from '../../src/store/memory.js';
 import { keys } from '../../src/store/layout.js';
-import { memoryImpl, waitFor } from './harness.js';
+import { memoryImpl, sampleHost, waitFor } from './harness.js';
 import { describeStore } from './store-suite.js';
 
 describeStore(memoryImpl());
@@ -35,5 +35,41 @@ describe('MemoryStore watch delay', () => {
     expect(slowB! - madeB).toBeGreaterThanOrEqual(38);
     expect(at('fast')[0]![2]).toBeLessThan(slowA!);
     await Promise.all([writer.close(), fast.close(), slow.close()]);
+  });
+});
+
+describe('MemoryStore cut off from etcd', () => {
+  it('rejects every call, holds its watches and lets its leases expire; reconnected, it gets what it missed and keeps the leases still alive', async () => {
+    const backend = new MemoryBackend();
+    const other = backend.client();
+    const cut = backend.client();
+    const seen: string[] = [];
+    const disconnects: string[] = [];
+    await cut.watch(keys.networksPrefix(), backend.revision + 1, {
+      onEvents: (events) => events.forEach((e) => seen.push(e.key)),
+      onResync: () => undefined,
+      onDisconnected: (err) => disconnects.push(err.message),
+    });
+    const short = await cut.registerHost(sampleHost('short'), 1);
+    await cut.registerHost(sampleHost('long'), 30);
+
+    cut.setReachable(false);
+    expect(disconnects).toEqual([expect.stringMatching(/etcd unreachable/)]);
+    await expect(cut.listHosts()).rejects.toMatchObject({ code: 'VEIL_ERR_STORE_UNAVAILABLE' });
+    await expect(short.revoke()).rejects.toMatchObject({ code: 'VEIL_ERR_STORE_UNAVAILABLE' });
+    await other.createNetwork({ name: 'a', ipam: { subnet: '10.1.0.0/24' } });
+    await waitFor('the short lease to expire', async () =>
+      (await other.listHosts()).items.every((h) => h.id !== 'short'),
+    );
+    expect(short.lost.aborted).toBe(true);
+    expect(seen).toEqual([]);
+
+    cut.setReachable(true);
+    await waitFor('the held event', () => seen.length === 1);
+    expect(seen[0]).toMatch(/^networks\//);
+    expect((await cut.listHosts()).items.map((h) => h.id)).toEqual(['long']);
+    await new Promise((r) => setTimeout(r, 1100)); // past the TTL the long lease was cut off for
+    expect((await other.listHosts()).items.map((h) => h.id)).toEqual(['long']);
+    await Promise.all([other.close(), cut.close()]);
   });
 });
