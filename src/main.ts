@@ -321,7 +321,7 @@ export function assembleClusterHost(deps: ClusterHostDeps): ClusterHost {
         sealed: due.sealed,
         budget: sequenceBudget,
       });
-      requestRotation({ store, requests }, network.id, `sequence-budget:${hostId}`).catch((err: Error) => {
+      requestRotation({ store, requests }, network.id, `sequence-budget:${hostId}`, due.epoch).catch((err: Error) => {
         asked.delete(`${due.vni}/${due.epoch}`);
         log('warn', 'could not ask for a rotation; will retry', { network: network.name, error: err.message });
       });

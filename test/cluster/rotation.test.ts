@@ -1,7 +1,7 @@
 // Forced rotations under traffic between three in-process gateways (docs/keys.md "Rotation"):
 // make-before-break holds end to end, every frame arrives exactly once, no GCM nonce repeats.
 import { describe, expect, it } from 'vitest';
-import { until, useClusters } from './harness.js';
+import { until, useClusters, type Endpoint } from './harness.js';
 
 const startCluster = useClusters();
 
@@ -64,5 +64,29 @@ describe('rotation on a packet budget', () => {
     expect(Math.max(...perKey.values())).toBeLessThanOrEqual(200);
     const asked = cluster.running().flatMap((h) => h.logs.filter((l) => l.includes('used half its sequence budget')));
     expect(asked.length).toBeGreaterThanOrEqual(3);
+  });
+  it('a host whose SA runs out while the next epoch is already published asks for an epoch newer than its SA, not newer than that one', async () => {
+    const cluster = await startCluster({ hosts: 3, sequenceBudget: 200, budgetCheckMs: 10, leaseTtlSeconds: 5 });
+    const net = await cluster.network('secure');
+    const eps: Endpoint[] = [];
+    for (const h of ['h1', 'h2', 'h3']) eps.push(await cluster.connect(net, h, `c-${h}`));
+    const [c1, c2] = eps as [Endpoint, Endpoint];
+    await cluster.settled(eps);
+    expect(await cluster.activeEverywhere(net)).toBe(1);
+    const request = () => cluster.admin.getRotationRequest(net.id);
+
+    // h3 cut off from etcd cannot ack epoch 2: it stays published, and h2 keeps sealing with epoch 1.
+    cluster.partition('h3');
+    for (let i = 0; i < 100; i++) cluster.send(c1, c2);
+    await until('h1 to ask and epoch 2 to be published', async () => (await cluster.newestEpoch(net)) === 2);
+    expect(await request()).toMatchObject({ afterEpoch: 1, by: 'sequence-budget:h1' });
+    for (let i = 0; i < 100; i++) cluster.send(c2, c1);
+    await until('h2 to ask', async () => (await request())?.by === 'sequence-budget:h2');
+    expect(await request()).toMatchObject({ afterEpoch: 1 });
+
+    cluster.partition('h3', false);
+    await cluster.nextEpoch(net, 1);
+    await until('only the newest epoch to be left', async () => (await cluster.epochs(net)).length === 1);
+    expect(await cluster.newestEpoch(net)).toBe(2);
   });
 });
