@@ -21,6 +21,7 @@ import { ESP_IN_UDP_PORT, ESP_IV_LENGTH, ESP_IV_OFFSET, VXLAN_PORT } from '../..
 import type { DropReason } from '../../src/vxlan/wire/drops.js';
 import { encodeVxlanHeader, parseVxlanHeader } from '../../src/vxlan/wire/vxlan.js';
 import { udpFrame } from '../support/frames.js';
+import { waitUntil } from '../support/wait.js';
 
 /**
  * The key schedule of the cluster. Nothing happens on a timer by itself: the first epoch and forced
@@ -605,15 +606,9 @@ export class Cluster {
   }
 }
 
-/** waitUntil of test/support/wait.ts, polling every 5 ms: the cluster's waits are many and short. */
-export async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+/** waitUntil, polling every 5 ms: the cluster's waits are many and short. */
+export const until = (what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> =>
+  waitUntil(what, cond, timeoutMs, 5);
 
 const ids = (hosts: readonly SimHost[]) =>
   hosts
