@@ -34,17 +34,23 @@ export interface RotationRequests {
   watch(onChange: (networkId: string) => void): Promise<{ cancel(): Promise<void> }>;
 }
 
-/** Asks the key-schedule leader for a new epoch of an encrypted network. Works on any host. */
+/**
+ * Asks the key-schedule leader for a new epoch of an encrypted network. Works on any host. `seen` is
+ * the epoch the requester needs replaced (the sequence budget's SA); without it, the newest in etcd.
+ */
 export async function requestRotation(
   deps: { store: Pick<Store, 'getNetwork' | 'getEpochs'>; requests: RotationRequests; now?: () => number },
   networkIdOrName: string,
   by: string,
+  seen?: number,
 ): Promise<RotationRequest> {
   const network = await deps.store.getNetwork(networkIdOrName);
   if (!network.encrypted)
     throw new VeilError('VEIL_ERR_NOT_ENCRYPTED', `network ${network.name} has no keys to rotate`);
   const { items } = await deps.store.getEpochs(network.id);
-  const afterEpoch = items.reduce((max, r) => Math.max(max, r.epoch), 0);
+  // An epoch newer than `seen` may already be on its way (another host asked first): asking for one
+  // newer than that would rotate twice.
+  const afterEpoch = seen ?? items.reduce((max, r) => Math.max(max, r.epoch), 0);
   const request: RotationRequest = { networkId: network.id, afterEpoch, requestedAt: (deps.now ?? Date.now)(), by };
   await deps.requests.request(request);
   return request;

@@ -99,8 +99,8 @@ export class MemoryBackend {
   private readonly watchers = new Set<MemoryWatch>();
 
   /** A client of this backend (one per simulated host or process). */
-  client(): MemoryStore {
-    return new MemoryStore(this);
+  client(options: MemoryClientOptions = {}): MemoryStore {
+    return new MemoryStore(this, options);
   }
 
   get revision(): number {
@@ -185,11 +185,14 @@ export class MemoryBackend {
     this.commit([...lease.keys].map((k) => ({ del: k })));
     for (const f of lease.onLost) f();
   }
-  /** The owner stopped keeping its leases alive (closed, i.e. the process died): they expire after their TTL. */
-  orphanLeases(owner: MemoryStore): void {
+  /**
+   * The owner stopped keeping its leases alive: they expire after their TTL. Closed (the process died
+   * or stopped): its campaigns are resigned at once, as EtcdStore does; cut off (`resign: false`): they expire too.
+   */
+  orphanLeases(owner: MemoryStore, { resign = true }: { resign?: boolean } = {}): void {
     for (const lease of [...this.leases.values()]) {
       if (lease.owner !== owner || lease.timer) continue;
-      if (lease.campaign) {
+      if (lease.campaign && resign) {
         this.revokeLease(lease.id);
         continue;
       }
@@ -198,10 +201,25 @@ export class MemoryBackend {
     }
   }
 
+  /** The owner keeps its leases alive again (reconnected): those that have not expired yet live on. */
+  keepLeasesAlive(owner: MemoryStore): void {
+    for (const lease of this.leases.values()) {
+      if (lease.owner !== owner || !lease.timer) continue;
+      clearTimeout(lease.timer);
+      lease.timer = null;
+    }
+  }
+
   /** Every key and value (tests). */
   dump(): Map<string, string> {
     return new Map(this.range('').map(([k, e]) => [k, e.value]));
   }
+}
+
+/** setImmediate, or a timer when there is a delay (each keeps the order of what it schedules). */
+function later(delayMs: number, fn: () => void): void {
+  if (delayMs > 0) setTimeout(fn, delayMs);
+  else setImmediate(fn);
 }
 
 class MemoryHostLease implements HostLease {
@@ -212,6 +230,7 @@ class MemoryHostLease implements HostLease {
     readonly index: number,
     readonly leaseId: number,
     lease: MemoryLease,
+    private readonly client: MemoryStore,
   ) {
     lease.onLost.push(() => {
       if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease lost'));
@@ -220,7 +239,9 @@ class MemoryHostLease implements HostLease {
   get lost(): AbortSignal {
     return this.ctl.signal;
   }
+  /** As on etcd, only a connected client can revoke: a dead or cut-off process's lease expires after its TTL. */
   async revoke(): Promise<void> {
+    this.client.ensureConnected();
     this.backend.revokeLease(this.leaseId);
   }
 }
@@ -252,10 +273,19 @@ class MemoryLeadership implements Leadership {
   }
 }
 
+/** What sets one client apart from another. */
+export interface MemoryClientOptions {
+  /**
+   * How long this client's watches take to deliver a change (0: the next turn of the event loop). Real
+   * clients see a change at different times; a skew between hosts shows what depends on their order.
+   */
+  readonly watchDelayMs?: number;
+}
+
 class MemoryWatch implements WatchHandle {
   private last: number;
   private cancelled = false;
-  private queue: LoggedEvent[] = [];
+  private queue: Array<{ event: LoggedEvent; due: number }> = [];
   private scheduled = false;
 
   constructor(
@@ -263,6 +293,7 @@ class MemoryWatch implements WatchHandle {
     private readonly prefix: string,
     fromRevision: number,
     private readonly handler: WatchHandler,
+    private readonly client: MemoryStore,
   ) {
     this.last = fromRevision - 1;
     backend.addWatcher(this);
@@ -292,19 +323,37 @@ class MemoryWatch implements WatchHandle {
   notify(events: LoggedEvent[]): void {
     const mine = events.filter((e) => e.key.startsWith(this.prefix) && e.revision > this.last);
     if (mine.length === 0 || this.cancelled) return;
-    this.queue.push(...mine);
-    if (this.scheduled) return;
+    const due = Date.now() + (this.client.options.watchDelayMs ?? 0);
+    this.queue.push(...mine.map((event) => ({ event, due })));
+    this.schedule();
+  }
+
+  /** A cut-off client's watch holds what happens and delivers it once reconnected, as an etcd watch resumes. */
+  disconnected(err: Error): void {
+    this.handler.onDisconnected?.(err);
+  }
+
+  /** Asynchronous like a real watch: a writer's await returns before its own watch fires. */
+  schedule(): void {
+    if (this.scheduled || this.queue.length === 0 || !this.client.connected) return;
     this.scheduled = true;
-    // Asynchronous like a real watch: a writer's await returns before its own watch fires.
-    setImmediate(() => {
+    later(this.queue[0]!.due - Date.now(), () => {
       this.scheduled = false;
-      const batch = this.queue.filter((e) => e.revision > this.last);
-      this.queue = [];
-      if (batch.length === 0 || this.cancelled) return;
-      this.last = batch[batch.length - 1]!.revision;
-      this.handler.onEvents(
-        batch.map((e): WatchEvent => ({ type: e.type, key: e.key, value: decode(e.value), revision: e.revision })),
-      );
+      if (!this.client.connected) return;
+      const now = Date.now();
+      const ready = this.queue.findIndex((q) => q.due > now);
+      const batch = this.queue
+        .splice(0, ready < 0 ? this.queue.length : ready)
+        .map((q) => q.event)
+        .filter((e) => e.revision > this.last);
+      if (this.cancelled) return;
+      if (batch.length > 0) {
+        this.last = batch[batch.length - 1]!.revision;
+        this.handler.onEvents(
+          batch.map((e): WatchEvent => ({ type: e.type, key: e.key, value: decode(e.value), revision: e.revision })),
+        );
+      }
+      this.schedule();
     });
   }
 
@@ -318,10 +367,44 @@ export class MemoryStore implements Store {
   private closed = false;
   private readonly watches = new Set<MemoryWatch>();
 
-  constructor(readonly backend: MemoryBackend = new MemoryBackend()) {}
+  constructor(
+    readonly backend: MemoryBackend = new MemoryBackend(),
+    readonly options: MemoryClientOptions = {},
+  ) {}
+
+  private cutOff = false;
+
+  /** Neither closed nor cut off: calls reach the backend. */
+  get connected(): boolean {
+    return !this.closed && !this.cutOff;
+  }
+
+  /** Throws what a call of a closed or cut-off client rejects with. */
+  ensureConnected(): void {
+    if (this.closed) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'store closed');
+    if (this.cutOff) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'etcd unreachable');
+  }
+
+  /**
+   * Cuts this client off etcd (a partition between its host and the cluster) or reconnects it. While
+   * cut off, every call rejects with VEIL_ERR_STORE_UNAVAILABLE, its watches hold what happens (and
+   * deliver it on reconnection), and its leases are not kept alive: they expire after their TTL.
+   */
+  setReachable(reachable: boolean): void {
+    if (this.closed || reachable === !this.cutOff) return;
+    this.cutOff = !reachable;
+    if (reachable) {
+      this.backend.keepLeasesAlive(this);
+      for (const w of this.watches) w.schedule();
+    } else {
+      this.backend.orphanLeases(this, { resign: false });
+      const err = new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'etcd unreachable');
+      for (const w of this.watches) w.disconnected(err);
+    }
+  }
 
   private open(): void {
-    if (this.closed) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'store closed');
+    this.ensureConnected();
   }
   private list<T>(prefix: string): Listing<T> {
     this.open();
@@ -355,7 +438,7 @@ export class MemoryStore implements Store {
       ...(mine ? [] : [{ put: keys.hostIndex(index), value: host.id }]),
       { put: keys.host(host.id), value: JSON.stringify(record), lease: lease.id },
     ]);
-    return new MemoryHostLease(this.backend, host.id, index, lease.id, lease);
+    return new MemoryHostLease(this.backend, host.id, index, lease.id, lease, this);
   }
 
   async listHosts(): Promise<Listing<HostRecord>> {
@@ -561,7 +644,13 @@ export class MemoryStore implements Store {
             lease.onLost.push(() => l.lose('election lease lost'));
             resolve(l);
           };
-          const watch = new MemoryWatch(backend, prefix, backend.revision + 1, { onEvents: check, onResync: check });
+          const watch = new MemoryWatch(
+            backend,
+            prefix,
+            backend.revision + 1,
+            { onEvents: check, onResync: check },
+            this,
+          );
           const onAbort = (): void => {
             cleanup();
             reject(opts.signal?.reason);
@@ -589,13 +678,19 @@ export class MemoryStore implements Store {
         this.open();
         let current = leaderEntry()?.[1].value;
         onChange(current);
-        const w = new MemoryWatch(backend, prefix, backend.revision + 1, {
-          onEvents: () => {
-            const next = leaderEntry()?.[1].value;
-            if (next !== current) onChange((current = next));
+        const w = new MemoryWatch(
+          backend,
+          prefix,
+          backend.revision + 1,
+          {
+            onEvents: () => {
+              const next = leaderEntry()?.[1].value;
+              if (next !== current) onChange((current = next));
+            },
+            onResync: () => undefined,
           },
-          onResync: () => undefined,
-        });
+          this,
+        );
         return { cancel: () => w.cancel() };
       },
     };
@@ -603,7 +698,7 @@ export class MemoryStore implements Store {
 
   async watch(prefix: string, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
     this.open();
-    const w = new MemoryWatch(this.backend, prefix, fromRevision, handler);
+    const w = new MemoryWatch(this.backend, prefix, fromRevision, handler, this);
     this.watches.add(w);
     return w;
   }

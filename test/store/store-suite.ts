@@ -67,6 +67,9 @@ export function describeStore(impl: StoreImpl): void {
         expect((await store.listHosts()).items.map((h) => h.id).sort()).toEqual(['host-dies', 'host-lives']);
         const start = Date.now();
         await dying.close(); // the process is gone: nobody sends keepalives
+        // ... nor revokes: its record lives until the TTL runs out.
+        await expectCode(lease.revoke(), 'VEIL_ERR_STORE_UNAVAILABLE');
+        expect((await store.listHosts()).items.map((h) => h.id)).toContain('host-dies');
         await waitFor(
           'the dead host to disappear',
           async () => !(await store.listHosts()).items.some((h) => h.id === 'host-dies'),
