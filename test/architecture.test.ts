@@ -30,6 +30,21 @@ const ALLOWED: Record<string, readonly string[]> = {
   dns: ['errors', 'host', 'log', 'model', 'store'],
   agent: ['crypto', 'errors', 'model', 'store', 'vxlan/gateway', 'vxlan/datapath', 'vxlan/plumbing'],
   api: ['crypto', 'errors', 'keyrotation', 'model', 'store', 'tls', 'vxlan/gateway', 'vxlan/datapath', 'vxlan/wire'],
+  // One host's control plane around its gateway: wiring, for veil gateway and the in-process cluster.
+  'cluster-host': [
+    'agent',
+    'api',
+    'crypto',
+    'dns',
+    'keyrotation',
+    'model',
+    'store',
+    'version',
+    'vxlan/datapath',
+    'vxlan/gateway',
+    'vxlan/plumbing',
+    'vxlan/sa',
+  ],
   // The composition root and the command line wire everything.
   main: ['*'],
   cli: ['*'],

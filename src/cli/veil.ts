@@ -3,8 +3,7 @@ import { VeilError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { hostname } from 'node:os';
 import { GATEWAY_FLAGS, parseGatewayConfig } from '../config/cluster.js';
-import { startClusterGateway, startStaticGateway, type RunningGateway } from '../main.js';
-import { claimStaticIncarnation, loadStaticGatewayConfig } from '../config/static.js';
+import { startClusterGateway } from '../main.js';
 import { runCa } from './ca.js';
 import { runHost, runNetwork, splitGlobalOptions } from './network.js';
 import { vectorsCheck } from './vectors-check.js';
@@ -21,7 +20,6 @@ commands:
 
 const GATEWAY_USAGE = `usage: veil gateway --cluster-advertise IP|IFACE [--cluster-store etcd://HOST:PORT[,HOST:PORT]] [flags]
        (no --cluster-store: this host alone, with an embedded etcd in the data dir)
-       veil gateway --config FILE [--unplumb-on-exit]      (static keys, no etcd)
 
 flags (each also from its environment variable):
 ${GATEWAY_FLAGS.map((f) => `  --${f.name.padEnd(18)} ${f.env.padEnd(24)} ${f.help}`).join('\n')}
@@ -32,25 +30,16 @@ async function gateway(args: string[]): Promise<number> {
     process.stdout.write(GATEWAY_USAGE);
     return 0;
   }
-  const log = createLogger('veil-gateway');
-  let running: RunningGateway;
-  let unplumb: boolean;
-  const i = args.indexOf('--config');
-  if (i >= 0) {
-    const path = args[i + 1];
-    if (!path) {
-      process.stderr.write(GATEWAY_USAGE);
-      return 2;
-    }
-    const config = loadStaticGatewayConfig(path);
-    claimStaticIncarnation(path, config.host.incarnation);
-    running = await startStaticGateway(config, log);
-    unplumb = args.includes('--unplumb-on-exit');
-  } else {
-    running = await startClusterGateway(parseGatewayConfig(args, process.env, hostname()), log);
-    // A clean shutdown removes what it plumbed; the identity key stays in the data dir.
-    unplumb = true;
+  if (args.includes('--config')) {
+    // Static keys in a file cannot promise a fresh incarnation at every start (docs/operations.md "Static mode").
+    process.stderr.write(
+      'veil gateway: --config (static mode) is gone: a file with fixed keys and a fixed incarnation can start twice ' +
+        'and reuse GCM nonces. Run cluster mode; on one host, without --cluster-store, it keeps an embedded etcd.\n',
+    );
+    return 2;
   }
+  const log = createLogger('veil-gateway');
+  const running = await startClusterGateway(parseGatewayConfig(args, process.env, hostname()), log);
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string) => {
       log.info({ signal }, 'shutting down');
@@ -59,7 +48,8 @@ async function gateway(args: string[]): Promise<number> {
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));
   });
-  await running.stop({ unplumb });
+  // A clean shutdown removes what it plumbed; the identity key stays in the data dir.
+  await running.stop({ unplumb: true });
   return 0;
 }
 

@@ -8,12 +8,15 @@ import { x25519, type X25519 } from './x25519.js';
  *
  *   KEYMAT = HKDF-SHA256(ikm  = epochSecret || X25519(sender, receiver),
  *                        salt = "",
- *                        info = LABEL || lp(network) || u64(epoch) || lp(sender) || lp(receiver)
+ *                        info = LABEL || lp(network) || u64(vni) || u64(network index) || u64(epoch)
+ *                               || lp(sender) || lp(receiver)
  *                               || lp(incarnation(sender)) || lp(incarnation(receiver)),
  *                        L    = 16 + 4)        AES-128 key || salt (RFC 4106 §8.1)
  *
  * Consequences, each tested:
  *  - per direction and per pair: no two senders ever share a (key, nonce) space;
+ *  - per network as the data plane names it: the VNI and the network index (the SPI's field) enter
+ *    the info beside the network's id, so no configuration that repeats an id can give two SAs one key;
  *  - X25519 of the two hosts' static keys enters the IKM, so a third member that
  *    knows the epoch secret still cannot derive keys between two other hosts;
  *  - the sender's incarnation (random per start) enters the info, so a restarted
@@ -24,12 +27,16 @@ import { x25519, type X25519 } from './x25519.js';
  *    keys of both directions.
  */
 
-export const SA_KEY_LABEL = 'veil esp v1';
+/** v2: the VNI and the network index joined the info (v1 had neither). */
+export const SA_KEY_LABEL = 'veil esp v2';
 /** AES-128-GCM (16-byte key) + 4-byte salt. */
 export const SA_KEYMAT_LENGTH = 20;
 
 export interface SaKeyContext {
   networkId: string;
+  /** The network's VNI and its index (the SPI's network field). */
+  vni: number;
+  networkIndex: number;
   epoch: number;
   senderId: string;
   receiverId: string;
@@ -54,6 +61,8 @@ function info(ctx: SaKeyContext): Uint8Array {
   return concatBytes(
     utf8Bytes(SA_KEY_LABEL),
     lengthPrefixed(ctx.networkId),
+    u64Bytes(ctx.vni),
+    u64Bytes(ctx.networkIndex),
     u64Bytes(ctx.epoch),
     lengthPrefixed(ctx.senderId),
     lengthPrefixed(ctx.receiverId),

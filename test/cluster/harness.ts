@@ -10,7 +10,7 @@ import { generateX25519KeyPair, type X25519KeyPair } from '../../src/crypto/x255
 import { DEFAULT_SEQUENCE_BUDGET } from '../../src/keyrotation/budget.js';
 import { scheduleConfig, type ScheduleConfig } from '../../src/keyrotation/schedule.js';
 import type { Clock } from '../../src/keyrotation/seams.js';
-import { assembleClusterHost, type ClusterHost } from '../../src/main.js';
+import { assembleClusterHost, type ClusterHost } from '../../src/cluster-host.js';
 import { keys } from '../../src/store/layout.js';
 import { MemoryBackend, type MemoryStore } from '../../src/store/memory.js';
 import type { KeyEpochRecord, NetworkRecord } from '../../src/store/types.js';

@@ -5,11 +5,14 @@ import { nobleHkdf, nodeHkdf } from '../../src/crypto/hkdf.js';
 import { deriveSaKeymat, SA_KEYMAT_LENGTH, SaKeyError, type SaKeyContext } from '../../src/crypto/sa-keys.js';
 import { SecretKey } from '../../src/crypto/secret.js';
 import { generateX25519KeyPair, nobleX25519, nodeX25519 } from '../../src/crypto/x25519.js';
+import { documentedKeymat } from '../support/documented-keymat.js';
 
 const epochSecret = new SecretKey(randomBytes(32));
 const [a, b, c] = [generateX25519KeyPair(), generateX25519KeyPair(), generateX25519KeyPair()];
 const ctx: SaKeyContext = {
   networkId: 'n1',
+  vni: 4096,
+  networkIndex: 1,
   epoch: 3,
   senderId: 'a',
   receiverId: 'b',
@@ -78,8 +81,39 @@ describe('SA KEYMAT derivation (docs/keys.md "SA keys")', () => {
   it('network, epoch and epoch secret each change the key', () => {
     const base = hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, ctx));
     expect(hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, { ...ctx, networkId: 'n2' }))).not.toBe(base);
+    // Two networks named alike (a copied configuration block with only vni and index changed) still differ.
+    expect(hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, { ...ctx, vni: 4097 }))).not.toBe(base);
+    expect(hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, { ...ctx, networkIndex: 2 }))).not.toBe(base);
     expect(hex(deriveSaKeymat(epochSecret, a.privateKey, b.publicKey, { ...ctx, epoch: 4 }))).not.toBe(base);
     expect(hex(deriveSaKeymat(new SecretKey(randomBytes(32)), a.privateKey, b.publicKey, ctx))).not.toBe(base);
+  });
+
+  it('is the formula of docs/keys.md, written out again with node:crypto alone', () => {
+    for (let i = 0; i < 20; i++) {
+      const secret = randomBytes(32);
+      const [s, r] = [generateX25519KeyPair(), generateX25519KeyPair()];
+      const c: SaKeyContext = {
+        networkId: randomBytes(8).toString('hex'),
+        vni: 4096 + i * 977,
+        networkIndex: i * 3000,
+        epoch: 1 + i * 12345,
+        senderId: `s${i}`,
+        receiverId: `r-é${i}`,
+        senderIncarnation: randomBytes(8).toString('hex'),
+        receiverIncarnation: randomBytes(8).toString('hex'),
+      };
+      const documented = documentedKeymat(secret, r.privateKey.exposeDanger(), s.publicKey, {
+        networkId: c.networkId,
+        vni: c.vni,
+        networkIndex: c.networkIndex,
+        epoch: c.epoch,
+        sender: c.senderId,
+        receiver: c.receiverId,
+        senderIncarnation: c.senderIncarnation,
+        receiverIncarnation: c.receiverIncarnation,
+      });
+      expect(hex(deriveSaKeymat(new SecretKey(secret), s.privateKey, r.publicKey, c))).toBe(documented.toString('hex'));
+    }
   });
 
   it('refuses a low-order peer key', () => {

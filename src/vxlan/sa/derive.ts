@@ -44,7 +44,7 @@ export function deriveSaKeySpecs(
   peer: SaHost,
   net: SaNetworkEpoch,
 ): { outbound: SaKeySpec; inbound: SaKeySpec } {
-  const base = { networkId: net.networkId, epoch: net.epoch };
+  const base = { networkId: net.networkId, vni: net.vni, networkIndex: net.networkIndex, epoch: net.epoch };
   const where = { esn: true, vni: net.vni, peerId: peer.id, epoch: net.epoch };
   return {
     outbound: {

@@ -92,6 +92,8 @@ beforeAll(async () => {
     keymat: bytesToHex(
       deriveSaKeymat(secret, s.keys.privateKey, r.keys.publicKey, {
         networkId: ENC.id,
+        vni: ENC.vni,
+        networkIndex: ENC.index,
         epoch: EPOCH,
         senderId: s.id,
         receiverId: r.id,

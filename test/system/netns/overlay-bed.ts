@@ -27,6 +27,8 @@ function repoRoot(): string {
 }
 
 export const CLI = join(repoRoot(), 'dist/src/cli/veil.js');
+/** The static gateway, a test fixture (test/system/support/static-gateway.ts), as built. */
+export const STATIC_GATEWAY = join(repoRoot(), 'dist/test/system/support/static-gateway.js');
 
 export interface NetworkDef {
   id: string;
@@ -143,6 +145,8 @@ export async function createOverlayBed(options: {
       const r = identities[receiver - 1]!;
       const keymat = deriveSaKeymat(secrets.get(network.id)!, s.keys.privateKey, r.keys.publicKey, {
         networkId: network.id,
+        vni: network.vni,
+        networkIndex: network.index,
         epoch: EPOCH,
         senderId: s.id,
         receiverId: r.id,
@@ -196,7 +200,7 @@ export async function createOverlayBed(options: {
       const path = join(dir, `h${i}.json`);
       writeFileSync(path, JSON.stringify(config));
       chmodSync(path, 0o600);
-      const gw = bed.spawn(host.netns, [process.execPath, CLI, 'gateway', '--config', path], { lifetime: 'bed' });
+      const gw = bed.spawn(host.netns, [process.execPath, STATIC_GATEWAY, '--config', path], { lifetime: 'bed' });
       gateways.push(gw);
       await gw.waitFor(/gateway ready/, 20_000);
     }

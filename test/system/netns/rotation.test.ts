@@ -5,11 +5,11 @@
 import { createDecipheriv } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { hexToBytes } from '../../../src/crypto/bytes.js';
-import { deriveSaKeymat } from '../../../src/crypto/sa-keys.js';
 import { SecretKey } from '../../../src/crypto/secret.js';
 import { unwrapForSelf } from '../../../src/keyrotation/wrapping.js';
 import type { KeyEpochRecord } from '../../../src/store/types.js';
 import type { UdpDatagram } from '../support/pcap.js';
+import { documentedKeymat } from '../../support/documented-keymat.js';
 import { waitFor } from '../../support/wait.js';
 import { MiB, tcpTransfer } from '../support/tcp-transfer.js';
 import { captureUdp } from './capture.js';
@@ -31,6 +31,8 @@ const WATCHED_DROPS = ['auth-failed', 'unknown-spi', 'no-outbound-sa', 'replay-d
 
 let cb: ClusterBed;
 let networkId = '';
+/** The network as the data plane names it: its VNI (GET /networks) and its index (the SPI's low 16 bits). */
+let networkVni = 0;
 const c: Record<number, { ns: string; netns: string; ip: string }> = {};
 
 beforeAll(async () => {
@@ -42,6 +44,7 @@ beforeAll(async () => {
   });
   if (r.status !== 201) throw new Error(`create: ${JSON.stringify(r.body)}`);
   networkId = r.body.Id;
+  networkVni = (await cb.api(1, 'GET', `/networks/${NET}`)).body.VNI;
   // Containers connect once every host holds SAs toward every peer, so no frame meets a missing SA
   // (that would be counted no-outbound-sa: fail closed at bring-up, not a rotation fault).
   await waitFor(
@@ -195,6 +198,9 @@ interface HostView {
   Incarnation: string;
   PublicKey: string;
 }
+/** The network index field of an SPI written as hex (docs/wire.md "SPI layout": its low 16 bits). */
+const networkIndexOf = (spi: string): number => Number(spi) & 0xffff;
+
 interface PeerOutbound {
   SPI: string;
   Epoch: number;
@@ -324,21 +330,29 @@ describe('a restarted gateway', () => {
     const secret = unwrapForSelf(record, { hostId: 'h1', privateKey: identity(1) });
     expect(secret.ok).toBe(true);
     if (!secret.ok) return;
+    // docs/keys.md's formula, written out in the test (test/support/documented-keymat.ts), not src/crypto/.
     const km = (s: string, r: string, inc: Map<string, HostView>) =>
-      deriveSaKeymat(secret.secret, identity(1), hexToBytes(inc.get(s === 'h1' ? r : s)!.PublicKey), {
-        networkId,
-        epoch: n21.Epoch,
-        senderId: s,
-        receiverId: r,
-        senderIncarnation: inc.get(s)!.Incarnation,
-        receiverIncarnation: inc.get(r)!.Incarnation,
-      });
+      documentedKeymat(
+        secret.secret.exposeDanger(),
+        identity(1).exposeDanger(),
+        hexToBytes(inc.get(s === 'h1' ? r : s)!.PublicKey),
+        {
+          networkId,
+          vni: networkVni,
+          networkIndex: networkIndexOf(n21.SPI),
+          epoch: n21.Epoch,
+          sender: s,
+          receiver: r,
+          senderIncarnation: inc.get(s)!.Incarnation,
+          receiverIncarnation: inc.get(r)!.Incarnation,
+        },
+      );
     for (const [s, r] of [
       ['h1', 'h2'],
       ['h2', 'h1'],
     ] as const) {
-      const old = km(s, r, before).exposeDanger();
-      const now = km(s, r, after).exposeDanger();
+      const old = km(s, r, before);
+      const now = km(s, r, after);
       expect(old.length).toBe(20);
       // Both halves differ: the AES key and the salt (half of the nonce).
       expect(Buffer.from(old.subarray(0, 16)).equals(Buffer.from(now.subarray(0, 16))), `${s}→${r} AES key`).toBe(
@@ -413,16 +427,28 @@ describe('etcd holds no usable key', () => {
       if (known) expect(known.equals(u.secret), `every copy of epoch ${r.epoch} for h1 holds one secret`).toBe(true);
       else secrets.set(r.epoch, u.secret);
     }
+    // docs/keys.md's formula, written out in the test (test/support/documented-keymat.ts), not src/crypto/:
+    // the packets below open under it, so the documentation says what the gateways do.
+    const networkIndex = networkIndexOf(outbound12.SPI);
     const keymat = (epoch: number, sender: string, receiver: string): SecretKey => {
       const peer = sender === 'h1' ? receiver : sender;
-      return deriveSaKeymat(secrets.get(epoch)!, priv1, hexToBytes(hosts.get(peer)!.PublicKey), {
-        networkId,
-        epoch,
-        senderId: sender,
-        receiverId: receiver,
-        senderIncarnation: hosts.get(sender)!.Incarnation,
-        receiverIncarnation: hosts.get(receiver)!.Incarnation,
-      });
+      return new SecretKey(
+        documentedKeymat(
+          secrets.get(epoch)!.exposeDanger(),
+          priv1.exposeDanger(),
+          hexToBytes(hosts.get(peer)!.PublicKey),
+          {
+            networkId,
+            vni: networkVni,
+            networkIndex,
+            epoch,
+            sender,
+            receiver,
+            senderIncarnation: hosts.get(sender)!.Incarnation,
+            receiverIncarnation: hosts.get(receiver)!.Incarnation,
+          },
+        ),
+      );
     };
     for (const [epoch, secret] of secrets) {
       needles.push({ what: `epoch ${epoch} secret`, bytes: secret.exposeDanger() });

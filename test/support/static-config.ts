@@ -1,15 +1,16 @@
-import { statSync, readFileSync, writeFileSync } from 'node:fs';
-import { hexToBytes } from '../crypto/bytes.js';
-import { SecretKey } from '../crypto/secret.js';
-import { X25519_KEY_LENGTH } from '../crypto/x25519.js';
-import { VeilError } from '../errors.js';
-import { HOST_INDEX_MAX, isVni, NETWORK_INDEX_MAX } from '../model/ids.js';
+import { readFileSync, statSync } from 'node:fs';
+import { hexToBytes } from '../../src/crypto/bytes.js';
+import { SecretKey } from '../../src/crypto/secret.js';
+import { X25519_KEY_LENGTH } from '../../src/crypto/x25519.js';
+import { VeilError } from '../../src/errors.js';
+import { HOST_INDEX_MAX, isVni, NETWORK_INDEX_MAX } from '../../src/model/ids.js';
 
 /*
- * The gateway's static configuration, used until the key schedule and the etcd
- * control plane arrive: hosts, networks and one epoch secret per encrypted
- * network, in one JSON file. The file holds secrets, so it must not be readable
- * by group or others (like an SSH private key).
+ * The static gateway's configuration (a test fixture: docs/testing.md "The namespace bed"): hosts,
+ * networks and one epoch secret per encrypted network, in one JSON file that the bed writes afresh,
+ * with fresh incarnations, for every run. It holds secrets, so it must not be readable by group or
+ * others. No two networks may share an id or an index, and the SA derivation binds the VNI and the
+ * index too (docs/keys.md "SA keys"): no file can make two SAs share a key.
  */
 
 export interface StaticPeer {
@@ -36,35 +37,12 @@ export interface StaticGatewayConfig {
   networks: StaticNetwork[];
   apiSocket?: string;
   sequenceBudget?: number;
-  /** "ts" (default): Forwarder + node:dgram; "native": the batched data path of native/ (npm run build:native). */
   /** Absent: native when the addon is built, else TypeScript. */
   dataPath?: 'ts' | 'native';
 }
 
 export const DEFAULT_UNDERLAY_MTU = 1500;
 
-/**
- * A static configuration fixes the incarnation, so a second start with the same file would derive the
- * same keys and start its counters at 1 again: GCM nonce reuse. The first start leaves `<file>.started`
- * holding the incarnation; a start that finds it refuses. A restart needs a new incarnation in the file
- * (and in the peers' files): cluster mode draws one at every start and has no such limit.
- */
-export function claimStaticIncarnation(path: string, incarnation: string): void {
-  const marker = `${path}.started`;
-  let used = '';
-  try {
-    used = readFileSync(marker, 'utf8').trim();
-  } catch {
-    // first start
-  }
-  if (used === incarnation) {
-    throw new VeilError(
-      'VEIL_ERR_CONFIG_INVALID',
-      `${path}: incarnation ${incarnation} was already used by an earlier start (${marker}); starting again would reuse GCM nonces. Give the host a new incarnation (and tell its peers), or use cluster mode`,
-    );
-  }
-  writeFileSync(marker, incarnation + '\n', { mode: 0o600 });
-}
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
@@ -137,6 +115,8 @@ export function parseStaticGatewayConfig(json: unknown): StaticGatewayConfig {
 
   if (!Array.isArray(root.networks)) fail('networks', 'must be an array');
   const vnis = new Set<number>();
+  const networkIds = new Set<string>();
+  const networkIndexes = new Set<number>();
   const networks = (root.networks as unknown[]).map((n, i): StaticNetwork => {
     const o = obj(n, `networks[${i}]`);
     const path = `networks[${i}]`;
@@ -150,6 +130,11 @@ export function parseStaticGatewayConfig(json: unknown): StaticGatewayConfig {
       vni,
       encrypted: o.encrypted,
     };
+    // A copied block with only vni changed would otherwise name two networks alike.
+    if (networkIds.has(network.id)) fail(`${path}.id`, `"${network.id}" appears twice`);
+    if (networkIndexes.has(network.index)) fail(`${path}.index`, `${network.index} appears twice`);
+    networkIds.add(network.id);
+    networkIndexes.add(network.index);
     if (o.secret !== undefined) {
       if (!o.encrypted) fail(`${path}.secret`, 'a plain network has no key');
       network.key = {
