@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "fault.h"
+
 #define GSO_MAX_SEGMENTS 64      /* UDP_MAX_SEGMENTS of older kernels */
 #define GSO_MAX_BYTES 65000      /* below the 64 KiB IP limit with headers */
 #define SEND_RETRY_MS 10
@@ -16,7 +18,7 @@
 int udp_socket(struct in_addr addr, uint16_t port, int buffer, int gro, char *err, size_t err_len) {
   char where[64];
   snprintf(where, sizeof where, "%s:%u", inet_ntoa(addr), port);
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = FAULT_OR(socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), -1, EMFILE);
   if (fd < 0) {
     set_err(err, err_len, "socket for %s: %s", where, errno);
     return -1;
@@ -45,6 +47,7 @@ static int same_destination(const tx_entry *a, const tx_entry *b) {
 static int wait_writable(dp_thread *t, int fd, int *tries) {
   if (atomic_load(&t->dp->stopping) || ++*tries > SEND_RETRIES) return 0;
   struct pollfd pf = { .fd = fd, .events = POLLOUT };
+  counter_add(&t->io.send_waits, 1);
   (void)poll(&pf, 1, SEND_RETRY_MS);
   return 1;
 }
@@ -133,6 +136,7 @@ void tx_flush(dp_thread *t) {
     s++;
   }
   counter_add(&t->io.tx_packets, (uint64_t)t->ntx);
+  if (t->ntx) counter_add(&t->io.tx_flushes, 1);
   t->ntx = 0;
   t->arena_used = 0;
 }

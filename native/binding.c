@@ -593,6 +593,8 @@ static void visit_io(void *ctx, const char *dir, const io_counters *io) {
   set_num(env, o, "txMessages", (double)counter_load(&io->tx_messages));
   set_num(env, o, "txPackets", (double)counter_load(&io->tx_packets));
   set_num(env, o, "sendErrors", (double)counter_load(&io->send_errors));
+  set_num(env, o, "sendWaits", (double)counter_load(&io->send_waits));
+  set_num(env, o, "txFlushes", (double)counter_load(&io->tx_flushes));
   bool has = false;
   napi_has_named_property(env, s->root, "io", &has);
   if (!has) {
@@ -603,7 +605,16 @@ static void visit_io(void *ctx, const char *dir, const io_counters *io) {
   napi_set_named_property(env, all, dir, o);
 }
 
-/* dpStats(handle) → {pairs: [...], inbound: [...], unattributed: {...}, io: {outbound, inbound}} */
+static void visit_retired(void *ctx, uint64_t inbound, uint64_t outbound) {
+  stats_ctx *s = ctx;
+  napi_value o;
+  napi_create_object(s->env, &o);
+  set_num(s->env, o, "inbound", (double)inbound);
+  set_num(s->env, o, "outbound", (double)outbound);
+  napi_set_named_property(s->env, s->root, "retired", o);
+}
+
+/* dpStats(handle) → {pairs: [...], inbound: [...], unattributed: {...}, io: {outbound, inbound}, retired: {inbound, outbound}} */
 static napi_value DpStats(napi_env env, napi_callback_info info) {
   napi_value a[1];
   if (get_args(env, info, 1, a)) return NULL;
@@ -615,7 +626,7 @@ static napi_value DpStats(napi_env env, napi_callback_info info) {
   napi_create_array(env, &s.inbound);
   napi_set_named_property(env, s.root, "pairs", s.pairs);
   napi_set_named_property(env, s.root, "inbound", s.inbound);
-  dp_stats_visitor v = { &s, visit_pair, visit_inbound, visit_unattributed, visit_io };
+  dp_stats_visitor v = { &s, visit_pair, visit_inbound, visit_unattributed, visit_io, visit_retired };
   dp_visit_stats(dp, &v);
   return s.root;
 }
@@ -631,6 +642,27 @@ static napi_value DropReasons(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+#ifdef VEIL_FAULTS
+extern int fault_countdown;
+
+/* faultAfter(n): the nth checked allocation or system call from now fails (native/fault.h); 0: none. */
+static napi_value FaultAfter(napi_env env, napi_callback_info info) {
+  napi_value a[1];
+  uint32_t n;
+  if (get_args(env, info, 1, a) || arg_u32(env, a[0], &n)) return NULL;
+  fault_countdown = (int)n;
+  return undefined_value(env);
+}
+
+/* faultPending() → true while the fault set by faultAfter has not happened yet. */
+static napi_value FaultPending(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value r;
+  napi_get_boolean(env, fault_countdown > 0, &r);
+  return r;
+}
+#endif
+
 static napi_value Init(napi_env env, napi_value exports) {
 #define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
   napi_property_descriptor d[] = {
@@ -644,6 +676,9 @@ static napi_value Init(napi_env env, napi_value exports) {
     FN("dpInstallInbound", DpInstallInbound), FN("dpRemoveInbound", DpRemoveInbound),
     FN("dpSetOutbound", DpSetOutbound), FN("dpRemoveOutbound", DpRemoveOutbound),
     FN("dpStats", DpStats),
+#ifdef VEIL_FAULTS
+    FN("faultAfter", FaultAfter), FN("faultPending", FaultPending),
+#endif
   };
 #undef FN
   if (napi_define_properties(env, exports, sizeof d / sizeof *d, d) != napi_ok) return NULL;

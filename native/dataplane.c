@@ -10,7 +10,12 @@
 #include <unistd.h>
 
 #include "bind.h"
+#include "fault.h"
 #include "packet.h"
+
+#ifdef VEIL_FAULTS
+int fault_countdown;
+#endif
 
 #define DROP_NAME(e, s) s,
 const char *const DROP_NAMES[DROP_COUNT] = { DROP_REASON_LIST(DROP_NAME) };
@@ -30,6 +35,7 @@ void set_err(char *err, size_t len, const char *fmt, const char *a, int e) {
 
 static void *outbound_main(void *arg) {
   dp_thread *t = arg;
+  pthread_setname_np(pthread_self(), "veil-out"); /* top -H, and the tests count them */
   dataplane *dp = t->dp;
   struct epoll_event ev[64];
   while (!atomic_load(&dp->stopping)) {
@@ -57,6 +63,7 @@ static void *outbound_main(void *arg) {
 
 static void *inbound_main(void *arg) {
   dp_thread *t = arg;
+  pthread_setname_np(pthread_self(), "veil-in");
   dataplane *dp = t->dp;
   struct epoll_event ev[4];
   while (!atomic_load(&dp->stopping)) {
@@ -80,15 +87,15 @@ static void *inbound_main(void *arg) {
 static int thread_init(dataplane *dp, dp_thread *t, uint64_t *unattributed, char *err, size_t err_len) {
   t->dp = dp;
   t->unattributed = unattributed;
-  t->rx = malloc((size_t)RX_BATCH * RX_SLOT);
-  t->arena = malloc(TX_ARENA);
-  t->epfd = epoll_create1(EPOLL_CLOEXEC);
+  t->rx = dp_malloc((size_t)RX_BATCH * RX_SLOT);
+  t->arena = dp_malloc(TX_ARENA);
+  t->epfd = FAULT_OR(epoll_create1(EPOLL_CLOEXEC), -1, EMFILE);
   if (!t->rx || !t->arena || t->epfd < 0) {
     set_err(err, err_len, "%s: %s", "data plane thread", errno);
     return -1;
   }
   struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
-  return epoll_ctl(t->epfd, EPOLL_CTL_ADD, dp->wake_fd, &ev);
+  return FAULT_OR(epoll_ctl(t->epfd, EPOLL_CTL_ADD, dp->wake_fd, &ev), -1, ENOMEM);
 }
 
 static void thread_free(dp_thread *t) {
@@ -117,7 +124,7 @@ dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
     dp_destroy(dp);
     return NULL;
   }
-  dp->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  dp->wake_fd = FAULT_OR(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), -1, EMFILE);
   if (dp->wake_fd < 0 ||
       (dp->esp_fd = udp_socket(cfg->underlay, cfg->esp_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
       (dp->plain_fd = udp_socket(cfg->underlay, cfg->plain_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
@@ -128,21 +135,21 @@ dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
     return NULL;
   }
   struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_ESP };
-  epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->esp_fd, &ev);
+  (void)FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->esp_fd, &ev), -1, ENOMEM);
   ev.data.u64 = TAG_PLAIN;
-  epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->plain_fd, &ev);
+  (void)FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->plain_fd, &ev), -1, ENOMEM);
   return dp;
 }
 
 int dp_start(dataplane *dp, char *err, size_t err_len) {
   if (dp->started) return 0;
-  int e = pthread_create(&dp->out.tid, NULL, outbound_main, &dp->out);
+  int e = fault_now() ? EAGAIN : pthread_create(&dp->out.tid, NULL, outbound_main, &dp->out);
   if (e) {
     set_err(err, err_len, "%s: %s", "outbound thread", e);
     return -1;
   }
   dp->out.started = 1;
-  e = pthread_create(&dp->in.tid, NULL, inbound_main, &dp->in);
+  e = fault_now() ? EAGAIN : pthread_create(&dp->in.tid, NULL, inbound_main, &dp->in);
   if (e) {
     set_err(err, err_len, "%s: %s", "inbound thread", e);
     return -1;

@@ -118,6 +118,8 @@ typedef struct dp_config {
 
 typedef struct io_counters {
   uint64_t rx_calls, rx_datagrams, rx_packets, tx_calls, tx_messages, tx_packets, send_errors;
+  uint64_t send_waits; /* waits for send buffer room */
+  uint64_t tx_flushes; /* flushes of a non-empty tx queue, completed */
 } io_counters;
 
 struct dp_thread;
@@ -146,6 +148,7 @@ typedef struct dp_stats_visitor {
   void (*inbound)(void *ctx, uint32_t spi, const inbound_sa *sa);
   void (*unattributed)(void *ctx, const uint64_t tx[DROP_COUNT], const uint64_t rx[DROP_COUNT]);
   void (*io)(void *ctx, const char *dir, const io_counters *io);
+  void (*retired)(void *ctx, uint64_t inbound, uint64_t outbound); /* SAs out of service, remembered */
 } dp_stats_visitor;
 void dp_visit_stats(dataplane *dp, const dp_stats_visitor *v);
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "bind.h"
+#include "fault.h"
 
 #define MAX_LIVE_EPOCHS 3        /* src/vxlan/sa/table.ts: previous, current, next (docs/keys.md "Rotation") */
 
@@ -42,7 +43,7 @@ static int same_key(const esp_cipher *c, const uint8_t *k, size_t k_len, uint32_
 static void retire(dataplane *dp, int outbound, void *sa) {
   if (dp->n_retired == dp->cap_retired) {
     size_t cap = dp->cap_retired ? 2 * dp->cap_retired : 16;
-    struct retired_sa *r = realloc(dp->retired, cap * sizeof *r);
+    struct retired_sa *r = dp_realloc(dp->retired, cap * sizeof *r);
     if (!r) {
       free_sa(outbound, sa); /* out of memory: nothing safer to do than forget it */
       return;
@@ -130,7 +131,7 @@ static pair_stats *ensure_pair(dataplane *dp, uint16_t peer_index, uint32_t vni)
   uint64_t key = pair_key(peer_index, vni);
   pair_stats *ps = table_get(&dp->pairs, key);
   if (ps) return ps;
-  ps = calloc(1, sizeof *ps);
+  ps = dp_calloc(1, sizeof *ps);
   if (!ps) return NULL;
   ps->peer = peer_index;
   ps->vni = vni;
@@ -161,7 +162,7 @@ int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, uint16_t 
 
   int fd = udp_socket(dp->cfg.host, port, dp->cfg.buffer_bytes, dp->cfg.gro, err, err_len);
   if (fd < 0) return -1;
-  peer *p = calloc(1, sizeof *p);
+  peer *p = dp_calloc(1, sizeof *p);
   if (!p) {
     close(fd);
     set_err(err, err_len, "%s%s", "out of memory", 0);
@@ -178,7 +179,7 @@ int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, uint16_t 
   for (uint32_t i = 0; i < dp->networks.cap; i++)
     if (dp->networks.state[i] == 1) ensure_pair(dp, index, (uint32_t)dp->networks.keys[i]);
   struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ((uint64_t)p->generation << 32) | index };
-  int rc = epoll_ctl(dp->out.epfd, EPOLL_CTL_ADD, fd, &ev);
+  int rc = FAULT_OR(epoll_ctl(dp->out.epfd, EPOLL_CTL_ADD, fd, &ev), -1, ENOMEM);
   pthread_rwlock_unlock(&dp->lock);
   if (rc < 0) {
     set_err(err, err_len, "%s: %s", "epoll", errno);
@@ -228,7 +229,7 @@ int dp_set_network(dataplane *dp, uint32_t vni, int encrypted) {
   network *n = table_get(&dp->networks, vni);
   int rc = 0;
   if (!n) {
-    n = calloc(1, sizeof *n);
+    n = dp_calloc(1, sizeof *n);
     if (!n || table_put(&dp->networks, vni, n) < 0) {
       free(n);
       rc = -1;
@@ -253,7 +254,7 @@ int dp_remove_network(dataplane *dp, uint32_t vni) {
 
 int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t key_len, const uint8_t salt[4], int esn,
                        uint32_t vni, uint16_t peer_index, uint32_t epoch, char *err, size_t err_len) {
-  inbound_sa *sa = calloc(1, sizeof *sa);
+  inbound_sa *sa = dp_calloc(1, sizeof *sa);
   if (!sa || key_len > sizeof sa->key || esp_cipher_init(&sa->cipher, key, key_len, salt, spi, esn, 0) < 0 ||
       replay_init(&sa->replay, esn, dp->cfg.replay_window) < 0) {
     set_err(err, err_len, "%s%s", "cannot create the inbound SA (key length 16, 24 or 32; replay window)", 0);
@@ -325,7 +326,7 @@ int dp_remove_inbound(dataplane *dp, uint32_t spi) {
 
 int dp_set_outbound(dataplane *dp, uint16_t peer_index, uint32_t vni, uint32_t spi, const uint8_t *key, size_t key_len,
                     const uint8_t salt[4], int esn, uint32_t epoch, uint64_t budget, char *err, size_t err_len) {
-  outbound_sa *sa = calloc(1, sizeof *sa);
+  outbound_sa *sa = dp_calloc(1, sizeof *sa);
   if (!sa || key_len > sizeof sa->key || esp_cipher_init(&sa->cipher, key, key_len, salt, spi, esn, 1) < 0) {
     set_err(err, err_len, "%s%s", "cannot create the outbound SA (key length 16, 24 or 32)", 0);
     free(sa);
@@ -388,5 +389,8 @@ void dp_visit_stats(dataplane *dp, const dp_stats_visitor *v) {
   v->unattributed(v->ctx, dp->unattributed_tx, dp->unattributed_rx);
   v->io(v->ctx, "outbound", &dp->out.io);
   v->io(v->ctx, "inbound", &dp->in.io);
+  uint64_t retired[2] = { 0, 0 };
+  for (size_t i = 0; i < dp->n_retired; i++) retired[dp->retired[i].outbound ? 1 : 0]++;
+  v->retired(v->ctx, retired[0], retired[1]);
   pthread_rwlock_unlock(&dp->lock);
 }

@@ -83,6 +83,10 @@ export interface NativeIoStats {
   txMessages: number;
   txPackets: number;
   sendErrors: number;
+  /** Waits for send buffer room (the underlay was not draining). */
+  sendWaits: number;
+  /** Flushes of a non-empty send queue, completed. */
+  txFlushes: number;
 }
 
 export interface NativeStats {
@@ -90,6 +94,8 @@ export interface NativeStats {
   inbound: Array<{ spi: number; peer: number; vni: number; epoch: number; opened: number }>;
   unattributed: Partial<Record<DropReason, number>>;
   io: { outbound: NativeIoStats; inbound: NativeIoStats };
+  /** SAs out of service that the table still remembers (docs/wire.md "Sequence numbers and replay"). */
+  retired: { inbound: number; outbound: number };
 }
 
 /** The addon's exports, as binding.c defines them. */
