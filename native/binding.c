@@ -19,9 +19,10 @@
 #define THROW(env, code, msg) do { napi_throw_error(env, code, msg); return NULL; } while (0)
 #define CHECK(env, call) do { if ((call) != napi_ok) THROW(env, "VEIL_ERR_NATIVE_ARGS", #call " failed"); } while (0)
 
-/* The SA table names a refusal "VEIL_ERR_<CODE>: why" (codes of src/errors.ts): that code is thrown. */
-static napi_value throw_table_error(napi_env env, const char *err) {
-  char code[64] = "VEIL_ERR_NATIVE_ARGS";
+/* The data plane names a refusal "VEIL_ERR_<CODE>: why" (codes of src/errors.ts): that code is thrown, else `fallback`. */
+static napi_value throw_dp_error(napi_env env, const char *err, const char *fallback) {
+  char code[64];
+  snprintf(code, sizeof code, "%s", fallback);
   const char *colon = strchr(err, ':');
   if (strncmp(err, "VEIL_ERR_", 9) == 0 && colon && (size_t)(colon - err) < sizeof code) {
     memcpy(code, err, (size_t)(colon - err));
@@ -348,6 +349,8 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
       prop_bool(env, a[0], "gso", 1, &cfg.gso) || prop_bool(env, a[0], "gro", 1, &cfg.gro)) return NULL;
   if (!port_ok(env, esp) || !port_ok(env, plain) || !port_ok(env, vtep) || !port_ok(env, peer_esp) || !port_ok(env, peer_plain) || !port_ok(env, delivery)) return NULL;
   if (mtu < 576 || mtu > 65535 || buffer > (1u << 30)) THROW(env, "VEIL_ERR_NATIVE_ARGS", "underlayMtu or bufferBytes out of range");
+  if (window < REPLAY_WINDOW_MIN || window > REPLAY_WINDOW_MAX || (window & (window - 1)) != 0)
+    THROW(env, "VEIL_ERR_NATIVE_ARGS", "replayWindow must be a power of two from 1024 to 2^24");
   cfg.esp_port = (uint16_t)esp;
   cfg.plain_port = (uint16_t)plain;
   cfg.vtep_port = (uint16_t)vtep;
@@ -359,7 +362,7 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
   cfg.replay_window = window;
   char err[256] = "cannot create the data plane";
   dataplane *dp = dp_create(&cfg, err, sizeof err);
-  if (!dp) THROW(env, "VEIL_ERR_NATIVE_IO", err);
+  if (!dp) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_IO");
   dp_handle *h = malloc(sizeof *h);
   if (!h) {
     dp_destroy(dp);
@@ -409,7 +412,7 @@ static napi_value DpAddPeer(napi_env env, napi_callback_info info) {
     THROW(env, "VEIL_ERR_NATIVE_ARGS", "peer address must be IPv4");
   if (index < 1 || index > PEER_INDEX_MAX) THROW(env, "VEIL_ERR_NATIVE_ARGS", "peer index must be in 1..16383");
   char err[256] = "";
-  if (dp_add_peer(dp, (uint16_t)index, addr, (uint16_t)port, err, sizeof err) < 0) THROW(env, "VEIL_ERR_NATIVE_IO", err);
+  if (dp_add_peer(dp, (uint16_t)index, addr, (uint16_t)port, err, sizeof err) < 0) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_IO");
   return undefined_value(env);
 }
 
@@ -419,7 +422,9 @@ static napi_value DpRemovePeer(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 2, a)) return NULL;
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || arg_u32(env, a[1], &index)) return NULL;
-  if (index <= PEER_INDEX_MAX) dp_remove_peer(dp, (uint16_t)index);
+  char err[256] = "";
+  if (index <= PEER_INDEX_MAX && dp_remove_peer(dp, (uint16_t)index, err, sizeof err) < 0)
+    return throw_dp_error(env, err, "VEIL_ERR_NATIVE_NOMEM");
   return undefined_value(env);
 }
 
@@ -431,7 +436,8 @@ static napi_value DpSetNetwork(napi_env env, napi_callback_info info) {
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || arg_u32(env, a[1], &vni) || get_bool(env, a[2], &encrypted)) return NULL;
   if (vni > VXLAN_VNI_MAX) THROW(env, "VEIL_ERR_NATIVE_ARGS", "VNI out of range");
-  if (dp_set_network(dp, vni, encrypted) < 0) THROW(env, "VEIL_ERR_NATIVE_NOMEM", "out of memory");
+  char err[256] = "";
+  if (dp_set_network(dp, vni, encrypted, err, sizeof err) < 0) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_NOMEM");
   return undefined_value(env);
 }
 
@@ -473,7 +479,7 @@ static napi_value DpInstallInbound(napi_env env, napi_callback_info info) {
   if (!dp || get_sa_args(env, a[1], &s)) return NULL;
   char err[256] = "";
   if (dp_install_inbound(dp, s.spi, s.key, s.key_len, s.salt, s.esn, s.vni, (uint16_t)s.peer, s.epoch, err, sizeof err) < 0)
-    return throw_table_error(env, err);
+    return throw_dp_error(env, err, "VEIL_ERR_NATIVE_ARGS");
   return undefined_value(env);
 }
 
@@ -483,7 +489,8 @@ static napi_value DpRemoveInbound(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 2, a)) return NULL;
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || arg_u32(env, a[1], &spi)) return NULL;
-  dp_remove_inbound(dp, spi);
+  char err[256] = "";
+  if (dp_remove_inbound(dp, spi, err, sizeof err) < 0) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_NOMEM");
   return undefined_value(env);
 }
 
@@ -499,7 +506,7 @@ static napi_value DpSetOutbound(napi_env env, napi_callback_info info) {
     THROW(env, "VEIL_ERR_NATIVE_ARGS", "budget must be a positive safe integer");
   char err[256] = "";
   if (dp_set_outbound(dp, (uint16_t)s.peer, s.vni, s.spi, s.key, s.key_len, s.salt, s.esn, s.epoch, (uint64_t)budget, err, sizeof err) < 0)
-    THROW(env, "VEIL_ERR_NATIVE_ARGS", err);
+    return throw_dp_error(env, err, "VEIL_ERR_NATIVE_ARGS");
   return undefined_value(env);
 }
 
@@ -509,7 +516,9 @@ static napi_value DpRemoveOutbound(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 3, a)) return NULL;
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || arg_u32(env, a[1], &peer) || arg_u32(env, a[2], &vni)) return NULL;
-  if (peer <= PEER_INDEX_MAX) dp_remove_outbound(dp, (uint16_t)peer, vni);
+  char err[256] = "";
+  if (peer <= PEER_INDEX_MAX && dp_remove_outbound(dp, (uint16_t)peer, vni, err, sizeof err) < 0)
+    return throw_dp_error(env, err, "VEIL_ERR_NATIVE_NOMEM");
   return undefined_value(env);
 }
 
@@ -553,8 +562,8 @@ static void visit_pair(void *ctx, const pair_stats *p, const outbound_sa *out) {
   if (out) {
     napi_value sa;
     napi_create_object(env, &sa);
-    set_num(env, sa, "spi", out->cipher.spi);
-    set_num(env, sa, "epoch", out->epoch);
+    set_num(env, sa, "spi", out->base.spi);
+    set_num(env, sa, "epoch", out->base.epoch);
     set_num(env, sa, "sealed", (double)counter_load(&out->sealed));
     uint64_t next = __atomic_load_n(&out->next, __ATOMIC_RELAXED);
     set_num(env, sa, "sequenceHeadroom", next > out->limit ? 0 : (double)(out->limit - next + 1));
@@ -569,9 +578,9 @@ static void visit_inbound(void *ctx, uint32_t spi, const inbound_sa *sa) {
   napi_value o;
   napi_create_object(env, &o);
   set_num(env, o, "spi", spi);
-  set_num(env, o, "peer", sa->peer);
-  set_num(env, o, "vni", sa->vni);
-  set_num(env, o, "epoch", sa->epoch);
+  set_num(env, o, "peer", sa->base.peer);
+  set_num(env, o, "vni", sa->base.vni);
+  set_num(env, o, "epoch", sa->base.epoch);
   set_num(env, o, "opened", (double)counter_load(&sa->opened));
   napi_set_element(env, s->inbound, s->ninbound++, o);
 }

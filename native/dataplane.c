@@ -35,7 +35,6 @@ void set_err(char *err, size_t len, const char *fmt, const char *a, int e) {
 
 static void *outbound_main(void *arg) {
   dp_thread *t = arg;
-  pthread_setname_np(pthread_self(), "veil-out"); /* top -H, and the tests count them */
   dataplane *dp = t->dp;
   struct epoll_event ev[64];
   while (!atomic_load(&dp->stopping)) {
@@ -63,7 +62,6 @@ static void *outbound_main(void *arg) {
 
 static void *inbound_main(void *arg) {
   dp_thread *t = arg;
-  pthread_setname_np(pthread_self(), "veil-in");
   dataplane *dp = t->dp;
   struct epoll_event ev[4];
   while (!atomic_load(&dp->stopping)) {
@@ -89,13 +87,21 @@ static int thread_init(dataplane *dp, dp_thread *t, uint64_t *unattributed, char
   t->unattributed = unattributed;
   t->rx = dp_malloc((size_t)RX_BATCH * RX_SLOT);
   t->arena = dp_malloc(TX_ARENA);
+  if (!t->rx || !t->arena) {
+    set_err(err, err_len, "%s%s", "VEIL_ERR_NATIVE_NOMEM: out of memory for the data threads' buffers", 0);
+    return -1;
+  }
   t->epfd = FAULT_OR(epoll_create1(EPOLL_CLOEXEC), -1, EMFILE);
-  if (!t->rx || !t->arena || t->epfd < 0) {
-    set_err(err, err_len, "%s: %s", "data plane thread", errno);
+  if (t->epfd < 0) {
+    set_err(err, err_len, "%s: %s", "epoll_create1", errno);
     return -1;
   }
   struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
-  return FAULT_OR(epoll_ctl(t->epfd, EPOLL_CTL_ADD, dp->wake_fd, &ev), -1, ENOMEM);
+  if (FAULT_OR(epoll_ctl(t->epfd, EPOLL_CTL_ADD, dp->wake_fd, &ev), -1, ENOMEM) < 0) {
+    set_err(err, err_len, "%s: %s", "epoll_ctl (wake)", errno);
+    return -1;
+  }
+  return 0;
 }
 
 static void thread_free(dp_thread *t) {
@@ -106,27 +112,55 @@ static void thread_free(dp_thread *t) {
   t->epfd = -1;
 }
 
+/* Stops and joins the threads that run; the data plane can be started again afterwards. */
+static void stop_threads(dataplane *dp) {
+  atomic_store(&dp->stopping, 1);
+  if (dp->wake_fd >= 0) {
+    uint64_t one = 1;
+    (void)!write(dp->wake_fd, &one, sizeof one); /* level-triggered: wakes both threads */
+  }
+  if (dp->out.started) pthread_join(dp->out.tid, NULL);
+  if (dp->in.started) pthread_join(dp->in.tid, NULL);
+  dp->out.started = dp->in.started = 0;
+  dp->started = 0;
+  uint64_t v;
+  if (dp->wake_fd >= 0) (void)!read(dp->wake_fd, &v, sizeof v); /* empty again */
+  atomic_store(&dp->stopping, 0);
+}
+
 // ---------------------------------------------------------------- lifecycle
 
 dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
-  dataplane *dp = calloc(1, sizeof *dp);
-  if (!dp) return NULL;
-  dp->cfg = *cfg;
-  dp->esp_fd = dp->plain_fd = dp->deliver_fd = dp->wake_fd = dp->out.epfd = dp->in.epfd = -1;
+  dataplane *dp = dp_calloc(1, sizeof *dp);
+  if (!dp) {
+    set_err(err, err_len, "%s%s", "VEIL_ERR_NATIVE_NOMEM: out of memory", 0);
+    return NULL;
+  }
   pthread_rwlockattr_t attr;
   pthread_rwlockattr_init(&attr);
   /* writers (JS table changes) must not starve behind two readers that alternate forever */
   pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  pthread_rwlock_init(&dp->lock, &attr);
+  int e = pthread_rwlock_init(&dp->lock, &attr);
   pthread_rwlockattr_destroy(&attr);
+  if (e) {
+    set_err(err, err_len, "%s: %s", "the table lock", e);
+    free(dp);
+    return NULL;
+  }
+  dp->cfg = *cfg;
+  dp->esp_fd = dp->plain_fd = dp->deliver_fd = dp->wake_fd = dp->out.epfd = dp->in.epfd = -1;
   if (satable_init(dp) < 0) {
-    set_err(err, err_len, "%s%s", "out of memory", 0);
+    set_err(err, err_len, "%s%s", "VEIL_ERR_NATIVE_NOMEM: out of memory for the tables", 0);
     dp_destroy(dp);
     return NULL;
   }
   dp->wake_fd = FAULT_OR(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), -1, EMFILE);
-  if (dp->wake_fd < 0 ||
-      (dp->esp_fd = udp_socket(cfg->underlay, cfg->esp_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
+  if (dp->wake_fd < 0) {
+    set_err(err, err_len, "%s: %s", "eventfd", errno);
+    dp_destroy(dp);
+    return NULL;
+  }
+  if ((dp->esp_fd = udp_socket(cfg->underlay, cfg->esp_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
       (dp->plain_fd = udp_socket(cfg->underlay, cfg->plain_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
       (dp->deliver_fd = udp_socket(cfg->host, cfg->delivery_port, cfg->buffer_bytes, 0, err, err_len)) < 0 ||
       thread_init(dp, &dp->out, dp->unattributed_tx, err, err_len) < 0 ||
@@ -134,10 +168,13 @@ dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
     dp_destroy(dp);
     return NULL;
   }
-  struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_ESP };
-  (void)FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->esp_fd, &ev), -1, ENOMEM);
-  ev.data.u64 = TAG_PLAIN;
-  (void)FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->plain_fd, &ev), -1, ENOMEM);
+  struct epoll_event esp = { .events = EPOLLIN, .data.u64 = TAG_ESP }, plain = { .events = EPOLLIN, .data.u64 = TAG_PLAIN };
+  if (FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->esp_fd, &esp), -1, ENOMEM) < 0 ||
+      FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->plain_fd, &plain), -1, ENOMEM) < 0) {
+    set_err(err, err_len, "%s: %s", "epoll_ctl (underlay sockets)", errno);
+    dp_destroy(dp);
+    return NULL;
+  }
   return dp;
 }
 
@@ -149,26 +186,22 @@ int dp_start(dataplane *dp, char *err, size_t err_len) {
     return -1;
   }
   dp->out.started = 1;
+  pthread_setname_np(dp->out.tid, "veil-out"); /* named before dp_start returns: top -H, and the tests count them */
   e = fault_now() ? EAGAIN : pthread_create(&dp->in.tid, NULL, inbound_main, &dp->in);
   if (e) {
     set_err(err, err_len, "%s: %s", "inbound thread", e);
+    stop_threads(dp); /* never half started: a later dp_start starts both */
     return -1;
   }
   dp->in.started = 1;
+  pthread_setname_np(dp->in.tid, "veil-in");
   dp->started = 1;
   return 0;
 }
 
 void dp_destroy(dataplane *dp) {
   if (!dp) return;
-  atomic_store(&dp->stopping, 1);
-  if (dp->wake_fd >= 0) {
-    uint64_t one = 1;
-    (void)!write(dp->wake_fd, &one, sizeof one); /* level-triggered: wakes both threads */
-  }
-  if (dp->out.started) pthread_join(dp->out.tid, NULL);
-  if (dp->in.started) pthread_join(dp->in.tid, NULL);
-  dp->out.started = dp->in.started = 0;
+  stop_threads(dp);
   satable_free(dp);
   int fds[4] = { dp->esp_fd, dp->plain_fd, dp->deliver_fd, dp->wake_fd };
   for (int i = 0; i < 4; i++) if (fds[i] >= 0) close(fds[i]);

@@ -67,29 +67,36 @@ typedef struct dir_counters {
 typedef struct pair_stats {
   uint16_t peer;
   uint32_t vni;
+  /* The highest epoch installed or activated for the pair: anything more than two epochs behind it is
+   * refused (satable.c "Epoch high-water marks"). Control plane only, under the write lock. */
+  uint32_t epoch_mark;
   dir_counters tx; /* outbound thread */
   dir_counters rx; /* inbound thread */
 } pair_stats;
 
-typedef struct inbound_sa {
-  esp_cipher cipher;
-  uint8_t key[32]; /* kept to tell "the same SA again" from "a new key under the same SPI" */
-  size_t key_len;
-  replay_window replay;
-  uint32_t vni, epoch;
+#define SA_FINGERPRINT_LENGTH 32 /* SHA-256 */
+
+/* What both directions of an SA have: its name, its key's fingerprint, its cipher. */
+typedef struct sa_base {
+  esp_cipher cipher; /* the key schedule; freed and wiped when the SA is retired (ctx NULL) */
+  /* SHA-256 of the key material: tells "the same key again" without keeping the key */
+  uint8_t fingerprint[SA_FINGERPRINT_LENGTH];
+  uint32_t spi, vni, epoch;
+  int esn;
   uint16_t peer;
   pair_stats *pair;
+} sa_base;
+
+/* Each SA starts with its sa_base, so a pointer to one is a pointer to the other. */
+typedef struct inbound_sa {
+  sa_base base;
+  replay_window replay;
   uint64_t opened, bytes; /* inbound thread */
 } inbound_sa;
 
 typedef struct outbound_sa {
-  esp_cipher cipher;
-  uint8_t key[32];
-  size_t key_len;
-  uint32_t vni, epoch;
-  uint16_t peer;
+  sa_base base;
   uint64_t next, limit; /* next sequence number to use; the last one allowed (never wraps) */
-  pair_stats *pair;
   uint64_t sealed, bytes; /* outbound thread */
 } outbound_sa;
 
@@ -129,17 +136,20 @@ dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len);
 int dp_start(dataplane *dp, char *err, size_t err_len);
 void dp_destroy(dataplane *dp); /* stops the threads, closes every socket, frees every table */
 
-/* Control plane: each takes the write lock. 0 ok, -1 with err filled. */
+/*
+ * Control plane: each takes the write lock. 0 ok, -1 with err filled as "VEIL_ERR_<CODE>: why" (a code
+ * of src/errors.ts). A call that fails changes nothing.
+ */
 int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, uint16_t port, char *err, size_t err_len);
-int dp_remove_peer(dataplane *dp, uint16_t index);
-int dp_set_network(dataplane *dp, uint32_t vni, int encrypted);
+int dp_remove_peer(dataplane *dp, uint16_t index, char *err, size_t err_len);
+int dp_set_network(dataplane *dp, uint32_t vni, int encrypted, char *err, size_t err_len);
 int dp_remove_network(dataplane *dp, uint32_t vni);
 int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t key_len, const uint8_t salt[4], int esn,
                        uint32_t vni, uint16_t peer, uint32_t epoch, char *err, size_t err_len);
-int dp_remove_inbound(dataplane *dp, uint32_t spi);
+int dp_remove_inbound(dataplane *dp, uint32_t spi, char *err, size_t err_len);
 int dp_set_outbound(dataplane *dp, uint16_t peer, uint32_t vni, uint32_t spi, const uint8_t *key, size_t key_len,
                     const uint8_t salt[4], int esn, uint32_t epoch, uint64_t budget, char *err, size_t err_len);
-int dp_remove_outbound(dataplane *dp, uint16_t peer, uint32_t vni);
+int dp_remove_outbound(dataplane *dp, uint16_t peer, uint32_t vni, char *err, size_t err_len);
 
 /* Stats, read under the read lock through callbacks (the N-API layer builds JS objects). */
 typedef struct dp_stats_visitor {

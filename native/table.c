@@ -13,7 +13,7 @@ static int alloc(table *t, uint32_t cap) {
   t->vals = dp_calloc(cap, sizeof *t->vals);
   t->state = dp_calloc(cap, 1);
   if (!t->keys || !t->vals || !t->state) {
-    free(t->keys); free(t->vals); free(t->state);
+    table_free(t); /* NULLs them too: the caller's table_free must not free them again */
     return -1;
   }
   t->cap = cap;

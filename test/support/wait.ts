@@ -1,14 +1,15 @@
-/** Polls `cond` every 50 ms until it holds; fails naming `what` after `timeoutMs`. */
+/** Polls `cond` every `intervalMs` (50) until it holds; fails naming `what` after `timeoutMs`. */
 export async function waitUntil(
   what: string,
   cond: () => boolean | Promise<boolean>,
   timeoutMs = 5_000,
+  intervalMs = 50,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await cond()) return;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
 
