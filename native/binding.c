@@ -333,11 +333,11 @@ static int port_ok(napi_env env, uint32_t p) {
 }
 
 /* dpCreate({underlayAddress, hostAddress, vtepAddress, espPort, plainPort, vtepPort, peerEspPort,
- *           peerPlainPort, deliveryPort, bufferBytes, gso, gro, underlayMtu, replayWindow}) → handle (sockets bound) */
+ *           peerPlainPort, deliveryPort, bufferBytes, gso, gro, underlayMtu, replayWindow, sendWaitMs}) → handle (sockets bound) */
 static napi_value DpCreate(napi_env env, napi_callback_info info) {
   napi_value a[1];
   dp_config cfg = { 0 };
-  uint32_t esp, plain, vtep, peer_esp, peer_plain, delivery, buffer, mtu, window;
+  uint32_t esp, plain, vtep, peer_esp, peer_plain, delivery, buffer, mtu, window, send_wait;
   if (get_args(env, info, 1, a) || prop_addr(env, a[0], "underlayAddress", &cfg.underlay) ||
       prop_addr(env, a[0], "hostAddress", &cfg.host) || prop_addr(env, a[0], "vtepAddress", &cfg.vtep) ||
       prop_u32(env, a[0], "espPort", ESP_IN_UDP_PORT, &esp) || prop_u32(env, a[0], "plainPort", VXLAN_PORT, &plain) ||
@@ -346,11 +346,13 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
       prop_u32(env, a[0], "deliveryPort", VTEP_DELIVERY_PORT, &delivery) ||
       prop_u32(env, a[0], "bufferBytes", 4u << 20, &buffer) || prop_u32(env, a[0], "underlayMtu", 1500, &mtu) ||
       prop_u32(env, a[0], "replayWindow", REPLAY_WINDOW_DEFAULT, &window) ||
+      prop_u32(env, a[0], "sendWaitMs", SEND_WAIT_MS_DEFAULT, &send_wait) ||
       prop_bool(env, a[0], "gso", 1, &cfg.gso) || prop_bool(env, a[0], "gro", 1, &cfg.gro)) return NULL;
   if (!port_ok(env, esp) || !port_ok(env, plain) || !port_ok(env, vtep) || !port_ok(env, peer_esp) || !port_ok(env, peer_plain) || !port_ok(env, delivery)) return NULL;
   if (mtu < 576 || mtu > 65535 || buffer > (1u << 30)) THROW(env, "VEIL_ERR_NATIVE_ARGS", "underlayMtu or bufferBytes out of range");
   if (window < REPLAY_WINDOW_MIN || window > REPLAY_WINDOW_MAX || (window & (window - 1)) != 0)
     THROW(env, "VEIL_ERR_NATIVE_ARGS", "replayWindow must be a power of two from 1024 to 2^24");
+  if (send_wait > 600000) THROW(env, "VEIL_ERR_NATIVE_ARGS", "sendWaitMs must be at most 600000");
   cfg.esp_port = (uint16_t)esp;
   cfg.plain_port = (uint16_t)plain;
   cfg.vtep_port = (uint16_t)vtep;
@@ -360,6 +362,7 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
   cfg.buffer_bytes = (int)buffer;
   cfg.gso_max_segment = mtu - IPV4_HEADER_LENGTH - UDP_HEADER_LENGTH;
   cfg.replay_window = window;
+  cfg.send_wait_ms = send_wait;
   char err[256] = "cannot create the data plane";
   dataplane *dp = dp_create(&cfg, err, sizeof err);
   if (!dp) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_IO");

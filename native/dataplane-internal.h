@@ -37,6 +37,8 @@ typedef struct dp_thread {
   struct mmsghdr rmsg[RX_BATCH];
   struct iovec riov[RX_BATCH];
   struct sockaddr_in rname[RX_BATCH];
+  int rx_next;          /* where processing of the received batch stands: datagram, */
+  uint32_t rx_next_off; /* and offset of the next GRO segment in it (bind.h for_each_packet) */
   union { char buf[CMSG_SPACE(sizeof(int))]; size_t align; /* cmsghdr alignment */ } rctl[RX_BATCH];
   uint8_t *arena;
   size_t arena_used;

@@ -33,6 +33,21 @@ void set_err(char *err, size_t len, const char *fmt, const char *a, int e) {
 
 // ---------------------------------------------------------------- threads
 
+/* The peer an epoll event names, if that socket is still its own. Read lock held. */
+static peer *event_peer(dataplane *dp, uint64_t tag) {
+  uint16_t index = (uint16_t)(tag & 0xffff);
+  peer *p = index <= PEER_INDEX_MAX ? dp->peers[index] : NULL;
+  return p && p->generation == (uint32_t)(tag >> 32) ? p : NULL;
+}
+
+/*
+ * Both loops process a batch under the read lock and flush it without: a flush may wait for the
+ * underlay (up to cfg.send_wait_ms), and a table change, which takes the write lock, must never wait on
+ * the underlay, nor the JS thread behind it (docs/security.md "Guarantees"). A flush touches nothing in
+ * the tables: sealed packets are in the thread's arena, received ones in its rx slots, destinations
+ * copied into the queue, and it sends from the data plane's own sockets (UDP 4500, 4789, the delivery
+ * port), which live until dp_destroy has joined the threads.
+ */
 static void *outbound_main(void *arg) {
   dp_thread *t = arg;
   dataplane *dp = t->dp;
@@ -41,16 +56,16 @@ static void *outbound_main(void *arg) {
     int n = epoll_wait(t->epfd, ev, 64, -1);
     for (int e = 0; e < n; e++) {
       if (ev[e].data.u64 == TAG_WAKE) continue;
-      uint16_t index = (uint16_t)(ev[e].data.u64 & 0xffff);
-      uint32_t generation = (uint32_t)(ev[e].data.u64 >> 32);
       for (int b = 0, got = 1; b < RX_BUDGET && got; b++) {
         pthread_rwlock_rdlock(&dp->lock);
-        peer *p = index <= PEER_INDEX_MAX ? dp->peers[index] : NULL;
-        got = 0;
-        if (p && p->generation == generation) {
-          /* receiving under the read lock: removePeer cannot close this socket meanwhile */
-          got = rx_batch(t, p->fd);
-          outbound_batch(t, p, got);
+        peer *p = event_peer(dp, ev[e].data.u64);
+        /* receiving under the read lock: removePeer cannot close this socket meanwhile */
+        got = p ? rx_batch(t, p->fd) : 0;
+        while (!(p ? outbound_batch(t, p, got) : outbound_orphaned(t, got))) {
+          pthread_rwlock_unlock(&dp->lock);
+          tx_flush(t);
+          pthread_rwlock_rdlock(&dp->lock);
+          p = event_peer(dp, ev[e].data.u64); /* removed meanwhile: the rest of its batch is dropped */
         }
         pthread_rwlock_unlock(&dp->lock);
         tx_flush(t);
@@ -73,7 +88,11 @@ static void *inbound_main(void *arg) {
         int got = rx_batch(t, esp ? dp->esp_fd : dp->plain_fd);
         if (!got) break;
         pthread_rwlock_rdlock(&dp->lock);
-        inbound_batch(t, esp, got);
+        while (!inbound_batch(t, esp, got)) { /* the queue is full: flush it without the lock, as above */
+          pthread_rwlock_unlock(&dp->lock);
+          tx_flush(t);
+          pthread_rwlock_rdlock(&dp->lock);
+        }
         pthread_rwlock_unlock(&dp->lock);
         tx_flush(t);
       }

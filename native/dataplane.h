@@ -15,11 +15,13 @@
  *
  * Tables (peers, networks, SAs) change from JS while the threads run. One
  * writer-preferring rwlock: each data thread holds the read lock while it
- * processes one batch (the outbound thread also while it receives from a peer's
+ * processes a batch (the outbound thread also while it receives from a peer's
  * socket, non-blocking), JS takes the write lock to change a table. So no thread
  * ever sees an SA or a socket that is being freed, and both data threads run
- * concurrently. Each counter has exactly one writing thread; stats() reads
- * them with relaxed atomic loads.
+ * concurrently. No thread sends while it holds the lock: a send may wait for the
+ * underlay, and a table change must never wait on the underlay (dataplane.c).
+ * Each counter has exactly one writing thread; stats() reads them with relaxed
+ * atomic loads.
  */
 #ifndef VEIL_DATAPLANE_H
 #define VEIL_DATAPLANE_H
@@ -56,6 +58,9 @@ extern const char *const DROP_NAMES[DROP_COUNT];
  * (docs/wire.md "Sequence numbers and replay") */
 #define SEQ64_MAX ((1ULL << 53) - 1)
 #define SEQ32_MAX 0xffffffffULL
+/* How long one flush may wait for send buffer room in all before it drops the rest as send-failed: the
+ * underlay is not draining, and the thread must get back to fresh traffic (docs/wire.md "Drop reasons"). */
+#define SEND_WAIT_MS_DEFAULT 100
 
 /* Counters of one direction, written by one thread only. */
 typedef struct dir_counters {
@@ -121,6 +126,7 @@ typedef struct dp_config {
   int gso, gro;
   uint32_t gso_max_segment; /* largest UDP payload per GSO segment (underlay MTU - 28) */
   uint32_t replay_window;
+  uint32_t send_wait_ms; /* SEND_WAIT_MS_DEFAULT unless a test asks otherwise */
 } dp_config;
 
 typedef struct io_counters {

@@ -1,4 +1,4 @@
-/* Per-packet work, under the data plane's read lock: outbound seal, inbound open, plain VXLAN. */
+/* Per-packet work, under the data plane's read lock: outbound seal, inbound open, plain VXLAN. Never a send: bind.h queues. */
 #include "packet.h"
 
 #include <arpa/inet.h>
@@ -131,9 +131,18 @@ static void inbound_plain_packet(dp_thread *t, void *ctx, const struct sockaddr_
 
 // ---------------------------------------------------------------- batches
 
-void outbound_batch(dp_thread *t, peer *p, int n) { for_each_packet(t, n, outbound_packet, p); }
+int outbound_batch(dp_thread *t, peer *p, int n) { return for_each_packet(t, n, outbound_packet, p); }
 
-void inbound_batch(dp_thread *t, int esp, int n) {
-  if (esp) for_each_packet(t, n, inbound_esp_packet, NULL);
-  else for_each_packet(t, n, inbound_plain_packet, NULL);
+static void orphaned_packet(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *d, uint32_t len) {
+  (void)ctx;
+  (void)src;
+  (void)d;
+  (void)len;
+  count_unattributed(t, DROP_UNKNOWN_PEER, 1);
+}
+
+int outbound_orphaned(dp_thread *t, int n) { return for_each_packet(t, n, orphaned_packet, NULL); }
+
+int inbound_batch(dp_thread *t, int esp, int n) {
+  return esp ? for_each_packet(t, n, inbound_esp_packet, NULL) : for_each_packet(t, n, inbound_plain_packet, NULL);
 }

@@ -62,6 +62,8 @@ export interface NativeDataplaneConfig {
   gro?: boolean;
   underlayMtu?: number;
   replayWindow?: number;
+  /** How long one flush may wait for the underlay in all before it drops the rest (default 100 ms). */
+  sendWaitMs?: number;
 }
 
 export interface NativePairStats {
