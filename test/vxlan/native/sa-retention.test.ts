@@ -91,6 +91,7 @@ function inMemory(s: Sa): boolean {
       const [range, perms, , , , path] = line.split(/\s+/);
       if (!perms!.startsWith('rw') || path?.startsWith('[v')) continue;
       const [start, end] = range!.split('-').map((x) => parseInt(x, 16)) as [number, number];
+      if (end - start > 2 ** 30) continue; // a sanitizer's shadow memory (terabytes); nothing of the process's own is that large
       for (let off = start; off < end; off += chunk.length - 16) {
         let n: number;
         try {
