@@ -6,17 +6,18 @@
 #include <netinet/udp.h>
 #include <poll.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "fault.h"
 
 #define GSO_MAX_SEGMENTS 64      /* UDP_MAX_SEGMENTS of older kernels */
 #define GSO_MAX_BYTES 65000      /* below the 64 KiB IP limit with headers */
-#define SEND_RETRY_MS 10
-#define SEND_RETRIES 100
 
 int udp_socket(struct in_addr addr, uint16_t port, int buffer, int gro, char *err, size_t err_len) {
   char where[64];
   snprintf(where, sizeof where, "%s:%u", inet_ntoa(addr), port);
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int fd = FAULT_OR(socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), -1, EMFILE);
   if (fd < 0) {
     set_err(err, err_len, "socket for %s: %s", where, errno);
     return -1;
@@ -41,28 +42,48 @@ static int same_destination(const tx_entry *a, const tx_entry *b) {
   return a->fd == b->fd && a->dst.sin_addr.s_addr == b->dst.sin_addr.s_addr && a->dst.sin_port == b->dst.sin_port;
 }
 
-/* Waits for send buffer room; 0 when the data plane is stopping or the wait timed out too often. */
-static int wait_writable(dp_thread *t, int fd, int *tries) {
-  if (atomic_load(&t->dp->stopping) || ++*tries > SEND_RETRIES) return 0;
-  struct pollfd pf = { .fd = fd, .events = POLLOUT };
-  (void)poll(&pf, 1, SEND_RETRY_MS);
-  return 1;
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Waits for send buffer room on fd until the flush's deadline (set at its first wait, cfg.send_wait_ms
+ * on); 0 when the deadline has passed or the data plane is stopping: the caller drops what is left.
+ */
+static int wait_writable(dp_thread *t, int fd, uint64_t *deadline) {
+  dataplane *dp = t->dp;
+  if (atomic_load(&dp->stopping)) return 0;
+  uint64_t now = now_ms();
+  if (!*deadline) *deadline = now + dp->cfg.send_wait_ms;
+  if (now >= *deadline) return 0;
+  /* The wake eventfd too: dp_destroy ends the wait at once. */
+  struct pollfd pf[2] = { { .fd = fd, .events = POLLOUT }, { .fd = dp->wake_fd, .events = POLLIN } };
+  counter_add(&t->io.send_waits, 1);
+  (void)poll(pf, 2, (int)(*deadline - now));
+  return !atomic_load(&dp->stopping);
+}
+
+static void drop_message(dp_thread *t, int m) {
+  counter_add(&t->io.send_errors, 1);
+  count_unattributed(t, DROP_SEND_FAILED, (uint64_t)t->scount[m]);
 }
 
 /* A GSO message the kernel refused (e.g. a segment above the MTU): its packets one by one. */
-static void send_segments(dp_thread *t, int m) {
+static void send_segments(dp_thread *t, int m, uint64_t *deadline) {
   for (int k = t->sfirst[m]; k < t->sfirst[m] + t->scount[m]; k++) {
     struct msghdr h = { .msg_name = &t->tx[k].dst, .msg_namelen = sizeof t->tx[k].dst, .msg_iov = &t->siov[k], .msg_iovlen = 1 };
-    int tries = 0;
     for (;;) {
       ssize_t r = sendmsg(t->tx[k].fd, &h, 0);
+      int e = errno;
       if (r >= 0) {
         counter_add(&t->io.tx_calls, 1);
         counter_add(&t->io.tx_messages, 1);
         break;
       }
-      if (errno == EINTR) continue;
-      if ((errno == EAGAIN || errno == ENOBUFS) && wait_writable(t, t->tx[k].fd, &tries)) continue;
+      if (e == EINTR) continue;
+      if ((e == EAGAIN || e == ENOBUFS) && wait_writable(t, t->tx[k].fd, deadline)) continue;
       counter_add(&t->io.send_errors, 1);
       count_unattributed(t, DROP_SEND_FAILED, 1);
       break;
@@ -110,29 +131,35 @@ void tx_flush(dp_thread *t) {
     nm++;
     i = j;
   }
-  int tries = 0;
+  uint64_t deadline = 0; /* the flush's, once it first waits */
+  int gave_up = 0;
   for (int s = 0; s < nm;) {
+    if (gave_up) { /* the underlay did not drain in time, or the data plane is stopping */
+      drop_message(t, s++);
+      continue;
+    }
     int run = 1;
     while (s + run < nm && t->sfd[s + run] == t->sfd[s]) run++;
     int r = sendmmsg(t->sfd[s], &t->smsg[s], (unsigned)run, 0);
+    int e = errno;
     if (r > 0) {
       counter_add(&t->io.tx_calls, 1);
       counter_add(&t->io.tx_messages, (uint64_t)r);
       s += r;
       continue;
     }
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == ENOBUFS) && wait_writable(t, t->sfd[s], &tries)) continue;
-    /* This message failed: a refused GSO message goes out packet by packet, a single packet is lost. */
-    if (t->scount[s] > 1 && r < 0 && (errno == EINVAL || errno == EMSGSIZE || errno == EIO)) {
-      send_segments(t, s);
-    } else {
-      counter_add(&t->io.send_errors, 1);
-      count_unattributed(t, DROP_SEND_FAILED, (uint64_t)t->scount[s]);
+    if (r < 0 && e == EINTR) continue;
+    if (r < 0 && (e == EAGAIN || e == ENOBUFS)) {
+      if (!wait_writable(t, t->sfd[s], &deadline)) gave_up = 1;
+      continue;
     }
+    /* This message failed: a refused GSO message goes out packet by packet, a single packet is lost. */
+    if (t->scount[s] > 1 && r < 0 && (e == EINVAL || e == EMSGSIZE || e == EIO)) send_segments(t, s, &deadline);
+    else drop_message(t, s);
     s++;
   }
   counter_add(&t->io.tx_packets, (uint64_t)t->ntx);
+  if (t->ntx) counter_add(&t->io.tx_flushes, 1);
   t->ntx = 0;
   t->arena_used = 0;
 }
@@ -145,6 +172,8 @@ int rx_batch(dp_thread *t, int fd) {
       .msg_control = t->rctl[i].buf, .msg_controllen = sizeof t->rctl[i].buf,
     };
   }
+  t->rx_next = 0;
+  t->rx_next_off = 0;
   int n = recvmmsg(fd, t->rmsg, RX_BATCH, MSG_DONTWAIT, NULL);
   if (n <= 0) return 0;
   counter_add(&t->io.rx_calls, 1);

@@ -24,14 +24,23 @@
 int udp_socket(struct in_addr addr, uint16_t port, int buffer, int gro, char *err, size_t err_len);
 /* One recvmmsg into t's rx slots; returns the number of datagrams (0 when none is ready). */
 int rx_batch(dp_thread *t, int fd);
-/* Sends and empties t's queue. */
+/* Sends and empties t's queue, waiting for the underlay cfg.send_wait_ms at most. Never under the table lock. */
 void tx_flush(dp_thread *t);
 
 #pragma GCC visibility pop
 
-/* Queues a datagram that lives elsewhere (an rx slot) until the next flush. */
+/* The most one packet takes in the arena: a whole rx slot sealed, aligned. */
+#define TX_PACKET_MAX (RX_SLOT + UDP_HEADER_LENGTH + ESP_MAX_OVERHEAD + 16)
+
+/* Whether the queue has room for one more packet, whatever its size. */
+static inline int tx_room(const dp_thread *t) { return t->ntx < TX_MAX && t->arena_used + TX_PACKET_MAX <= TX_ARENA; }
+
+/* Queues a datagram that lives elsewhere (an rx slot) until the next flush; for_each_packet made room. */
 static inline void tx_queue(dp_thread *t, int fd, struct in_addr addr, uint16_t port, uint8_t *data, uint32_t len) {
-  if (t->ntx == TX_MAX) tx_flush(t);
+  if (t->ntx == TX_MAX) { /* not reached: for_each_packet stops while there is no room */
+    count_unattributed(t, DROP_SEND_FAILED, 1);
+    return;
+  }
   tx_entry *e = &t->tx[t->ntx++];
   e->fd = fd;
   e->dst = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons(port), .sin_addr = addr };
@@ -39,10 +48,9 @@ static inline void tx_queue(dp_thread *t, int fd, struct in_addr addr, uint16_t 
   e->len = len;
 }
 
-/* Room for a packet built in the arena, or NULL if it can never fit. */
+/* Room for a packet built in the arena, or NULL if it does not fit (never, for a received packet: see tx_room). */
 static inline uint8_t *tx_reserve(dp_thread *t, size_t need) {
-  if (need > TX_ARENA) return NULL;
-  if (t->ntx == TX_MAX || t->arena_used + need > TX_ARENA) tx_flush(t);
+  if (t->ntx == TX_MAX || need > TX_ARENA - t->arena_used) return NULL;
   return t->arena + t->arena_used;
 }
 
@@ -69,11 +77,14 @@ static inline uint32_t rx_segment(dp_thread *t, int i) {
 typedef void (*packet_fn)(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *data, uint32_t len);
 
 /*
- * Splits each received datagram into its GRO segments and hands each packet to fn.
+ * Splits each received datagram into its GRO segments and hands each packet to fn, from where the
+ * previous call stopped (rx_batch starts at the first). Returns 1 when the batch is done, 0 when the tx
+ * queue is full: it never flushes itself, the caller does, without the table lock (dataplane.c).
  * Inline, with fn a constant at each caller (packet.c): the per-packet call is direct.
  */
-static inline void for_each_packet(dp_thread *t, int n, packet_fn fn, void *ctx) {
-  for (int i = 0; i < n; i++) {
+static inline int for_each_packet(dp_thread *t, int n, packet_fn fn, void *ctx) {
+  for (; t->rx_next < n; t->rx_next++, t->rx_next_off = 0) {
+    int i = t->rx_next;
     uint8_t *base = t->rx + (size_t)i * RX_SLOT;
     uint32_t len = t->rmsg[i].msg_len;
     if (t->rmsg[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -82,16 +93,20 @@ static inline void for_each_packet(dp_thread *t, int n, packet_fn fn, void *ctx)
       continue;
     }
     if (len == 0) { /* an empty datagram is one packet too */
+      if (!tx_room(t)) return 0;
       counter_add(&t->io.rx_packets, 1);
       fn(t, ctx, &t->rname[i], base, 0);
       continue;
     }
     uint32_t seg = rx_segment(t, i);
-    for (uint32_t off = 0; off < len; off += seg) {
+    for (; t->rx_next_off < len; t->rx_next_off += seg) {
+      if (!tx_room(t)) return 0;
+      uint32_t off = t->rx_next_off;
       counter_add(&t->io.rx_packets, 1);
       fn(t, ctx, &t->rname[i], base + off, len - off < seg ? len - off : seg);
     }
   }
+  return 1;
 }
 
 #endif

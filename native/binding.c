@@ -19,9 +19,10 @@
 #define THROW(env, code, msg) do { napi_throw_error(env, code, msg); return NULL; } while (0)
 #define CHECK(env, call) do { if ((call) != napi_ok) THROW(env, "VEIL_ERR_NATIVE_ARGS", #call " failed"); } while (0)
 
-/* The SA table names a refusal "VEIL_ERR_<CODE>: why" (codes of src/errors.ts): that code is thrown. */
-static napi_value throw_table_error(napi_env env, const char *err) {
-  char code[64] = "VEIL_ERR_NATIVE_ARGS";
+/* The data plane names a refusal "VEIL_ERR_<CODE>: why" (codes of src/errors.ts): that code is thrown, else `fallback`. */
+static napi_value throw_dp_error(napi_env env, const char *err, const char *fallback) {
+  char code[64];
+  snprintf(code, sizeof code, "%s", fallback);
   const char *colon = strchr(err, ':');
   if (strncmp(err, "VEIL_ERR_", 9) == 0 && colon && (size_t)(colon - err) < sizeof code) {
     memcpy(code, err, (size_t)(colon - err));
@@ -332,11 +333,11 @@ static int port_ok(napi_env env, uint32_t p) {
 }
 
 /* dpCreate({underlayAddress, hostAddress, vtepAddress, espPort, plainPort, vtepPort, peerEspPort,
- *           peerPlainPort, deliveryPort, bufferBytes, gso, gro, underlayMtu, replayWindow}) → handle (sockets bound) */
+ *           peerPlainPort, deliveryPort, bufferBytes, gso, gro, underlayMtu, replayWindow, sendWaitMs}) → handle (sockets bound) */
 static napi_value DpCreate(napi_env env, napi_callback_info info) {
   napi_value a[1];
   dp_config cfg = { 0 };
-  uint32_t esp, plain, vtep, peer_esp, peer_plain, delivery, buffer, mtu, window;
+  uint32_t esp, plain, vtep, peer_esp, peer_plain, delivery, buffer, mtu, window, send_wait;
   if (get_args(env, info, 1, a) || prop_addr(env, a[0], "underlayAddress", &cfg.underlay) ||
       prop_addr(env, a[0], "hostAddress", &cfg.host) || prop_addr(env, a[0], "vtepAddress", &cfg.vtep) ||
       prop_u32(env, a[0], "espPort", ESP_IN_UDP_PORT, &esp) || prop_u32(env, a[0], "plainPort", VXLAN_PORT, &plain) ||
@@ -345,9 +346,13 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
       prop_u32(env, a[0], "deliveryPort", VTEP_DELIVERY_PORT, &delivery) ||
       prop_u32(env, a[0], "bufferBytes", 4u << 20, &buffer) || prop_u32(env, a[0], "underlayMtu", 1500, &mtu) ||
       prop_u32(env, a[0], "replayWindow", REPLAY_WINDOW_DEFAULT, &window) ||
+      prop_u32(env, a[0], "sendWaitMs", SEND_WAIT_MS_DEFAULT, &send_wait) ||
       prop_bool(env, a[0], "gso", 1, &cfg.gso) || prop_bool(env, a[0], "gro", 1, &cfg.gro)) return NULL;
   if (!port_ok(env, esp) || !port_ok(env, plain) || !port_ok(env, vtep) || !port_ok(env, peer_esp) || !port_ok(env, peer_plain) || !port_ok(env, delivery)) return NULL;
   if (mtu < 576 || mtu > 65535 || buffer > (1u << 30)) THROW(env, "VEIL_ERR_NATIVE_ARGS", "underlayMtu or bufferBytes out of range");
+  if (window < REPLAY_WINDOW_MIN || window > REPLAY_WINDOW_MAX || (window & (window - 1)) != 0)
+    THROW(env, "VEIL_ERR_NATIVE_ARGS", "replayWindow must be a power of two from 1024 to 2^24");
+  if (send_wait > 600000) THROW(env, "VEIL_ERR_NATIVE_ARGS", "sendWaitMs must be at most 600000");
   cfg.esp_port = (uint16_t)esp;
   cfg.plain_port = (uint16_t)plain;
   cfg.vtep_port = (uint16_t)vtep;
@@ -357,9 +362,10 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
   cfg.buffer_bytes = (int)buffer;
   cfg.gso_max_segment = mtu - IPV4_HEADER_LENGTH - UDP_HEADER_LENGTH;
   cfg.replay_window = window;
+  cfg.send_wait_ms = send_wait;
   char err[256] = "cannot create the data plane";
   dataplane *dp = dp_create(&cfg, err, sizeof err);
-  if (!dp) THROW(env, "VEIL_ERR_NATIVE_IO", err);
+  if (!dp) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_IO");
   dp_handle *h = malloc(sizeof *h);
   if (!h) {
     dp_destroy(dp);
@@ -409,7 +415,7 @@ static napi_value DpAddPeer(napi_env env, napi_callback_info info) {
     THROW(env, "VEIL_ERR_NATIVE_ARGS", "peer address must be IPv4");
   if (index < 1 || index > PEER_INDEX_MAX) THROW(env, "VEIL_ERR_NATIVE_ARGS", "peer index must be in 1..16383");
   char err[256] = "";
-  if (dp_add_peer(dp, (uint16_t)index, addr, (uint16_t)port, err, sizeof err) < 0) THROW(env, "VEIL_ERR_NATIVE_IO", err);
+  if (dp_add_peer(dp, (uint16_t)index, addr, (uint16_t)port, err, sizeof err) < 0) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_IO");
   return undefined_value(env);
 }
 
@@ -419,7 +425,9 @@ static napi_value DpRemovePeer(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 2, a)) return NULL;
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || arg_u32(env, a[1], &index)) return NULL;
-  if (index <= PEER_INDEX_MAX) dp_remove_peer(dp, (uint16_t)index);
+  char err[256] = "";
+  if (index <= PEER_INDEX_MAX && dp_remove_peer(dp, (uint16_t)index, err, sizeof err) < 0)
+    return throw_dp_error(env, err, "VEIL_ERR_NATIVE_NOMEM");
   return undefined_value(env);
 }
 
@@ -431,7 +439,8 @@ static napi_value DpSetNetwork(napi_env env, napi_callback_info info) {
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || arg_u32(env, a[1], &vni) || get_bool(env, a[2], &encrypted)) return NULL;
   if (vni > VXLAN_VNI_MAX) THROW(env, "VEIL_ERR_NATIVE_ARGS", "VNI out of range");
-  if (dp_set_network(dp, vni, encrypted) < 0) THROW(env, "VEIL_ERR_NATIVE_NOMEM", "out of memory");
+  char err[256] = "";
+  if (dp_set_network(dp, vni, encrypted, err, sizeof err) < 0) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_NOMEM");
   return undefined_value(env);
 }
 
@@ -473,7 +482,7 @@ static napi_value DpInstallInbound(napi_env env, napi_callback_info info) {
   if (!dp || get_sa_args(env, a[1], &s)) return NULL;
   char err[256] = "";
   if (dp_install_inbound(dp, s.spi, s.key, s.key_len, s.salt, s.esn, s.vni, (uint16_t)s.peer, s.epoch, err, sizeof err) < 0)
-    return throw_table_error(env, err);
+    return throw_dp_error(env, err, "VEIL_ERR_NATIVE_ARGS");
   return undefined_value(env);
 }
 
@@ -483,7 +492,8 @@ static napi_value DpRemoveInbound(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 2, a)) return NULL;
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || arg_u32(env, a[1], &spi)) return NULL;
-  dp_remove_inbound(dp, spi);
+  char err[256] = "";
+  if (dp_remove_inbound(dp, spi, err, sizeof err) < 0) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_NOMEM");
   return undefined_value(env);
 }
 
@@ -499,7 +509,7 @@ static napi_value DpSetOutbound(napi_env env, napi_callback_info info) {
     THROW(env, "VEIL_ERR_NATIVE_ARGS", "budget must be a positive safe integer");
   char err[256] = "";
   if (dp_set_outbound(dp, (uint16_t)s.peer, s.vni, s.spi, s.key, s.key_len, s.salt, s.esn, s.epoch, (uint64_t)budget, err, sizeof err) < 0)
-    THROW(env, "VEIL_ERR_NATIVE_ARGS", err);
+    return throw_dp_error(env, err, "VEIL_ERR_NATIVE_ARGS");
   return undefined_value(env);
 }
 
@@ -509,7 +519,9 @@ static napi_value DpRemoveOutbound(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 3, a)) return NULL;
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || arg_u32(env, a[1], &peer) || arg_u32(env, a[2], &vni)) return NULL;
-  if (peer <= PEER_INDEX_MAX) dp_remove_outbound(dp, (uint16_t)peer, vni);
+  char err[256] = "";
+  if (peer <= PEER_INDEX_MAX && dp_remove_outbound(dp, (uint16_t)peer, vni, err, sizeof err) < 0)
+    return throw_dp_error(env, err, "VEIL_ERR_NATIVE_NOMEM");
   return undefined_value(env);
 }
 
@@ -553,8 +565,8 @@ static void visit_pair(void *ctx, const pair_stats *p, const outbound_sa *out) {
   if (out) {
     napi_value sa;
     napi_create_object(env, &sa);
-    set_num(env, sa, "spi", out->cipher.spi);
-    set_num(env, sa, "epoch", out->epoch);
+    set_num(env, sa, "spi", out->base.spi);
+    set_num(env, sa, "epoch", out->base.epoch);
     set_num(env, sa, "sealed", (double)counter_load(&out->sealed));
     uint64_t next = __atomic_load_n(&out->next, __ATOMIC_RELAXED);
     set_num(env, sa, "sequenceHeadroom", next > out->limit ? 0 : (double)(out->limit - next + 1));
@@ -569,9 +581,9 @@ static void visit_inbound(void *ctx, uint32_t spi, const inbound_sa *sa) {
   napi_value o;
   napi_create_object(env, &o);
   set_num(env, o, "spi", spi);
-  set_num(env, o, "peer", sa->peer);
-  set_num(env, o, "vni", sa->vni);
-  set_num(env, o, "epoch", sa->epoch);
+  set_num(env, o, "peer", sa->base.peer);
+  set_num(env, o, "vni", sa->base.vni);
+  set_num(env, o, "epoch", sa->base.epoch);
   set_num(env, o, "opened", (double)counter_load(&sa->opened));
   napi_set_element(env, s->inbound, s->ninbound++, o);
 }
@@ -593,6 +605,8 @@ static void visit_io(void *ctx, const char *dir, const io_counters *io) {
   set_num(env, o, "txMessages", (double)counter_load(&io->tx_messages));
   set_num(env, o, "txPackets", (double)counter_load(&io->tx_packets));
   set_num(env, o, "sendErrors", (double)counter_load(&io->send_errors));
+  set_num(env, o, "sendWaits", (double)counter_load(&io->send_waits));
+  set_num(env, o, "txFlushes", (double)counter_load(&io->tx_flushes));
   bool has = false;
   napi_has_named_property(env, s->root, "io", &has);
   if (!has) {
@@ -603,7 +617,16 @@ static void visit_io(void *ctx, const char *dir, const io_counters *io) {
   napi_set_named_property(env, all, dir, o);
 }
 
-/* dpStats(handle) → {pairs: [...], inbound: [...], unattributed: {...}, io: {outbound, inbound}} */
+static void visit_retired(void *ctx, uint64_t inbound, uint64_t outbound) {
+  stats_ctx *s = ctx;
+  napi_value o;
+  napi_create_object(s->env, &o);
+  set_num(s->env, o, "inbound", (double)inbound);
+  set_num(s->env, o, "outbound", (double)outbound);
+  napi_set_named_property(s->env, s->root, "retired", o);
+}
+
+/* dpStats(handle) → {pairs: [...], inbound: [...], unattributed: {...}, io: {outbound, inbound}, retired: {inbound, outbound}} */
 static napi_value DpStats(napi_env env, napi_callback_info info) {
   napi_value a[1];
   if (get_args(env, info, 1, a)) return NULL;
@@ -615,7 +638,7 @@ static napi_value DpStats(napi_env env, napi_callback_info info) {
   napi_create_array(env, &s.inbound);
   napi_set_named_property(env, s.root, "pairs", s.pairs);
   napi_set_named_property(env, s.root, "inbound", s.inbound);
-  dp_stats_visitor v = { &s, visit_pair, visit_inbound, visit_unattributed, visit_io };
+  dp_stats_visitor v = { &s, visit_pair, visit_inbound, visit_unattributed, visit_io, visit_retired };
   dp_visit_stats(dp, &v);
   return s.root;
 }
@@ -631,6 +654,27 @@ static napi_value DropReasons(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+#ifdef VEIL_FAULTS
+extern int fault_countdown;
+
+/* faultAfter(n): the nth checked allocation or system call from now fails (native/fault.h); 0: none. */
+static napi_value FaultAfter(napi_env env, napi_callback_info info) {
+  napi_value a[1];
+  uint32_t n;
+  if (get_args(env, info, 1, a) || arg_u32(env, a[0], &n)) return NULL;
+  fault_countdown = (int)n;
+  return undefined_value(env);
+}
+
+/* faultPending() → true while the fault set by faultAfter has not happened yet. */
+static napi_value FaultPending(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value r;
+  napi_get_boolean(env, fault_countdown > 0, &r);
+  return r;
+}
+#endif
+
 static napi_value Init(napi_env env, napi_value exports) {
 #define FN(name, fn) { name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL }
   napi_property_descriptor d[] = {
@@ -644,6 +688,9 @@ static napi_value Init(napi_env env, napi_value exports) {
     FN("dpInstallInbound", DpInstallInbound), FN("dpRemoveInbound", DpRemoveInbound),
     FN("dpSetOutbound", DpSetOutbound), FN("dpRemoveOutbound", DpRemoveOutbound),
     FN("dpStats", DpStats),
+#ifdef VEIL_FAULTS
+    FN("faultAfter", FaultAfter), FN("faultPending", FaultPending),
+#endif
   };
 #undef FN
   if (napi_define_properties(env, exports, sizeof d / sizeof *d, d) != napi_ok) return NULL;

@@ -37,6 +37,8 @@ typedef struct dp_thread {
   struct mmsghdr rmsg[RX_BATCH];
   struct iovec riov[RX_BATCH];
   struct sockaddr_in rname[RX_BATCH];
+  int rx_next;          /* where processing of the received batch stands: datagram, */
+  uint32_t rx_next_off; /* and offset of the next GRO segment in it (bind.h for_each_packet) */
   union { char buf[CMSG_SPACE(sizeof(int))]; size_t align; /* cmsghdr alignment */ } rctl[RX_BATCH];
   uint8_t *arena;
   size_t arena_used;
@@ -62,11 +64,11 @@ struct dataplane {
   table outbound;        /* pair key → outbound_sa */
   table pairs;           /* pair key → pair_stats */
   /*
-   * SAs taken out of service (peer or network removed, SA replaced or removed) but not forgotten:
-   * re-activating the same key must resume its sequence (never restart GCM nonces at 1) and keep
-   * its replay window (never accept old packets again). Pruned two epochs behind, then wiped.
+   * SAs taken out of service (peer removed, SA replaced or removed) but not forgotten: re-activating the
+   * same key resumes its sequence (never GCM nonces from 1 again) and its replay window (never an old
+   * packet accepted again). They keep no key, only its fingerprint (satable.c "Retirement").
    */
-  struct retired_sa { int outbound; void *sa; } *retired;
+  struct retired_sa { int outbound; sa_base *sa; } *retired;
   size_t n_retired, cap_retired;
   uint64_t unattributed_tx[DROP_COUNT], unattributed_rx[DROP_COUNT];
   dp_thread out, in;

@@ -10,7 +10,12 @@
 #include <unistd.h>
 
 #include "bind.h"
+#include "fault.h"
 #include "packet.h"
+
+#ifdef VEIL_FAULTS
+int fault_countdown;
+#endif
 
 #define DROP_NAME(e, s) s,
 const char *const DROP_NAMES[DROP_COUNT] = { DROP_REASON_LIST(DROP_NAME) };
@@ -28,6 +33,21 @@ void set_err(char *err, size_t len, const char *fmt, const char *a, int e) {
 
 // ---------------------------------------------------------------- threads
 
+/* The peer an epoll event names, if that socket is still its own. Read lock held. */
+static peer *event_peer(dataplane *dp, uint64_t tag) {
+  uint16_t index = (uint16_t)(tag & 0xffff);
+  peer *p = index <= PEER_INDEX_MAX ? dp->peers[index] : NULL;
+  return p && p->generation == (uint32_t)(tag >> 32) ? p : NULL;
+}
+
+/*
+ * Both loops process a batch under the read lock and flush it without: a flush may wait for the
+ * underlay (up to cfg.send_wait_ms), and a table change, which takes the write lock, must never wait on
+ * the underlay, nor the JS thread behind it (docs/security.md "Guarantees"). A flush touches nothing in
+ * the tables: sealed packets are in the thread's arena, received ones in its rx slots, destinations
+ * copied into the queue, and it sends from the data plane's own sockets (UDP 4500, 4789, the delivery
+ * port), which live until dp_destroy has joined the threads.
+ */
 static void *outbound_main(void *arg) {
   dp_thread *t = arg;
   dataplane *dp = t->dp;
@@ -36,16 +56,16 @@ static void *outbound_main(void *arg) {
     int n = epoll_wait(t->epfd, ev, 64, -1);
     for (int e = 0; e < n; e++) {
       if (ev[e].data.u64 == TAG_WAKE) continue;
-      uint16_t index = (uint16_t)(ev[e].data.u64 & 0xffff);
-      uint32_t generation = (uint32_t)(ev[e].data.u64 >> 32);
       for (int b = 0, got = 1; b < RX_BUDGET && got; b++) {
         pthread_rwlock_rdlock(&dp->lock);
-        peer *p = index <= PEER_INDEX_MAX ? dp->peers[index] : NULL;
-        got = 0;
-        if (p && p->generation == generation) {
-          /* receiving under the read lock: removePeer cannot close this socket meanwhile */
-          got = rx_batch(t, p->fd);
-          outbound_batch(t, p, got);
+        peer *p = event_peer(dp, ev[e].data.u64);
+        /* receiving under the read lock: removePeer cannot close this socket meanwhile */
+        got = p ? rx_batch(t, p->fd) : 0;
+        while (!(p ? outbound_batch(t, p, got) : outbound_orphaned(t, got))) {
+          pthread_rwlock_unlock(&dp->lock);
+          tx_flush(t);
+          pthread_rwlock_rdlock(&dp->lock);
+          p = event_peer(dp, ev[e].data.u64); /* removed meanwhile: the rest of its batch is dropped */
         }
         pthread_rwlock_unlock(&dp->lock);
         tx_flush(t);
@@ -68,7 +88,11 @@ static void *inbound_main(void *arg) {
         int got = rx_batch(t, esp ? dp->esp_fd : dp->plain_fd);
         if (!got) break;
         pthread_rwlock_rdlock(&dp->lock);
-        inbound_batch(t, esp, got);
+        while (!inbound_batch(t, esp, got)) { /* the queue is full: flush it without the lock, as above */
+          pthread_rwlock_unlock(&dp->lock);
+          tx_flush(t);
+          pthread_rwlock_rdlock(&dp->lock);
+        }
         pthread_rwlock_unlock(&dp->lock);
         tx_flush(t);
       }
@@ -80,15 +104,23 @@ static void *inbound_main(void *arg) {
 static int thread_init(dataplane *dp, dp_thread *t, uint64_t *unattributed, char *err, size_t err_len) {
   t->dp = dp;
   t->unattributed = unattributed;
-  t->rx = malloc((size_t)RX_BATCH * RX_SLOT);
-  t->arena = malloc(TX_ARENA);
-  t->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (!t->rx || !t->arena || t->epfd < 0) {
-    set_err(err, err_len, "%s: %s", "data plane thread", errno);
+  t->rx = dp_malloc((size_t)RX_BATCH * RX_SLOT);
+  t->arena = dp_malloc(TX_ARENA);
+  if (!t->rx || !t->arena) {
+    set_err(err, err_len, "%s%s", "VEIL_ERR_NATIVE_NOMEM: out of memory for the data threads' buffers", 0);
+    return -1;
+  }
+  t->epfd = FAULT_OR(epoll_create1(EPOLL_CLOEXEC), -1, EMFILE);
+  if (t->epfd < 0) {
+    set_err(err, err_len, "%s: %s", "epoll_create1", errno);
     return -1;
   }
   struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
-  return epoll_ctl(t->epfd, EPOLL_CTL_ADD, dp->wake_fd, &ev);
+  if (FAULT_OR(epoll_ctl(t->epfd, EPOLL_CTL_ADD, dp->wake_fd, &ev), -1, ENOMEM) < 0) {
+    set_err(err, err_len, "%s: %s", "epoll_ctl (wake)", errno);
+    return -1;
+  }
+  return 0;
 }
 
 static void thread_free(dp_thread *t) {
@@ -99,61 +131,8 @@ static void thread_free(dp_thread *t) {
   t->epfd = -1;
 }
 
-// ---------------------------------------------------------------- lifecycle
-
-dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
-  dataplane *dp = calloc(1, sizeof *dp);
-  if (!dp) return NULL;
-  dp->cfg = *cfg;
-  dp->esp_fd = dp->plain_fd = dp->deliver_fd = dp->wake_fd = dp->out.epfd = dp->in.epfd = -1;
-  pthread_rwlockattr_t attr;
-  pthread_rwlockattr_init(&attr);
-  /* writers (JS table changes) must not starve behind two readers that alternate forever */
-  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  pthread_rwlock_init(&dp->lock, &attr);
-  pthread_rwlockattr_destroy(&attr);
-  if (satable_init(dp) < 0) {
-    set_err(err, err_len, "%s%s", "out of memory", 0);
-    dp_destroy(dp);
-    return NULL;
-  }
-  dp->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (dp->wake_fd < 0 ||
-      (dp->esp_fd = udp_socket(cfg->underlay, cfg->esp_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
-      (dp->plain_fd = udp_socket(cfg->underlay, cfg->plain_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
-      (dp->deliver_fd = udp_socket(cfg->host, cfg->delivery_port, cfg->buffer_bytes, 0, err, err_len)) < 0 ||
-      thread_init(dp, &dp->out, dp->unattributed_tx, err, err_len) < 0 ||
-      thread_init(dp, &dp->in, dp->unattributed_rx, err, err_len) < 0) {
-    dp_destroy(dp);
-    return NULL;
-  }
-  struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_ESP };
-  epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->esp_fd, &ev);
-  ev.data.u64 = TAG_PLAIN;
-  epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->plain_fd, &ev);
-  return dp;
-}
-
-int dp_start(dataplane *dp, char *err, size_t err_len) {
-  if (dp->started) return 0;
-  int e = pthread_create(&dp->out.tid, NULL, outbound_main, &dp->out);
-  if (e) {
-    set_err(err, err_len, "%s: %s", "outbound thread", e);
-    return -1;
-  }
-  dp->out.started = 1;
-  e = pthread_create(&dp->in.tid, NULL, inbound_main, &dp->in);
-  if (e) {
-    set_err(err, err_len, "%s: %s", "inbound thread", e);
-    return -1;
-  }
-  dp->in.started = 1;
-  dp->started = 1;
-  return 0;
-}
-
-void dp_destroy(dataplane *dp) {
-  if (!dp) return;
+/* Stops and joins the threads that run; the data plane can be started again afterwards. */
+static void stop_threads(dataplane *dp) {
   atomic_store(&dp->stopping, 1);
   if (dp->wake_fd >= 0) {
     uint64_t one = 1;
@@ -162,6 +141,86 @@ void dp_destroy(dataplane *dp) {
   if (dp->out.started) pthread_join(dp->out.tid, NULL);
   if (dp->in.started) pthread_join(dp->in.tid, NULL);
   dp->out.started = dp->in.started = 0;
+  dp->started = 0;
+  uint64_t v;
+  if (dp->wake_fd >= 0) (void)!read(dp->wake_fd, &v, sizeof v); /* empty again */
+  atomic_store(&dp->stopping, 0);
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
+  dataplane *dp = dp_calloc(1, sizeof *dp);
+  if (!dp) {
+    set_err(err, err_len, "%s%s", "VEIL_ERR_NATIVE_NOMEM: out of memory", 0);
+    return NULL;
+  }
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  /* writers (JS table changes) must not starve behind two readers that alternate forever */
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  int e = pthread_rwlock_init(&dp->lock, &attr);
+  pthread_rwlockattr_destroy(&attr);
+  if (e) {
+    set_err(err, err_len, "%s: %s", "the table lock", e);
+    free(dp);
+    return NULL;
+  }
+  dp->cfg = *cfg;
+  dp->esp_fd = dp->plain_fd = dp->deliver_fd = dp->wake_fd = dp->out.epfd = dp->in.epfd = -1;
+  if (satable_init(dp) < 0) {
+    set_err(err, err_len, "%s%s", "VEIL_ERR_NATIVE_NOMEM: out of memory for the tables", 0);
+    dp_destroy(dp);
+    return NULL;
+  }
+  dp->wake_fd = FAULT_OR(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), -1, EMFILE);
+  if (dp->wake_fd < 0) {
+    set_err(err, err_len, "%s: %s", "eventfd", errno);
+    dp_destroy(dp);
+    return NULL;
+  }
+  if ((dp->esp_fd = udp_socket(cfg->underlay, cfg->esp_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
+      (dp->plain_fd = udp_socket(cfg->underlay, cfg->plain_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
+      (dp->deliver_fd = udp_socket(cfg->host, cfg->delivery_port, cfg->buffer_bytes, 0, err, err_len)) < 0 ||
+      thread_init(dp, &dp->out, dp->unattributed_tx, err, err_len) < 0 ||
+      thread_init(dp, &dp->in, dp->unattributed_rx, err, err_len) < 0) {
+    dp_destroy(dp);
+    return NULL;
+  }
+  struct epoll_event esp = { .events = EPOLLIN, .data.u64 = TAG_ESP }, plain = { .events = EPOLLIN, .data.u64 = TAG_PLAIN };
+  if (FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->esp_fd, &esp), -1, ENOMEM) < 0 ||
+      FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->plain_fd, &plain), -1, ENOMEM) < 0) {
+    set_err(err, err_len, "%s: %s", "epoll_ctl (underlay sockets)", errno);
+    dp_destroy(dp);
+    return NULL;
+  }
+  return dp;
+}
+
+int dp_start(dataplane *dp, char *err, size_t err_len) {
+  if (dp->started) return 0;
+  int e = fault_now() ? EAGAIN : pthread_create(&dp->out.tid, NULL, outbound_main, &dp->out);
+  if (e) {
+    set_err(err, err_len, "%s: %s", "outbound thread", e);
+    return -1;
+  }
+  dp->out.started = 1;
+  pthread_setname_np(dp->out.tid, "veil-out"); /* named before dp_start returns: top -H, and the tests count them */
+  e = fault_now() ? EAGAIN : pthread_create(&dp->in.tid, NULL, inbound_main, &dp->in);
+  if (e) {
+    set_err(err, err_len, "%s: %s", "inbound thread", e);
+    stop_threads(dp); /* never half started: a later dp_start starts both */
+    return -1;
+  }
+  dp->in.started = 1;
+  pthread_setname_np(dp->in.tid, "veil-in");
+  dp->started = 1;
+  return 0;
+}
+
+void dp_destroy(dataplane *dp) {
+  if (!dp) return;
+  stop_threads(dp);
   satable_free(dp);
   int fds[4] = { dp->esp_fd, dp->plain_fd, dp->deliver_fd, dp->wake_fd };
   for (int i = 0; i < 4; i++) if (fds[i] >= 0) close(fds[i]);

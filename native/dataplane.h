@@ -15,11 +15,13 @@
  *
  * Tables (peers, networks, SAs) change from JS while the threads run. One
  * writer-preferring rwlock: each data thread holds the read lock while it
- * processes one batch (the outbound thread also while it receives from a peer's
+ * processes a batch (the outbound thread also while it receives from a peer's
  * socket, non-blocking), JS takes the write lock to change a table. So no thread
  * ever sees an SA or a socket that is being freed, and both data threads run
- * concurrently. Each counter has exactly one writing thread; stats() reads
- * them with relaxed atomic loads.
+ * concurrently. No thread sends while it holds the lock: a send may wait for the
+ * underlay, and a table change must never wait on the underlay (dataplane.c).
+ * Each counter has exactly one writing thread; stats() reads them with relaxed
+ * atomic loads.
  */
 #ifndef VEIL_DATAPLANE_H
 #define VEIL_DATAPLANE_H
@@ -56,6 +58,9 @@ extern const char *const DROP_NAMES[DROP_COUNT];
  * (docs/wire.md "Sequence numbers and replay") */
 #define SEQ64_MAX ((1ULL << 53) - 1)
 #define SEQ32_MAX 0xffffffffULL
+/* How long one flush may wait for send buffer room in all before it drops the rest as send-failed: the
+ * underlay is not draining, and the thread must get back to fresh traffic (docs/wire.md "Drop reasons"). */
+#define SEND_WAIT_MS_DEFAULT 100
 
 /* Counters of one direction, written by one thread only. */
 typedef struct dir_counters {
@@ -67,29 +72,36 @@ typedef struct dir_counters {
 typedef struct pair_stats {
   uint16_t peer;
   uint32_t vni;
+  /* The highest epoch installed or activated for the pair: anything more than two epochs behind it is
+   * refused (satable.c "Epoch high-water marks"). Control plane only, under the write lock. */
+  uint32_t epoch_mark;
   dir_counters tx; /* outbound thread */
   dir_counters rx; /* inbound thread */
 } pair_stats;
 
-typedef struct inbound_sa {
-  esp_cipher cipher;
-  uint8_t key[32]; /* kept to tell "the same SA again" from "a new key under the same SPI" */
-  size_t key_len;
-  replay_window replay;
-  uint32_t vni, epoch;
+#define SA_FINGERPRINT_LENGTH 32 /* SHA-256 */
+
+/* What both directions of an SA have: its name, its key's fingerprint, its cipher. */
+typedef struct sa_base {
+  esp_cipher cipher; /* the key schedule; freed and wiped when the SA is retired (ctx NULL) */
+  /* SHA-256 of the key material: tells "the same key again" without keeping the key */
+  uint8_t fingerprint[SA_FINGERPRINT_LENGTH];
+  uint32_t spi, vni, epoch;
+  int esn;
   uint16_t peer;
   pair_stats *pair;
+} sa_base;
+
+/* Each SA starts with its sa_base, so a pointer to one is a pointer to the other. */
+typedef struct inbound_sa {
+  sa_base base;
+  replay_window replay;
   uint64_t opened, bytes; /* inbound thread */
 } inbound_sa;
 
 typedef struct outbound_sa {
-  esp_cipher cipher;
-  uint8_t key[32];
-  size_t key_len;
-  uint32_t vni, epoch;
-  uint16_t peer;
+  sa_base base;
   uint64_t next, limit; /* next sequence number to use; the last one allowed (never wraps) */
-  pair_stats *pair;
   uint64_t sealed, bytes; /* outbound thread */
 } outbound_sa;
 
@@ -114,10 +126,13 @@ typedef struct dp_config {
   int gso, gro;
   uint32_t gso_max_segment; /* largest UDP payload per GSO segment (underlay MTU - 28) */
   uint32_t replay_window;
+  uint32_t send_wait_ms; /* SEND_WAIT_MS_DEFAULT unless a test asks otherwise */
 } dp_config;
 
 typedef struct io_counters {
   uint64_t rx_calls, rx_datagrams, rx_packets, tx_calls, tx_messages, tx_packets, send_errors;
+  uint64_t send_waits; /* waits for send buffer room */
+  uint64_t tx_flushes; /* flushes of a non-empty tx queue, completed */
 } io_counters;
 
 struct dp_thread;
@@ -127,17 +142,20 @@ dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len);
 int dp_start(dataplane *dp, char *err, size_t err_len);
 void dp_destroy(dataplane *dp); /* stops the threads, closes every socket, frees every table */
 
-/* Control plane: each takes the write lock. 0 ok, -1 with err filled. */
+/*
+ * Control plane: each takes the write lock. 0 ok, -1 with err filled as "VEIL_ERR_<CODE>: why" (a code
+ * of src/errors.ts). A call that fails changes nothing.
+ */
 int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, uint16_t port, char *err, size_t err_len);
-int dp_remove_peer(dataplane *dp, uint16_t index);
-int dp_set_network(dataplane *dp, uint32_t vni, int encrypted);
+int dp_remove_peer(dataplane *dp, uint16_t index, char *err, size_t err_len);
+int dp_set_network(dataplane *dp, uint32_t vni, int encrypted, char *err, size_t err_len);
 int dp_remove_network(dataplane *dp, uint32_t vni);
 int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t key_len, const uint8_t salt[4], int esn,
                        uint32_t vni, uint16_t peer, uint32_t epoch, char *err, size_t err_len);
-int dp_remove_inbound(dataplane *dp, uint32_t spi);
+int dp_remove_inbound(dataplane *dp, uint32_t spi, char *err, size_t err_len);
 int dp_set_outbound(dataplane *dp, uint16_t peer, uint32_t vni, uint32_t spi, const uint8_t *key, size_t key_len,
                     const uint8_t salt[4], int esn, uint32_t epoch, uint64_t budget, char *err, size_t err_len);
-int dp_remove_outbound(dataplane *dp, uint16_t peer, uint32_t vni);
+int dp_remove_outbound(dataplane *dp, uint16_t peer, uint32_t vni, char *err, size_t err_len);
 
 /* Stats, read under the read lock through callbacks (the N-API layer builds JS objects). */
 typedef struct dp_stats_visitor {
@@ -146,6 +164,7 @@ typedef struct dp_stats_visitor {
   void (*inbound)(void *ctx, uint32_t spi, const inbound_sa *sa);
   void (*unattributed)(void *ctx, const uint64_t tx[DROP_COUNT], const uint64_t rx[DROP_COUNT]);
   void (*io)(void *ctx, const char *dir, const io_counters *io);
+  void (*retired)(void *ctx, uint64_t inbound, uint64_t outbound); /* SAs out of service, remembered */
 } dp_stats_visitor;
 void dp_visit_stats(dataplane *dp, const dp_stats_visitor *v);
 

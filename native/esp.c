@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "fault.h"
+
 int esp_cipher_init(esp_cipher *c, const uint8_t *key, size_t key_len, const uint8_t salt[ESP_SALT_LENGTH],
                     uint32_t spi, int esn, int encrypt) {
   const EVP_CIPHER *cipher;
@@ -12,7 +14,7 @@ int esp_cipher_init(esp_cipher *c, const uint8_t *key, size_t key_len, const uin
     default: return -1;
   }
   memset(c, 0, sizeof *c);
-  c->ctx = EVP_CIPHER_CTX_new();
+  c->ctx = FAULT_OR(EVP_CIPHER_CTX_new(), NULL, ENOMEM);
   if (!c->ctx) return -1;
   c->spi = spi;
   memcpy(c->salt, salt, ESP_SALT_LENGTH);

@@ -1,4 +1,4 @@
-/* Per-packet work, under the data plane's read lock: outbound seal, inbound open, plain VXLAN. */
+/* Per-packet work, under the data plane's read lock: outbound seal, inbound open, plain VXLAN. Never a send: bind.h queues. */
 #include "packet.h"
 
 #include <arpa/inet.h>
@@ -50,7 +50,7 @@ static void outbound_packet(dp_thread *t, void *ctx, const struct sockaddr_in *s
   trailer[pad] = (uint8_t)pad;
   trailer[pad + 1] = IPPROTO_UDP_NUMBER;
   struct iovec pt[3] = { { udp, sizeof udp }, { vx, len }, { trailer, pad + ESP_TRAILER_LENGTH } };
-  int sealed = esp_seal_danger(&sa->cipher, hi, lo, iv, pt, 3, out);
+  int sealed = esp_seal_danger(&sa->base.cipher, hi, lo, iv, pt, 3, out);
   if (sealed < 0) { counter_add(&ps->tx.drops[DROP_SEND_FAILED], 1); return; }
   tx_commit_arena(t, dp->esp_fd, p->address, dp->cfg.peer_esp_port, (uint32_t)sealed);
   counter_add(&sa->sealed, 1);
@@ -77,7 +77,7 @@ static void inbound_esp_packet(dp_thread *t, void *ctx, const struct sockaddr_in
   if (len < ESP_MIN_LENGTH) { count_unattributed(t, DROP_TRUNCATED, 1); return; }
   inbound_sa *sa = table_get(&dp->inbound, get_u32(d + ESP_SPI_OFFSET));
   if (!sa) { count_unattributed(t, DROP_UNKNOWN_SPI, 1); return; }
-  uint64_t *drops = sa->pair->rx.drops;
+  uint64_t *drops = sa->base.pair->rx.drops;
   /* 3. Replay check, before decryption. */
   uint32_t lo = get_u32(d + ESP_SEQ_OFFSET);
   int64_t hi = replay_check(&sa->replay, lo);
@@ -85,7 +85,7 @@ static void inbound_esp_packet(dp_thread *t, void *ctx, const struct sockaddr_in
   if (hi == REPLAY_DUPLICATE) { counter_add(&drops[DROP_REPLAY_DUPLICATE], 1); return; }
   /* 4. ICV verify and decrypt, in place. */
   uint8_t *pt = d + ESP_PAYLOAD_OFFSET;
-  int n = esp_open_danger(&sa->cipher, d, len, (uint32_t)hi, pt);
+  int n = esp_open_danger(&sa->base.cipher, d, len, (uint32_t)hi, pt);
   if (n < 0) { counter_add(&drops[DROP_AUTH_FAILED], 1); return; }
   /* 5. Replay update, only now that the packet is authentic. */
   if (!replay_update(&sa->replay, (uint32_t)hi, lo)) { counter_add(&drops[DROP_REPLAY_DUPLICATE], 1); return; }
@@ -103,11 +103,11 @@ static void inbound_esp_packet(dp_thread *t, void *ctx, const struct sockaddr_in
   uint32_t vlen = (uint32_t)payload - UDP_HEADER_LENGTH;
   if (vlen < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { counter_add(&drops[DROP_BAD_VXLAN_HEADER], 1); return; }
   /* 7. Isolation: an SA carries exactly one network. */
-  if ((get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT) != sa->vni) { counter_add(&drops[DROP_VNI_MISMATCH], 1); return; }
+  if ((get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT) != sa->base.vni) { counter_add(&drops[DROP_VNI_MISMATCH], 1); return; }
   counter_add(&sa->opened, 1);
   counter_add(&sa->bytes, vlen);
-  counter_add(&sa->pair->rx.packets, 1);
-  counter_add(&sa->pair->rx.bytes, vlen);
+  counter_add(&sa->base.pair->rx.packets, 1);
+  counter_add(&sa->base.pair->rx.bytes, vlen);
   deliver(t, vx, vlen);
 }
 
@@ -131,9 +131,18 @@ static void inbound_plain_packet(dp_thread *t, void *ctx, const struct sockaddr_
 
 // ---------------------------------------------------------------- batches
 
-void outbound_batch(dp_thread *t, peer *p, int n) { for_each_packet(t, n, outbound_packet, p); }
+int outbound_batch(dp_thread *t, peer *p, int n) { return for_each_packet(t, n, outbound_packet, p); }
 
-void inbound_batch(dp_thread *t, int esp, int n) {
-  if (esp) for_each_packet(t, n, inbound_esp_packet, NULL);
-  else for_each_packet(t, n, inbound_plain_packet, NULL);
+static void orphaned_packet(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *d, uint32_t len) {
+  (void)ctx;
+  (void)src;
+  (void)d;
+  (void)len;
+  count_unattributed(t, DROP_UNKNOWN_PEER, 1);
+}
+
+int outbound_orphaned(dp_thread *t, int n) { return for_each_packet(t, n, orphaned_packet, NULL); }
+
+int inbound_batch(dp_thread *t, int esp, int n) {
+  return esp ? for_each_packet(t, n, inbound_esp_packet, NULL) : for_each_packet(t, n, inbound_plain_packet, NULL);
 }

@@ -6,10 +6,17 @@
 
 #pragma GCC visibility push(hidden)
 
-/* The n datagrams just received on peer p's gateway socket: VTEP → seal → underlay. Read lock held. */
-void outbound_batch(dp_thread *t, peer *p, int n);
-/* The n datagrams just received on UDP 4500 (esp) or 4789: underlay → open → VTEP. Read lock held. */
-void inbound_batch(dp_thread *t, int esp, int n);
+/*
+ * Each goes on with the batch of n datagrams just received from where it stopped, read lock held, and
+ * returns 1 when the batch is done, 0 when the tx queue is full: the caller flushes it without the
+ * lock and calls again.
+ */
+/* Received on peer p's gateway socket: VTEP → seal → underlay. */
+int outbound_batch(dp_thread *t, peer *p, int n);
+/* The rest of a batch whose peer was removed while the queue was flushed: counted as unknown-peer. */
+int outbound_orphaned(dp_thread *t, int n);
+/* Received on UDP 4500 (esp) or 4789: underlay → open → VTEP. */
+int inbound_batch(dp_thread *t, int esp, int n);
 
 #pragma GCC visibility pop
 

@@ -1,13 +1,15 @@
 #include "replay.h"
 
 #include <stdlib.h>
+
+#include "fault.h"
 #include <string.h>
 
 #define TWO_POW_32 4294967296LL
 
 int replay_init(replay_window *w, int esn, uint32_t size) {
   if (size < REPLAY_WINDOW_MIN || size > REPLAY_WINDOW_MAX || (size & (size - 1)) != 0) return -1;
-  w->bits = calloc(size / 32, sizeof(uint32_t));
+  w->bits = dp_calloc(size / 32, sizeof(uint32_t));
   if (!w->bits) return -1;
   w->size = size;
   w->mask = size - 1;

@@ -1,6 +1,6 @@
 #include "table.h"
 
-#include <stdlib.h>
+#include "fault.h"
 
 static uint64_t mix(uint64_t x) {
   x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
@@ -9,11 +9,11 @@ static uint64_t mix(uint64_t x) {
 }
 
 static int alloc(table *t, uint32_t cap) {
-  t->keys = calloc(cap, sizeof *t->keys);
-  t->vals = calloc(cap, sizeof *t->vals);
-  t->state = calloc(cap, 1);
+  t->keys = dp_calloc(cap, sizeof *t->keys);
+  t->vals = dp_calloc(cap, sizeof *t->vals);
+  t->state = dp_calloc(cap, 1);
   if (!t->keys || !t->vals || !t->state) {
-    free(t->keys); free(t->vals); free(t->state);
+    table_free(t); /* NULLs them too: the caller's table_free must not free them again */
     return -1;
   }
   t->cap = cap;

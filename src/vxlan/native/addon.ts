@@ -63,6 +63,8 @@ export interface NativeDataplaneConfig {
   gro?: boolean;
   underlayMtu?: number;
   replayWindow?: number;
+  /** How long one flush may wait for the underlay in all before it drops the rest (default 100 ms). */
+  sendWaitMs?: number;
 }
 
 export interface NativePairStats {
@@ -84,6 +86,10 @@ export interface NativeIoStats {
   txMessages: number;
   txPackets: number;
   sendErrors: number;
+  /** Waits for send buffer room (the underlay was not draining). */
+  sendWaits: number;
+  /** Flushes of a non-empty send queue, completed. */
+  txFlushes: number;
 }
 
 export interface NativeStats {
@@ -91,6 +97,8 @@ export interface NativeStats {
   inbound: Array<{ spi: number; peer: number; vni: number; epoch: number; opened: number }>;
   unattributed: Partial<Record<DropReason, number>>;
   io: { outbound: NativeIoStats; inbound: NativeIoStats };
+  /** SAs out of service that the table still remembers (docs/wire.md "Sequence numbers and replay"). */
+  retired: { inbound: number; outbound: number };
 }
 
 /** The addon's exports, as binding.c defines them. */

@@ -33,6 +33,8 @@ export interface NativeDataPathOptions {
   /** SO_RCVBUF/SO_SNDBUF (default 4 MiB, forced past rmem_max when root). */
   readonly bufferBytes?: number;
   readonly replayWindow?: number;
+  /** How long one flush may wait for the underlay in all before it drops the rest as send-failed (default 100 ms). */
+  readonly sendWaitMs?: number;
   /**
    * Ports, for tests on loopback; the defaults are the protocol's, and `delivery` (the source port
    * of what goes to the VTEP) is VTEP_DELIVERY_PORT, which the vtep namespace's firewall requires.
@@ -93,6 +95,7 @@ export class NativeDataPath implements DataPath {
       ...(o.gro !== undefined ? { gro: o.gro } : {}),
       ...(o.bufferBytes !== undefined ? { bufferBytes: o.bufferBytes } : {}),
       ...(o.replayWindow !== undefined ? { replayWindow: o.replayWindow } : {}),
+      ...(o.sendWaitMs !== undefined ? { sendWaitMs: o.sendWaitMs } : {}),
     });
     try {
       this.#addon.dpStart(dp);

@@ -8,10 +8,16 @@ export interface InboundSaLookup {
 
 /** At most three epochs of one (peer, network) are live: previous, current, next (docs/keys.md "Rotation"). */
 export const MAX_LIVE_EPOCHS = 3;
+/** How far behind the newest epoch installed for its (peer, network) an epoch may still be installed. */
+export const EPOCH_REACH = MAX_LIVE_EPOCHS - 1;
 
 export class SaTableError extends VeilError {
   override readonly name = 'SaTableError';
-  constructor(code: 'VEIL_ERR_SA_SPI_IN_USE' | 'VEIL_ERR_SA_TOO_MANY_EPOCHS', detail: string) {
+  constructor(
+    code:
+      'VEIL_ERR_SA_SPI_IN_USE' | 'VEIL_ERR_SA_TOO_MANY_EPOCHS' | 'VEIL_ERR_SA_EPOCH_TOO_OLD' | 'VEIL_ERR_SA_KEY_REUSED',
+    detail: string,
+  ) {
     super(code, detail);
   }
 }

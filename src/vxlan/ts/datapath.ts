@@ -1,10 +1,12 @@
+import { createHash } from 'node:crypto';
 import type { AeadProvider } from '../../crypto/aead.js';
-import { SecretKey } from '../../crypto/secret.js';
+import type { SecretKey } from '../../crypto/secret.js';
 import { createEspCipher } from '../wire/esp.js';
 import { Forwarder, type Forward } from './forwarder.js';
 import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, PairStatus, SaKeySpec } from '../datapath.js';
 import type { UnderlayIo, VtepIo } from './io.js';
 import { InboundSa, OutboundSa } from '../sa/sa.js';
+import { EPOCH_REACH, SaTableError } from '../sa/table.js';
 
 export interface TsDataPathOptions {
   /** 169.254.x.2: the only source the Forwarder accepts on the gateway ports. */
@@ -15,16 +17,39 @@ export interface TsDataPathOptions {
   readonly replayWindow?: number;
 }
 
+/** An SA this data path made, in service or retired: its name and its key's fingerprint, never the key. */
+interface Made {
+  readonly direction: 'in' | 'out';
+  readonly fingerprint: string;
+  readonly spi: number;
+  readonly esn: boolean;
+  readonly peerId: string;
+  readonly vni: number;
+  readonly epoch: number;
+  readonly sa: InboundSa | OutboundSa;
+}
+
+/** SHA-256("veil sa key v1\0" ‖ key ‖ salt), as native/satable.c computes it. */
+function fingerprint(keymat: SecretKey): string {
+  return createHash('sha256').update('veil sa key v1\0').update(keymat.exposeDanger()).digest('hex');
+}
+
+const pairKey = (peerId: string, vni: number) => `${vni}/${peerId}`;
+
 /** The TypeScript data path: the Forwarder's decisions between node:dgram sockets (or any UnderlayIo/VtepIo). */
 export class TsDataPath implements DataPath {
   readonly forwarder: Forwarder;
   /**
-   * The SAs made so far, by (direction, peer, VNI, epoch, SPI), with a copy of their KEYMAT. Installing
-   * the same key again reuses the SA: a fresh OutboundSa would restart its sequence (and so its GCM
-   * nonces) at 1 under a key already used, a fresh InboundSa would forget its replay window. A new
-   * key under the same name (a peer's new incarnation) replaces the SA.
+   * The SAs made so far, in service and retired, and each pair's epoch high-water mark: the rules of
+   * native/satable.c (its header comment says why), so both data paths decide alike. In short: a key
+   * installed again under its name is the same SA (its counter and replay window go on), under another
+   * name it is refused (VEIL_ERR_SA_KEY_REUSED); an epoch more than two behind its pair's mark is refused
+   * (VEIL_ERR_SA_EPOCH_TOO_OLD) and retired SAs that far behind are forgotten, a removed peer's too once
+   * another pair of the network is that far ahead (its mark then moves past them); a removed peer keeps
+   * its SAs and mark, a removed network takes its own with it.
    */
-  readonly #made = new Map<string, { keymat: SecretKey; sa: InboundSa | OutboundSa }>();
+  #made: Made[] = [];
+  readonly #marks = new Map<string, number>();
   #sendFailures = 0;
   #running = false;
 
@@ -54,6 +79,8 @@ export class TsDataPath implements DataPath {
 
   removeNetwork(vni: number): void {
     this.forwarder.removeNetwork(vni);
+    this.#made = this.#made.filter((m) => m.vni !== vni);
+    for (const key of this.#marks.keys()) if (key.startsWith(`${vni}/`)) this.#marks.delete(key);
   }
 
   async addPeer(peer: DataPathPeer, port: number): Promise<void> {
@@ -68,40 +95,74 @@ export class TsDataPath implements DataPath {
     this.forwarder.removePeer(peerId);
   }
 
-  installInbound(sa: SaKeySpec): void {
-    this.forwarder.sas.installInbound(
-      this.#make('in', sa, (cipher, label) => new InboundSa(cipher, sa.vni, this.options.replayWindow, label)),
-    );
+  installInbound(spec: SaKeySpec): void {
+    const made = this.#admit('in', spec);
+    const sa =
+      (made?.sa as InboundSa | undefined) ??
+      new InboundSa(this.#cipher(spec), spec.vni, this.options.replayWindow, {
+        peerId: spec.peerId,
+        epoch: spec.epoch,
+      });
+    this.forwarder.sas.installInbound(sa);
+    this.#record('in', spec, sa, made);
   }
 
-  activateOutbound(sa: SaKeySpec, sequenceBudget?: number): void {
-    this.forwarder.sas.activateOutbound(
-      this.#make('out', sa, (cipher, label) => new OutboundSa(cipher, sa.vni, sequenceBudget, label)),
-    );
+  activateOutbound(spec: SaKeySpec, sequenceBudget?: number): void {
+    const made = this.#admit('out', spec);
+    const sa =
+      (made?.sa as OutboundSa | undefined) ??
+      new OutboundSa(this.#cipher(spec), spec.vni, sequenceBudget, { peerId: spec.peerId, epoch: spec.epoch });
+    this.forwarder.sas.activateOutbound(sa);
+    this.#record('out', spec, sa, made);
   }
 
-  #make<T extends InboundSa | OutboundSa>(
-    direction: 'in' | 'out',
-    spec: SaKeySpec,
-    create: (cipher: ReturnType<typeof createEspCipher>, label: { peerId: string; epoch: number }) => T,
-  ): T {
-    const name = `${direction}/${spec.peerId}/${spec.vni}/${spec.epoch}/${spec.spi}`;
-    const made = this.#made.get(name);
-    if (made?.keymat.equals(spec.keymat)) return made.sa as T;
-    made?.keymat.wipe();
-    const sa = create(createEspCipher(spec.spi, spec.keymat, spec.esn, this.options.provider), {
-      peerId: spec.peerId,
-      epoch: spec.epoch,
-    });
-    this.#made.set(name, { keymat: new SecretKey(spec.keymat.exposeDanger()), sa });
-    // At most three epochs of a pair are live: forget what is older.
-    for (const [key, entry] of this.#made) {
-      if (entry.sa.label.peerId === spec.peerId && entry.sa.vni === spec.vni && entry.sa.label.epoch < spec.epoch - 2) {
-        entry.keymat.wipe();
-        this.#made.delete(key);
-      }
+  #cipher(spec: SaKeySpec): ReturnType<typeof createEspCipher> {
+    return createEspCipher(spec.spi, spec.keymat, spec.esn, this.options.provider);
+  }
+
+  /** Refuses what native/satable.c refuses before its tables; the SA already made with this key, if any. */
+  #admit(direction: 'in' | 'out', spec: SaKeySpec): Made | undefined {
+    const mark = this.#marks.get(pairKey(spec.peerId, spec.vni)) ?? 0;
+    if (spec.epoch + EPOCH_REACH < mark)
+      throw new SaTableError(
+        'VEIL_ERR_SA_EPOCH_TOO_OLD',
+        `epoch ${spec.epoch} of peer ${spec.peerId} VNI ${spec.vni}: epoch ${mark} was installed`,
+      );
+    const fp = fingerprint(spec.keymat);
+    const made = this.#made.find(
+      (m) => m.direction === direction && m.peerId === spec.peerId && m.vni === spec.vni && m.fingerprint === fp,
+    );
+    if (made && (made.spi !== spec.spi || made.esn !== spec.esn || made.epoch !== spec.epoch))
+      throw new SaTableError(
+        'VEIL_ERR_SA_KEY_REUSED',
+        `SPI 0x${spec.spi.toString(16)}: its key is in use under SPI 0x${made.spi.toString(16)} epoch ${made.epoch}`,
+      );
+    return made;
+  }
+
+  /** After a successful install: remembers a new SA, raises the pair's mark, forgets what fell out of reach. */
+  #record(direction: 'in' | 'out', spec: SaKeySpec, sa: InboundSa | OutboundSa, made: Made | undefined): void {
+    if (!made) {
+      const { spi, esn, peerId, vni, epoch } = spec;
+      this.#made.push({ direction, fingerprint: fingerprint(spec.keymat), spi, esn, peerId, vni, epoch, sa });
     }
-    return sa;
+    const key = pairKey(spec.peerId, spec.vni);
+    const mark = Math.max(this.#marks.get(key) ?? 0, spec.epoch);
+    this.#marks.set(key, mark);
+    const present = new Set(this.forwarder.peers().map((p) => p.id));
+    this.#made = this.#made.filter((m) => {
+      if (m.vni !== spec.vni || m.epoch + EPOCH_REACH >= mark || this.#inService(m)) return true;
+      if (m.peerId !== spec.peerId && present.has(m.peerId)) return true;
+      const theirs = pairKey(m.peerId, m.vni);
+      this.#marks.set(theirs, Math.max(this.#marks.get(theirs) ?? 0, m.epoch + EPOCH_REACH + 1));
+      return false;
+    });
+  }
+
+  #inService(m: Made): boolean {
+    return m.direction === 'in'
+      ? this.forwarder.sas.inbound(m.spi) === m.sa
+      : this.forwarder.sas.outbound(m.peerId, m.vni) === m.sa;
   }
 
   retireInbound(peerId: string, vni: number, epoch: number): void {

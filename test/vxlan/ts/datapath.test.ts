@@ -65,3 +65,92 @@ describe('TsDataPath installs SAs idempotently', () => {
     expect(sa.replay.check(5)).toBeLessThan(0);
   });
 });
+
+describe('TsDataPath never restarts a counter under a used key (the rules of native/satable.c)', () => {
+  const path = () => {
+    const p = new TsDataPath({ vtepAddress: VTEP, underlay, vtep, provider: nodeAeadProvider });
+    p.setNetwork({ vni: 100, encrypted: true });
+    p.forwarder.setPeer({ id: 'b', address: '198.18.0.2' });
+    p.forwarder.setPeer({ id: 'c', address: '198.18.0.3' });
+    return p;
+  };
+  const key = () => new SecretKey(randomBytes(20));
+  const at = (epoch: number, keymat: SecretKey, peerId = 'b', changes: Partial<SaKeySpec> = {}): SaKeySpec => ({
+    spi: 0x1000 + epoch,
+    keymat,
+    esn: true,
+    vni: 100,
+    peerId,
+    epoch,
+    ...changes,
+  });
+  const codeOf = (f: () => void) => {
+    try {
+      f();
+      return undefined;
+    } catch (err) {
+      return (err as { code?: string }).code;
+    }
+  };
+  const seal = (p: TsDataPath, peerId = 'b') => {
+    const r = p.forwarder.outbound(peerId, vxlanDatagram(100), VTEP, 1);
+    if (!r.ok || r.to !== 'underlay') throw new Error('seal failed');
+    return new DataView(r.datagram.buffer, r.datagram.byteOffset).getUint32(4);
+  };
+
+  it('an epoch more than two behind the pair’s mark is refused in both directions, across a peer removal', async () => {
+    const p = path();
+    const keys = [1, 2, 3, 4].map(() => key());
+    p.activateOutbound(at(1, keys[0]!));
+    expect([seal(p), seal(p)]).toEqual([1, 2]);
+    for (const e of [2, 3, 4]) p.activateOutbound(at(e, keys[e - 1]!));
+    expect(codeOf(() => p.activateOutbound(at(1, keys[0]!)))).toBe('VEIL_ERR_SA_EPOCH_TOO_OLD');
+    expect(codeOf(() => p.installInbound(at(1, keys[0]!)))).toBe('VEIL_ERR_SA_EPOCH_TOO_OLD');
+    p.activateOutbound(at(2, keys[1]!));
+    expect(seal(p)).toBe(1);
+    await p.removePeer('b');
+    await p.addPeer({ id: 'b', index: 2, address: '198.18.0.2' }, 700);
+    expect(codeOf(() => p.activateOutbound(at(1, keys[0]!)))).toBe('VEIL_ERR_SA_EPOCH_TOO_OLD');
+    p.activateOutbound(at(2, keys[1]!));
+    expect(seal(p)).toBe(2);
+  });
+
+  it('the same key under another SPI, ESN setting or epoch is refused, in service or retired', () => {
+    const p = path();
+    const k = key();
+    p.activateOutbound(at(7, k));
+    p.installInbound(at(7, k, 'c'));
+    for (const changes of [{ spi: 0x2000 }, { esn: false }, { epoch: 8 }]) {
+      expect(codeOf(() => p.activateOutbound(at(7, k, 'b', changes)))).toBe('VEIL_ERR_SA_KEY_REUSED');
+      expect(codeOf(() => p.installInbound(at(7, k, 'c', changes)))).toBe('VEIL_ERR_SA_KEY_REUSED');
+    }
+    p.removeOutbound('b', 100);
+    expect(codeOf(() => p.activateOutbound(at(7, k, 'b', { esn: false })))).toBe('VEIL_ERR_SA_KEY_REUSED');
+  });
+
+  it('a new key under the same name retires the old SA: the old key back resumes its counter', () => {
+    const p = path();
+    const old = key();
+    p.activateOutbound(at(5, old));
+    expect([seal(p), seal(p)]).toEqual([1, 2]);
+    p.activateOutbound(at(5, key()));
+    expect(seal(p)).toBe(1);
+    p.activateOutbound(at(5, old));
+    expect(seal(p)).toBe(3);
+  });
+
+  it('a removed peer’s retired SAs go once another pair is three epochs further; a removed network takes all of its own', async () => {
+    const p = path();
+    const theirs = key();
+    p.activateOutbound(at(1, theirs, 'c'));
+    await p.removePeer('c');
+    for (const e of [2, 3, 4]) p.activateOutbound(at(e, key()));
+    await p.addPeer({ id: 'c', index: 3, address: '198.18.0.3' }, 701);
+    expect(codeOf(() => p.activateOutbound(at(1, theirs, 'c')))).toBe('VEIL_ERR_SA_EPOCH_TOO_OLD');
+    // A network created again under the VNI starts at epoch 1, with new keys.
+    p.removeNetwork(100);
+    p.setNetwork({ vni: 100, encrypted: true });
+    p.activateOutbound(at(1, key()));
+    expect(seal(p)).toBe(1);
+  });
+});
