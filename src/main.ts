@@ -86,6 +86,7 @@ export async function startStaticGateway(config: StaticGatewayConfig, log: Logge
     vtepNetns: config.vtep.netns,
     underlayMtu: config.underlayMtu,
     ...(config.vtep.linkNet ? { linkNet: config.vtep.linkNet } : {}),
+    log: (level, msg, fields) => log[level](fields ?? {}, msg),
   });
   const { dataPath, kind } = chooseDataPath(config.dataPath, config.host.address, plumbing, config.underlayMtu, log);
   const gateway = new Gateway({
@@ -165,6 +166,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     vtepNetns: config.vtepNetns,
     underlayMtu: config.underlayMtu,
     linkNet: config.linkNet,
+    log: (level, msg, fields) => log[level](fields ?? {}, msg),
   });
   const { dataPath, kind } = chooseDataPath(config.dataPath, config.advertise, plumbing, config.underlayMtu, log);
   // No --cluster-store: this host runs its own etcd (one host; its data stays in the data dir).
@@ -205,6 +207,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
       hostId: config.hostId,
       linkAddresses: [plumbing.hostAddress, plumbing.vtepAddress],
     }),
+    vtepNetns: config.vtepNetns,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   });
   const installer = new EpochInstaller({

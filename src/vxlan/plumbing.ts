@@ -23,10 +23,14 @@
 // Everything else to 4789 is counted (counter vtep_injection) and dropped. The table lives and dies with
 // the vtep netns, so the VTEP stays closed while no gateway runs.
 //
+// The vtep netns is mounted where it outlives the gateway (docs/plumbing.md "The vtep namespace's
+// mount"): in the mount namespace that owns /run/netns, entered with nsenter when the gateway runs in a
+// slave of it (`ip netns exec`); a namespace file whose mount is gone is made again.
+//
 // Everything here is control plane: operations are serialized, idempotent, and throw PlumbingError
 // carrying the failing argv and its stderr. Commands are argv arrays, never shell strings.
 
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import {
   execRunner,
   parseCommandJson,
@@ -36,6 +40,13 @@ import {
   type CommandRunner,
 } from '../host/exec.js';
 import { bridgeName, endpointLinkName, HOST_LINK, IFNAME_RE, VTEP_LINK, vxlanName } from '../host/names.js';
+import {
+  NETNS_RUN_DIR,
+  netnsFileState,
+  readNetnsMountPlan,
+  type NetnsFileState,
+  type NetnsMountPlan,
+} from '../host/mounts.js';
 import { execIn, ipIn, netnsArg, netnsPath, type NetnsRef } from '../host/netns.js';
 import { applyNftScript, readNftCounter, type NftCounter } from '../host/nft.js';
 import { formatIpv4, isIpv4, parseCidr, parseIpv4 } from '../model/ipv4.js';
@@ -128,10 +139,11 @@ export interface Plumbing {
 }
 
 /**
- * A container's namespace must not be the gateway's own (the host's network namespace): moving a veth
- * end and addresses into it would plumb the host itself. Compared by namespace inode.
+ * A container's namespace must not be the gateway's own (the host's network namespace) nor the vtep
+ * netns: moving a veth end and addresses into either would make it a host on the overlay. Compared by
+ * namespace inode.
  */
-function refuseOwnNamespace(ref: NetnsRef, hostNetns: string | undefined): void {
+function refuseOwnNamespace(ref: NetnsRef, hostNetns: string | undefined, vtepNetns: string): void {
   const path = netnsPath(ref);
   let target: { dev: number; ino: number };
   try {
@@ -151,6 +163,10 @@ function refuseOwnNamespace(ref: NetnsRef, hostNetns: string | undefined): void 
       `${path} is the host's own network namespace, not a container's`,
     );
   }
+  const vtep = netnsFileState(`${NETNS_RUN_DIR}/${vtepNetns}`);
+  if (vtep.kind === 'live' && target.dev === statSync('/proc/self/ns/net').dev && target.ino === vtep.ino) {
+    throw new PlumbingError(['attachContainer', path], null, `${path} is the vtep namespace, not a container's`);
+  }
 }
 
 export interface IproutePlumbingConfig {
@@ -162,6 +178,9 @@ export interface IproutePlumbingConfig {
   readonly linkNet?: string;
   readonly underlayMtu?: number;
   readonly runner?: CommandRunner;
+  /** Where named namespaces are mounted (default: read from /proc, see host/mounts.ts). */
+  readonly netnsMountPlan?: () => NetnsMountPlan;
+  readonly log?: (level: 'info' | 'warn', event: string, fields?: Record<string, unknown>) => void;
 }
 
 export const DEFAULT_LINK_NET = '169.254.47.0';
@@ -175,6 +194,9 @@ export class IproutePlumbing implements Plumbing {
   readonly underlayMtu: number;
   private readonly run: CommandRunner;
   private readonly queue = new SerialQueue();
+  private readonly readMountPlan: () => NetnsMountPlan;
+  private readonly log: (level: 'info' | 'warn', event: string, fields?: Record<string, unknown>) => void;
+  private mountPlan: NetnsMountPlan | undefined;
 
   constructor(config: IproutePlumbingConfig) {
     const link = parseIpv4(config.linkNet ?? DEFAULT_LINK_NET);
@@ -198,14 +220,14 @@ export class IproutePlumbing implements Plumbing {
     this.underlayMtu = config.underlayMtu ?? 1500;
     overlayMtu(this.underlayMtu, true); // validates
     this.run = config.runner ?? execRunner;
+    this.readMountPlan = config.netnsMountPlan ?? (() => readNetnsMountPlan());
+    this.log = config.log ?? (() => undefined);
   }
 
   ensureHost(): Promise<void> {
     return this.serial(async () => {
       await this.checkDeliveryPortPrivileged();
-      if (!(await this.netnsExists(this.vtepNetns))) {
-        await this.run('ip', ['netns', 'add', this.vtepNetns]);
-      }
+      await this.ensureVtepNetns();
       await this.ipHost(['link', 'set', 'lo', 'up']);
       await this.ipVtep(['link', 'set', 'lo', 'up']);
       // Before any VXLAN device exists: the VTEP is never open to the host netns, not even briefly.
@@ -288,7 +310,12 @@ export class IproutePlumbing implements Plumbing {
   teardownHost(): Promise<void> {
     return this.serial(async () => {
       if (await this.linkInfo('host', HOST_LINK)) await this.ipHost(['link', 'del', HOST_LINK]);
-      if (await this.netnsExists(this.vtepNetns)) await this.run('ip', ['netns', 'del', this.vtepNetns]);
+      this.mountPlan ??= this.readMountPlan();
+      // Refused at start: nothing of ours is mounted; an existing file is left for whoever made it.
+      if (this.mountPlan.kind === 'refuse') return;
+      const owner = this.netnsOwner(this.mountPlan);
+      if (netnsFileState(this.vtepNetnsPath, owner.root).kind !== 'absent')
+        await owner.ipNetns(['del', this.vtepNetns]);
     });
   }
 
@@ -362,7 +389,7 @@ export class IproutePlumbing implements Plumbing {
       if (!IFNAME_RE.test(inner)) throw new RangeError(`invalid interface name ${inner}`);
       if (!parseCidr(a.ipv4)) throw new RangeError(`invalid IPv4 address/prefix ${a.ipv4}`);
       if (a.gateway !== undefined && !isIpv4(a.gateway)) throw new RangeError(`invalid IPv4 address ${a.gateway}`);
-      refuseOwnNamespace(a.netns, this.hostNetns);
+      refuseOwnNamespace(a.netns, this.hostNetns, this.vtepNetns);
       const vxlan = await this.linkInfo('vtep', vxlanName(a.vni));
       if (!vxlan || !(await this.linkInfo('vtep', br))) {
         throw new PlumbingError(
@@ -475,6 +502,67 @@ export class IproutePlumbing implements Plumbing {
 
   // ── internals ────────────────────────────────────────────────────────────────
 
+  private get vtepNetnsPath(): string {
+    return `${NETNS_RUN_DIR}/${this.vtepNetns}`;
+  }
+
+  /**
+   * The vtep netns, mounted where it outlives this process: in the mount namespace that owns /run/netns
+   * (docs/plumbing.md "The vtep namespace's mount"). A file there whose mount is gone (its gateway ran
+   * in a mount namespace of its own and was killed) holds no namespace: it is made again, and so is
+   * everything in it (networks by the gateway, containers' veths by the agent).
+   */
+  private async ensureVtepNetns(): Promise<void> {
+    const path = this.vtepNetnsPath;
+    this.mountPlan = this.readMountPlan();
+    if (this.mountPlan.kind === 'refuse') {
+      throw new PlumbingError(
+        ['ensureHost', path],
+        null,
+        `the vtep namespace ${this.vtepNetns} would not outlive the gateway: ${this.mountPlan.reason}`,
+      );
+    }
+    const owner = this.netnsOwner(this.mountPlan);
+    const found = netnsFileState(path, owner.root);
+    if (found.kind === 'stale') {
+      // Its mount went with the mount namespace that made it (a gateway killed under `ip netns exec`).
+      this.log('warn', 'vtep namespace file holds no namespace; making it again', { path });
+      await owner.ipNetns(['del', this.vtepNetns]);
+    }
+    if (found.kind !== 'live') await owner.ipNetns(['add', this.vtepNetns]);
+    const there = netnsFileState(path, owner.root);
+    const here: NetnsFileState = owner.root === '' ? there : netnsFileState(path);
+    if (there.kind !== 'live' || here.kind !== 'live' || here.ino !== there.ino) {
+      if (found.kind !== 'live') await owner.ipNetns(['del', this.vtepNetns]).catch(() => undefined);
+      throw new PlumbingError(
+        ['ensureHost', path],
+        null,
+        `${path} holds the vtep namespace in the mount namespace of ${owner.what} but not in the gateway's: ` +
+          `${NETNS_RUN_DIR} there does not propagate mounts to the gateway's mount namespace`,
+      );
+    }
+    if (found.kind !== 'live' && owner.root !== '')
+      this.log('info', 'vtep namespace mounted in the mount namespace that owns /run/netns', { path, via: owner.what });
+  }
+
+  /** Runs `ip netns …` where named namespaces are mounted, and reads files there (root: a path prefix). */
+  private netnsOwner(plan: Exclude<NetnsMountPlan, { kind: 'refuse' }>): {
+    root: string;
+    what: string;
+    ipNetns(args: readonly string[]): Promise<CommandResult>;
+  } {
+    if (plan.kind === 'own') {
+      return { root: '', what: 'the gateway', ipNetns: (args) => this.run('ip', ['netns', ...args]) };
+    }
+    // The first of them still running (a process may end between the plan and now).
+    const pid = plan.pids.find((p) => existsSync(`/proc/${p}/ns/mnt`)) ?? plan.pids[0]!;
+    return {
+      root: `/proc/${pid}/root`,
+      what: `pid ${pid}`,
+      ipNetns: (args) => this.run('nsenter', [`--mount=/proc/${pid}/ns/mnt`, '--', 'ip', 'netns', ...args]),
+    };
+  }
+
   private serial<T>(op: () => Promise<T>): Promise<T> {
     return this.queue.run(op);
   }
@@ -514,12 +602,6 @@ export class IproutePlumbing implements Plumbing {
 
   private async delFdb(vni: number, e: FdbEntry): Promise<void> {
     await this.bridgeVtep(['fdb', 'del', e.mac, 'dev', vxlanName(vni), 'dst', e.dst, 'port', String(e.port)]);
-  }
-
-  private async netnsExists(name: string): Promise<boolean> {
-    const { stdout } = await this.run('ip', ['-j', 'netns', 'list']);
-    const list = stdout.trim() === '' ? [] : parseCommandJson<Array<{ name: string }>>(stdout, 'ip -j netns list');
-    return list.some((n) => n.name === name);
   }
 
   private async linkInfo(where: 'host' | 'vtep', ifname: string): Promise<LinkJson | undefined> {

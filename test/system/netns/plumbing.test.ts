@@ -278,7 +278,7 @@ describe('IproutePlumbing on real namespaces', () => {
     expect(bed.namespaces()).not.toContain(vtepNs);
   });
 
-  it("refuses to plumb the host's own network namespace as a container, by name, path or pid", async () => {
+  it("refuses to plumb the host's own network namespace (by name, path or pid) or the vtep namespace as a container", async () => {
     const host = bed.hosts[0]!;
     const pid = (await bed.exec(host.netns, ['sh', '-c', 'sleep 30 >/dev/null 2>&1 & echo $!'])).stdout.trim();
     for (const netns of [{ name: host.netns }, { path: `/run/netns/${host.netns}` }, { pid: Number(pid) }]) {
@@ -290,6 +290,16 @@ describe('IproutePlumbing on real namespaces', () => {
         );
       expect(err, JSON.stringify(netns)).toBeInstanceOf(PlumbingError);
       expect((err as PlumbingError).message).toMatch(/host's own network namespace/);
+    }
+    // Nor the vtep namespace: a veth end and addresses there would make it a host on the overlay.
+    for (const netns of [{ name: host.vtepNetns }, { path: `/run/netns/${host.vtepNetns}` }]) {
+      const err = await host.plumbing
+        .attachContainer({ vni: VNI, endpointId: 'self', netns, mac: '02:00:00:00:00:98', ipv4: '10.42.0.98/24' })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expect((err as PlumbingError).message, JSON.stringify(netns)).toMatch(/is the vtep namespace, not a container's/);
     }
     await bed.exec(host.netns, ['kill', pid], { allowFail: true });
     expect(
