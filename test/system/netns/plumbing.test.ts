@@ -128,6 +128,24 @@ describe('IproutePlumbing on real namespaces', () => {
         `iifname "to-host" ip saddr 169.254.${host.index}.1 udp sport ${VTEP_DELIVERY_PORT} udp dport 4789 accept`,
       );
       expect(firewall).toMatch(/udp dport 4789 counter name "vtep_injection" drop/);
+      // Port security (docs/plumbing.md "Port security"): each container port pinned to its MAC and address,
+      // learning off, its MAC a static sticky entry; the VXLAN port is no container port.
+      const ports = (await bed.exec(host.vtepNetns, ['nft', 'list', 'table', 'bridge', 'veil_ports'])).stdout;
+      expect(ports).toMatch(/iifname vmap @ports\n\s+iifname "ve\*" counter name "port_spoofed" drop/);
+      for (const c of containers.filter((c) => c.host === host)) {
+        const port = endpointLinkName(VNI, c.attachment.endpointId);
+        expect(ports).toContain(`"${port}" : jump port_${port}`);
+        expect(ports).toContain(
+          `arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether ${c.attachment.mac} arp saddr ip ${c.ip} accept`,
+        );
+        const link = (await bed.exec(host.vtepNetns, ['bridge', '-d', 'link', 'show', 'dev', port])).stdout;
+        expect(link).toMatch(/ learning off /);
+        const fdb = (await bed.exec(host.vtepNetns, ['bridge', 'fdb', 'show', 'dev', port])).stdout;
+        expect(fdb).toContain(`${c.attachment.mac} sticky master ${bridgeName(VNI)} static`);
+      }
+      expect(ports).not.toContain(vxlanName(VNI));
+      const vxPort = (await bed.exec(host.vtepNetns, ['bridge', '-d', 'link', 'show', 'dev', vxlanName(VNI)])).stdout;
+      expect(vxPort).toMatch(/ learning on /);
     }
     // An encrypted network gets underlay − 95 (worst-case ESP-in-UDP overhead).
     const p = bed.hosts[0]!.plumbing;
@@ -241,8 +259,12 @@ describe('IproutePlumbing on real namespaces', () => {
     await p.removePeer(7, 20002);
     await p.removePeer(7, 20002);
     expect(await p.listFdb(7)).toEqual([{ mac: '00:00:00:00:00:00', dst: '169.254.200.1', port: 20001 }]);
+    const pinned = async () => (await bed.exec(vtepNs, ['nft', 'list', 'table', 'bridge', 'veil_ports'])).stdout;
+    expect(await pinned()).toContain(`port_${endpointLinkName(7, 'by-path')}`);
     await p.detachContainer(7, 'by-path');
     await p.detachContainer(7, 'by-path');
+    expect(await pinned()).not.toContain(endpointLinkName(7, 'by-path'));
+    expect(await pinned()).toContain(`port_${endpointLinkName(7, 'by-pid')}`);
     expect((await bed.exec(byPath, ['ip', '-o', 'link', 'show'])).stdout.trim().split('\n')).toHaveLength(1); // lo only
     expect(
       (await bed.exec(vtepNs, ['ip', '-o', 'link', 'show', endpointLinkName(7, 'by-path')], { allowFail: true })).code,
@@ -250,6 +272,7 @@ describe('IproutePlumbing on real namespaces', () => {
     // Removing a network also removes the container veths still attached to it.
     await p.removeNetwork(7);
     await p.removeNetwork(7);
+    expect(await pinned()).not.toContain(endpointLinkName(7, 'by-pid'));
     expect((await bed.exec(holder, ['ip', '-o', 'link', 'show'])).stdout.trim().split('\n')).toHaveLength(1);
     const vtepLinks = (await bed.exec(vtepNs, ['ip', '-o', 'link', 'show'])).stdout;
     expect(vtepLinks).not.toMatch(/\b(br7|vx7)\b/);
@@ -462,6 +485,12 @@ async function snapshot(bed: Bed, host: BedHost, containers: readonly Container[
   state['fdb'] = fdb.filter((e) => e.state === 'permanent');
   // Text, not JSON: rule handles are renumbered when the chain is re-applied, the rules are not.
   state['firewall'] = (await bed.exec(host.vtepNetns, ['nft', 'list', 'table', 'inet', 'veil'])).stdout;
+  // Stateless (-s): the counters move with the containers' own IPv6 chatter, the rules do not.
+  state['port security'] = (
+    await bed.exec(host.vtepNetns, ['nft', '-s', 'list', 'table', 'bridge', 'veil_ports'])
+  ).stdout;
+  state['bridge ports'] = await json(host.vtepNetns, ['bridge', '-d', '-j', 'link', 'show']);
+  state['static fdb'] = fdb.filter((e) => e.state === 'static');
   return state;
 }
 
