@@ -522,7 +522,11 @@ export class IproutePlumbing implements Plumbing {
           mtu,
           'netns',
           netnsArg(a.netns),
-        ]);
+        ]).catch(async (err: unknown) => {
+          // No port (the container's namespace is gone, say): no pinning left behind for it either.
+          await applyNftScript(this.run, this.vtepNetns, portRemovalScript([outer]));
+          throw err;
+        });
       }
       await this.ipVtep(['link', 'set', outer, 'master', br, 'mtu', mtu]);
       // The bridge learns from link-local frames (01:80:c2:00:00:0x) outside every netfilter hook, and

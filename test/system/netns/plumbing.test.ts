@@ -4,7 +4,7 @@
 // of the gateway, which is docs/plumbing.md "One host" end to end with real packets.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -348,6 +348,32 @@ describe('IproutePlumbing on real namespaces', () => {
     expect(err).toBeInstanceOf(PlumbingError);
     expect((err as PlumbingError).message).toMatch(/cannot open network namespace \/run\/netns\/veil-no-such-netns/);
     expect((err as PlumbingError).stderr).toMatch(/veil-no-such-netns.*no such file/i);
+    // A path that is no namespace fails only when the veth is made, after the port was pinned: the
+    // pinning goes with the failed attempt.
+    const dir = mkdtempSync(join(tmpdir(), 'veil-notns-'));
+    try {
+      writeFileSync(join(dir, 'netns'), '');
+      const notNs = await p
+        .attachContainer({
+          vni: VNI,
+          endpointId: 'not-a-netns',
+          netns: { path: join(dir, 'netns') },
+          mac: '02:00:00:00:00:97',
+          ipv4: '10.42.0.97/24',
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expect(notNs).toBeInstanceOf(PlumbingError);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const table = (await bed.exec(bed.hosts[0]!.vtepNetns, ['nft', 'list', 'table', 'bridge', 'veil_ports'])).stdout;
+    expect(table).not.toContain(endpointLinkName(VNI, 'not-a-netns'));
+    expect(table).toContain(
+      endpointLinkName(VNI, containers.find((c) => c.host === bed.hosts[0])!.attachment.endpointId),
+    );
     // Nothing half-made is left behind.
     expect(
       (
