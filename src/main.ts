@@ -114,6 +114,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     vtepNetns: config.vtepNetns,
     underlayMtu: config.underlayMtu,
     linkNet: config.linkNet,
+    log: (level, msg, fields) => log[level](fields ?? {}, msg),
   });
   const { dataPath, kind } = chooseDataPath(config.dataPath, config.advertise, plumbing, config.underlayMtu, log);
   // No --cluster-store: this host runs its own etcd (one host; its data stays in the data dir).
@@ -153,6 +154,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
           hostId: config.hostId,
           linkAddresses: [plumbing.hostAddress, plumbing.vtepAddress],
         }),
+        vtepNetns: config.vtepNetns,
         log: hostLog,
       }),
     api: async (h) => {

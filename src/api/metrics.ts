@@ -65,6 +65,17 @@ export function renderMetrics(status: GatewayStatus): string {
     );
     lines.push(`veil_vtep_injection_dropped_packets_total ${status.vtepFirewall.packets}`);
   }
+  if (status.portSecurity && 'spoofed' in status.portSecurity) {
+    family(
+      'veil_port_security_dropped_packets_total',
+      "Frames from container ports dropped by port security: a source MAC, IPv4 source or ARP sender not the port's own (spoofed-source), or neither IPv4 nor ARP (not-ipv4).",
+      'counter',
+    );
+    lines.push(
+      `veil_port_security_dropped_packets_total${labels({ reason: 'spoofed-source' })} ${status.portSecurity.spoofed.packets}`,
+      `veil_port_security_dropped_packets_total${labels({ reason: 'not-ipv4' })} ${status.portSecurity.notIpv4.packets}`,
+    );
+  }
   family('veil_send_failures_total', 'Datagrams the gateway could not hand to a socket.', 'counter');
   lines.push(`veil_send_failures_total ${status.sendFailures}`);
   return lines.join('\n') + '\n';

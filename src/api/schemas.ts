@@ -9,6 +9,12 @@ export const errorSchema = {
 
 const dropsSchema = { type: 'object', additionalProperties: { type: 'number' } } as const;
 
+const nftCounterSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { packets: { type: 'number' }, bytes: { type: 'number' } },
+} as const;
+
 export const gatewayStatusSchema = {
   type: 'object',
   additionalProperties: false,
@@ -22,6 +28,17 @@ export const gatewayStatusSchema = {
       properties: {
         packets: { type: 'number' },
         bytes: { type: 'number' },
+        readAt: { type: 'string' },
+        error: { type: 'string' },
+      },
+    },
+    /** nftables in the vtep namespace: frames from container ports with a source not their own, or not IPv4/ARP. */
+    portSecurity: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        spoofed: nftCounterSchema,
+        notIpv4: nftCounterSchema,
         readAt: { type: 'string' },
         error: { type: 'string' },
       },

@@ -22,6 +22,8 @@ export interface DnsServiceOptions {
   readonly plumbing: DnsPlumbing;
   readonly upstream?: UpstreamOptions;
   readonly resolvConf?: ResolvConfOptions;
+  /** The vtep netns's name: it is never a container, so a resolv.conf of veil's for it is an orphan (removed at start). */
+  readonly vtepNetns?: string;
   readonly log?: (level: 'info' | 'warn' | 'error', event: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -55,6 +57,14 @@ export class DnsService {
 
   /** Plumbs the resolver address in the vtep netns and starts answering there. */
   async start(): Promise<void> {
+    if (this.#o.vtepNetns) {
+      // Only a file that carries veil's mark goes (docs/dns.md "resolv.conf"); a saved original comes back.
+      await this.#resolvConf
+        .remove({ netns: `/run/netns/${this.#o.vtepNetns}` })
+        .catch((err: Error) =>
+          this.#log('warn', "dns: could not remove veil's resolv.conf of the vtep netns", { error: err.message }),
+        );
+    }
     await this.#o.plumbing.ensureHost();
     const { udp, tcp } = await this.#o.plumbing.openSockets();
     this.#server.listenUdp(udp);

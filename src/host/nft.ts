@@ -31,3 +31,23 @@ export async function readNftCounter(
   }
   return { packets: counter.packets, bytes: counter.bytes };
 }
+
+/** Reads every named counter of a table in one run (`nft -j list counters table FAMILY TABLE`). */
+export async function readNftCounters(
+  run: CommandRunner,
+  netns: string | undefined,
+  family: string,
+  table: string,
+): Promise<Map<string, NftCounter>> {
+  const { stdout } = await execIn(run, netns, ['nft', '-j', 'list', 'counters', 'table', family, table]);
+  const doc = parseCommandJson<{ nftables?: Array<{ counter?: { name?: string; packets?: number; bytes?: number } }> }>(
+    stdout,
+    'nft -j list counters',
+  );
+  const counters = new Map<string, NftCounter>();
+  for (const { counter } of doc.nftables ?? []) {
+    if (counter?.name !== undefined && counter.packets !== undefined && counter.bytes !== undefined)
+      counters.set(counter.name, { packets: counter.packets, bytes: counter.bytes });
+  }
+  return counters;
+}

@@ -3,7 +3,7 @@ import { SecretKey } from '../crypto/secret.js';
 import type { DropReason } from './wire/drops.js';
 import type { DataPath, PairStatus } from './datapath.js';
 import type { NetnsRef } from '../host/netns.js';
-import type { Plumbing, VtepFirewallCounter } from './plumbing.js';
+import type { Plumbing, PortSecurityCounters, VtepFirewallCounter } from './plumbing.js';
 import { deriveSaKeySpecs, type SaHost } from './sa/derive.js';
 import { isHostIndex, HOST_INDEX_MAX } from '../model/ids.js';
 
@@ -26,7 +26,7 @@ export function peerPort(peerIndex: number): number {
 
 const ADDRESS_IN_USE = /EADDRINUSE|Address already in use/;
 
-/** How often the vtep netns's firewall counter is read for status() (an `nft` run each time). */
+/** How often the vtep netns's firewall and port security counters are read for status() (`nft` runs). */
 export const VTEP_FIREWALL_POLL_MS = 5_000;
 
 export interface GatewayPeer extends SaHost {
@@ -70,6 +70,11 @@ export interface GatewayStatus {
    * "No local injection"), as last read (every VTEP_FIREWALL_POLL_MS), or why it could not be read.
    */
   vtepFirewall?: (VtepFirewallCounter & { readAt: string }) | { error: string };
+  /**
+   * Frames from container ports that port security dropped (docs/plumbing.md "Port security"): a source
+   * that is not the port's own, or not IPv4/ARP; read with vtepFirewall, or why it could not be read.
+   */
+  portSecurity?: (PortSecurityCounters & { readAt: string }) | { error: string };
 }
 
 /** Keys of one network epoch as the gateway holds them: the secret, and whether outbound uses it. */
@@ -108,6 +113,7 @@ export class Gateway {
   /** vni → epoch → entry; at most three live epochs per network (docs/keys.md "Rotation"). */
   readonly #epochs = new Map<number, Map<number, EpochEntry>>();
   #vtepFirewall: GatewayStatus['vtepFirewall'];
+  #portSecurity: GatewayStatus['portSecurity'];
   #vtepFirewallTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly options: GatewayOptions) {}
@@ -115,7 +121,7 @@ export class Gateway {
   async start(): Promise<void> {
     await this.options.plumbing.ensureHost();
     await this.refreshVtepFirewall();
-    if (this.options.plumbing.vtepFirewallDrops) {
+    if (this.options.plumbing.vtepFirewallDrops || this.options.plumbing.portSecurityDrops) {
       this.#vtepFirewallTimer = setInterval(() => void this.refreshVtepFirewall(), VTEP_FIREWALL_POLL_MS).unref();
     }
     await this.options.dataPath.start();
@@ -404,14 +410,25 @@ export class Gateway {
     });
   }
 
-  /** Reads the vtep netns's firewall counter now (status() reports the last read). A failed read is reported, not thrown. */
+  /**
+   * Reads the vtep netns's firewall and port security counters now (status() reports the last read).
+   * A failed read is reported, not thrown.
+   */
   async refreshVtepFirewall(): Promise<void> {
-    const read = this.options.plumbing.vtepFirewallDrops;
-    if (!read) return;
-    try {
-      this.#vtepFirewall = { ...(await read.call(this.options.plumbing)), readAt: new Date().toISOString() };
-    } catch (err) {
-      this.#vtepFirewall = { error: (err as Error).message };
+    const plumbing = this.options.plumbing;
+    if (plumbing.vtepFirewallDrops) {
+      try {
+        this.#vtepFirewall = { ...(await plumbing.vtepFirewallDrops()), readAt: new Date().toISOString() };
+      } catch (err) {
+        this.#vtepFirewall = { error: (err as Error).message };
+      }
+    }
+    if (plumbing.portSecurityDrops) {
+      try {
+        this.#portSecurity = { ...(await plumbing.portSecurityDrops()), readAt: new Date().toISOString() };
+      } catch (err) {
+        this.#portSecurity = { error: (err as Error).message };
+      }
     }
   }
 
@@ -427,6 +444,7 @@ export class Gateway {
       unattributedDrops: traffic.unattributedDrops,
       sendFailures: traffic.sendFailures,
       ...(this.#vtepFirewall ? { vtepFirewall: this.#vtepFirewall } : {}),
+      ...(this.#portSecurity ? { portSecurity: this.#portSecurity } : {}),
     };
   }
 

@@ -23,10 +23,20 @@
 // Everything else to 4789 is counted (counter vtep_injection) and dropped. The table lives and dies with
 // the vtep netns, so the VTEP stays closed while no gateway runs.
 //
+// Port security (docs/plumbing.md "Port security"): each container port ve<hash> is pinned to its
+// container's MAC and IPv4 address. The table bridge veil_ports drops (and counts) a frame from a port
+// whose source MAC, IPv4 source or ARP sender is not the port's own, and anything but IPv4 and ARP; the
+// bridge learns nothing from a container port and holds its MAC as a static, sticky FDB entry, so no
+// frame (not even a link-local one, which bridges learn from outside every netfilter hook) moves it.
+//
+// The vtep netns is mounted where it outlives the gateway (docs/plumbing.md "The vtep namespace's
+// mount"): in the mount namespace that owns /run/netns, entered with nsenter when the gateway runs in a
+// slave of it (`ip netns exec`); a namespace file whose mount is gone is made again.
+//
 // Everything here is control plane: operations are serialized, idempotent, and throw PlumbingError
 // carrying the failing argv and its stderr. Commands are argv arrays, never shell strings.
 
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import {
   execRunner,
   parseCommandJson,
@@ -36,8 +46,15 @@ import {
   type CommandRunner,
 } from '../host/exec.js';
 import { bridgeName, endpointLinkName, HOST_LINK, IFNAME_RE, VTEP_LINK, vxlanName } from '../host/names.js';
+import {
+  NETNS_RUN_DIR,
+  netnsFileState,
+  readNetnsMountPlan,
+  type NetnsFileState,
+  type NetnsMountPlan,
+} from '../host/mounts.js';
 import { execIn, ipIn, netnsArg, netnsPath, type NetnsRef } from '../host/netns.js';
-import { applyNftScript, readNftCounter, type NftCounter } from '../host/nft.js';
+import { applyNftScript, readNftCounter, readNftCounters, type NftCounter } from '../host/nft.js';
 import { formatIpv4, isIpv4, parseCidr, parseIpv4 } from '../model/ipv4.js';
 import { MAC_RE, ZERO_MAC } from '../model/mac.js';
 import { overlayMtu, VTEP_DELIVERY_PORT, VXLAN_PORT } from './wire/constants.js';
@@ -65,6 +82,92 @@ export function vtepFirewallScript(hostAddress: string): string {
 
 /** What the vtep netns's firewall refused: datagrams to the VTEP's port 4789 not from the gateway. */
 export type VtepFirewallCounter = NftCounter;
+
+/** nftables table (family bridge) of the vtep netns that pins each container port to its MAC and IPv4 address. */
+export const PORT_SECURITY_TABLE = 'veil_ports';
+/** Frames from a container port with a source MAC, IPv4 source or ARP sender that is not the port's own. */
+export const PORT_SPOOFED_COUNTER = 'port_spoofed';
+/** Frames from a container port that are neither IPv4 nor ARP (IPv6 among them: no IPv6 address is a port's own). */
+export const PORT_NOT_IPV4_COUNTER = 'port_not_ipv4';
+/** Port name → verdict (a jump to the port's own chain). */
+const PORT_MAP = 'ports';
+/** The vtep-side veth of a container (src/host/names.ts endpointLinkName). */
+const PORT_RE = /^ve[0-9a-f]{12}$/;
+
+/**
+ * The port security table without any port, as one nft transaction. Idempotent like vtepFirewallScript;
+ * the map and the per-port chains are left as they are (attachContainer and detachContainer own them).
+ * A container port the map does not name passes nothing: a port is pinned before it is enslaved.
+ * Frames from the VXLAN device (remote containers) and from the bridge itself are not filtered here.
+ */
+export function portSecurityScript(): string {
+  const t = `bridge ${PORT_SECURITY_TABLE}`;
+  return [
+    `add table ${t}`,
+    `add counter ${t} ${PORT_SPOOFED_COUNTER}`,
+    `add counter ${t} ${PORT_NOT_IPV4_COUNTER}`,
+    `add map ${t} ${PORT_MAP} { type ifname : verdict; }`,
+    `add chain ${t} prerouting { type filter hook prerouting priority filter; policy accept; }`,
+    `flush chain ${t} prerouting`,
+    `add rule ${t} prerouting iifname vmap @${PORT_MAP}`,
+    `add rule ${t} prerouting iifname "ve*" counter name "${PORT_SPOOFED_COUNTER}" drop`,
+  ].join('\n');
+}
+
+function checkPortName(port: string): string {
+  if (!PORT_RE.test(port)) throw new RangeError(`not a container port name: ${port}`);
+  return port;
+}
+
+/**
+ * One port's chain and map entry, in one transaction (replaces what the port had). Only its own MAC
+ * leaves it, and of that only IPv4 from its own address and ARP (Ethernet/IPv4, RFC 826) whose sender
+ * is its own MAC and address. Everything else from the port is dropped: veil networks are IPv4-only
+ * and have no DHCP, so an IPv6 or 0.0.0.0 source is nobody's own.
+ */
+export function portRulesScript(port: string, mac: string, ipv4: string): string {
+  const t = `bridge ${PORT_SECURITY_TABLE}`;
+  const chain = `port_${checkPortName(port)}`;
+  const lower = mac.toLowerCase();
+  if (!MAC_RE.test(lower)) throw new RangeError(`invalid MAC address ${mac}`);
+  if (!isIpv4(ipv4)) throw new RangeError(`invalid IPv4 address ${ipv4}`);
+  return [
+    `add chain ${t} ${chain}`,
+    `flush chain ${t} ${chain}`,
+    `add rule ${t} ${chain} ether saddr != ${lower} counter name "${PORT_SPOOFED_COUNTER}" drop`,
+    `add rule ${t} ${chain} ether type ip ip saddr ${ipv4} accept`,
+    `add rule ${t} ${chain} ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether ${lower} arp saddr ip ${ipv4} accept`,
+    `add rule ${t} ${chain} ether type { ip, arp } counter name "${PORT_SPOOFED_COUNTER}" drop`,
+    `add rule ${t} ${chain} counter name "${PORT_NOT_IPV4_COUNTER}" drop`,
+    `add element ${t} ${PORT_MAP} { "${port}" : jump ${chain} }`,
+  ].join('\n');
+}
+
+/**
+ * Removes ports' map entries and chains in one transaction, whether they exist or not: each is added
+ * first (a no-op when present), so the deletes always find it (nft 1.0.6 has no `destroy`).
+ */
+export function portRemovalScript(ports: readonly string[]): string {
+  const t = `bridge ${PORT_SECURITY_TABLE}`;
+  return ports
+    .flatMap((port) => {
+      const chain = `port_${checkPortName(port)}`;
+      return [
+        `add chain ${t} ${chain}`,
+        `add element ${t} ${PORT_MAP} { "${port}" : jump ${chain} }`,
+        `delete element ${t} ${PORT_MAP} { "${port}" }`,
+        `flush chain ${t} ${chain}`,
+        `delete chain ${t} ${chain}`,
+      ];
+    })
+    .join('\n');
+}
+
+/** What port security dropped (docs/plumbing.md "Port security"). */
+export interface PortSecurityCounters {
+  readonly spoofed: NftCounter;
+  readonly notIpv4: NftCounter;
+}
 
 export interface NetworkSpec {
   readonly vni: number;
@@ -110,11 +213,15 @@ export interface Plumbing {
   teardownHost(): Promise<void>;
   /** Datagrams the vtep netns's firewall refused (docs/plumbing.md "No local injection"); optional for fakes. */
   vtepFirewallDrops?(): Promise<VtepFirewallCounter>;
+  /** Frames port security dropped (docs/plumbing.md "Port security"); optional for fakes. */
+  portSecurityDrops?(): Promise<PortSecurityCounters>;
   /** Bridge br<VNI> and VXLAN vx<VNI> (local vtepAddress, dstport 4789, nolearning, MTU from networkMtu). */
   ensureNetwork(spec: NetworkSpec): Promise<void>;
   /** Removes vx<VNI>, br<VNI> and the container veths attached to it. */
   removeNetwork(vni: number): Promise<void>;
+  /** The container's veth on br<VNI>, its port pinned to the container's MAC and IPv4 address. */
   attachContainer(attachment: ContainerAttachment): Promise<void>;
+  /** Removes the container's veth and its port's pinning. */
   detachContainer(vni: number, endpointId: string): Promise<void>;
   /** Flood (BUM) entry: 00:00:00:00:00:00 → hostAddress:peerPort, one per peer of the network. */
   ensurePeerFlood(vni: number, peerPort: number): Promise<void>;
@@ -128,10 +235,11 @@ export interface Plumbing {
 }
 
 /**
- * A container's namespace must not be the gateway's own (the host's network namespace): moving a veth
- * end and addresses into it would plumb the host itself. Compared by namespace inode.
+ * A container's namespace must not be the gateway's own (the host's network namespace) nor the vtep
+ * netns: moving a veth end and addresses into either would make it a host on the overlay. Compared by
+ * namespace inode.
  */
-function refuseOwnNamespace(ref: NetnsRef, hostNetns: string | undefined): void {
+function refuseOwnNamespace(ref: NetnsRef, hostNetns: string | undefined, vtepNetns: string): void {
   const path = netnsPath(ref);
   let target: { dev: number; ino: number };
   try {
@@ -151,6 +259,10 @@ function refuseOwnNamespace(ref: NetnsRef, hostNetns: string | undefined): void 
       `${path} is the host's own network namespace, not a container's`,
     );
   }
+  const vtep = netnsFileState(`${NETNS_RUN_DIR}/${vtepNetns}`);
+  if (vtep.kind === 'live' && target.dev === statSync('/proc/self/ns/net').dev && target.ino === vtep.ino) {
+    throw new PlumbingError(['attachContainer', path], null, `${path} is the vtep namespace, not a container's`);
+  }
 }
 
 export interface IproutePlumbingConfig {
@@ -162,6 +274,9 @@ export interface IproutePlumbingConfig {
   readonly linkNet?: string;
   readonly underlayMtu?: number;
   readonly runner?: CommandRunner;
+  /** Where named namespaces are mounted (default: read from /proc, see host/mounts.ts). */
+  readonly netnsMountPlan?: () => NetnsMountPlan;
+  readonly log?: (level: 'info' | 'warn', event: string, fields?: Record<string, unknown>) => void;
 }
 
 export const DEFAULT_LINK_NET = '169.254.47.0';
@@ -175,6 +290,9 @@ export class IproutePlumbing implements Plumbing {
   readonly underlayMtu: number;
   private readonly run: CommandRunner;
   private readonly queue = new SerialQueue();
+  private readonly readMountPlan: () => NetnsMountPlan;
+  private readonly log: (level: 'info' | 'warn', event: string, fields?: Record<string, unknown>) => void;
+  private mountPlan: NetnsMountPlan | undefined;
 
   constructor(config: IproutePlumbingConfig) {
     const link = parseIpv4(config.linkNet ?? DEFAULT_LINK_NET);
@@ -198,18 +316,20 @@ export class IproutePlumbing implements Plumbing {
     this.underlayMtu = config.underlayMtu ?? 1500;
     overlayMtu(this.underlayMtu, true); // validates
     this.run = config.runner ?? execRunner;
+    this.readMountPlan = config.netnsMountPlan ?? (() => readNetnsMountPlan());
+    this.log = config.log ?? (() => undefined);
   }
 
   ensureHost(): Promise<void> {
     return this.serial(async () => {
       await this.checkDeliveryPortPrivileged();
-      if (!(await this.netnsExists(this.vtepNetns))) {
-        await this.run('ip', ['netns', 'add', this.vtepNetns]);
-      }
+      await this.ensureVtepNetns();
       await this.ipHost(['link', 'set', 'lo', 'up']);
       await this.ipVtep(['link', 'set', 'lo', 'up']);
       // Before any VXLAN device exists: the VTEP is never open to the host netns, not even briefly.
       await applyNftScript(this.run, this.vtepNetns, vtepFirewallScript(this.hostAddress));
+      // Before any bridge exists: no container port ever passes a frame unpinned.
+      await applyNftScript(this.run, this.vtepNetns, portSecurityScript());
       const hostSide = await this.linkInfo('host', HOST_LINK);
       const vtepSide = await this.linkInfo('vtep', VTEP_LINK);
       if (
@@ -288,7 +408,12 @@ export class IproutePlumbing implements Plumbing {
   teardownHost(): Promise<void> {
     return this.serial(async () => {
       if (await this.linkInfo('host', HOST_LINK)) await this.ipHost(['link', 'del', HOST_LINK]);
-      if (await this.netnsExists(this.vtepNetns)) await this.run('ip', ['netns', 'del', this.vtepNetns]);
+      this.mountPlan ??= this.readMountPlan();
+      // Refused at start: nothing of ours is mounted; an existing file is left for whoever made it.
+      if (this.mountPlan.kind === 'refuse') return;
+      const owner = this.netnsOwner(this.mountPlan);
+      if (netnsFileState(this.vtepNetnsPath, owner.root).kind !== 'absent')
+        await owner.ipNetns(['del', this.vtepNetns]);
     });
   }
 
@@ -342,10 +467,14 @@ export class IproutePlumbing implements Plumbing {
       const vx = vxlanName(vni);
       if (await this.linkInfo('vtep', br)) {
         const ports = await this.jsonLinks(['link', 'show', 'master', br]);
+        const pinned: string[] = [];
         for (const port of ports) {
-          if (port.ifname !== vx && port.linkinfo?.info_kind !== 'vxlan')
+          if (port.ifname !== vx && port.linkinfo?.info_kind !== 'vxlan') {
             await this.ipVtep(['link', 'del', port.ifname]);
+            if (PORT_RE.test(port.ifname)) pinned.push(port.ifname);
+          }
         }
+        if (pinned.length > 0) await applyNftScript(this.run, this.vtepNetns, portRemovalScript(pinned));
       }
       if (await this.linkInfo('vtep', vx)) await this.ipVtep(['link', 'del', vx]);
       if (await this.linkInfo('vtep', br)) await this.ipVtep(['link', 'del', br]);
@@ -362,7 +491,8 @@ export class IproutePlumbing implements Plumbing {
       if (!IFNAME_RE.test(inner)) throw new RangeError(`invalid interface name ${inner}`);
       if (!parseCidr(a.ipv4)) throw new RangeError(`invalid IPv4 address/prefix ${a.ipv4}`);
       if (a.gateway !== undefined && !isIpv4(a.gateway)) throw new RangeError(`invalid IPv4 address ${a.gateway}`);
-      refuseOwnNamespace(a.netns, this.hostNetns);
+      const address = parseCidr(a.ipv4)!.address;
+      refuseOwnNamespace(a.netns, this.hostNetns, this.vtepNetns);
       const vxlan = await this.linkInfo('vtep', vxlanName(a.vni));
       if (!vxlan || !(await this.linkInfo('vtep', br))) {
         throw new PlumbingError(
@@ -372,6 +502,8 @@ export class IproutePlumbing implements Plumbing {
         );
       }
       const mtu = String(a.mtu ?? vxlan.mtu);
+      // Pinned before the port exists: its first frame already meets its rules (docs/plumbing.md "Port security").
+      await applyNftScript(this.run, this.vtepNetns, portRulesScript(outer, mac, formatIpv4(address)));
       if (!(await this.linkInfo('vtep', outer))) {
         await this.ipVtep([
           'link',
@@ -390,9 +522,19 @@ export class IproutePlumbing implements Plumbing {
           mtu,
           'netns',
           netnsArg(a.netns),
-        ]);
+        ]).catch(async (err: unknown) => {
+          // No port (the container's namespace is gone, say): no pinning left behind for it either.
+          await applyNftScript(this.run, this.vtepNetns, portRemovalScript([outer]));
+          throw err;
+        });
       }
-      await this.ipVtep(['link', 'set', outer, 'master', br, 'mtu', mtu, 'up']);
+      await this.ipVtep(['link', 'set', outer, 'master', br, 'mtu', mtu]);
+      // The bridge learns from link-local frames (01:80:c2:00:00:0x) outside every netfilter hook, and
+      // learning would let one such frame take over another container's MAC. A container port learns
+      // nothing; its own MAC is a static entry no frame from any port can move (sticky).
+      await this.bridgeVtep(['link', 'set', 'dev', outer, 'learning', 'off']);
+      await this.bridgeVtep(['fdb', 'replace', mac, 'dev', outer, 'master', 'static', 'sticky']);
+      await this.ipVtep(['link', 'set', outer, 'up']);
       const inC = (args: readonly string[]): Promise<CommandResult> => ipIn(this.run, a.netns, args);
       await inC(['link', 'set', 'lo', 'up']);
       await inC(['link', 'set', inner, 'address', mac, 'mtu', mtu, 'up']);
@@ -406,6 +548,7 @@ export class IproutePlumbing implements Plumbing {
       const outer = endpointLinkName(vni, endpointId);
       // Deleting one end of a veth deletes the other, inside the container.
       if (await this.linkInfo('vtep', outer)) await this.ipVtep(['link', 'del', outer]);
+      await applyNftScript(this.run, this.vtepNetns, portRemovalScript([outer]));
     });
   }
 
@@ -473,7 +616,83 @@ export class IproutePlumbing implements Plumbing {
     );
   }
 
+  portSecurityDrops(): Promise<PortSecurityCounters> {
+    return this.serial(async () => {
+      const counters = await readNftCounters(this.run, this.vtepNetns, 'bridge', PORT_SECURITY_TABLE);
+      const spoofed = counters.get(PORT_SPOOFED_COUNTER);
+      const notIpv4 = counters.get(PORT_NOT_IPV4_COUNTER);
+      if (!spoofed || !notIpv4)
+        throw new PlumbingError(
+          ['nft', 'list', 'counters', PORT_SECURITY_TABLE],
+          null,
+          'port security counters missing',
+        );
+      return { spoofed, notIpv4 };
+    });
+  }
+
   // ── internals ────────────────────────────────────────────────────────────────
+
+  private get vtepNetnsPath(): string {
+    return `${NETNS_RUN_DIR}/${this.vtepNetns}`;
+  }
+
+  /**
+   * The vtep netns, mounted where it outlives this process: in the mount namespace that owns /run/netns
+   * (docs/plumbing.md "The vtep namespace's mount"). A file there whose mount is gone (its gateway ran
+   * in a mount namespace of its own and was killed) holds no namespace: it is made again, and so is
+   * everything in it (networks by the gateway, containers' veths by the agent).
+   */
+  private async ensureVtepNetns(): Promise<void> {
+    const path = this.vtepNetnsPath;
+    this.mountPlan = this.readMountPlan();
+    if (this.mountPlan.kind === 'refuse') {
+      throw new PlumbingError(
+        ['ensureHost', path],
+        null,
+        `the vtep namespace ${this.vtepNetns} would not outlive the gateway: ${this.mountPlan.reason}`,
+      );
+    }
+    const owner = this.netnsOwner(this.mountPlan);
+    const found = netnsFileState(path, owner.root);
+    if (found.kind === 'stale') {
+      // Its mount went with the mount namespace that made it (a gateway killed under `ip netns exec`).
+      this.log('warn', 'vtep namespace file holds no namespace; making it again', { path });
+      await owner.ipNetns(['del', this.vtepNetns]);
+    }
+    if (found.kind !== 'live') await owner.ipNetns(['add', this.vtepNetns]);
+    const there = netnsFileState(path, owner.root);
+    const here: NetnsFileState = owner.root === '' ? there : netnsFileState(path);
+    if (there.kind !== 'live' || here.kind !== 'live' || here.ino !== there.ino) {
+      if (found.kind !== 'live') await owner.ipNetns(['del', this.vtepNetns]).catch(() => undefined);
+      throw new PlumbingError(
+        ['ensureHost', path],
+        null,
+        `${path} holds the vtep namespace in the mount namespace of ${owner.what} but not in the gateway's: ` +
+          `${NETNS_RUN_DIR} there does not propagate mounts to the gateway's mount namespace`,
+      );
+    }
+    if (found.kind !== 'live' && owner.root !== '')
+      this.log('info', 'vtep namespace mounted in the mount namespace that owns /run/netns', { path, via: owner.what });
+  }
+
+  /** Runs `ip netns …` where named namespaces are mounted, and reads files there (root: a path prefix). */
+  private netnsOwner(plan: Exclude<NetnsMountPlan, { kind: 'refuse' }>): {
+    root: string;
+    what: string;
+    ipNetns(args: readonly string[]): Promise<CommandResult>;
+  } {
+    if (plan.kind === 'own') {
+      return { root: '', what: 'the gateway', ipNetns: (args) => this.run('ip', ['netns', ...args]) };
+    }
+    // The first of them still running (a process may end between the plan and now).
+    const pid = plan.pids.find((p) => existsSync(`/proc/${p}/ns/mnt`)) ?? plan.pids[0]!;
+    return {
+      root: `/proc/${pid}/root`,
+      what: `pid ${pid}`,
+      ipNetns: (args) => this.run('nsenter', [`--mount=/proc/${pid}/ns/mnt`, '--', 'ip', 'netns', ...args]),
+    };
+  }
 
   private serial<T>(op: () => Promise<T>): Promise<T> {
     return this.queue.run(op);
@@ -514,12 +733,6 @@ export class IproutePlumbing implements Plumbing {
 
   private async delFdb(vni: number, e: FdbEntry): Promise<void> {
     await this.bridgeVtep(['fdb', 'del', e.mac, 'dev', vxlanName(vni), 'dst', e.dst, 'port', String(e.port)]);
-  }
-
-  private async netnsExists(name: string): Promise<boolean> {
-    const { stdout } = await this.run('ip', ['-j', 'netns', 'list']);
-    const list = stdout.trim() === '' ? [] : parseCommandJson<Array<{ name: string }>>(stdout, 'ip -j netns list');
-    return list.some((n) => n.name === name);
   }
 
   private async linkInfo(where: 'host' | 'vtep', ifname: string): Promise<LinkJson | undefined> {

@@ -22,6 +22,12 @@ const status: GatewayStatus = {
   ],
   unattributedDrops: { 'unknown-spi': 3 },
   sendFailures: 0,
+  vtepFirewall: { packets: 7, bytes: 700, readAt: '2026-01-01T00:00:00.000Z' },
+  portSecurity: {
+    spoofed: { packets: 11, bytes: 1100 },
+    notIpv4: { packets: 13, bytes: 1300 },
+    readAt: '2026-01-01T00:00:00.000Z',
+  },
 };
 
 describe('API', () => {
@@ -42,6 +48,18 @@ describe('API', () => {
     expect(r.body).toContain('veil_drops_total{peer="h2",vni="4096",reason="replay-duplicate"} 2');
     expect(r.body).toContain('veil_drops_total{peer="",vni="",reason="unknown-spi"} 3');
     expect(r.body).toContain('veil_sa_sequence_headroom{peer="h2",vni="4096",spi="1073807361",epoch="1"} 1000');
+    expect(r.body).toContain('veil_vtep_injection_dropped_packets_total 7');
+    expect(r.body).toContain('# TYPE veil_port_security_dropped_packets_total counter');
+    expect(r.body).toContain('veil_port_security_dropped_packets_total{reason="spoofed-source"} 11');
+    expect(r.body).toContain('veil_port_security_dropped_packets_total{reason="not-ipv4"} 13');
+  });
+
+  it('GET /status carries the vtep firewall and port security counters', async () => {
+    const r = await app.inject({ method: 'GET', url: '/status' });
+    expect(r.json()).toMatchObject({
+      vtepFirewall: { packets: 7, bytes: 700 },
+      portSecurity: { spoofed: { packets: 11, bytes: 1100 }, notIpv4: { packets: 13, bytes: 1300 } },
+    });
   });
 
   it('GET /status passes only what its schema lists', async () => {

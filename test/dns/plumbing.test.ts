@@ -225,4 +225,37 @@ describe('DnsService bookkeeping', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it("start removes a resolv.conf of veil's for the vtep netns (never a container), and nobody else's", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'veil-dns-'));
+    try {
+      const plumbing: DnsPlumbing = {
+        resolverAddress: RESOLVER_ADDRESS,
+        ensureHost: async () => undefined,
+        openSockets: async () => {
+          throw new Error('no sockets in this test');
+        },
+        ensureNetwork: async () => undefined,
+        attachEndpoint: async () => undefined,
+        detachEndpoint: async () => undefined,
+      };
+      const start = (vtepNetns: string) =>
+        new DnsService({
+          hostId: 'h1',
+          model: { networks: () => [], endpoints: () => [] },
+          plumbing,
+          resolvConf: { etcNetns: dir },
+          vtepNetns,
+        }).start();
+      for (const name of ['vt', 'other']) mkdirSync(join(dir, name));
+      writeFileSync(join(dir, 'vt', 'resolv.conf'), resolvConfText(RESOLVER_ADDRESS, ['front']));
+      writeFileSync(join(dir, 'other', 'resolv.conf'), 'nameserver 192.0.2.53\n');
+      await expect(start('vt')).rejects.toThrow(/no sockets/);
+      expect(existsSync(join(dir, 'vt'))).toBe(false);
+      await expect(start('other')).rejects.toThrow(/no sockets/);
+      expect(readFileSync(join(dir, 'other', 'resolv.conf'), 'utf8')).toBe('nameserver 192.0.2.53\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

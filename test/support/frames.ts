@@ -17,9 +17,9 @@ function ipv4Checksum(header: Uint8Array): number {
   return ~sum & 0xffff;
 }
 
-/** Ethernet | IPv4 (DF) | UDP (checksum 0, RFC 768) from port 40000 to `port` | payload `text`. */
-export function udpFrame(src: FrameEnd, dst: FrameEnd, port: number, text: string): Uint8Array {
-  const payload = new TextEncoder().encode(text);
+/** Ethernet | IPv4 (DF) | UDP (checksum 0, RFC 768) from port 40000 to `port` | payload (`text` as UTF-8). */
+export function udpFrame(src: FrameEnd, dst: FrameEnd, port: number, text: string | Uint8Array): Uint8Array {
+  const payload = typeof text === 'string' ? new TextEncoder().encode(text) : text;
   const udp = new Uint8Array(8 + payload.length);
   const dv = new DataView(udp.buffer);
   dv.setUint16(0, 40000);
@@ -45,4 +45,40 @@ export function udpFrame(src: FrameEnd, dst: FrameEnd, port: number, text: strin
   frame.set(ip, 14);
   frame.set(udp, 34);
   return frame;
+}
+
+/** Ethernet header + payload: `etherType` as a number (0x0806 ARP, 0x86dd IPv6, 0x88cc LLDP). */
+export function ethernetFrame(dstMac: string, srcMac: string, etherType: number, payload: Uint8Array): Uint8Array {
+  // At least the 46-byte minimum payload (IEEE 802.3), zero-padded.
+  const frame = new Uint8Array(14 + Math.max(payload.length, 46));
+  frame.set(macBytes(dstMac), 0);
+  frame.set(macBytes(srcMac), 6);
+  new DataView(frame.buffer).setUint16(12, etherType);
+  frame.set(payload, 14);
+  return frame;
+}
+
+/**
+ * ARP for Ethernet and IPv4 (RFC 826): `op` 1 request, 2 reply; sender and target hardware and
+ * protocol addresses. The Ethernet source is `ethSrc` (the sender's MAC unless a test says otherwise).
+ */
+export function arpFrame(
+  op: 1 | 2,
+  sender: FrameEnd,
+  target: FrameEnd,
+  ethDst: string,
+  ethSrc: string = sender.mac,
+): Uint8Array {
+  const arp = new Uint8Array(28);
+  const dv = new DataView(arp.buffer);
+  dv.setUint16(0, 1); // htype Ethernet
+  dv.setUint16(2, 0x0800); // ptype IPv4
+  arp[4] = 6;
+  arp[5] = 4;
+  dv.setUint16(6, op);
+  arp.set(macBytes(sender.mac), 8);
+  arp.set(ipBytes(sender.ip), 14);
+  arp.set(macBytes(target.mac), 18);
+  arp.set(ipBytes(target.ip), 24);
+  return ethernetFrame(ethDst, ethSrc, 0x0806, arp);
 }

@@ -3,7 +3,8 @@
 //
 //   <p>u   hub netns: bridge ul0; port h<i> per host                    (underlay, 198.18.0.0/24, MTU 1500)
 //   <p>h<i> host i: eth0 198.18.0.<i>/24 ↔ h<i> in the hub; to-vtep 169.254.<i>.1/30
-//   <p>t<i> vtep of host i: to-host 169.254.<i>.2/30, br<VNI>, vx<VNI>
+//   <p>t<i> vtep of host i: to-host 169.254.<i>.2/30, br<VNI>, vx<VNI> (made by the bed, or only reserved
+//           for the host's gateway to make)
 //   <p><label> containers and any other namespace the test asks for
 // <p> is the run's prefix: "v" + 5 random base36 chars + "-" (7 chars), unique per bed.
 //
@@ -25,6 +26,12 @@ export const UNDERLAY_PREFIX_LENGTH = 24;
 export interface BedOptions {
   readonly hosts: number;
   readonly underlayMtu?: number;
+  /**
+   * "plumbed" (the default): each host's vtep namespace is made now, from this process
+   * (IproutePlumbing.ensureHost). "reserved": only named in the marker, so that a gateway makes its own
+   * as it would on a real host (test/system/netns/restart.test.ts).
+   */
+  readonly vtep?: 'plumbed' | 'reserved';
 }
 
 export interface BedHost {
@@ -407,7 +414,7 @@ class BedImpl implements Bed {
         linkNet: `169.254.${i}.0`,
         underlayMtu: Number(mtu),
       });
-      await plumbing.ensureHost();
+      if (options.vtep !== 'reserved') await plumbing.ensureHost();
       this.hosts.push({ index: i, netns, vtepNetns, underlayAddress, plumbing });
     }
   }

@@ -24,8 +24,11 @@ export interface ClusterBed {
   gateways: Map<number, BedProcess>;
   socket(hostIndex: number): string;
   api(hostIndex: number, method: string, path: string, body?: unknown): Promise<ApiAnswer>;
-  /** Starts (or restarts) host i's gateway; resolves once it says "gateway ready". */
-  startGateway(hostIndex: number, extraArgs?: string[]): Promise<BedProcess>;
+  /**
+   * Starts (or restarts) host i's gateway; resolves once it says "gateway ready". `launcher` goes
+   * before node inside the host's namespace (e.g. `unshare --mount`).
+   */
+  startGateway(hostIndex: number, extraArgs?: string[], options?: { launcher?: string[] }): Promise<BedProcess>;
   stopGateway(hostIndex: number, signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
   /**
    * Starts again every gateway that was started once and is not running now (a test that stopped one
@@ -47,8 +50,10 @@ export async function createClusterBed(options: {
   hostArgs?: Record<number, string[]>;
   /** How many gateways (hosts 1..n) to start now; the others' namespaces wait for cb.startGateway (default: all). */
   startGateways?: number;
+  /** "reserved": each gateway makes its own vtep namespace, as on a real host (bed.ts BedOptions). */
+  vtep?: 'plumbed' | 'reserved';
 }): Promise<ClusterBed> {
-  const bed = await createBed({ hosts: options.hosts });
+  const bed = await createBed({ hosts: options.hosts, ...(options.vtep ? { vtep: options.vtep } : {}) });
   const dir = mkdtempSync(join(tmpdir(), 'veil-cluster-'));
   const gateways = new Map<number, BedProcess>();
   /** Hosts whose gateway was started, with the extra flags it was started with last. */
@@ -80,7 +85,7 @@ export async function createClusterBed(options: {
       gateways,
       socket,
       api: (i, method, path, body) => apiRequest(socket(i), method, path, body),
-      async startGateway(i, extraArgs = []) {
+      async startGateway(i, extraArgs = [], startOptions = {}) {
         const host = bed.hosts[i - 1]!;
         // The gateway forwards DNS it cannot answer to its netns's resolv.conf: pin it to that netns's own
         // loopback, so no test ever reaches the machine's resolvers (a test may put its own fake there first).
@@ -93,6 +98,7 @@ export async function createClusterBed(options: {
         const gw = bed.spawn(
           host.netns,
           [
+            ...(startOptions.launcher ?? []),
             process.execPath,
             CLI,
             'gateway',

@@ -4,7 +4,7 @@
 // of the gateway, which is docs/plumbing.md "One host" end to end with real packets.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -128,6 +128,24 @@ describe('IproutePlumbing on real namespaces', () => {
         `iifname "to-host" ip saddr 169.254.${host.index}.1 udp sport ${VTEP_DELIVERY_PORT} udp dport 4789 accept`,
       );
       expect(firewall).toMatch(/udp dport 4789 counter name "vtep_injection" drop/);
+      // Port security (docs/plumbing.md "Port security"): each container port pinned to its MAC and address,
+      // learning off, its MAC a static sticky entry; the VXLAN port is no container port.
+      const ports = (await bed.exec(host.vtepNetns, ['nft', 'list', 'table', 'bridge', 'veil_ports'])).stdout;
+      expect(ports).toMatch(/iifname vmap @ports\n\s+iifname "ve\*" counter name "port_spoofed" drop/);
+      for (const c of containers.filter((c) => c.host === host)) {
+        const port = endpointLinkName(VNI, c.attachment.endpointId);
+        expect(ports).toContain(`"${port}" : jump port_${port}`);
+        expect(ports).toContain(
+          `arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether ${c.attachment.mac} arp saddr ip ${c.ip} accept`,
+        );
+        const link = (await bed.exec(host.vtepNetns, ['bridge', '-d', 'link', 'show', 'dev', port])).stdout;
+        expect(link).toMatch(/ learning off /);
+        const fdb = (await bed.exec(host.vtepNetns, ['bridge', 'fdb', 'show', 'dev', port])).stdout;
+        expect(fdb).toContain(`${c.attachment.mac} sticky master ${bridgeName(VNI)} static`);
+      }
+      expect(ports).not.toContain(vxlanName(VNI));
+      const vxPort = (await bed.exec(host.vtepNetns, ['bridge', '-d', 'link', 'show', 'dev', vxlanName(VNI)])).stdout;
+      expect(vxPort).toMatch(/ learning on /);
     }
     // An encrypted network gets underlay − 95 (worst-case ESP-in-UDP overhead).
     const p = bed.hosts[0]!.plumbing;
@@ -241,8 +259,12 @@ describe('IproutePlumbing on real namespaces', () => {
     await p.removePeer(7, 20002);
     await p.removePeer(7, 20002);
     expect(await p.listFdb(7)).toEqual([{ mac: '00:00:00:00:00:00', dst: '169.254.200.1', port: 20001 }]);
+    const pinned = async () => (await bed.exec(vtepNs, ['nft', 'list', 'table', 'bridge', 'veil_ports'])).stdout;
+    expect(await pinned()).toContain(`port_${endpointLinkName(7, 'by-path')}`);
     await p.detachContainer(7, 'by-path');
     await p.detachContainer(7, 'by-path');
+    expect(await pinned()).not.toContain(endpointLinkName(7, 'by-path'));
+    expect(await pinned()).toContain(`port_${endpointLinkName(7, 'by-pid')}`);
     expect((await bed.exec(byPath, ['ip', '-o', 'link', 'show'])).stdout.trim().split('\n')).toHaveLength(1); // lo only
     expect(
       (await bed.exec(vtepNs, ['ip', '-o', 'link', 'show', endpointLinkName(7, 'by-path')], { allowFail: true })).code,
@@ -250,6 +272,7 @@ describe('IproutePlumbing on real namespaces', () => {
     // Removing a network also removes the container veths still attached to it.
     await p.removeNetwork(7);
     await p.removeNetwork(7);
+    expect(await pinned()).not.toContain(endpointLinkName(7, 'by-pid'));
     expect((await bed.exec(holder, ['ip', '-o', 'link', 'show'])).stdout.trim().split('\n')).toHaveLength(1);
     const vtepLinks = (await bed.exec(vtepNs, ['ip', '-o', 'link', 'show'])).stdout;
     expect(vtepLinks).not.toMatch(/\b(br7|vx7)\b/);
@@ -278,7 +301,7 @@ describe('IproutePlumbing on real namespaces', () => {
     expect(bed.namespaces()).not.toContain(vtepNs);
   });
 
-  it("refuses to plumb the host's own network namespace as a container, by name, path or pid", async () => {
+  it("refuses to plumb the host's own network namespace (by name, path or pid) or the vtep namespace as a container", async () => {
     const host = bed.hosts[0]!;
     const pid = (await bed.exec(host.netns, ['sh', '-c', 'sleep 30 >/dev/null 2>&1 & echo $!'])).stdout.trim();
     for (const netns of [{ name: host.netns }, { path: `/run/netns/${host.netns}` }, { pid: Number(pid) }]) {
@@ -290,6 +313,16 @@ describe('IproutePlumbing on real namespaces', () => {
         );
       expect(err, JSON.stringify(netns)).toBeInstanceOf(PlumbingError);
       expect((err as PlumbingError).message).toMatch(/host's own network namespace/);
+    }
+    // Nor the vtep namespace: a veth end and addresses there would make it a host on the overlay.
+    for (const netns of [{ name: host.vtepNetns }, { path: `/run/netns/${host.vtepNetns}` }]) {
+      const err = await host.plumbing
+        .attachContainer({ vni: VNI, endpointId: 'self', netns, mac: '02:00:00:00:00:98', ipv4: '10.42.0.98/24' })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expect((err as PlumbingError).message, JSON.stringify(netns)).toMatch(/is the vtep namespace, not a container's/);
     }
     await bed.exec(host.netns, ['kill', pid], { allowFail: true });
     expect(
@@ -315,6 +348,32 @@ describe('IproutePlumbing on real namespaces', () => {
     expect(err).toBeInstanceOf(PlumbingError);
     expect((err as PlumbingError).message).toMatch(/cannot open network namespace \/run\/netns\/veil-no-such-netns/);
     expect((err as PlumbingError).stderr).toMatch(/veil-no-such-netns.*no such file/i);
+    // A path that is no namespace fails only when the veth is made, after the port was pinned: the
+    // pinning goes with the failed attempt.
+    const dir = mkdtempSync(join(tmpdir(), 'veil-notns-'));
+    try {
+      writeFileSync(join(dir, 'netns'), '');
+      const notNs = await p
+        .attachContainer({
+          vni: VNI,
+          endpointId: 'not-a-netns',
+          netns: { path: join(dir, 'netns') },
+          mac: '02:00:00:00:00:97',
+          ipv4: '10.42.0.97/24',
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expect(notNs).toBeInstanceOf(PlumbingError);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const table = (await bed.exec(bed.hosts[0]!.vtepNetns, ['nft', 'list', 'table', 'bridge', 'veil_ports'])).stdout;
+    expect(table).not.toContain(endpointLinkName(VNI, 'not-a-netns'));
+    expect(table).toContain(
+      endpointLinkName(VNI, containers.find((c) => c.host === bed.hosts[0])!.attachment.endpointId),
+    );
     // Nothing half-made is left behind.
     expect(
       (
@@ -452,6 +511,12 @@ async function snapshot(bed: Bed, host: BedHost, containers: readonly Container[
   state['fdb'] = fdb.filter((e) => e.state === 'permanent');
   // Text, not JSON: rule handles are renumbered when the chain is re-applied, the rules are not.
   state['firewall'] = (await bed.exec(host.vtepNetns, ['nft', 'list', 'table', 'inet', 'veil'])).stdout;
+  // Stateless (-s): the counters move with the containers' own IPv6 chatter, the rules do not.
+  state['port security'] = (
+    await bed.exec(host.vtepNetns, ['nft', '-s', 'list', 'table', 'bridge', 'veil_ports'])
+  ).stdout;
+  state['bridge ports'] = await json(host.vtepNetns, ['bridge', '-d', '-j', 'link', 'show']);
+  state['static fdb'] = fdb.filter((e) => e.state === 'static');
   return state;
 }
 

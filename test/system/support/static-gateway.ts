@@ -24,6 +24,7 @@ export async function startStaticGateway(
     vtepNetns: config.vtep.netns,
     underlayMtu: config.underlayMtu,
     ...(config.vtep.linkNet ? { linkNet: config.vtep.linkNet } : {}),
+    log: (level, msg, fields) => log[level](fields ?? {}, msg),
   });
   const { dataPath, kind } = chooseDataPath(config.dataPath, config.host.address, plumbing, config.underlayMtu, log);
   const gateway = new Gateway({
