@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { waitFor } from '../../support/wait.js';
+import { waitFor, waitUntil } from '../../support/wait.js';
 import { createClusterBed, type ClusterBed } from './cluster-bed.js';
 
 const RESOLVER = '169.254.53.53';
@@ -88,10 +88,12 @@ describe('a gateway started under ip netns exec', () => {
     expect(existsSync(`/run/netns/${vtep()}`)).toBe(true);
     expect(holdsNamespace(`/run/netns/${vtep()}`)).toBe(false);
     expect((await exec(cb.bed.hub, ['ip', '-n', vtep(), 'link', 'show'])).stderr).toMatch(/Invalid argument/);
-    expect(
-      (await exec(c.a!.ns, ['ip', '-o', 'link', 'show', 'eth0'])).code,
-      "a's veth died with the namespace",
-    ).not.toBe(0);
+    // The kernel tears a namespace down in the background once its last reference goes: wait for it.
+    await waitUntil(
+      "a's veth to die with the namespace",
+      async () => (await exec(c.a!.ns, ['ip', '-o', 'link', 'show', 'eth0'])).code !== 0,
+      15_000,
+    );
     // A resolv.conf of veil's for the vtep namespace itself (never a container) is an orphan: it goes.
     const orphan = `/etc/netns/${vtep()}/resolv.conf`;
     mkdirSync(`/etc/netns/${vtep()}`, { recursive: true });
