@@ -10,11 +10,15 @@ import { unwrapForSelf, type HostIdentity } from './wrapping.js';
  * The member side of the key schedule: what this host's gateway must do for the epoch
  * records etcd holds, in make-before-break order (docs/keys.md "Rotation", schedule.ts):
  *
+ *   0. switch OUTBOUND  to the newest active epoch already installed, if it is newer
  *   1. retire           every installed epoch whose record is retired or gone
  *   2. install INBOUND  for every published or active epoch this host holds a copy of
  *   3. ack              each published epoch once its inbound SAs are installed
  *   4. switch OUTBOUND  to the newest active epoch that is installed (never backwards)
  *
+ * Step 0 is step 4 for what needs no room: a host that falls behind (its records jump from
+ * {e active, e+1 published} to {e retired, e+1 active}) moves its outbound to e+1 before e goes,
+ * so it never seals nothing in between; switching needs no new SA, so it needs no room.
  * Retiring comes first because the data path holds at most three epochs per network and
  * an SPI carries the epoch mod 4: after a watch gap one batch (or a resync) can jump
  * from {e, e+1, e+2} to {e+1 retired, e+2 active, e+3 published}, and e+3 only fits once
@@ -287,6 +291,9 @@ export class EpochInstaller {
     let failed = false;
     const at = (epoch: number) => ({ network: networkId, epoch });
 
+    // 0. Outbound to a newer active epoch that is installed already: before its predecessor goes.
+    failed = (await this.#switchOutbound(networkId, net)) || failed;
+
     // 1. Retire what is retired or gone, first: what comes in next needs its room in the data path.
     failed = (await this.#retireGone(networkId, net)) || failed;
 
@@ -355,22 +362,30 @@ export class EpochInstaller {
     }
 
     // 4. Outbound to the newest active epoch this host has installed; never backwards.
-    const target = records.filter((r) => r.state === 'active' && net.installed.has(r.epoch)).pop()?.epoch;
-    if (target !== undefined && (net.outbound === null || target > net.outbound)) {
-      try {
-        await sink.activateEpoch(networkId, target);
-        this.#log('outbound switched to epoch', { ...at(target), previous: net.outbound });
-        net.outbound = target;
-      } catch (err) {
-        failed = true;
-        this.#log('outbound switch failed; will retry', { ...at(target), ...errorFields(err) });
-      }
-    }
+    failed = (await this.#switchOutbound(networkId, net)) || failed;
 
     for (const epoch of net.problems.keys()) if (!net.records.has(epoch)) net.problems.delete(epoch);
     // A network with nothing left (its keys were deleted with it) leaves the status; #synced stays.
     if (net.records.size === 0 && net.installed.size === 0) this.#nets.delete(networkId);
     if (failed) this.#scheduleRetry();
+  }
+
+  /** Outbound to the newest active epoch this host has installed, if newer; true if it failed (retried later). */
+  async #switchOutbound(networkId: string, net: NetState): Promise<boolean> {
+    const target = [...net.records.values()]
+      .filter((r) => r.state === 'active' && net.installed.has(r.epoch))
+      .sort((a, b) => a.epoch - b.epoch)
+      .pop()?.epoch;
+    if (target === undefined || (net.outbound !== null && target <= net.outbound)) return false;
+    try {
+      await this.#o.sink.activateEpoch(networkId, target);
+      this.#log('outbound switched to epoch', { network: networkId, epoch: target, previous: net.outbound });
+      net.outbound = target;
+      return false;
+    } catch (err) {
+      this.#log('outbound switch failed; will retry', { network: networkId, epoch: target, ...errorFields(err) });
+      return true;
+    }
   }
 
   /** Retires every installed epoch whose record is retired or gone; true if one failed (retried later). */

@@ -97,6 +97,12 @@ const rows: Row[] = [
     expect: ['activate 2'],
   },
   {
+    row: 'a host behind: next active and previous retired in one step → outbound moves first, then the previous goes',
+    before: [[rec(1, 'active')], [rec(1, 'active'), rec(2, 'published')]],
+    then: [rec(1, 'retired'), rec(2, 'active')],
+    expect: ['activate 2', 'retire 1'],
+  },
+  {
     row: 'previous retired → its SAs go',
     before: [[rec(1, 'active'), rec(2, 'active')]],
     then: [rec(1, 'retired'), rec(2, 'active')],
@@ -139,10 +145,10 @@ const rows: Row[] = [
     expect: ['retire 1'],
   },
   {
-    row: 'a jump after a watch gap ({1, 2, 3} → {2 retired, 3 active, 4 published}) → retire 1 and 2 before installing 4, then ack 4, then outbound 3',
+    row: 'a jump after a watch gap ({1, 2, 3} → {2 retired, 3 active, 4 published}) → outbound to 3 first (installed already), retire 1 and 2 before installing 4, then ack 4',
     before: [[rec(1, 'active'), rec(2, 'active'), rec(3, 'published')]],
     then: [rec(2, 'retired'), rec(3, 'active'), rec(4, 'published')],
-    expect: ['retire 1', 'retire 2', 'install 4', 'ack 4', 'activate 3'],
+    expect: ['activate 3', 'retire 1', 'retire 2', 'install 4', 'ack 4'],
   },
 ];
 
