@@ -17,7 +17,7 @@ import type {
   WatchEvent,
   WatchHandler,
 } from '../../src/store/types.js';
-import { RecordingSink } from './harness.js';
+import { epochDelete, epochPut, RecordingSink } from './harness.js';
 
 const NET = 'net1';
 const me = generateX25519KeyPair();
@@ -36,18 +36,8 @@ function rec(epoch: number, state: EpochState): KeyEpochRecord {
     wrapped: state === 'retired' ? {} : { [ME.id]: wrapForHost(secrets.get(epoch)!, ME, NET, epoch) },
   };
 }
-const put = (r: KeyEpochRecord, revision: number): WatchEvent => ({
-  type: 'put',
-  key: `keys/${NET}/${r.epoch}`,
-  value: r,
-  revision,
-});
-const del = (epoch: number, revision: number): WatchEvent => ({
-  type: 'delete',
-  key: `keys/${NET}/${epoch}`,
-  value: null,
-  revision,
-});
+const put = epochPut;
+const del = (epoch: number, revision: number) => epochDelete(NET, epoch, revision);
 
 /** A store whose epoch listing is held back until the test releases it, and whose watch the test drives. */
 function slowListingStore() {

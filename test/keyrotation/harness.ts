@@ -8,7 +8,8 @@ import { KeyScheduleLeader, type KeyScheduleLeaderOptions } from '../../src/keyr
 import type { RotationRequests } from '../../src/keyrotation/requests.js';
 import type { Clock, LogFn } from '../../src/keyrotation/seams.js';
 import type { HostIdentity } from '../../src/keyrotation/wrapping.js';
-import type { HostLease, Store } from '../../src/store/types.js';
+import { keys } from '../../src/store/layout.js';
+import type { HostLease, KeyEpochRecord, Store, WatchEvent } from '../../src/store/types.js';
 
 /*
  * Simulated hosts for the key-rotation tests: each has its own Store client, a real
@@ -187,3 +188,19 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
 }
 
 export const settle = (ms = 50) => new Promise((r) => setTimeout(r, ms));
+
+/** A watch event that writes an epoch record, as the leader's put would arrive. */
+export const epochPut = (r: KeyEpochRecord, revision: number): WatchEvent => ({
+  type: 'put',
+  key: keys.keyEpoch(r.networkId, r.epoch),
+  value: r,
+  revision,
+});
+
+/** A watch event that deletes an epoch record. */
+export const epochDelete = (networkId: string, epoch: number, revision: number): WatchEvent => ({
+  type: 'delete',
+  key: keys.keyEpoch(networkId, epoch),
+  value: null,
+  revision,
+});

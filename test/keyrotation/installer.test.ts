@@ -6,8 +6,8 @@ import { generateX25519KeyPair } from '../../src/crypto/x25519.js';
 import { EpochInstaller, type EpochSink } from '../../src/keyrotation/installer.js';
 import { wrapForHost } from '../../src/keyrotation/wrapping.js';
 import { StoreError } from '../../src/store/errors.js';
-import type { EpochState, KeyEpochRecord, WatchEvent } from '../../src/store/types.js';
-import { ManualClock, RecordingSink } from './harness.js';
+import type { EpochState, KeyEpochRecord } from '../../src/store/types.js';
+import { epochDelete, epochPut, ManualClock, RecordingSink } from './harness.js';
 
 /*
  * The member side of make-before-break, as a table (docs/keys.md "Rotation"): what this host's
@@ -344,18 +344,8 @@ describe('EpochInstaller: failures stay inside', () => {
 });
 
 describe('EpochInstaller: events, snapshots, status', () => {
-  const put = (r: KeyEpochRecord, revision: number): WatchEvent => ({
-    type: 'put',
-    key: `keys/${r.networkId}/${r.epoch}`,
-    value: r,
-    revision,
-  });
-  const del = (epoch: number, revision: number): WatchEvent => ({
-    type: 'delete',
-    key: `keys/${NET}/${epoch}`,
-    value: null,
-    revision,
-  });
+  const put = epochPut;
+  const del = (epoch: number, revision: number) => epochDelete(NET, epoch, revision);
 
   it('follows watch events, drops events older than the last listing, ignores other keys', async () => {
     const { installer, sink } = makeInstaller();

@@ -1,10 +1,11 @@
 // The control plane end to end: real etcd on the bed's underlay, three `veil gateway`
 // processes in cluster mode, networks and containers made through the hosts' own APIs.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { waitFor } from '../../support/wait.js';
 import { CLI } from './overlay-bed.js';
+import { cleanUpClusterBed } from './cluster-hooks.js';
 import { createClusterBed, type ClusterBed } from './cluster-bed.js';
 
 const execFileAsync = promisify(execFile);
@@ -13,14 +14,7 @@ let cb: ClusterBed;
 beforeAll(async () => {
   cb = await createClusterBed({ hosts: 3 });
 }, 120_000);
-// A test that stopped a gateway and failed before starting it again leaves the next test a whole cluster.
-afterEach(async () => {
-  await cb?.ensureGateways();
-}, 60_000);
-
-afterAll(async () => {
-  await cb?.destroy();
-}, 60_000);
+cleanUpClusterBed(() => cb);
 
 async function ping(ns: string, ip: string, count = 3): Promise<{ code: number; out: string }> {
   const r = await cb.bed.exec(ns, ['ping', '-c', String(count), '-i', '0.2', '-W', '2', ip], {

@@ -11,11 +11,12 @@
 // forger's port and counted (nft counter port_spoofed, read straight from the vtep namespace, and in
 // the gateway's /status and /metrics), and both containers' own traffic keeps flowing.
 import dnsPacket from 'dns-packet';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { endpointLinkName } from '../../../src/host/names.js';
 import { arpFrame, ethernetFrame, udpFrame, type FrameEnd } from '../../support/frames.js';
 import { waitFor } from '../../support/wait.js';
 import { captureUdp } from './capture.js';
+import { cleanUpClusterBed } from './cluster-hooks.js';
 import { createClusterBed, type ClusterBed } from './cluster-bed.js';
 
 const RESOLVER = '169.254.53.53';
@@ -161,13 +162,7 @@ beforeAll(async () => {
     await waitFor(() => ping(from, to), 30_000, `ping ${to} from ${from.ns}`);
 }, 180_000);
 
-afterEach(async () => {
-  await cb?.ensureGateways();
-}, 60_000);
-
-afterAll(async () => {
-  await cb?.destroy();
-}, 60_000);
+cleanUpClusterBed(() => cb);
 
 describe('port security', () => {
   it("pins every container port to its container's MAC and address; both containers' own traffic and names work", async () => {

@@ -4,8 +4,9 @@
 // container on each host.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { waitFor, waitUntil } from '../../support/wait.js';
+import { cleanUpClusterBed } from './cluster-hooks.js';
 import { createClusterBed, type ClusterBed } from './cluster-bed.js';
 
 const RESOLVER = '169.254.53.53';
@@ -54,13 +55,7 @@ beforeAll(async () => {
   await bothWays();
 }, 180_000);
 
-afterEach(async () => {
-  await cb?.ensureGateways();
-}, 60_000);
-
-afterAll(async () => {
-  await cb?.destroy();
-}, 60_000);
+cleanUpClusterBed(() => cb);
 
 describe('a gateway started under ip netns exec', () => {
   it('mounts its vtep namespace where the host sees it, not only in its own mount namespace', async () => {

@@ -1,7 +1,7 @@
 // Key rotation under faults (docs/keys.md "Rotation"), three etcd members, three `veil gateway`s:
 // the schedule leader killed between publish and activate, one etcd member down, etcd down
 // entirely. Real etcd, real packets.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { bytesToHex, hexToBytes } from '../../../src/crypto/bytes.js';
 import { SecretKey } from '../../../src/crypto/secret.js';
 import { generateX25519KeyPair } from '../../../src/crypto/x25519.js';
@@ -21,6 +21,7 @@ import {
   type ClusterBed,
   type KeysView,
 } from './cluster-bed.js';
+import { cleanUpClusterBed } from './cluster-hooks.js';
 
 const NET = 'flt';
 const HOSTS = [1, 2, 3] as const;
@@ -70,14 +71,7 @@ beforeAll(async () => {
     );
   }
 }, 180_000);
-// A test that stopped a gateway and failed before starting it again leaves the next test a whole cluster.
-afterEach(async () => {
-  await cb?.ensureGateways();
-}, 60_000);
-
-afterAll(async () => {
-  await cb?.destroy();
-}, 60_000);
+cleanUpClusterBed(() => cb);
 
 const running = (): number[] => HOSTS.filter((h) => cb.gateways.has(h));
 

@@ -3,7 +3,7 @@
 // restart (new incarnation, no (key, nonce) reuse); etcd holds no usable key; a member's key does
 // not open another member's wrapped copy.
 import { createDecipheriv } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { hexToBytes } from '../../../src/crypto/bytes.js';
 import { SecretKey } from '../../../src/crypto/secret.js';
 import { unwrapForSelf } from '../../../src/keyrotation/wrapping.js';
@@ -24,6 +24,7 @@ import {
   pingLoop,
   type ClusterBed,
 } from './cluster-bed.js';
+import { cleanUpClusterBed } from './cluster-hooks.js';
 
 const NET = 'rot';
 const HOSTS = [1, 2, 3] as const;
@@ -82,14 +83,7 @@ beforeAll(async () => {
     `after bring-up: drops per host ${JSON.stringify(await Promise.all(HOSTS.map((h) => gatewayDrops(cb, h))))}`,
   );
 }, 180_000);
-// A test that stopped a gateway and failed before starting it again leaves the next test a whole cluster.
-afterEach(async () => {
-  await cb?.ensureGateways();
-}, 60_000);
-
-afterAll(async () => {
-  await cb?.destroy();
-}, 60_000);
+cleanUpClusterBed(() => cb);
 
 /** The drop counters that must stay 0, summed over every host's /status pairs and unattributed drops. */
 async function watchedDrops(): Promise<Record<string, number>> {
