@@ -13,7 +13,7 @@ import { systemClock, type Clock } from './keyrotation/seams.js';
 import { isWindows } from './model/windows.js';
 import { keys } from './store/layout.js';
 import type { EndpointRecord, NetworkRecord, Store } from './store/types.js';
-import { VERSION } from './version.js';
+import { VERSION } from './model/version.js';
 import type { DataPath } from './vxlan/datapath.js';
 import { Gateway } from './vxlan/gateway.js';
 import type { Plumbing } from './vxlan/plumbing.js';

@@ -18,7 +18,7 @@ import type { Logger } from './log.js';
 import { startEmbeddedEtcd, type EmbeddedEtcd } from './store/embedded-etcd.js';
 import { EtcdStore } from './store/etcd.js';
 import type { EndpointRecord, NetworkRecord } from './store/types.js';
-import { VERSION } from './version.js';
+import { VERSION } from './model/version.js';
 import type { DataPath } from './vxlan/datapath.js';
 import type { Gateway } from './vxlan/gateway.js';
 import { nativeAvailable } from './vxlan/native/addon.js';

@@ -13,6 +13,7 @@ import type {
 import type { Gateway, GatewayPeer } from '../vxlan/gateway.js';
 import { hexToBytes } from '../crypto/bytes.js';
 import type { SecretKey } from '../crypto/secret.js';
+import { sameReleaseLine } from '../model/version.js';
 import { isWindows, optionEnabled, windowsHostWarning } from '../model/windows.js';
 
 /*
@@ -28,8 +29,9 @@ import { isWindows, optionEnabled, windowsHostWarning } from '../model/windows.j
  *
  * A peer whose host record went away (its lease expired) while its traffic keeps arriving is
  * cut off from etcd, not dead: the data plane proves what etcd cannot see. It stays a peer while
- * packets from it keep coming (at least one every lease TTL) and goes one TTL after they stop
- * (docs/etcd.md "Leases"). Its keys still come only from the schedule: a peer cut off through a
+ * packets that open under its SAs keep coming (at least one every lease TTL) and goes one TTL after
+ * they stop (docs/etcd.md "Leases"). Plain VXLAN does not count: anyone on the underlay can send it
+ * from the peer's address. Its keys still come only from the schedule: a peer cut off through a
  * rotation gets no new epoch, so its traffic stops when the old one is retired, and then it goes.
  */
 
@@ -57,7 +59,7 @@ export interface AgentOptions {
 }
 
 export const DEFAULT_LEASE_TTL_SECONDS = 15;
-/** How often the agent reads each peer's received packets, to tell a cut-off peer from a dead one. */
+/** How often the agent reads each peer's authenticated packets, to tell a cut-off peer from a dead one. */
 export const PEER_TRAFFIC_SAMPLE_MS = 1_000;
 
 export interface AgentStatus {
@@ -105,7 +107,7 @@ export class HostAgent {
   #retryDelay = 0;
   #pruned = false;
   readonly #refusedChanges = new Set<string>();
-  /** Per applied peer: packets received from it (all networks) at the last sample, and when that number last grew. */
+  /** Per applied peer: packets that opened under its SAs (all networks) at the last sample, and when that grew. */
   readonly #peerTraffic = new Map<string, { rx: number; grewAt: number }>();
   /** Applied peers kept although etcd no longer lists them, since when. */
   readonly #cutOff = new Map<string, number>();
@@ -493,6 +495,13 @@ export class HostAgent {
         this.#appliedPeers.delete(host.id);
         await gw.addPeer(toPeer(host));
         this.#appliedPeers.set(host.id, host);
+        if (!applied && !sameReleaseLine(host.version, this.#o.self.version))
+          this.#log('warn', 'peer runs another veil release; encrypted traffic with it may not open', {
+            peer: host.id,
+            peerVersion: host.version,
+            version: this.#o.self.version,
+            see: 'docs/operations.md "Upgrading"',
+          });
       });
     }
 
@@ -544,10 +553,13 @@ export class HostAgent {
     return seen !== undefined && seen.grewAt > 0 && Date.now() - seen.grewAt < ttlMs;
   }
 
-  /** Reads what each peer sent us; a cut-off peer that went quiet is then removed by a reconcile. */
+  /** Reads what each peer sent us that authenticated; a cut-off peer that went quiet is then removed by a reconcile. */
   #samplePeerTraffic(): void {
     const rx = new Map<string, number>();
-    for (const p of this.#o.gateway.status().pairs) rx.set(p.peer, (rx.get(p.peer) ?? 0) + p.rxPackets);
+    for (const p of this.#o.gateway.status().pairs) {
+      const opened = p.inbound.reduce((n, sa) => n + sa.opened, 0);
+      rx.set(p.peer, (rx.get(p.peer) ?? 0) + opened);
+    }
     const now = Date.now();
     for (const id of this.#appliedPeers.keys()) {
       const total = rx.get(id) ?? 0;

@@ -9,6 +9,7 @@ import { registerKeyRoutes, type KeyScheduleApi } from './keys.js';
 import { registerNetworkRoutes, type LocalHost } from './networks.js';
 import { collectOpenApi } from './openapi.js';
 import { errorSchema, gatewayStatusSchema } from './schemas.js';
+import { VERSION } from '../model/version.js';
 
 export interface AppDeps {
   gatewayStatus: () => GatewayStatus;
@@ -45,7 +46,7 @@ export function buildApp(deps: AppDeps, options: { logger?: boolean; https?: Api
     reply.status(404).send({ code: 'VEIL_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url}` }),
   );
 
-  collectOpenApi(app, { title: 'veil', version: deps.version ?? '0.1.0' });
+  collectOpenApi(app, { title: 'veil', version: deps.version ?? VERSION });
 
   app.get(
     '/healthz',

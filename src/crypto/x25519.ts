@@ -79,6 +79,20 @@ export const nodeX25519: X25519 = {
 /** The implementation the control plane uses. */
 export const x25519 = nobleX25519;
 
+/**
+ * Any private key, once clamped (RFC 7748 §5), is a multiple of 8, so it maps exactly the low-order
+ * points (order 1, 2, 4 or 8) to zero; this one is no multiple of the large prime order either.
+ */
+const LOW_ORDER_PROBE = new SecretKey(new Uint8Array(X25519_KEY_LENGTH).fill(0x5a));
+
+/**
+ * Whether a public key agrees only all-zero secrets (RFC 7748 §6.1): with such a key no host can
+ * agree a secret, so a host record carrying one is refused instead of failing every SA later.
+ */
+export function isLowOrderPublicKey(publicKey: Uint8Array, impl: X25519 = x25519): boolean {
+  return impl.sharedSecret(LOW_ORDER_PROBE, publicKey) === null;
+}
+
 export interface X25519KeyPair {
   privateKey: SecretKey;
   publicKey: Uint8Array;

@@ -6,6 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import { cidrsOverlap, formatIpv4, overlaySubnetRefusal, parseCidr, parseIpv4, type Cidr } from '../model/ipv4.js';
 import { StoreError } from './errors.js';
+import { hexToBytes } from '../crypto/bytes.js';
+import { isLowOrderPublicKey } from '../crypto/x25519.js';
 import { SEGMENT_RE } from './layout.js';
 import { VNI_ALLOCATION_MIN, VNI_MAX } from '../model/ids.js';
 import type {
@@ -228,6 +230,8 @@ export function checkHost(h: HostRegistration, ttlSeconds: number): void {
   checkSegment('host id', h.id);
   if (parseIpv4(h.address) === undefined) invalid(`host address "${h.address}" is not an IPv4 address`);
   if (!HEX32_RE.test(h.publicKey)) invalid('host publicKey must be 32 bytes of hex');
+  if (isLowOrderPublicKey(hexToBytes(h.publicKey)))
+    invalid('host publicKey is a low-order X25519 point: no secret can be agreed with it (RFC 7748 §6.1)');
   for (const k of ['os', 'arch', 'version', 'incarnation'] as const)
     if (typeof h[k] !== 'string' || h[k].length === 0) invalid(`host ${k} must be a non-empty string`);
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1) invalid('lease TTL must be a positive integer of seconds');

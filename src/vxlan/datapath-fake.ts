@@ -20,6 +20,8 @@ export class RecordingDataPath implements DataPath {
   readonly busyPorts = new Set<number>();
   /** Peer id → packets received from it (a test moves these to stand for traffic). */
   readonly rxPackets = new Map<string, number>();
+  /** Peer id → packets that opened under its inbound SA (authenticated traffic; a test moves these). */
+  readonly opened = new Map<string, number>();
   running = false;
 
   async start(): Promise<void> {
@@ -75,7 +77,7 @@ export class RecordingDataPath implements DataPath {
   /** One pair per peer with an outbound SA or received packets, on the first network added. */
   status(): DataPathStatus {
     const vni = [...this.networks.keys()][0] ?? 0;
-    const peers = new Set([...this.outbound.keys(), ...this.rxPackets.keys()]);
+    const peers = new Set([...this.outbound.keys(), ...this.rxPackets.keys(), ...this.opened.keys()]);
     return {
       pairs: [...peers].map((peer) => {
         const epoch = this.outbound.get(peer);
@@ -83,7 +85,7 @@ export class RecordingDataPath implements DataPath {
         return {
           ...{ peer, vni, encrypted: true, txPackets: 0, txBytes: 0, rxPackets: rx, rxBytes: 100 * rx, drops: {} },
           ...(epoch !== undefined ? { outbound: { spi: 0x1000, epoch, sealed: 1, sequenceHeadroom: 1 } } : {}),
-          inbound: [],
+          inbound: this.opened.has(peer) ? [{ spi: 0x2000, epoch: 1, opened: this.opened.get(peer)! }] : [],
         };
       }),
       unattributedDrops: {},

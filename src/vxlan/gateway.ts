@@ -249,6 +249,8 @@ export class Gateway {
     );
     if (failures.length > 0) {
       entry.secret.wipe();
+      // All or nothing: SAs of an epoch this gateway does not hold would never be retired.
+      if (!known) this.#forEachPeer((peer) => this.options.dataPath.retireInbound(peer.id, vni, epoch));
       throw new Error(`epoch ${epoch} of network ${vni}: inbound SAs not installed for ${failures.join('; ')}`);
     }
     known?.secret.wipe();

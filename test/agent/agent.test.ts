@@ -111,7 +111,7 @@ describe('HostAgent', () => {
     );
     // h2 keeps sending (its packets open here), but its lease is gone from etcd.
     let rx = 0;
-    const traffic = setInterval(() => dataPath.rxPackets.set('h2', (rx += 10)), 100);
+    const traffic = setInterval(() => dataPath.opened.set('h2', (rx += 10)), 100);
     try {
       await new Promise((r) => setTimeout(r, 300));
       await h2.revoke();
@@ -129,6 +129,34 @@ describe('HostAgent', () => {
     expect(Date.now() - quietAt).toBeGreaterThanOrEqual(900);
     expect(agent.status()).toMatchObject({ peers: [], cutOffPeers: [] });
     expect(await plumbing.listFdb(net.vni)).toEqual([]);
+  });
+
+  it('plain VXLAN from a peer whose record went away does not keep it: anyone on the underlay can send that', async () => {
+    const h2 = await store.registerHost(sampleHost('h2'), 30);
+    agent = makeAgent('linux', { leaseTtlSeconds: 1, trafficSampleMs: 50 });
+    await agent.start();
+    await waitUntil('h2 is a peer', () => dataPath.peers.has('h2'));
+    let rx = 0;
+    const plain = setInterval(() => dataPath.rxPackets.set('h2', (rx += 10)), 100);
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      await h2.revoke();
+      await waitUntil('h2 removed', () => !dataPath.peers.has('h2'), 2_000);
+      expect(agent.status().cutOffPeers).toEqual([]);
+    } finally {
+      clearInterval(plain);
+    }
+  });
+
+  it('warns once when a peer runs another release line (its SA keys may be derived otherwise)', async () => {
+    await store.registerHost(sampleHost('h2', { version: '0.1.0' }), 30);
+    await store.registerHost(sampleHost('h3'), 30);
+    agent = makeAgent();
+    await agent.start();
+    await agent.settled();
+    expect([...dataPath.peers.keys()].sort()).toEqual(['h2', 'h3']);
+    const warned = logs.filter((l) => l.event.startsWith('peer runs another veil release'));
+    expect(warned.map((l) => l.fields)).toEqual([expect.objectContaining({ peer: 'h2', peerVersion: '0.1.0' })]);
   });
 
   it('a peer that was silent when its record went away is removed at once (a dead host)', async () => {

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { bytesToHex, hexToBytes, isAllZero } from '../../src/crypto/bytes.js';
 import { nobleHkdf, nodeHkdf } from '../../src/crypto/hkdf.js';
 import { SecretKey } from '../../src/crypto/secret.js';
-import { nobleX25519, nodeX25519 } from '../../src/crypto/x25519.js';
+import { isLowOrderPublicKey, nobleX25519, nodeX25519 } from '../../src/crypto/x25519.js';
 import { loadVectors, VectorTally, type WycheproofFile, type WycheproofResult } from '../support/vectors.js';
 
 const tally = new VectorTally();
@@ -62,6 +62,8 @@ for (const impl of [nodeX25519, nobleX25519]) {
         } else {
           expect(shared).toBeNull();
         }
+        // A host record with a public key that gives all zeros here is refused at registration.
+        expect(isLowOrderPublicKey(hexToBytes(c.public), impl)).toBe(isAllZero(expected));
       });
     }
   });

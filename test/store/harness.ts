@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { MemoryBackend } from '../../src/store/memory.js';
 import type { Store } from '../../src/store/types.js';
+import { VERSION } from '../../src/model/version.js';
 
 /** One Store implementation under test, with the few knobs tests need beyond the interface. */
 export interface StoreBed {
@@ -67,12 +68,12 @@ export async function waitFor<T>(
   }
 }
 
-export const sampleHost = (id: string, extra: Partial<{ os: string; incarnation: string }> = {}) => ({
+export const sampleHost = (id: string, extra: Partial<{ os: string; incarnation: string; version: string }> = {}) => ({
   id,
   address: '192.0.2.10',
   os: extra.os ?? 'linux',
   arch: 'x64',
-  version: '0.1.0',
+  version: extra.version ?? VERSION,
   publicKey: 'ab'.repeat(32),
   incarnation: extra.incarnation ?? randomBytes(8).toString('hex'),
 });

@@ -130,6 +130,9 @@ export function describeStore(impl: StoreImpl): void {
         const before = await store.dump();
         await expectCode(store.registerHost({ ...sampleHost('bad/id') }, 10), 'VEIL_ERR_REQUEST_INVALID');
         await expectCode(store.registerHost({ ...sampleHost('ok'), publicKey: 'zz' }, 10), 'VEIL_ERR_REQUEST_INVALID');
+        // Low-order X25519 points (RFC 7748 §6.1): 0 and p - 1; every secret agreed with them is zero.
+        for (const publicKey of ['00'.repeat(32), `ec${'ff'.repeat(30)}7f`])
+          await expectCode(store.registerHost({ ...sampleHost('ok'), publicKey }, 10), 'VEIL_ERR_REQUEST_INVALID');
         await expectCode(
           store.registerHost({ ...sampleHost('ok'), address: '300.1.1.1' }, 10),
           'VEIL_ERR_REQUEST_INVALID',

@@ -33,13 +33,15 @@ function setup() {
 const secret = () => new SecretKey(new Uint8Array(32).fill(9));
 
 describe('Gateway epochs', () => {
-  it('a partial inbound install throws, is not recorded, and the retry installs every peer', async () => {
+  it('a partial inbound install throws, leaves no SA of that epoch behind, and the retry installs every peer', async () => {
     const { gateway, dataPath, peer } = setup();
     await gateway.addNetwork({ id: 'n', index: 1, vni: 4096, encrypted: true });
     for (const p of [peer('h2', 2), peer('h3', 3), peer('h4', 4)]) await gateway.addPeer(p);
     dataPath.failInboundFor.add('h3');
     await expect(gateway.installEpoch(4096, 1, secret())).rejects.toThrow(/h3: SA table full/);
     expect(gateway.epochs(4096)).toEqual([]);
+    // h2 and h4 took their SAs before h3 failed; an epoch the gateway does not hold keeps none.
+    expect(Object.fromEntries(dataPath.inbound)).toEqual({ h2: [], h3: [], h4: [] });
     dataPath.failInboundFor.clear();
     await gateway.installEpoch(4096, 1, secret());
     expect(Object.fromEntries(dataPath.inbound)).toEqual({ h2: [1], h3: [1], h4: [1] });

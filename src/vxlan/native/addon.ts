@@ -10,8 +10,8 @@
  *   - the batched data plane on its own threads (native/datapath.ts drives it).
  *
  * The addon is built by `npm run build:native` (node-gyp) into
- * native/build/Release/veil_native.node of veil's own install (never the working directory);
- * VEIL_NATIVE_ADDON overrides the path.
+ * native/build/Release/veil_native.node of veil's own install, and loaded from there only: no
+ * working directory and no environment variable may hand a root process code to run.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -166,10 +166,8 @@ export function packageRoot(moduleDir: string = dirname(fileURLToPath(import.met
   }
 }
 
-/** Where the addon is: $VEIL_NATIVE_ADDON (set by whoever starts the gateway), else native/build/Release of veil's install. */
+/** Where the addon is: native/build/Release of veil's install. */
 export function nativeAddonPath(moduleDir?: string): string {
-  const fromEnv = process.env.VEIL_NATIVE_ADDON;
-  if (fromEnv) return fromEnv;
   return join(packageRoot(moduleDir), ADDON_RELATIVE);
 }
 

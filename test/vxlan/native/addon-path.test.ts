@@ -31,6 +31,18 @@ describe('where the native addon comes from', () => {
     expect(() => nativeAddonPath(moduleDir)).toThrow(expect.objectContaining({ code: 'VEIL_ERR_NATIVE_UNAVAILABLE' }));
   });
 
+  it('is not moved by the environment', () => {
+    const moduleDir = tree({ name: 'veil', type: 'module' });
+    process.env.VEIL_NATIVE_ADDON = join(root, 'evil.node');
+    try {
+      expect(nativeAddonPath(moduleDir)).toBe(
+        resolve(moduleDir, '../../../..', 'native/build/Release/veil_native.node'),
+      );
+    } finally {
+      delete process.env.VEIL_NATIVE_ADDON;
+    }
+  });
+
   it("refuses a package.json that is not veil's on the way up", () => {
     const moduleDir = tree({ name: 'someone-else' });
     expect(() => nativeAddonPath(moduleDir)).toThrow(/is not veil's/);

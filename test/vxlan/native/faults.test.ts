@@ -13,7 +13,7 @@ import { nativeAddonPath, type NativeAddon, type NativeSaSpec } from '../../../s
 import { NativeLoopback } from '../../support/native-loopback.js';
 import { waitUntil } from '../../support/wait.js';
 
-// Beside the addon (VEIL_NATIVE_ADDON moves both).
+// The fault-injecting twin is built beside the addon.
 const ADDON = join(dirname(nativeAddonPath()), 'veil_native_faults.node');
 type FaultAddon = NativeAddon & { faultAfter(n: number): void; faultPending(): boolean };
 const addon = createRequire(import.meta.url)(ADDON) as FaultAddon;
