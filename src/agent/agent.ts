@@ -149,8 +149,13 @@ export class HostAgent {
       onEvents: (events) => this.#onEvents(events),
       onResync: (snapshot) => this.#onResync(snapshot),
       onDisconnected: (err) => {
+        if (this.#connected)
+          this.#log('warn', 'etcd watch disconnected; the data plane keeps its state', { error: err.message });
         this.#connected = false;
-        this.#log('warn', 'etcd watch disconnected; the data plane keeps its state', { error: err.message });
+      },
+      onReconnected: () => {
+        this.#connected = true;
+        this.#log('info', 'etcd watch attached again; changes made meanwhile follow');
       },
     });
     this.#connected = true;

@@ -72,6 +72,8 @@ export class EpochFollower {
       onEvents: (events) => deliver(() => installer.applyEvents(events)),
       onResync: (snapshot, revision) => deliver(() => installer.applySnapshot(snapshot, revision)),
       onDisconnected: (err) => installer.setStoreReachable(false, err.message),
+      // Nothing may change under keys/ for hours: a reattached watch is the news that etcd is back.
+      onReconnected: () => installer.setStoreReachable(true),
     });
     try {
       for (const n of networks.items) {

@@ -767,6 +767,7 @@ class EtcdWatch implements WatchHandle {
   private cancelled = false;
   private backoffMs = 50;
   private timer: NodeJS.Timeout | null = null;
+  private disconnected = false;
 
   constructor(
     private readonly ns: Namespace,
@@ -793,10 +794,13 @@ class EtcdWatch implements WatchHandle {
     this.watcher = w;
     w.on('connected', () => {
       this.backoffMs = 50;
+      if (!this.disconnected) return;
+      this.disconnected = false;
+      this.handler.onReconnected?.();
     });
     w.on('data', (res: IWatchResponse) => this.deliver(res));
     w.on('disconnected', (err) => {
-      this.handler.onDisconnected?.(err);
+      this.reportDisconnected(err);
       this.restart(w);
     });
     w.on('error', (err) => this.onError(w, err));
@@ -820,6 +824,11 @@ class EtcdWatch implements WatchHandle {
     if (events.length === 0) return;
     this.last = events[events.length - 1]!.revision;
     this.handler.onEvents(events);
+  }
+
+  private reportDisconnected(err: Error): void {
+    this.disconnected = true;
+    this.handler.onDisconnected?.(err);
   }
 
   /** Detach the old watcher, then open a new one from the last delivered revision, with backoff. */
@@ -864,13 +873,13 @@ class EtcdWatch implements WatchHandle {
           );
           this.start();
         } else {
-          this.handler.onDisconnected?.(err);
+          this.reportDisconnected(err);
           this.restart(null);
         }
       }
     })().catch((e: unknown) => {
       // etcd unreachable while resyncing: try again later from the same revision.
-      this.handler.onDisconnected?.(e instanceof Error ? e : new Error(String(e)));
+      this.reportDisconnected(e instanceof Error ? e : new Error(String(e)));
       this.restart(null);
     });
   }

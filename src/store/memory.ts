@@ -333,6 +333,11 @@ class MemoryWatch implements WatchHandle {
     this.handler.onDisconnected?.(err);
   }
 
+  reconnected(): void {
+    this.handler.onReconnected?.();
+    this.schedule();
+  }
+
   /** Asynchronous like a real watch: a writer's await returns before its own watch fires. */
   schedule(): void {
     if (this.scheduled || this.queue.length === 0 || !this.client.connected) return;
@@ -395,7 +400,7 @@ export class MemoryStore implements Store {
     this.cutOff = !reachable;
     if (reachable) {
       this.backend.keepLeasesAlive(this);
-      for (const w of this.watches) w.schedule();
+      for (const w of this.watches) w.reconnected();
     } else {
       this.backend.orphanLeases(this, { resign: false });
       const err = new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'etcd unreachable');

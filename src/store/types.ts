@@ -184,6 +184,8 @@ export interface WatchHandler {
   onResync(snapshot: Array<{ key: string; value: unknown }>, revision: number): void;
   /** Connection state, for status reporting; the watch keeps resuming by itself. */
   onDisconnected?(err: Error): void;
+  /** The watch is attached again after onDisconnected (events missed meanwhile follow through onEvents). */
+  onReconnected?(): void;
 }
 
 export interface WatchHandle {

@@ -17,6 +17,7 @@ import type {
   WatchEvent,
   WatchHandler,
 } from '../../src/store/types.js';
+import { MemoryBackend } from '../../src/store/memory.js';
 import { epochDelete, epochPut, RecordingSink } from './harness.js';
 
 const NET = 'net1';
@@ -87,4 +88,26 @@ it('an event delivered before an older listing is not undone by it: the network 
   expect([...(sink.installed.get(NET) ?? [])]).toEqual([3]);
   expect(sink.trace(NET)).toEqual(['install 2', 'activate 2', 'install 3', 'activate 3', 'retire 2']);
   await follower.stop();
+});
+
+it('etcd back with nothing changed under keys/: the reattached watch alone says so (rotation no longer waits)', async () => {
+  const backend = new MemoryBackend();
+  const store = backend.client();
+  const installer = new EpochInstaller({
+    self: { hostId: ME.id, privateKey: me.privateKey },
+    sink: new RecordingSink(),
+    ack: async () => undefined,
+  });
+  const follower = new EpochFollower({ store, installer });
+  await follower.start();
+  expect(installer.status().store.reachable).toBe(true);
+  store.setReachable(false);
+  expect(installer.status().store).toMatchObject({
+    reachable: false,
+    detail: expect.stringMatching(/etcd unreachable/),
+  });
+  store.setReachable(true);
+  expect(installer.status().store.reachable).toBe(true);
+  await follower.stop();
+  await store.close();
 });

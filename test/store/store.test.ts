@@ -45,10 +45,12 @@ describe('MemoryStore cut off from etcd', () => {
     const cut = backend.client();
     const seen: string[] = [];
     const disconnects: string[] = [];
+    let reconnects = 0;
     await cut.watch(keys.networksPrefix(), backend.revision + 1, {
       onEvents: (events) => events.forEach((e) => seen.push(e.key)),
       onResync: () => undefined,
       onDisconnected: (err) => disconnects.push(err.message),
+      onReconnected: () => reconnects++,
     });
     const short = await cut.registerHost(sampleHost('short'), 1);
     await cut.registerHost(sampleHost('long'), 30);
@@ -64,7 +66,9 @@ describe('MemoryStore cut off from etcd', () => {
     expect(short.lost.aborted).toBe(true);
     expect(seen).toEqual([]);
 
+    expect(reconnects).toBe(0);
     cut.setReachable(true);
+    expect(reconnects).toBe(1);
     await waitFor('the held event', () => seen.length === 1);
     expect(seen[0]).toMatch(/^networks\//);
     expect((await cut.listHosts()).items.map((h) => h.id)).toEqual(['long']);

@@ -35,16 +35,20 @@ async function retrying<T>(fn: () => Promise<T>, timeoutMs = 20_000): Promise<T>
   }
 }
 
-function collect(): { events: WatchEvent[]; resyncs: number; handler: Parameters<EtcdStore['watch']>[2] } {
+function collect() {
   const out = {
     events: [] as WatchEvent[],
     resyncs: 0,
+    /** 'down' and 'up', in the order the watch reported them. */
+    connection: [] as Array<'down' | 'up'>,
     handler: {
       onEvents: (e: WatchEvent[]) => out.events.push(...e),
       onResync: () => {
         out.resyncs++;
       },
-    },
+      onDisconnected: () => out.connection.push('down'),
+      onReconnected: () => out.connection.push('up'),
+    } satisfies Parameters<EtcdStore['watch']>[2],
   };
   return out;
 }
@@ -85,6 +89,20 @@ describe('etcd store, one member restarting', () => {
     ]);
     expect(w.resyncs).toBe(0);
     expect(handle.lastRevision).toBe(w.events[3]!.revision);
+  });
+
+  it('a watch says when etcd is gone and when it is attached again, with nothing written meanwhile', async () => {
+    const store = open(etcd.endpoints);
+    const listing = await store.listNetworks();
+    const w = collect();
+    await store.watch(keys.networksPrefix(), listing.revision + 1, w.handler);
+    await etcd.stopMember(0);
+    await waitFor('the disconnect', () => w.connection.includes('down'), 20_000);
+    await etcd.startMember(0);
+    await waitFor('the watch attached again', () => w.connection.at(-1) === 'up', 30_000);
+    // Every retry while etcd was down may report again; one 'up' closes them.
+    expect(w.connection.filter((c) => c === 'up')).toEqual(['up']);
+    expect(w.events).toEqual([]);
   });
 
   it('keeps the layout under /veil/v1/ by default', async () => {
