@@ -7,25 +7,13 @@ import { createServer } from 'node:net';
 import { buildTable } from '../../src/dns/records.js';
 import { DnsServer } from '../../src/dns/server.js';
 import { Upstream } from '../../src/dns/upstream.js';
-import type { EndpointRecord, NetworkRecord } from '../../src/store/types.js';
+import type { EndpointRecord } from '../../src/store/types.js';
 import { FakeUpstream } from './upstream-fixture.js';
+import { networkRecord } from './network-record.js';
 
 const [address = '127.0.0.1', port = '53'] = process.argv.slice(2);
 const upstream = await new FakeUpstream().start(address, 0);
-const network: NetworkRecord = {
-  id: 'c'.repeat(64),
-  name: 'loopnet',
-  driver: 'overlay',
-  vni: 9,
-  index: 9,
-  encrypted: false,
-  attachable: true,
-  internal: false,
-  labels: {},
-  ipam: { subnet: '127.0.0.0/8', gateway: '127.0.0.1' },
-  options: {},
-  created: '2026-01-01T00:00:00Z',
-};
+const network = networkRecord('loopnet', '127.0.0.0/8', 9);
 const web: EndpointRecord = {
   id: 'web',
   networkId: network.id,

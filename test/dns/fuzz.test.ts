@@ -8,28 +8,16 @@ import dnsPacket from 'dns-packet';
 import type { DecodedPacket } from 'dns-packet';
 import { buildTable } from '../../src/dns/records.js';
 import { DnsServer } from '../../src/dns/server.js';
-import type { EndpointRecord, NetworkRecord } from '../../src/store/types.js';
+import type { EndpointRecord } from '../../src/store/types.js';
 import { privateLoopback } from '../support/loopback.js';
 import { Prng } from '../support/prng.js';
 import { malformed } from './malformed.js';
+import { networkRecord } from './network-record.js';
 
 /** The resolver's sockets listen on a loopback address of this file's own (tests run in parallel). */
 const HOST = privateLoopback();
 const SEED = Number(process.env.VEIL_FUZZ_SEED ?? 0x5eed53);
-const LOOP: NetworkRecord = {
-  id: 'f'.repeat(64),
-  name: 'loopnet',
-  driver: 'overlay',
-  vni: 7,
-  index: 7,
-  encrypted: false,
-  attachable: true,
-  internal: false,
-  labels: {},
-  ipam: { subnet: '127.0.0.0/8', gateway: '127.0.0.1' },
-  options: {},
-  created: '2026-01-01T00:00:00Z',
-};
+const LOOP = networkRecord('loopnet', '127.0.0.0/8', 7);
 const ENDPOINTS: EndpointRecord[] = [
   {
     id: 'e1',

@@ -20,11 +20,12 @@ import {
 import { MAX_TCP_PENDING, MAX_TCP_PENDING_BYTES } from '../../src/dns/tcp.js';
 import { Upstream, type ForwardResult } from '../../src/dns/upstream.js';
 import { TCP_LENGTH_PREFIX, TCP_MESSAGE_MAX } from '../../src/dns/wire.js';
-import type { EndpointRecord, NetworkRecord } from '../../src/store/types.js';
+import type { EndpointRecord } from '../../src/store/types.js';
 import { privateLoopback } from '../support/loopback.js';
 import { waitUntil } from '../support/wait.js';
 import { addresses, askOn, askTcp, askUdp, collectAnswers, connectFrom, frame, pipelined, query } from './clients.js';
 import { FakeUpstream, UPSTREAM_ANSWER } from './upstream-fixture.js';
+import { networkRecord } from './network-record.js';
 
 /** The resolver listens here; the clients are other loopback addresses of this file's own. */
 const HOST = privateLoopback();
@@ -33,20 +34,7 @@ const A = privateLoopback();
 /** Another container. */
 const B = privateLoopback();
 
-const LOOP: NetworkRecord = {
-  id: 'b'.repeat(64),
-  name: 'loopnet',
-  driver: 'overlay',
-  vni: 8,
-  index: 8,
-  encrypted: false,
-  attachable: true,
-  internal: false,
-  labels: {},
-  ipam: { subnet: '127.0.0.0/8', gateway: '127.0.0.1' },
-  options: {},
-  created: '2026-01-01T00:00:00Z',
-};
+const LOOP = networkRecord('loopnet', '127.0.0.0/8', 8);
 const endpoint = (name: string, ipv4: string, aliases: string[] = []): EndpointRecord => ({
   id: `${name}-${ipv4}`,
   networkId: LOOP.id,

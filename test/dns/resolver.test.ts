@@ -7,21 +7,9 @@ import { buildTable } from '../../src/dns/records.js';
 import { DnsServer, type Forwarder } from '../../src/dns/server.js';
 import { reverseAddress } from '../../src/dns/resolver.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/store/types.js';
+import { networkRecord } from './network-record.js';
 
-const net = (name: string, subnet: string, vni: number): NetworkRecord => ({
-  id: name.padEnd(64, '0'),
-  name,
-  driver: 'overlay',
-  vni,
-  index: vni,
-  encrypted: false,
-  attachable: true,
-  internal: false,
-  labels: {},
-  ipam: { subnet, gateway: subnet.replace(/0\/\d+$/, '1') },
-  options: {},
-  created: '2026-01-01T00:00:00Z',
-});
+const net = networkRecord;
 const FRONT = net('front', '10.1.0.0/24', 100);
 const BACK = net('back', '10.2.0.0/24', 200);
 const ep = (

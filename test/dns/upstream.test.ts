@@ -9,25 +9,12 @@ import type { DecodedPacket } from 'dns-packet';
 import { buildTable } from '../../src/dns/records.js';
 import { DnsServer } from '../../src/dns/server.js';
 import { parseResolvConf, Upstream } from '../../src/dns/upstream.js';
-import type { NetworkRecord } from '../../src/store/types.js';
 import { privateLoopback } from '../support/loopback.js';
 import { waitUntil } from '../support/wait.js';
 import { FakeUpstream, UPSTREAM_ANSWER, UPSTREAM_MARK, UPSTREAM_TTL } from './upstream-fixture.js';
+import { networkRecord } from './network-record.js';
 
-const NET: NetworkRecord = {
-  id: 'a'.repeat(64),
-  name: 'front',
-  driver: 'overlay',
-  vni: 9,
-  index: 9,
-  encrypted: false,
-  attachable: true,
-  internal: false,
-  labels: {},
-  ipam: { subnet: '10.1.0.0/24', gateway: '10.1.0.1' },
-  options: {},
-  created: '2026-01-01T00:00:00Z',
-};
+const NET = networkRecord('front', '10.1.0.0/24', 9);
 const query = (name: string, id = 0x4242) =>
   dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] });
 const decode = (b: Buffer) => dnsPacket.decode(b) as DecodedPacket & { rcode: string };

@@ -9,6 +9,7 @@ import type { KeysEpoch, KeysView } from '../../../src/cli/client.js';
 import { startEtcd, type EtcdCluster } from '../support/etcd.js';
 import { createBed, UNDERLAY_PREFIX_LENGTH, type Bed, type BedProcess } from './bed.js';
 import { CLI } from './overlay-bed.js';
+import { waitFor } from '../../support/wait.js';
 
 export const ETCD_ADDRESS = '198.18.0.250';
 
@@ -415,4 +416,60 @@ export async function gatewayDrops(cb: ClusterBed, hostIndex: number): Promise<R
   for (const d of [...s.pairs.map((p) => p.drops), s.unattributedDrops])
     for (const [k, v] of Object.entries(d)) sum[k] = (sum[k] ?? 0) + v;
   return sum;
+}
+
+export interface ContainerOnNetwork {
+  ns: string;
+  netns: string;
+  ip: string;
+}
+
+/**
+ * Creates an encrypted network through host 1, waits until every host holds SAs toward every peer
+ * (so no frame meets a missing SA: that is fail-closed at bring-up, not the fault a test looks for),
+ * connects one container `<label><host>` per host and waits for the first ping around the ring.
+ */
+export async function encryptedNetworkWithContainers(
+  cb: ClusterBed,
+  options: { name: string; subnet: string; label: string; hosts: readonly number[] },
+): Promise<{ networkId: string; vni: number; containers: Record<number, ContainerOnNetwork> }> {
+  const { name, subnet, label, hosts } = options;
+  const r = await cb.api(1, 'POST', '/networks', {
+    Name: name,
+    Options: { encrypted: '' },
+    IPAM: { Config: [{ Subnet: subnet }] },
+  });
+  if (r.status !== 201) throw new Error(`create: ${JSON.stringify(r.body)}`);
+  const vni = (await cb.api(1, 'GET', `/networks/${name}`)).body.VNI as number;
+  await waitFor(
+    async () =>
+      (
+        await Promise.all(
+          hosts.map(async (h) => (await cb.api(h, 'GET', `/networks/${name}/status`)).body.Protected === true),
+        )
+      ).every(Boolean),
+    30_000,
+    'every host protected toward every peer',
+  );
+  const containers: Record<number, ContainerOnNetwork> = {};
+  for (const h of hosts) {
+    const ct = await cb.container(`${label}${h}`);
+    const a = await cb.api(h, 'POST', `/networks/${name}/connect`, {
+      Container: `${label}${h}`,
+      Sandbox: { Netns: ct.netns },
+    });
+    if (a.status !== 200) throw new Error(`connect on h${h}: ${JSON.stringify(a.body)}`);
+    containers[h] = { ...ct, ip: (a.body.IPv4Address as string).split('/')[0]! };
+  }
+  for (const [i, a] of hosts.entries()) {
+    const b = hosts[(i + 1) % hosts.length]!;
+    await waitFor(
+      async () =>
+        (await cb.bed.exec(containers[a]!.ns, ['ping', '-c', '1', '-W', '1', containers[b]!.ip], { allowFail: true }))
+          .code === 0,
+      30_000,
+      `first ping h${a}→h${b}`,
+    );
+  }
+  return { networkId: r.body.Id as string, vni, containers };
 }

@@ -11,6 +11,7 @@ import { waitFor } from '../../support/wait.js';
 import {
   ETCD_ADDRESS,
   createClusterBed,
+  encryptedNetworkWithContainers,
   etcdHistory,
   etcdRaftLeader,
   gatewayDrops,
@@ -32,44 +33,14 @@ const c: Record<number, { ns: string; netns: string; ip: string }> = {};
 
 beforeAll(async () => {
   cb = await createClusterBed({ hosts: 3, etcdMembers: 3 });
-  const r = await cb.api(1, 'POST', '/networks', {
-    Name: NET,
-    Options: { encrypted: '' },
-    IPAM: { Config: [{ Subnet: '10.67.0.0/24' }] },
+  const made = await encryptedNetworkWithContainers(cb, {
+    name: NET,
+    subnet: '10.67.0.0/24',
+    label: 'flt',
+    hosts: HOSTS,
   });
-  if (r.status !== 201) throw new Error(`create: ${JSON.stringify(r.body)}`);
-  networkId = r.body.Id;
-  await waitFor(
-    async () =>
-      (
-        await Promise.all(
-          HOSTS.map(async (h) => (await cb.api(h, 'GET', `/networks/${NET}/status`)).body.Protected === true),
-        )
-      ).every(Boolean),
-    30_000,
-    'every host protected',
-  );
-  for (const h of HOSTS) {
-    const ct = await cb.container(`flt${h}`);
-    const a = await cb.api(h, 'POST', `/networks/${NET}/connect`, {
-      Container: `flt${h}`,
-      Sandbox: { Netns: ct.netns },
-    });
-    if (a.status !== 200) throw new Error(`connect on h${h}: ${JSON.stringify(a.body)}`);
-    c[h] = { ...ct, ip: a.body.IPv4Address.split('/')[0] };
-  }
-  for (const [a, b] of [
-    [1, 2],
-    [2, 3],
-    [3, 1],
-  ] as const) {
-    await waitFor(
-      async () =>
-        (await cb.bed.exec(c[a]!.ns, ['ping', '-c', '1', '-W', '1', c[b]!.ip], { allowFail: true })).code === 0,
-      30_000,
-      `first ping h${a}→h${b}`,
-    );
-  }
+  networkId = made.networkId;
+  Object.assign(c, made.containers);
 }, 180_000);
 cleanUpClusterBed(() => cb);
 

@@ -15,6 +15,7 @@ import { MiB, tcpTransfer } from '../support/tcp-transfer.js';
 import { captureUdp } from './capture.js';
 import {
   createClusterBed,
+  encryptedNetworkWithContainers,
   etcdGetPrefix,
   etcdHistory,
   gatewayDrops,
@@ -38,47 +39,15 @@ const c: Record<number, { ns: string; netns: string; ip: string }> = {};
 
 beforeAll(async () => {
   cb = await createClusterBed({ hosts: 3 });
-  const r = await cb.api(1, 'POST', '/networks', {
-    Name: NET,
-    Options: { encrypted: '' },
-    IPAM: { Config: [{ Subnet: '10.66.0.0/24' }] },
+  const made = await encryptedNetworkWithContainers(cb, {
+    name: NET,
+    subnet: '10.66.0.0/24',
+    label: 'rot',
+    hosts: HOSTS,
   });
-  if (r.status !== 201) throw new Error(`create: ${JSON.stringify(r.body)}`);
-  networkId = r.body.Id;
-  networkVni = (await cb.api(1, 'GET', `/networks/${NET}`)).body.VNI;
-  // Containers connect once every host holds SAs toward every peer, so no frame meets a missing SA
-  // (that would be counted no-outbound-sa: fail closed at bring-up, not a rotation fault).
-  await waitFor(
-    async () =>
-      (
-        await Promise.all(
-          HOSTS.map(async (h) => (await cb.api(h, 'GET', `/networks/${NET}/status`)).body.Protected === true),
-        )
-      ).every(Boolean),
-    30_000,
-    'every host protected toward every peer',
-  );
-  for (const h of HOSTS) {
-    const ct = await cb.container(`rot${h}`);
-    const a = await cb.api(h, 'POST', `/networks/${NET}/connect`, {
-      Container: `rot${h}`,
-      Sandbox: { Netns: ct.netns },
-    });
-    if (a.status !== 200) throw new Error(`connect on h${h}: ${JSON.stringify(a.body)}`);
-    c[h] = { ...ct, ip: a.body.IPv4Address.split('/')[0] };
-  }
-  for (const [a, b] of [
-    [1, 2],
-    [2, 3],
-    [3, 1],
-  ] as const) {
-    await waitFor(
-      async () =>
-        (await cb.bed.exec(c[a]!.ns, ['ping', '-c', '1', '-W', '1', c[b]!.ip], { allowFail: true })).code === 0,
-      30_000,
-      `first ping h${a}→h${b}`,
-    );
-  }
+  networkId = made.networkId;
+  networkVni = made.vni;
+  Object.assign(c, made.containers);
   console.log(
     `after bring-up: drops per host ${JSON.stringify(await Promise.all(HOSTS.map((h) => gatewayDrops(cb, h))))}`,
   );
