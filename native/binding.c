@@ -7,6 +7,8 @@
  * Argument checking is done here; the typed wrappers in src/vxlan/native/addon.ts are the only intended callers.
  */
 #include <arpa/inet.h>
+#include <limits.h>
+#include <math.h>
 #include <node_api.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,12 +61,24 @@ bad:
   return -1;
 }
 
-static int arg_u32(napi_env env, napi_value v, uint32_t *out) {
+/*
+ * Every number from JS comes through here: an integer in min..max (both exactly representable), else a
+ * RangeError. NaN fails the range test (every comparison with it is false), so nothing out of range or
+ * fractional is ever converted: that conversion is undefined behaviour in C.
+ */
+static int arg_integer(napi_env env, napi_value v, double min, double max, const char *msg, double *out) {
   double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || d < 0 || d > 4294967295.0 || d != (double)(uint32_t)d) {
-    napi_throw_range_error(env, "VEIL_ERR_NATIVE_ARGS", "expected an integer in 0..2^32-1");
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= min && d <= max) || d != floor(d)) {
+    napi_throw_range_error(env, "VEIL_ERR_NATIVE_ARGS", msg);
     return -1;
   }
+  *out = d;
+  return 0;
+}
+
+static int arg_u32(napi_env env, napi_value v, uint32_t *out) {
+  double d;
+  if (arg_integer(env, v, 0, 4294967295.0, "expected an integer in 0..2^32-1", &d)) return -1;
   *out = (uint32_t)d;
   return 0;
 }
@@ -505,8 +519,8 @@ static napi_value DpSetOutbound(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 2, a)) return NULL;
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || get_sa_args(env, a[1], &s)) return NULL;
-  if (prop(env, a[1], "budget", &v) && (napi_get_value_double(env, v, &budget) != napi_ok || budget < 1 || budget > 9007199254740991.0))
-    THROW(env, "VEIL_ERR_NATIVE_ARGS", "budget must be a positive safe integer");
+  if (prop(env, a[1], "budget", &v) &&
+      arg_integer(env, v, 1, 9007199254740991.0, "budget must be a positive safe integer", &budget)) return NULL;
   char err[256] = "";
   if (dp_set_outbound(dp, (uint16_t)s.peer, s.vni, s.spi, s.key, s.key_len, s.salt, s.esn, s.epoch, (uint64_t)budget, err, sizeof err) < 0)
     return throw_dp_error(env, err, "VEIL_ERR_NATIVE_ARGS");
@@ -662,6 +676,7 @@ static napi_value FaultAfter(napi_env env, napi_callback_info info) {
   napi_value a[1];
   uint32_t n;
   if (get_args(env, info, 1, a) || arg_u32(env, a[0], &n)) return NULL;
+  if (n > INT_MAX) THROW(env, "VEIL_ERR_NATIVE_ARGS", "at most 2^31-1");
   fault_countdown = (int)n;
   return undefined_value(env);
 }

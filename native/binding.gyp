@@ -5,7 +5,7 @@
     "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
     "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"],
     "cflags!": ["-O3"],
-    "libraries": ["-lpthread"]
+    "libraries": ["-lpthread", "-lm"]
   }, {
     # The same code with native/fault.h's fault injection, for test/vxlan/native/faults.test.ts only
     # (the image ships veil_native.node alone).
@@ -14,6 +14,6 @@
     "defines": ["NAPI_VERSION=8", "_GNU_SOURCE", "VEIL_FAULTS"],
     "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"],
     "cflags!": ["-O3"],
-    "libraries": ["-lpthread"]
+    "libraries": ["-lpthread", "-lm"]
   }]
 }

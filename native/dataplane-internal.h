@@ -52,6 +52,15 @@ typedef struct dp_thread {
   io_counters io;
 } dp_thread;
 
+/*
+ * Every SA of one direction, in service or retired, by its key's fingerprint: one key is in one place
+ * (satable.c "Key identity"). Open addressing; NULL is an empty slot, satable.c's KEY_GONE a deleted one.
+ */
+typedef struct key_index {
+  sa_base **slots;
+  uint32_t cap, used, live; /* used: live and deleted slots */
+} key_index;
+
 struct dataplane {
   dp_config cfg;
   pthread_rwlock_t lock;
@@ -63,6 +72,8 @@ struct dataplane {
   table inbound;         /* spi → inbound_sa */
   table outbound;        /* pair key → outbound_sa */
   table pairs;           /* pair key → pair_stats */
+  table marks;           /* vni → uint32_t: the network's epoch high-water mark (satable.c) */
+  key_index keys[2];     /* [0] inbound, [1] outbound SAs by fingerprint */
   /*
    * SAs taken out of service (peer removed, SA replaced or removed) but not forgotten: re-activating the
    * same key resumes its sequence (never GCM nonces from 1 again) and its replay window (never an old

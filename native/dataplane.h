@@ -28,6 +28,7 @@
 
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "esp.h"
@@ -72,9 +73,6 @@ typedef struct dir_counters {
 typedef struct pair_stats {
   uint16_t peer;
   uint32_t vni;
-  /* The highest epoch installed or activated for the pair: anything more than two epochs behind it is
-   * refused (satable.c "Epoch high-water marks"). Control plane only, under the write lock. */
-  uint32_t epoch_mark;
   dir_counters tx; /* outbound thread */
   dir_counters rx; /* inbound thread */
 } pair_stats;
@@ -90,6 +88,7 @@ typedef struct sa_base {
   int esn;
   uint16_t peer;
   pair_stats *pair;
+  ptrdiff_t retired_at; /* its place in the retired list; -1 while in service (control plane only) */
 } sa_base;
 
 /* Each SA starts with its sa_base, so a pointer to one is a pointer to the other. */

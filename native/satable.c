@@ -3,31 +3,40 @@
  * high-water marks and the retired SAs that keep a reused key's sequence and replay window
  * (docs/wire.md "Sequence numbers and replay"). src/vxlan/ts/datapath.ts takes the same decisions.
  *
- * Key identity. An SA's key is known by its fingerprint, SHA-256("veil sa key v1\0" ‖ key ‖ salt).
- * Within a (peer, network) pair and a direction, one key has one name (SPI, ESN, epoch): installing it
- * under another is refused (VEIL_ERR_SA_KEY_REUSED), since a fresh counter under a used key repeats
- * GCM nonces and a fresh window under it opens old packets again. The same key under the same name
- * is the same SA: kept if in service, resumed if retired. A new key under a name in service (the peer
- * restarted: new incarnation, new keys) retires the SA it replaces.
+ * Key identity. An SA's key is known by its fingerprint, SHA-256("veil sa key v1\0" ‖ key ‖ salt), and
+ * one key is in one place: per direction, the key index holds every SA in service or retired, of every
+ * peer and network. Installed again under its name (SPI, ESN, epoch, VNI) a key is the same SA: kept if
+ * in service, resumed if retired. Under another name it is refused (VEIL_ERR_SA_KEY_REUSED), since a
+ * fresh counter under a used key repeats GCM nonces and a fresh window under it opens old packets again.
+ * A new key under a name in service (the peer restarted: new incarnation, new keys) retires the SA it
+ * replaces.
+ *
+ * A known key asked for another peer index moves there, counter or window and all. Keys are derived from
+ * the hosts' ids, never their indexes (docs/keys.md "SA keys"), and our outbound SPI is made from our own
+ * index: a peer whose host record came back under another index (an etcd restore) brings the same
+ * outbound key under the same name. Moving it keeps one counter, so no nonce repeats, and keeps the
+ * peer's traffic flowing, as the TypeScript path does (it knows peers by id); refusing would be as safe
+ * but cut the peer off until its keys change. Its inbound key comes under another SPI (the sender's
+ * index is in it): another name, refused.
  *
  * Retirement. An SA taken out of service (removed, replaced, its peer removed) loses its cipher, so
  * the key schedule is freed and wiped, and keeps its name, fingerprint and counter or replay window:
  * the same key back in service resumes them. A retirement never fails half-way: room in the retired
  * list is reserved before anything changes, and a call that cannot reserve it fails as a whole.
  *
- * Epoch high-water marks (pair_stats.epoch_mark). Retired SAs cannot be kept forever, so an epoch more
- * than two behind the highest one installed or activated for the pair is refused
- * (VEIL_ERR_SA_EPOCH_TOO_OLD); retired SAs that far behind are forgotten. Two behind is the reach of
- * rotation: at most three consecutive epochs live (docs/keys.md "Rotation"). Epochs number the network's
- * key generations, so when any pair of a network moves past a removed peer's retired SAs, they are
- * forgotten too and that peer's mark is raised past them: its live epochs are the network's.
+ * Epoch high-water marks, one per network. Retired SAs cannot be kept forever, so an epoch more than two
+ * behind the highest one installed or activated in the network is refused (VEIL_ERR_SA_EPOCH_TOO_OLD),
+ * and retired SAs that far behind are forgotten. Epochs number the network's key generations and at
+ * most three consecutive ones live (docs/keys.md "Rotation"), so two behind is the reach of rotation for
+ * every peer. The mark is the network's, not a peer index's: it holds under whatever index a peer comes
+ * back, so a forgotten key can only be refused, never started again.
  *
- * What goes with what. A removed peer keeps its mark and its retired SAs: the same host (the index is
- * claimed once per host) may come back with the same incarnation, hence the same keys, which must
- * resume; a restarted one brings new keys, which start fresh without any reuse. A removed network
- * takes its SAs, retired ones and marks with it, all wiped: a network is removed when its record is
- * gone, and one created again under the VNI has a new id and new random epoch secrets, so none of its
- * keys can be an old one (docs/keys.md "SA keys"), while its epochs start again at 1.
+ * What goes with what. A removed peer's SAs are retired, not forgotten: the same host may come back
+ * (under its index or another) with the same incarnation, hence the same keys, which must resume; a
+ * restarted one brings new keys, which start fresh without any reuse. A removed network takes its SAs,
+ * retired ones and mark with it, all wiped: a network is removed when its record is gone, and one
+ * created again under the VNI has a new id and new random epoch secrets, so none of its keys can be an
+ * old one (docs/keys.md "SA keys"), while its epochs start again at 1.
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -43,7 +52,7 @@
 #include "fault.h"
 
 #define MAX_LIVE_EPOCHS 3 /* src/vxlan/sa/table.ts: previous, current, next (docs/keys.md "Rotation") */
-#define EPOCH_REACH 2     /* how far behind its pair's mark an epoch may still be installed (same source) */
+#define EPOCH_REACH 2     /* how far behind its network's mark an epoch may still be installed (same source) */
 
 static const char NOMEM[] = "VEIL_ERR_NATIVE_NOMEM: out of memory";
 
@@ -94,6 +103,7 @@ static sa_base *new_sa(dataplane *dp, int outbound, uint32_t spi, const uint8_t 
   b->peer = peer_index;
   b->vni = vni;
   b->epoch = epoch;
+  b->retired_at = -1;
   if (fingerprint(key, key_len, salt, b->fingerprint) < 0 ||
       esp_cipher_init(&b->cipher, key, key_len, salt, spi, esn, outbound) < 0 ||
       (!outbound && replay_init(&((inbound_sa *)b)->replay, esn, dp->cfg.replay_window) < 0)) {
@@ -103,6 +113,61 @@ static sa_base *new_sa(dataplane *dp, int outbound, uint32_t spi, const uint8_t 
   }
   return b;
 }
+
+// ---------------------------------------------------------------- the key index (write lock)
+
+/* A deleted slot: probes go on past it. */
+static sa_base key_gone;
+#define KEY_GONE (&key_gone)
+
+/* Where a fingerprint's probe starts: its first bytes, already uniform (a SHA-256 output). */
+static uint32_t key_home(const key_index *x, const uint8_t fp[SA_FINGERPRINT_LENGTH]) {
+  uint32_t h;
+  memcpy(&h, fp, sizeof h);
+  return h & (x->cap - 1);
+}
+
+/* The SA of this direction, in service or retired, whose key has fingerprint fp; NULL if none. */
+static sa_base *key_find(const key_index *x, const uint8_t fp[SA_FINGERPRINT_LENGTH]) {
+  for (uint32_t i = x->cap ? key_home(x, fp) : 0; x->cap && x->slots[i]; i = (i + 1) & (x->cap - 1))
+    if (x->slots[i] != KEY_GONE && CRYPTO_memcmp(x->slots[i]->fingerprint, fp, SA_FINGERPRINT_LENGTH) == 0)
+      return x->slots[i];
+  return NULL;
+}
+
+/* Adds an SA whose key is not in the index yet; room reserved (key_reserve). */
+static void key_add(key_index *x, sa_base *sa) {
+  uint32_t i = key_home(x, sa->fingerprint);
+  while (x->slots[i] && x->slots[i] != KEY_GONE) i = (i + 1) & (x->cap - 1);
+  if (!x->slots[i]) x->used++;
+  x->slots[i] = sa;
+  x->live++;
+}
+
+/* Room for one more key (at most half the slots used), so that adding it cannot fail once a change has begun. */
+static int key_reserve(key_index *x) {
+  if ((x->used + 1) * 2 <= x->cap) return 0;
+  uint32_t cap = 64;
+  while (cap < (x->live + 1) * 4) cap *= 2; /* a power of two: probes are masked */
+  key_index grown = { dp_calloc(cap, sizeof(sa_base *)), cap, 0, 0 };
+  if (!grown.slots) return -1;
+  for (uint32_t i = 0; i < x->cap; i++)
+    if (x->slots[i] && x->slots[i] != KEY_GONE) key_add(&grown, x->slots[i]);
+  free(x->slots);
+  *x = grown;
+  return 0;
+}
+
+static void key_drop(key_index *x, const sa_base *sa) {
+  for (uint32_t i = x->cap ? key_home(x, sa->fingerprint) : 0; x->cap && x->slots[i]; i = (i + 1) & (x->cap - 1)) {
+    if (x->slots[i] != sa) continue;
+    x->slots[i] = KEY_GONE;
+    x->live--;
+    return;
+  }
+}
+
+// ---------------------------------------------------------------- retirement (write lock)
 
 /* Room for `more` retired SAs, so that no retirement can fail once a change has begun. */
 static int reserve_retired(dataplane *dp, size_t more) {
@@ -120,89 +185,82 @@ static int reserve_retired(dataplane *dp, size_t more) {
 /* Takes an SA out of service, room reserved: the key schedule is wiped; name, fingerprint and counter or window stay. */
 static void retire(dataplane *dp, int outbound, sa_base *sa) {
   esp_cipher_free(&sa->cipher);
+  sa->retired_at = (ptrdiff_t)dp->n_retired;
   dp->retired[dp->n_retired++] = (struct retired_sa){ outbound, sa };
 }
 
-static void forget_retired(dataplane *dp, size_t i) {
-  free_sa(dp->retired[i].outbound, dp->retired[i].sa);
-  dp->retired[i] = dp->retired[--dp->n_retired];
-}
-
-/* Retired SA i back in service, keyed by fresh's cipher (the same key): its counter or window resume. */
-static sa_base *reclaim(dataplane *dp, size_t i, sa_base *fresh) {
+/* Takes entry i off the retired list; the last entry moves into its place. */
+static sa_base *unlist_retired(dataplane *dp, size_t i) {
   sa_base *b = dp->retired[i].sa;
   dp->retired[i] = dp->retired[--dp->n_retired];
-  b->cipher = fresh->cipher;
-  fresh->cipher.ctx = NULL;
+  if (i < dp->n_retired) dp->retired[i].sa->retired_at = (ptrdiff_t)i;
+  b->retired_at = -1;
   return b;
 }
 
-/*
- * The SA of (peer, vni) in this direction, in service or retired, whose key has fingerprint fp; NULL if
- * none. *retired_at is its index in the retired list, or -1 when it is in service. Write lock held.
- */
-static sa_base *find_key(dataplane *dp, int outbound, uint16_t peer_index, uint32_t vni,
-                         const uint8_t fp[SA_FINGERPRINT_LENGTH], ptrdiff_t *retired_at) {
-  *retired_at = -1;
-  if (outbound) {
-    outbound_sa *o = table_get(&dp->outbound, pair_key(peer_index, vni));
-    if (o && CRYPTO_memcmp(o->base.fingerprint, fp, SA_FINGERPRINT_LENGTH) == 0) return &o->base;
-  } else {
-    for (uint32_t i = 0; i < dp->inbound.cap; i++) {
-      if (dp->inbound.state[i] != 1) continue;
-      sa_base *b = dp->inbound.vals[i];
-      if (b->peer == peer_index && b->vni == vni && CRYPTO_memcmp(b->fingerprint, fp, SA_FINGERPRINT_LENGTH) == 0)
-        return b;
-    }
+static void forget_retired(dataplane *dp, size_t i) {
+  int outbound = dp->retired[i].outbound;
+  sa_base *b = unlist_retired(dp, i);
+  key_drop(&dp->keys[outbound], b);
+  free_sa(outbound, b);
+}
+
+/* Retired SA b back in service, keyed by fresh's cipher (the same key): its counter or window resume. */
+static void reclaim(dataplane *dp, sa_base *b, sa_base *fresh) {
+  unlist_retired(dp, (size_t)b->retired_at);
+  b->cipher = fresh->cipher;
+  fresh->cipher.ctx = NULL;
+}
+
+static int same_name(const sa_base *b, uint32_t spi, int esn, uint32_t epoch, uint32_t vni) {
+  return b->spi == spi && b->esn == esn && b->epoch == epoch && b->vni == vni;
+}
+
+// ---------------------------------------------------------------- epoch marks (write lock)
+
+static int too_old(dataplane *dp, uint32_t vni, uint32_t epoch) {
+  const uint32_t *mark = table_get(&dp->marks, vni);
+  return mark && (uint64_t)epoch + EPOCH_REACH < *mark;
+}
+
+/* The mark of network vni, 0 when new; NULL when out of memory. */
+static uint32_t *ensure_mark(dataplane *dp, uint32_t vni) {
+  uint32_t *mark = table_get(&dp->marks, vni);
+  if (mark) return mark;
+  mark = dp_calloc(1, sizeof *mark);
+  if (mark && table_put(&dp->marks, vni, mark) < 0) {
+    free(mark);
+    return NULL;
   }
-  for (size_t i = 0; i < dp->n_retired; i++) {
-    sa_base *b = dp->retired[i].sa;
-    if (dp->retired[i].outbound != outbound || b->peer != peer_index || b->vni != vni) continue;
-    if (CRYPTO_memcmp(b->fingerprint, fp, SA_FINGERPRINT_LENGTH) != 0) continue;
-    *retired_at = (ptrdiff_t)i;
-    return b;
-  }
-  return NULL;
-}
-
-static int same_name(const sa_base *b, uint32_t spi, int esn, uint32_t epoch) {
-  return b->spi == spi && b->esn == esn && b->epoch == epoch;
-}
-
-static int too_old(const pair_stats *ps, uint32_t epoch) {
-  return ps && (uint64_t)epoch + EPOCH_REACH < ps->epoch_mark;
+  return mark;
 }
 
 /*
- * (peer, vni) reached `mark`: forgets (wipes and frees) the retired SAs of network vni that can never
- * come back: the pair's own more than two epochs behind, and those of removed peers as far behind,
- * whose mark is raised past them (a forgotten key must be refused, never restarted). Write lock held.
+ * An SA of network vni went into service at `epoch` (or stayed): the mark rises to it, and the retired
+ * SAs of the network more than two epochs behind are forgotten (wiped and freed): they could only be
+ * refused. After every install or activation that succeeds, as src/vxlan/ts/datapath.ts does.
  */
-static void prune_retired(dataplane *dp, uint16_t peer_index, uint32_t vni, uint32_t mark) {
+static void raise_mark(dataplane *dp, uint32_t *mark, uint32_t vni, uint32_t epoch) {
+  if (epoch > *mark) *mark = epoch;
   for (size_t i = 0; i < dp->n_retired;) {
-    sa_base *b = dp->retired[i].sa;
-    if (b->vni != vni || (uint64_t)b->epoch + EPOCH_REACH >= mark || (b->peer != peer_index && dp->peers[b->peer])) {
-      i++;
-      continue;
-    }
-    if (b->pair->epoch_mark < b->epoch + EPOCH_REACH + 1) b->pair->epoch_mark = b->epoch + EPOCH_REACH + 1;
-    forget_retired(dp, i);
+    const sa_base *b = dp->retired[i].sa;
+    if (b->vni == vni && (uint64_t)b->epoch + EPOCH_REACH < *mark) forget_retired(dp, i);
+    else i++;
   }
-}
-
-static void raise_mark(dataplane *dp, pair_stats *ps, uint32_t epoch) {
-  if (epoch > ps->epoch_mark) ps->epoch_mark = epoch;
-  prune_retired(dp, ps->peer, ps->vni, ps->epoch_mark);
 }
 
 // ---------------------------------------------------------------- the tables, for dp_create / dp_destroy
 
 int satable_init(dataplane *dp) {
   return table_init(&dp->peer_by_address) || table_init(&dp->networks) || table_init(&dp->inbound) ||
-         table_init(&dp->outbound) || table_init(&dp->pairs) ? -1 : 0;
+         table_init(&dp->outbound) || table_init(&dp->pairs) || table_init(&dp->marks) ? -1 : 0;
 }
 
 void satable_free(dataplane *dp) {
+  for (int k = 0; k < 2; k++) {
+    free(dp->keys[k].slots); /* first: nothing is looked up from here on */
+    dp->keys[k] = (key_index){ 0 };
+  }
   for (int i = 0; i <= PEER_INDEX_MAX; i++) {
     if (!dp->peers[i]) continue;
     close(dp->peers[i]->fd);
@@ -220,11 +278,14 @@ void satable_free(dataplane *dp) {
     if (dp->networks.state[i] == 1) free(dp->networks.vals[i]);
   for (uint32_t i = 0; dp->pairs.state && i < dp->pairs.cap; i++)
     if (dp->pairs.state[i] == 1) free(dp->pairs.vals[i]);
+  for (uint32_t i = 0; dp->marks.state && i < dp->marks.cap; i++)
+    if (dp->marks.state[i] == 1) free(dp->marks.vals[i]);
   table_free(&dp->peer_by_address);
   table_free(&dp->networks);
   table_free(&dp->inbound);
   table_free(&dp->outbound);
   table_free(&dp->pairs);
+  table_free(&dp->marks);
 }
 
 // ---------------------------------------------------------------- peers and networks (write lock)
@@ -376,15 +437,17 @@ int dp_remove_network(dataplane *dp, uint32_t vni) {
   table *sa_tables[2] = { &dp->inbound, &dp->outbound };
   for (int k = 0; k < 2; k++) {
     table *t = sa_tables[k];
-    for (uint32_t i = 0; i < t->cap; i++)
-      if (t->state[i] == 1 && ((sa_base *)t->vals[i])->vni == vni) free_sa(k, table_del(t, t->keys[i]));
+    for (uint32_t i = 0; i < t->cap; i++) {
+      if (t->state[i] != 1 || ((sa_base *)t->vals[i])->vni != vni) continue;
+      key_drop(&dp->keys[k], t->vals[i]);
+      free_sa(k, table_del(t, t->keys[i]));
+    }
   }
   for (size_t i = 0; i < dp->n_retired;) {
     if (dp->retired[i].sa->vni == vni) forget_retired(dp, i);
     else i++;
   }
-  for (uint32_t i = 0; i < dp->pairs.cap; i++)
-    if (dp->pairs.state[i] == 1 && ((pair_stats *)dp->pairs.vals[i])->vni == vni) ((pair_stats *)dp->pairs.vals[i])->epoch_mark = 0;
+  free(table_del(&dp->marks, vni));
   pthread_rwlock_unlock(&dp->lock);
   return 0;
 }
@@ -392,8 +455,9 @@ int dp_remove_network(dataplane *dp, uint32_t vni) {
 // ---------------------------------------------------------------- SAs (write lock)
 
 static const char EPOCH_TOO_OLD[] =
-    "VEIL_ERR_SA_EPOCH_TOO_OLD: the epoch is more than two behind the newest installed for this peer and network";
-static const char KEY_REUSED[] = "VEIL_ERR_SA_KEY_REUSED: the key is in use under another SPI, ESN setting or epoch";
+    "VEIL_ERR_SA_EPOCH_TOO_OLD: the epoch is more than two behind the newest installed in this network";
+static const char KEY_REUSED[] =
+    "VEIL_ERR_SA_KEY_REUSED: the key is in use under another SPI, ESN setting, epoch or network";
 
 int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t key_len, const uint8_t salt[4], int esn,
                        uint32_t vni, uint16_t peer_index, uint32_t epoch, char *err, size_t err_len) {
@@ -403,17 +467,19 @@ int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t k
   int rc = -1;
   pthread_rwlock_wrlock(&dp->lock);
   pair_stats *ps = table_get(&dp->pairs, pair_key(peer_index, vni));
-  ptrdiff_t at;
-  sa_base *known = find_key(dp, 0, peer_index, vni, fresh->fingerprint, &at);
-  inbound_sa *existing = table_get(&dp->inbound, spi);
-  if (too_old(ps, epoch)) {
+  uint32_t *mark = table_get(&dp->marks, vni);
+  sa_base *known = key_find(&dp->keys[0], fresh->fingerprint);
+  inbound_sa *in_service = table_get(&dp->inbound, spi);
+  sa_base *existing = in_service ? &in_service->base : NULL;
+  if (too_old(dp, vni, epoch)) {
     refuse(err, err_len, EPOCH_TOO_OLD);
-  } else if (known && !same_name(known, spi, esn, epoch)) {
+  } else if (known && !same_name(known, spi, esn, epoch, vni)) {
     refuse(err, err_len, KEY_REUSED);
-  } else if (existing && (existing->base.peer != peer_index || existing->base.vni != vni || existing->base.epoch != epoch)) {
+  } else if (existing && existing != known && (existing->peer != peer_index || existing->vni != vni || existing->epoch != epoch)) {
     refuse(err, err_len, "VEIL_ERR_SA_SPI_IN_USE: the SPI is in use by another peer, network or epoch");
-  } else if (existing && &existing->base == known) {
-    rc = 0; /* the same SA again: it stays, replay window and all */
+  } else if (existing && existing == known && known->peer == peer_index) {
+    if (mark) raise_mark(dp, mark, vni, epoch); /* the same SA again: it stays, replay window and all */
+    rc = 0;
   } else {
     int live = 0;
     for (uint32_t i = 0; i < dp->inbound.cap; i++) {
@@ -421,24 +487,27 @@ int dp_install_inbound(dataplane *dp, uint32_t spi, const uint8_t *key, size_t k
       sa_base *o = dp->inbound.vals[i];
       if (o->peer == peer_index && o->vni == vni && o->epoch != epoch) live++;
     }
+    /* Installed before: the same object serves, window and all (retired, or in service under this SPI for another peer index). */
+    sa_base *sa = known ? known : fresh;
     if (live >= MAX_LIVE_EPOCHS) {
       refuse(err, err_len, "VEIL_ERR_SA_TOO_MANY_EPOCHS: the pair already has three live epochs");
-    } else if ((!ps && !(ps = ensure_pair(dp, peer_index, vni))) || (existing && reserve_retired(dp, 1) < 0)) {
-      refuse(err, err_len, NOMEM);
+    } else if ((!ps && !(ps = ensure_pair(dp, peer_index, vni))) || !(mark = ensure_mark(dp, vni)) ||
+               (existing && existing != sa && reserve_retired(dp, 1) < 0) || (!known && key_reserve(&dp->keys[0]) < 0) ||
+               (existing != sa && table_put(&dp->inbound, spi, sa) < 0)) {
+      refuse(err, err_len, NOMEM); /* nothing changed: what can fail comes first */
     } else {
-      /* Installed before and retired: the same object comes back, window and all. */
-      sa_base *sa = known ? reclaim(dp, (size_t)at, fresh) : fresh;
-      sa->pair = ps;
-      if (table_put(&dp->inbound, spi, sa) < 0) {
-        if (known) retire(dp, 0, sa); /* back where it was: reclaim freed its slot */
-        refuse(err, err_len, NOMEM);
-      } else {
-        if (sa == fresh) spare = NULL;
-        /* A new key under this name (the peer restarted): the old one is retired, not forgotten. */
-        if (existing) retire(dp, 0, &existing->base);
-        raise_mark(dp, ps, epoch);
-        rc = 0;
+      if (!known) {
+        key_add(&dp->keys[0], fresh);
+        spare = NULL;
+      } else if (known->retired_at >= 0) {
+        reclaim(dp, known, fresh);
       }
+      sa->peer = peer_index;
+      sa->pair = ps;
+      /* A new key under this name (the peer restarted): the old one is retired, not forgotten. */
+      if (existing && existing != sa) retire(dp, 0, existing);
+      raise_mark(dp, mark, vni, epoch);
+      rc = 0;
     }
   }
   pthread_rwlock_unlock(&dp->lock);
@@ -470,30 +539,37 @@ int dp_set_outbound(dataplane *dp, uint16_t peer_index, uint32_t vni, uint32_t s
   uint64_t k = pair_key(peer_index, vni);
   pthread_rwlock_wrlock(&dp->lock);
   pair_stats *ps = table_get(&dp->pairs, k);
-  ptrdiff_t at;
-  sa_base *known = find_key(dp, 1, peer_index, vni, fresh->fingerprint, &at);
-  outbound_sa *old = table_get(&dp->outbound, k);
-  if (too_old(ps, epoch)) {
+  uint32_t *mark = table_get(&dp->marks, vni);
+  sa_base *known = key_find(&dp->keys[1], fresh->fingerprint);
+  outbound_sa *active = table_get(&dp->outbound, k);
+  sa_base *old = active ? &active->base : NULL;
+  /* Active before: the same object serves, counter and all (retired, or active for another peer index). */
+  sa_base *sa = known ? known : fresh;
+  if (too_old(dp, vni, epoch)) {
     refuse(err, err_len, EPOCH_TOO_OLD);
-  } else if (known && !same_name(known, spi, esn, epoch)) {
+  } else if (known && !same_name(known, spi, esn, epoch, vni)) {
     refuse(err, err_len, KEY_REUSED);
-  } else if (old && &old->base == known) {
-    rc = 0; /* already active: its counter goes on */
-  } else if ((!ps && !(ps = ensure_pair(dp, peer_index, vni))) || (old && reserve_retired(dp, 1) < 0)) {
-    refuse(err, err_len, NOMEM);
+  } else if (old && old == known) {
+    if (mark) raise_mark(dp, mark, vni, epoch); /* already active: its counter goes on */
+    rc = 0;
+  } else if ((!ps && !(ps = ensure_pair(dp, peer_index, vni))) || !(mark = ensure_mark(dp, vni)) ||
+             (old && reserve_retired(dp, 1) < 0) || (!known && key_reserve(&dp->keys[1]) < 0) ||
+             table_put(&dp->outbound, k, sa) < 0) {
+    refuse(err, err_len, NOMEM); /* nothing changed: what can fail comes first */
   } else {
-    /* Active before and retired: it resumes, counter and all. */
-    sa_base *sa = known ? reclaim(dp, (size_t)at, fresh) : fresh;
-    sa->pair = ps;
-    if (table_put(&dp->outbound, k, sa) < 0) {
-      if (known) retire(dp, 1, sa);
-      refuse(err, err_len, NOMEM);
+    if (!known) {
+      key_add(&dp->keys[1], fresh);
+      spare = NULL;
+    } else if (known->retired_at >= 0) {
+      reclaim(dp, known, fresh);
     } else {
-      if (sa == fresh) spare = NULL;
-      if (old) retire(dp, 1, &old->base);
-      raise_mark(dp, ps, epoch);
-      rc = 0;
+      table_del(&dp->outbound, pair_key(known->peer, vni)); /* it moves from its old pair */
     }
+    sa->peer = peer_index;
+    sa->pair = ps;
+    if (old) retire(dp, 1, old);
+    raise_mark(dp, mark, vni, epoch);
+    rc = 0;
   }
   pthread_rwlock_unlock(&dp->lock);
   if (spare) free_sa(1, spare);

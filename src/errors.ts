@@ -44,9 +44,12 @@ export const ERRORS = {
   VEIL_ERR_SA_TOO_MANY_EPOCHS: { status: 500, message: 'the (peer, network) pair already has three live epochs' },
   VEIL_ERR_SA_EPOCH_TOO_OLD: {
     status: 500,
-    message: 'the epoch is more than two behind the newest one installed for that peer and network',
+    message: 'the epoch is more than two behind the newest one installed in that network',
   },
-  VEIL_ERR_SA_KEY_REUSED: { status: 500, message: 'the key is in use under another SPI, ESN setting or epoch' },
+  VEIL_ERR_SA_KEY_REUSED: {
+    status: 500,
+    message: 'the key is in use under another SPI, ESN setting, epoch or network',
+  },
   VEIL_ERR_NATIVE_UNAVAILABLE: { status: 500, message: 'the native data path is not available' },
   VEIL_ERR_NATIVE_NOT_RUNNING: { status: 503, message: 'the native data path is not running' },
   VEIL_ERR_NATIVE_CLOSED: { status: 503, message: 'the native data path is closed' },

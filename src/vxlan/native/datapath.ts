@@ -2,6 +2,7 @@ import { VeilError } from '../../errors.js';
 import { ESP_IN_UDP_PORT, ESP_SALT_LENGTH, VTEP_DELIVERY_PORT, VXLAN_PORT } from '../wire/constants.js';
 import { gcmAlgorithmForKeymat } from '../wire/esp.js';
 import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, PairStatus, SaKeySpec } from '../datapath.js';
+import type { DropReason } from '../wire/drops.js';
 import { loadNative, type NativeAddon, type NativeHandle, type NativeSaSpec, type NativeStats } from './addon.js';
 
 /*
@@ -200,24 +201,40 @@ export class NativeDataPath implements DataPath {
       list.push({ spi: sa.spi, epoch: sa.epoch, opened: sa.opened });
       inboundOf.set(key, list);
     }
-    const pairs = raw.pairs.flatMap((p): PairStatus[] => {
+    // One pair per (peer id, network), as the TypeScript path keys them: a peer renumbered (another host
+    // index, same id) has its counters under each index it had.
+    const pairs = new Map<string, PairStatus>();
+    for (const p of raw.pairs) {
       const peerId = this.#peerIds.get(p.peer) ?? this.#removedPeerIds.get(p.peer);
-      if (peerId === undefined) return [];
-      const pair: PairStatus = {
+      if (peerId === undefined) continue;
+      const key = `${peerId}/${p.vni}`;
+      const pair = pairs.get(key) ?? {
         peer: peerId,
         vni: p.vni,
         encrypted: this.#networks.get(p.vni)?.encrypted ?? false,
-        txPackets: p.txPackets,
-        txBytes: p.txBytes,
-        rxPackets: p.rxPackets,
-        rxBytes: p.rxBytes,
-        drops: p.drops,
-        inbound: (inboundOf.get(`${p.peer}/${p.vni}`) ?? []).sort((a, b) => a.epoch - b.epoch),
+        txPackets: 0,
+        txBytes: 0,
+        rxPackets: 0,
+        rxBytes: 0,
+        drops: {},
+        inbound: [],
       };
+      pair.txPackets += p.txPackets;
+      pair.txBytes += p.txBytes;
+      pair.rxPackets += p.rxPackets;
+      pair.rxBytes += p.rxBytes;
+      for (const [reason, n] of Object.entries(p.drops) as Array<[DropReason, number]>)
+        pair.drops[reason] = (pair.drops[reason] ?? 0) + n;
+      pair.inbound.push(...(inboundOf.get(`${p.peer}/${p.vni}`) ?? []));
       if (p.outbound) pair.outbound = { ...p.outbound };
-      return [pair];
-    });
-    return { pairs, unattributedDrops: raw.unattributed, sendFailures: raw.unattributed['send-failed'] ?? 0 };
+      pairs.set(key, pair);
+    }
+    for (const pair of pairs.values()) pair.inbound.sort((a, b) => a.epoch - b.epoch);
+    return {
+      pairs: [...pairs.values()],
+      unattributedDrops: raw.unattributed,
+      sendFailures: raw.unattributed['send-failed'] ?? 0,
+    };
   }
 
   #handle(): NativeHandle<'dp'> {

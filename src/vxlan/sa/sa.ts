@@ -30,7 +30,8 @@ export class OutboundSa {
     readonly cipher: EspCipher,
     readonly vni: number,
     budget?: number,
-    readonly label: SaLabel = UNLABELLED,
+    /** Reassigned only when the SA moves to another peer (src/vxlan/ts/datapath.ts, "one key, one place"). */
+    public label: SaLabel = UNLABELLED,
   ) {
     this.counter = new SequenceCounter(cipher.esn, budget);
   }
@@ -67,7 +68,8 @@ export class InboundSa {
     readonly cipher: EspCipher,
     readonly vni: number,
     replayWindow?: number,
-    readonly label: SaLabel = UNLABELLED,
+    /** Reassigned only when the SA moves to another peer (src/vxlan/ts/datapath.ts, "one key, one place"). */
+    public label: SaLabel = UNLABELLED,
   ) {
     this.replay = new ReplayWindow(cipher.esn, replayWindow);
   }

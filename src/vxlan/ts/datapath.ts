@@ -23,9 +23,9 @@ interface Made {
   readonly fingerprint: string;
   readonly spi: number;
   readonly esn: boolean;
-  readonly peerId: string;
   readonly vni: number;
   readonly epoch: number;
+  /** Its peer is sa.label.peerId: it moves with the SA. */
   readonly sa: InboundSa | OutboundSa;
 }
 
@@ -34,22 +34,20 @@ function fingerprint(keymat: SecretKey): string {
   return createHash('sha256').update('veil sa key v1\0').update(keymat.exposeDanger()).digest('hex');
 }
 
-const pairKey = (peerId: string, vni: number) => `${vni}/${peerId}`;
-
 /** The TypeScript data path: the Forwarder's decisions between node:dgram sockets (or any UnderlayIo/VtepIo). */
 export class TsDataPath implements DataPath {
   readonly forwarder: Forwarder;
   /**
-   * The SAs made so far, in service and retired, and each pair's epoch high-water mark: the rules of
-   * native/satable.c (its header comment says why), so both data paths decide alike. In short: a key
-   * installed again under its name is the same SA (its counter and replay window go on), under another
-   * name it is refused (VEIL_ERR_SA_KEY_REUSED); an epoch more than two behind its pair's mark is refused
-   * (VEIL_ERR_SA_EPOCH_TOO_OLD) and retired SAs that far behind are forgotten, a removed peer's too once
-   * another pair of the network is that far ahead (its mark then moves past them); a removed peer keeps
-   * its SAs and mark, a removed network takes its own with it.
+   * The SAs made so far, in service and retired, by direction and key fingerprint, and each network's
+   * epoch high-water mark: the rules of native/satable.c (its header comment says why), so both data
+   * paths decide alike. In short, one key is in one place: installed again under its name (SPI, ESN,
+   * epoch, VNI) it is the same SA, its counter and replay window go on, and it moves to the peer it is
+   * now installed for; under another name it is refused (VEIL_ERR_SA_KEY_REUSED). An epoch more than two
+   * behind its network's mark is refused (VEIL_ERR_SA_EPOCH_TOO_OLD) and retired SAs that far behind are
+   * forgotten; a removed peer's SAs are kept (retired), a removed network takes its own with it.
    */
-  #made: Made[] = [];
-  readonly #marks = new Map<string, number>();
+  readonly #made = new Map<string, Made>();
+  readonly #marks = new Map<number, number>();
   #sendFailures = 0;
   #running = false;
 
@@ -79,8 +77,8 @@ export class TsDataPath implements DataPath {
 
   removeNetwork(vni: number): void {
     this.forwarder.removeNetwork(vni);
-    this.#made = this.#made.filter((m) => m.vni !== vni);
-    for (const key of this.#marks.keys()) if (key.startsWith(`${vni}/`)) this.#marks.delete(key);
+    for (const [key, m] of this.#made) if (m.vni === vni) this.#made.delete(key);
+    this.#marks.delete(vni);
   }
 
   async addPeer(peer: DataPathPeer, port: number): Promise<void> {
@@ -97,23 +95,50 @@ export class TsDataPath implements DataPath {
 
   installInbound(spec: SaKeySpec): void {
     const made = this.#admit('in', spec);
-    const sa =
-      (made?.sa as InboundSa | undefined) ??
-      new InboundSa(this.#cipher(spec), spec.vni, this.options.replayWindow, {
+    const sas = this.forwarder.sas;
+    // The same SA again stays as it is, replay window and all (no check of the live epochs, as in C).
+    const again = made && sas.inbound(made.spi) === made.sa && made.sa.label.peerId === spec.peerId;
+    if (made && !again) {
+      // Retired, or in service under this SPI for another peer: it serves again, for spec.peerId.
+      const sa = made.sa as InboundSa;
+      const label = sa.label;
+      sa.label = { peerId: spec.peerId, epoch: spec.epoch };
+      try {
+        sas.installInbound(sa);
+      } catch (err) {
+        sa.label = label;
+        throw err;
+      }
+    } else if (!made) {
+      const sa = new InboundSa(this.#cipher(spec), spec.vni, this.options.replayWindow, {
         peerId: spec.peerId,
         epoch: spec.epoch,
       });
-    this.forwarder.sas.installInbound(sa);
-    this.#record('in', spec, sa, made);
+      sas.installInbound(sa);
+      this.#remember('in', spec, sa);
+    }
+    this.#raiseMark(spec.vni, spec.epoch);
   }
 
   activateOutbound(spec: SaKeySpec, sequenceBudget?: number): void {
     const made = this.#admit('out', spec);
-    const sa =
-      (made?.sa as OutboundSa | undefined) ??
-      new OutboundSa(this.#cipher(spec), spec.vni, sequenceBudget, { peerId: spec.peerId, epoch: spec.epoch });
-    this.forwarder.sas.activateOutbound(sa);
-    this.#record('out', spec, sa, made);
+    const sas = this.forwarder.sas;
+    if (made) {
+      // Active before: its counter goes on, for spec.peerId (taken from another peer if it was theirs).
+      const sa = made.sa as OutboundSa;
+      const from = sa.label.peerId;
+      if (from !== spec.peerId && sas.outbound(from, sa.vni) === sa) sas.removeOutbound(from, sa.vni);
+      sa.label = { peerId: spec.peerId, epoch: spec.epoch };
+      sas.activateOutbound(sa);
+    } else {
+      const sa = new OutboundSa(this.#cipher(spec), spec.vni, sequenceBudget, {
+        peerId: spec.peerId,
+        epoch: spec.epoch,
+      });
+      sas.activateOutbound(sa);
+      this.#remember('out', spec, sa);
+    }
+    this.#raiseMark(spec.vni, spec.epoch);
   }
 
   #cipher(spec: SaKeySpec): ReturnType<typeof createEspCipher> {
@@ -122,47 +147,39 @@ export class TsDataPath implements DataPath {
 
   /** Refuses what native/satable.c refuses before its tables; the SA already made with this key, if any. */
   #admit(direction: 'in' | 'out', spec: SaKeySpec): Made | undefined {
-    const mark = this.#marks.get(pairKey(spec.peerId, spec.vni)) ?? 0;
+    const mark = this.#marks.get(spec.vni) ?? 0;
     if (spec.epoch + EPOCH_REACH < mark)
       throw new SaTableError(
         'VEIL_ERR_SA_EPOCH_TOO_OLD',
         `epoch ${spec.epoch} of peer ${spec.peerId} VNI ${spec.vni}: epoch ${mark} was installed`,
       );
-    const fp = fingerprint(spec.keymat);
-    const made = this.#made.find(
-      (m) => m.direction === direction && m.peerId === spec.peerId && m.vni === spec.vni && m.fingerprint === fp,
-    );
-    if (made && (made.spi !== spec.spi || made.esn !== spec.esn || made.epoch !== spec.epoch))
+    const made = this.#made.get(`${direction}/${fingerprint(spec.keymat)}`);
+    if (made && (made.spi !== spec.spi || made.esn !== spec.esn || made.epoch !== spec.epoch || made.vni !== spec.vni))
       throw new SaTableError(
         'VEIL_ERR_SA_KEY_REUSED',
-        `SPI 0x${spec.spi.toString(16)}: its key is in use under SPI 0x${made.spi.toString(16)} epoch ${made.epoch}`,
+        `SPI 0x${spec.spi.toString(16)}: its key is in use under SPI 0x${made.spi.toString(16)} VNI ${made.vni} epoch ${made.epoch}`,
       );
     return made;
   }
 
-  /** After a successful install: remembers a new SA, raises the pair's mark, forgets what fell out of reach. */
-  #record(direction: 'in' | 'out', spec: SaKeySpec, sa: InboundSa | OutboundSa, made: Made | undefined): void {
-    if (!made) {
-      const { spi, esn, peerId, vni, epoch } = spec;
-      this.#made.push({ direction, fingerprint: fingerprint(spec.keymat), spi, esn, peerId, vni, epoch, sa });
-    }
-    const key = pairKey(spec.peerId, spec.vni);
-    const mark = Math.max(this.#marks.get(key) ?? 0, spec.epoch);
-    this.#marks.set(key, mark);
-    const present = new Set(this.forwarder.peers().map((p) => p.id));
-    this.#made = this.#made.filter((m) => {
-      if (m.vni !== spec.vni || m.epoch + EPOCH_REACH >= mark || this.#inService(m)) return true;
-      if (m.peerId !== spec.peerId && present.has(m.peerId)) return true;
-      const theirs = pairKey(m.peerId, m.vni);
-      this.#marks.set(theirs, Math.max(this.#marks.get(theirs) ?? 0, m.epoch + EPOCH_REACH + 1));
-      return false;
-    });
+  #remember(direction: 'in' | 'out', spec: SaKeySpec, sa: InboundSa | OutboundSa): void {
+    const { spi, esn, vni, epoch } = spec;
+    const fp = fingerprint(spec.keymat);
+    this.#made.set(`${direction}/${fp}`, { direction, fingerprint: fp, spi, esn, vni, epoch, sa });
+  }
+
+  /** After every install or activation that succeeds: the network's mark rises, what fell out of reach is forgotten. */
+  #raiseMark(vni: number, epoch: number): void {
+    const mark = Math.max(this.#marks.get(vni) ?? 0, epoch);
+    this.#marks.set(vni, mark);
+    for (const [key, m] of this.#made)
+      if (m.vni === vni && m.epoch + EPOCH_REACH < mark && !this.#inService(m)) this.#made.delete(key);
   }
 
   #inService(m: Made): boolean {
     return m.direction === 'in'
       ? this.forwarder.sas.inbound(m.spi) === m.sa
-      : this.forwarder.sas.outbound(m.peerId, m.vni) === m.sa;
+      : this.forwarder.sas.outbound(m.sa.label.peerId, m.vni) === m.sa;
   }
 
   retireInbound(peerId: string, vni: number, epoch: number): void {

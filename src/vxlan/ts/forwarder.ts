@@ -41,16 +41,21 @@ export class Forwarder {
 
   setPeer(peer: ForwarderPeer): void {
     const old = this.#peers.get(peer.id);
-    if (old) this.#peerByAddress.delete(old.address);
+    if (old) this.#releaseAddress(old);
     this.#peers.set(peer.id, peer);
     this.#peerByAddress.set(peer.address, peer);
   }
 
   removePeer(peerId: string): void {
     const peer = this.#peers.get(peerId);
-    if (peer) this.#peerByAddress.delete(peer.address);
+    if (peer) this.#releaseAddress(peer);
     this.#peers.delete(peerId);
     this.sas.removePeer(peerId);
+  }
+
+  /** A peer's address stops naming it, unless it names another peer now (a new host on the address of a cut-off one), as in native/satable.c. */
+  #releaseAddress(peer: ForwarderPeer): void {
+    if (this.#peerByAddress.get(peer.address)?.id === peer.id) this.#peerByAddress.delete(peer.address);
   }
 
   networks(): DataPathNetwork[] {

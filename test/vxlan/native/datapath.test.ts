@@ -237,8 +237,13 @@ describe('native tables change while traffic flows', () => {
     ]);
     expect(p.encrypted).toBe(true);
     expect(p.inbound).toEqual([{ spi: 0x0003_0009, epoch: 8, opened: 0 }]);
+    // The SPI under another network: refused, with another key (the same key would be a key reused).
+    const other = new SecretKey(new Prng(5).bytes(20));
+    expect(() =>
+      dp.installInbound({ spi: 0x0003_0009, keymat: other, esn: true, vni: PLAIN, peerId: PEER.id, epoch: 8 }),
+    ).toThrow(expect.objectContaining({ code: 'VEIL_ERR_SA_SPI_IN_USE' }));
     expect(() =>
       dp.installInbound({ spi: 0x0003_0009, keymat: keyOut, esn: true, vni: PLAIN, peerId: PEER.id, epoch: 8 }),
-    ).toThrow(expect.objectContaining({ code: 'VEIL_ERR_SA_SPI_IN_USE' }));
+    ).toThrow(expect.objectContaining({ code: 'VEIL_ERR_SA_KEY_REUSED' }));
   });
 });

@@ -144,7 +144,7 @@ describe('native tables under allocation failures', () => {
   };
 
   beforeAll(async () => {
-    net = await NativeLoopback.open(addon, { peers: [5], portBase: 29600 });
+    net = await NativeLoopback.open(addon, { peers: [5, 8], portBase: 29600 });
     addon.dpSetNetwork(net.dp, VNI, true);
     addon.dpSetNetwork(net.dp, PLAIN, false);
   });
@@ -176,6 +176,35 @@ describe('native tables under allocation failures', () => {
       sealed = 2;
     }
     expect(retiredCount()).toBeGreaterThanOrEqual(40);
+  });
+
+  it('a known key moving to another peer index (a peer renumbered): a failure leaves it where it was, its counter intact', async () => {
+    const vni = 3000;
+    addon.dpSetNetwork(net.dp, vni, true);
+    const out = sa(0x6001, 1, vni);
+    addon.dpSetOutbound(net.dp, out);
+    let sealed = 0;
+    expect(await net.sealOne(5, vni)).toBe(++sealed);
+    // In service for peer 5, asked for peer 8.
+    await sweep(
+      () => addon.dpSetOutbound(net.dp, { ...out, peer: 8 }),
+      async (o) => {
+        expect(o.code).toBe('VEIL_ERR_NATIVE_NOMEM');
+        expect(await net.sealOne(5, vni)).toBe(++sealed);
+      },
+    );
+    expect(await net.sealOne(8, vni)).toBe(++sealed);
+    // Retired with peer 8, asked for peer 5.
+    addon.dpRemovePeer(net.dp, 8);
+    await sweep(
+      () => addon.dpSetOutbound(net.dp, out),
+      (o) => {
+        expect(o.code).toBe('VEIL_ERR_NATIVE_NOMEM');
+        expect(addon.dpStats(net.dp).pairs.find((p) => p.peer === 5 && p.vni === vni)?.outbound).toBeUndefined();
+      },
+    );
+    expect(await net.sealOne(5, vni)).toBe(++sealed);
+    net.addPeer(8);
   });
 
   it('taking an SA out of service: a failure keeps it in service (its counter or window intact) rather than forget it', async () => {

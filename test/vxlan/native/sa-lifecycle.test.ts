@@ -117,3 +117,23 @@ it('re-installing the same inbound SA keeps its replay window; a new key under t
 it('refuses reserved SPIs (0-255, RFC 4303 §2.1) from JS', () => {
   for (const spi of [0, 1, 255]) expect(() => addon.dpSetOutbound(dp, spec(spi, 7))).toThrow(/SPI >= 256/);
 });
+
+it('refuses numbers from JS that are not finite integers in range: NaN, ±Infinity, fractions', () => {
+  for (const budget of [NaN, Infinity, -Infinity, 1.5, 0, 2 ** 53])
+    expect(() => addon.dpSetOutbound(dp, { ...spec(0x5678, 7), budget }), String(budget)).toThrow(
+      expect.objectContaining({ code: 'VEIL_ERR_NATIVE_ARGS' }),
+    );
+  for (const bad of [NaN, Infinity, -Infinity, 1.5, -1, 2 ** 32]) {
+    expect(() => addon.dpSetOutbound(dp, { ...spec(0x5678, 7), epoch: bad }), `epoch ${bad}`).toThrow(
+      expect.objectContaining({ code: 'VEIL_ERR_NATIVE_ARGS' }),
+    );
+    expect(() => addon.dpSetNetwork(dp, bad, true), `vni ${bad}`).toThrow(
+      expect.objectContaining({ code: 'VEIL_ERR_NATIVE_ARGS' }),
+    );
+    expect(() => addon.dpRemoveInbound(dp, bad), `spi ${bad}`).toThrow(
+      expect.objectContaining({ code: 'VEIL_ERR_NATIVE_ARGS' }),
+    );
+  }
+  // Nothing of it went in.
+  expect(addon.dpStats(dp).pairs.find((p) => p.peer === 5 && p.vni === 42)?.outbound?.spi).not.toBe(0x5678);
+});

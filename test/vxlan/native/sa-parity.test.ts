@@ -1,8 +1,9 @@
 // Both data paths take the same SA decisions (docs/wire.md "Sequence numbers and replay"): one random
 // sequence of table changes — installs, activations, retirements, peers and networks removed and added
-// again, keys of restarted peers, keys under the wrong name — goes to the TypeScript data path and to the
-// native one, and after every step both must have accepted or refused it alike (same code), show the
-// same SAs in service, and seal the next frame of a pair with the same sequence number.
+// again, peers renumbered (same keys, another host index), keys of restarted peers, keys under the wrong
+// name or of the other peer — goes to the TypeScript data path and to the native one, and after every
+// step both must have accepted or refused it alike (same code), show the same SAs in service, and seal
+// the next frame of a pair with the same sequence number.
 import { randomInt } from 'node:crypto';
 import type dgram from 'node:dgram';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -26,6 +27,10 @@ const PEERS = [
   { id: 'b', index: 2, address: `${NET}.42` },
   { id: 'c', index: 3, address: `${NET}.43` },
 ] as const;
+/** The host indexes each peer may be renumbered to (apart, so no index ever names two peers). */
+const INDEXES: Record<string, readonly number[]> = { b: [2, 4, 6], c: [3, 5, 7] };
+/** This gateway's own host index: the SPI of its outbound SAs (derive.ts), the same whatever the peer's. */
+const SELF = 1;
 const NETWORKS = [
   { vni: 100, index: 1 },
   { vni: 200, index: 2 },
@@ -97,40 +102,64 @@ it(`${STEPS} random table changes: the TypeScript and the native data path decid
     return k;
   };
   const incarnation = new Map<string, number>(PEERS.map((p) => [p.id, 0]));
+  const indexOf = new Map<string, number>(PEERS.map((p) => [p.id, p.index]));
+  const asAdded = (peer: (typeof PEERS)[number]) => ({ ...peer, index: indexOf.get(peer.id)! });
   const peersUp = new Set<string>(PEERS.map((p) => p.id));
   const networksUp = new Set<number>(NETWORKS.map((n) => n.vni));
   const generation = new Map<number, number>(NETWORKS.map((n) => [n.vni, 0])); // a network created again
+  const newest = new Map<number, number>(NETWORKS.map((n) => [n.vni, 1])); // epoch installed, by network
   const counts = new Map<string, number>();
+  const count = (what: string) => counts.set(what, (counts.get(what) ?? 0) + 1);
+  /** `${peer}/${vni}` → the outbound SA last activated for the pair (both paths accepted it). */
+  const activated = new Map<string, SaKeySpec>();
+  /** Each outbound SA of the TypeScript path → the peer and host index it last sealed for. */
+  const sealedFor = new Map<object, { peerId: string; index: number }>();
 
   for (let step = 0; step < STEPS; step++) {
     const peer = PEERS[rng.int(PEERS.length)]!;
+    const other = PEERS.find((p) => p !== peer)!;
     const net = NETWORKS[rng.int(NETWORKS.length)]!;
-    const epoch = 1 + rng.int(7);
+    // Mostly the live epochs around the network's newest (keys then live long enough to come back), else any.
+    const top = newest.get(net.vni)!;
+    const epoch = rng.int(4) ? Math.max(1, top - 2 + rng.int(4)) : 1 + rng.int(top + 2);
     const dir = rng.int(2) ? 'in' : 'out';
     const spec = (): SaKeySpec => {
+      // wire.md "SPI layout": the sender's host index, so ours for outbound and the peer's for inbound.
+      const spiOf = (host: number, n: (typeof NETWORKS)[number]) =>
+        (((epoch % 4) << 30) | (host << 16) | n.index) >>> 0;
+      const keyName = (p: (typeof PEERS)[number]) =>
+        `${dir}/${p.id}/${net.vni}.${generation.get(net.vni)}/${epoch}/${incarnation.get(p.id)}`;
       const base: SaKeySpec = {
-        spi: (((epoch % 4) << 30) | (peer.index << 16) | net.index) >>> 0, // wire.md "SPI layout"
-        keymat: keyOf(`${dir}/${peer.id}/${net.vni}.${generation.get(net.vni)}/${epoch}/${incarnation.get(peer.id)}`),
+        spi: spiOf(dir === 'in' ? indexOf.get(peer.id)! : SELF, net),
+        keymat: keyOf(keyName(peer)),
         esn: true,
         vni: net.vni,
         peerId: peer.id,
         epoch,
       };
-      // Now and then the key under a wrong name: another SPI (unused, or the other network's), no ESN, another epoch.
-      const wrong = rng.int(12);
+      // Now and then the key under a wrong name: another SPI (unused, or the other network's), no ESN,
+      // another epoch, the other network; or the other peer's key under this peer's name.
+      const wrong = rng.int(14);
+      const otherNet = NETWORKS.find((n) => n !== net)!;
       if (wrong === 0) return { ...base, spi: (base.spi ^ 0x8000) >>> 0 };
       if (wrong === 1) return { ...base, spi: (base.spi ^ 3) >>> 0 };
       if (wrong === 2) return { ...base, esn: false };
       if (wrong === 3) return { ...base, epoch: epoch + 1 };
+      if (wrong === 4 && networksUp.has(otherNet.vni))
+        return { ...base, vni: otherNet.vni, spi: spiOf(dir === 'in' ? indexOf.get(peer.id)! : SELF, otherNet) };
+      if (wrong === 5) return { ...base, keymat: keyOf(keyName(other)) };
       return base;
     };
     const op = rng.int(20);
     let what: string;
     let change: (dp: DataPath) => void | Promise<void>;
     if (!peersUp.has(peer.id)) {
-      what = `add ${peer.id}`;
+      // Back under its index, or renumbered (its host record rewritten under another one).
+      if (rng.int(2)) indexOf.set(peer.id, INDEXES[peer.id]![rng.int(3)]!);
+      const added = asAdded(peer);
+      what = `add ${peer.id} as ${added.index}`;
       peersUp.add(peer.id);
-      change = (dp) => dp.addPeer(peer, gatewayPort(peer.index));
+      change = (dp) => dp.addPeer(added, gatewayPort(added.index));
     } else if (!networksUp.has(net.vni)) {
       what = `network ${net.vni} again`;
       networksUp.add(net.vni);
@@ -138,7 +167,13 @@ it(`${STEPS} random table changes: the TypeScript and the native data path decid
     } else if (op < 7) {
       const s = spec();
       what = `${dir === 'in' ? 'install' : 'activate'} ${peer.id}/${net.vni} epoch ${s.epoch} spi ${s.spi.toString(16)}${s.esn ? '' : ' no-esn'}`;
-      change = (dp) => (dir === 'in' ? dp.installInbound(s) : dp.activateOutbound(s));
+      change = (dp) => {
+        if (dir === 'in') dp.installInbound(s);
+        else dp.activateOutbound(s);
+        if (dp !== ts) return;
+        newest.set(s.vni, Math.max(newest.get(s.vni)!, s.epoch));
+        if (dir === 'out') activated.set(`${peer.id}/${s.vni}`, s);
+      };
     } else if (op < 9) {
       what = `retire inbound ${peer.id}/${net.vni} epoch ${epoch}`;
       change = (dp) => dp.retireInbound(peer.id, net.vni, epoch);
@@ -154,7 +189,25 @@ it(`${STEPS} random table changes: the TypeScript and the native data path decid
       what = `remove network ${net.vni}`;
       networksUp.delete(net.vni);
       generation.set(net.vni, generation.get(net.vni)! + 1);
+      newest.set(net.vni, 1);
       change = (dp) => dp.removeNetwork(net.vni);
+    } else if (op < 13) {
+      // As the gateway replaces a peer whose index changed: removed, added under the new one, and its
+      // outbound SAs activated again (the same keys: same ids, keys and incarnations).
+      const from = indexOf.get(peer.id)!;
+      indexOf.set(peer.id, INDEXES[peer.id]!.filter((i) => i !== from)[rng.int(2)]!);
+      const added = asAdded(peer);
+      const again = [...networksUp].flatMap((vni) => {
+        const s = activated.get(`${peer.id}/${vni}`);
+        const sa = ts.forwarder.sas.outbound(peer.id, vni);
+        return s && sa?.spi === s.spi && sa.label.epoch === s.epoch ? [s] : [];
+      });
+      what = `renumber ${peer.id} ${from} → ${added.index}, ${again.length} outbound again`;
+      change = async (dp) => {
+        await dp.removePeer(peer.id);
+        await dp.addPeer(added, gatewayPort(added.index));
+        for (const s of again) dp.activateOutbound(s);
+      };
     } else {
       what = `seal ${peer.id}/${net.vni}`;
       change = () => {};
@@ -168,27 +221,33 @@ it(`${STEPS} random table changes: the TypeScript and the native data path decid
         outcome.push((err as { code?: string }).code ?? (err as Error).message);
       }
     }
-    counts.set(outcome[0]!, (counts.get(outcome[0]!) ?? 0) + 1);
+    count(outcome[0]!);
     expect(outcome[1], `step ${step}: ${what}`).toBe(outcome[0]);
     expect(inService(native.status(), peersUp, networksUp), `step ${step}: ${what}`).toEqual(
       inService(ts.status(), peersUp, networksUp),
     );
     // The next frame of the pair leaves with the same sequence number from both.
-    if (what.startsWith('seal') || what.startsWith('activate')) {
+    if (what.startsWith('seal') || what.startsWith('activate') || what.startsWith('renumber')) {
       const r = ts.forwarder.outbound(peer.id, vxlanDatagram(net.vni), A.vtep, 1);
       if (!r.ok || r.to !== 'underlay') continue;
       const expected = new DataView(r.datagram.buffer, r.datagram.byteOffset).getUint32(4);
+      const sa = ts.forwarder.sas.outbound(peer.id, net.vni)!;
+      const last = sealedFor.get(sa);
+      if (last && last.peerId !== peer.id) count('sealed on, moved from the other peer');
+      else if (last && last.index !== indexOf.get(peer.id)) count('sealed on, peer renumbered');
+      sealedFor.set(sa, { peerId: peer.id, index: indexOf.get(peer.id)! });
       const seen = sealedAt.get(peer.id)!;
       const before = seen.length;
       await new Promise<void>((resolve) =>
-        vtep.send(vxlanDatagram(net.vni), gatewayPort(peer.index), A.host, () => resolve()),
+        vtep.send(vxlanDatagram(net.vni), gatewayPort(indexOf.get(peer.id)!), A.host, () => resolve()),
       );
       await waitUntil(`step ${step}: the sealed frame at ${peer.id}`, () => seen.length > before, 5_000, 1);
       expect(seen[seen.length - 1], `step ${step}: ${what}: sequence number`).toBe(expected);
     }
   }
   console.log(`SA parity outcomes: ${JSON.stringify(Object.fromEntries(counts))}`);
-  // The sequence exercised the refusals this is about, not only the happy path.
-  for (const code of ['ok', 'VEIL_ERR_SA_EPOCH_TOO_OLD', 'VEIL_ERR_SA_KEY_REUSED'])
-    expect(counts.get(code) ?? 0, code).toBeGreaterThan(0);
+  // The sequence exercised the refusals this is about, not only the happy path, and SAs sealing on
+  // after their peer was renumbered.
+  for (const what of ['ok', 'VEIL_ERR_SA_EPOCH_TOO_OLD', 'VEIL_ERR_SA_KEY_REUSED', 'sealed on, peer renumbered'])
+    expect(counts.get(what) ?? 0, what).toBeGreaterThan(0);
 });

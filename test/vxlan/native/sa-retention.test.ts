@@ -1,10 +1,10 @@
 // What the native SA table remembers of SAs taken out of service, and what it refuses
 // (docs/wire.md "Sequence numbers and replay"): a key never seals with a fresh counter once used,
-// an epoch more than two behind its pair's high-water mark is refused, a retired SA keeps no key,
+// an epoch more than two behind its network's high-water mark is refused, a retired SA keeps no key,
 // and a deleted network takes its SAs and marks with it.
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadNative, type NativeSaSpec } from '../../../src/vxlan/native/addon.js';
 import { NativeLoopback } from '../../support/native-loopback.js';
 
@@ -56,7 +56,7 @@ const codeOf = (f: () => void): string | undefined => {
 };
 
 beforeAll(async () => {
-  net = await NativeLoopback.open(addon, { peers: [5, 6], portBase: 28500 });
+  net = await NativeLoopback.open(addon, { peers: [5, 6, 7], portBase: 28500 });
   addon.dpSetNetwork(net.dp, VNI, true);
 });
 
@@ -276,5 +276,87 @@ describe('native SA table: keys do not outlive their SAs', () => {
     addon.dpSetNetwork(net.dp, 88, true);
     activate(sa(0x6001, 1, 5, 88));
     expect(await sealOne(5, 88)).toBe(1);
+  });
+});
+
+describe('native SA table: one key, one place (a peer renumbered keeps its keys)', () => {
+  // Host indexes are not in the key derivation (docs/keys.md "SA keys") and our outbound SPI is made from
+  // our own index: a peer whose host record comes back under another index (an etcd restore) brings the
+  // same outbound key under the same name, and the same inbound key under another SPI.
+  const FREE = 7; // an index no host holds
+  const renumber = (from: number, to: number) => {
+    addon.dpRemovePeer(net.dp, from);
+    net.addPeer(to);
+  };
+  const outboundOf = (peer: number, vni: number) =>
+    addon.dpStats(net.dp).pairs.find((p) => p.peer === peer && p.vni === vni)?.outbound;
+  beforeEach(() => {
+    addon.dpRemovePeer(net.dp, FREE);
+    net.addPeer(5); // back, if a failed test left it renumbered
+  });
+
+  it('its outbound SA resumes its counter under the new index; its inbound key under the new SPI is refused', async () => {
+    addon.dpSetNetwork(net.dp, 90, true);
+    const out = sa(0x9001, 1, 5, 90);
+    const inb = sa(0x9101, 1, 5, 90);
+    activate(out);
+    install(inb);
+    expect([await sealOne(5, 90), await sealOne(5, 90)]).toEqual([1, 2]);
+    renumber(5, FREE);
+    activate(out, { peer: FREE });
+    expect(await sealOne(FREE, 90)).toBe(3);
+    expect(codeOf(() => install(inb, { peer: FREE, spi: 0x9171 }))).toBe('VEIL_ERR_SA_KEY_REUSED');
+    renumber(FREE, 5);
+    activate(out);
+    install(inb);
+    expect(await sealOne(5, 90)).toBe(4);
+  });
+
+  it('an epoch the network left behind is refused under the new index too: a forgotten key never starts afresh', async () => {
+    addon.dpSetNetwork(net.dp, 91, true);
+    const e = [1, 2, 3, 4].map((epoch) => sa(0x9100 + epoch, epoch, 5, 91));
+    activate(e[0]!);
+    expect(await sealOne(5, 91)).toBe(1);
+    for (const s of e.slice(1)) activate(s); // epoch 1 retired, then forgotten
+    expect(await sealOne(5, 91)).toBe(1);
+    renumber(5, FREE);
+    expect(codeOf(() => activate(e[0]!, { peer: FREE }))).toBe('VEIL_ERR_SA_EPOCH_TOO_OLD');
+    expect(codeOf(() => install(sa(0x9111, 1, FREE, 91)))).toBe('VEIL_ERR_SA_EPOCH_TOO_OLD');
+    activate(e[3]!, { peer: FREE });
+    expect(await sealOne(FREE, 91)).toBe(2);
+    renumber(FREE, 5);
+  });
+
+  it('the key under another network or another name anywhere is refused; under its name for another peer it moves there, counter or window and all', async () => {
+    for (const vni of [92, 93]) addon.dpSetNetwork(net.dp, vni, true);
+    const out = sa(0x9201, 1, 5, 92);
+    const inb = sa(0x9211, 1, 5, 92);
+    activate(out);
+    install(inb);
+    expect(await sealOne(5, 92)).toBe(1);
+    for (const changes of [{ vni: 93 }, { peer: 6, spi: 0x9202 }, { peer: 6, vni: 93 }]) {
+      expect(
+        codeOf(() => activate(out, changes)),
+        JSON.stringify(changes),
+      ).toBe('VEIL_ERR_SA_KEY_REUSED');
+      expect(
+        codeOf(() => install(inb, changes)),
+        JSON.stringify(changes),
+      ).toBe('VEIL_ERR_SA_KEY_REUSED');
+    }
+    // In service for peer 5, activated for peer 6: one SA, one counter, now peer 6's.
+    activate(out, { peer: 6 });
+    expect(outboundOf(5, 92)).toBeUndefined();
+    expect(await sealOne(6, 92)).toBe(2);
+    const window = sealedBy(inb, 2);
+    expect(await deliver(window.slice(0, 1))).toBe(1);
+    install(inb, { peer: 6 });
+    expect(addon.dpStats(net.dp).inbound.find((s) => s.spi === inb.spi)).toMatchObject({ peer: 6, vni: 92, opened: 1 });
+    expect(await deliver(window)).toBe(1);
+    // Retired, it moves back the same way.
+    addon.dpRemovePeer(net.dp, 6);
+    net.addPeer(6);
+    activate(out);
+    expect(await sealOne(5, 92)).toBe(3);
   });
 });

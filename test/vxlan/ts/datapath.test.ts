@@ -139,6 +139,52 @@ describe('TsDataPath never restarts a counter under a used key (the rules of nat
     expect(seal(p)).toBe(3);
   });
 
+  it('epoch marks are the network’s: an epoch more than two behind the newest of any peer of the network is refused', () => {
+    const p = path();
+    for (const e of [1, 2, 3, 4]) p.activateOutbound(at(e, key()));
+    expect(codeOf(() => p.activateOutbound(at(1, key(), 'c')))).toBe('VEIL_ERR_SA_EPOCH_TOO_OLD');
+    expect(codeOf(() => p.installInbound(at(1, key(), 'c')))).toBe('VEIL_ERR_SA_EPOCH_TOO_OLD');
+    p.activateOutbound(at(2, key(), 'c'));
+  });
+
+  it('one key, one place: under another network it is refused; under its name for another peer it moves there, counter or window and all', () => {
+    const p = path();
+    p.setNetwork({ vni: 200, encrypted: true });
+    const k = key();
+    const kIn = key();
+    p.activateOutbound(at(3, k));
+    p.installInbound(at(3, kIn));
+    expect(seal(p)).toBe(1);
+    for (const changes of [{ vni: 200 }, { vni: 200, peerId: 'c' }]) {
+      expect(codeOf(() => p.activateOutbound(at(3, k, 'b', changes)))).toBe('VEIL_ERR_SA_KEY_REUSED');
+      expect(codeOf(() => p.installInbound(at(3, kIn, 'b', changes)))).toBe('VEIL_ERR_SA_KEY_REUSED');
+    }
+    p.activateOutbound(at(3, k, 'c'));
+    expect(p.forwarder.sas.outbound('b', 100)).toBeUndefined();
+    expect(seal(p, 'c')).toBe(2);
+    const sa = p.forwarder.sas.inbound(0x1003)!;
+    expect(sa.replay.update(0, 5)).toBe(true);
+    p.installInbound(at(3, kIn, 'c'));
+    expect(p.forwarder.sas.inbound(0x1003)).toBe(sa);
+    expect(sa.label.peerId).toBe('c');
+    expect(p.forwarder.sas.inboundOf('b', 100)).toEqual([]);
+    expect(sa.replay.check(5)).toBeLessThan(0);
+  });
+
+  it('a peer renumbered (same id and keys, another host index): its outbound SA resumes, its inbound key under the new SPI is refused', async () => {
+    const p = path();
+    const out = key();
+    const inb = key();
+    p.activateOutbound(at(1, out));
+    p.installInbound(at(1, inb));
+    expect(seal(p)).toBe(1);
+    await p.removePeer('b');
+    await p.addPeer({ id: 'b', index: 9, address: '198.18.0.2' }, 702);
+    p.activateOutbound(at(1, out));
+    expect(seal(p)).toBe(2);
+    expect(codeOf(() => p.installInbound(at(1, inb, 'b', { spi: 0x9001 })))).toBe('VEIL_ERR_SA_KEY_REUSED');
+  });
+
   it('a removed peer’s retired SAs go once another pair is three epochs further; a removed network takes all of its own', async () => {
     const p = path();
     const theirs = key();

@@ -66,6 +66,25 @@ describe('Forwarder', () => {
     expect(fb.inboundPlain(vxlan, '198.18.0.9')).toEqual({ ok: false, drop: 'unknown-peer' });
   });
 
+  it('removing or moving a peer leaves its old address to the peer that holds it now', () => {
+    const f = new Forwarder(VTEP_A);
+    f.setNetwork({ vni: 200, encrypted: false });
+    const vxlan = vxlanDatagram(200);
+    const from = (address: string) => {
+      const r = f.inboundPlain(vxlan, address);
+      return r.ok ? f.stats.pair('new', 200).rxPackets : r;
+    };
+    // A peer cut off from etcd, still kept, and a new host on its address.
+    f.setPeer({ id: 'old', address: '198.18.0.5' });
+    f.setPeer({ id: 'new', address: '198.18.0.5' });
+    f.removePeer('old');
+    expect(from('198.18.0.5')).toBe(1);
+    f.setPeer({ id: 'old', address: '198.18.0.6' });
+    f.setPeer({ id: 'new', address: '198.18.0.6' });
+    f.setPeer({ id: 'old', address: '198.18.0.7' });
+    expect(from('198.18.0.6')).toBe(2);
+  });
+
   it('refuses plain VXLAN that claims an encrypted network (downgrade)', () => {
     const { fb } = twoHosts();
     expect(fb.inboundPlain(vxlanDatagram(100), '198.18.0.1')).toEqual({ ok: false, drop: 'plaintext-on-encrypted' });
