@@ -17,6 +17,7 @@ import {
 import { DnsService } from '../../src/dns/service.js';
 import { RESOLVER_ADDRESS } from '../../src/dns/wire.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/store/types.js';
+import { networkRecord } from './network-record.js';
 
 function recorder() {
   const calls: string[] = [];
@@ -141,20 +142,7 @@ describe('resolv.conf', () => {
 });
 
 describe('DnsService bookkeeping', () => {
-  const net = (name: string, subnet: string, vni: number): NetworkRecord => ({
-    id: name.padEnd(64, '0'),
-    name,
-    driver: 'overlay',
-    vni,
-    index: vni,
-    encrypted: false,
-    attachable: true,
-    internal: false,
-    labels: {},
-    ipam: { subnet, gateway: '' },
-    options: {},
-    created: '',
-  });
+  const net = networkRecord;
   const FRONT = net('front', '10.1.0.0/24', 100);
   const BACK = net('back', '10.2.0.0/24', 200);
   const ep = (n: NetworkRecord, ipv4: string, extra: Partial<EndpointRecord> = {}): EndpointRecord => ({
