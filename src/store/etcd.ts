@@ -47,6 +47,7 @@ import {
   VNI_MAX,
 } from '../model/ids.js';
 import {
+  addressReservation,
   allocRange,
   buildNetwork,
   checkAck,
@@ -471,7 +472,8 @@ export class EtcdStore implements Store {
         const { value: net, modRevision } = await this.findNetwork(spec.networkId);
         const { id, requestedIp } = checkEndpoint(spec, net);
         const taken = await this.keySet(keys.ipamPrefix(net.id));
-        if (requestedIp !== undefined && taken.has(requestedIp))
+        const reservation = spec.reservedBy === undefined ? undefined : addressReservation(spec.reservedBy);
+        if (requestedIp !== undefined && taken.has(requestedIp) && reservation === undefined)
           throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
         const ip = requestedIp ?? pickFreeIp(allocRange(net.ipam), taken, attempt);
         if (ip === null)
@@ -490,9 +492,10 @@ export class EtcdStore implements Store {
           ...(spec.sandbox ? { sandbox: spec.sandbox } : {}),
           ...(spec.ifName ? { ifName: spec.ifName } : {}),
         };
+        const ipFree = reservation === undefined;
         const res = await this.ns
           .if(keys.network(net.id), 'Mod', '==', modRevision)
-          .and(keys.ipam(net.id, ip), 'Create', '==', 0)
+          .and(keys.ipam(net.id, ip), ipFree ? 'Create' : 'Value', '==', ipFree ? 0 : reservation)
           .and(keys.endpoint(net.id, id), 'Create', '==', 0)
           .then(
             this.ns.put(keys.ipam(net.id, ip)).value(id),
@@ -503,6 +506,8 @@ export class EtcdStore implements Store {
         if (res.succeeded) return record;
         const [epTaken, ipTaken] = res.responses.map((r) => (r.response_range?.kvs.length ?? 0) > 0);
         if (epTaken) throw new StoreError('VEIL_ERR_ENDPOINT_EXISTS', `${id} in network ${net.name}`);
+        if (reservation !== undefined && !ipTaken)
+          throw new StoreError('VEIL_ERR_NOT_FOUND', `reservation of ${requestedIp} in network ${net.name}`);
         if (ipTaken && requestedIp !== undefined)
           throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
         await jitter(attempt);
@@ -563,6 +568,50 @@ export class EtcdStore implements Store {
         await jitter(attempt);
       }
       throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'endpoint deletion');
+    });
+  }
+
+  async reserveAddress(networkId: string, holder: string, ipv4?: string): Promise<string> {
+    const value = addressReservation(holder);
+    return guard(async () => {
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const { value: net, modRevision } = await this.findNetwork(networkId);
+        const { requestedIp } = checkEndpoint(
+          { networkId, name: 'reservation', hostId: holder, ...(ipv4 ? { ipv4 } : {}) },
+          net,
+        );
+        const taken = await this.keySet(keys.ipamPrefix(net.id));
+        if (requestedIp !== undefined && taken.has(requestedIp))
+          throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
+        const ip = requestedIp ?? pickFreeIp(allocRange(net.ipam), taken, attempt);
+        if (ip === null)
+          throw new StoreError(
+            'VEIL_ERR_IPAM_EXHAUSTED',
+            `network ${net.name} (${net.ipam.ipRange ?? net.ipam.subnet})`,
+          );
+        const res = await this.ns
+          .if(keys.network(net.id), 'Mod', '==', modRevision)
+          .and(keys.ipam(net.id, ip), 'Create', '==', 0)
+          .then(this.ns.put(keys.ipam(net.id, ip)).value(value))
+          .commit();
+        if (res.succeeded) return ip;
+        if (requestedIp !== undefined && (await this.ns.get(keys.ipam(net.id, ip)).string()) !== null)
+          throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
+        await jitter(attempt);
+      }
+      throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'IP reservation');
+    });
+  }
+
+  async releaseAddress(networkId: string, ipv4: string, holder: string): Promise<void> {
+    const value = addressReservation(holder);
+    if (!SEGMENT_RE.test(networkId) || !SEGMENT_RE.test(ipv4)) return;
+    return guard(async () => {
+      // Only while it is still this holder's reservation: an endpoint's address is freed with the endpoint.
+      await this.ns
+        .if(keys.ipam(networkId, ipv4), 'Value', '==', value)
+        .then(this.ns.delete().key(keys.ipam(networkId, ipv4)))
+        .commit();
     });
   }
 

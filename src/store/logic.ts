@@ -174,6 +174,11 @@ export function buildNetwork(
 }
 
 /** Validates an endpoint spec against its network; returns the requested IP (if any) as a number. */
+/** The value of ipam/<net>/<ip> while `holder` reserved it and no endpoint holds it (an endpoint's value is its id). */
+export function addressReservation(holder: string): string {
+  return `reserved:${checkSegment('reservation holder', holder)}`;
+}
+
 export function checkEndpoint(
   spec: EndpointSpec,
   network: NetworkRecord,
@@ -198,6 +203,10 @@ export function checkEndpoint(
     if (ip < subnet.first || ip > subnet.last) invalid(`ipv4 ${spec.ipv4} is not in ${network.ipam.subnet}`);
     const r = allocRange({ ...network.ipam, ipRange: undefined });
     if (r.exclude.has(ip)) invalid(`ipv4 ${spec.ipv4} is the network, broadcast or gateway address`);
+  }
+  if (spec.reservedBy !== undefined) {
+    addressReservation(spec.reservedBy);
+    if (spec.ipv4 === undefined) invalid('an endpoint on a reserved address needs that address (ipv4)');
   }
   if (spec.sandbox !== undefined) checkSandbox(spec.sandbox);
   if (spec.ifName !== undefined && !/^[a-z][a-z0-9]{0,14}$/.test(spec.ifName))

@@ -21,6 +21,7 @@ import {
   VNI_MAX,
 } from '../model/ids.js';
 import {
+  addressReservation,
   allocRange,
   buildNetwork,
   checkAck,
@@ -532,8 +533,12 @@ export class MemoryStore implements Store {
     if (this.backend.get(keys.endpoint(net.id, id)))
       throw new StoreError('VEIL_ERR_ENDPOINT_EXISTS', `${id} in network ${net.name}`);
     const taken = new Set(this.suffixes(keys.ipamPrefix(net.id)));
-    if (requestedIp !== undefined && taken.has(requestedIp))
+    const holder = requestedIp === undefined ? undefined : this.backend.get(keys.ipam(net.id, requestedIp))?.value;
+    const reserved = spec.reservedBy !== undefined && holder === addressReservation(spec.reservedBy);
+    if (requestedIp !== undefined && taken.has(requestedIp) && !reserved)
       throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
+    if (spec.reservedBy !== undefined && !reserved)
+      throw new StoreError('VEIL_ERR_NOT_FOUND', `reservation of ${requestedIp} in network ${net.name}`);
     const ip = requestedIp ?? pickFreeIp(allocRange(net.ipam), taken, 0);
     if (ip === null)
       throw new StoreError('VEIL_ERR_IPAM_EXHAUSTED', `network ${net.name} (${net.ipam.ipRange ?? net.ipam.subnet})`);
@@ -567,6 +572,30 @@ export class MemoryStore implements Store {
         : null;
     if (!ep) throw new StoreError('VEIL_ERR_NOT_FOUND', `endpoint ${endpointId} in network ${networkId}`);
     this.backend.commit([{ del: keys.endpoint(networkId, endpointId) }, { del: keys.ipam(networkId, ep.ipv4) }]);
+  }
+
+  async reserveAddress(networkId: string, holder: string, ipv4?: string): Promise<string> {
+    const net = this.findNetwork(networkId);
+    const value = addressReservation(holder);
+    const { requestedIp } = checkEndpoint(
+      { networkId, name: 'reservation', hostId: holder, ...(ipv4 ? { ipv4 } : {}) },
+      net,
+    );
+    const taken = new Set(this.suffixes(keys.ipamPrefix(net.id)));
+    if (requestedIp !== undefined && taken.has(requestedIp))
+      throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
+    const ip = requestedIp ?? pickFreeIp(allocRange(net.ipam), taken, 0);
+    if (ip === null)
+      throw new StoreError('VEIL_ERR_IPAM_EXHAUSTED', `network ${net.name} (${net.ipam.ipRange ?? net.ipam.subnet})`);
+    this.backend.commit([{ put: keys.ipam(net.id, ip), value }]);
+    return ip;
+  }
+
+  async releaseAddress(networkId: string, ipv4: string, holder: string): Promise<void> {
+    this.open();
+    if (!SEGMENT_RE.test(networkId) || !SEGMENT_RE.test(ipv4)) return;
+    const key = keys.ipam(networkId, ipv4);
+    if (this.backend.get(key)?.value === addressReservation(holder)) this.backend.commit([{ del: key }]);
   }
 
   private fence(leader: Leadership): MemoryLeadership {

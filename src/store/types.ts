@@ -91,6 +91,11 @@ export interface EndpointSpec {
   ipv4?: string;
   sandbox?: Sandbox;
   ifName?: string;
+  /**
+   * The address was reserved beforehand by this holder (reserveAddress, for IPAM plugins that hand out
+   * an address before the endpoint exists): ipv4 is required and the reservation becomes the endpoint's.
+   */
+  reservedBy?: string;
 }
 
 export type EpochState = 'published' | 'active' | 'retired';
@@ -214,6 +219,14 @@ export interface Store {
   listEndpoints(networkId?: string): Promise<Listing<EndpointRecord>>;
   /** Deletes the endpoint and frees its IP in one transaction. */
   deleteEndpoint(networkId: string, endpointId: string): Promise<void>;
+  /**
+   * Takes an address (the requested one, or a free one) for `holder` before any endpoint exists
+   * (Docker's IPAM asks for the address first); createEndpoint with reservedBy turns it into the
+   * endpoint's. VEIL_ERR_IP_TAKEN when the requested address is taken, also by a reservation.
+   */
+  reserveAddress(networkId: string, holder: string, ipv4?: string): Promise<string>;
+  /** Frees an address `holder` reserved and no endpoint took; anything else is left alone (idempotent). */
+  releaseAddress(networkId: string, ipv4: string, holder: string): Promise<void>;
 
   /**
    * Leader write, fenced: fails with VEIL_ERR_NOT_LEADER (and ends `leader`) unless its leader key still exists,

@@ -353,6 +353,49 @@ export function describeStore(impl: StoreImpl): void {
         expect(eps).toHaveLength(29);
         for (const e of eps) expect(dump.get(keys.ipam(n.id, e.ipv4))).toBe(e.id);
       });
+
+      it('an address reserved before its endpoint (Docker IPAM): taken for others, the endpoint takes it over, release is idempotent', async () => {
+        const n = await store.createNetwork(net('docker', '10.9.0.0/29')); // .2 .. .6
+        const a = await store.reserveAddress(n.id, 'h1');
+        expect(a).toBe('10.9.0.2');
+        expect(await store.reserveAddress(n.id, 'h1', '10.9.0.5')).toBe('10.9.0.5');
+        await expectCode(store.reserveAddress(n.id, 'h2', '10.9.0.5'), 'VEIL_ERR_IP_TAKEN');
+        await expectCode(
+          store.createEndpoint({ networkId: n.id, name: 'other', hostId: 'h2', ipv4: a }),
+          'VEIL_ERR_IP_TAKEN',
+        );
+        // Another holder's reservation is not this one's; a free address is nobody's reservation.
+        await expectCode(
+          store.createEndpoint({ networkId: n.id, name: 'thief', hostId: 'h2', ipv4: a, reservedBy: 'h2' }),
+          'VEIL_ERR_IP_TAKEN',
+        );
+        await expectCode(
+          store.createEndpoint({ networkId: n.id, name: 'none', hostId: 'h2', ipv4: '10.9.0.6', reservedBy: 'h2' }),
+          'VEIL_ERR_NOT_FOUND',
+        );
+        expect((await store.createEndpoint({ networkId: n.id, name: 'free', hostId: 'h2' })).ipv4).toBe('10.9.0.3');
+        const ep = await store.createEndpoint({
+          networkId: n.id,
+          name: 'web',
+          hostId: 'h1',
+          ipv4: a,
+          reservedBy: 'h1',
+        });
+        expect(ep.ipv4).toBe(a);
+        expect((await store.dump()).get(keys.ipam(n.id, a))).toBe(ep.id);
+        // Docker releases after deleting the endpoint: the endpoint's address is not a reservation any more.
+        await store.releaseAddress(n.id, a, 'h1');
+        expect((await store.dump()).get(keys.ipam(n.id, a))).toBe(ep.id);
+        await store.deleteEndpoint(n.id, ep.id);
+        await store.releaseAddress(n.id, a, 'h1');
+        await store.releaseAddress(n.id, '10.9.0.5', 'h2'); // not h2's
+        expect((await store.dump()).has(keys.ipam(n.id, '10.9.0.5'))).toBe(true);
+        await store.releaseAddress(n.id, '10.9.0.5', 'h1');
+        await store.releaseAddress(n.id, '10.9.0.5', 'h1');
+        const left = [...(await store.dump()).keys()].filter((k) => parseKey(k)?.kind === 'ipam');
+        expect(left).toEqual([keys.ipam(n.id, '10.9.0.3')]);
+        await expectCode(store.reserveAddress(n.id, 'h1', '10.9.0.1'), 'VEIL_ERR_REQUEST_INVALID'); // the gateway
+      });
     });
 
     describe('key epochs, acks and the election', () => {
