@@ -28,6 +28,12 @@ export const ERRORS = {
   VEIL_ERR_ENDPOINT_NOT_FOUND: { status: 404, message: 'no such endpoint on the network' },
   VEIL_ERR_HOST_NOT_FOUND: { status: 404, message: 'no such host' },
   VEIL_ERR_ATTACH_FAILED: { status: 422, message: 'could not attach the container' },
+  VEIL_ERR_DOCKER_NETWORK_MISMATCH: {
+    status: 409,
+    message: 'the Docker network disagrees with the veil network of that name',
+  },
+  VEIL_ERR_DOCKER_ENGINE: { status: 502, message: 'the Docker daemon did not answer as expected' },
+  VEIL_ERR_DOCKER_TIMEOUT: { status: 504, message: 'the plugin call did not finish in time' },
   VEIL_ERR_NOT_ENCRYPTED: { status: 409, message: 'network is not encrypted' },
   VEIL_ERR_KEY_UNAVAILABLE: { status: 503, message: 'key material for this host is not available' },
   VEIL_ERR_API_TLS_REQUIRED: {

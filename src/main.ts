@@ -3,13 +3,17 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { HostAgent } from './agent/agent.js';
 import { buildApp } from './api/app.js';
-import { listenApi, planApiListen } from './api/listen.js';
+import { buildDockerPluginApp } from './api/docker-plugin.js';
+import { listenApi, listenOnSocket, planApiListen } from './api/listen.js';
 import { assembleClusterHost, type HostLog } from './cluster-host.js';
 import type { ClusterGatewayConfig } from './config/cluster.js';
 import { loadOrCreateIdentity } from './config/identity.js';
 import { nodeAeadProvider } from './crypto/aead-node.js';
 import { bytesToHex } from './crypto/bytes.js';
 import { IprouteDnsPlumbing } from './dns/plumbing.js';
+import { SocketEngine } from './docker/engine.js';
+import { DockerPlugin } from './docker/plugin.js';
+import { PLUGIN_SOCKET_FILE } from './docker/protocol.js';
 import { DnsService } from './dns/service.js';
 import { VeilError } from './errors.js';
 import { DEFAULT_SEQUENCE_BUDGET } from './keyrotation/budget.js';
@@ -17,7 +21,7 @@ import { scheduleConfig } from './keyrotation/schedule.js';
 import type { Logger } from './log.js';
 import { startEmbeddedEtcd, type EmbeddedEtcd } from './store/embedded-etcd.js';
 import { EtcdStore } from './store/etcd.js';
-import type { EndpointRecord, NetworkRecord } from './store/types.js';
+import type { EndpointRecord, NetworkRecord, Store } from './store/types.js';
 import { VERSION } from './model/version.js';
 import type { DataPath } from './vxlan/datapath.js';
 import type { Gateway } from './vxlan/gateway.js';
@@ -93,6 +97,31 @@ function readStoreTls(files: { ca?: string; cert?: string; key?: string }): {
     ...(files.cert ? { cert: read('kv.certfile', files.cert) } : {}),
     ...(files.key ? { key: read('kv.keyfile', files.key) } : {}),
   };
+}
+
+/** The Docker network and IPAM plugin "veil" on <pluginsDir>/veil.sock (docs/docker.md). */
+async function serveDockerPlugin(
+  docker: NonNullable<ClusterGatewayConfig['docker']>,
+  store: Store,
+  hostId: string,
+  agent: HostAgent,
+  log: HostLog,
+): Promise<{ close(): Promise<void> }> {
+  const plugin = new DockerPlugin({
+    store,
+    hostId,
+    engine: new SocketEngine(docker.engineSocket),
+    ports: {
+      attach: (n, e) => agent.attachRuntimePort(n, e),
+      detach: (n, id) => agent.detachRuntimePort(n, id),
+    },
+    log,
+  });
+  const app = buildDockerPluginApp(plugin, { log });
+  const path = join(docker.pluginsDir, PLUGIN_SOCKET_FILE);
+  await listenOnSocket(app, path);
+  log('info', 'docker plugin listening', { socket: path, docker: docker.engineSocket });
+  return { close: () => app.close() };
 }
 
 /**
@@ -171,7 +200,19 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
       };
       const api = await listenApi((server) => buildApp(deps, { logger: false, ...server }), apiPlan);
       log.info({ addresses: api.addresses }, 'API listening');
-      return api;
+      if (!config.docker) return api;
+      const docker = await serveDockerPlugin(config.docker, store, config.hostId, h.agent, hostLog).catch(
+        async (err: unknown) => {
+          await api.close();
+          throw err;
+        },
+      );
+      return {
+        async close() {
+          await docker.close();
+          await api.close();
+        },
+      };
     },
     exit: (code) => process.exit(code),
   });

@@ -208,6 +208,23 @@ export class HostAgent {
   }
 
   /**
+   * For a runtime's network driver (Docker's Join): a port for a container of this host that the runtime
+   * moves into the container itself. The endpoint stays record-only here: the runtime owns the interface.
+   */
+  attachRuntimePort(network: NetworkRecord, endpoint: EndpointRecord): Promise<string> {
+    return this.#serial(async () => {
+      this.#networks.set(network.id, network);
+      await this.#ensureNetwork(network);
+      return this.#o.gateway.attachHostPort(network.vni, endpoint.id, endpoint.mac, endpoint.ipv4);
+    });
+  }
+
+  /** The runtime's port goes (Docker's Leave). */
+  detachRuntimePort(network: NetworkRecord, endpointId: string): Promise<void> {
+    return this.#serial(() => this.#o.gateway.detachEndpoint(network.vni, endpointId));
+  }
+
+  /**
    * The key installer's sink (keyrotation/installer.ts EpochSink): epochs reach the gateway in the
    * agent's order, after their network. The gateway keeps its own copy; the one handed over is wiped.
    */
@@ -417,10 +434,13 @@ export class HostAgent {
     return this.#serial(() => this.#reconcileNow());
   }
 
-  #serial(job: () => Promise<void>): Promise<void> {
+  #serial<T>(job: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(job);
     // One failed step must not stop the agent: it is logged, and the next event reconciles again.
-    this.#queue = run.catch((err: Error) => this.#log('error', 'reconcile step failed', { error: err.message }));
+    this.#queue = run.then(
+      () => undefined,
+      (err: Error) => this.#log('error', 'reconcile step failed', { error: err.message }),
+    );
     return run;
   }
 

@@ -200,6 +200,15 @@ function redactedWhenPrinted(options: ApiHttpsOptions): ApiHttpsOptions {
  * socket left by a dead gateway; refuse a live one (another gateway is serving)
  * and anything that is not a socket.
  */
+/** Serves `app` on a unix socket (mode 0660): a stale socket file is replaced, a live one refused. */
+export async function listenOnSocket(app: FastifyInstance, path: string): Promise<void> {
+  if (path === '' || path.includes('\0') || Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES)
+    invalid(`socket path ${JSON.stringify(path)}: 1 to ${MAX_SOCKET_PATH_BYTES} bytes`);
+  await prepareSocketPath(path);
+  await app.listen({ path });
+  chmodSync(path, SOCKET_MODE);
+}
+
 async function prepareSocketPath(path: string): Promise<void> {
   mkdirSync(dirname(path), { recursive: true, mode: SOCKET_DIR_MODE });
   let stat;

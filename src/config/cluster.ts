@@ -23,6 +23,8 @@ import { VeilError } from '../errors.js';
  *   --key-grace DURATION               VEIL_KEY_GRACE        old epoch kept installed, acks awaited (60s)
  *   --sequence-budget N                VEIL_SEQUENCE_BUDGET  packets per outbound SA; rotation asked at half (2^48)
  *   --os NAME                          VEIL_OS               the OS this host reports (default: this one's)
+ *   --docker-plugins DIR               VEIL_DOCKER_PLUGINS   serve the Docker plugin "veil" as DIR/veil.sock (off when absent)
+ *   --docker-host unix://PATH          VEIL_DOCKER_HOST      the Docker daemon the plugin asks for network names
  */
 
 export interface ClusterGatewayConfig {
@@ -45,6 +47,8 @@ export interface ClusterGatewayConfig {
   keyGraceMs: number;
   sequenceBudget?: number;
   os: string;
+  /** The Docker plugin (docs/docker.md): its socket's directory and the daemon's API socket. */
+  docker?: { pluginsDir: string; engineSocket: string };
 }
 
 export const DEFAULTS = {
@@ -56,6 +60,7 @@ export const DEFAULTS = {
   leaseTtlSeconds: 15,
   keyIntervalMs: 12 * 3600_000,
   keyGraceMs: 60_000,
+  dockerHost: 'unix:///var/run/docker.sock',
 } as const;
 
 interface Flag {
@@ -111,6 +116,16 @@ export const GATEWAY_FLAGS: Flag[] = [
     help: 'packets one outbound SA may seal; a rotation is asked at half (default 2^48)',
   },
   { name: 'os', env: 'VEIL_OS', help: "OS to report (default: this host's)" },
+  {
+    name: 'docker-plugins',
+    env: 'VEIL_DOCKER_PLUGINS',
+    help: 'serve the Docker network and IPAM plugin "veil" as DIR/veil.sock, e.g. /run/docker/plugins',
+  },
+  {
+    name: 'docker-host',
+    env: 'VEIL_DOCKER_HOST',
+    help: `the Docker daemon's API, for network names (default ${DEFAULTS.dockerHost})`,
+  },
 ];
 
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
@@ -214,6 +229,10 @@ export function parseGatewayConfig(
   if (!IPV4_RE.test(linkNet)) bad('--link-net must be an IPv4 address');
   const tlsParts = ['tlscacert', 'tlscert', 'tlskey'].filter((k) => f.has(k));
   if (tlsParts.length !== 0 && tlsParts.length !== 3) bad('--tlscacert, --tlscert and --tlskey go together');
+  const dockerHost = f.get('docker-host') ?? DEFAULTS.dockerHost;
+  if (!/^unix:\/\/\/./.test(dockerHost)) bad("--docker-host must be unix:///PATH (the Docker daemon's socket)");
+  if (f.has('docker-host') && !f.has('docker-plugins'))
+    bad('--docker-host is for the plugin: add --docker-plugins DIR');
   const hostId = f.get('host-id') ?? hostname;
   if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/.test(hostId))
     bad(`host id "${hostId}" must be 1..128 of A-Z a-z 0-9 _ . : -`);
@@ -242,5 +261,8 @@ export function parseGatewayConfig(
       ? { sequenceBudget: int(f.get('sequence-budget')!, 'sequence-budget', 100, 2 ** 53 - 1) }
       : {}),
     os: f.get('os') ?? (process.platform === 'win32' ? 'windows' : process.platform),
+    ...(f.has('docker-plugins')
+      ? { docker: { pluginsDir: f.get('docker-plugins')!, engineSocket: dockerHost.slice('unix://'.length) } }
+      : {}),
   };
 }

@@ -32,8 +32,20 @@ export function vxlanName(vni: number): string {
 
 /** The vtep-side end of a container's veth: sha256("<VNI>/<endpointId>"), 14 characters. */
 export function endpointLinkName(vni: number, endpointId: string): string {
-  return `ve${createHash('sha256')
+  return `ve${linkHash(vni, endpointId)}`;
+}
+
+/**
+ * The other end of a runtime's port while it waits in the host namespace for the runtime to move it
+ * into the container (Docker's Join: docs/docker.md "Containers").
+ */
+export function hostPortLinkName(vni: number, endpointId: string): string {
+  return `vh${linkHash(vni, endpointId)}`;
+}
+
+function linkHash(vni: number, endpointId: string): string {
+  return createHash('sha256')
     .update(`${checkVni(vni)}/${endpointId}`)
     .digest('hex')
-    .slice(0, 12)}`;
+    .slice(0, 12);
 }

@@ -330,6 +330,13 @@ export class Gateway {
     this.#log('endpoint attached', { vni, endpoint: endpointId, mac, ipv4 });
   }
 
+  /** A port for a runtime that moves the interface itself (Docker): returns the name of its host-side end. */
+  async attachHostPort(vni: number, endpointId: string, mac: string, ipv4: string): Promise<string> {
+    const name = await this.options.plumbing.attachHostPort({ vni, endpointId, mac, ipv4 });
+    this.#log('runtime port made', { vni, endpoint: endpointId, mac, ipv4, port: name });
+    return name;
+  }
+
   async detachEndpoint(vni: number, endpointId: string): Promise<void> {
     await this.options.plumbing.detachContainer(vni, endpointId);
     this.#log('endpoint detached', { vni, endpoint: endpointId });

@@ -1,5 +1,6 @@
 import { ZERO_MAC } from '../model/mac.js';
-import type { ContainerAttachment, FdbEntry, NetworkSpec, Plumbing } from './plumbing.js';
+import { hostPortLinkName } from '../host/names.js';
+import type { ContainerAttachment, FdbEntry, HostPortAttachment, NetworkSpec, Plumbing } from './plumbing.js';
 
 /*
  * A Plumbing that touches no host: it keeps the networks, containers and VXLAN FDB the Gateway
@@ -9,6 +10,8 @@ export class RecordingPlumbing implements Plumbing {
   readonly networks = new Map<number, NetworkSpec>();
   /** `${vni}/${endpointId}` → the attachment. */
   readonly containers = new Map<string, ContainerAttachment>();
+  /** `${vni}/${endpointId}` → a port left in the host namespace for a runtime (attachHostPort). */
+  readonly hostPorts = new Map<string, HostPortAttachment>();
   readonly fdb = new Map<number, FdbEntry[]>();
   /** attachContainer fails (as with a namespace that is gone). */
   failAttach = false;
@@ -27,6 +30,7 @@ export class RecordingPlumbing implements Plumbing {
     this.hostUp = false;
     this.networks.clear();
     this.containers.clear();
+    this.hostPorts.clear();
     this.fdb.clear();
   }
 
@@ -39,6 +43,7 @@ export class RecordingPlumbing implements Plumbing {
     this.networks.delete(vni);
     this.fdb.delete(vni);
     for (const [key, c] of this.containers) if (c.vni === vni) this.containers.delete(key);
+    for (const [key, c] of this.hostPorts) if (c.vni === vni) this.hostPorts.delete(key);
   }
 
   async attachContainer(a: ContainerAttachment): Promise<void> {
@@ -46,8 +51,16 @@ export class RecordingPlumbing implements Plumbing {
     this.containers.set(`${a.vni}/${a.endpointId}`, a);
   }
 
+  async attachHostPort(a: HostPortAttachment): Promise<string> {
+    if (this.failAttach) throw new Error('Cannot create the port');
+    if (!this.networks.has(a.vni)) throw new Error(`network ${a.vni} has no bridge: call ensureNetwork first`);
+    this.hostPorts.set(`${a.vni}/${a.endpointId}`, a);
+    return hostPortLinkName(a.vni, a.endpointId);
+  }
+
   async detachContainer(vni: number, endpointId: string): Promise<void> {
     this.containers.delete(`${vni}/${endpointId}`);
+    this.hostPorts.delete(`${vni}/${endpointId}`);
   }
 
   async ensurePeerFlood(vni: number, port: number): Promise<void> {

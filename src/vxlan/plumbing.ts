@@ -45,7 +45,15 @@ import {
   type CommandResult,
   type CommandRunner,
 } from '../host/exec.js';
-import { bridgeName, endpointLinkName, HOST_LINK, IFNAME_RE, VTEP_LINK, vxlanName } from '../host/names.js';
+import {
+  bridgeName,
+  endpointLinkName,
+  HOST_LINK,
+  hostPortLinkName,
+  IFNAME_RE,
+  VTEP_LINK,
+  vxlanName,
+} from '../host/names.js';
 import {
   NETNS_RUN_DIR,
   netnsFileState,
@@ -190,6 +198,15 @@ export interface ContainerAttachment {
   readonly ifName?: string;
 }
 
+/** A container port whose other end stays in the host namespace, for a runtime to move (Docker's Join). */
+export interface HostPortAttachment {
+  readonly vni: number;
+  readonly endpointId: string;
+  readonly mac: string;
+  /** The container's address (no prefix): the port is pinned to it and to the MAC. */
+  readonly ipv4: string;
+}
+
 /** A remote VXLAN FDB entry of a network: frames for `mac` go to dst:port (the gateway socket of one peer). */
 export interface FdbEntry {
   readonly mac: string;
@@ -223,6 +240,12 @@ export interface Plumbing {
   attachContainer(attachment: ContainerAttachment): Promise<void>;
   /** Removes the container's veth and its port's pinning. */
   detachContainer(vni: number, endpointId: string): Promise<void>;
+  /**
+   * A port on br<VNI> pinned like attachContainer's, whose other end (MAC set, the network's MTU, down)
+   * is left in the host namespace under the returned name for a runtime to move into the container.
+   * An old port of the endpoint is replaced. detachContainer removes it.
+   */
+  attachHostPort(attachment: HostPortAttachment): Promise<string>;
   /** Flood (BUM) entry: 00:00:00:00:00:00 → hostAddress:peerPort, one per peer of the network. */
   ensurePeerFlood(vni: number, peerPort: number): Promise<void>;
   /** Unicast entry: mac → hostAddress:peerPort (replaces a previous peer of that MAC). */
@@ -540,6 +563,56 @@ export class IproutePlumbing implements Plumbing {
       await inC(['link', 'set', inner, 'address', mac, 'mtu', mtu, 'up']);
       await inC(['addr', 'replace', a.ipv4, 'dev', inner]);
       if (a.gateway !== undefined) await inC(['route', 'replace', 'default', 'via', a.gateway, 'dev', inner]);
+    });
+  }
+
+  attachHostPort(a: HostPortAttachment): Promise<string> {
+    return this.serial(async () => {
+      const br = bridgeName(a.vni);
+      const outer = endpointLinkName(a.vni, a.endpointId);
+      const hostEnd = hostPortLinkName(a.vni, a.endpointId);
+      const mac = a.mac.toLowerCase();
+      if (!MAC_RE.test(mac)) throw new RangeError(`invalid MAC address ${a.mac}`);
+      if (!isIpv4(a.ipv4)) throw new RangeError(`invalid IPv4 address ${a.ipv4}`);
+      const vxlan = await this.linkInfo('vtep', vxlanName(a.vni));
+      if (!vxlan || !(await this.linkInfo('vtep', br))) {
+        throw new PlumbingError(
+          ['attachHostPort', String(a.vni)],
+          null,
+          `network ${a.vni} has no ${br}/${vxlanName(a.vni)} in netns ${this.vtepNetns}: call ensureNetwork first`,
+        );
+      }
+      const mtu = String(vxlan.mtu);
+      // A port left from an earlier join of the endpoint goes: the runtime asks for a fresh interface.
+      if (await this.linkInfo('vtep', outer)) await this.ipVtep(['link', 'del', outer]);
+      if (await this.linkInfo('host', hostEnd)) await this.ipHost(['link', 'del', hostEnd]);
+      await applyNftScript(this.run, this.vtepNetns, portRulesScript(outer, mac, a.ipv4));
+      await this.ipHost([
+        'link',
+        'add',
+        hostEnd,
+        'address',
+        mac,
+        'mtu',
+        mtu,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        outer,
+        'mtu',
+        mtu,
+        'netns',
+        this.vtepNetns,
+      ]).catch(async (err: unknown) => {
+        await applyNftScript(this.run, this.vtepNetns, portRemovalScript([outer]));
+        throw err;
+      });
+      await this.ipVtep(['link', 'set', outer, 'master', br]);
+      await this.bridgeVtep(['link', 'set', 'dev', outer, 'learning', 'off']);
+      await this.bridgeVtep(['fdb', 'replace', mac, 'dev', outer, 'master', 'static', 'sticky']);
+      await this.ipVtep(['link', 'set', outer, 'up']);
+      return hostEnd;
     });
   }
 

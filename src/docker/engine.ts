@@ -1,0 +1,48 @@
+import { request } from 'node:http';
+import { VeilError } from '../errors.js';
+import type { EngineNetwork } from './protocol.js';
+
+/**
+ * The Docker daemon's API, for what its plugin calls leave out: Docker never tells a network driver
+ * the network's name, labels or attachable flag (docs/docker.md "Names"), so the plugin asks for them.
+ */
+export interface DockerEngine {
+  /** undefined while Docker does not know the network (it stores one only after CreateNetwork answered). */
+  network(id: string): Promise<EngineNetwork | undefined>;
+}
+
+/** Docker's API over its unix socket. */
+export class SocketEngine implements DockerEngine {
+  constructor(
+    readonly socketPath: string,
+    readonly timeoutMs = 2_000,
+  ) {}
+
+  async network(id: string): Promise<EngineNetwork | undefined> {
+    if (!/^[0-9a-f]{1,64}$/.test(id)) throw new VeilError('VEIL_ERR_REQUEST_INVALID', `network id "${id}"`);
+    const { status, body } = await this.#get(`/networks/${id}`);
+    if (status === 404) return undefined;
+    if (status !== 200) throw new VeilError('VEIL_ERR_DOCKER_ENGINE', `GET /networks/${id}: HTTP ${status}`);
+    try {
+      return JSON.parse(body) as EngineNetwork;
+    } catch {
+      throw new VeilError('VEIL_ERR_DOCKER_ENGINE', `GET /networks/${id}: not JSON`);
+    }
+  }
+
+  #get(path: string): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      const req = request({ socketPath: this.socketPath, path, method: 'GET', timeout: this.timeoutMs }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
+      req.on('error', (err) =>
+        reject(new VeilError('VEIL_ERR_DOCKER_ENGINE', `${this.socketPath}: ${err.message}`, { cause: err })),
+      );
+      req.end();
+    });
+  }
+}
