@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 # bind9-dnsutils (dig: the discovery tests ask the embedded DNS from inside containers);
 # podman, runc and debootstrap: the appliance image (scripts/build-base-image.sh, scripts/image-test.sh;
 # runc because crun refuses the cgroup v1/v2 hybrid layout some machines have).
-PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark etcd-server etcd-client make gcc g++ python3 nftables bind9-dnsutils podman runc debootstrap)
+# docker.io and busybox-static: the Docker plugin's tests run a dockerd per test host, with an image
+# made from busybox (test/system/docker/docker-bed.ts).
+PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark etcd-server etcd-client make gcc g++ python3 nftables bind9-dnsutils podman runc debootstrap docker.io busybox-static)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: veil's tests build network namespaces and need root" >&2
@@ -26,7 +28,15 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   apt-get update -qq
+  # No package starts its service here (docker.io would start a dockerd, with its firewall rules, on
+  # this machine): the tests start what they need in their own namespaces.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
 fi
 
 node -e 'const [a, b] = process.versions.node.split(".").map(Number); if (a < 20 || (a === 20 && b < 19)) { console.error(`setup: Node >= 20.19 required, found ${process.version}`); process.exit(1); }'

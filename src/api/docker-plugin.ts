@@ -5,8 +5,10 @@ import { PLUGIN_CONTENT_TYPE } from '../docker/protocol.js';
 
 /*
  * The Docker plugin's HTTP side (docs/docker.md "Protocol"): one POST route per protocol call, each
- * answered within CALL_BOUND_MS. A failure is {"Err": message} with status 200, as libnetwork's remote
- * drivers answer, so Docker prints the message itself; never a stack, never key material.
+ * answered within CALL_BOUND_MS. A failure is {"Err": message} with the error's HTTP status: Docker's
+ * plugin client reads Err from any non-200 answer, for network and IPAM calls alike (an IPAM answer
+ * of 200 carries its error under another field name), and prints the message; never a stack, never
+ * key material.
  */
 
 /** Every call answers within this bound (etcd or Docker away: an Err, not a hung `docker run`). */
@@ -81,9 +83,15 @@ export function buildDockerPluginApp(plugin: DockerPlugin, options: DockerPlugin
     return value;
   };
   app.setErrorHandler((err, req, reply) => {
-    const message = err instanceof VeilError ? err.message : `veil: ${req.url}: internal error`;
+    const message =
+      err instanceof VeilError
+        ? err.message
+        : (err as { validation?: unknown }).validation
+          ? `veil: ${req.url}: ${(err as Error).message}`
+          : `veil: ${req.url}: internal error`;
     options.log?.('warn', 'docker plugin call failed', { call: req.url, error: message });
-    return reply.status(200).type(PLUGIN_CONTENT_TYPE).send({ Err: message });
+    const status = err instanceof VeilError ? err.status : (err as { validation?: unknown }).validation ? 400 : 500;
+    return reply.status(status).type(PLUGIN_CONTENT_TYPE).send({ Err: message });
   });
   app.setNotFoundHandler((req, reply) =>
     reply
@@ -91,6 +99,10 @@ export function buildDockerPluginApp(plugin: DockerPlugin, options: DockerPlugin
       .type(PLUGIN_CONTENT_TYPE)
       .send({ Err: `veil does not implement ${req.url}` }),
   );
+  // Docker posts some calls (Plugin.Activate) with no body and no content type.
+  app.addHook('preValidation', async (req) => {
+    req.body ??= {};
+  });
   for (const [url, handler] of Object.entries(CALLS)) {
     app.post(url, { schema: { body: bodySchema, response: answerSchema } }, async (req, reply) => {
       const value = await withinBound(

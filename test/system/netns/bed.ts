@@ -92,7 +92,15 @@ export interface Bed {
   /** Creates namespace `<prefix><label>` with lo up. */
   namespace(label: string): Promise<string>;
   exec(ns: string, argv: readonly string[], opts?: { allowFail?: boolean; timeoutMs?: number }): Promise<ExecResult>;
-  spawn(ns: string, argv: readonly string[], options?: { lifetime?: Lifetime }): BedProcess;
+  /**
+   * Runs argv in the namespace. `enter: 'nsenter'` joins only its network namespace (ip netns exec also
+   * remounts /sys, where dockerd then finds no cgroups).
+   */
+  spawn(
+    ns: string,
+    argv: readonly string[],
+    options?: { lifetime?: Lifetime; enter?: 'ip-netns-exec' | 'nsenter' },
+  ): BedProcess;
   /** Stops every process of lifetime "test" still running. */
   stopTestProcesses(): Promise<void>;
   /** Namespaces currently present with this bed's prefix. */
@@ -269,9 +277,17 @@ class BedImpl implements Bed {
     return result;
   }
 
-  spawn(ns: string, argv: readonly string[], options: { lifetime?: Lifetime } = {}): BedProcess {
+  spawn(
+    ns: string,
+    argv: readonly string[],
+    options: { lifetime?: Lifetime; enter?: 'ip-netns-exec' | 'nsenter' } = {},
+  ): BedProcess {
+    const [file, ...args] =
+      options.enter === 'nsenter'
+        ? ['nsenter', `--net=/run/netns/${ns}`, ...argv]
+        : ['ip', 'netns', 'exec', ns, ...argv];
     // Own process group, so stop() and destroy() reach its children too.
-    const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file!, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     if (child.pid === undefined) throw new Error(`cannot spawn ${argv.join(' ')} in ${ns}`);
     const pid = child.pid;
     let out = '';

@@ -1,0 +1,182 @@
+// The Docker plugin with real dockerd (Debian's docker.io 20.10) on three hosts, each beside its own
+// veil gateway, on one etcd (docs/docker.md): `docker network create -d veil` on each host maps onto one
+// veil network, `docker run --network` containers reach each other and a veil-CLI container across
+// hosts, only ESP crosses the underlay, refusals say why, and `docker rm` leaves nothing behind.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../../support/wait.js';
+import { captureUdp } from '../netns/capture.js';
+import { createDockerBed, IMAGE, type DockerBed } from './docker-bed.js';
+
+const SUBNET = '10.60.0.0/24';
+let db: DockerBed;
+
+const create = (i: number, extra: string[] = [], name = 'secure', subnet = SUBNET) =>
+  db.docker(
+    i,
+    ['network', 'create', '-d', 'veil', '--ipam-driver', 'veil', '-o', 'encrypted', '--subnet', subnet, ...extra, name],
+    { allowFail: true },
+  );
+
+/** The container's address on the network, as Docker reports it. */
+async function addressOf(i: number, container: string, network = 'secure'): Promise<string> {
+  const out = await db.docker(i, [
+    'inspect',
+    '-f',
+    `{{(index .NetworkSettings.Networks "${network}").IPAddress}}`,
+    container,
+  ]);
+  return out.stdout.trim();
+}
+
+async function veilLinks(i: number): Promise<string[]> {
+  const host = db.cb.bed.hosts[i - 1]!;
+  const names = async (ns: string) =>
+    (await db.cb.bed.exec(ns, ['ip', '-o', 'link', 'show'])).stdout
+      .split('\n')
+      .map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '')
+      .filter((n) => /^v[eh][0-9a-f]{12}$/.test(n));
+  return [...(await names(host.netns)), ...(await names(host.vtepNetns))];
+}
+
+beforeAll(async () => {
+  db = await createDockerBed({ hosts: 3 });
+}, 240_000);
+
+afterAll(async () => {
+  await db?.destroy();
+}, 120_000);
+
+describe('docker network create -d veil', () => {
+  it('on two hosts gives one encrypted veil network that every gateway lists', async () => {
+    const first = await create(1, ['--label', 'team=blue', '--attachable']);
+    expect(first.code, first.stderr).toBe(0);
+    const second = await create(2, ['--label', 'team=blue', '--attachable']);
+    expect(second.code, second.stderr).toBe(0);
+    await waitFor(async () => (await db.cb.api(3, 'GET', '/networks/secure')).status === 200, 10_000, 'secure in veil');
+    const net = (await db.cb.api(3, 'GET', '/networks/secure')).body;
+    expect(net).toMatchObject({
+      Name: 'secure',
+      Attachable: true,
+      Labels: { team: 'blue' },
+      IPAM: { Config: [{ Subnet: SUBNET, Gateway: '10.60.0.1' }] },
+    });
+    expect(
+      (await db.cb.api(3, 'GET', '/networks')).body.filter((n: { Name: string }) => n.Name === 'secure'),
+    ).toHaveLength(1);
+  });
+
+  it('refuses an unknown option, a missing --ipam-driver veil, and a disagreement on the subnet, each with why', async () => {
+    const unknown = await db.docker(
+      3,
+      [
+        'network',
+        'create',
+        '-d',
+        'veil',
+        '--ipam-driver',
+        'veil',
+        '-o',
+        'colour=red',
+        '--subnet',
+        '10.61.0.0/24',
+        'odd',
+      ],
+      { allowFail: true },
+    );
+    expect(unknown.code).not.toBe(0);
+    expect(unknown.stderr).toMatch(/unknown option -o colour/);
+    const noIpam = await db.docker(3, ['network', 'create', '-d', 'veil', '--subnet', '10.62.0.0/24', 'odd'], {
+      allowFail: true,
+    });
+    expect(noIpam.code).not.toBe(0);
+    expect(noIpam.stderr).toMatch(/--ipam-driver veil/);
+    // Plain on the subnet of the encrypted one: refused at create, nothing written.
+    const plain = await db.docker(
+      3,
+      ['network', 'create', '-d', 'veil', '--ipam-driver', 'veil', '--subnet', SUBNET, 'secure'],
+      { allowFail: true },
+    );
+    expect(plain.code).not.toBe(0);
+    expect(plain.stderr).toMatch(/plain \(no -o encrypted\), veil has it encrypted/);
+    expect((await db.cb.api(1, 'GET', '/networks/odd')).status).toBe(404);
+  });
+});
+
+describe('docker run --network secure', () => {
+  let webIp: string;
+
+  it('containers on two hosts reach each other; addresses come from veil and the endpoints are in etcd', async () => {
+    await db.docker(1, ['run', '-d', '--name', 'web', '--network', 'secure', IMAGE, 'sleep', '600']);
+    webIp = await addressOf(1, 'web');
+    expect(webIp).toMatch(/^10\.60\.0\.\d+$/);
+    const ping = await db.docker(
+      2,
+      ['run', '--rm', '--network', 'secure', IMAGE, 'ping', '-c', '3', '-W', '3', webIp],
+      {
+        allowFail: true,
+      },
+    );
+    expect(ping.code, ping.stdout + ping.stderr).toBe(0);
+    const net = (await db.cb.api(3, 'GET', '/networks/secure')).body;
+    const endpoints = Object.values(net.Containers ?? {}) as Array<{ IPv4Address: string; Host: string }>;
+    expect(endpoints).toEqual([expect.objectContaining({ IPv4Address: `${webIp}/24`, Host: 'h1' })]);
+  });
+
+  it('a container attached with the veil API on host 3 and the Docker container on host 1 reach each other', async () => {
+    const c = await db.cb.container('cli');
+    const res = await db.cb.api(3, 'POST', '/networks/secure/connect', {
+      Container: 'cli',
+      Sandbox: { Netns: c.netns },
+    });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const cliIp = String(res.body.IPv4Address).split('/')[0]!;
+    await db.cb.bed.exec(c.ns, ['ping', '-c', '3', '-W', '3', webIp]);
+    const back = await db.docker(1, ['exec', 'web', 'ping', '-c', '3', '-W', '3', cliIp], { allowFail: true });
+    expect(back.code, back.stdout + back.stderr).toBe(0);
+    await db.cb.api(3, 'POST', '/networks/secure/disconnect', { Container: 'cli' });
+  });
+
+  it('crosses the underlay as ESP in UDP 4500 only', async () => {
+    const host2 = db.cb.bed.hosts[1]!;
+    const seen = await captureUdp(db.cb.bed, host2.netns, db.cb.dir, 'docker-esp', 'udp', async () => {
+      const ping = await db.docker(
+        2,
+        ['run', '--rm', '--network', 'secure', IMAGE, 'ping', '-c', '5', '-W', '3', webIp],
+        {
+          allowFail: true,
+        },
+      );
+      expect(ping.code, ping.stdout + ping.stderr).toBe(0);
+    });
+    const overlay = seen.filter((d) => d.dstPort === 4500 || d.srcPort === 4500);
+    expect(overlay.length).toBeGreaterThanOrEqual(10);
+    expect(seen.filter((d) => d.dstPort === 4789 || d.srcPort === 4789)).toEqual([]);
+  });
+
+  it('the same name with another subnet on another host: the first container is refused with the fix', async () => {
+    const made = await create(3, [], 'secure', '10.63.0.0/24');
+    expect(made.code, made.stderr).toBe(0); // Docker does not tell a driver the name (docs/docker.md "Names")
+    const run = await db.docker(3, ['run', '--rm', '--network', 'secure', IMAGE, 'true'], { allowFail: true });
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(
+      /no veil network has subnet 10\.63\.0\.0\/24|subnet 10\.63\.0\.0\/24, veil has 10\.60\.0\.0\/24/,
+    );
+    expect((await db.docker(3, ['network', 'rm', 'secure'])).code).toBe(0);
+    expect((await db.cb.api(3, 'GET', '/networks/secure')).status).toBe(200); // veil's stays
+  });
+
+  it('docker rm leaves no endpoint, no reserved address and no port behind', async () => {
+    await db.docker(1, ['rm', '-f', 'web']);
+    await waitFor(
+      async () => {
+        const net = (await db.cb.api(1, 'GET', '/networks/secure')).body;
+        return Object.keys(net.Containers ?? {}).length === 0;
+      },
+      10_000,
+      'endpoint gone',
+    );
+    const ipam = await db.cb.etcdctl(['get', '--prefix', '--keys-only', '/veil/v1/ipam/']);
+    expect(ipam.trim()).toBe('');
+    for (const i of [1, 2, 3]) expect(await veilLinks(i), `host ${i}`).toEqual([]);
+  });
+});
