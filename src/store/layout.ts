@@ -7,7 +7,7 @@
  *   names/<name>                          network id      (name uniqueness)
  *   vnis/<vni>                            network id      (VNI uniqueness)
  *   endpoints/<networkId>/<endpointId>    EndpointRecord
- *   ipam/<networkId>/<ip>                 endpoint id     (one transaction allocates)
+ *   ipam/<networkId>/<ip>                 endpoint id     (one transaction allocates), or reserved:<hostId>
  *   keys/<networkId>/<epoch>              KeyEpochRecord  (wrapped secrets only)
  *   acks/<networkId>/<epoch>/<hostId>     AckRecord, bound to the host's lease
  *   election/keyschedule/<leaseId>        etcd3's election keys (leader = lowest create revision)

@@ -112,3 +112,25 @@ describe('the other appliance flags keep their defaults and ranges', () => {
     );
   });
 });
+
+describe('--docker-plugins and --docker-host', () => {
+  it('the plugin is off unless asked; its socket directory and Docker’s API socket from flags or the environment', () => {
+    expect(parse(BASE).docker).toBeUndefined();
+    expect(parse([...BASE, '--docker-plugins', '/run/docker/plugins']).docker).toEqual({
+      pluginsDir: '/run/docker/plugins',
+      engineSocket: '/var/run/docker.sock',
+    });
+    expect(
+      parse(BASE, { VEIL_DOCKER_PLUGINS: '/srv/plugins', VEIL_DOCKER_HOST: 'unix:///srv/docker.sock' }).docker,
+    ).toEqual({ pluginsDir: '/srv/plugins', engineSocket: '/srv/docker.sock' });
+  });
+
+  it('refuses a Docker host that is not a unix socket, and one given without the plugin', () => {
+    expect(refusal(() => parse([...BASE, '--docker-plugins', '/p', '--docker-host', 'tcp://127.0.0.1:2375']))).toMatch(
+      /--docker-host must be unix:\/\/\/PATH/,
+    );
+    expect(refusal(() => parse([...BASE, '--docker-host', 'unix:///var/run/docker.sock']))).toMatch(
+      /add --docker-plugins DIR/,
+    );
+  });
+});
