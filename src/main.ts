@@ -16,6 +16,8 @@ import { DockerPlugin } from './docker/plugin.js';
 import { PLUGIN_SOCKET_FILE } from './docker/protocol.js';
 import { DnsService } from './dns/service.js';
 import { VeilError } from './errors.js';
+import { execRunner } from './host/exec.js';
+import { interfaceWithMac } from './host/netns.js';
 import { DEFAULT_SEQUENCE_BUDGET } from './keyrotation/budget.js';
 import { scheduleConfig } from './keyrotation/schedule.js';
 import type { Logger } from './log.js';
@@ -114,6 +116,8 @@ async function serveDockerPlugin(
     ports: {
       attach: (n, e) => agent.attachRuntimePort(n, e),
       detach: (n, id) => agent.detachRuntimePort(n, id),
+      interfaceIn: (sandbox, mac) =>
+        interfaceWithMac(execRunner, 'pid' in sandbox ? { pid: sandbox.pid } : { path: sandbox.netns }, mac),
     },
     log,
   });

@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { VeilError } from '../errors.js';
-import type { EngineNetwork } from './protocol.js';
+import type { EngineContainer, EngineNetwork } from './protocol.js';
 
 /**
  * The Docker daemon's API, for what its plugin calls leave out: Docker never tells a network driver
@@ -9,6 +9,7 @@ import type { EngineNetwork } from './protocol.js';
 export interface DockerEngine {
   /** undefined while Docker does not know the network (it stores one only after CreateNetwork answered). */
   network(id: string): Promise<EngineNetwork | undefined>;
+  container(id: string): Promise<EngineContainer | undefined>;
 }
 
 /** Docker's API over its unix socket. */
@@ -18,15 +19,23 @@ export class SocketEngine implements DockerEngine {
     readonly timeoutMs = 2_000,
   ) {}
 
-  async network(id: string): Promise<EngineNetwork | undefined> {
-    if (!/^[0-9a-f]{1,64}$/.test(id)) throw new VeilError('VEIL_ERR_REQUEST_INVALID', `network id "${id}"`);
-    const { status, body } = await this.#get(`/networks/${id}`);
+  network(id: string): Promise<EngineNetwork | undefined> {
+    return this.#getJson<EngineNetwork>(`/networks/${id}`, id);
+  }
+
+  container(id: string): Promise<EngineContainer | undefined> {
+    return this.#getJson<EngineContainer>(`/containers/${id}/json`, id);
+  }
+
+  async #getJson<T>(path: string, id: string): Promise<T | undefined> {
+    if (!/^[0-9a-f]{1,64}$/.test(id)) throw new VeilError('VEIL_ERR_REQUEST_INVALID', `Docker id "${id}"`);
+    const { status, body } = await this.#get(path);
     if (status === 404) return undefined;
-    if (status !== 200) throw new VeilError('VEIL_ERR_DOCKER_ENGINE', `GET /networks/${id}: HTTP ${status}`);
+    if (status !== 200) throw new VeilError('VEIL_ERR_DOCKER_ENGINE', `GET ${path}: HTTP ${status}`);
     try {
-      return JSON.parse(body) as EngineNetwork;
+      return JSON.parse(body) as T;
     } catch {
-      throw new VeilError('VEIL_ERR_DOCKER_ENGINE', `GET /networks/${id}: not JSON`);
+      throw new VeilError('VEIL_ERR_DOCKER_ENGINE', `GET ${path}: not JSON`);
     }
   }
 

@@ -1,7 +1,7 @@
 import { VeilError } from '../errors.js';
 import { formatIpv4, overlaySubnetRefusal, parseCidr, parseIpv4, type Cidr } from '../model/ipv4.js';
 import { optionEnabled, windowsHosts, windowsNetworkWarning } from '../model/windows.js';
-import type { EndpointRecord, NetworkRecord, Store } from '../store/types.js';
+import type { EndpointRecord, NetworkRecord, Sandbox, Store } from '../store/types.js';
 import type { DockerEngine } from './engine.js';
 import {
   ADDRESS_SPACE,
@@ -36,6 +36,8 @@ export interface RuntimePorts {
   /** Makes the port on the network's bridge; returns the name of its end in the host namespace. */
   attach(network: NetworkRecord, endpoint: EndpointRecord): Promise<string>;
   detach(network: NetworkRecord, endpointId: string): Promise<void>;
+  /** The name of the interface with this MAC inside the container, once the runtime moved it there. */
+  interfaceIn(sandbox: Sandbox, mac: string): Promise<string | undefined>;
 }
 
 export interface DockerPluginOptions {
@@ -47,6 +49,8 @@ export interface DockerPluginOptions {
   log?: (level: 'info' | 'warn', event: string, fields?: Record<string, unknown>) => void;
   /** How long to wait for Docker to show a network it just created (it stores it after CreateNetwork). */
   engineWaitMs?: number;
+  /** How long to wait, after Join, for Docker to show the container on the network and started. */
+  joinWaitMs?: number;
 }
 
 /** What a Docker network of this host is in veil: its veil network, or why it cannot be one. */
@@ -104,6 +108,8 @@ export class DockerPlugin {
   readonly #requested = new Map<string, Requested>();
   /** Pools asked since the last CreateNetwork: the ip-range travels only in RequestPool. */
   readonly #pools = new Map<string, string | undefined>();
+  /** Endpoints joined whose container veil has not learnt yet. */
+  readonly #learning = new Set<string>();
 
   constructor(options: DockerPluginOptions) {
     this.#o = options;
@@ -285,12 +291,16 @@ export class DockerPlugin {
     const ep = await this.#endpoint(net, req.EndpointID);
     if (!ep) throw new VeilError('VEIL_ERR_ENDPOINT_NOT_FOUND', `${req.EndpointID} on ${net.name}`);
     const srcName = await this.#o.ports.attach(net, ep);
+    // Docker says who joined only after this call: the name, aliases and namespace follow.
+    this.#learning.add(ep.id);
+    void this.#learn(req.NetworkID, net, ep);
     // No gateway from veil: like Docker's overlay, the container's way out is Docker's gateway bridge,
     // which an internal network goes without.
     return { InterfaceName: { SrcName: srcName, DstPrefix: INTERFACE_PREFIX }, DisableGatewayService: net.internal };
   }
 
   async leave(req: EndpointRequest) {
+    this.#learning.delete(req.EndpointID);
     const net = await this.#boundNetwork(req.NetworkID);
     if (net) await this.#o.ports.detach(net, req.EndpointID);
     return {};
@@ -299,6 +309,60 @@ export class DockerPlugin {
   /** Calls veil needs nothing for (swarm allocation, discovery, port publishing): answered empty. */
   nothing() {
     return {};
+  }
+
+  /** Whether the endpoint's container is known (or no longer looked for); the gateway does not wait for it. */
+  learnt(endpointId: string): boolean {
+    return !this.#learning.has(endpointId);
+  }
+
+  /**
+   * After Join: waits for Docker to list the container on the network and start it, then records its
+   * name and aliases (for names across hosts: docs/docker.md "Names across hosts"), its namespace (by
+   * its pid) and the interface name Docker gave the port, so the agent configures the resolver's route
+   * in it and plumbs it again after a gateway restart.
+   */
+  async #learn(dockerNetworkId: string, net: NetworkRecord, ep: EndpointRecord): Promise<void> {
+    const deadline = Date.now() + (this.#o.joinWaitMs ?? 30_000);
+    try {
+      for (let wait = 20; this.#learning.has(ep.id); wait = Math.min(wait * 2, 500)) {
+        const known = await this.#containerOf(dockerNetworkId, ep);
+        if (known) {
+          await this.#o.store.updateEndpoint(net.id, ep.id, known);
+          this.#log('info', 'docker endpoint named', { network: net.name, endpoint: ep.id, container: known.name });
+          return;
+        }
+        if (Date.now() >= deadline) {
+          this.#log('warn', 'docker container not seen on its network', { network: net.name, endpoint: ep.id });
+          return;
+        }
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    } catch (err) {
+      this.#log('warn', 'docker container not named', {
+        network: net.name,
+        endpoint: ep.id,
+        error: (err as Error).message,
+      });
+    } finally {
+      this.#learning.delete(ep.id);
+    }
+  }
+
+  async #containerOf(
+    dockerNetworkId: string,
+    ep: EndpointRecord,
+  ): Promise<{ name: string; aliases: string[]; sandbox: Sandbox; ifName: string } | undefined> {
+    const info = await this.#o.engine.network(dockerNetworkId);
+    const id = Object.entries(info?.Containers ?? {}).find(([, c]) => c.EndpointID === ep.id)?.[0];
+    if (!info || !id) return undefined;
+    const c = await this.#o.engine.container(id);
+    if (!c || !c.State.Running || c.State.Pid <= 0) return undefined;
+    const sandbox = { pid: c.State.Pid };
+    const ifName = await this.#o.ports.interfaceIn(sandbox, ep.mac);
+    if (!ifName) return undefined;
+    const aliases = (c.NetworkSettings.Networks?.[info.Name]?.Aliases ?? []).filter((a) => a.length > 0);
+    return { name: c.Name.replace(/^\//, ''), aliases, sandbox, ifName };
   }
 
   // ---- bindings -----------------------------------------------------------------------------

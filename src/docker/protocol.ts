@@ -105,4 +105,14 @@ export interface EngineNetwork {
   Labels: Record<string, string> | null;
   Options: Record<string, string> | null;
   IPAM: { Driver: string; Config: Array<{ Subnet?: string; IPRange?: string; Gateway?: string }> | null };
+  /** Containers joined, by container id (only once they have joined). */
+  Containers?: Record<string, { Name: string; EndpointID: string }> | null;
+}
+
+/** What `GET /containers/{id}/json` says of a container (the fields veil reads). */
+export interface EngineContainer {
+  Id: string;
+  Name: string;
+  State: { Pid: number; Running: boolean };
+  NetworkSettings: { Networks: Record<string, { EndpointID: string; Aliases: string[] | null }> | null };
 }

@@ -1,4 +1,4 @@
-import type { CommandResult, CommandRunner } from './exec.js';
+import { parseCommandJson, type CommandResult, type CommandRunner } from './exec.js';
 
 /** A network namespace: a named one (/run/netns/<name>), a bind-mounted path, or a process's. */
 export type NetnsRef = { readonly name: string } | { readonly path: string } | { readonly pid: number };
@@ -27,4 +27,15 @@ export function ipIn(run: CommandRunner, ref: NetnsRef, args: readonly string[])
 export function execIn(run: CommandRunner, name: string | undefined, argv: readonly string[]): Promise<CommandResult> {
   if (name === undefined) return run(argv[0]!, argv.slice(1));
   return run('ip', ['netns', 'exec', name, ...argv]);
+}
+
+/** The name of the interface with this MAC in the namespace, or undefined (none yet, or no namespace). */
+export async function interfaceWithMac(run: CommandRunner, ref: NetnsRef, mac: string): Promise<string | undefined> {
+  let links: Array<{ ifname: string; address?: string }>;
+  try {
+    links = parseCommandJson((await ipIn(run, ref, ['-j', 'link', 'show'])).stdout, 'ip -j link show');
+  } catch {
+    return undefined;
+  }
+  return links.find((l) => l.address?.toLowerCase() === mac.toLowerCase())?.ifname;
 }

@@ -49,6 +49,7 @@ import {
 import {
   addressReservation,
   allocRange,
+  changedEndpoint,
   buildNetwork,
   checkAck,
   checkEndpoint,
@@ -61,6 +62,7 @@ import {
 } from './logic.js';
 import type {
   AckRecord,
+  EndpointChanges,
   EndpointRecord,
   EndpointSpec,
   HostLease,
@@ -568,6 +570,26 @@ export class EtcdStore implements Store {
         await jitter(attempt);
       }
       throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'endpoint deletion');
+    });
+  }
+
+  async updateEndpoint(networkId: string, endpointId: string, changes: EndpointChanges): Promise<EndpointRecord> {
+    return guard(async () => {
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        const { value: net } = await this.findNetwork(networkId);
+        const found = SEGMENT_RE.test(endpointId)
+          ? await this.getOne<EndpointRecord>(keys.endpoint(net.id, endpointId))
+          : null;
+        if (!found) throw new StoreError('VEIL_ERR_NOT_FOUND', `endpoint ${endpointId} in network ${net.name}`);
+        const next = changedEndpoint(found.value, changes, net);
+        const res = await this.ns
+          .if(keys.endpoint(net.id, endpointId), 'Mod', '==', found.modRevision)
+          .then(this.ns.put(keys.endpoint(net.id, endpointId)).value(json(next)))
+          .commit();
+        if (res.succeeded) return next;
+        await jitter(attempt);
+      }
+      throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'endpoint update');
     });
   }
 

@@ -12,6 +12,8 @@ import { SEGMENT_RE } from './layout.js';
 import { VNI_ALLOCATION_MIN, VNI_MAX } from '../model/ids.js';
 import type {
   AckRecord,
+  EndpointChanges,
+  EndpointRecord,
   EndpointSpec,
   HostRegistration,
   IpamConfig,
@@ -174,6 +176,13 @@ export function buildNetwork(
 }
 
 /** Validates an endpoint spec against its network; returns the requested IP (if any) as a number. */
+/** The endpoint with `changes` applied, checked as createEndpoint checks a new one. */
+export function changedEndpoint(ep: EndpointRecord, changes: EndpointChanges, network: NetworkRecord): EndpointRecord {
+  const next: EndpointRecord = { ...ep, ...changes, aliases: [...(changes.aliases ?? ep.aliases)] };
+  checkEndpoint({ ...next, reservedBy: undefined }, network);
+  return next;
+}
+
 /** The value of ipam/<net>/<ip> while `holder` reserved it and no endpoint holds it (an endpoint's value is its id). */
 export function addressReservation(holder: string): string {
   return `reserved:${checkSegment('reservation holder', holder)}`;

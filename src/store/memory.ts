@@ -23,6 +23,7 @@ import {
 import {
   addressReservation,
   allocRange,
+  changedEndpoint,
   buildNetwork,
   checkAck,
   checkEndpoint,
@@ -35,6 +36,7 @@ import {
 } from './logic.js';
 import type {
   AckRecord,
+  EndpointChanges,
   EndpointRecord,
   EndpointSpec,
   HostLease,
@@ -572,6 +574,15 @@ export class MemoryStore implements Store {
         : null;
     if (!ep) throw new StoreError('VEIL_ERR_NOT_FOUND', `endpoint ${endpointId} in network ${networkId}`);
     this.backend.commit([{ del: keys.endpoint(networkId, endpointId) }, { del: keys.ipam(networkId, ep.ipv4) }]);
+  }
+
+  async updateEndpoint(networkId: string, endpointId: string, changes: EndpointChanges): Promise<EndpointRecord> {
+    const net = this.findNetwork(networkId);
+    const ep = SEGMENT_RE.test(endpointId) ? this.read<EndpointRecord>(keys.endpoint(net.id, endpointId)) : null;
+    if (!ep) throw new StoreError('VEIL_ERR_NOT_FOUND', `endpoint ${endpointId} in network ${net.name}`);
+    const next = changedEndpoint(ep, changes, net);
+    this.backend.commit([{ put: keys.endpoint(net.id, endpointId), value: JSON.stringify(next) }]);
+    return next;
   }
 
   async reserveAddress(networkId: string, holder: string, ipv4?: string): Promise<string> {

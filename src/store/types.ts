@@ -98,6 +98,8 @@ export interface EndpointSpec {
   reservedBy?: string;
 }
 
+export type EndpointChanges = Partial<Pick<EndpointRecord, 'name' | 'aliases' | 'sandbox' | 'ifName'>>;
+
 export type EpochState = 'published' | 'active' | 'retired';
 
 export interface KeyEpochRecord {
@@ -219,6 +221,11 @@ export interface Store {
   listEndpoints(networkId?: string): Promise<Listing<EndpointRecord>>;
   /** Deletes the endpoint and frees its IP in one transaction. */
   deleteEndpoint(networkId: string, endpointId: string): Promise<void>;
+  /**
+   * What a runtime tells only after the endpoint exists (Docker: the container's name and aliases once
+   * it joined, its namespace and interface name): the endpoint's address, MAC and host stay.
+   */
+  updateEndpoint(networkId: string, endpointId: string, changes: EndpointChanges): Promise<EndpointRecord>;
   /**
    * Takes an address (the requested one, or a free one) for `holder` before any endpoint exists
    * (Docker's IPAM asks for the address first); createEndpoint with reservedBy turns it into the

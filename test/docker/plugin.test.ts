@@ -4,6 +4,7 @@ import { FakeEngine } from '../../src/docker/engine-fake.js';
 import { DockerPlugin, type RuntimePorts } from '../../src/docker/plugin.js';
 import { PLUGIN_CONTENT_TYPE } from '../../src/docker/protocol.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import { waitFor } from '../support/wait.js';
 import type { Store } from '../../src/store/types.js';
 
 // The plugin as Docker 20.10 drives it (the order of calls seen from a real dockerd: docs/docker.md
@@ -24,12 +25,17 @@ class Ports implements RuntimePorts {
   async detach(_network: unknown, endpointId: string) {
     this.attached.delete(endpointId);
   }
+  /** pid → (MAC → interface name): what Docker moved into each container. */
+  readonly moved = new Map<number, Map<string, string>>();
+  async interfaceIn(sandbox: { pid: number } | { netns: string }, mac: string) {
+    return 'pid' in sandbox ? this.moved.get(sandbox.pid)?.get(mac) : undefined;
+  }
 }
 
 function dockerHost(store: Store, hostId: string, opts: { boundMs?: number } = {}) {
   const engine = new FakeEngine();
   const ports = new Ports();
-  const plugin = new DockerPlugin({ store, hostId, engine, ports, engineWaitMs: 300 });
+  const plugin = new DockerPlugin({ store, hostId, engine, ports, engineWaitMs: 300, joinWaitMs: 2_000 });
   const app = buildDockerPluginApp(plugin, opts);
   const call = async (method: string, body: unknown = {}) => {
     const res = await app.inject({
@@ -174,6 +180,40 @@ describe('the veil Docker plugin', () => {
     await h.remove(NET_A, String(made.PoolID), EP_1, String(c.Address));
     expect(h.ports.attached.size).toBe(0);
     expect(await store.dump()).toEqual(before);
+  });
+
+  it('after Join, the container’s name, aliases, namespace and interface reach its endpoint in etcd', async () => {
+    const h = dockerHost(store, 'h1');
+    const made = await h.createNetwork(NET_A, 'secure', '10.38.0.0/24');
+    const c = await h.run(NET_A, String(made.PoolID), EP_1);
+    const mac = String((c.Interface as { MacAddress: string }).MacAddress);
+    expect(h.plugin.learnt(EP_1)).toBe(false);
+    // Docker moves the port, starts the container, and lists it on the network.
+    h.ports.moved.set(4242, new Map([[mac, 'eth0']]));
+    h.engine.run(NET_A, EP_1, 'c'.repeat(64), 'web', 4242, ['www', 'cccccccccccc']);
+    await waitFor(() => h.plugin.learnt(EP_1), 3_000, 'endpoint named');
+    const net = await store.getNetwork('secure');
+    expect((await store.listEndpoints(net.id)).items).toEqual([
+      expect.objectContaining({
+        id: EP_1,
+        name: 'web',
+        aliases: ['www', 'cccccccccccc'],
+        sandbox: { pid: 4242 },
+        ifName: 'eth0',
+        ipv4: String(c.Address).split('/')[0],
+      }),
+    ]);
+  });
+
+  it('a container that leaves before Docker showed it is not looked for any more', async () => {
+    const h = dockerHost(store, 'h1');
+    const made = await h.createNetwork(NET_A, 'secure', '10.39.0.0/24');
+    const c = await h.run(NET_A, String(made.PoolID), EP_1);
+    await h.remove(NET_A, String(made.PoolID), EP_1, String(c.Address));
+    expect(h.plugin.learnt(EP_1)).toBe(true);
+    h.engine.run(NET_A, EP_1, 'c'.repeat(64), 'web', 4242);
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await store.listEndpoints((await store.getNetwork('secure')).id)).items).toEqual([]);
   });
 
   it('the same network created on a second host joins it: one veil network, addresses never handed out twice', async () => {

@@ -354,6 +354,29 @@ export function describeStore(impl: StoreImpl): void {
         for (const e of eps) expect(dump.get(keys.ipam(n.id, e.ipv4))).toBe(e.id);
       });
 
+      it('an endpoint learns its name, aliases, namespace and interface later; address, MAC and host stay', async () => {
+        const n = await store.createNetwork(net('later', '10.9.1.0/24'));
+        const ep = await store.createEndpoint({ networkId: n.id, name: 'docker-1234', hostId: 'h1' });
+        const named = await store.updateEndpoint(n.id, ep.id, {
+          name: 'web',
+          aliases: ['www'],
+          sandbox: { netns: '/var/run/docker/netns/abc' },
+          ifName: 'eth0',
+        });
+        expect(named).toEqual({
+          ...ep,
+          name: 'web',
+          aliases: ['www'],
+          sandbox: { netns: '/var/run/docker/netns/abc' },
+          ifName: 'eth0',
+        });
+        expect((await store.listEndpoints(n.id)).items).toEqual([named]);
+        await expectCode(store.updateEndpoint(n.id, ep.id, { name: '' }), 'VEIL_ERR_REQUEST_INVALID');
+        await expectCode(store.updateEndpoint(n.id, ep.id, { aliases: [''] }), 'VEIL_ERR_REQUEST_INVALID');
+        await expectCode(store.updateEndpoint(n.id, 'f'.repeat(64), { name: 'x' }), 'VEIL_ERR_NOT_FOUND');
+        expect((await store.listEndpoints(n.id)).items).toEqual([named]);
+      });
+
       it('an address reserved before its endpoint (Docker IPAM): taken for others, the endpoint takes it over, release is idempotent', async () => {
         const n = await store.createNetwork(net('docker', '10.9.0.0/29')); // .2 .. .6
         const a = await store.reserveAddress(n.id, 'h1');

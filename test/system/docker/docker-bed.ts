@@ -96,6 +96,9 @@ export async function createDockerBed(options: { hosts: number; gatewayArgs?: st
         '--ip-masq=false',
         '--bridge=none',
         '--storage-driver=vfs',
+        // Names Docker's embedded DNS does not know go to veil's resolver (docs/docker.md "Names across hosts").
+        '--dns',
+        '169.254.53.53',
       ].join(' ');
       const proc = cb.bed.spawn(
         host.netns,

@@ -106,7 +106,19 @@ describe('docker run --network secure', () => {
   let webIp: string;
 
   it('containers on two hosts reach each other; addresses come from veil and the endpoints are in etcd', async () => {
-    await db.docker(1, ['run', '-d', '--name', 'web', '--network', 'secure', IMAGE, 'sleep', '600']);
+    await db.docker(1, [
+      'run',
+      '-d',
+      '--name',
+      'web',
+      '--network',
+      'secure',
+      '--network-alias',
+      'www',
+      IMAGE,
+      'sleep',
+      '600',
+    ]);
     webIp = await addressOf(1, 'web');
     expect(webIp).toMatch(/^10\.60\.0\.\d+$/);
     const ping = await db.docker(
@@ -117,9 +129,38 @@ describe('docker run --network secure', () => {
       },
     );
     expect(ping.code, ping.stdout + ping.stderr).toBe(0);
+    // Named once Docker showed the container: `veil network inspect` on another host lists it by its Docker name.
+    await waitFor(
+      async () => {
+        const net = (await db.cb.api(3, 'GET', '/networks/secure')).body;
+        return Object.values(net.Containers ?? {}).some((c) => (c as { Name: string }).Name === 'web');
+      },
+      15_000,
+      'web named in veil',
+    );
     const net = (await db.cb.api(3, 'GET', '/networks/secure')).body;
-    const endpoints = Object.values(net.Containers ?? {}) as Array<{ IPv4Address: string; Host: string }>;
-    expect(endpoints).toEqual([expect.objectContaining({ IPv4Address: `${webIp}/24`, Host: 'h1' })]);
+    expect(Object.values(net.Containers)).toEqual([
+      expect.objectContaining({
+        Name: 'web',
+        IPv4Address: `${webIp}/24`,
+        Host: 'h1',
+        Aliases: expect.arrayContaining(['www']),
+      }),
+    ]);
+  });
+
+  it('names cross hosts: a Docker container on host 2 reaches web and its alias by name', async () => {
+    for (const name of ['web', 'www']) {
+      const ping = await db.docker(
+        2,
+        ['run', '--rm', '--network', 'secure', IMAGE, 'ping', '-c', '1', '-W', '3', name],
+        {
+          allowFail: true,
+        },
+      );
+      expect(ping.code, `${name}: ${ping.stdout}${ping.stderr}`).toBe(0);
+      expect(ping.stdout).toContain(webIp);
+    }
   });
 
   it('a container attached with the veil API on host 3 and the Docker container on host 1 reach each other', async () => {
@@ -130,9 +171,12 @@ describe('docker run --network secure', () => {
     });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     const cliIp = String(res.body.IPv4Address).split('/')[0]!;
-    await db.cb.bed.exec(c.ns, ['ping', '-c', '3', '-W', '3', webIp]);
-    const back = await db.docker(1, ['exec', 'web', 'ping', '-c', '3', '-W', '3', cliIp], { allowFail: true });
+    // By name both ways: veil's resolver answers the CLI container, Docker's forwards to it for web.
+    const there = await db.cb.bed.exec(c.ns, ['ping', '-c', '3', '-W', '3', 'web']);
+    expect(there.stdout).toContain(webIp);
+    const back = await db.docker(1, ['exec', 'web', 'ping', '-c', '3', '-W', '3', 'cli'], { allowFail: true });
     expect(back.code, back.stdout + back.stderr).toBe(0);
+    expect(back.stdout).toContain(cliIp);
     await db.cb.api(3, 'POST', '/networks/secure/disconnect', { Container: 'cli' });
   });
 
