@@ -74,6 +74,8 @@ export interface ClusterHostDeps {
 export interface ClusterHost {
   readonly gateway: Gateway;
   readonly agent: HostAgent;
+  /** The embedded DNS, when the host has one. */
+  readonly dns: HostDns | undefined;
   readonly installer: EpochInstaller;
   readonly leader: KeyScheduleLeader;
   /** What the API's key routes call: forced rotation (the same request any host may make) and status. */
@@ -205,6 +207,7 @@ export function assembleClusterHost(deps: ClusterHostDeps): ClusterHost {
   const host: ClusterHost = {
     gateway,
     agent,
+    dns,
     installer,
     leader,
     keys: keySchedule,

@@ -5,12 +5,13 @@ import type { HostAgent } from './agent/agent.js';
 import { buildApp } from './api/app.js';
 import { buildDockerPluginApp } from './api/docker-plugin.js';
 import { listenApi, listenOnSocket, planApiListen } from './api/listen.js';
-import { assembleClusterHost, type HostLog } from './cluster-host.js';
+import { assembleClusterHost, type HostDns, type HostLog } from './cluster-host.js';
 import type { ClusterGatewayConfig } from './config/cluster.js';
 import { loadOrCreateIdentity } from './config/identity.js';
 import { nodeAeadProvider } from './crypto/aead-node.js';
 import { bytesToHex } from './crypto/bytes.js';
 import { IprouteDnsPlumbing } from './dns/plumbing.js';
+import { RESOLVER_ADDRESS } from './dns/wire.js';
 import { SocketEngine } from './docker/engine.js';
 import { DockerPlugin } from './docker/plugin.js';
 import { PLUGIN_SOCKET_FILE } from './docker/protocol.js';
@@ -107,6 +108,7 @@ async function serveDockerPlugin(
   store: Store,
   hostId: string,
   agent: HostAgent,
+  dns: HostDns | undefined,
   log: HostLog,
 ): Promise<{ close(): Promise<void> }> {
   const plugin = new DockerPlugin({
@@ -116,10 +118,12 @@ async function serveDockerPlugin(
     ports: {
       attach: (n, e) => agent.attachRuntimePort(n, e),
       detach: (n, id) => agent.detachRuntimePort(n, id),
+      ...(dns ? { inContainer: (n: NetworkRecord, e: EndpointRecord) => dns.attached(e, n) } : {}),
       interfaceIn: (sandbox, mac) =>
         interfaceWithMac(execRunner, 'pid' in sandbox ? { pid: sandbox.pid } : { path: sandbox.netns }, mac),
     },
     log,
+    resolverAddress: RESOLVER_ADDRESS,
   });
   const app = buildDockerPluginApp(plugin, { log });
   const path = join(docker.pluginsDir, PLUGIN_SOCKET_FILE);
@@ -205,7 +209,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
       const api = await listenApi((server) => buildApp(deps, { logger: false, ...server }), apiPlan);
       log.info({ addresses: api.addresses }, 'API listening');
       if (!config.docker) return api;
-      const docker = await serveDockerPlugin(config.docker, store, config.hostId, h.agent, hostLog).catch(
+      const docker = await serveDockerPlugin(config.docker, store, config.hostId, h.agent, h.dns, hostLog).catch(
         async (err: unknown) => {
           await api.close();
           throw err;

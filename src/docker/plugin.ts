@@ -12,6 +12,7 @@ import {
   IPV6_OPTION,
   NETWORK_OPTIONS,
   REQUEST_ADDRESS_TYPE,
+  ROUTE_CONNECTED,
   type CreateEndpointRequest,
   type CreateNetworkRequest,
   type EndpointRequest,
@@ -38,6 +39,11 @@ export interface RuntimePorts {
   detach(network: NetworkRecord, endpointId: string): Promise<void>;
   /** The name of the interface with this MAC inside the container, once the runtime moved it there. */
   interfaceIn(sandbox: Sandbox, mac: string): Promise<string | undefined>;
+  /**
+   * The port is in the container (the endpoint now has its sandbox and interface): the resolver's
+   * neighbour entry goes in at once, not a watch round later, as the container is starting.
+   */
+  inContainer?(network: NetworkRecord, endpoint: EndpointRecord): Promise<void>;
 }
 
 export interface DockerPluginOptions {
@@ -51,6 +57,11 @@ export interface DockerPluginOptions {
   engineWaitMs?: number;
   /** How long to wait, after Join, for Docker to show the container on the network and started. */
   joinWaitMs?: number;
+  /**
+   * veil's resolver (docs/dns.md): Join asks Docker for its route, so a query the container sends at
+   * once waits for the neighbour entry the agent adds, rather than going out the default route.
+   */
+  resolverAddress?: string;
 }
 
 /** What a Docker network of this host is in veil: its veil network, or why it cannot be one. */
@@ -293,10 +304,15 @@ export class DockerPlugin {
     const srcName = await this.#o.ports.attach(net, ep);
     // Docker says who joined only after this call: the name, aliases and namespace follow.
     this.#learning.add(ep.id);
-    void this.#learn(req.NetworkID, net, ep);
+    void this.#learn(req.NetworkID, net, ep, req.SandboxKey ?? '');
     // No gateway from veil: like Docker's overlay, the container's way out is Docker's gateway bridge,
     // which an internal network goes without.
-    return { InterfaceName: { SrcName: srcName, DstPrefix: INTERFACE_PREFIX }, DisableGatewayService: net.internal };
+    const resolver = this.#o.resolverAddress;
+    return {
+      InterfaceName: { SrcName: srcName, DstPrefix: INTERFACE_PREFIX },
+      ...(resolver ? { StaticRoutes: [{ Destination: `${resolver}/32`, RouteType: ROUTE_CONNECTED }] } : {}),
+      DisableGatewayService: net.internal,
+    };
   }
 
   async leave(req: EndpointRequest) {
@@ -317,23 +333,58 @@ export class DockerPlugin {
   }
 
   /**
-   * After Join: waits for Docker to list the container on the network and start it, then records its
-   * name and aliases (for names across hosts: docs/docker.md "Names across hosts"), its namespace (by
-   * its pid) and the interface name Docker gave the port, so the agent configures the resolver's route
-   * in it and plumbs it again after a gateway restart.
+   * After Join, in two steps (docs/docker.md "Names across hosts"). First, as soon as Docker has moved
+   * the port into the container's namespace (its SandboxKey), that namespace and the interface name are
+   * recorded: the agent then gives the container its neighbour entry for the resolver (Join already
+   * gave it the route) and plumbs it again after a gateway restart. Then, once Docker lists the
+   * container on the network, its name and aliases, which every host's resolver answers.
    */
-  async #learn(dockerNetworkId: string, net: NetworkRecord, ep: EndpointRecord): Promise<void> {
+  async #learn(dockerNetworkId: string, net: NetworkRecord, ep: EndpointRecord, sandboxKey: string): Promise<void> {
     const deadline = Date.now() + (this.#o.joinWaitMs ?? 30_000);
+    const sandbox: Sandbox = { netns: sandboxKey };
+    let placed = !sandboxKey;
+    let named = false;
+    let lastError: string | undefined;
     try {
-      for (let wait = 20; this.#learning.has(ep.id); wait = Math.min(wait * 2, 500)) {
-        const known = await this.#containerOf(dockerNetworkId, ep);
-        if (known) {
-          await this.#o.store.updateEndpoint(net.id, ep.id, known);
-          this.#log('info', 'docker endpoint named', { network: net.name, endpoint: ep.id, container: known.name });
-          return;
+      for (let wait = 10; this.#learning.has(ep.id); wait = Math.min(wait * 2, 100)) {
+        // A failed look (Docker or etcd busy) is tried again until the deadline.
+        try {
+          if (!placed) {
+            const ifName = await this.#o.ports.interfaceIn(sandbox, ep.mac);
+            if (ifName) {
+              const inside = await this.#o.store.updateEndpoint(net.id, ep.id, { sandbox, ifName });
+              placed = true;
+              await this.#o.ports.inContainer?.(net, inside);
+            }
+          }
+          if (!named) {
+            const known = await this.#containerOf(dockerNetworkId, ep);
+            if (known) {
+              await this.#o.store.updateEndpoint(net.id, ep.id, known);
+              this.#log('info', 'docker endpoint named', { network: net.name, endpoint: ep.id, container: known.name });
+              named = true;
+            }
+          }
+        } catch (err) {
+          lastError = (err as Error).message;
         }
+        if (placed && named) return;
         if (Date.now() >= deadline) {
-          this.#log('warn', 'docker container not seen on its network', { network: net.name, endpoint: ep.id });
+          this.#log(
+            'warn',
+            placed
+              ? 'docker container not seen on its network'
+              : "docker container's namespace not visible to the gateway",
+            {
+              network: net.name,
+              endpoint: ep.id,
+              sandbox: sandboxKey,
+              ...(lastError ? { error: lastError } : {}),
+              ...(placed
+                ? {}
+                : { hint: 'share Docker\'s netns directory with the gateway (docs/docker.md "Enabling the plugin")' }),
+            },
+          );
           return;
         }
         await new Promise((r) => setTimeout(r, wait));
@@ -352,17 +403,18 @@ export class DockerPlugin {
   async #containerOf(
     dockerNetworkId: string,
     ep: EndpointRecord,
-  ): Promise<{ name: string; aliases: string[]; sandbox: Sandbox; ifName: string } | undefined> {
+  ): Promise<{ name: string; aliases: string[] } | undefined> {
     const info = await this.#o.engine.network(dockerNetworkId);
-    const id = Object.entries(info?.Containers ?? {}).find(([, c]) => c.EndpointID === ep.id)?.[0];
+    // Docker lists an endpoint under "ep-<endpoint id>" until its container is attached; only a
+    // container id names the container.
+    const id = Object.entries(info?.Containers ?? {}).find(
+      ([key, c]) => c.EndpointID === ep.id && /^[0-9a-f]{64}$/.test(key),
+    )?.[0];
     if (!info || !id) return undefined;
     const c = await this.#o.engine.container(id);
-    if (!c || !c.State.Running || c.State.Pid <= 0) return undefined;
-    const sandbox = { pid: c.State.Pid };
-    const ifName = await this.#o.ports.interfaceIn(sandbox, ep.mac);
-    if (!ifName) return undefined;
+    if (!c) return undefined;
     const aliases = (c.NetworkSettings.Networks?.[info.Name]?.Aliases ?? []).filter((a) => a.length > 0);
-    return { name: c.Name.replace(/^\//, ''), aliases, sandbox, ifName };
+    return { name: c.Name.replace(/^\//, ''), aliases };
   }
 
   // ---- bindings -----------------------------------------------------------------------------

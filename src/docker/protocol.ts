@@ -20,6 +20,8 @@ export const REQUEST_ADDRESS_TYPE = 'RequestAddressType';
 export const GATEWAY_ADDRESS = 'com.docker.network.gateway';
 /** veil's one address space: a pool in it is a veil network's subnet. */
 export const ADDRESS_SPACE = 'veil';
+/** Join's StaticRoutes RouteType: 1 routes through the joined interface itself (0 through a NextHop). */
+export const ROUTE_CONNECTED = 1;
 /** Docker names the moved interface <prefix><n>: eth0, eth1, ... in connect order. */
 export const INTERFACE_PREFIX = 'eth';
 

@@ -25,17 +25,25 @@ class Ports implements RuntimePorts {
   async detach(_network: unknown, endpointId: string) {
     this.attached.delete(endpointId);
   }
-  /** pid → (MAC → interface name): what Docker moved into each container. */
-  readonly moved = new Map<number, Map<string, string>>();
+  /** SandboxKey → (MAC → interface name): what Docker moved into each container's namespace. */
+  readonly moved = new Map<string, Map<string, string>>();
   async interfaceIn(sandbox: { pid: number } | { netns: string }, mac: string) {
-    return 'pid' in sandbox ? this.moved.get(sandbox.pid)?.get(mac) : undefined;
+    return 'netns' in sandbox ? this.moved.get(sandbox.netns)?.get(mac) : undefined;
   }
 }
 
 function dockerHost(store: Store, hostId: string, opts: { boundMs?: number } = {}) {
   const engine = new FakeEngine();
   const ports = new Ports();
-  const plugin = new DockerPlugin({ store, hostId, engine, ports, engineWaitMs: 300, joinWaitMs: 2_000 });
+  const plugin = new DockerPlugin({
+    store,
+    hostId,
+    engine,
+    ports,
+    engineWaitMs: 300,
+    joinWaitMs: 2_000,
+    resolverAddress: '169.254.53.53',
+  });
   const app = buildDockerPluginApp(plugin, opts);
   const call = async (method: string, body: unknown = {}) => {
     const res = await app.inject({
@@ -164,6 +172,8 @@ describe('the veil Docker plugin', () => {
       Address: '10.30.0.128/24',
       Interface: { MacAddress: '02:42:0a:1e:00:80' },
       InterfaceName: { SrcName: `vh${EP_1.slice(0, 6)}`, DstPrefix: 'eth' },
+      // The resolver's route from the start (docs/docker.md "Names across hosts").
+      StaticRoutes: [{ Destination: '169.254.53.53/32', RouteType: 1 }],
       DisableGatewayService: false,
     });
     const net = await store.getNetwork('secure');
@@ -188,8 +198,18 @@ describe('the veil Docker plugin', () => {
     const c = await h.run(NET_A, String(made.PoolID), EP_1);
     const mac = String((c.Interface as { MacAddress: string }).MacAddress);
     expect(h.plugin.learnt(EP_1)).toBe(false);
-    // Docker moves the port, starts the container, and lists it on the network.
-    h.ports.moved.set(4242, new Map([[mac, 'eth0']]));
+    // Docker moves the port into the namespace: recorded before the container is even listed.
+    h.ports.moved.set('/var/run/docker/netns/x', new Map([[mac, 'eth0']]));
+    await waitFor(
+      async () => (await store.listEndpoints()).items.find((e) => e.id === EP_1)?.ifName === 'eth0',
+      3_000,
+      'namespace recorded',
+    );
+    // Docker lists the endpoint under "ep-<id>" until the container is attached: not a container yet.
+    h.engine.networks.get(NET_A)!.Containers = { [`ep-${EP_1}`]: { Name: '', EndpointID: EP_1 } };
+    await new Promise((r) => setTimeout(r, 50));
+    expect(h.plugin.learnt(EP_1)).toBe(false);
+    // Then it starts the container and lists it on the network.
     h.engine.run(NET_A, EP_1, 'c'.repeat(64), 'web', 4242, ['www', 'cccccccccccc']);
     await waitFor(() => h.plugin.learnt(EP_1), 3_000, 'endpoint named');
     const net = await store.getNetwork('secure');
@@ -198,7 +218,7 @@ describe('the veil Docker plugin', () => {
         id: EP_1,
         name: 'web',
         aliases: ['www', 'cccccccccccc'],
-        sandbox: { pid: 4242 },
+        sandbox: { netns: '/var/run/docker/netns/x' },
         ifName: 'eth0',
         ipv4: String(c.Address).split('/')[0],
       }),

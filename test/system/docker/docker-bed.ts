@@ -10,7 +10,9 @@ import { createClusterBed, type ClusterBed } from '../netns/cluster-bed.js';
  * (docs/testing.md "The Docker bed"). Each dockerd joins only its host's network namespace (nsenter;
  * ip netns exec would remount /sys and hide the cgroups) and runs in a private mount namespace where
  * /run/docker/plugins is the host's own plugins directory, so each Docker finds its own gateway's
- * plugin. Its image is a busybox-static root filesystem made here and `docker import`ed: no registry.
+ * plugin. Its containers' namespace files (<exec root>/netns) live on a shared mount made before the
+ * gateways start, so they are seen by the gateways as Docker's on one host are (docs/docker.md
+ * "Enabling the plugin"). Its image is a busybox-static root filesystem made here and `docker import`ed: no registry.
  */
 
 /** Debian's docker.io client, not whatever newer one is first on PATH. */
@@ -24,6 +26,8 @@ export interface DockerBed {
   docker(hostIndex: number, args: string[], opts?: { allowFail?: boolean; timeoutMs?: number }): Promise<ExecResult>;
   /** Host i's dockerd API socket. */
   dockerSocket(hostIndex: number): string;
+  /** Host i's plugins directory (its gateway's --docker-plugins). */
+  pluginsDir(hostIndex: number): string;
   destroy(): Promise<void>;
 }
 
@@ -45,8 +49,14 @@ export async function createDockerBed(options: { hosts: number; gatewayArgs?: st
   const plugins = (i: number) => join(dir, `d${i}`, 'plugins');
   const dockerds = new Map<number, BedProcess>();
   const hostArgs: Record<number, string[]> = {};
+  const netnsDirs: string[] = [];
   for (let i = 1; i <= options.hosts; i++) {
     mkdirSync(plugins(i), { recursive: true });
+    const netnsDir = join(dir, `d${i}`, 'exec', 'netns');
+    mkdirSync(netnsDir, { recursive: true });
+    execFileSync('mount', ['--bind', netnsDir, netnsDir]);
+    netnsDirs.push(netnsDir);
+    execFileSync('mount', ['--make-shared', netnsDir]);
     hostArgs[i] = ['--docker-plugins', plugins(i), '--docker-host', `unix://${socket(i)}`];
   }
   let cb: ClusterBed | undefined;
@@ -73,6 +83,8 @@ export async function createDockerBed(options: { hosts: number; gatewayArgs?: st
       await d.stop(15_000);
     }
     await cb?.destroy();
+    // Namespace files Docker left (a killed dockerd), then the shared mounts themselves.
+    for (const d of netnsDirs) execFileSync('umount', ['--recursive', '--lazy', d], { stdio: 'ignore' });
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -103,10 +115,11 @@ export async function createDockerBed(options: { hosts: number; gatewayArgs?: st
       const proc = cb.bed.spawn(
         host.netns,
         [
+          // unchanged: the netns directory stays a peer of the host's; / is private, so the plugins bind is not.
           'unshare',
           '-m',
           '--propagation',
-          'private',
+          'unchanged',
           'sh',
           '-c',
           `mkdir -p /run/docker/plugins && mount --bind ${plugins(i)} /run/docker/plugins && exec ${dockerd}`,
@@ -124,7 +137,7 @@ export async function createDockerBed(options: { hosts: number; gatewayArgs?: st
       }
       execFileSync(DOCKER, ['-H', `unix://${socket(i)}`, 'import', tar, IMAGE], { stdio: 'ignore' });
     }
-    return { cb, docker: run, dockerSocket: socket, destroy };
+    return { cb, docker: run, dockerSocket: socket, pluginsDir: plugins, destroy };
   } catch (err) {
     await destroy();
     throw err;

@@ -197,6 +197,26 @@ describe('docker run --network secure', () => {
     expect(seen.filter((d) => d.dstPort === 4789 || d.srcPort === 4789)).toEqual([]);
   });
 
+  it('a veil gateway restart (SIGTERM unplumbs the host) ends with the Docker container reachable again', async () => {
+    await db.cb.stopGateway(1);
+    await db.cb.startGateway(1, [
+      '--docker-plugins',
+      db.pluginsDir(1),
+      '--docker-host',
+      `unix://${db.dockerSocket(1)}`,
+    ]);
+    const ping = await db.docker(
+      2,
+      ['run', '--rm', '--network', 'secure', IMAGE, 'ping', '-c', '3', '-W', '3', 'web'],
+      {
+        allowFail: true,
+      },
+    );
+    expect(ping.code, ping.stdout + ping.stderr).toBe(0);
+    // web's port again: its vtep end only (the other is inside web), nothing left over.
+    expect(await veilLinks(1)).toHaveLength(1);
+  });
+
   it('the same name with another subnet on another host: the first container is refused with the fix', async () => {
     const made = await create(3, [], 'secure', '10.63.0.0/24');
     expect(made.code, made.stderr).toBe(0); // Docker does not tell a driver the name (docs/docker.md "Names")
