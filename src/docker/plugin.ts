@@ -307,7 +307,15 @@ export class DockerPlugin {
     void this.#learn(req.NetworkID, net, ep, req.SandboxKey ?? '');
     // No gateway from veil: like Docker's overlay, the container's way out is Docker's gateway bridge,
     // which an internal network goes without.
-    const resolver = this.#o.resolverAddress;
+    // One way to the resolver per container, through its first veil interface (docs/dns.md): a
+    // container joining a second veil network has its route already.
+    const sandboxKey = req.SandboxKey;
+    const first =
+      !sandboxKey ||
+      !(await this.#o.store.listEndpoints()).items.some(
+        (e) => e.id !== ep.id && e.sandbox !== undefined && 'netns' in e.sandbox && e.sandbox.netns === sandboxKey,
+      );
+    const resolver = first ? this.#o.resolverAddress : undefined;
     return {
       InterfaceName: { SrcName: srcName, DstPrefix: INTERFACE_PREFIX },
       ...(resolver ? { StaticRoutes: [{ Destination: `${resolver}/32`, RouteType: ROUTE_CONNECTED }] } : {}),

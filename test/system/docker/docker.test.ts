@@ -217,6 +217,53 @@ describe('docker run --network secure', () => {
     expect(await veilLinks(1)).toHaveLength(1);
   });
 
+  it('docker network connect and disconnect a running container: a second interface on the veil network, then none', async () => {
+    expect((await create(1, [], 'side', '10.64.0.0/24')).code).toBe(0);
+    await db.docker(1, ['run', '-d', '--name', 'multi', '--network', 'side', IMAGE, 'sleep', '600']);
+    await db.docker(1, ['network', 'connect', 'secure', 'multi']);
+    const ip = await addressOf(1, 'multi');
+    expect(ip).toMatch(/^10\.60\.0\.\d+$/);
+    const ping = await db.docker(2, ['run', '--rm', '--network', 'secure', IMAGE, 'ping', '-c', '2', '-W', '3', ip], {
+      allowFail: true,
+    });
+    expect(ping.code, ping.stdout + ping.stderr).toBe(0);
+    await db.docker(1, ['network', 'disconnect', 'secure', 'multi']);
+    const net = (await db.cb.api(2, 'GET', '/networks/secure')).body;
+    expect(Object.values(net.Containers ?? {}).map((c) => (c as { IPv4Address: string }).IPv4Address)).not.toContain(
+      `${ip}/24`,
+    );
+    await db.docker(1, ['rm', '-f', 'multi']);
+  });
+
+  it('docker stop and start, and docker restart: web is reachable by name again each time', async () => {
+    for (const step of [
+      ['stop', 'web'],
+      ['start', 'web'],
+      ['restart', 'web'],
+    ]) {
+      await db.docker(1, step);
+      if (step[0] === 'stop') {
+        // Stopped: its endpoint and address are gone from veil.
+        await waitFor(
+          async () => Object.keys((await db.cb.api(2, 'GET', '/networks/secure')).body.Containers ?? {}).length === 0,
+          10_000,
+          'web gone',
+        );
+        continue;
+      }
+      const ip = await addressOf(1, 'web');
+      const ping = await db.docker(
+        2,
+        ['run', '--rm', '--network', 'secure', IMAGE, 'ping', '-c', '2', '-W', '3', 'web'],
+        {
+          allowFail: true,
+        },
+      );
+      expect(ping.code, `${step[0]}: ${ping.stdout}${ping.stderr}`).toBe(0);
+      expect(ping.stdout).toContain(ip);
+    }
+  });
+
   it('the same name with another subnet on another host: the first container is refused with the fix', async () => {
     const made = await create(3, [], 'secure', '10.63.0.0/24');
     expect(made.code, made.stderr).toBe(0); // Docker does not tell a driver the name (docs/docker.md "Names")
