@@ -236,10 +236,11 @@ describe('docker run --network secure', () => {
   });
 
   it('docker stop and start, and docker restart: web is reachable by name again each time', async () => {
+    // -t 1: sleep as PID 1 ignores SIGTERM, so Docker would wait its 10 s before SIGKILL.
     for (const step of [
-      ['stop', 'web'],
+      ['stop', '-t', '1', 'web'],
       ['start', 'web'],
-      ['restart', 'web'],
+      ['restart', '-t', '1', 'web'],
     ]) {
       await db.docker(1, step);
       if (step[0] === 'stop') {
