@@ -265,6 +265,28 @@ describe('docker run --network secure', () => {
     }
   });
 
+  it('200 docker run --rm cycles leave the address pool, etcd and the hosts as they were', async () => {
+    const state = async () => {
+      const kvs = await db.cb.etcdctl(['get', '--prefix', '/veil/v1/ipam/', '--keys-only']);
+      const eps = await db.cb.etcdctl(['get', '--prefix', '/veil/v1/endpoints/', '--keys-only']);
+      return { ipam: kvs.trim(), endpoints: eps.trim(), links: await veilLinks(2) };
+    };
+    const before = await state();
+    const CYCLES = 200;
+    const PARALLEL = 4;
+    let failed = 0;
+    for (let i = 0; i < CYCLES; i += PARALLEL) {
+      const runs = await Promise.all(
+        Array.from({ length: Math.min(PARALLEL, CYCLES - i) }, () =>
+          db.docker(2, ['run', '--rm', '--network', 'secure', IMAGE, 'true'], { allowFail: true }),
+        ),
+      );
+      failed += runs.filter((r) => r.code !== 0).length;
+    }
+    expect(failed).toBe(0);
+    await waitFor(async () => JSON.stringify(await state()) === JSON.stringify(before), 10_000, 'state as before');
+  }, 600_000);
+
   it('the same name with another subnet on another host: the first container is refused with the fix', async () => {
     const made = await create(3, [], 'secure', '10.63.0.0/24');
     expect(made.code, made.stderr).toBe(0); // Docker does not tell a driver the name (docs/docker.md "Names")
