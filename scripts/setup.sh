@@ -12,9 +12,9 @@ cd "$(dirname "$0")/.."
 # bind9-dnsutils (dig: the discovery tests ask the embedded DNS from inside containers);
 # podman, runc and debootstrap: the appliance image (scripts/build-base-image.sh, scripts/image-test.sh;
 # runc because crun refuses the cgroup v1/v2 hybrid layout some machines have).
-# docker.io and busybox-static: the Docker plugin's tests run a dockerd per test host, with an image
-# made from busybox (test/system/docker/docker-bed.ts).
-PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark etcd-server etcd-client make gcc g++ python3 nftables bind9-dnsutils podman runc debootstrap docker.io busybox-static)
+# docker.io, docker-compose and busybox-static: the Docker plugin's tests run a dockerd per test host,
+# with an image made from busybox (test/system/docker/docker-bed.ts), and Compose on two of them.
+PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark etcd-server etcd-client make gcc g++ python3 nftables bind9-dnsutils podman runc debootstrap docker.io docker-compose busybox-static)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: veil's tests build network namespaces and need root" >&2

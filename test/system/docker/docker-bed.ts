@@ -28,6 +28,8 @@ export interface DockerBed {
   dockerSocket(hostIndex: number): string;
   /** Host i's plugins directory (its gateway's --docker-plugins). */
   pluginsDir(hostIndex: number): string;
+  /** Stops host i's dockerd (SIGTERM: it stops its containers) and starts it again. */
+  restartDockerd(hostIndex: number): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -87,57 +89,72 @@ export async function createDockerBed(options: { hosts: number; gatewayArgs?: st
     for (const d of netnsDirs) execFileSync('umount', ['--recursive', '--lazy', d], { stdio: 'ignore' });
     rmSync(dir, { recursive: true, force: true });
   };
+  const startDockerd = (i: number) => {
+    const host = cb!.bed.hosts[i - 1]!;
+    const d = join(dir, `d${i}`);
+    const dockerd = [
+      'dockerd',
+      '--data-root',
+      join(d, 'data'),
+      '--exec-root',
+      join(d, 'exec'),
+      '--pidfile',
+      join(d, 'docker.pid'),
+      '-H',
+      `unix://${socket(i)}`,
+      '--iptables=false',
+      '--ip6tables=false',
+      '--ip-masq=false',
+      '--bridge=none',
+      '--storage-driver=vfs',
+      // Names Docker's embedded DNS does not know go to veil's resolver (docs/docker.md "Names across hosts").
+      '--dns',
+      '169.254.53.53',
+    ].join(' ');
+    const proc = cb!.bed.spawn(
+      host.netns,
+      [
+        // unchanged: the netns directory stays a peer of the host's; / is private, so the plugins bind is not.
+        'unshare',
+        '-m',
+        '--propagation',
+        'unchanged',
+        'sh',
+        '-c',
+        `mkdir -p /run/docker/plugins && mount --bind ${plugins(i)} /run/docker/plugins && exec ${dockerd}`,
+      ],
+      { lifetime: 'bed', enter: 'nsenter' },
+    );
+    dockerds.set(i, proc);
+  };
+  const waitDockerd = async (i: number) => {
+    const deadline = Date.now() + 30_000;
+    while ((await run(i, ['version'], { allowFail: true })).code !== 0) {
+      if (Date.now() > deadline)
+        throw new Error(`dockerd of host ${i} did not come up: ${dockerds.get(i)!.stderr().slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
   try {
     cb = await createClusterBed({ hosts: options.hosts, gatewayArgs: options.gatewayArgs ?? [], hostArgs });
     const tar = makeRootfs(dir);
+    for (let i = 1; i <= options.hosts; i++) startDockerd(i);
     for (let i = 1; i <= options.hosts; i++) {
-      const host = cb.bed.hosts[i - 1]!;
-      const d = join(dir, `d${i}`);
-      const dockerd = [
-        'dockerd',
-        '--data-root',
-        join(d, 'data'),
-        '--exec-root',
-        join(d, 'exec'),
-        '--pidfile',
-        join(d, 'docker.pid'),
-        '-H',
-        `unix://${socket(i)}`,
-        '--iptables=false',
-        '--ip6tables=false',
-        '--ip-masq=false',
-        '--bridge=none',
-        '--storage-driver=vfs',
-        // Names Docker's embedded DNS does not know go to veil's resolver (docs/docker.md "Names across hosts").
-        '--dns',
-        '169.254.53.53',
-      ].join(' ');
-      const proc = cb.bed.spawn(
-        host.netns,
-        [
-          // unchanged: the netns directory stays a peer of the host's; / is private, so the plugins bind is not.
-          'unshare',
-          '-m',
-          '--propagation',
-          'unchanged',
-          'sh',
-          '-c',
-          `mkdir -p /run/docker/plugins && mount --bind ${plugins(i)} /run/docker/plugins && exec ${dockerd}`,
-        ],
-        { lifetime: 'bed', enter: 'nsenter' },
-      );
-      dockerds.set(i, proc);
-    }
-    for (let i = 1; i <= options.hosts; i++) {
-      const deadline = Date.now() + 30_000;
-      while ((await run(i, ['version'], { allowFail: true })).code !== 0) {
-        if (Date.now() > deadline)
-          throw new Error(`dockerd of host ${i} did not come up: ${dockerds.get(i)!.stderr().slice(-2000)}`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      await waitDockerd(i);
       execFileSync(DOCKER, ['-H', `unix://${socket(i)}`, 'import', tar, IMAGE], { stdio: 'ignore' });
     }
-    return { cb, docker: run, dockerSocket: socket, pluginsDir: plugins, destroy };
+    return {
+      cb,
+      docker: run,
+      dockerSocket: socket,
+      pluginsDir: plugins,
+      async restartDockerd(i) {
+        await dockerds.get(i)?.stop(30_000);
+        startDockerd(i);
+        await waitDockerd(i);
+      },
+      destroy,
+    };
   } catch (err) {
     await destroy();
     throw err;

@@ -2,12 +2,45 @@
 // veil gateway, on one etcd (docs/docker.md): `docker network create -d veil` on each host maps onto one
 // veil network, `docker run --network` containers reach each other and a veil-CLI container across
 // hosts, only ESP crosses the underlay, refusals say why, and `docker rm` leaves nothing behind.
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../support/wait.js';
 import { captureUdp } from '../netns/capture.js';
+import { registerFakeHost } from '../netns/cluster-bed.js';
 import { createDockerBed, IMAGE, type DockerBed } from './docker-bed.js';
 
 const SUBNET = '10.60.0.0/24';
+/** docs/docker.md "Compose", with the test's image. */
+const COMPOSE = `version: "2.4"
+services:
+  api:
+    image: ${IMAGE}
+    command: sleep 600
+    networks: [secure]
+  client:
+    image: ${IMAGE}
+    command: sleep 600
+    networks: [secure]
+networks:
+  secure:
+    driver: veil
+    driver_opts:
+      encrypted: ""
+    ipam:
+      driver: veil
+      config:
+        - subnet: 10.65.0.0/24
+`;
+
+function run(file: string, args: string[], env: Record<string, string>): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(file, args, { env: { ...process.env, ...env }, timeout: 120_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${file} ${args.join(' ')}: ${stderr}${stdout}`)) : resolve(stdout),
+    ),
+  );
+}
 let db: DockerBed;
 
 const create = (i: number, extra: string[] = [], name = 'secure', subnet = SUBNET) =>
@@ -99,6 +132,52 @@ describe('docker network create -d veil', () => {
     expect(plain.code).not.toBe(0);
     expect(plain.stderr).toMatch(/plain \(no -o encrypted\), veil has it encrypted/);
     expect((await db.cb.api(1, 'GET', '/networks/odd')).status).toBe(404);
+  });
+
+  it('with a Windows host registered, a strict encrypted network is refused, as through the API', async () => {
+    const windows = await registerFakeHost(db.cb, {
+      id: 'win1',
+      index: 40,
+      address: '198.18.0.40',
+      publicKeyHex: '11'.repeat(32),
+      os: 'windows',
+    });
+    try {
+      const strict = await create(2, ['-o', 'strict'], 'hard', '10.66.0.0/24');
+      expect(strict.code).not.toBe(0);
+      expect(strict.stderr).toMatch(/strict network: a member host cannot encrypt.*Windows host\(s\) win1/);
+      expect((await db.cb.api(1, 'GET', '/networks/hard')).status).toBe(404);
+    } finally {
+      await windows.revoke();
+    }
+  });
+});
+
+describe("docker-compose (Debian's docker-compose 1.29) on two hosts", () => {
+  it('services on two hosts reach each other by service name over a veil network', async () => {
+    const file = join(db.cb.dir, 'compose.yml');
+    writeFileSync(file, COMPOSE);
+    const compose = (i: number, args: string[]) =>
+      run('docker-compose', ['-p', 'demo', '-f', file, ...args], { DOCKER_HOST: `unix://${db.dockerSocket(i)}` });
+    try {
+      await compose(1, ['up', '-d', 'api']);
+      await compose(2, ['up', '-d', 'client']);
+      const ping = await db.docker(2, ['exec', 'demo_client_1', 'ping', '-c', '2', '-W', '3', 'api'], {
+        allowFail: true,
+      });
+      expect(ping.code, ping.stdout + ping.stderr).toBe(0);
+      const back = await db.docker(1, ['exec', 'demo_api_1', 'ping', '-c', '2', '-W', '3', 'client'], {
+        allowFail: true,
+      });
+      expect(back.code, back.stdout + back.stderr).toBe(0);
+      expect((await db.cb.api(3, 'GET', '/networks/demo_secure')).body).toMatchObject({
+        Encrypted: true,
+        IPAM: { Config: [{ Subnet: '10.65.0.0/24' }] },
+      });
+    } finally {
+      await compose(1, ['down']).catch(() => undefined);
+      await compose(2, ['down']).catch(() => undefined);
+    }
   });
 });
 
@@ -263,6 +342,43 @@ describe('docker run --network secure', () => {
       expect(ping.code, `${step[0]}: ${ping.stdout}${ping.stderr}`).toBe(0);
       expect(ping.stdout).toContain(ip);
     }
+  });
+
+  it('a dockerd restart: a container with a restart policy comes back reachable by name, nothing left of its old endpoint', async () => {
+    await db.docker(1, [
+      'run',
+      '-d',
+      '--restart',
+      'always',
+      '--name',
+      'keeper',
+      '--network',
+      'secure',
+      IMAGE,
+      'sleep',
+      '600',
+    ]);
+    await db.restartDockerd(1);
+    await waitFor(
+      async () =>
+        (await db.docker(1, ['inspect', '-f', '{{.State.Running}}', 'keeper'], { allowFail: true })).stdout.trim() ===
+        'true',
+      30_000,
+      'keeper running again',
+    );
+    const ip = await addressOf(1, 'keeper');
+    const ping = await db.docker(
+      2,
+      ['run', '--rm', '--network', 'secure', IMAGE, 'ping', '-c', '2', '-W', '3', 'keeper'],
+      {
+        allowFail: true,
+      },
+    );
+    expect(ping.code, ping.stdout + ping.stderr).toBe(0);
+    expect(ping.stdout).toContain(ip);
+    const net = (await db.cb.api(2, 'GET', '/networks/secure')).body;
+    expect(Object.values(net.Containers).filter((c) => (c as { Name: string }).Name === 'keeper')).toHaveLength(1);
+    await db.docker(1, ['rm', '-f', 'keeper']);
   });
 
   it('200 docker run --rm cycles leave the address pool, etcd and the hosts as they were', async () => {
