@@ -516,14 +516,7 @@ export class IproutePlumbing implements Plumbing {
       if (a.gateway !== undefined && !isIpv4(a.gateway)) throw new RangeError(`invalid IPv4 address ${a.gateway}`);
       const address = parseCidr(a.ipv4)!.address;
       refuseOwnNamespace(a.netns, this.hostNetns, this.vtepNetns);
-      const vxlan = await this.linkInfo('vtep', vxlanName(a.vni));
-      if (!vxlan || !(await this.linkInfo('vtep', br))) {
-        throw new PlumbingError(
-          ['attachContainer', String(a.vni)],
-          null,
-          `network ${a.vni} has no ${br}/${vxlanName(a.vni)} in netns ${this.vtepNetns}: call ensureNetwork first`,
-        );
-      }
+      const vxlan = await this.networkVxlan('attachContainer', a.vni);
       const mtu = String(a.mtu ?? vxlan.mtu);
       // Pinned before the port exists: its first frame already meets its rules (docs/plumbing.md "Port security").
       await applyNftScript(this.run, this.vtepNetns, portRulesScript(outer, mac, formatIpv4(address)));
@@ -551,13 +544,7 @@ export class IproutePlumbing implements Plumbing {
           throw err;
         });
       }
-      await this.ipVtep(['link', 'set', outer, 'master', br, 'mtu', mtu]);
-      // The bridge learns from link-local frames (01:80:c2:00:00:0x) outside every netfilter hook, and
-      // learning would let one such frame take over another container's MAC. A container port learns
-      // nothing; its own MAC is a static entry no frame from any port can move (sticky).
-      await this.bridgeVtep(['link', 'set', 'dev', outer, 'learning', 'off']);
-      await this.bridgeVtep(['fdb', 'replace', mac, 'dev', outer, 'master', 'static', 'sticky']);
-      await this.ipVtep(['link', 'set', outer, 'up']);
+      await this.portOnBridge(outer, br, mac, mtu);
       const inC = (args: readonly string[]): Promise<CommandResult> => ipIn(this.run, a.netns, args);
       await inC(['link', 'set', 'lo', 'up']);
       await inC(['link', 'set', inner, 'address', mac, 'mtu', mtu, 'up']);
@@ -574,15 +561,7 @@ export class IproutePlumbing implements Plumbing {
       const mac = a.mac.toLowerCase();
       if (!MAC_RE.test(mac)) throw new RangeError(`invalid MAC address ${a.mac}`);
       if (!isIpv4(a.ipv4)) throw new RangeError(`invalid IPv4 address ${a.ipv4}`);
-      const vxlan = await this.linkInfo('vtep', vxlanName(a.vni));
-      if (!vxlan || !(await this.linkInfo('vtep', br))) {
-        throw new PlumbingError(
-          ['attachHostPort', String(a.vni)],
-          null,
-          `network ${a.vni} has no ${br}/${vxlanName(a.vni)} in netns ${this.vtepNetns}: call ensureNetwork first`,
-        );
-      }
-      const mtu = String(vxlan.mtu);
+      const mtu = String((await this.networkVxlan('attachHostPort', a.vni)).mtu);
       // A port left from an earlier join of the endpoint goes: the runtime asks for a fresh interface.
       if (await this.linkInfo('vtep', outer)) await this.ipVtep(['link', 'del', outer]);
       if (await this.linkInfo('host', hostEnd)) await this.ipHost(['link', 'del', hostEnd]);
@@ -608,10 +587,7 @@ export class IproutePlumbing implements Plumbing {
         await applyNftScript(this.run, this.vtepNetns, portRemovalScript([outer]));
         throw err;
       });
-      await this.ipVtep(['link', 'set', outer, 'master', br]);
-      await this.bridgeVtep(['link', 'set', 'dev', outer, 'learning', 'off']);
-      await this.bridgeVtep(['fdb', 'replace', mac, 'dev', outer, 'master', 'static', 'sticky']);
-      await this.ipVtep(['link', 'set', outer, 'up']);
+      await this.portOnBridge(outer, br, mac, mtu);
       return hostEnd;
     });
   }
@@ -806,6 +782,31 @@ export class IproutePlumbing implements Plumbing {
 
   private async delFdb(vni: number, e: FdbEntry): Promise<void> {
     await this.bridgeVtep(['fdb', 'del', e.mac, 'dev', vxlanName(vni), 'dst', e.dst, 'port', String(e.port)]);
+  }
+
+  /** The network's VXLAN device, once ensureNetwork made it and its bridge. */
+  private async networkVxlan(op: string, vni: number): Promise<LinkJson> {
+    const br = bridgeName(vni);
+    const vxlan = await this.linkInfo('vtep', vxlanName(vni));
+    if (!vxlan || !(await this.linkInfo('vtep', br))) {
+      throw new PlumbingError(
+        [op, String(vni)],
+        null,
+        `network ${vni} has no ${br}/${vxlanName(vni)} in netns ${this.vtepNetns}: call ensureNetwork first`,
+      );
+    }
+    return vxlan;
+  }
+
+  /** A container's vtep-side veth end joins the bridge, its MAC pinned to it, and comes up. */
+  private async portOnBridge(port: string, br: string, mac: string, mtu: string): Promise<void> {
+    await this.ipVtep(['link', 'set', port, 'master', br, 'mtu', mtu]);
+    // The bridge learns from link-local frames (01:80:c2:00:00:0x) outside every netfilter hook, and
+    // learning would let one such frame take over another container's MAC. A container port learns
+    // nothing; its own MAC is a static entry no frame from any port can move (sticky).
+    await this.bridgeVtep(['link', 'set', 'dev', port, 'learning', 'off']);
+    await this.bridgeVtep(['fdb', 'replace', mac, 'dev', port, 'master', 'static', 'sticky']);
+    await this.ipVtep(['link', 'set', port, 'up']);
   }
 
   private async linkInfo(where: 'host' | 'vtep', ifname: string): Promise<LinkJson | undefined> {
