@@ -1,7 +1,7 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { BedProcess, ExecResult } from '../netns/bed.js';
 import { createClusterBed, type ClusterBed } from '../netns/cluster-bed.js';
 
@@ -33,19 +33,37 @@ export interface DockerBed {
   destroy(): Promise<void>;
 }
 
-function makeRootfs(dir: string): string {
+/** Copies a file into the root filesystem at the same path. */
+function copyIn(root: string, path: string): void {
+  mkdirSync(join(root, dirname(path)), { recursive: true });
+  copyFileSync(path, join(root, path));
+  chmodSync(join(root, path), 0o755);
+}
+
+function makeRootfs(dir: string, programs: readonly string[]): string {
   const root = join(dir, 'rootfs');
   mkdirSync(join(root, 'bin'), { recursive: true });
   for (const d of ['etc', 'proc', 'sys', 'dev', 'tmp']) mkdirSync(join(root, d), { recursive: true });
   copyFileSync('/bin/busybox', join(root, 'bin', 'busybox'));
   chmodSync(join(root, 'bin', 'busybox'), 0o755);
   for (const a of APPLETS) symlinkSync('busybox', join(root, 'bin', a));
+  // Dynamically linked programs (bench/docker's iperf3) with the libraries ldd names.
+  for (const program of programs) {
+    copyIn(root, program);
+    const libs = execFileSync('ldd', [program], { encoding: 'utf8' }).match(/\/\S+/g) ?? [];
+    for (const lib of libs) copyIn(root, lib);
+  }
   const tar = join(dir, 'rootfs.tar');
   execFileSync('tar', ['-C', root, '-cf', tar, '.']);
   return tar;
 }
 
-export async function createDockerBed(options: { hosts: number; gatewayArgs?: string[] }): Promise<DockerBed> {
+export async function createDockerBed(options: {
+  hosts: number;
+  gatewayArgs?: string[];
+  /** Dynamically linked programs to put in the image besides busybox, e.g. /usr/bin/iperf3. */
+  programs?: readonly string[];
+}): Promise<DockerBed> {
   const dir = mkdtempSync(join(tmpdir(), 'veil-docker-'));
   const socket = (i: number) => join(dir, `d${i}`, 'docker.sock');
   const plugins = (i: number) => join(dir, `d${i}`, 'plugins');
@@ -137,7 +155,7 @@ export async function createDockerBed(options: { hosts: number; gatewayArgs?: st
   };
   try {
     cb = await createClusterBed({ hosts: options.hosts, gatewayArgs: options.gatewayArgs ?? [], hostArgs });
-    const tar = makeRootfs(dir);
+    const tar = makeRootfs(dir, options.programs ?? []);
     for (let i = 1; i <= options.hosts; i++) startDockerd(i);
     for (let i = 1; i <= options.hosts; i++) {
       await waitDockerd(i);
