@@ -30,20 +30,10 @@ function gbps(iperfJson: string): number {
 async function main(): Promise<void> {
   const db = await createDockerBed({ hosts: 2, programs: ['/usr/bin/iperf3'] });
   try {
-    for (const i of [1, 2])
-      await db.docker(i, [
-        'network',
-        'create',
-        '-d',
-        'veil',
-        '--ipam-driver',
-        'veil',
-        '-o',
-        'encrypted',
-        '--subnet',
-        SUBNET,
-        'secure',
-      ]);
+    for (const i of [1, 2]) {
+      const made = await db.createNetwork(i, 'secure', SUBNET);
+      if (made.code !== 0) throw new Error(`docker network create on host ${i}: ${made.stderr}`);
+    }
 
     // 1. Added time per container, interleaved so both kinds see the same machine.
     const none: number[] = [];

@@ -24,6 +24,11 @@ export interface DockerBed {
   cb: ClusterBed;
   /** Runs the docker CLI against host i's dockerd (from the test process: the CLI only talks to the socket). */
   docker(hostIndex: number, args: string[], opts?: { allowFail?: boolean; timeoutMs?: number }): Promise<ExecResult>;
+  /**
+   * `docker network create -d veil --ipam-driver veil -o encrypted --subnet S [extra] NAME` on host i
+   * (docs/docker.md "Networks"); never throws, the answer says.
+   */
+  createNetwork(hostIndex: number, name: string, subnet: string, extra?: string[]): Promise<ExecResult>;
   /** Host i's dockerd API socket. */
   dockerSocket(hostIndex: number): string;
   /** Host i's plugins directory (its gateway's --docker-plugins). */
@@ -164,6 +169,25 @@ export async function createDockerBed(options: {
     return {
       cb,
       docker: run,
+      createNetwork: (i, name, subnet, extra = []) =>
+        run(
+          i,
+          [
+            'network',
+            'create',
+            '-d',
+            'veil',
+            '--ipam-driver',
+            'veil',
+            '-o',
+            'encrypted',
+            '--subnet',
+            subnet,
+            ...extra,
+            name,
+          ],
+          { allowFail: true },
+        ),
       dockerSocket: socket,
       pluginsDir: plugins,
       async restartDockerd(i) {

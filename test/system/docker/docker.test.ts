@@ -44,11 +44,7 @@ function run(file: string, args: string[], env: Record<string, string>): Promise
 let db: DockerBed;
 
 const create = (i: number, extra: string[] = [], name = 'secure', subnet = SUBNET) =>
-  db.docker(
-    i,
-    ['network', 'create', '-d', 'veil', '--ipam-driver', 'veil', '-o', 'encrypted', '--subnet', subnet, ...extra, name],
-    { allowFail: true },
-  );
+  db.createNetwork(i, name, subnet, extra);
 
 /** The container's address on the network, as Docker reports it. */
 async function addressOf(i: number, container: string, network = 'secure'): Promise<string> {
