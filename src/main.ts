@@ -14,7 +14,7 @@ import { IprouteDnsPlumbing } from './dns/plumbing.js';
 import { RESOLVER_ADDRESS } from './dns/wire.js';
 import { SocketEngine } from './docker/engine.js';
 import { DockerPlugin } from './docker/plugin.js';
-import { PLUGIN_SOCKET_FILE } from './docker/protocol.js';
+import { PLUGIN_SOCKET_FILE, RESERVATION_SWEEP_MS } from './docker/protocol.js';
 import { DnsService } from './dns/service.js';
 import { VeilError } from './errors.js';
 import { execRunner } from './host/exec.js';
@@ -129,7 +129,17 @@ async function serveDockerPlugin(
   const path = join(docker.pluginsDir, PLUGIN_SOCKET_FILE);
   await listenOnSocket(app, path);
   log('info', 'docker plugin listening', { socket: path, docker: docker.engineSocket });
-  return { close: () => app.close() };
+  const sweep = setInterval(() => {
+    plugin
+      .sweepReservations()
+      .catch((err: unknown) => log('warn', 'docker reservation sweep failed', { error: (err as Error).message }));
+  }, RESERVATION_SWEEP_MS);
+  return {
+    close: async () => {
+      clearInterval(sweep);
+      await app.close();
+    },
+  };
 }
 
 /**

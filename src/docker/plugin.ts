@@ -1,6 +1,12 @@
 import { VeilError } from '../errors.js';
 import { formatIpv4, overlaySubnetRefusal, parseCidr, parseIpv4, type Cidr } from '../model/ipv4.js';
-import { optionEnabled, windowsHosts, windowsNetworkWarning } from '../model/windows.js';
+import {
+  isWindows,
+  optionEnabled,
+  windowsEndpointWarning,
+  windowsHosts,
+  windowsNetworkWarning,
+} from '../model/windows.js';
 import type { EndpointRecord, NetworkRecord, Sandbox, Store } from '../store/types.js';
 import type { DockerEngine } from './engine.js';
 import {
@@ -88,6 +94,9 @@ function parsePoolId(id: string): { subnet: Cidr; subnetText: string; ipRange: s
   return { subnet, subnetText, ipRange: ipRange || undefined };
 }
 
+const AUX_REFUSAL =
+  '--aux-address is not supported: veil reserves no auxiliary addresses (keep such addresses outside --ip-range instead)';
+
 function invalid(detail: string): never {
   throw new VeilError('VEIL_ERR_REQUEST_INVALID', detail);
 }
@@ -121,6 +130,8 @@ export class DockerPlugin {
   readonly #pools = new Map<string, string | undefined>();
   /** Endpoints joined whose container veil has not learnt yet. */
   readonly #learning = new Set<string>();
+  /** This host's reservations no endpoint had taken at the last sweep ("<network id> <ip>"). */
+  #unclaimed = new Set<string>();
 
   constructor(options: DockerPluginOptions) {
     this.#o = options;
@@ -175,6 +186,7 @@ export class DockerPlugin {
         invalid(`--gateway ${gateway} is not a usable address of ${pool.subnetText}`);
       return { Address: gateway + prefix, Data: {} };
     }
+    if (!net && this.#pools.has(pool.subnetText)) invalid(AUX_REFUSAL); // an address asked while the network is being created is an --aux-address
     if (!net)
       invalid(
         `no veil network has subnet ${pool.subnetText} (its Docker network is not bound to one: see the gateway's log)`,
@@ -215,6 +227,7 @@ export class DockerPlugin {
     if (v4.length !== 1 || v4[0]!.AddressSpace !== ADDRESS_SPACE)
       invalid('a veil network takes its addresses from veil: add --ipam-driver veil (and one --subnet)');
     const data = v4[0]!;
+    if (Object.keys(data.AuxAddresses ?? {}).length > 0) invalid(AUX_REFUSAL);
     const gateway = data.Gateway?.split('/')[0];
     if (!gateway) invalid('Docker sent no gateway for the pool');
     const wanted: Requested = {
@@ -224,6 +237,7 @@ export class DockerPlugin {
       internal: opts[INTERNAL_OPTION] === true,
       options,
     };
+    this.#pools.delete(data.Pool);
     // What can be checked without the name (Docker does not send it): a veil network on this subnet.
     const same = await this.#networkBySubnet(data.Pool);
     if (same) {
@@ -255,6 +269,7 @@ export class DockerPlugin {
     const address = req.Interface?.Address?.split('/')[0];
     if (!address) invalid('Docker sent no IPv4 address for the endpoint (is the IPAM driver veil?)');
     const mac = req.Interface?.MacAddress?.toLowerCase() || undefined;
+    await this.#windowsRule(net);
     const existing = await this.#endpoint(net, req.EndpointID);
     const endpoint =
       existing ??
@@ -276,6 +291,19 @@ export class DockerPlugin {
     });
     // Docker refuses a driver that sets what it already has: the MAC only when Docker had none.
     return { Interface: mac ? {} : { MacAddress: endpoint.mac } };
+  }
+
+  /** A container of a Windows host on an encrypted network: refused when strict, else warned (docs/security.md). */
+  async #windowsRule(net: NetworkRecord): Promise<void> {
+    if (!net.encrypted) return;
+    const self = (await this.#o.store.listHosts()).items.find((h) => h.id === this.#o.hostId);
+    if (!self || !isWindows(self)) return;
+    if (optionEnabled(net.options, 'strict'))
+      throw new VeilError(
+        'VEIL_ERR_STRICT_UNENCRYPTED_HOST',
+        `this is Windows host ${self.id}; network ${net.name} is strict`,
+      );
+    this.#log('warn', 'docker endpoint not protected', { warning: windowsEndpointWarning(self.id, net.name) });
   }
 
   async endpointInfo(req: EndpointRequest) {
@@ -328,6 +356,31 @@ export class DockerPlugin {
     const net = await this.#boundNetwork(req.NetworkID);
     if (net) await this.#o.ports.detach(net, req.EndpointID);
     return {};
+  }
+
+  /**
+   * Frees this host's reservations that no endpoint took since the previous sweep (docs/docker.md
+   * "Addresses"): Docker asks for an address and creates the endpoint within one call bound of each
+   * other, so a reservation still unclaimed a whole sweep later belongs to a Docker that died between
+   * the two. Returns the addresses freed.
+   */
+  async sweepReservations(): Promise<string[]> {
+    const unclaimed = new Set<string>();
+    const freed: string[] = [];
+    for (const net of (await this.#o.store.listNetworks()).items) {
+      for (const ip of await this.#o.store.listReservations(net.id, this.#o.hostId)) {
+        const key = `${net.id} ${ip}`;
+        if (!this.#unclaimed.has(key)) {
+          unclaimed.add(key);
+          continue;
+        }
+        await this.#o.store.releaseAddress(net.id, ip, this.#o.hostId);
+        this.#log('info', 'docker reservation freed', { network: net.name, ipv4: ip, reason: 'no endpoint took it' });
+        freed.push(ip);
+      }
+    }
+    this.#unclaimed = unclaimed;
+    return freed;
   }
 
   /** Calls veil needs nothing for (swarm allocation, discovery, port publishing): answered empty. */

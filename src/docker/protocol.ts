@@ -9,6 +9,11 @@
 export const PLUGIN_NAME = 'veil';
 /** Docker discovers the plugin as <plugins dir>/veil.sock (docs/docker.md "Enabling the plugin"). */
 export const PLUGIN_SOCKET_FILE = `${PLUGIN_NAME}.sock`;
+/**
+ * How often the plugin frees this host's reservations no endpoint took (docs/docker.md "Addresses"):
+ * one left by a Docker that died between RequestAddress and CreateEndpoint goes within two periods.
+ */
+export const RESERVATION_SWEEP_MS = 60_000;
 export const PLUGIN_CONTENT_TYPE = 'application/vnd.docker.plugins.v1.2+json';
 
 /** CreateNetwork Options: `-o k=v` arrive under this key, as a map of strings. */

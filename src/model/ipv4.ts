@@ -25,6 +25,11 @@ export function formatIpv4(value: number): string {
   return [value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff].join('.');
 }
 
+/** Orders dotted quads by value (10.0.0.9 before 10.0.0.10); text that is no address sorts last. */
+export function compareIpv4(a: string, b: string): number {
+  return (parseIpv4(a) ?? 2 ** 32) - (parseIpv4(b) ?? 2 ** 32);
+}
+
 /** An IPv4 prefix: the address as written, and the network it names. */
 export interface Cidr {
   /** The address before the slash. */

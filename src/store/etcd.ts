@@ -37,6 +37,7 @@ import {
   type IWatchResponse,
 } from 'etcd3';
 import { StoreError } from './errors.js';
+import { compareIpv4 } from '../model/ipv4.js';
 import { KEYSCHEDULE_ELECTION, PREFIX, SEGMENT_RE, keys, prefixEnd } from './layout.js';
 import {
   HOST_INDEX_MAX,
@@ -125,7 +126,9 @@ function unavailable(err: unknown): StoreError | null {
     err instanceof ClientClosedError ||
     brokenCircuit
   ) {
-    return new StoreError('VEIL_ERR_STORE_UNAVAILABLE', (err as Error).message, { cause: err });
+    // The breaker's own words ("circuit breaker is open") mean nothing to an operator.
+    const detail = brokenCircuit ? 'no member answers (calls resume after a 5 s pause)' : (err as Error).message;
+    return new StoreError('VEIL_ERR_STORE_UNAVAILABLE', detail, { cause: err });
   }
   return null;
 }
@@ -634,6 +637,19 @@ export class EtcdStore implements Store {
         .if(keys.ipam(networkId, ipv4), 'Value', '==', value)
         .then(this.ns.delete().key(keys.ipam(networkId, ipv4)))
         .commit();
+    });
+  }
+
+  async listReservations(networkId: string, holder: string): Promise<string[]> {
+    const value = addressReservation(holder);
+    if (!SEGMENT_RE.test(networkId)) return [];
+    return guard(async () => {
+      const prefix = keys.ipamPrefix(networkId);
+      const { kvs } = await this.getAll(prefix);
+      return kvs
+        .filter((kv) => kv.value.toString() === value)
+        .map((kv) => kv.key.toString().slice(prefix.length))
+        .sort(compareIpv4);
     });
   }
 

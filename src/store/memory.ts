@@ -11,6 +11,7 @@
  */
 
 import { StoreError } from './errors.js';
+import { compareIpv4 } from '../model/ipv4.js';
 import { KEYSCHEDULE_ELECTION, SEGMENT_RE, keys } from './layout.js';
 import {
   HOST_INDEX_MAX,
@@ -607,6 +608,18 @@ export class MemoryStore implements Store {
     if (!SEGMENT_RE.test(networkId) || !SEGMENT_RE.test(ipv4)) return;
     const key = keys.ipam(networkId, ipv4);
     if (this.backend.get(key)?.value === addressReservation(holder)) this.backend.commit([{ del: key }]);
+  }
+
+  async listReservations(networkId: string, holder: string): Promise<string[]> {
+    this.open();
+    if (!SEGMENT_RE.test(networkId)) return [];
+    const value = addressReservation(holder);
+    const prefix = keys.ipamPrefix(networkId);
+    return this.backend
+      .range(prefix)
+      .filter(([, e]) => e.value === value)
+      .map(([k]) => k.slice(prefix.length))
+      .sort(compareIpv4);
   }
 
   private fence(leader: Leadership): MemoryLeadership {

@@ -234,6 +234,8 @@ export interface Store {
   reserveAddress(networkId: string, holder: string, ipv4?: string): Promise<string>;
   /** Frees an address `holder` reserved and no endpoint took; anything else is left alone (idempotent). */
   releaseAddress(networkId: string, ipv4: string, holder: string): Promise<void>;
+  /** The addresses `holder` reserved on the network and no endpoint took (yet), sorted. */
+  listReservations(networkId: string, holder: string): Promise<string[]>;
 
   /**
    * Leader write, fenced: fails with VEIL_ERR_NOT_LEADER (and ends `leader`) unless its leader key still exists,

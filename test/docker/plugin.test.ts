@@ -4,6 +4,7 @@ import { FakeEngine } from '../../src/docker/engine-fake.js';
 import { DockerPlugin, type RuntimePorts } from '../../src/docker/plugin.js';
 import { PLUGIN_CONTENT_TYPE } from '../../src/docker/protocol.js';
 import { MemoryStore } from '../../src/store/memory.js';
+import { sampleHost } from '../store/harness.js';
 import { waitFor } from '../support/wait.js';
 import type { Store } from '../../src/store/types.js';
 
@@ -35,11 +36,13 @@ class Ports implements RuntimePorts {
 function dockerHost(store: Store, hostId: string, opts: { boundMs?: number } = {}) {
   const engine = new FakeEngine();
   const ports = new Ports();
+  const logged: Array<{ level: string; event: string; fields?: Record<string, unknown> }> = [];
   const plugin = new DockerPlugin({
     store,
     hostId,
     engine,
     ports,
+    log: (level, event, fields) => logged.push({ level, event, ...(fields ? { fields } : {}) }),
     engineWaitMs: 300,
     joinWaitMs: 2_000,
     resolverAddress: '169.254.53.53',
@@ -130,7 +133,7 @@ function dockerHost(store: Store, hostId: string, opts: { boundMs?: number } = {
     expect(await call('NetworkDriver.DeleteEndpoint', { NetworkID: netId, EndpointID: endpointId })).toEqual({});
     expect(await call('IpamDriver.ReleaseAddress', { PoolID: poolId, Address: address.split('/')[0] })).toEqual({});
   };
-  return { engine, ports, plugin, app, call, createNetwork, run, remove };
+  return { engine, ports, plugin, app, call, createNetwork, run, remove, logged };
 }
 
 let store: MemoryStore;
@@ -332,6 +335,73 @@ describe('the veil Docker plugin', () => {
       }),
     ).toMatch(/add --ipam-driver veil/);
     expect((await store.listNetworks()).items).toEqual([]);
+  });
+
+  it('refuses --aux-address, at the address Docker asks for it and at CreateNetwork, and writes nothing', async () => {
+    const h = dockerHost(store, 'h1');
+    const pool = await h.call('IpamDriver.RequestPool', { AddressSpace: 'veil', Pool: '10.38.0.0/24', SubPool: '' });
+    await h.call('IpamDriver.RequestAddress', {
+      PoolID: pool.PoolID,
+      Address: '',
+      Options: { RequestAddressType: 'com.docker.network.gateway' },
+    });
+    // Docker asks for each --aux-address right after the gateway, before CreateNetwork.
+    const aux = await h.call('IpamDriver.RequestAddress', { PoolID: pool.PoolID, Address: '10.38.0.9', Options: null });
+    expect(aux.Err).toMatch(/--aux-address is not supported/);
+    const created = await h.call('NetworkDriver.CreateNetwork', {
+      NetworkID: NET_A,
+      Options: { 'com.docker.network.generic': {} },
+      IPv4Data: [
+        { AddressSpace: 'veil', Gateway: '10.38.0.1/24', Pool: '10.38.0.0/24', AuxAddresses: { r: '10.38.0.9/24' } },
+      ],
+    });
+    expect(created.Err).toMatch(/--aux-address is not supported/);
+    expect(await store.dump()).toEqual(new Map());
+  });
+
+  it('a reservation no endpoint took (Docker died between RequestAddress and CreateEndpoint) is freed on the second sweep', async () => {
+    const h = dockerHost(store, 'h1');
+    const other = dockerHost(store, 'h2');
+    const made = await h.createNetwork(NET_A, 'secure', '10.39.0.0/24');
+    await other.createNetwork(NET_B, 'secure', '10.39.0.0/24');
+    const orphan = await h.call('IpamDriver.RequestAddress', { PoolID: made.PoolID, Address: '', Options: null });
+    const theirs = await other.call('IpamDriver.RequestAddress', { PoolID: made.PoolID, Address: '', Options: null });
+    const net = await store.getNetwork('secure');
+    expect(await h.plugin.sweepReservations()).toEqual([]); // maybe Docker is between the two calls
+    // A container started since: its address is its endpoint's, not a reservation.
+    const c = await h.run(NET_A, String(made.PoolID), EP_1);
+    expect(c.Err).toBeUndefined();
+    const orphanIp = String(orphan.Address).split('/')[0]!;
+    expect(await h.plugin.sweepReservations()).toEqual([orphanIp]);
+    expect(h.logged).toContainEqual({
+      level: 'info',
+      event: 'docker reservation freed',
+      fields: { network: 'secure', ipv4: orphanIp, reason: 'no endpoint took it' },
+    });
+    expect(await store.listReservations(net.id, 'h1')).toEqual([]);
+    // Another host's reservation is its own plugin's to sweep; the container's address stays.
+    expect(await store.listReservations(net.id, 'h2')).toEqual([String(theirs.Address).split('/')[0]]);
+    expect((await store.listEndpoints(net.id)).items.map((e) => e.ipv4)).toEqual([String(c.Address).split('/')[0]]);
+    expect(await h.plugin.sweepReservations()).toEqual([]);
+  });
+
+  it('on a Windows host, a container on an encrypted network is warned about, or refused when the network is strict', async () => {
+    // The Docker networks were made while the host ran Linux; its gateway came back as a Windows host.
+    const linux = await store.registerHost(sampleHost('win1'), 30);
+    const h = dockerHost(store, 'win1');
+    const open = await h.createNetwork(NET_A, 'open', '10.40.0.0/24', { options: { encrypted: '' } });
+    const hard = await h.createNetwork(NET_B, 'hard', '10.41.0.0/24', { options: { encrypted: '', strict: '' } });
+    await linux.revoke();
+    await store.registerHost(sampleHost('win1', { os: 'windows' }), 30);
+    expect((await h.run(NET_A, String(open.PoolID), EP_1)).Err).toBeUndefined();
+    expect(h.logged).toContainEqual({
+      level: 'warn',
+      event: 'docker endpoint not protected',
+      fields: { warning: expect.stringMatching(/Windows host win1.*encrypted network open will not be protected/) },
+    });
+    const refused = await h.run(NET_B, String(hard.PoolID), EP_2);
+    expect(refused.Err).toMatch(/this is Windows host win1; network hard is strict/);
+    expect((await store.listEndpoints((await store.getNetwork('hard')).id)).items).toEqual([]);
   });
 
   it('deletes and releases of what veil does not have answer as done (Docker retries them after crashes)', async () => {

@@ -383,6 +383,8 @@ export function describeStore(impl: StoreImpl): void {
         expect(a).toBe('10.9.0.2');
         expect(await store.reserveAddress(n.id, 'h1', '10.9.0.5')).toBe('10.9.0.5');
         await expectCode(store.reserveAddress(n.id, 'h2', '10.9.0.5'), 'VEIL_ERR_IP_TAKEN');
+        expect(await store.listReservations(n.id, 'h1')).toEqual([a, '10.9.0.5']);
+        expect(await store.listReservations(n.id, 'h2')).toEqual([]);
         await expectCode(
           store.createEndpoint({ networkId: n.id, name: 'other', hostId: 'h2', ipv4: a }),
           'VEIL_ERR_IP_TAKEN',
@@ -406,6 +408,7 @@ export function describeStore(impl: StoreImpl): void {
         });
         expect(ep.ipv4).toBe(a);
         expect((await store.dump()).get(keys.ipam(n.id, a))).toBe(ep.id);
+        expect(await store.listReservations(n.id, 'h1')).toEqual(['10.9.0.5']); // taken over: not a reservation
         // Docker releases after deleting the endpoint: the endpoint's address is not a reservation any more.
         await store.releaseAddress(n.id, a, 'h1');
         expect((await store.dump()).get(keys.ipam(n.id, a))).toBe(ep.id);

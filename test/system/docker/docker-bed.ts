@@ -66,6 +66,8 @@ function makeRootfs(dir: string, programs: readonly string[]): string {
 export async function createDockerBed(options: {
   hosts: number;
   gatewayArgs?: string[];
+  /** Extra flags for one host's gateway besides the Docker ones, e.g. {2: ['--os', 'windows']}. */
+  hostArgs?: Record<number, string[]>;
   /** Dynamically linked programs to put in the image besides busybox, e.g. /usr/bin/iperf3. */
   programs?: readonly string[];
 }): Promise<DockerBed> {
@@ -82,7 +84,13 @@ export async function createDockerBed(options: {
     execFileSync('mount', ['--bind', netnsDir, netnsDir]);
     netnsDirs.push(netnsDir);
     execFileSync('mount', ['--make-shared', netnsDir]);
-    hostArgs[i] = ['--docker-plugins', plugins(i), '--docker-host', `unix://${socket(i)}`];
+    hostArgs[i] = [
+      '--docker-plugins',
+      plugins(i),
+      '--docker-host',
+      `unix://${socket(i)}`,
+      ...(options.hostArgs?.[i] ?? []),
+    ];
   }
   let cb: ClusterBed | undefined;
   const run = (i: number, args: string[], opts: { allowFail?: boolean; timeoutMs?: number } = {}) =>

@@ -255,7 +255,7 @@ describe('docker run --network secure', () => {
     await db.cb.api(3, 'POST', '/networks/secure/disconnect', { Container: 'cli' });
   });
 
-  it('crosses the underlay as ESP in UDP 4500 only', async () => {
+  it('crosses the underlay as ESP in UDP 4500 only, and veil shows every peer protected', async () => {
     const host2 = db.cb.bed.hosts[1]!;
     const seen = await captureUdp(db.cb.bed, host2.netns, db.cb.dir, 'docker-esp', 'udp', async () => {
       const ping = await db.docker(
@@ -270,6 +270,13 @@ describe('docker run --network secure', () => {
     const overlay = seen.filter((d) => d.dstPort === 4500 || d.srcPort === 4500);
     expect(overlay.length).toBeGreaterThanOrEqual(10);
     expect(seen.filter((d) => d.dstPort === 4789 || d.srcPort === 4789)).toEqual([]);
+    // "Is my traffic encrypted?" as veil answers it on host 2: every peer protected.
+    const st = (await db.cb.api(2, 'GET', '/networks/secure/status')).body;
+    expect(st).toMatchObject({ Network: 'secure', Encrypted: true, Protected: true });
+    expect(st.Peers.map((p: { Host: string; Protected: boolean }) => [p.Host, p.Protected])).toEqual([
+      ['h1', true],
+      ['h3', true],
+    ]);
   });
 
   it('a veil gateway restart (SIGTERM unplumbs the host) ends with the Docker container reachable again', async () => {
