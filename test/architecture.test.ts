@@ -30,6 +30,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   dns: ['errors', 'host', 'log', 'model', 'store'],
   agent: ['crypto', 'errors', 'model', 'store', 'vxlan/gateway', 'vxlan/datapath', 'vxlan/plumbing'],
   docker: ['errors', 'model', 'store'],
+  // The CNI plugin is an API client like the CLI, through the CLI's client.
+  cni: ['cli', 'dns', 'host', 'model'],
   api: [
     'crypto',
     'docker',

@@ -33,6 +33,11 @@ export function endpointId(networkId: string, container: string): string {
   return createHash('sha256').update(`veil endpoint v1\0${networkId}\0${container}`).digest('hex');
 }
 
+/** A runtime's attachment (CNI: container id and interface, CNI SPEC "Parameters") is its own endpoint. */
+export function runtimeEndpointId(networkId: string, containerId: string, ifName: string): string {
+  return createHash('sha256').update(`veil cni endpoint v1\0${networkId}\0${containerId}\0${ifName}`).digest('hex');
+}
+
 const labels = {
   type: 'object',
   additionalProperties: { type: 'string', maxLength: 1024 },
@@ -97,6 +102,12 @@ const containerSchema = {
     IPv6Address: { type: 'string' },
     Host: { type: 'string' },
     Aliases: { type: 'array', items: { type: 'string' } },
+    /** veil: set when a runtime plugin (CNI) made it: the runtime's container id and the interface. */
+    Runtime: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { Kind: { type: 'string' }, ContainerID: { type: 'string' }, IfName: { type: 'string' } },
+    },
   },
 } as const;
 
@@ -139,6 +150,17 @@ const idParams = {
   properties: { id: { type: 'string', minLength: 1, maxLength: 128 } },
 } as const;
 const containerName = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$' } as const;
+const ifName = { type: 'string', pattern: '^[a-z][a-z0-9]{0,14}$' } as const;
+/** A CNI runtime's container (CNI_CONTAINERID): DEL and CHECK find the endpoint by it. */
+const runtimeRef = {
+  type: 'object',
+  required: ['Kind', 'ContainerID'],
+  additionalProperties: false,
+  properties: {
+    Kind: { type: 'string', enum: ['cni'] },
+    ContainerID: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$' },
+  },
+} as const;
 const dnsName = { type: 'string', pattern: '^[A-Za-z0-9]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?$' } as const;
 
 const connectBody = {
@@ -158,6 +180,10 @@ const connectBody = {
       // Pid 1 is the host's init: never a container (the agent also refuses the gateway's own namespace).
       properties: { Netns: { type: 'string', pattern: '^/', maxLength: 4096 }, Pid: { type: 'integer', minimum: 2 } },
     },
+    /** veil: the interface name inside the container (default: the next free ethN). */
+    IfName: ifName,
+    /** veil: the runtime's own id for the container (CNI); the endpoint is then that container's interface. */
+    Runtime: runtimeRef,
     EndpointConfig: {
       type: 'object',
       additionalProperties: false,
@@ -177,11 +203,11 @@ const connectResponse = {
   properties: { ...containerSchema.properties, Warning: { type: 'string' } },
 } as const;
 
+/** Container (as connected), or Runtime and IfName (as a CNI DEL knows it). */
 const disconnectBody = {
   type: 'object',
-  required: ['Container'],
   additionalProperties: false,
-  properties: { Container: containerName, Force: { type: 'boolean' } },
+  properties: { Container: containerName, Runtime: runtimeRef, IfName: ifName, Force: { type: 'boolean' } },
 } as const;
 
 export const hostSchema = {
@@ -210,10 +236,13 @@ type CreateBody = {
   IPAM?: { Config: Array<{ Subnet: string; Gateway?: string; IPRange?: string }> };
 };
 
+type RuntimeBody = { Kind: 'cni'; ContainerID: string };
 type ConnectBody = {
   Container: string;
   Host?: string;
   Sandbox?: { Netns?: string; Pid?: number };
+  IfName?: string;
+  Runtime?: RuntimeBody;
   EndpointConfig?: { IPAMConfig?: { IPv4Address?: string }; Aliases?: string[]; MacAddress?: string };
 };
 
@@ -227,6 +256,9 @@ export function containerView(n: NetworkRecord, e: EndpointRecord) {
     IPv6Address: '',
     Host: e.hostId,
     Aliases: e.aliases,
+    ...(e.runtime
+      ? { Runtime: { Kind: e.runtime.kind, ContainerID: e.runtime.containerId, IfName: e.ifName ?? 'eth0' } }
+      : {}),
   };
 }
 
@@ -269,6 +301,22 @@ export function hostView(h: HostRecord, encryptedNetworks: string[]) {
 }
 
 /** eth0, eth1, ...: the lowest name no other network's endpoint of the same container (host and sandbox) uses. */
+/** The endpoint whose interface in this sandbox has that name, if any. */
+async function interfaceHolder(
+  store: Store,
+  hostId: string,
+  sandbox: Sandbox,
+  ifName: string,
+): Promise<EndpointRecord | undefined> {
+  return (await store.listEndpoints()).items.find(
+    (e) =>
+      e.hostId === hostId &&
+      e.sandbox !== undefined &&
+      JSON.stringify(e.sandbox) === JSON.stringify(sandbox) &&
+      (e.ifName ?? 'eth0') === ifName,
+  );
+}
+
 async function nextInterfaceName(store: Store, hostId: string, sandbox: Sandbox): Promise<string> {
   const same = (e: EndpointRecord) =>
     e.hostId === hostId && e.sandbox !== undefined && JSON.stringify(e.sandbox) === JSON.stringify(sandbox);
@@ -427,10 +475,23 @@ export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?
           );
         warning = windowsEndpointWarning(hostId, network.name);
       }
+      if ((body.IfName !== undefined || body.Runtime !== undefined) && !sandbox)
+        throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'IfName and Runtime need the Sandbox the interface goes into');
+      if (body.IfName !== undefined && sandbox) {
+        const holder = await interfaceHolder(store, hostId, sandbox, body.IfName);
+        if (holder)
+          throw new VeilError(
+            'VEIL_ERR_ENDPOINT_EXISTS',
+            `interface ${body.IfName} of that container is already ${holder.name}'s on another network`,
+          );
+      }
       const cfg = body.EndpointConfig;
-      const ifName = sandbox ? await nextInterfaceName(store, hostId, sandbox) : undefined;
+      const ifName = sandbox ? (body.IfName ?? (await nextInterfaceName(store, hostId, sandbox))) : undefined;
       const endpoint = await store.createEndpoint({
-        id: endpointId(network.id, body.Container),
+        id: body.Runtime
+          ? runtimeEndpointId(network.id, body.Runtime.ContainerID, ifName!)
+          : endpointId(network.id, body.Container),
+        ...(body.Runtime ? { runtime: { kind: body.Runtime.Kind, containerId: body.Runtime.ContainerID } } : {}),
         networkId: network.id,
         name: body.Container,
         hostId,
@@ -467,7 +528,10 @@ export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?
     },
   );
 
-  app.post<{ Params: { id: string }; Body: { Container: string; Force?: boolean } }>(
+  app.post<{
+    Params: { id: string };
+    Body: { Container?: string; Runtime?: RuntimeBody; IfName?: string; Force?: boolean };
+  }>(
     '/networks/:id/disconnect',
     {
       schema: {
@@ -478,11 +542,16 @@ export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?
       },
     },
     async (req, reply) => {
+      const { Container, Runtime, IfName } = req.body;
+      if ((Container === undefined) === (Runtime === undefined) || (Runtime !== undefined && IfName === undefined))
+        throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'give Container, or Runtime and IfName');
       const network = await store.getNetwork(req.params.id);
-      const id = endpointId(network.id, req.body.Container);
+      const id = Runtime
+        ? runtimeEndpointId(network.id, Runtime.ContainerID, IfName!)
+        : endpointId(network.id, Container!);
       const endpoint = (await store.listEndpoints(network.id)).items.find((e) => e.id === id);
-      if (!endpoint)
-        throw new VeilError('VEIL_ERR_ENDPOINT_NOT_FOUND', `${req.body.Container} is not connected to ${network.name}`);
+      const who = Runtime ? `${Runtime.ContainerID} (${IfName})` : Container;
+      if (!endpoint) throw new VeilError('VEIL_ERR_ENDPOINT_NOT_FOUND', `${who} is not connected to ${network.name}`);
       await store.deleteEndpoint(network.id, endpoint.id);
       if (local && endpoint.hostId === local.hostId) {
         await local.detach(endpoint).catch((err: Error) => {

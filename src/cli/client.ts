@@ -61,6 +61,8 @@ export interface EndpointView {
   IPv6Address: string;
   Host: string;
   Aliases: string[];
+  /** Set when a runtime plugin (CNI) made it. */
+  Runtime?: { Kind: 'cni'; ContainerID: string; IfName: string };
 }
 
 export interface NetworkDetail extends NetworkView {
@@ -88,6 +90,8 @@ export interface ConnectRequest {
   Container: string;
   Host?: string;
   Sandbox?: { Netns: string } | { Pid: number };
+  IfName?: string;
+  Runtime?: { Kind: 'cni'; ContainerID: string };
   EndpointConfig?: { IPAMConfig?: { IPv4Address: string }; Aliases?: string[]; MacAddress?: string };
 }
 
@@ -101,8 +105,11 @@ export interface ConnectResponse {
   Warning: string;
 }
 
+/** Container, or Runtime and IfName (a CNI DEL). */
 export interface DisconnectRequest {
-  Container: string;
+  Container?: string;
+  Runtime?: { Kind: 'cni'; ContainerID: string };
+  IfName?: string;
   Force?: boolean;
 }
 

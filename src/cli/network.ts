@@ -6,7 +6,10 @@
  * stderr); 2 usage error (the message and the command's usage on stderr).
  */
 
-import { isAbsolute } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { cniConfList } from '../cni/config.js';
+import { CNI_VERSIONS, type CniVersion } from '../cni/spec.js';
 import { describeFlags, parseArgs, parseKeyValues, UsageError, type FlagSpecs, type ParsedFlags } from './args.js';
 import {
   ApiClient,
@@ -404,6 +407,59 @@ const hostLs = command({
 });
 
 const HOST_COMMANDS: Record<string, Command> = { ls: hostLs };
+
+// ---- veil cni ----
+
+const cniConfig = command({
+  synopsis: '[OPTIONS] NETWORK',
+  summary: "Print (or write) a CNI configuration list for a veil network, asking this CLI's API (docs/cni.md)",
+  flags: {
+    write: { kind: 'string', value: 'DIR', help: 'write DIR/NETWORK.conflist instead of printing it' },
+    'cni-version': {
+      kind: 'string',
+      value: 'V',
+      help: `cniVersion of the list (${CNI_VERSIONS.join(', ')}; default 1.0.0)`,
+    },
+  },
+  args: { min: 1, max: 1 },
+  async run({ flags, args, client, io }) {
+    const version = flags['cni-version'] ?? '1.0.0';
+    if (!(CNI_VERSIONS as readonly string[]).includes(version))
+      throw new UsageError(`--cni-version ${version}: expected one of ${CNI_VERSIONS.join(', ')}`);
+    // The network must exist: a list for a typo would fail only when a container starts.
+    const net = await client.inspectNetwork(args[0]!);
+    const file = (flag: 'tls-ca' | 'tls-cert' | 'tls-key', env: string) => {
+      const path = flags[flag] ?? (io.env[env] || undefined);
+      return path === undefined ? undefined : resolve(path);
+    };
+    const tls = client.address.startsWith('https:')
+      ? {
+          ca: file('tls-ca', 'VEIL_TLS_CA'),
+          cert: file('tls-cert', 'VEIL_TLS_CERT'),
+          key: file('tls-key', 'VEIL_TLS_KEY'),
+        }
+      : undefined;
+    const text = `${JSON.stringify(
+      cniConfList(net.Name, { api: client.address, cniVersion: version as CniVersion, ...(tls ? { tls } : {}) }),
+      null,
+      2,
+    )}\n`;
+    if (flags.write === undefined) {
+      io.stdout.write(text);
+      return 0;
+    }
+    const path = join(flags.write, `${net.Name}.conflist`);
+    try {
+      writeFileSync(path, text, { mode: 0o644 });
+    } catch (err) {
+      throw new UsageError(`--write ${flags.write}: ${(err as Error).message}`);
+    }
+    io.stdout.write(`${path}\n`);
+    return 0;
+  },
+});
+
+const CNI_COMMANDS: Record<string, Command> = { config: cniConfig };
 const HOST_ALIASES: Record<string, string> = { list: 'ls' };
 
 // ---- dispatch ----
@@ -501,6 +557,11 @@ async function runGroup(
 /** `veil network ...`: argv is what follows `network` (global options may precede it, see splitGlobalOptions). */
 export function runNetwork(argv: string[], io: CliIo): Promise<number> {
   return runGroup('network', NETWORK_COMMANDS, NETWORK_ALIASES, argv, io);
+}
+
+/** `veil cni ...`: argv is what follows `cni`. */
+export function runCniCommand(argv: string[], io: CliIo): Promise<number> {
+  return runGroup('cni', CNI_COMMANDS, {}, argv, io);
 }
 
 /** `veil host ...`: argv is what follows `host`. */

@@ -5,7 +5,7 @@ import { hostname } from 'node:os';
 import { GATEWAY_FLAGS, parseGatewayConfig } from '../config/cluster.js';
 import { startClusterGateway } from '../main.js';
 import { runCa } from './ca.js';
-import { runHost, runNetwork, splitGlobalOptions } from './network.js';
+import { runCniCommand, runHost, runNetwork, splitGlobalOptions } from './network.js';
 import { vectorsCheck } from './vectors-check.js';
 
 const USAGE = `usage: veil <command>
@@ -14,6 +14,7 @@ commands:
   gateway [flags]          run this host's gateway, following etcd (veil gateway --help)
   network COMMAND          create, ls, inspect, rm, connect, disconnect overlay networks (veil network --help)
   host ls                  list the hosts registered with the control plane
+  cni config NETWORK       print a CNI configuration list for a network (veil cni config --help)
   ca init|issue ...        the API's client-certificate CA (veil ca --help)
   vectors check FILE       run an ESP vector file through the sealer and opener of every implementation
 `;
@@ -59,6 +60,7 @@ async function main(argv: string[]): Promise<number> {
   const io = { stdout: process.stdout, stderr: process.stderr, env: process.env };
   if (control.group === 'network') return runNetwork(control.argv, io);
   if (control.group === 'host') return runHost(control.argv, io);
+  if (control.group === 'cni') return runCniCommand(control.argv, io);
   const [group, command, ...rest] = argv;
   if (group === 'ca') return runCa(argv.slice(1));
   if (group === 'gateway') return gateway(argv.slice(1));

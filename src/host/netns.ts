@@ -39,3 +39,33 @@ export async function interfaceWithMac(run: CommandRunner, ref: NetnsRef, mac: s
   }
   return links.find((l) => l.address?.toLowerCase() === mac.toLowerCase())?.ifname;
 }
+
+/** An interface inside a namespace as CNI CHECK compares it: its MAC and IPv4 addresses (CIDR). */
+export interface InterfaceState {
+  readonly mac: string;
+  readonly ipv4: readonly string[];
+}
+
+/** The interface of that name in the namespace, or undefined (no such interface, or no namespace). */
+export async function interfaceNamed(
+  run: CommandRunner,
+  ref: NetnsRef,
+  ifName: string,
+): Promise<InterfaceState | undefined> {
+  let links: Array<{
+    ifname: string;
+    address?: string;
+    addr_info?: Array<{ family: string; local: string; prefixlen: number }>;
+  }>;
+  try {
+    links = parseCommandJson((await ipIn(run, ref, ['-j', 'addr', 'show', 'dev', ifName])).stdout, 'ip -j addr show');
+  } catch {
+    return undefined;
+  }
+  const link = links.find((l) => l.ifname === ifName);
+  if (!link) return undefined;
+  return {
+    mac: (link.address ?? '').toLowerCase(),
+    ipv4: (link.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
+  };
+}

@@ -496,6 +496,7 @@ export class EtcdStore implements Store {
           ipv4: ip,
           ...(spec.sandbox ? { sandbox: spec.sandbox } : {}),
           ...(spec.ifName ? { ifName: spec.ifName } : {}),
+          ...(spec.runtime ? { runtime: { kind: spec.runtime.kind, containerId: spec.runtime.containerId } } : {}),
         };
         const ipFree = reservation === undefined;
         const res = await this.ns

@@ -188,6 +188,9 @@ export function addressReservation(holder: string): string {
   return `reserved:${checkSegment('reservation holder', holder)}`;
 }
 
+/** A CNI container id (CNI spec: "alphanumeric, underscore, period, hyphen"). */
+export const CONTAINER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
+
 export function checkEndpoint(
   spec: EndpointSpec,
   network: NetworkRecord,
@@ -218,6 +221,11 @@ export function checkEndpoint(
     if (spec.ipv4 === undefined) invalid('an endpoint on a reserved address needs that address (ipv4)');
   }
   if (spec.sandbox !== undefined) checkSandbox(spec.sandbox);
+  if (
+    spec.runtime !== undefined &&
+    (spec.runtime.kind !== 'cni' || !CONTAINER_ID_RE.test(String(spec.runtime.containerId)))
+  )
+    invalid('runtime must be {kind: "cni", containerId: 1..255 letters, digits, "_", "." or "-"}');
   if (spec.ifName !== undefined && !/^[a-z][a-z0-9]{0,14}$/.test(spec.ifName))
     invalid(`interface name "${spec.ifName}" must be 1..15 lower-case letters and digits`);
   return { id, requestedIp: spec.ipv4 };

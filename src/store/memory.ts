@@ -555,6 +555,7 @@ export class MemoryStore implements Store {
       ipv4: ip,
       ...(spec.sandbox ? { sandbox: spec.sandbox } : {}),
       ...(spec.ifName ? { ifName: spec.ifName } : {}),
+      ...(spec.runtime ? { runtime: { kind: spec.runtime.kind, containerId: spec.runtime.containerId } } : {}),
     };
     this.backend.commit([
       { put: keys.ipam(net.id, ip), value: id },

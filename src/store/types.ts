@@ -75,6 +75,14 @@ export interface EndpointRecord {
   sandbox?: Sandbox;
   /** The interface name inside the container (eth0, eth1, ... in connect order, as Docker names them). */
   ifName?: string;
+  /** The runtime that made it through a plugin and knows it by its own id (docs/cni.md "Records"). */
+  runtime?: RuntimeRef;
+}
+
+/** A CNI runtime's container (CNI_CONTAINERID): its DEL finds the endpoint by this id. */
+export interface RuntimeRef {
+  kind: 'cni';
+  containerId: string;
 }
 
 /** A container's network namespace on its own host: a bind-mounted netns path, or a process id. */
@@ -91,6 +99,7 @@ export interface EndpointSpec {
   ipv4?: string;
   sandbox?: Sandbox;
   ifName?: string;
+  runtime?: RuntimeRef;
   /**
    * The address was reserved beforehand by this holder (reserveAddress, for IPAM plugins that hand out
    * an address before the endpoint exists): ipv4 is required and the reservation becomes the endpoint's.
