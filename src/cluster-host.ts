@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import { HostAgent } from './agent/agent.js';
+import { RUNTIME_SWEEP_MS, RuntimeReaper } from './agent/reaper.js';
 import type { KeyScheduleApi } from './api/keys.js';
 import { bytesToHex } from './crypto/bytes.js';
 import type { SecretKey } from './crypto/secret.js';
@@ -68,6 +70,8 @@ export interface ClusterHostDeps {
   readonly exit: (code: number) => void;
   /** How often the outbound SAs' sequence use is read (docs/keys.md "Sequence budget"). */
   readonly budgetCheckMs?: number;
+  /** How often endpoints CNI runtimes left without DEL are looked for (docs/cni.md "Cleanup"). */
+  readonly runtimeSweepMs?: number;
 }
 
 /** One host's control plane around its gateway, as assembleClusterHost wires it. */
@@ -202,6 +206,16 @@ export function assembleClusterHost(deps: ClusterHostDeps): ClusterHost {
     }
   };
   let budgetTimer: NodeJS.Timeout | undefined;
+  const reaper = new RuntimeReaper({
+    store,
+    hostId,
+    exists: existsSync,
+    log: (event, fields) => log('info', event, fields),
+  });
+  const sweepRuntimes = () => {
+    reaper.sweep().catch((err: Error) => log('warn', 'runtime endpoint sweep failed', { error: err.message }));
+  };
+  let sweepTimer: NodeJS.Timeout | undefined;
   let api: { close(): Promise<void> } | undefined;
 
   const host: ClusterHost = {
@@ -233,9 +247,12 @@ export function assembleClusterHost(deps: ClusterHostDeps): ClusterHost {
       }
       budgetTimer = setInterval(checkBudget, deps.budgetCheckMs ?? 1000);
       budgetTimer.unref();
+      sweepTimer = setInterval(sweepRuntimes, deps.runtimeSweepMs ?? RUNTIME_SWEEP_MS);
+      sweepTimer.unref();
     },
     async stop(options) {
       clearInterval(budgetTimer);
+      clearInterval(sweepTimer);
       await api?.close();
       // Leadership first, so another host takes the schedule over at once.
       await leader.stop();

@@ -191,6 +191,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
       retiredLingerMs: config.keyGraceMs,
     }),
     log: hostLog,
+    ...(config.cniSweepMs ? { runtimeSweepMs: config.cniSweepMs } : {}),
     // Embedded DNS: answers this host's containers at 169.254.53.53 from the agent's model (the etcd watch).
     dns: (model) =>
       new DnsService({

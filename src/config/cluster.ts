@@ -25,6 +25,7 @@ import { VeilError } from '../errors.js';
  *   --os NAME                          VEIL_OS               the OS this host reports (default: this one's)
  *   --docker-plugins DIR               VEIL_DOCKER_PLUGINS   serve the Docker plugin "veil" as DIR/veil.sock (off when absent)
  *   --docker-host unix://PATH          VEIL_DOCKER_HOST      the Docker daemon the plugin asks for network names
+ *   --cni-sweep DURATION               VEIL_CNI_SWEEP        how often endpoints CNI runtimes left without DEL are looked for (30s)
  */
 
 export interface ClusterGatewayConfig {
@@ -49,6 +50,8 @@ export interface ClusterGatewayConfig {
   os: string;
   /** The Docker plugin (docs/docker.md): its socket's directory and the daemon's API socket. */
   docker?: { pluginsDir: string; engineSocket: string };
+  /** docs/cni.md "Cleanup"; absent: RUNTIME_SWEEP_MS. */
+  cniSweepMs?: number;
 }
 
 export const DEFAULTS = {
@@ -125,6 +128,11 @@ export const GATEWAY_FLAGS: Flag[] = [
     name: 'docker-host',
     env: 'VEIL_DOCKER_HOST',
     help: `the Docker daemon's API, for network names (default ${DEFAULTS.dockerHost})`,
+  },
+  {
+    name: 'cni-sweep',
+    env: 'VEIL_CNI_SWEEP',
+    help: 'how often endpoints CNI runtimes left without DEL are looked for (default 30s)',
   },
 ];
 
@@ -264,5 +272,6 @@ export function parseGatewayConfig(
     ...(f.has('docker-plugins')
       ? { docker: { pluginsDir: f.get('docker-plugins')!, engineSocket: dockerHost.slice('unix://'.length) } }
       : {}),
+    ...(f.has('cni-sweep') ? { cniSweepMs: parseDuration(f.get('cni-sweep')!) } : {}),
   };
 }

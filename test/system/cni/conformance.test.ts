@@ -2,12 +2,17 @@
 // configuration on stdin, the answer on stdout), against real gateways on real etcd (docs/cni.md):
 // ADD, CHECK, DEL, DEL again, a second ADD on the same interface, every error case, in both spec
 // versions a runtime here writes (1.0.0, and 0.4.0 from podman 4), each answer checked against the spec.
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../../support/wait.js';
 import { createClusterBed, type ClusterBed } from '../netns/cluster-bed.js';
+import { CLI } from '../netns/overlay-bed.js';
 import { runPlugin, type CniAnswer, type CniCall } from './cni-run.js';
 import { errorProblems, resultProblems } from './spec-check.js';
 
+const execFileAsync = promisify(execFile);
 const SUBNET = '10.70.0.0/24';
 let cb: ClusterBed;
 let api: string;
@@ -42,7 +47,8 @@ async function links(ns: string): Promise<string[]> {
 }
 
 beforeAll(async () => {
-  cb = await createClusterBed({ hosts: 2 });
+  // A short sweep, so that a container that vanished without DEL is cleaned up within the test.
+  cb = await createClusterBed({ hosts: 2, gatewayArgs: ['--cni-sweep', '1s'] });
   api = `unix:${cb.socket(1)}`;
   const made = await cb.api(1, 'POST', '/networks', {
     Name: 'pods',
@@ -173,6 +179,41 @@ describe('veil-cni', () => {
     );
     expect((await call('DEL')).code).toBe(0);
     expectError(await call('CHECK', { conf: withPrev }), 104, '1.0.0', /no endpoint for container/);
+  });
+
+  it('a container that vanished without DEL: its gateway removes the endpoint and frees the address', async () => {
+    const c = await cb.container('cnigone');
+    const containerId = newId();
+    const added = await runPlugin({ command: 'ADD', containerId, netns: c.netns, ifName: 'eth0', conf: conf('1.0.0') });
+    expect(added.code, added.stdout).toBe(0);
+    const ip = String(added.json.ips[0].address).split('/')[0];
+    await cb.bed.exec(cb.bed.hosts[0]!.netns, ['ip', 'netns', 'del', c.ns]); // the runtime died, the node cleaned up
+    await waitFor(
+      async () => !(await endpoints()).some((e) => e.Runtime?.ContainerID === containerId),
+      15_000,
+      'the vanished container swept',
+    );
+    expect(await cb.etcdctl(['get', '--prefix', '--keys-only', '/veil/v1/ipam/'])).not.toContain(`/${ip}\n`);
+    expect(cb.gateways.get(1)!.stdout()).toMatch(/runtime endpoint removed/);
+    // The runtime's DEL when it comes back: still success.
+    expect(
+      (await runPlugin({ command: 'DEL', containerId, netns: '', ifName: 'eth0', conf: conf('1.0.0') })).code,
+    ).toBe(0);
+  }, 60_000);
+
+  it('veil cni config prints the list a runtime reads, with the API the CLI was pointed at', async () => {
+    const out = await execFileAsync(process.execPath, [CLI, '--api', api, 'cni', 'config', 'pods'], {
+      encoding: 'utf8',
+    });
+    expect(JSON.parse(out.stdout)).toEqual({
+      cniVersion: '1.0.0',
+      name: 'pods',
+      plugins: [{ type: 'veil-cni', network: 'pods', api, capabilities: { ips: true, mac: true, aliases: true } }],
+    });
+    const missing = await execFileAsync(process.execPath, [CLI, '--api', api, 'cni', 'config', 'nope'], {
+      encoding: 'utf8',
+    }).catch((err: { code: number; stderr: string }) => err);
+    expect(missing).toMatchObject({ code: 1, stderr: expect.stringMatching(/nope/) });
   });
 
   it('every error is a CNI error with the right code, a message that says what to do, and nothing left behind', async () => {

@@ -1,0 +1,62 @@
+import type { EndpointRecord, Store } from '../store/types.js';
+
+/*
+ * Endpoints a CNI runtime made on this host whose container vanished without a DEL (docs/cni.md
+ * "Cleanup"): a runtime killed between ADD and DEL, a node rebooted. Their namespace file is gone;
+ * once it has been gone at two sweeps in a row, the record goes, and with it the address (the
+ * agent then removes what is left of the port). Only runtime endpoints: Docker's are Docker's to
+ * delete, and a CLI-attached container is the operator's.
+ */
+/** The default sweep period: an orphan goes within two of them. */
+export const RUNTIME_SWEEP_MS = 30_000;
+
+export class RuntimeReaper {
+  readonly #store: Store;
+  readonly #hostId: string;
+  readonly #exists: (path: string) => boolean;
+  readonly #log: (event: string, fields: Record<string, unknown>) => void;
+  /** Endpoint ids whose namespace was missing at the last sweep. */
+  #missing = new Set<string>();
+
+  constructor(options: {
+    store: Store;
+    hostId: string;
+    exists: (path: string) => boolean;
+    log: (event: string, fields: Record<string, unknown>) => void;
+  }) {
+    this.#store = options.store;
+    this.#hostId = options.hostId;
+    this.#exists = options.exists;
+    this.#log = options.log;
+  }
+
+  /** One sweep; returns the endpoints removed. */
+  async sweep(): Promise<EndpointRecord[]> {
+    const gone = (await this.#store.listEndpoints()).items.filter(
+      (e) =>
+        e.hostId === this.#hostId &&
+        e.runtime !== undefined &&
+        e.sandbox !== undefined &&
+        'netns' in e.sandbox &&
+        !this.#exists(e.sandbox.netns),
+    );
+    const removed: EndpointRecord[] = [];
+    for (const e of gone) {
+      if (!this.#missing.has(e.id)) continue;
+      try {
+        await this.#store.deleteEndpoint(e.networkId, e.id);
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'VEIL_ERR_NOT_FOUND') throw err;
+      }
+      this.#log('runtime endpoint removed', {
+        endpoint: e.name,
+        container: e.runtime!.containerId,
+        ipv4: e.ipv4,
+        reason: 'its namespace is gone and no DEL came',
+      });
+      removed.push(e);
+    }
+    this.#missing = new Set(gone.filter((e) => !removed.includes(e)).map((e) => e.id));
+    return removed;
+  }
+}
