@@ -69,17 +69,18 @@ VTEP=$P-vtep
 CTR=$P
 DATA=$(mktemp -d -t veil-image-data-XXXXXX)
 SOCKDIR=$(mktemp -d -t veil-image-run-XXXXXX)
+CNIBIN=$(mktemp -d -t veil-image-cni-XXXXXX)
 cleanup() {
   local status=$?
   trap - EXIT INT TERM HUP
   pm rm -f -t 5 "$CTR" >/dev/null 2>&1 || true
-  for ns in "$VTEP" "$NS"; do
+  for ns in "$P-c" "$VTEP" "$NS"; do
     if [ -e "/run/netns/$ns" ]; then
       for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
       ip netns del "$ns" 2>/dev/null || true
     fi
   done
-  rm -rf "$DATA" "$SOCKDIR"
+  rm -rf "$DATA" "$SOCKDIR" "$CNIBIN"
   if [ $status -eq 0 ]; then say "OK: built, healthy, used, stopped clean, restarted (total $(( $(date +%s) - T0 ))s)"; fi
   exit $status
 }
@@ -138,6 +139,20 @@ vni=$(inside veil network inspect imagetest | node -e 'process.stdout.write(Stri
 for _ in $(seq 1 50); do ip -n "$VTEP" link show "vx$vni" >/dev/null 2>&1 && break; sleep 0.1; done
 ip -n "$VTEP" link show "vx$vni" >/dev/null 2>&1 || fail "vx$vni not in the vtep namespace seen from the host (/run/netns sharing)"
 say "CLI in the container made network imagetest (VNI $vni); its VXLAN device shows in $VTEP on the host"
+
+# veil-cni from the image onto the host (docs/cni.md "Installing"), then ADD and DEL through it, as a runtime runs it.
+out=$(pm run --rm "${limits[@]}" "${timer[@]}" --network none -v "$CNIBIN:/host" "$TAG" cni install /host 2>&1) ||
+  fail "veil cni install from the image: $out"
+ip netns add "$P-c"
+conf="{\"cniVersion\":\"1.0.0\",\"name\":\"imagetest\",\"type\":\"veil-cni\",\"api\":\"unix:$SOCKDIR/veil.sock\"}"
+cni() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CNI_COMMAND="$1" CNI_CONTAINERID=imagetest1 CNI_NETNS="/run/netns/$P-c" \
+  CNI_IFNAME=eth0 CNI_PATH="$CNIBIN" "$CNIBIN/veil-cni" <<<"$conf"; }
+out=$(cni ADD) || fail "veil-cni ADD: $out"
+grep -q '"address":"10.250.0.[0-9]*/24"' <<<"$out" || fail "veil-cni ADD printed no address: $out"
+ip -n "$P-c" -4 addr show dev eth0 | grep -q ' 10\.250\.0\.' || fail "no eth0 with the address in the container namespace"
+out=$(cni DEL) || fail "veil-cni DEL: $out"
+! ip -n "$P-c" link show dev eth0 >/dev/null 2>&1 || fail "eth0 left after DEL"
+say "veil-cni installed from the image onto the host; ADD and DEL through the appliance's API"
 
 # A clean stop removes what it plumbed and keeps what it must keep.
 pm stop -t 20 "$CTR" >/dev/null 2>&1

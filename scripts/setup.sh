@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 # runc because crun refuses the cgroup v1/v2 hybrid layout some machines have).
 # docker.io, docker-compose and busybox-static: the Docker plugin's tests run a dockerd per test host,
 # with an image made from busybox (test/system/docker/docker-bed.ts), and Compose on two of them.
-PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark etcd-server etcd-client make gcc g++ python3 nftables bind9-dnsutils podman runc debootstrap docker.io docker-compose busybox-static)
+# containernetworking-plugins: podman's CNI backend (loopback) in the CNI tests, and bench/cni's reference
+# (bridge, host-local); podman only recommends it.
+PACKAGES=(iproute2 iputils-ping util-linux ethtool procps openssl tcpdump tshark etcd-server etcd-client make gcc g++ python3 nftables bind9-dnsutils podman runc debootstrap docker.io docker-compose busybox-static containernetworking-plugins)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: veil's tests build network namespaces and need root" >&2

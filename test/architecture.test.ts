@@ -31,7 +31,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   agent: ['crypto', 'errors', 'model', 'store', 'vxlan/gateway', 'vxlan/datapath', 'vxlan/plumbing'],
   docker: ['errors', 'model', 'store'],
   // The CNI plugin is an API client like the CLI, through the CLI's client.
-  cni: ['cli', 'dns', 'host', 'model'],
+  cni: ['cli', 'host', 'model'],
   api: [
     'crypto',
     'docker',

@@ -482,7 +482,7 @@ export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?
         if (holder)
           throw new VeilError(
             'VEIL_ERR_ENDPOINT_EXISTS',
-            `interface ${body.IfName} of that container is already ${holder.name}'s on another network`,
+            `interface ${body.IfName} of that container is already ${holder.name}'s${holder.networkId === network.id ? '' : ' on another network'}`,
           );
       }
       const cfg = body.EndpointConfig;

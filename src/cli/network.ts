@@ -9,6 +9,7 @@
 import { writeFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { cniConfList } from '../cni/config.js';
+import { installCni } from '../cni/install.js';
 import { CNI_VERSIONS, type CniVersion } from '../cni/spec.js';
 import { describeFlags, parseArgs, parseKeyValues, UsageError, type FlagSpecs, type ParsedFlags } from './args.js';
 import {
@@ -459,7 +460,25 @@ const cniConfig = command({
   },
 });
 
-const CNI_COMMANDS: Record<string, Command> = { config: cniConfig };
+const cniInstall = command({
+  synopsis: 'DIR',
+  summary: 'Install veil-cni, with the Node it runs on, into a CNI plugin directory (e.g. /opt/cni/bin)',
+  flags: {},
+  args: { min: 1, max: 1 },
+  async run({ args, io }) {
+    if (!isAbsolute(args[0]!)) throw new UsageError(`${args[0]}: give the plugin directory as an absolute path`);
+    let launcher: string;
+    try {
+      launcher = installCni(args[0]!);
+    } catch (err) {
+      throw new UsageError(`cannot install into ${args[0]}: ${(err as Error).message}`);
+    }
+    io.stdout.write(`${launcher}\n`);
+    return 0;
+  },
+});
+
+const CNI_COMMANDS: Record<string, Command> = { config: cniConfig, install: cniInstall };
 const HOST_ALIASES: Record<string, string> = { list: 'ls' };
 
 // ---- dispatch ----

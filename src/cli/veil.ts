@@ -14,7 +14,7 @@ commands:
   gateway [flags]          run this host's gateway, following etcd (veil gateway --help)
   network COMMAND          create, ls, inspect, rm, connect, disconnect overlay networks (veil network --help)
   host ls                  list the hosts registered with the control plane
-  cni config NETWORK       print a CNI configuration list for a network (veil cni config --help)
+  cni config|install ...   a CNI configuration list for a network; veil-cni into a plugin directory (veil cni --help)
   ca init|issue ...        the API's client-certificate CA (veil ca --help)
   vectors check FILE       run an ESP vector file through the sealer and opener of every implementation
 `;

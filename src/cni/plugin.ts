@@ -5,7 +5,7 @@ import {
   type EndpointView,
   type NetworkDetail,
 } from '../cli/client.js';
-import { RESOLVER_ADDRESS } from '../dns/wire.js';
+import { RESOLVER_ADDRESS } from '../model/resolver.js';
 import type { InterfaceState } from '../host/netns.js';
 import { isIpv4 } from '../model/ipv4.js';
 import {

@@ -11,12 +11,7 @@
 import dnsPacket from 'dns-packet';
 import type { Answer, DecodedPacket, Packet, Question } from 'dns-packet';
 
-/**
- * Where every container finds its resolver: a link-local address (RFC 3927) outside the /30s veil
- * uses between host and vtep netns and outside 169.254.169.0/24 (cloud metadata). Each host answers
- * its own containers at it (a permanent neighbour entry inside the container: it is never ARPed for).
- */
-export const RESOLVER_ADDRESS = '169.254.53.53';
+export { RESOLVER_ADDRESS } from '../model/resolver.js';
 /** RFC 1035 §4.2.1 (UDP) and §4.2.2 (TCP). */
 export const DNS_PORT = 53;
 

@@ -67,6 +67,53 @@ export function describeEndpointsApi(impl: StoreImpl): void {
         })
       ).json().Id as string;
 
+    it("a runtime's container (CNI): its interface name and container id make the endpoint; disconnect finds it by them", async () => {
+      const id = await makeNetwork('pods');
+      const connect = (containerId: string, ifName: string, netns = '/run/netns/cni-1') =>
+        post('/networks/pods/connect', {
+          Container: 'web',
+          Sandbox: { Netns: netns },
+          IfName: ifName,
+          Runtime: { Kind: 'cni', ContainerID: containerId },
+        });
+      const r = await connect('c0ffee', 'net1');
+      expect(r.statusCode, r.body).toBe(200);
+      expect(local.attached[0]).toMatchObject({ ifName: 'net1', runtime: { kind: 'cni', containerId: 'c0ffee' } });
+      const seen = (await app.inject({ method: 'GET', url: '/networks/pods' })).json().Containers[r.json().EndpointID];
+      expect(seen.Runtime).toEqual({ Kind: 'cni', ContainerID: 'c0ffee', IfName: 'net1' });
+      // The same container and interface again: refused. Another container named web: its own endpoint.
+      expect((await connect('c0ffee', 'net1')).statusCode).toBe(409);
+      const other = await connect('beef', 'eth0', '/run/netns/cni-2');
+      expect(other.statusCode, other.body).toBe(200);
+      // An interface name the container already has on a network is refused before anything is written.
+      const taken = await connect('c0ffee', 'net1', '/run/netns/cni-1');
+      expect(taken.json()).toMatchObject({ code: 'VEIL_ERR_ENDPOINT_EXISTS' });
+      const clash = await post('/networks/pods/connect', {
+        Container: 'side',
+        Sandbox: { Netns: '/run/netns/cni-1' },
+        IfName: 'net1',
+      });
+      expect([clash.statusCode, clash.json().message]).toEqual([409, expect.stringMatching(/interface net1 .* web's/)]);
+      expect(
+        (
+          await post('/networks/pods/connect', {
+            Container: 'x',
+            IfName: 'eth0',
+            Runtime: { Kind: 'cni', ContainerID: 'a' },
+            Host: 'h2',
+          })
+        ).statusCode,
+      ).toBe(400);
+      const off = (body: unknown) => post('/networks/pods/disconnect', body);
+      expect((await off({ Runtime: { Kind: 'cni', ContainerID: 'c0ffee' } })).statusCode).toBe(400); // IfName missing
+      expect(
+        (await off({ Container: 'web', Runtime: { Kind: 'cni', ContainerID: 'c0ffee' }, IfName: 'net1' })).statusCode,
+      ).toBe(400);
+      expect((await off({ Runtime: { Kind: 'cni', ContainerID: 'c0ffee' }, IfName: 'eth0' })).statusCode).toBe(404);
+      expect((await off({ Runtime: { Kind: 'cni', ContainerID: 'c0ffee' }, IfName: 'net1' })).statusCode).toBe(204);
+      expect((await store.listEndpoints(id)).items.map((e) => e.runtime?.containerId)).toEqual(['beef']);
+    });
+
     it('connects a local container: allocates from the ip-range, derives the MAC, plumbs it before answering', async () => {
       const id = await makeNetwork('n1');
       const r = await post('/networks/n1/connect', {

@@ -5,14 +5,13 @@ import { join } from 'node:path';
 import type { ExecResult } from '../netns/bed.js';
 import { createClusterBed, type ClusterBed } from '../netns/cluster-bed.js';
 import { CLI } from '../netns/overlay-bed.js';
-import { PLUGIN } from './cni-run.js';
 
 /*
  * Hosts where podman (Debian's 4.3, CNI backend) runs containers beside each veil gateway, on one
  * etcd (docs/testing.md "The podman bed"). Everything podman keeps is in the bed's directory: its
  * containers.conf (CONTAINERS_CONF), storage (--root, --runroot, vfs), the CNI configuration
- * directory, where `veil cni config --write` puts the network's list, and the plugin directory with
- * veil-cni. podman joins only its host's network namespace (nsenter --net). The image is a
+ * directory, where `veil cni config --write` puts the network's list, and the plugin directory where
+ * `veil cni install` put veil-cni. podman joins only its host's network namespace (nsenter --net). The image is a
  * busybox-static root filesystem made here and `podman import`ed: no registry.
  */
 
@@ -32,8 +31,8 @@ export async function createPodmanBed(options: { hosts: number; podmanHosts: num
   const dir = mkdtempSync(join(tmpdir(), 'veil-podman-'));
   const bin = join(dir, 'cni-bin');
   mkdirSync(bin);
-  // veil-cni as `npm install` puts it on a host, with this Node (a runtime runs it with its own PATH).
-  writeFileSync(join(bin, 'veil-cni'), `#!/bin/sh\nexec ${process.execPath} ${PLUGIN} "$@"\n`, { mode: 0o755 });
+  // As a user installs it on a host (docs/cni.md "Installing"): the launcher and this Node beside it.
+  execFileSync(process.execPath, [CLI, 'cni', 'install', bin]);
   const d = (i: number) => join(dir, `p${i}`);
   for (const i of options.podmanHosts) {
     for (const sub of ['root', 'runroot', 'net.d', 'tmp']) mkdirSync(join(d(i), sub), { recursive: true });

@@ -16,7 +16,7 @@ import { encodeSpi } from '../../../src/vxlan/wire/spi.js';
 import { createBed, type Bed, type BedHost, type BedProcess } from './bed.js';
 
 /** The repository root, whether this file runs from test/ (vitest) or dist/test/ (the benches). */
-function repoRoot(): string {
+export function repoRoot(): string {
   let dir = import.meta.dirname;
   while (!existsSync(join(dir, 'package.json'))) {
     const up = resolve(dir, '..');
