@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { AEAD_NONCE_LENGTH, AEAD_TAG_LENGTH, type AeadProvider } from './aead.js';
 import { nodeAeadProvider } from './aead-node.js';
 import { concatBytes, lengthPrefixed, u64Bytes, utf8Bytes } from './bytes.js';
 import { hkdfSha256, type HkdfSha256 } from './hkdf.js';
 import { SecretKey } from './secret.js';
-import { X25519_KEY_LENGTH, x25519, type X25519 } from './x25519.js';
+import { X25519_KEY_LENGTH, generateX25519KeyPair, x25519, type X25519 } from './x25519.js';
 
 /*
  * Wrapping an epoch secret for one member host, so that etcd (and its backups)
@@ -83,9 +82,13 @@ export function wrapSecret(
   recipientPublic: Uint8Array,
   ctx: WrapContext,
   deps: KeyWrapDeps = defaultDeps,
-  ephemeralPrivate: SecretKey = new SecretKey(randomBytes(X25519_KEY_LENGTH)),
+  ephemeral?: SecretKey,
 ): Uint8Array {
-  const ephemeralPublic = deps.x25519.publicKey(ephemeralPrivate);
+  const pair = ephemeral
+    ? { privateKey: ephemeral, publicKey: deps.x25519.publicKey(ephemeral) }
+    : generateX25519KeyPair(deps.x25519);
+  const ephemeralPrivate = pair.privateKey;
+  const ephemeralPublic = pair.publicKey;
   const shared = deps.x25519.sharedSecret(ephemeralPrivate, recipientPublic);
   if (!shared) throw new KeyWrapError('recipient public key is of low order');
   const aead = deps.aead.create('chacha20-poly1305', wrapKey(deps, shared, ephemeralPublic, recipientPublic));

@@ -1,4 +1,11 @@
-import { createPrivateKey, createPublicKey, diffieHellman, randomBytes } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  randomBytes,
+  type KeyObject,
+} from 'node:crypto';
 import { x25519 as nobleX25519Impl } from '@noble/curves/ed25519.js';
 import { concatBytes, hexToBytes, isAllZero } from './bytes.js';
 import { SecretKey } from './secret.js';
@@ -15,6 +22,8 @@ export interface X25519 {
   readonly implementation: string;
   publicKey(privateKey: SecretKey): Uint8Array;
   sharedSecret(privateKey: SecretKey, publicKey: Uint8Array): SecretKey | null;
+  /** A fresh key pair, where the implementation has a faster way than random bytes and publicKey(). */
+  generateKeyPair?(): X25519KeyPair;
 }
 
 function checkLengths(privateKey: SecretKey, publicKey?: Uint8Array): void {
@@ -40,15 +49,36 @@ export const nobleX25519: X25519 = {
   },
 };
 
-// DER wrappers for raw X25519 keys (RFC 8410 §7 PKCS#8, §4 SubjectPublicKeyInfo; OID 1.3.101.110).
+// The PKCS#8 wrapper for a raw X25519 private key (RFC 8410 §7; OID 1.3.101.110).
 const PKCS8_PREFIX = hexToBytes('302e020100300506032b656e04220420');
-const SPKI_PREFIX = hexToBytes('302a300506032b656e032100');
 
-function nodePrivateKey(privateKey: SecretKey) {
-  return createPrivateKey({
+/**
+ * OpenSSL 3 decodes a PKCS#8 key in about half a millisecond, ten times the agreement itself, so
+ * each private key is decoded once: a host's identity key agrees with every peer. A key wiped
+ * (SecretKey.wipe) is refused rather than served from here.
+ */
+const privateKeyObjects = new WeakMap<SecretKey, KeyObject>();
+
+function nodePrivateKey(privateKey: SecretKey): KeyObject {
+  const cached = privateKeyObjects.get(privateKey);
+  if (cached) {
+    if (isAllZero(privateKey.exposeDanger())) throw new RangeError('X25519: the private key was wiped');
+    return cached;
+  }
+  const key = createPrivateKey({
     key: Buffer.from(concatBytes(PKCS8_PREFIX, privateKey.exposeDanger())),
     format: 'der',
     type: 'pkcs8',
+  });
+  privateKeyObjects.set(privateKey, key);
+  return key;
+}
+
+/** A public key as a JWK (RFC 8037 §2): Node imports it without the DER decoder. */
+function nodePublicKey(publicKey: Uint8Array): KeyObject {
+  return createPublicKey({
+    key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(publicKey).toString('base64url') },
+    format: 'jwk',
   });
 }
 
@@ -56,28 +86,34 @@ export const nodeX25519: X25519 = {
   implementation: 'node',
   publicKey(privateKey) {
     checkLengths(privateKey);
-    const spki = createPublicKey(nodePrivateKey(privateKey)).export({ format: 'der', type: 'spki' });
-    return new Uint8Array(spki.subarray(SPKI_PREFIX.length));
+    const jwk = createPublicKey(nodePrivateKey(privateKey)).export({ format: 'jwk' });
+    return new Uint8Array(Buffer.from(jwk.x!, 'base64url'));
   },
   sharedSecret(privateKey, publicKey) {
     checkLengths(privateKey, publicKey);
-    const peer = createPublicKey({
-      key: Buffer.from(concatBytes(SPKI_PREFIX, publicKey)),
-      format: 'der',
-      type: 'spki',
-    });
     let shared: Uint8Array;
     try {
-      shared = diffieHellman({ privateKey: nodePrivateKey(privateKey), publicKey: peer });
-    } catch {
+      shared = diffieHellman({ privateKey: nodePrivateKey(privateKey), publicKey: nodePublicKey(publicKey) });
+    } catch (err) {
+      if (err instanceof RangeError) throw err;
       return null; // OpenSSL refuses an all-zero result
     }
     return isAllZero(shared) ? null : new SecretKey(shared);
   },
+  generateKeyPair() {
+    const pair = generateKeyPairSync('x25519');
+    const jwk = pair.privateKey.export({ format: 'jwk' });
+    const privateKey = new SecretKey(Buffer.from(jwk.d!, 'base64url'));
+    privateKeyObjects.set(privateKey, pair.privateKey);
+    return { privateKey, publicKey: new Uint8Array(Buffer.from(jwk.x!, 'base64url')) };
+  },
 };
 
-/** The implementation the control plane uses. */
-export const x25519 = nobleX25519;
+/**
+ * The implementation the control plane uses: node:crypto (OpenSSL) agrees a key in about a tenth of
+ * noble's time (docs/performance.md), which the leader pays once per member at every rotation.
+ */
+export const x25519 = nodeX25519;
 
 /**
  * Any private key, once clamped (RFC 7748 §5), is a multiple of 8, so it maps exactly the low-order
@@ -99,6 +135,7 @@ export interface X25519KeyPair {
 }
 
 export function generateX25519KeyPair(impl: X25519 = x25519): X25519KeyPair {
+  if (impl.generateKeyPair) return impl.generateKeyPair();
   const privateKey = new SecretKey(randomBytes(X25519_KEY_LENGTH));
   return { privateKey, publicKey: impl.publicKey(privateKey) };
 }

@@ -49,6 +49,25 @@ describe('differential X25519 and HKDF', () => {
     }
   });
 
+  it(`${ROUNDS} node:crypto key pairs (OpenSSL's generator, decoded once) agree with noble; a wiped key is refused`, () => {
+    for (let i = 0; i < ROUNDS; i++) {
+      const a = nodeX25519.generateKeyPair!();
+      const b = new SecretKey(randomBytes(32));
+      expect(bytesToHex(nobleX25519.publicKey(a.privateKey))).toBe(bytesToHex(a.publicKey));
+      // The same SecretKey twice: the second use is served from the decoded key, and still agrees.
+      for (let n = 0; n < 2; n++)
+        expect(
+          nodeX25519
+            .sharedSecret(a.privateKey, nobleX25519.publicKey(b))!
+            .equals(nobleX25519.sharedSecret(b, a.publicKey)!),
+        ).toBe(true);
+    }
+    const k = nodeX25519.generateKeyPair!().privateKey;
+    k.wipe();
+    expect(() => nodeX25519.publicKey(k)).toThrow(/wiped/);
+    expect(() => nodeX25519.sharedSecret(k, new Uint8Array(32).fill(9))).toThrow(/wiped/);
+  });
+
   it(`${ROUNDS} random HKDF derivations agree`, () => {
     for (let i = 0; i < ROUNDS; i++) {
       const [ikm, salt, info] = [
