@@ -30,8 +30,20 @@ export class RuntimeReaper {
     this.#log = options.log;
   }
 
-  /** One sweep; returns the endpoints removed. */
+  #busy = false;
+
+  /** One sweep; returns the endpoints removed. A sweep asked while one runs does nothing (it is no second look). */
   async sweep(): Promise<EndpointRecord[]> {
+    if (this.#busy) return [];
+    this.#busy = true;
+    try {
+      return await this.#sweep();
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  async #sweep(): Promise<EndpointRecord[]> {
     const gone = (await this.#store.listEndpoints()).items.filter(
       (e) =>
         e.hostId === this.#hostId &&
@@ -47,6 +59,7 @@ export class RuntimeReaper {
         await this.#store.deleteEndpoint(e.networkId, e.id);
       } catch (err) {
         if ((err as { code?: string }).code !== 'VEIL_ERR_NOT_FOUND') throw err;
+        continue; // its DEL came after all
       }
       this.#log('runtime endpoint removed', {
         endpoint: e.name,

@@ -20,4 +20,5 @@ const outcome = await runCni(process.env, await readStdin(), {
   netnsExists: (path) => existsSync(path),
   interfaceNamed: (netns, ifName) => interfaceNamed(execRunner, { path: netns }, ifName),
 });
+if (outcome.stderr) process.stderr.write(outcome.stderr);
 process.stdout.write(outcome.stdout, () => process.exit(outcome.exitCode));

@@ -46,6 +46,8 @@ export interface CniIo {
 export interface CniOutcome {
   stdout: string;
   exitCode: number;
+  /** For the runtime's log: what happened that the answer does not say. */
+  stderr?: string;
 }
 
 /** A failure with its CNI code; the message says what to do. */
@@ -145,18 +147,38 @@ export function parseNetConf(stdin: string): VeilNetConf {
 }
 
 /** What the runtime asks for this container: an address, a MAC, aliases, its name (docs/cni.md "Arguments"). */
+/** A list of strings from the runtime, or a configuration error naming the key. */
+function stringList(value: unknown, key: string): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string'))
+    fail(CNI_ERR.INVALID_CONFIG, `"${key}" must be a list of strings`);
+  return value as string[];
+}
+
+function oneString(value: unknown, key: string): string | undefined {
+  if (value !== undefined && typeof value !== 'string') fail(CNI_ERR.INVALID_CONFIG, `"${key}" must be a string`);
+  return value as string | undefined;
+}
+
 export function requested(env: CniEnvironment, conf: VeilNetConf) {
-  const rc = conf.runtimeConfig ?? {};
-  const ipText = rc.ips?.[0] ?? conf.args?.cni?.ips?.[0] ?? env.args.get('IP');
+  const rc = (conf.runtimeConfig ?? {}) as Record<string, unknown>;
+  const args = ((conf.args as Record<string, unknown> | undefined)?.cni ?? {}) as Record<string, unknown>;
+  const aliasMap = rc.aliases;
+  if (aliasMap !== undefined && (typeof aliasMap !== 'object' || aliasMap === null || Array.isArray(aliasMap)))
+    fail(CNI_ERR.INVALID_CONFIG, '"runtimeConfig.aliases" must map network names to lists of names');
+  const ipText =
+    stringList(rc.ips, 'runtimeConfig.ips')?.[0] ?? stringList(args.ips, 'args.cni.ips')?.[0] ?? env.args.get('IP');
   const ip = ipText?.split('/')[0];
   if (ip !== undefined && !isIpv4(ip)) fail(CNI_ERR.INVALID_CONFIG, `requested IP "${ipText}" is not an IPv4 address`);
-  const mac = rc.mac ?? conf.args?.cni?.mac ?? env.args.get('MAC');
+  const mac = oneString(rc.mac, 'runtimeConfig.mac') ?? oneString(args.mac, 'args.cni.mac') ?? env.args.get('MAC');
   if (mac !== undefined && !MAC_RE.test(mac)) fail(CNI_ERR.INVALID_CONFIG, `requested MAC "${mac}" is not a MAC`);
   const pod = env.args.get('K8S_POD_NAME');
   const namespace = env.args.get('K8S_POD_NAMESPACE');
   // The container's name for DNS: the pod's (podman puts the container name there), else the id.
   const name = pod && NAME_RE.test(pod) ? pod : env.containerId.slice(0, 12);
-  const aliases = [...(rc.aliases?.[conf.name] ?? [])];
+  const aliases = [
+    ...(stringList((aliasMap as Record<string, unknown> | undefined)?.[conf.name], 'runtimeConfig.aliases') ?? []),
+  ];
   if (pod && namespace && NAME_RE.test(`${pod}.${namespace}`)) aliases.push(`${pod}.${namespace}`);
   return { ip, mac: mac?.toLowerCase(), name, aliases: [...new Set(aliases.filter((a) => a !== name))] };
 }
@@ -179,8 +201,8 @@ function result(
         interface: 0,
       },
     ],
-    // The gateway routes the resolver through this interface (docs/dns.md); no default route.
-    routes: [{ dst: `${RESOLVER_ADDRESS}/32` }],
+    // No routes: no default route (docs/cni.md "Results"), and the resolver's is a link route the
+    // gateway adds itself, which a result's route (via the gateway when it has no "gw") would misstate.
     dns: { nameservers: [RESOLVER_ADDRESS], search: [net.Name.toLowerCase()] },
   };
 }
@@ -190,6 +212,8 @@ function fromApi(err: unknown, conf: VeilNetConf): never {
   if (err instanceof CniFailure) throw err;
   if (!(err instanceof ApiError)) throw err;
   switch (err.code) {
+    case 'VEIL_ERR_STORE_UNAVAILABLE':
+      return fail(CNI_ERR.TRY_AGAIN_LATER, `veil's store (etcd) does not answer: try again`, err.message);
     case 'VEIL_ERR_API_UNREACHABLE':
       return fail(
         CNI_ERR.TRY_AGAIN_LATER,
@@ -227,31 +251,50 @@ async function add(env: CniEnvironment, conf: VeilNetConf, io: CniIo, api: CniAp
     fail(CNI_ERR.INTERFACE_EXISTS, `${env.netns} already has an interface ${env.ifName} (CNI ADD makes it)`);
   const want = requested(env, conf);
   const net = await api.inspectNetwork(conf.network).catch((err: unknown) => fromApi(err, conf));
+  const runtime = { Kind: 'cni' as const, ContainerID: env.containerId };
+  // The interface is not there, so a record of it is stale (a node rebooted, a runtime killed before
+  // its DEL): it goes first, with the address it holds, which the runtime may be asking for again.
+  await api.disconnect(net.Name, { Runtime: runtime, IfName: env.ifName }).catch((err: unknown) => {
+    if (!(err instanceof ApiError && err.code === 'VEIL_ERR_ENDPOINT_NOT_FOUND')) fromApi(err, conf);
+  });
   const ep = await api
     .connect(net.Name, {
       Container: want.name,
       Sandbox: { Netns: env.netns },
       IfName: env.ifName,
-      Runtime: { Kind: 'cni', ContainerID: env.containerId },
+      Runtime: runtime,
       EndpointConfig: {
         ...(want.ip ? { IPAMConfig: { IPv4Address: want.ip } } : {}),
         ...(want.mac ? { MacAddress: want.mac } : {}),
         Aliases: want.aliases,
       },
     })
-    .catch((err: unknown) => fromApi(err, conf));
+    .catch(async (err: unknown) => {
+      // No answer is not a refusal: the gateway may have connected it after all. Nothing stays behind.
+      if (err instanceof ApiError && err.code === 'VEIL_ERR_API_UNREACHABLE')
+        await api.disconnect(net.Name, { Runtime: runtime, IfName: env.ifName }).catch(() => undefined);
+      return fromApi(err, conf);
+    });
   return result(conf.cniVersion, env, net, ep);
 }
 
-async function del(env: CniEnvironment, conf: VeilNetConf, api: CniApi): Promise<void> {
+async function del(env: CniEnvironment, conf: VeilNetConf, api: CniApi): Promise<string | undefined> {
   // CNI SPEC "DEL": success when what it would remove is already gone.
+  let note: string | undefined;
   await api
     .disconnect(conf.network, { Runtime: { Kind: 'cni', ContainerID: env.containerId }, IfName: env.ifName })
     .catch((err: unknown) => {
       if (err instanceof ApiError && (err.code === 'VEIL_ERR_ENDPOINT_NOT_FOUND' || err.code === 'VEIL_ERR_NOT_FOUND'))
         return;
+      // A gateway that is down must not keep a runtime retrying DEL (pods stuck terminating): the
+      // gateway removes the record itself once the namespace is gone (docs/cni.md "Cleanup").
+      if (err instanceof ApiError && err.code === 'VEIL_ERR_API_UNREACHABLE') {
+        note = `veil-cni: DEL: ${err.message}; the gateway removes the endpoint once the namespace is gone\n`;
+        return;
+      }
       fromApi(err, conf);
     });
+  return note;
 }
 
 async function check(env: CniEnvironment, conf: VeilNetConf, io: CniIo, api: CniApi): Promise<void> {
@@ -260,7 +303,8 @@ async function check(env: CniEnvironment, conf: VeilNetConf, io: CniIo, api: Cni
   const prev = conf.prevResult;
   const prevIp = prev?.ips?.[0]?.address;
   const prevIf = prev?.interfaces?.find((i) => i.name === env.ifName);
-  if (!prevIp || !prevIf) fail(CNI_ERR.INVALID_CONFIG, `CHECK needs the prevResult ADD printed (its ${env.ifName})`);
+  if (typeof prevIp !== 'string' || typeof prevIf?.mac !== 'string')
+    fail(CNI_ERR.INVALID_CONFIG, `CHECK needs the prevResult ADD printed (its ${env.ifName})`);
   const net = await api.inspectNetwork(conf.network).catch((err: unknown) => fromApi(err, conf));
   const ep = findEndpoint(net, env);
   if (!ep)
@@ -272,7 +316,7 @@ async function check(env: CniEnvironment, conf: VeilNetConf, io: CniIo, api: Cni
     fail(CNI_ERR.DRIFTED, `veil's record has ${ep!.IPv4Address} for ${env.ifName}, prevResult ${prevIp}`);
   if (ep!.MacAddress.toLowerCase() !== prevIf!.mac.toLowerCase())
     fail(CNI_ERR.DRIFTED, `veil's record has MAC ${ep!.MacAddress} for ${env.ifName}, prevResult ${prevIf!.mac}`);
-  if (!io.netnsExists(env.netns)) fail(CNI_ERR.UNKNOWN_CONTAINER, `no network namespace at ${env.netns}`);
+  if (!io.netnsExists(env.netns)) fail(CNI_ERR.DRIFTED, `the container's namespace ${env.netns} is gone`);
   const inside = await io.interfaceNamed(env.netns, env.ifName);
   if (!inside) fail(CNI_ERR.DRIFTED, `the container has no interface ${env.ifName}`);
   if (inside!.mac !== prevIf!.mac.toLowerCase())
@@ -290,21 +334,27 @@ export async function runCni(
   stdin: string,
   io: CniIo,
 ): Promise<CniOutcome> {
-  let version: string = CNI_LATEST;
-  try {
-    const env = parseEnvironment(environment);
-    if (env.command === 'VERSION') {
-      // The configuration may be only {"cniVersion": ...}; an unknown one is still answered.
-      const asked = (() => {
-        try {
-          return (JSON.parse(stdin) as { cniVersion?: unknown }).cniVersion;
-        } catch {
-          return undefined;
-        }
-      })();
-      if (typeof asked === 'string' && (CNI_VERSIONS as readonly string[]).includes(asked)) version = asked;
-      return print({ cniVersion: version, supportedVersions: [...CNI_VERSIONS] }, 0);
+  // Errors are told in the version asked, also those found before the configuration is read.
+  const asked = (() => {
+    try {
+      return (JSON.parse(stdin) as { cniVersion?: unknown }).cniVersion;
+    } catch {
+      return undefined;
     }
+  })();
+  let version: string =
+    typeof asked === 'string' && (CNI_VERSIONS as readonly string[]).includes(asked) ? asked : CNI_LATEST;
+  try {
+    let env: CniEnvironment;
+    try {
+      env = parseEnvironment(environment);
+    } catch (err) {
+      // A DEL that ADD would have refused the same way has nothing to remove (CNI SPEC "DEL").
+      if (environment.CNI_COMMAND === 'DEL' && err instanceof CniFailure)
+        return { stdout: '', exitCode: 0, stderr: `veil-cni: DEL: nothing to remove: ${err.message}\n` };
+      throw err;
+    }
+    if (env.command === 'VERSION') return print({ cniVersion: version, supportedVersions: [...CNI_VERSIONS] }, 0);
     const conf = parseNetConf(stdin);
     version = conf.cniVersion;
     let options;
@@ -325,9 +375,10 @@ export async function runCni(
     switch (env.command) {
       case 'ADD':
         return print(await add(env, conf, io, api), 0);
-      case 'DEL':
-        await del(env, conf, api);
-        return { stdout: '', exitCode: 0 };
+      case 'DEL': {
+        const note = await del(env, conf, api);
+        return { stdout: '', exitCode: 0, ...(note ? { stderr: note } : {}) };
+      }
       case 'CHECK':
         await check(env, conf, io, api);
         return { stdout: '', exitCode: 0 };

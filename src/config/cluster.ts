@@ -166,6 +166,13 @@ export function readFlags(argv: readonly string[], env: NodeJS.ProcessEnv, flags
   return out;
 }
 
+/** A sweep period: at most a day (timers cannot wait longer than 2^31 ms anyway). */
+function sweepPeriod(text: string): number {
+  const ms = parseDuration(text);
+  if (ms > 86_400_000) bad(`--cni-sweep ${text}: at most 24h`);
+  return ms;
+}
+
 export function parseDuration(text: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text);
   if (!m) bad(`duration "${text}" must look like 500ms, 20s, 30m or 12h`);
@@ -272,6 +279,6 @@ export function parseGatewayConfig(
     ...(f.has('docker-plugins')
       ? { docker: { pluginsDir: f.get('docker-plugins')!, engineSocket: dockerHost.slice('unix://'.length) } }
       : {}),
-    ...(f.has('cni-sweep') ? { cniSweepMs: parseDuration(f.get('cni-sweep')!) } : {}),
+    ...(f.has('cni-sweep') ? { cniSweepMs: sweepPeriod(f.get('cni-sweep')!) } : {}),
   };
 }

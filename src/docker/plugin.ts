@@ -130,7 +130,7 @@ export class DockerPlugin {
   readonly #pools = new Map<string, string | undefined>();
   /** Endpoints joined whose container veil has not learnt yet. */
   readonly #learning = new Set<string>();
-  /** This host's reservations no endpoint had taken at the last sweep ("<network id> <ip>"). */
+  /** This host's reservations no endpoint had taken at the last sweep ("<network id> <ip> <revision>"). */
   #unclaimed = new Set<string>();
 
   constructor(options: DockerPluginOptions) {
@@ -169,7 +169,9 @@ export class DockerPlugin {
     return { PoolID: poolId(req.Pool, req.SubPool || undefined), Pool: req.Pool, Data: {} };
   }
 
-  releasePool() {
+  releasePool(req: { PoolID?: string }) {
+    // A network whose create failed: its pool is no longer being created (see requestAddress).
+    if (req.PoolID) this.#pools.delete(req.PoolID.split(',')[0]!);
     return {};
   }
 
@@ -368,15 +370,16 @@ export class DockerPlugin {
     const unclaimed = new Set<string>();
     const freed: string[] = [];
     for (const net of (await this.#o.store.listNetworks()).items) {
-      for (const ip of await this.#o.store.listReservations(net.id, this.#o.hostId)) {
-        const key = `${net.id} ${ip}`;
+      for (const { ipv4, revision } of await this.#o.store.listReservations(net.id, this.#o.hostId)) {
+        // The reservation, not the address: the same address reserved again since is a new one.
+        const key = `${net.id} ${ipv4} ${revision}`;
         if (!this.#unclaimed.has(key)) {
           unclaimed.add(key);
           continue;
         }
-        await this.#o.store.releaseAddress(net.id, ip, this.#o.hostId);
-        this.#log('info', 'docker reservation freed', { network: net.name, ipv4: ip, reason: 'no endpoint took it' });
-        freed.push(ip);
+        await this.#o.store.releaseAddress(net.id, ipv4, this.#o.hostId, revision);
+        this.#log('info', 'docker reservation freed', { network: net.name, ipv4, reason: 'no endpoint took it' });
+        freed.push(ipv4);
       }
     }
     this.#unclaimed = unclaimed;

@@ -68,6 +68,7 @@ import type {
   EndpointSpec,
   HostLease,
   HostRecord,
+  Reservation,
   HostRegistration,
   KeyEpochRecord,
   Leadership,
@@ -629,19 +630,18 @@ export class EtcdStore implements Store {
     });
   }
 
-  async releaseAddress(networkId: string, ipv4: string, holder: string): Promise<void> {
+  async releaseAddress(networkId: string, ipv4: string, holder: string, revision?: number): Promise<void> {
     const value = addressReservation(holder);
     if (!SEGMENT_RE.test(networkId) || !SEGMENT_RE.test(ipv4)) return;
     return guard(async () => {
       // Only while it is still this holder's reservation: an endpoint's address is freed with the endpoint.
-      await this.ns
-        .if(keys.ipam(networkId, ipv4), 'Value', '==', value)
-        .then(this.ns.delete().key(keys.ipam(networkId, ipv4)))
-        .commit();
+      let txn = this.ns.if(keys.ipam(networkId, ipv4), 'Value', '==', value);
+      if (revision !== undefined) txn = txn.and(keys.ipam(networkId, ipv4), 'Create', '==', revision);
+      await txn.then(this.ns.delete().key(keys.ipam(networkId, ipv4))).commit();
     });
   }
 
-  async listReservations(networkId: string, holder: string): Promise<string[]> {
+  async listReservations(networkId: string, holder: string): Promise<Reservation[]> {
     const value = addressReservation(holder);
     if (!SEGMENT_RE.test(networkId)) return [];
     return guard(async () => {
@@ -649,8 +649,8 @@ export class EtcdStore implements Store {
       const { kvs } = await this.getAll(prefix);
       return kvs
         .filter((kv) => kv.value.toString() === value)
-        .map((kv) => kv.key.toString().slice(prefix.length))
-        .sort(compareIpv4);
+        .map((kv) => ({ ipv4: kv.key.toString().slice(prefix.length), revision: rev(kv.create_revision) }))
+        .sort((a, b) => compareIpv4(a.ipv4, b.ipv4));
     });
   }
 

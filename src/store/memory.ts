@@ -42,6 +42,7 @@ import type {
   EndpointSpec,
   HostLease,
   HostRecord,
+  Reservation,
   HostRegistration,
   KeyEpochRecord,
   Leadership,
@@ -604,14 +605,16 @@ export class MemoryStore implements Store {
     return ip;
   }
 
-  async releaseAddress(networkId: string, ipv4: string, holder: string): Promise<void> {
+  async releaseAddress(networkId: string, ipv4: string, holder: string, revision?: number): Promise<void> {
     this.open();
     if (!SEGMENT_RE.test(networkId) || !SEGMENT_RE.test(ipv4)) return;
     const key = keys.ipam(networkId, ipv4);
-    if (this.backend.get(key)?.value === addressReservation(holder)) this.backend.commit([{ del: key }]);
+    const entry = this.backend.get(key);
+    if (entry?.value === addressReservation(holder) && (revision === undefined || entry.create === revision))
+      this.backend.commit([{ del: key }]);
   }
 
-  async listReservations(networkId: string, holder: string): Promise<string[]> {
+  async listReservations(networkId: string, holder: string): Promise<Reservation[]> {
     this.open();
     if (!SEGMENT_RE.test(networkId)) return [];
     const value = addressReservation(holder);
@@ -619,8 +622,8 @@ export class MemoryStore implements Store {
     return this.backend
       .range(prefix)
       .filter(([, e]) => e.value === value)
-      .map(([k]) => k.slice(prefix.length))
-      .sort(compareIpv4);
+      .map(([k, e]) => ({ ipv4: k.slice(prefix.length), revision: e.create }))
+      .sort((a, b) => compareIpv4(a.ipv4, b.ipv4));
   }
 
   private fence(leader: Leadership): MemoryLeadership {

@@ -79,6 +79,12 @@ export interface EndpointRecord {
   runtime?: RuntimeRef;
 }
 
+/** An address reserved before its endpoint exists; `revision` tells two reservations of one address apart. */
+export interface Reservation {
+  ipv4: string;
+  revision: number;
+}
+
 /** A CNI runtime's container (CNI_CONTAINERID): its DEL finds the endpoint by this id. */
 export interface RuntimeRef {
   kind: 'cni';
@@ -241,10 +247,13 @@ export interface Store {
    * endpoint's. VEIL_ERR_IP_TAKEN when the requested address is taken, also by a reservation.
    */
   reserveAddress(networkId: string, holder: string, ipv4?: string): Promise<string>;
-  /** Frees an address `holder` reserved and no endpoint took; anything else is left alone (idempotent). */
-  releaseAddress(networkId: string, ipv4: string, holder: string): Promise<void>;
-  /** The addresses `holder` reserved on the network and no endpoint took (yet), sorted. */
-  listReservations(networkId: string, holder: string): Promise<string[]>;
+  /**
+   * Frees an address `holder` reserved and no endpoint took; anything else is left alone (idempotent).
+   * With `revision`, only that reservation (listReservations), not a newer one of the same address.
+   */
+  releaseAddress(networkId: string, ipv4: string, holder: string, revision?: number): Promise<void>;
+  /** The addresses `holder` reserved on the network and no endpoint took (yet), by address. */
+  listReservations(networkId: string, holder: string): Promise<Reservation[]>;
 
   /**
    * Leader write, fenced: fails with VEIL_ERR_NOT_LEADER (and ends `leader`) unless its leader key still exists,

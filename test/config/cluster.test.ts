@@ -134,3 +134,14 @@ describe('--docker-plugins and --docker-host', () => {
     );
   });
 });
+
+describe('--cni-sweep', () => {
+  it('the default period unless given; a day at most, a second at least', () => {
+    expect(parse(BASE).cniSweepMs).toBeUndefined();
+    expect(parse([...BASE, '--cni-sweep', '5s']).cniSweepMs).toBe(5000);
+    expect(parse(BASE, { VEIL_CNI_SWEEP: '2m' }).cniSweepMs).toBe(120_000);
+    expect(refusal(() => parse([...BASE, '--cni-sweep', '30d']))).toMatch(/duration "30d"/);
+    expect(refusal(() => parse([...BASE, '--cni-sweep', '25h']))).toMatch(/--cni-sweep 25h: at most 24h/);
+    expect(refusal(() => parse([...BASE, '--cni-sweep', '500ms']))).toMatch(/below one second/);
+  });
+});

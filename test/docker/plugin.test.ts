@@ -380,9 +380,23 @@ describe('the veil Docker plugin', () => {
     });
     expect(await store.listReservations(net.id, 'h1')).toEqual([]);
     // Another host's reservation is its own plugin's to sweep; the container's address stays.
-    expect(await store.listReservations(net.id, 'h2')).toEqual([String(theirs.Address).split('/')[0]]);
-    expect((await store.listEndpoints(net.id)).items.map((e) => e.ipv4)).toEqual([String(c.Address).split('/')[0]]);
+    expect((await store.listReservations(net.id, 'h2')).map((r) => r.ipv4)).toEqual([
+      String(theirs.Address).split('/')[0],
+    ]);
+    // The same address reserved anew between two sweeps is a new reservation: not freed.
+    const again = await h.call('IpamDriver.RequestAddress', { PoolID: made.PoolID, Address: orphanIp, Options: null });
+    expect(again.Err).toBeUndefined();
     expect(await h.plugin.sweepReservations()).toEqual([]);
+    await h.call('IpamDriver.ReleaseAddress', { PoolID: made.PoolID, Address: orphanIp });
+    const renewed = await h.call('IpamDriver.RequestAddress', {
+      PoolID: made.PoolID,
+      Address: orphanIp,
+      Options: null,
+    });
+    expect(renewed.Err).toBeUndefined();
+    expect(await h.plugin.sweepReservations()).toEqual([]); // seen once (a new revision)
+    expect((await store.listEndpoints(net.id)).items.map((e) => e.ipv4)).toEqual([String(c.Address).split('/')[0]]);
+    expect(await h.plugin.sweepReservations()).toEqual([orphanIp]); // and unclaimed a second time: freed
   });
 
   it('on a Windows host, a container on an encrypted network is warned about, or refused when the network is strict', async () => {

@@ -383,7 +383,8 @@ export function describeStore(impl: StoreImpl): void {
         expect(a).toBe('10.9.0.2');
         expect(await store.reserveAddress(n.id, 'h1', '10.9.0.5')).toBe('10.9.0.5');
         await expectCode(store.reserveAddress(n.id, 'h2', '10.9.0.5'), 'VEIL_ERR_IP_TAKEN');
-        expect(await store.listReservations(n.id, 'h1')).toEqual([a, '10.9.0.5']);
+        const held = await store.listReservations(n.id, 'h1');
+        expect(held.map((r) => r.ipv4)).toEqual([a, '10.9.0.5']);
         expect(await store.listReservations(n.id, 'h2')).toEqual([]);
         await expectCode(
           store.createEndpoint({ networkId: n.id, name: 'other', hostId: 'h2', ipv4: a }),
@@ -408,7 +409,10 @@ export function describeStore(impl: StoreImpl): void {
         });
         expect(ep.ipv4).toBe(a);
         expect((await store.dump()).get(keys.ipam(n.id, a))).toBe(ep.id);
-        expect(await store.listReservations(n.id, 'h1')).toEqual(['10.9.0.5']); // taken over: not a reservation
+        expect((await store.listReservations(n.id, 'h1')).map((r) => r.ipv4)).toEqual(['10.9.0.5']); // taken over
+        // A release naming another reservation of the address (an older one) frees nothing.
+        await store.releaseAddress(n.id, '10.9.0.5', 'h1', held[1]!.revision + 1000);
+        expect((await store.listReservations(n.id, 'h1')).map((r) => r.ipv4)).toEqual(['10.9.0.5']);
         // Docker releases after deleting the endpoint: the endpoint's address is not a reservation any more.
         await store.releaseAddress(n.id, a, 'h1');
         expect((await store.dump()).get(keys.ipam(n.id, a))).toBe(ep.id);

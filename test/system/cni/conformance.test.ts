@@ -119,6 +119,38 @@ describe('veil-cni', () => {
     }, 60_000);
   }
 
+  it('a record left by a runtime that died (the interface gone, no DEL) does not block the next ADD of that container', async () => {
+    const c = await cb.container('cnistale');
+    const containerId = newId();
+    const call = (command: string, extra: Partial<CniCall> = {}) =>
+      runPlugin({
+        command,
+        containerId,
+        netns: c.netns,
+        ifName: 'eth0',
+        args: 'IP=10.70.0.88',
+        conf: conf('1.0.0'),
+        ...extra,
+      });
+    expect((await call('ADD')).code).toBe(0);
+    await cb.bed.exec(c.ns, ['ip', 'link', 'del', 'eth0']); // the node rebooted: namespaces and links are new
+    const again = await call('ADD');
+    expect(again.code, again.stdout).toBe(0);
+    expect(again.json.ips[0].address).toBe('10.70.0.88/24'); // the same address, freed from the stale record
+    expect((await endpoints()).filter((e) => e.Runtime?.ContainerID === containerId)).toHaveLength(1);
+    expect((await call('DEL')).code).toBe(0);
+  });
+
+  it('DEL succeeds where nothing can be removed, and where the gateway is down (it sweeps later), saying so on stderr', async () => {
+    const base = { command: 'DEL', containerId: newId(), netns: '', ifName: 'eth0' };
+    const down = await runPlugin({ ...base, conf: conf('1.0.0', { api: 'unix:/nonexistent/veil.sock' }) });
+    expect([down.code, down.stdout]).toEqual([0, '']);
+    expect(down.stderr).toMatch(/cannot reach the veil API.*removes the endpoint once the namespace is gone/);
+    const badIf = await runPlugin({ ...base, ifName: 'Eth-0', conf: conf('0.4.0') });
+    expect([badIf.code, badIf.stdout]).toEqual([0, '']);
+    expect(badIf.stderr).toMatch(/nothing to remove: CNI_IFNAME/);
+  });
+
   it('takes the address, MAC and aliases the runtime asks for (CNI_ARGS, runtimeConfig)', async () => {
     const c = await cb.container('cniask');
     const containerId = newId();
@@ -239,6 +271,19 @@ describe('veil-cni', () => {
         '1.0.0',
         4,
         /CNI_COMMAND "GC": veil-cni does ADD, DEL, CHECK and VERSION/,
+      ],
+      [{ ifName: 'Eth-0', conf: conf('0.4.0') }, '0.4.0', 4, /CNI_IFNAME/], // told in the version asked
+      [
+        { conf: conf('1.0.0', { runtimeConfig: { ips: '10.70.0.9' } }) },
+        '1.0.0',
+        7,
+        /"runtimeConfig.ips" must be a list/,
+      ],
+      [
+        { conf: conf('1.0.0', { runtimeConfig: { aliases: { pods: 'web' } } }) },
+        '1.0.0',
+        7,
+        /"runtimeConfig.aliases" must be/,
       ],
     ];
     for (const [call, version, code, msg] of cases) {
