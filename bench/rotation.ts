@@ -11,9 +11,9 @@
 // pending): what is measured is the rotation, not the wait for the previous epoch to retire.
 // Reference, same run, same etcd as (1): one put reaching 100 watchers (one per simulated host's
 // client), 3 rounds before each rotation of (1). Ratios are rotation median / reference median.
-// Where the time goes (measured here): wrapping the secret for 100 hosts costs the leader ~450 ms
-// (X25519 in pure JS, ~2 ms per scalar multiplication, 2 per copy), and the 100 simulated hosts
-// unwrap on this one core (~4 ms each, ~400 ms in all); real hosts unwrap in parallel.
+// Where the time goes: the leader wraps the secret once per member (X25519 on node:crypto, ~0.2 ms
+// each: docs/performance.md), and the 100 simulated hosts unwrap and install on this one core,
+// where real hosts do it in parallel.
 //   VEIL_BENCH_ROTATIONS (10), VEIL_BENCH_CLIENTS (100), VEIL_BENCH_ONLY (sim | bed)
 // Needs root (namespaces) for part 2; part 1 needs only /usr/bin/etcd.
 import type { Etcd3, Watcher } from 'etcd3';
