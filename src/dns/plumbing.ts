@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import type { Sandbox } from '../store/types.js';
 import { execRunner, PlumbingError, SerialQueue, type CommandResult, type CommandRunner } from '../host/exec.js';
 import { bridgeName, IFNAME_RE } from '../host/names.js';
-import { execIn, ipIn, type NetnsRef } from '../host/netns.js';
+import { execIn, ipBatchIn, type NetnsRef } from '../host/netns.js';
 import { applyNftScript } from '../host/nft.js';
 import { MAC_RE } from '../model/mac.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from './wire.js';
@@ -177,17 +177,19 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
       // One way to the resolver per container: through its first interface. A container on several networks
       // reaches it through eth0 (the resolver answers it for every network it is on).
       if (inner !== 'eth0') return;
-      await ipIn(this.#run, e.netns, ['route', 'replace', `${this.resolverAddress}/32`, 'dev', inner, 'scope', 'link']);
-      await ipIn(this.#run, e.netns, [
-        'neigh',
-        'replace',
-        this.resolverAddress,
-        'lladdr',
-        bridgeMac(this.#c.hostId, e.vni),
-        'dev',
-        inner,
-        'nud',
-        'permanent',
+      await ipBatchIn(this.#run, e.netns, [
+        ['route', 'replace', `${this.resolverAddress}/32`, 'dev', inner, 'scope', 'link'],
+        [
+          'neigh',
+          'replace',
+          this.resolverAddress,
+          'lladdr',
+          bridgeMac(this.#c.hostId, e.vni),
+          'dev',
+          inner,
+          'nud',
+          'permanent',
+        ],
       ]);
     });
   }

@@ -11,7 +11,8 @@ export interface CommandResult {
   readonly stderr: string;
 }
 
-export type CommandRunner = (file: string, args: readonly string[]) => Promise<CommandResult>;
+/** `input`, when given, is the command's stdin (ip -batch -, bridge -batch -). */
+export type CommandRunner = (file: string, args: readonly string[], input?: string) => Promise<CommandResult>;
 
 export class PlumbingError extends VeilError {
   override readonly name = 'PlumbingError';
@@ -28,9 +29,9 @@ export class PlumbingError extends VeilError {
 }
 
 /** Runs argv without a shell; rejects with PlumbingError on a non-zero exit. */
-export const execRunner: CommandRunner = (file, args) =>
+export const execRunner: CommandRunner = (file, args, input) =>
   new Promise((resolve, reject) => {
-    execFile(file, [...args], { encoding: 'utf8', timeout: 30_000 }, (error, stdout, stderr) => {
+    const child = execFile(file, [...args], { encoding: 'utf8', timeout: 30_000 }, (error, stdout, stderr) => {
       if (error) {
         const code = (error as NodeJS.ErrnoException & { code?: number | string }).code ?? null;
         reject(new PlumbingError([file, ...args], code, stderr || error.message));
@@ -38,7 +39,21 @@ export const execRunner: CommandRunner = (file, args) =>
         resolve({ stdout, stderr });
       }
     });
+    // A command that exits before reading all of it closes the pipe: its exit status tells.
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input ?? '');
   });
+
+/**
+ * The lines of an `ip -batch -` or `bridge -batch -` script: one command per line, words split at
+ * spaces, so a word may hold no white space (names, addresses and MACs never do; refused otherwise).
+ */
+export function batchScript(commands: ReadonlyArray<readonly string[]>): string {
+  for (const c of commands)
+    for (const word of c)
+      if (word === '' || /\s/.test(word)) throw new RangeError(`batch word ${JSON.stringify(word)}`);
+  return commands.map((c) => c.join(' ')).join('\n') + '\n';
+}
 
 /** Parses a command's JSON output (`ip -j`, `bridge -j`, `nft -j`); unparseable output is a PlumbingError. */
 export function parseCommandJson<T>(text: string, what: string): T {

@@ -1,4 +1,4 @@
-import { parseCommandJson, type CommandResult, type CommandRunner } from './exec.js';
+import { batchScript, parseCommandJson, type CommandResult, type CommandRunner } from './exec.js';
 
 /** A network namespace: a named one (/run/netns/<name>), a bind-mounted path, or a process's. */
 export type NetnsRef = { readonly name: string } | { readonly path: string } | { readonly pid: number };
@@ -18,9 +18,23 @@ export function netnsArg(ref: NetnsRef): string {
 }
 
 /** Runs `ip ARGS` in the namespace: `ip -n` takes only names under /run/netns, a path or pid goes through nsenter. */
-export function ipIn(run: CommandRunner, ref: NetnsRef, args: readonly string[]): Promise<CommandResult> {
-  if ('name' in ref) return run('ip', ['-n', ref.name, ...args]);
-  return run('nsenter', [`--net=${netnsPath(ref)}`, '--', 'ip', ...args]);
+export function ipIn(
+  run: CommandRunner,
+  ref: NetnsRef,
+  args: readonly string[],
+  input?: string,
+): Promise<CommandResult> {
+  if ('name' in ref) return run('ip', ['-n', ref.name, ...args], input);
+  return run('nsenter', [`--net=${netnsPath(ref)}`, '--', 'ip', ...args], input);
+}
+
+/** Several `ip` commands in the namespace in one run (ip -batch): one process, not one per command. */
+export function ipBatchIn(
+  run: CommandRunner,
+  ref: NetnsRef,
+  commands: ReadonlyArray<readonly string[]>,
+): Promise<CommandResult> {
+  return ipIn(run, ref, ['-batch', '-'], batchScript(commands));
 }
 
 /** Runs a command in a named namespace, or in this process's own when `name` is undefined. */

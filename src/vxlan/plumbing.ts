@@ -38,6 +38,7 @@
 
 import { existsSync, statSync } from 'node:fs';
 import {
+  batchScript,
   execRunner,
   parseCommandJson,
   PlumbingError,
@@ -61,7 +62,7 @@ import {
   type NetnsFileState,
   type NetnsMountPlan,
 } from '../host/mounts.js';
-import { execIn, ipIn, netnsArg, netnsPath, type NetnsRef } from '../host/netns.js';
+import { execIn, ipBatchIn, netnsArg, netnsPath, type NetnsRef } from '../host/netns.js';
 import { applyNftScript, readNftCounter, readNftCounters, type NftCounter } from '../host/nft.js';
 import { formatIpv4, isIpv4, parseCidr, parseIpv4 } from '../model/ipv4.js';
 import { MAC_RE, ZERO_MAC } from '../model/mac.js';
@@ -545,11 +546,13 @@ export class IproutePlumbing implements Plumbing {
         });
       }
       await this.portOnBridge(outer, br, mac, mtu);
-      const inC = (args: readonly string[]): Promise<CommandResult> => ipIn(this.run, a.netns, args);
-      await inC(['link', 'set', 'lo', 'up']);
-      await inC(['link', 'set', inner, 'address', mac, 'mtu', mtu, 'up']);
-      await inC(['addr', 'replace', a.ipv4, 'dev', inner]);
-      if (a.gateway !== undefined) await inC(['route', 'replace', 'default', 'via', a.gateway, 'dev', inner]);
+      // Inside the container, one `ip -batch`: each command is its own process otherwise (nsenter and ip).
+      await ipBatchIn(this.run, a.netns, [
+        ['link', 'set', 'lo', 'up'],
+        ['link', 'set', inner, 'address', mac, 'mtu', mtu, 'up'],
+        ['addr', 'replace', a.ipv4, 'dev', inner],
+        ...(a.gateway !== undefined ? [['route', 'replace', 'default', 'via', a.gateway, 'dev', inner]] : []),
+      ]);
     });
   }
 
@@ -804,8 +807,14 @@ export class IproutePlumbing implements Plumbing {
     // The bridge learns from link-local frames (01:80:c2:00:00:0x) outside every netfilter hook, and
     // learning would let one such frame take over another container's MAC. A container port learns
     // nothing; its own MAC is a static entry no frame from any port can move (sticky).
-    await this.bridgeVtep(['link', 'set', 'dev', port, 'learning', 'off']);
-    await this.bridgeVtep(['fdb', 'replace', mac, 'dev', port, 'master', 'static', 'sticky']);
+    await this.run(
+      'bridge',
+      ['-n', this.vtepNetns, '-batch', '-'],
+      batchScript([
+        ['link', 'set', 'dev', port, 'learning', 'off'],
+        ['fdb', 'replace', mac, 'dev', port, 'master', 'static', 'sticky'],
+      ]),
+    );
     await this.ipVtep(['link', 'set', port, 'up']);
   }
 

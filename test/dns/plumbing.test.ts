@@ -23,8 +23,10 @@ function recorder() {
   const calls: string[] = [];
   return {
     calls,
-    runner: async (file: string, args: readonly string[]) => (
-      calls.push([file, ...args].join(' ')),
+    runner: async (file: string, args: readonly string[], input?: string) => (
+      calls.push(
+        [file, ...args].join(' ') + (input === undefined ? '' : ` <<< ${input.trimEnd().replace(/\n/g, ' ; ')}`),
+      ),
       { stdout: '', stderr: '' }
     ),
   };
@@ -60,8 +62,8 @@ describe('IproutePlumbing for DNS', () => {
     await p.attachEndpoint({ vni: 42, netns: { path: '/run/netns/c1' }, ipv4: '10.61.0.5', mac: '02:42:0A:3D:00:05' });
     expect(r.calls).toEqual([
       'ip -n vt neigh replace 10.61.0.5 lladdr 02:42:0a:3d:00:05 dev br42 nud permanent',
-      'nsenter --net=/run/netns/c1 -- ip route replace 169.254.53.53/32 dev eth0 scope link',
-      `nsenter --net=/run/netns/c1 -- ip neigh replace 169.254.53.53 lladdr ${bridgeMac('h1', 42)} dev eth0 nud permanent`,
+      'nsenter --net=/run/netns/c1 -- ip -batch - <<< route replace 169.254.53.53/32 dev eth0 scope link ; ' +
+        `neigh replace 169.254.53.53 lladdr ${bridgeMac('h1', 42)} dev eth0 nud permanent`,
     ]);
     await p.detachEndpoint(42, '10.61.0.5');
     expect(r.calls.at(-1)).toBe('ip -n vt neigh del 10.61.0.5 dev br42');
