@@ -208,6 +208,7 @@ export function assembleClusterHost(deps: ClusterHostDeps): ClusterHost {
   let budgetTimer: NodeJS.Timeout | undefined;
   const reaper = new RuntimeReaper({
     store,
+    endpoints: () => agent.endpoints(),
     hostId,
     exists: existsSync,
     log: (event, fields) => log('info', event, fields),

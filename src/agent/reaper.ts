@@ -12,6 +12,7 @@ export const RUNTIME_SWEEP_MS = 30_000;
 
 export class RuntimeReaper {
   readonly #store: Store;
+  readonly #endpoints: () => Promise<readonly EndpointRecord[]>;
   readonly #hostId: string;
   readonly #exists: (path: string) => boolean;
   readonly #log: (event: string, fields: Record<string, unknown>) => void;
@@ -20,11 +21,18 @@ export class RuntimeReaper {
 
   constructor(options: {
     store: Store;
+    /**
+     * Where to look: the agent's watched endpoints, so that a sweep on every host is no read of etcd
+     * (default: the store's list). Deletes go to the store.
+     */
+    endpoints?: () => readonly EndpointRecord[];
     hostId: string;
     exists: (path: string) => boolean;
     log: (event: string, fields: Record<string, unknown>) => void;
   }) {
     this.#store = options.store;
+    const watched = options.endpoints;
+    this.#endpoints = watched ? async () => watched() : async () => (await options.store.listEndpoints()).items;
     this.#hostId = options.hostId;
     this.#exists = options.exists;
     this.#log = options.log;
@@ -44,7 +52,7 @@ export class RuntimeReaper {
   }
 
   async #sweep(): Promise<EndpointRecord[]> {
-    const gone = (await this.#store.listEndpoints()).items.filter(
+    const gone = (await this.#endpoints()).filter(
       (e) =>
         e.hostId === this.#hostId &&
         e.runtime !== undefined &&

@@ -44,4 +44,30 @@ describe('RuntimeReaper', () => {
     expect(await reaper.sweep()).toEqual([]);
     await store.close();
   });
+
+  it("looks at the endpoints it is given (the agent's watched ones), not at etcd", async () => {
+    const store = new MemoryStore();
+    const net = await store.createNetwork({ name: 'pods', ipam: { subnet: '10.9.0.0/24' } });
+    const orphan = await store.createEndpoint({
+      networkId: net.id,
+      name: 'orphan',
+      hostId: 'h1',
+      sandbox: { netns: '/run/netns/gone' },
+      runtime: { kind: 'cni', containerId: 'c1' },
+    });
+    let watched: (typeof orphan)[] = []; // the watch has not delivered it yet
+    const reaper = new RuntimeReaper({
+      store,
+      endpoints: () => watched,
+      hostId: 'h1',
+      exists: () => false,
+      log: () => undefined,
+    });
+    expect([await reaper.sweep(), await reaper.sweep()]).toEqual([[], []]);
+    watched = [orphan];
+    await reaper.sweep();
+    expect((await reaper.sweep()).map((e) => e.name)).toEqual(['orphan']);
+    expect((await store.listEndpoints(net.id)).items).toEqual([]);
+    await store.close();
+  });
 });
