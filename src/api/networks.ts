@@ -300,27 +300,27 @@ export function hostView(h: HostRecord, encryptedNetworks: string[]) {
   };
 }
 
-/** eth0, eth1, ...: the lowest name no other network's endpoint of the same container (host and sandbox) uses. */
-/** The endpoint whose interface in this sandbox has that name, if any. */
+/** The endpoints whose interfaces are in this container (its host and sandbox), on any network. */
+async function sandboxEndpoints(store: Store, hostId: string, sandbox: Sandbox): Promise<EndpointRecord[]> {
+  const key = JSON.stringify(sandbox);
+  return (await store.listEndpoints()).items.filter(
+    (e) => e.hostId === hostId && e.sandbox !== undefined && JSON.stringify(e.sandbox) === key,
+  );
+}
+
+/** The endpoint whose interface in this container has that name, if any. */
 async function interfaceHolder(
   store: Store,
   hostId: string,
   sandbox: Sandbox,
   ifName: string,
 ): Promise<EndpointRecord | undefined> {
-  return (await store.listEndpoints()).items.find(
-    (e) =>
-      e.hostId === hostId &&
-      e.sandbox !== undefined &&
-      JSON.stringify(e.sandbox) === JSON.stringify(sandbox) &&
-      (e.ifName ?? 'eth0') === ifName,
-  );
+  return (await sandboxEndpoints(store, hostId, sandbox)).find((e) => (e.ifName ?? 'eth0') === ifName);
 }
 
+/** eth0, eth1, ...: the lowest name no other network's endpoint of the same container uses. */
 async function nextInterfaceName(store: Store, hostId: string, sandbox: Sandbox): Promise<string> {
-  const same = (e: EndpointRecord) =>
-    e.hostId === hostId && e.sandbox !== undefined && JSON.stringify(e.sandbox) === JSON.stringify(sandbox);
-  const used = new Set((await store.listEndpoints()).items.filter(same).map((e) => e.ifName ?? 'eth0'));
+  const used = new Set((await sandboxEndpoints(store, hostId, sandbox)).map((e) => e.ifName ?? 'eth0'));
   let n = 0;
   while (used.has(`eth${n}`)) n++;
   return `eth${n}`;
