@@ -14,7 +14,7 @@
 #define GSO_MAX_SEGMENTS 64      /* UDP_MAX_SEGMENTS of older kernels */
 #define GSO_MAX_BYTES 65000      /* below the 64 KiB IP limit with headers */
 
-int udp_socket(struct in_addr addr, uint16_t port, int buffer, int gro, char *err, size_t err_len) {
+int udp_socket(struct in_addr addr, uint16_t port, int buffer, const udp_options *o, char *err, size_t err_len) {
   char where[64];
   snprintf(where, sizeof where, "%s:%u", inet_ntoa(addr), port);
   int fd = FAULT_OR(socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), -1, EMFILE);
@@ -28,7 +28,13 @@ int udp_socket(struct in_addr addr, uint16_t port, int buffer, int gro, char *er
   if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buffer, sizeof buffer) < 0)
     (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
   int one = 1;
-  if (gro) (void)setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one); /* a kernel without it just sends single datagrams */
+  if (o->gro) (void)setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one); /* a kernel without it just sends single datagrams */
+  if ((o->pktinfo && setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) < 0) ||
+      (o->device && o->device[0] && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, o->device, (socklen_t)strlen(o->device)) < 0)) {
+    set_err(err, err_len, "cannot set up %s: %s", where, errno);
+    close(fd);
+    return -1;
+  }
   struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr = addr };
   if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0) {
     set_err(err, err_len, "cannot bind %s: %s", where, errno);

@@ -20,8 +20,14 @@
 
 #pragma GCC visibility push(hidden)
 
-/* A non-blocking UDP socket bound to addr:port (GRO on if asked); -1 with err filled. */
-int udp_socket(struct in_addr addr, uint16_t port, int buffer, int gro, char *err, size_t err_len);
+typedef struct udp_options {
+  int gro;            /* UDP_GRO on receive */
+  int pktinfo;        /* IP_PKTINFO: each datagram's destination address (rx_destination) */
+  const char *device; /* SO_BINDTODEVICE before bind, unless NULL or "" */
+} udp_options;
+
+/* A non-blocking UDP socket bound to addr:port; -1 with err filled. */
+int udp_socket(struct in_addr addr, uint16_t port, int buffer, const udp_options *o, char *err, size_t err_len);
 /* One recvmmsg into t's rx slots; returns the number of datagrams (0 when none is ready). */
 int rx_batch(dp_thread *t, int fd);
 /* Sends and empties t's queue, waiting for the underlay cfg.send_wait_ms at most. Never under the table lock. */
@@ -74,11 +80,24 @@ static inline uint32_t rx_segment(dp_thread *t, int i) {
   return seg ? seg : 1;
 }
 
+/* The destination address of datagram i, from IP_PKTINFO (network order; 0 without it). */
+static inline uint32_t rx_destination(dp_thread *t, int i) {
+  struct msghdr *h = &t->rmsg[i].msg_hdr;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+      struct in_pktinfo info;
+      memcpy(&info, CMSG_DATA(c), sizeof info);
+      return info.ipi_addr.s_addr;
+    }
+  }
+  return 0;
+}
+
 typedef void (*packet_fn)(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *data, uint32_t len);
 
 /*
  * Splits each received datagram into its GRO segments and hands each packet to fn, from where the
- * previous call stopped (rx_batch starts at the first). Returns 1 when the batch is done, 0 when the tx
+ * previous call stopped (rx_batch starts at the first; t->rx_next is the datagram fn is handed). Returns 1 when the batch is done, 0 when the tx
  * queue is full: it never flushes itself, the caller does, without the table lock (dataplane.c).
  * Inline, with fn a constant at each caller (packet.c): the per-packet call is direct.
  */

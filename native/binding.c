@@ -327,6 +327,22 @@ static int prop_addr(napi_env env, napi_value o, const char *name, struct in_add
   return 0;
 }
 
+/* An optional string that must fit in `size` with its terminator; "" when absent. */
+static int prop_string(napi_env env, napi_value o, const char *name, char *out, size_t size) {
+  napi_value v;
+  size_t l;
+  out[0] = 0;
+  if (!prop(env, o, name, &v)) return 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &l) != napi_ok || l >= size ||
+      napi_get_value_string_utf8(env, v, out, size, &l) != napi_ok) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a string shorter than %zu bytes", name, size);
+    napi_throw_type_error(env, "VEIL_ERR_NATIVE_ARGS", msg);
+    return -1;
+  }
+  return 0;
+}
+
 static int prop_bytes(napi_env env, napi_value o, const char *name, uint8_t **data, size_t *len) {
   napi_value v;
   if (!prop(env, o, name, &v)) {
@@ -346,14 +362,18 @@ static int port_ok(napi_env env, uint32_t p) {
   return 1;
 }
 
-/* dpCreate({underlayAddress, hostAddress, vtepAddress, espPort, plainPort, vtepPort, peerEspPort,
- *           peerPlainPort, deliveryPort, bufferBytes, gso, gro, underlayMtu, replayWindow, sendWaitMs}) → handle (sockets bound) */
+/* dpCreate({underlayAddress, hostAddress, vtepAddress, peerNet, gatewayDevice, espPort, plainPort, vtepPort,
+ *           peerEspPort, peerPlainPort, deliveryPort, gatewayPort, bufferBytes, gso, gro, underlayMtu, replayWindow,
+ *           sendWaitMs}) → handle (sockets bound) */
 static napi_value DpCreate(napi_env env, napi_callback_info info) {
   napi_value a[1];
   dp_config cfg = { 0 };
-  uint32_t esp, plain, vtep, peer_esp, peer_plain, delivery, buffer, mtu, window, send_wait;
+  uint32_t esp, plain, vtep, peer_esp, peer_plain, delivery, gateway, buffer, mtu, window, send_wait;
   if (get_args(env, info, 1, a) || prop_addr(env, a[0], "underlayAddress", &cfg.underlay) ||
       prop_addr(env, a[0], "hostAddress", &cfg.host) || prop_addr(env, a[0], "vtepAddress", &cfg.vtep) ||
+      prop_addr(env, a[0], "peerNet", &cfg.peer_net) ||
+      prop_string(env, a[0], "gatewayDevice", cfg.gateway_device, sizeof cfg.gateway_device) ||
+      prop_u32(env, a[0], "gatewayPort", VTEP_GATEWAY_PORT, &gateway) ||
       prop_u32(env, a[0], "espPort", ESP_IN_UDP_PORT, &esp) || prop_u32(env, a[0], "plainPort", VXLAN_PORT, &plain) ||
       prop_u32(env, a[0], "vtepPort", VXLAN_PORT, &vtep) || prop_u32(env, a[0], "peerEspPort", ESP_IN_UDP_PORT, &peer_esp) ||
       prop_u32(env, a[0], "peerPlainPort", VXLAN_PORT, &peer_plain) ||
@@ -362,7 +382,9 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
       prop_u32(env, a[0], "replayWindow", REPLAY_WINDOW_DEFAULT, &window) ||
       prop_u32(env, a[0], "sendWaitMs", SEND_WAIT_MS_DEFAULT, &send_wait) ||
       prop_bool(env, a[0], "gso", 1, &cfg.gso) || prop_bool(env, a[0], "gro", 1, &cfg.gro)) return NULL;
-  if (!port_ok(env, esp) || !port_ok(env, plain) || !port_ok(env, vtep) || !port_ok(env, peer_esp) || !port_ok(env, peer_plain) || !port_ok(env, delivery)) return NULL;
+  if (!port_ok(env, esp) || !port_ok(env, plain) || !port_ok(env, vtep) || !port_ok(env, peer_esp) || !port_ok(env, peer_plain) || !port_ok(env, delivery) || !port_ok(env, gateway)) return NULL;
+  /* peer net + 1 .. + PEER_INDEX_MAX: an aligned /18 (src/model/peer-net.ts) */
+  if ((ntohl(cfg.peer_net.s_addr) & PEER_INDEX_MAX) != 0) THROW(env, "VEIL_ERR_NATIVE_ARGS", "peerNet must be a /18 network address");
   if (mtu < 576 || mtu > 65535 || buffer > (1u << 30)) THROW(env, "VEIL_ERR_NATIVE_ARGS", "underlayMtu or bufferBytes out of range");
   if (window < REPLAY_WINDOW_MIN || window > REPLAY_WINDOW_MAX || (window & (window - 1)) != 0)
     THROW(env, "VEIL_ERR_NATIVE_ARGS", "replayWindow must be a power of two from 1024 to 2^24");
@@ -373,6 +395,7 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
   cfg.peer_esp_port = (uint16_t)peer_esp;
   cfg.peer_plain_port = (uint16_t)peer_plain;
   cfg.delivery_port = (uint16_t)delivery;
+  cfg.gateway_port = (uint16_t)gateway;
   cfg.buffer_bytes = (int)buffer;
   cfg.gso_max_segment = mtu - IPV4_HEADER_LENGTH - UDP_HEADER_LENGTH;
   cfg.replay_window = window;
@@ -417,19 +440,19 @@ static napi_value DpClose(napi_env env, napi_callback_info info) {
 }
 
 static napi_value DpAddPeer(napi_env env, napi_callback_info info) {
-  napi_value a[4];
-  uint32_t index, port;
+  napi_value a[3];
+  uint32_t index;
   struct in_addr addr;
   char s[64];
   size_t l;
-  if (get_args(env, info, 4, a)) return NULL;
+  if (get_args(env, info, 3, a)) return NULL;
   dataplane *dp = get_dp(env, a[0]);
-  if (!dp || arg_u32(env, a[1], &index) || arg_u32(env, a[3], &port) || !port_ok(env, port)) return NULL;
+  if (!dp || arg_u32(env, a[1], &index)) return NULL;
   if (napi_get_value_string_utf8(env, a[2], s, sizeof s, &l) != napi_ok || inet_pton(AF_INET, s, &addr) != 1)
     THROW(env, "VEIL_ERR_NATIVE_ARGS", "peer address must be IPv4");
   if (index < 1 || index > PEER_INDEX_MAX) THROW(env, "VEIL_ERR_NATIVE_ARGS", "peer index must be in 1..16383");
   char err[256] = "";
-  if (dp_add_peer(dp, (uint16_t)index, addr, (uint16_t)port, err, sizeof err) < 0) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_IO");
+  if (dp_add_peer(dp, (uint16_t)index, addr, err, sizeof err) < 0) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_IO");
   return undefined_value(env);
 }
 

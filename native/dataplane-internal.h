@@ -39,7 +39,8 @@ typedef struct dp_thread {
   struct sockaddr_in rname[RX_BATCH];
   int rx_next;          /* where processing of the received batch stands: datagram, */
   uint32_t rx_next_off; /* and offset of the next GRO segment in it (bind.h for_each_packet) */
-  union { char buf[CMSG_SPACE(sizeof(int))]; size_t align; /* cmsghdr alignment */ } rctl[RX_BATCH];
+  /* UDP_GRO's segment size and, on the gateway socket, IP_PKTINFO's destination */
+  union { char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct in_pktinfo))]; size_t align; /* cmsghdr alignment */ } rctl[RX_BATCH];
   uint8_t *arena;
   size_t arena_used;
   tx_entry tx[TX_MAX];
@@ -64,9 +65,8 @@ typedef struct key_index {
 struct dataplane {
   dp_config cfg;
   pthread_rwlock_t lock;
-  int esp_fd, plain_fd, deliver_fd, wake_fd;
+  int esp_fd, plain_fd, deliver_fd, gateway_fd, wake_fd;
   peer *peers[PEER_INDEX_MAX + 1];
-  uint32_t generation;
   table peer_by_address; /* s_addr → peer */
   table networks;        /* vni → network */
   table inbound;         /* spi → inbound_sa */
@@ -96,7 +96,7 @@ static inline void count_unattributed(dp_thread *t, enum drop_reason r, uint64_t
 /* dataplane.c: fills err with fmt(a, strerror(e)) ("" when e is 0). */
 void set_err(char *err, size_t len, const char *fmt, const char *a, int e);
 
-/* satable.c: the tables empty; and everything in them freed, each peer's socket closed. */
+/* satable.c: the tables empty; and everything in them freed. */
 int satable_init(dataplane *dp);
 void satable_free(dataplane *dp);
 

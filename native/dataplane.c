@@ -26,6 +26,7 @@ const char *const DROP_NAMES[DROP_COUNT] = { DROP_REASON_LIST(DROP_NAME) };
 #define TAG_WAKE 0xffffffffffffffffULL
 #define TAG_ESP 1
 #define TAG_PLAIN 2
+#define TAG_GATEWAY 3
 
 void set_err(char *err, size_t len, const char *fmt, const char *a, int e) {
   if (err && len) snprintf(err, len, fmt, a, e ? strerror(e) : "");
@@ -33,39 +34,31 @@ void set_err(char *err, size_t len, const char *fmt, const char *a, int e) {
 
 // ---------------------------------------------------------------- threads
 
-/* The peer an epoll event names, if that socket is still its own. Read lock held. */
-static peer *event_peer(dataplane *dp, uint64_t tag) {
-  uint16_t index = (uint16_t)(tag & 0xffff);
-  peer *p = index <= PEER_INDEX_MAX ? dp->peers[index] : NULL;
-  return p && p->generation == (uint32_t)(tag >> 32) ? p : NULL;
-}
-
 /*
  * Both loops process a batch under the read lock and flush it without: a flush may wait for the
  * underlay (up to cfg.send_wait_ms), and a table change, which takes the write lock, must never wait on
  * the underlay, nor the JS thread behind it (docs/security.md "Guarantees"). A flush touches nothing in
  * the tables: sealed packets are in the thread's arena, received ones in its rx slots, destinations
  * copied into the queue, and it sends from the data plane's own sockets (UDP 4500, 4789, the delivery
- * port), which live until dp_destroy has joined the threads.
+ * port), which live until dp_destroy has joined the threads. A peer removed while its packets wait for
+ * a flush is looked up again by the next datagram: the rest of its batch counts as unknown-peer.
  */
 static void *outbound_main(void *arg) {
   dp_thread *t = arg;
   dataplane *dp = t->dp;
-  struct epoll_event ev[64];
+  struct epoll_event ev[4];
   while (!atomic_load(&dp->stopping)) {
-    int n = epoll_wait(t->epfd, ev, 64, -1);
+    int n = epoll_wait(t->epfd, ev, 4, -1);
     for (int e = 0; e < n; e++) {
       if (ev[e].data.u64 == TAG_WAKE) continue;
-      for (int b = 0, got = 1; b < RX_BUDGET && got; b++) {
+      for (int b = 0; b < RX_BUDGET; b++) {
+        int got = rx_batch(t, dp->gateway_fd);
+        if (!got) break;
         pthread_rwlock_rdlock(&dp->lock);
-        peer *p = event_peer(dp, ev[e].data.u64);
-        /* receiving under the read lock: removePeer cannot close this socket meanwhile */
-        got = p ? rx_batch(t, p->fd) : 0;
-        while (!(p ? outbound_batch(t, p, got) : outbound_orphaned(t, got))) {
+        while (!outbound_batch(t, got)) {
           pthread_rwlock_unlock(&dp->lock);
           tx_flush(t);
           pthread_rwlock_rdlock(&dp->lock);
-          p = event_peer(dp, ev[e].data.u64); /* removed meanwhile: the rest of its batch is dropped */
         }
         pthread_rwlock_unlock(&dp->lock);
         tx_flush(t);
@@ -167,7 +160,7 @@ dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
     return NULL;
   }
   dp->cfg = *cfg;
-  dp->esp_fd = dp->plain_fd = dp->deliver_fd = dp->wake_fd = dp->out.epfd = dp->in.epfd = -1;
+  dp->esp_fd = dp->plain_fd = dp->deliver_fd = dp->gateway_fd = dp->wake_fd = dp->out.epfd = dp->in.epfd = -1;
   if (satable_init(dp) < 0) {
     set_err(err, err_len, "%s%s", "VEIL_ERR_NATIVE_NOMEM: out of memory for the tables", 0);
     dp_destroy(dp);
@@ -179,18 +172,24 @@ dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
     dp_destroy(dp);
     return NULL;
   }
-  if ((dp->esp_fd = udp_socket(cfg->underlay, cfg->esp_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
-      (dp->plain_fd = udp_socket(cfg->underlay, cfg->plain_port, cfg->buffer_bytes, cfg->gro, err, err_len)) < 0 ||
-      (dp->deliver_fd = udp_socket(cfg->host, cfg->delivery_port, cfg->buffer_bytes, 0, err, err_len)) < 0 ||
+  /* The gateway socket: every address of the peer net at one port, bound to the vtep link's host end
+   * (docs/plumbing.md "Gateway addresses"); the destination address names the peer. */
+  udp_options gateway = { .gro = cfg->gro, .pktinfo = 1, .device = cfg->gateway_device };
+  if ((dp->esp_fd = udp_socket(cfg->underlay, cfg->esp_port, cfg->buffer_bytes, &(udp_options){ .gro = cfg->gro }, err, err_len)) < 0 ||
+      (dp->plain_fd = udp_socket(cfg->underlay, cfg->plain_port, cfg->buffer_bytes, &(udp_options){ .gro = cfg->gro }, err, err_len)) < 0 ||
+      (dp->deliver_fd = udp_socket(cfg->host, cfg->delivery_port, cfg->buffer_bytes, &(udp_options){ 0 }, err, err_len)) < 0 ||
+      (dp->gateway_fd = udp_socket((struct in_addr){ INADDR_ANY }, cfg->gateway_port, cfg->buffer_bytes, &gateway, err, err_len)) < 0 ||
       thread_init(dp, &dp->out, dp->unattributed_tx, err, err_len) < 0 ||
       thread_init(dp, &dp->in, dp->unattributed_rx, err, err_len) < 0) {
     dp_destroy(dp);
     return NULL;
   }
-  struct epoll_event esp = { .events = EPOLLIN, .data.u64 = TAG_ESP }, plain = { .events = EPOLLIN, .data.u64 = TAG_PLAIN };
+  struct epoll_event esp = { .events = EPOLLIN, .data.u64 = TAG_ESP }, plain = { .events = EPOLLIN, .data.u64 = TAG_PLAIN },
+                     gw = { .events = EPOLLIN, .data.u64 = TAG_GATEWAY };
   if (FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->esp_fd, &esp), -1, ENOMEM) < 0 ||
-      FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->plain_fd, &plain), -1, ENOMEM) < 0) {
-    set_err(err, err_len, "%s: %s", "epoll_ctl (underlay sockets)", errno);
+      FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->plain_fd, &plain), -1, ENOMEM) < 0 ||
+      FAULT_OR(epoll_ctl(dp->out.epfd, EPOLL_CTL_ADD, dp->gateway_fd, &gw), -1, ENOMEM) < 0) {
+    set_err(err, err_len, "%s: %s", "epoll_ctl (data sockets)", errno);
     dp_destroy(dp);
     return NULL;
   }
@@ -222,8 +221,8 @@ void dp_destroy(dataplane *dp) {
   if (!dp) return;
   stop_threads(dp);
   satable_free(dp);
-  int fds[4] = { dp->esp_fd, dp->plain_fd, dp->deliver_fd, dp->wake_fd };
-  for (int i = 0; i < 4; i++) if (fds[i] >= 0) close(fds[i]);
+  int fds[5] = { dp->esp_fd, dp->plain_fd, dp->deliver_fd, dp->gateway_fd, dp->wake_fd };
+  for (int i = 0; i < 5; i++) if (fds[i] >= 0) close(fds[i]);
   thread_free(&dp->out);
   thread_free(&dp->in);
   pthread_rwlock_destroy(&dp->lock);

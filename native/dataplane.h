@@ -1,23 +1,22 @@
 /*
  * veil's batched native data plane (see src/vxlan/native/datapath.ts for its JS face).
  *
- *   outbound thread: epoll over the per-peer gateway sockets → recvmmsg (UDP_GRO)
- *                    → source must be the VTEP → VXLAN header → network → plain: as is to peer:4789,
+ *   outbound thread: the gateway socket (*:1021, IP_PKTINFO) → recvmmsg (UDP_GRO) → source must be the
+ *                    VTEP → peer = destination − peer net → VXLAN header → network → plain: as is to peer:4789,
  *                    encrypted: SA(peer, vni) → seq → seal → sendmmsg (+UDP_SEGMENT) from UDP 4500
  *   inbound thread:  underlay UDP 4500 (UDP_GRO) → split by gso_size → RFC 3948 class → length → SPI
  *                    → replay check → ICV+decrypt (in place) → replay update → trailer → inner UDP
  *                    → VXLAN → VNI = SA's → sendmmsg (+UDP_SEGMENT) from hostAddress:1022 to vtepAddress:4789;
  *                    underlay UDP 4789: known peer source, plain network only → VTEP.
  *
- * Each peer has one privileged gateway port on hostAddress, in 600..1021, chosen by
- * src/vxlan/gateway.ts (PEER_PORT_MIN/MAX): the VTEP sends that peer's VXLAN there.
- * Deliveries to the VTEP leave from hostAddress:1022 (docs/plumbing.md "Gateway ports").
+ * Each peer has one gateway address, peer net + its host index (src/model/peer-net.ts); the VTEP sends
+ * that peer's VXLAN there, to the privileged gateway port 1021, and the datagram's destination names
+ * the peer. Deliveries to the VTEP leave from hostAddress:1022 (docs/plumbing.md "Gateway addresses").
  *
  * Tables (peers, networks, SAs) change from JS while the threads run. One
  * writer-preferring rwlock: each data thread holds the read lock while it
- * processes a batch (the outbound thread also while it receives from a peer's
- * socket, non-blocking), JS takes the write lock to change a table. So no thread
- * ever sees an SA or a socket that is being freed, and both data threads run
+ * processes a batch, JS takes the write lock to change a table. So no thread
+ * ever sees an SA or a peer that is being freed, and both data threads run
  * concurrently. No thread sends while it holds the lock: a send may wait for the
  * underlay, and a table change must never wait on the underlay (dataplane.c).
  * Each counter has exactly one writing thread; stats() reads them with relaxed
@@ -55,6 +54,8 @@ extern const char *const DROP_NAMES[DROP_COUNT];
 /* src/vxlan/wire/constants.ts VTEP_DELIVERY_PORT: the privileged source port of every delivery to the VTEP;
  * the vtep namespace's firewall accepts VXLAN from nothing else (docs/plumbing.md "No local injection") */
 #define VTEP_DELIVERY_PORT 1022
+/* src/vxlan/wire/constants.ts VTEP_GATEWAY_PORT: the privileged port every peer's gateway address is sent to */
+#define VTEP_GATEWAY_PORT 1021
 /* src/vxlan/sa/sequence.ts: with ESN (RFC 4303 §2.2.1) veil stops at 2^53 - 1, without at 2^32 - 1 (§2.2)
  * (docs/wire.md "Sequence numbers and replay") */
 #define SEQ64_MAX ((1ULL << 53) - 1)
@@ -106,10 +107,7 @@ typedef struct outbound_sa {
 
 typedef struct peer {
   uint16_t index;
-  uint16_t port;       /* the gateway port on hostAddress */
-  uint32_t generation; /* tells a stale epoll event from the current socket */
-  struct in_addr address;
-  int fd;
+  struct in_addr address; /* underlay */
 } peer;
 
 typedef struct network {
@@ -121,6 +119,9 @@ typedef struct dp_config {
   struct in_addr underlay, host, vtep;
   uint16_t esp_port, plain_port, vtep_port, peer_esp_port, peer_plain_port;
   uint16_t delivery_port; /* source port of deliveries to the VTEP (VTEP_DELIVERY_PORT; 0 = any, tests) */
+  struct in_addr peer_net; /* gateway address of peer i = peer_net + i */
+  uint16_t gateway_port;   /* VTEP_GATEWAY_PORT */
+  char gateway_device[16]; /* the host end of the vtep link: the gateway socket hears nothing else ("" = any, tests) */
   int buffer_bytes;
   int gso, gro;
   uint32_t gso_max_segment; /* largest UDP payload per GSO segment (underlay MTU - 28) */
@@ -145,7 +146,7 @@ void dp_destroy(dataplane *dp); /* stops the threads, closes every socket, frees
  * Control plane: each takes the write lock. 0 ok, -1 with err filled as "VEIL_ERR_<CODE>: why" (a code
  * of src/errors.ts). A call that fails changes nothing.
  */
-int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, uint16_t port, char *err, size_t err_len);
+int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, char *err, size_t err_len);
 int dp_remove_peer(dataplane *dp, uint16_t index, char *err, size_t err_len);
 int dp_set_network(dataplane *dp, uint32_t vni, int encrypted, char *err, size_t err_len);
 int dp_remove_network(dataplane *dp, uint32_t vni);

@@ -7,11 +7,19 @@
 
 // ---------------------------------------------------------------- outbound: VTEP → seal → underlay (docs/wire.md "Outbound")
 
+/* The peer whose gateway address (peer net + its index) the datagram was sent to, if it is one. */
+static peer *gateway_peer(const dataplane *dp, uint32_t destination) {
+  uint32_t index = ntohl(destination) - ntohl(dp->cfg.peer_net.s_addr);
+  return index >= 1 && index <= PEER_INDEX_MAX ? dp->peers[index] : NULL;
+}
+
 static void outbound_packet(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *vx, uint32_t len) {
+  (void)ctx;
   dataplane *dp = t->dp;
-  peer *p = ctx;
-  /* Only the local VTEP may use the gateway ports (docs/plumbing.md "No local injection"). */
+  /* Only the local VTEP may use the gateway addresses (docs/plumbing.md "No local injection"). */
   if (src->sin_addr.s_addr != dp->cfg.vtep.s_addr) { count_unattributed(t, DROP_UNAUTHORIZED_SOURCE, 1); return; }
+  peer *p = gateway_peer(dp, rx_destination(t, t->rx_next));
+  if (!p) { count_unattributed(t, DROP_UNKNOWN_PEER, 1); return; }
   if (len < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return; }
   uint32_t vni = get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT;
   network *net = table_get(&dp->networks, vni);
@@ -131,17 +139,7 @@ static void inbound_plain_packet(dp_thread *t, void *ctx, const struct sockaddr_
 
 // ---------------------------------------------------------------- batches
 
-int outbound_batch(dp_thread *t, peer *p, int n) { return for_each_packet(t, n, outbound_packet, p); }
-
-static void orphaned_packet(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *d, uint32_t len) {
-  (void)ctx;
-  (void)src;
-  (void)d;
-  (void)len;
-  count_unattributed(t, DROP_UNKNOWN_PEER, 1);
-}
-
-int outbound_orphaned(dp_thread *t, int n) { return for_each_packet(t, n, orphaned_packet, NULL); }
+int outbound_batch(dp_thread *t, int n) { return for_each_packet(t, n, outbound_packet, NULL); }
 
 int inbound_batch(dp_thread *t, int esp, int n) {
   return esp ? for_each_packet(t, n, inbound_esp_packet, NULL) : for_each_packet(t, n, inbound_plain_packet, NULL);

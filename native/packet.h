@@ -11,10 +11,8 @@
  * returns 1 when the batch is done, 0 when the tx queue is full: the caller flushes it without the
  * lock and calls again.
  */
-/* Received on peer p's gateway socket: VTEP → seal → underlay. */
-int outbound_batch(dp_thread *t, peer *p, int n);
-/* The rest of a batch whose peer was removed while the queue was flushed: counted as unknown-peer. */
-int outbound_orphaned(dp_thread *t, int n);
+/* Received on the gateway socket: VTEP → (peer by destination) → seal → underlay. */
+int outbound_batch(dp_thread *t, int n);
 /* Received on UDP 4500 (esp) or 4789: underlay → open → VTEP. */
 int inbound_batch(dp_thread *t, int esp, int n);
 

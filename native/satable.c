@@ -262,8 +262,6 @@ void satable_free(dataplane *dp) {
     dp->keys[k] = (key_index){ 0 };
   }
   for (int i = 0; i <= PEER_INDEX_MAX; i++) {
-    if (!dp->peers[i]) continue;
-    close(dp->peers[i]->fd);
     free(dp->peers[i]);
   }
   table *sa_tables[2] = { &dp->inbound, &dp->outbound };
@@ -305,13 +303,16 @@ static pair_stats *ensure_pair(dataplane *dp, uint16_t peer_index, uint32_t vni)
   return ps;
 }
 
-int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, uint16_t port, char *err, size_t err_len) {
+/*
+ * A peer is an entry, not a socket: its datagrams reach the one gateway socket at its gateway address
+ * (docs/plumbing.md "Gateway addresses"). Adding a peer that is there changes only its underlay address.
+ */
+int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, char *err, size_t err_len) {
   if (index < 1 || index > PEER_INDEX_MAX) return refuse(err, err_len, "VEIL_ERR_NATIVE_ARGS: peer index out of range");
   pthread_rwlock_wrlock(&dp->lock);
+  int rc = 0;
   peer *old = dp->peers[index];
-  if (old && old->port == port) {
-    /* same socket; the underlay address may change */
-    int rc = 0;
+  if (old) {
     if (old->address.s_addr != address.s_addr) {
       if (table_put(&dp->peer_by_address, address.s_addr, old) < 0) {
         rc = refuse(err, err_len, NOMEM);
@@ -323,46 +324,23 @@ int dp_add_peer(dataplane *dp, uint16_t index, struct in_addr address, uint16_t 
     pthread_rwlock_unlock(&dp->lock);
     return rc;
   }
-  pthread_rwlock_unlock(&dp->lock);
-  if (old && dp_remove_peer(dp, index, err, err_len) < 0) return -1;
-
-  int fd = udp_socket(dp->cfg.host, port, dp->cfg.buffer_bytes, dp->cfg.gro, err, err_len);
-  if (fd < 0) return -1;
   peer *p = dp_calloc(1, sizeof *p);
-  if (!p) {
-    close(fd);
-    return refuse(err, err_len, NOMEM);
-  }
-  p->index = index;
-  p->port = port;
-  p->address = address;
-  p->fd = fd;
-  pthread_rwlock_wrlock(&dp->lock);
   /* Whatever can fail comes before the peer is published: a peer without its pairs would lose its traffic. */
-  int ok = 1;
+  int ok = p != NULL;
   for (uint32_t i = 0; ok && i < dp->networks.cap; i++)
     if (dp->networks.state[i] == 1 && !ensure_pair(dp, index, (uint32_t)dp->networks.keys[i])) ok = 0;
-  if (!ok) refuse(err, err_len, NOMEM);
-  p->generation = dp->generation + 1;
-  struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ((uint64_t)p->generation << 32) | index };
-  if (ok && FAULT_OR(epoll_ctl(dp->out.epfd, EPOLL_CTL_ADD, fd, &ev), -1, ENOMEM) < 0) {
-    set_err(err, err_len, "VEIL_ERR_NATIVE_IO: %s: %s", "epoll", errno);
-    ok = 0;
-  }
-  if (ok && table_put(&dp->peer_by_address, address.s_addr, p) < 0) {
-    epoll_ctl(dp->out.epfd, EPOLL_CTL_DEL, fd, NULL);
-    refuse(err, err_len, NOMEM);
-    ok = 0;
-  }
   if (ok) {
-    dp->generation = p->generation;
-    dp->peers[index] = p;
+    p->index = index;
+    p->address = address;
+    ok = table_put(&dp->peer_by_address, address.s_addr, p) == 0;
+  }
+  if (ok) dp->peers[index] = p;
+  else {
+    free(p);
+    rc = refuse(err, err_len, NOMEM);
   }
   pthread_rwlock_unlock(&dp->lock);
-  if (ok) return 0;
-  close(fd);
-  free(p);
-  return -1;
+  return rc;
 }
 
 /* Retires every SA of peer_index, room reserved. Write lock held. */
@@ -394,10 +372,6 @@ int dp_remove_peer(dataplane *dp, uint16_t index, char *err, size_t err_len) {
   if (p && reserve_retired(dp, count_peer_sas(dp, index)) < 0) {
     rc = refuse(err, err_len, NOMEM); /* the peer stays, SAs and all */
   } else if (p) {
-    /* No reader is inside recvmmsg on this socket (they receive under the read lock), and no flush
-     * sends from it (flushes use the data plane's own sockets, bind.c). */
-    epoll_ctl(dp->out.epfd, EPOLL_CTL_DEL, p->fd, NULL);
-    close(p->fd);
     if (table_get(&dp->peer_by_address, p->address.s_addr) == p) table_del(&dp->peer_by_address, p->address.s_addr);
     dp->peers[index] = NULL;
     retire_peer_sas(dp, index);

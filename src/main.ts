@@ -19,6 +19,7 @@ import { DnsService } from './dns/service.js';
 import { VeilError } from './errors.js';
 import { execRunner } from './host/exec.js';
 import { interfaceWithMac } from './host/netns.js';
+import { HOST_LINK } from './host/names.js';
 import { DEFAULT_SEQUENCE_BUDGET } from './keyrotation/budget.js';
 import { scheduleConfig } from './keyrotation/schedule.js';
 import type { Logger } from './log.js';
@@ -71,10 +72,13 @@ export function chooseDataPath(
           underlayAddress,
           hostAddress: plumbing.hostAddress,
           vtepAddress: plumbing.vtepAddress,
+          peerNet: plumbing.peerNet,
+          gatewayDevice: HOST_LINK,
           underlayMtu,
         })
       : new TsDataPath({
           vtepAddress: plumbing.vtepAddress,
+          peerNet: plumbing.peerNet,
           underlay: new DgramUnderlay(underlayAddress),
           vtep: new DgramVtep(plumbing.hostAddress, plumbing.vtepAddress),
           provider: nodeAeadProvider,
@@ -161,6 +165,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     vtepNetns: config.vtepNetns,
     underlayMtu: config.underlayMtu,
     linkNet: config.linkNet,
+    peerNet: config.peerNet,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   });
   const { dataPath, kind } = chooseDataPath(config.dataPath, config.advertise, plumbing, config.underlayMtu, log);

@@ -23,7 +23,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   'vxlan/native': ['crypto', 'errors', 'model', 'vxlan/wire', 'vxlan/sa', 'vxlan/datapath'],
   'vxlan/datapath-fake': ['vxlan/datapath'],
   'vxlan/plumbing': ['errors', 'host', 'model', 'vxlan/wire'],
-  'vxlan/plumbing-fake': ['host', 'model', 'vxlan/plumbing'],
+  'vxlan/plumbing-fake': ['host', 'model', 'vxlan/plumbing', 'vxlan/wire'],
   'vxlan/gateway': ['crypto', 'errors', 'host', 'model', 'vxlan/datapath', 'vxlan/plumbing', 'vxlan/sa', 'vxlan/wire'],
   store: ['crypto', 'errors', 'log', 'model'],
   keyrotation: ['crypto', 'errors', 'model', 'store'],

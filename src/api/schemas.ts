@@ -48,7 +48,7 @@ export const gatewayStatusSchema = {
       items: {
         type: 'object',
         additionalProperties: false,
-        properties: { id: { type: 'string' }, address: { type: 'string' }, port: { type: 'integer' } },
+        properties: { id: { type: 'string' }, address: { type: 'string' }, gateway: { type: 'string' } },
       },
     },
     networks: {

@@ -1,5 +1,6 @@
 import { networkInterfaces } from 'node:os';
 import { VeilError } from '../errors.js';
+import { DEFAULT_PEER_NET, inPeerNet, PEER_NET_PREFIX_LENGTH, PEER_NETS, peerNetRefusal } from '../model/peer-net.js';
 
 /*
  * `veil gateway` in cluster mode, configured like Docker's daemon: flags, each
@@ -16,6 +17,7 @@ import { VeilError } from '../errors.js';
  *   --tlscacert/--tlscert/--tlskey     VEIL_TLS_CA/CERT/KEY  the API's TLS (clients need certificates to change anything)
  *   --vtep-netns NAME                  VEIL_VTEP_NETNS       the namespace holding bridges and VXLAN devices
  *   --link-net A.B.C.0                 VEIL_LINK_NET         /30 between host and vtep namespace
+ *   --peer-net A.B.C.0                 VEIL_PEER_NET         /18 of the peers' gateway addresses
  *   --mtu N                            VEIL_MTU              underlay MTU (overlay MTUs derive from it)
  *   --data-path native|ts              VEIL_DATA_PATH
  *   --lease-ttl SECONDS                VEIL_LEASE_TTL        how long a dead host stays listed
@@ -41,6 +43,7 @@ export interface ClusterGatewayConfig {
   apiTls?: { cert: string; key: string; ca: string };
   vtepNetns: string;
   linkNet: string;
+  peerNet: string;
   underlayMtu: number;
   dataPath?: 'native' | 'ts';
   leaseTtlSeconds: number;
@@ -59,6 +62,7 @@ export const DEFAULTS = {
   apiSocket: '/run/veil/veil.sock',
   vtepNetns: 'veil-vtep',
   linkNet: '169.254.47.0',
+  peerNet: DEFAULT_PEER_NET,
   underlayMtu: 1500,
   leaseTtlSeconds: 15,
   keyIntervalMs: 12 * 3600_000,
@@ -104,6 +108,11 @@ export const GATEWAY_FLAGS: Flag[] = [
     help: `namespace of bridges and VXLAN devices (default ${DEFAULTS.vtepNetns})`,
   },
   { name: 'link-net', env: 'VEIL_LINK_NET', help: `host-vtep /30 (default ${DEFAULTS.linkNet})` },
+  {
+    name: 'peer-net',
+    env: 'VEIL_PEER_NET',
+    help: `the peers' gateway addresses, a /18: ${PEER_NETS.join(' or ')} (default ${DEFAULTS.peerNet})`,
+  },
   { name: 'mtu', env: 'VEIL_MTU', help: `underlay MTU (default ${DEFAULTS.underlayMtu})` },
   { name: 'data-path', env: 'VEIL_DATA_PATH', help: 'native | ts (default: native when built)' },
   { name: 'lease-ttl', env: 'VEIL_LEASE_TTL', help: `seconds (default ${DEFAULTS.leaseTtlSeconds})` },
@@ -242,6 +251,10 @@ export function parseGatewayConfig(
   if (dataPath !== undefined && dataPath !== 'native' && dataPath !== 'ts') bad('--data-path must be native or ts');
   const linkNet = f.get('link-net') ?? DEFAULTS.linkNet;
   if (!IPV4_RE.test(linkNet)) bad('--link-net must be an IPv4 address');
+  const peerNet = f.get('peer-net') ?? DEFAULTS.peerNet;
+  const peerNetBad = peerNetRefusal(peerNet);
+  if (peerNetBad) bad(`--peer-net: ${peerNetBad}`);
+  if (inPeerNet(peerNet, linkNet)) bad(`--link-net ${linkNet} lies in --peer-net ${peerNet}/${PEER_NET_PREFIX_LENGTH}`);
   const tlsParts = ['tlscacert', 'tlscert', 'tlskey'].filter((k) => f.has(k));
   if (tlsParts.length !== 0 && tlsParts.length !== 3) bad('--tlscacert, --tlscert and --tlskey go together');
   const dockerHost = f.get('docker-host') ?? DEFAULTS.dockerHost;
@@ -267,6 +280,7 @@ export function parseGatewayConfig(
       : {}),
     vtepNetns: f.get('vtep-netns') ?? DEFAULTS.vtepNetns,
     linkNet,
+    peerNet,
     underlayMtu: f.has('mtu') ? int(f.get('mtu')!, 'mtu', 1280, 9000) : DEFAULTS.underlayMtu,
     ...(dataPath ? { dataPath } : {}),
     leaseTtlSeconds: f.has('lease-ttl') ? int(f.get('lease-ttl')!, 'lease-ttl', 2, 3600) : DEFAULTS.leaseTtlSeconds,

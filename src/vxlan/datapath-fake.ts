@@ -6,7 +6,7 @@ import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, SaKeySpec
  */
 export class RecordingDataPath implements DataPath {
   readonly networks = new Map<number, DataPathNetwork>();
-  /** Peer id → the gateway port it was bound to. */
+  /** Peer id → its host index. */
   readonly peers = new Map<string, number>();
   /** Peer id → epochs with an inbound SA installed. */
   readonly inbound = new Map<string, number[]>();
@@ -14,10 +14,8 @@ export class RecordingDataPath implements DataPath {
   readonly outbound = new Map<string, number>();
   /** installInbound fails for these peers. */
   readonly failInboundFor = new Set<string>();
-  /** addPeer fails as if the port were privileged (EACCES) for these peers. */
-  readonly failBindFor = new Set<string>();
-  /** addPeer fails as if another service held these ports (EADDRINUSE). */
-  readonly busyPorts = new Set<number>();
+  /** addPeer fails (as the native table does out of memory) for these peers. */
+  readonly failAddFor = new Set<string>();
   /** Peer id → packets received from it (a test moves these to stand for traffic). */
   readonly rxPackets = new Map<string, number>();
   /** Peer id → packets that opened under its inbound SA (authenticated traffic; a test moves these). */
@@ -40,10 +38,9 @@ export class RecordingDataPath implements DataPath {
     this.networks.delete(vni);
   }
 
-  async addPeer(peer: DataPathPeer, port: number): Promise<void> {
-    if (this.failBindFor.has(peer.id)) throw new Error(`cannot bind 169.254.1.1:${port}: bind EACCES`);
-    if (this.busyPorts.has(port)) throw new Error(`cannot bind 169.254.1.1:${port}: bind EADDRINUSE`);
-    this.peers.set(peer.id, port);
+  async addPeer(peer: DataPathPeer): Promise<void> {
+    if (this.failAddFor.has(peer.id)) throw new Error('VEIL_ERR_NATIVE_NOMEM: out of memory');
+    this.peers.set(peer.id, peer.index);
   }
 
   async removePeer(peerId: string): Promise<void> {

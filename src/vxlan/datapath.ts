@@ -61,8 +61,11 @@ export interface DataPath {
   stop(): Promise<void>;
   setNetwork(network: DataPathNetwork): void;
   removeNetwork(vni: number): void;
-  /** Opens the peer's gateway port (hostAddress:port) and accepts plain VXLAN from its address. */
-  addPeer(peer: DataPathPeer, port: number): Promise<void>;
+  /**
+   * Takes what the VTEP sends to the peer's gateway address (peer net + its index, docs/plumbing.md
+   * "Gateway addresses") toward it, and accepts plain VXLAN from its underlay address.
+   */
+  addPeer(peer: DataPathPeer): Promise<void>;
   removePeer(peerId: string): Promise<void>;
   installInbound(sa: SaKeySpec): void;
   /** Makes `sa` the one outbound SA of its (peer, network); `sequenceBudget` caps its sequence numbers. */

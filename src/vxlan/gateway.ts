@@ -1,30 +1,12 @@
 import { equalBytes as bytesEqual } from '../crypto/bytes.js';
 import { SecretKey } from '../crypto/secret.js';
 import type { DropReason } from './wire/drops.js';
+import { VTEP_GATEWAY_PORT } from './wire/constants.js';
 import type { DataPath, PairStatus } from './datapath.js';
 import type { NetnsRef } from '../host/netns.js';
 import type { Plumbing, PortSecurityCounters, VtepFirewallCounter } from './plumbing.js';
 import { deriveSaKeySpecs, type SaHost } from './sa/derive.js';
-import { isHostIndex, HOST_INDEX_MAX } from '../model/ids.js';
-
-/**
- * The gateway ports on 169.254.x.1 that receive what the local VTEP sends toward each peer (the FDB
- * entries' ports). The VTEP hands them cleartext frames, so they are privileged ports: only root can
- * bind one, and no unprivileged process can take a port while the gateway is down and read the overlay
- * (the injection of the other direction is closed by nftables and the source check). 1022 is the
- * delivery port (VTEP_DELIVERY_PORT). So at most 422 peers per host.
- */
-export const PEER_PORT_MIN = 600;
-export const PEER_PORT_MAX = 1021;
-const PEER_PORT_COUNT = PEER_PORT_MAX - PEER_PORT_MIN + 1;
-
-/** The port a peer gets unless it is taken (by another peer or another root service): stable across restarts. */
-export function peerPort(peerIndex: number): number {
-  if (!isHostIndex(peerIndex)) throw new RangeError(`peer index must be in 1..${HOST_INDEX_MAX}`);
-  return PEER_PORT_MIN + ((peerIndex - 1) % PEER_PORT_COUNT);
-}
-
-const ADDRESS_IN_USE = /EADDRINUSE|Address already in use/;
+import { gatewayAddress } from '../model/peer-net.js';
 
 /** How often the vtep netns's firewall and port security counters are read for status() (`nft` runs). */
 export const VTEP_FIREWALL_POLL_MS = 5_000;
@@ -60,7 +42,8 @@ export interface GatewayOptions {
 
 export interface GatewayStatus {
   host: string;
-  peers: Array<{ id: string; address: string; port: number }>;
+  /** Each peer with its underlay address and its gateway address (docs/plumbing.md "Gateway addresses"). */
+  peers: Array<{ id: string; address: string; gateway: string }>;
   networks: GatewayNetwork[];
   pairs: PairStatus[];
   unattributedDrops: Partial<Record<DropReason, number>>;
@@ -98,7 +81,7 @@ export interface LocalEndpoint {
 
 /**
  * One host's data plane: plumbs the vtep namespace, bridges and VXLAN devices,
- * points the FDB at one gateway port per peer, derives the SAs of every live
+ * points the FDB at one gateway address per peer, derives the SAs of every live
  * epoch, and hands networks, peers and SAs to its data path (TypeScript or native).
  *
  * Epochs follow docs/keys.md "Rotation": installEpoch puts in the inbound SAs,
@@ -108,8 +91,6 @@ export interface LocalEndpoint {
 export class Gateway {
   readonly #networks = new Map<number, GatewayNetwork>();
   readonly #peers = new Map<string, GatewayPeer>();
-  /** peer id → its gateway port (privileged; see PEER_PORT_MIN). */
-  readonly #ports = new Map<string, number>();
   /** vni → epoch → entry; at most three live epochs per network (docs/keys.md "Rotation"). */
   readonly #epochs = new Map<number, Map<number, EpochEntry>>();
   #vtepFirewall: GatewayStatus['vtepFirewall'];
@@ -147,7 +128,8 @@ export class Gateway {
     await this.options.plumbing.ensureNetwork({ vni: network.vni, encrypted: network.encrypted });
     this.#networks.set(network.vni, network);
     this.options.dataPath.setNetwork(network);
-    for (const peer of this.#peers.values()) await this.options.plumbing.ensurePeerFlood(network.vni, this.#port(peer));
+    for (const peer of this.#peers.values())
+      await this.options.plumbing.ensurePeerFlood(network.vni, this.#gateway(peer));
     this.#log('network added', { vni: network.vni, encrypted: network.encrypted });
     if (key) {
       await this.installEpoch(network.vni, key.epoch, key.secret);
@@ -168,20 +150,21 @@ export class Gateway {
   }
 
   /**
-   * Adds a peer, or replaces it when its address, index, key or incarnation changed (a restart).
-   * The peer counts as added only once its gateway port is bound: a port some other process holds
-   * must never get FDB entries, or the VTEP would hand that process cleartext frames.
+   * Adds a peer, or replaces it when its address, index, key or incarnation changed (a restart). Its
+   * gateway address is its index's: another peer holding that index is removed first, so one
+   * address never names two peers. The data path knows the peer before any FDB entry points at it.
    */
   async addPeer(peer: GatewayPeer): Promise<void> {
     const known = this.#peers.get(peer.id);
     if (known && samePeer(known, peer)) return;
     if (known) await this.removePeer(peer.id);
-    const port = await this.#bindPeer(peer);
+    for (const other of this.#peers.values()) if (other.index === peer.index) await this.removePeer(other.id);
+    await this.options.dataPath.addPeer({ id: peer.id, index: peer.index, address: peer.address });
     this.#peers.set(peer.id, peer);
-    this.#ports.set(peer.id, port);
+    const gateway = this.#gateway(peer);
     const failures: string[] = [];
     for (const network of this.#networks.values()) {
-      await this.options.plumbing.ensurePeerFlood(network.vni, port);
+      await this.options.plumbing.ensurePeerFlood(network.vni, gateway);
       for (const [epoch, entry] of this.#epochs.get(network.vni) ?? []) {
         try {
           this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound');
@@ -193,7 +176,7 @@ export class Gateway {
     this.#log(known ? 'peer changed' : 'peer added', {
       peer: peer.id,
       address: peer.address,
-      port,
+      gateway,
       incarnation: peer.incarnation,
     });
     if (failures.length > 0) {
@@ -207,25 +190,23 @@ export class Gateway {
     const peer = this.#peers.get(peerId);
     if (!peer) return;
     for (const network of this.#networks.values())
-      await this.options.plumbing.removePeer(network.vni, this.#port(peer));
+      await this.options.plumbing.removePeer(network.vni, this.#gateway(peer));
     await this.options.dataPath.removePeer(peerId);
     this.#peers.delete(peerId);
-    this.#ports.delete(peerId);
     this.#log('peer removed', { peer: peerId });
   }
 
   /**
-   * Removes FDB entries that point at no current peer's port (left by a gateway that died, or by
-   * peers that went away while it was down): nothing may send cleartext toward an unbound port.
+   * Removes FDB entries that point at no current peer's gateway address (left by a gateway that died,
+   * or by peers that went away while it was down), or anywhere else: cleartext goes to peers only.
    */
   async pruneStaleFdb(): Promise<number> {
-    const ports = new Set(this.#ports.values());
+    const gateways = new Set([...this.#peers.values()].map((p) => this.#gateway(p)));
     let removed = 0;
     for (const network of this.#networks.values()) {
       for (const e of await this.options.plumbing.listFdb(network.vni)) {
-        if (ports.has(e.port)) continue;
-        if (e.mac === '00:00:00:00:00:00') await this.options.plumbing.removePeer(network.vni, e.port);
-        else await this.options.plumbing.removePeerMac(network.vni, e.mac);
+        if (gateways.has(e.dst) && e.port === VTEP_GATEWAY_PORT) continue;
+        await this.options.plumbing.removeFdbEntry(network.vni, e);
         removed++;
       }
     }
@@ -342,11 +323,11 @@ export class Gateway {
     this.#log('endpoint detached', { vni, endpoint: endpointId });
   }
 
-  /** Unicast FDB entry: frames for a remote container's MAC go to its host's gateway port only (no flooding). */
+  /** Unicast FDB entry: frames for a remote container's MAC go to its host's gateway address only (no flooding). */
   async addRemoteMac(vni: number, peerId: string, mac: string): Promise<void> {
     const peer = this.#peers.get(peerId);
     if (!peer || !this.#networks.has(vni)) return;
-    await this.options.plumbing.ensurePeerMac(vni, mac, this.#port(peer));
+    await this.options.plumbing.ensurePeerMac(vni, mac, this.#gateway(peer));
   }
 
   async removeRemoteMac(vni: number, mac: string): Promise<void> {
@@ -354,27 +335,8 @@ export class Gateway {
     await this.options.plumbing.removePeerMac(vni, mac);
   }
 
-  #port(peer: GatewayPeer): number {
-    return this.#ports.get(peer.id) ?? peerPort(peer.index);
-  }
-
-  /** Binds the peer's gateway port: its preferred one, else the next free privileged port. */
-  async #bindPeer(peer: GatewayPeer): Promise<number> {
-    const taken = new Set(this.#ports.values());
-    const first = peerPort(peer.index);
-    for (let i = 0; i < PEER_PORT_COUNT; i++) {
-      const port = PEER_PORT_MIN + ((first - PEER_PORT_MIN + i) % PEER_PORT_COUNT);
-      if (taken.has(port)) continue;
-      try {
-        await this.options.dataPath.addPeer({ id: peer.id, index: peer.index, address: peer.address }, port);
-        return port;
-      } catch (err) {
-        // Another root service holds it (e.g. 0.0.0.0:623 for IPMI): the next one.
-        if (!ADDRESS_IN_USE.test((err as Error).message)) throw err;
-        this.#log('peer port in use; trying the next', { peer: peer.id, port });
-      }
-    }
-    throw new Error(`peer ${peer.id}: no free gateway port in ${PEER_PORT_MIN}..${PEER_PORT_MAX}`);
+  #gateway(peer: GatewayPeer): string {
+    return gatewayAddress(this.options.plumbing.peerNet, peer.index);
   }
 
   #encryptedNetwork(vni: number): GatewayNetwork {
@@ -447,7 +409,7 @@ export class Gateway {
     const traffic = this.options.dataPath.status();
     return {
       host: this.options.self.id,
-      peers: [...this.#peers.values()].map((p) => ({ id: p.id, address: p.address, port: this.#port(p) })),
+      peers: [...this.#peers.values()].map((p) => ({ id: p.id, address: p.address, gateway: this.#gateway(p) })),
       networks: [...this.#networks.values()],
       pairs: traffic.pairs,
       unattributedDrops: traffic.unattributedDrops,

@@ -1,5 +1,7 @@
 import { ZERO_MAC } from '../model/mac.js';
 import { hostPortLinkName } from '../host/names.js';
+import { DEFAULT_PEER_NET } from '../model/peer-net.js';
+import { VTEP_GATEWAY_PORT } from './wire/constants.js';
 import type { ContainerAttachment, FdbEntry, HostPortAttachment, NetworkSpec, Plumbing } from './plumbing.js';
 
 /*
@@ -20,6 +22,7 @@ export class RecordingPlumbing implements Plumbing {
   constructor(
     readonly hostAddress = '169.254.9.1',
     readonly vtepAddress = '169.254.9.2',
+    readonly peerNet = DEFAULT_PEER_NET,
   ) {}
 
   async ensureHost(): Promise<void> {
@@ -63,14 +66,17 @@ export class RecordingPlumbing implements Plumbing {
     this.hostPorts.delete(`${vni}/${endpointId}`);
   }
 
-  async ensurePeerFlood(vni: number, port: number): Promise<void> {
+  async ensurePeerFlood(vni: number, gateway: string): Promise<void> {
     const list = this.#entries(vni);
-    if (!list.some((e) => e.mac === ZERO_MAC && e.port === port))
-      list.push({ mac: ZERO_MAC, dst: this.hostAddress, port });
+    if (!list.some((e) => e.mac === ZERO_MAC && e.dst === gateway))
+      list.push({ mac: ZERO_MAC, dst: gateway, port: VTEP_GATEWAY_PORT });
   }
 
-  async ensurePeerMac(vni: number, mac: string, port: number): Promise<void> {
-    this.fdb.set(vni, [...this.#entries(vni).filter((e) => e.mac !== mac), { mac, dst: this.hostAddress, port }]);
+  async ensurePeerMac(vni: number, mac: string, gateway: string): Promise<void> {
+    this.fdb.set(vni, [
+      ...this.#entries(vni).filter((e) => e.mac !== mac),
+      { mac, dst: gateway, port: VTEP_GATEWAY_PORT },
+    ]);
   }
 
   async removePeerMac(vni: number, mac: string): Promise<void> {
@@ -80,10 +86,17 @@ export class RecordingPlumbing implements Plumbing {
     );
   }
 
-  async removePeer(vni: number, port: number): Promise<void> {
+  async removePeer(vni: number, gateway: string): Promise<void> {
     this.fdb.set(
       vni,
-      this.#entries(vni).filter((e) => e.port !== port),
+      this.#entries(vni).filter((e) => e.dst !== gateway),
+    );
+  }
+
+  async removeFdbEntry(vni: number, entry: FdbEntry): Promise<void> {
+    this.fdb.set(
+      vni,
+      this.#entries(vni).filter((e) => e.mac !== entry.mac || e.dst !== entry.dst || e.port !== entry.port),
     );
   }
 
@@ -92,13 +105,13 @@ export class RecordingPlumbing implements Plumbing {
   }
 
   /**
-   * Where the VTEP would send a frame for `mac` (the kernel's VXLAN FDB lookup): the gateway ports
-   * of its unicast entry, else every flood entry.
+   * Where the VTEP would send a frame for `mac` (the kernel's VXLAN FDB lookup): the gateway
+   * addresses of its unicast entry, else every flood entry.
    */
-  portsFor(vni: number, mac: string): number[] {
+  gatewaysFor(vni: number, mac: string): string[] {
     const entries = this.fdb.get(vni) ?? [];
     const unicast = entries.filter((e) => e.mac === mac.toLowerCase());
-    return (unicast.length > 0 ? unicast : entries.filter((e) => e.mac === ZERO_MAC)).map((e) => e.port);
+    return (unicast.length > 0 ? unicast : entries.filter((e) => e.mac === ZERO_MAC)).map((e) => e.dst);
   }
 
   #entries(vni: number): FdbEntry[] {

@@ -66,7 +66,8 @@ import { execIn, ipBatchIn, netnsArg, netnsPath, type NetnsRef } from '../host/n
 import { applyNftScript, readNftCounter, readNftCounters, type NftCounter } from '../host/nft.js';
 import { formatIpv4, isIpv4, parseCidr, parseIpv4 } from '../model/ipv4.js';
 import { MAC_RE, ZERO_MAC } from '../model/mac.js';
-import { overlayMtu, VTEP_DELIVERY_PORT, VXLAN_PORT } from './wire/constants.js';
+import { overlayMtu, VTEP_DELIVERY_PORT, VTEP_GATEWAY_PORT, VXLAN_PORT } from './wire/constants.js';
+import { DEFAULT_PEER_NET, inPeerNet, PEER_NET_PREFIX_LENGTH, peerNetRefusal } from '../model/peer-net.js';
 /** nftables table (family inet) of the vtep netns, and its named counter of refused VXLAN datagrams. */
 export const VTEP_FIREWALL_TABLE = 'veil';
 export const VTEP_FIREWALL_COUNTER = 'vtep_injection';
@@ -208,7 +209,7 @@ export interface HostPortAttachment {
   readonly ipv4: string;
 }
 
-/** A remote VXLAN FDB entry of a network: frames for `mac` go to dst:port (the gateway socket of one peer). */
+/** A remote VXLAN FDB entry of a network: frames for `mac` go to dst:port (one peer's gateway address). */
 export interface FdbEntry {
   readonly mac: string;
   readonly dst: string;
@@ -217,8 +218,13 @@ export interface FdbEntry {
 
 /** The seam between the gateway and the host's network stack. Every operation is idempotent. */
 export interface Plumbing {
-  /** The host netns address the gateway binds its per-peer sockets to (169.254.x.1). */
+  /** The host end of the vtep link (169.254.x.1): deliveries to the VTEP leave from it. */
   readonly hostAddress: string;
+  /**
+   * The peer net (a /18, src/model/peer-net.ts): local in the host netns and routed there from the
+   * vtep netns, so each peer's gateway address reaches the gateway (docs/plumbing.md "Gateway addresses").
+   */
+  readonly peerNet: string;
   /** The VTEP's address in the vtep netns (169.254.x.2); inbound datagrams go to it on port 4789. */
   readonly vtepAddress: string;
   /**
@@ -247,15 +253,17 @@ export interface Plumbing {
    * An old port of the endpoint is replaced. detachContainer removes it.
    */
   attachHostPort(attachment: HostPortAttachment): Promise<string>;
-  /** Flood (BUM) entry: 00:00:00:00:00:00 → hostAddress:peerPort, one per peer of the network. */
-  ensurePeerFlood(vni: number, peerPort: number): Promise<void>;
-  /** Unicast entry: mac → hostAddress:peerPort (replaces a previous peer of that MAC). */
-  ensurePeerMac(vni: number, mac: string, peerPort: number): Promise<void>;
+  /** Flood (BUM) entry: 00:00:00:00:00:00 → gateway:VTEP_GATEWAY_PORT, one per peer of the network. */
+  ensurePeerFlood(vni: number, gateway: string): Promise<void>;
+  /** Unicast entry: mac → gateway:VTEP_GATEWAY_PORT (replaces a previous peer of that MAC). */
+  ensurePeerMac(vni: number, mac: string, gateway: string): Promise<void>;
   removePeerMac(vni: number, mac: string): Promise<void>;
-  /** Removes every entry of the network pointing at peerPort (flood and unicast). */
-  removePeer(vni: number, peerPort: number): Promise<void>;
+  /** Removes every entry of the network pointing at the peer's gateway address (flood and unicast). */
+  removePeer(vni: number, gateway: string): Promise<void>;
   /** Remote entries of the network's VXLAN FDB. */
   listFdb(vni: number): Promise<FdbEntry[]>;
+  /** Removes exactly this entry (one listFdb returned), wherever it points. */
+  removeFdbEntry(vni: number, entry: FdbEntry): Promise<void>;
 }
 
 /**
@@ -296,6 +304,8 @@ export interface IproutePlumbingConfig {
   readonly hostNetns?: string;
   /** Network address of the /30 for the veth pair, e.g. "169.254.47.0". */
   readonly linkNet?: string;
+  /** The peer net's network address (default DEFAULT_PEER_NET). */
+  readonly peerNet?: string;
   readonly underlayMtu?: number;
   readonly runner?: CommandRunner;
   /** Where named namespaces are mounted (default: read from /proc, see host/mounts.ts). */
@@ -309,6 +319,7 @@ export const LINK_PREFIX_LENGTH = 30;
 export class IproutePlumbing implements Plumbing {
   readonly hostAddress: string;
   readonly vtepAddress: string;
+  readonly peerNet: string;
   readonly vtepNetns: string;
   readonly hostNetns: string | undefined;
   readonly underlayMtu: number;
@@ -335,6 +346,13 @@ export class IproutePlumbing implements Plumbing {
     }
     this.hostAddress = formatIpv4(link + 1);
     this.vtepAddress = formatIpv4(link + 2);
+    this.peerNet = config.peerNet ?? DEFAULT_PEER_NET;
+    const refusal = peerNetRefusal(this.peerNet);
+    if (refusal) throw new RangeError(refusal);
+    if (inPeerNet(this.peerNet, formatIpv4(link)))
+      throw new RangeError(
+        `linkNet ${formatIpv4(link)}/30 lies in the peer net ${this.peerNet}/${PEER_NET_PREFIX_LENGTH}`,
+      );
     this.vtepNetns = config.vtepNetns;
     this.hostNetns = config.hostNetns;
     this.underlayMtu = config.underlayMtu ?? 1500;
@@ -390,12 +408,18 @@ export class IproutePlumbing implements Plumbing {
       await this.ipHost(['link', 'set', HOST_LINK, 'mtu', mtu, 'up']);
       await this.ipVtep(['addr', 'replace', this.vtepAddress + cidr, 'dev', VTEP_LINK]);
       await this.ipVtep(['link', 'set', VTEP_LINK, 'mtu', mtu, 'up']);
+      // Gateway addresses (docs/plumbing.md "Gateway addresses"): the whole peer net is local on the
+      // host end (one route, no address per peer; it goes with the link), and the VTEP reaches it
+      // through the host end (one neighbour entry, whatever the number of peers).
+      const peerNet = `${this.peerNet}/${PEER_NET_PREFIX_LENGTH}`;
+      await this.ipHost(['route', 'replace', 'local', peerNet, 'dev', HOST_LINK, 'table', 'local']);
+      await this.ipVtep(['route', 'replace', peerNet, 'via', this.hostAddress, 'dev', VTEP_LINK]);
       // A container's TCP leaves with CHECKSUM_PARTIAL (veth offload). Encapsulated by the kernel
       // VXLAN and delivered locally to the gateway's socket, its inner checksum would never be
       // filled in, and the far container would drop every segment. Without tx offload on the
       // VTEP end of this veth the kernel completes checksums (and segments) before the hand-over.
       await this.run('ip', ['netns', 'exec', this.vtepNetns, 'ethtool', '-K', VTEP_LINK, 'tx', 'off']);
-      // NAPI GRO on the host end: the native data path's per-peer sockets (UDP_GRO) then receive a burst
+      // NAPI GRO on the host end: the native data path's gateway socket (UDP_GRO) then receives a burst
       // from the VTEP as one coalesced datagram instead of one by one (iperf3 TCP: 2.1 → 2.7 Gbit/s here).
       await execIn(this.run, this.hostNetns, ['ethtool', '-K', HOST_LINK, 'gro', 'on']);
       // The vtep namespace must not be a host on the overlays it bridges: without IPv6 its bridges and
@@ -604,7 +628,7 @@ export class IproutePlumbing implements Plumbing {
     });
   }
 
-  ensurePeerFlood(vni: number, peerPort: number): Promise<void> {
+  ensurePeerFlood(vni: number, gateway: string): Promise<void> {
     return this.serial(async () => {
       // `append` adds one more destination to the all-zero (default) entry; appending an existing
       // destination is a no-op in the kernel (vxlan_fdb_append finds the rdst), so this is idempotent.
@@ -615,14 +639,14 @@ export class IproutePlumbing implements Plumbing {
         'dev',
         vxlanName(vni),
         'dst',
-        this.hostAddress,
+        this.checkGateway(gateway),
         'port',
-        checkPort(peerPort),
+        String(VTEP_GATEWAY_PORT),
       ]);
     });
   }
 
-  ensurePeerMac(vni: number, mac: string, peerPort: number): Promise<void> {
+  ensurePeerMac(vni: number, mac: string, gateway: string): Promise<void> {
     return this.serial(async () => {
       // `replace`, not `append`: a unicast MAC lives behind exactly one peer, and for an existing unicast
       // entry the kernel ignores `append` while returning success, so a MAC that moved would keep its old peer.
@@ -633,9 +657,9 @@ export class IproutePlumbing implements Plumbing {
         'dev',
         vxlanName(vni),
         'dst',
-        this.hostAddress,
+        this.checkGateway(gateway),
         'port',
-        checkPort(peerPort),
+        String(VTEP_GATEWAY_PORT),
       ]);
     });
   }
@@ -649,17 +673,27 @@ export class IproutePlumbing implements Plumbing {
     });
   }
 
-  removePeer(vni: number, peerPort: number): Promise<void> {
+  removePeer(vni: number, gateway: string): Promise<void> {
     return this.serial(async () => {
-      checkPort(peerPort);
+      this.checkGateway(gateway);
       for (const e of await this.fdb(vni)) {
-        if (e.dst === this.hostAddress && e.port === peerPort) await this.delFdb(vni, e);
+        if (e.dst === gateway) await this.delFdb(vni, e);
       }
     });
   }
 
   listFdb(vni: number): Promise<FdbEntry[]> {
     return this.serial(() => this.fdb(vni));
+  }
+
+  removeFdbEntry(vni: number, entry: FdbEntry): Promise<void> {
+    return this.serial(async () => {
+      if (!isIpv4(entry.dst) || !Number.isInteger(entry.port) || entry.port < 1 || entry.port > 65_535)
+        throw new RangeError(`not an FDB destination: ${entry.dst}:${entry.port}`);
+      const mac = entry.mac === ZERO_MAC ? ZERO_MAC : checkUnicastMac(entry.mac);
+      for (const e of await this.fdb(vni))
+        if (e.mac === mac && e.dst === entry.dst && e.port === entry.port) await this.delFdb(vni, e);
+    });
   }
 
   vtepFirewallDrops(): Promise<VtepFirewallCounter> {
@@ -783,6 +817,15 @@ export class IproutePlumbing implements Plumbing {
     return entries;
   }
 
+  /** A gateway address must be in the peer net: an FDB entry anywhere else would send cleartext off the host. */
+  private checkGateway(gateway: string): string {
+    if (!inPeerNet(this.peerNet, gateway))
+      throw new RangeError(
+        `gateway address ${gateway} is not in the peer net ${this.peerNet}/${PEER_NET_PREFIX_LENGTH}`,
+      );
+    return gateway;
+  }
+
   private async delFdb(vni: number, e: FdbEntry): Promise<void> {
     await this.bridgeVtep(['fdb', 'del', e.mac, 'dev', vxlanName(vni), 'dst', e.dst, 'port', String(e.port)]);
   }
@@ -850,12 +893,6 @@ interface LinkJson {
   mtu: number;
   master?: string;
   linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean } };
-}
-
-function checkPort(port: number): string {
-  if (!Number.isInteger(port) || port < 1 || port > 65_535)
-    throw new RangeError(`port must be an integer in 1..65535, got ${port}`);
-  return String(port);
 }
 
 function checkUnicastMac(mac: string): string {

@@ -5,7 +5,9 @@ import { HostAgent } from '../../src/agent/agent.js';
 import { SecretKey } from '../../src/crypto/secret.js';
 import { MemoryBackend } from '../../src/store/memory.js';
 import type { Store } from '../../src/store/types.js';
-import { Gateway, peerPort } from '../../src/vxlan/gateway.js';
+import { Gateway } from '../../src/vxlan/gateway.js';
+import { gatewayAddress } from '../../src/model/peer-net.js';
+import { VTEP_GATEWAY_PORT } from '../../src/vxlan/wire/constants.js';
 import { RecordingDataPath } from '../../src/vxlan/datapath-fake.js';
 import { RecordingPlumbing } from '../../src/vxlan/plumbing-fake.js';
 import { sampleHost } from '../store/harness.js';
@@ -67,8 +69,8 @@ describe('HostAgent', () => {
     });
     expect(await plumbing.listFdb(net.vni)).toEqual(
       expect.arrayContaining([
-        { mac: '00:00:00:00:00:00', dst: plumbing.hostAddress, port: peerPort(h2.index) },
-        { mac: remote.mac, dst: plumbing.hostAddress, port: peerPort(h2.index) },
+        { mac: '00:00:00:00:00:00', dst: gatewayAddress(plumbing.peerNet, h2.index), port: VTEP_GATEWAY_PORT },
+        { mac: remote.mac, dst: gatewayAddress(plumbing.peerNet, h2.index), port: VTEP_GATEWAY_PORT },
       ]),
     );
 

@@ -4,7 +4,7 @@ import type { GatewayStatus } from '../../src/vxlan/gateway.js';
 
 const status: GatewayStatus = {
   host: 'h1',
-  peers: [{ id: 'h2', address: '198.18.0.2', port: 601 }],
+  peers: [{ id: 'h2', address: '198.18.0.2', gateway: '169.254.64.2' }],
   networks: [{ id: 'enc', index: 1, vni: 4096, encrypted: true }],
   pairs: [
     {

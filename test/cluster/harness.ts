@@ -223,6 +223,7 @@ export class Cluster {
     host.store = this.backend.client({ watchDelayMs: (host.n - 1) * (this.options.watchSkewMs ?? 10) });
     host.dataPath = new TsDataPath({
       vtepAddress: host.plumbing.vtepAddress,
+      peerNet: host.plumbing.peerNet,
       underlay: this.wire.underlay(host.address),
       vtep: host.vtep,
       provider: nodeAeadProvider,
@@ -461,7 +462,7 @@ export class Cluster {
     this.sent.set(marker, { from, to });
     // The kernel's flow entropy (RFC 7348 §5): a source port per inner flow.
     const srcPort = 49_152 + (this.#frames % 16_384);
-    for (const port of host.plumbing.portsFor(vni, to.mac)) host.vtep.send(port, vxlan, { port: srcPort });
+    for (const gateway of host.plumbing.gatewaysFor(vni, to.mac)) host.vtep.send(gateway, vxlan, { port: srcPort });
     return marker;
   }
 

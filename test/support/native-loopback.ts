@@ -5,9 +5,10 @@ import type dgram from 'node:dgram';
 import type { NativeAddon, NativeHandle, NativeSaSpec } from '../../src/vxlan/native/addon.js';
 import { TestSockets } from './udp.js';
 import { waitUntil } from './wait.js';
+import { gatewayAddress } from '../../src/model/peer-net.js';
 
 export interface NativeLoopbackOptions {
-  /** Peer host indexes; each gets an address, a gateway port and an ESP socket. */
+  /** Peer host indexes; each gets an address, a gateway address and an ESP socket. */
   readonly peers: readonly number[];
   /** First of the ports this harness uses (the data plane's and the peers'). */
   readonly portBase: number;
@@ -38,6 +39,8 @@ export class NativeLoopback {
       underlayAddress: this.address.underlay,
       hostAddress: this.address.host,
       vtepAddress: this.address.vtep,
+      peerNet: this.peerNet,
+      gatewayPort: this.gatewayPort,
       espPort: this.ports.esp,
       plainPort: this.ports.plain,
       vtepPort: this.ports.vtep,
@@ -68,12 +71,21 @@ export class NativeLoopback {
     return `${this.#net}.${10 + peer}`;
   }
 
-  gatewayPort(peer: number): number {
-    return this.options.portBase + 100 + peer;
+  /** The peer net on loopback: peer i's gateway address is its + i. */
+  get peerNet(): string {
+    return `${this.#net.split('.').slice(0, 2).join('.')}.64.0`;
+  }
+
+  get gatewayPort(): number {
+    return this.options.portBase + 5;
+  }
+
+  gatewayAddress(peer: number): string {
+    return gatewayAddress(this.peerNet, peer);
   }
 
   addPeer(peer: number): void {
-    this.addon.dpAddPeer(this.dp, peer, this.peerAddress(peer), this.gatewayPort(peer));
+    this.addon.dpAddPeer(this.dp, peer, this.peerAddress(peer));
   }
 
   /** Sends one VXLAN frame of `vni` from the VTEP toward `peer`. */
@@ -82,7 +94,7 @@ export class NativeLoopback {
     vx[0] = 8;
     vx.writeUInt32BE(vni << 8, 4);
     await new Promise<void>((resolve) =>
-      this.#vtep.send(vx, this.gatewayPort(peer), this.address.host, () => resolve()),
+      this.#vtep.send(vx, this.gatewayPort, this.gatewayAddress(peer), () => resolve()),
     );
   }
 

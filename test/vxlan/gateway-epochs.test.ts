@@ -1,10 +1,11 @@
 // Gateway epoch bookkeeping against a recording data path: a partial install or activation is never
-// recorded as done (the retry redoes it), a port that cannot be bound gets no FDB entries, and
+// recorded as done (the retry redoes it), a peer the data path refused gets no FDB entries, and
 // retiring an epoch removes any outbound SA still sealing with it.
 import { describe, expect, it } from 'vitest';
 import { SecretKey } from '../../src/crypto/secret.js';
 import { generateX25519KeyPair } from '../../src/crypto/x25519.js';
-import { Gateway, peerPort } from '../../src/vxlan/gateway.js';
+import { Gateway } from '../../src/vxlan/gateway.js';
+import { HOST_INDEX_MAX } from '../../src/model/ids.js';
 import { RecordingDataPath } from '../../src/vxlan/datapath-fake.js';
 import { RecordingPlumbing } from '../../src/vxlan/plumbing-fake.js';
 
@@ -25,8 +26,8 @@ function setup() {
     publicKey: generateX25519KeyPair().publicKey,
     incarnation: 'b',
   });
-  /** The gateway ports the VTEP floods network 4096's frames to. */
-  const floods = () => plumbing.portsFor(4096, 'ff:ff:ff:ff:ff:ff');
+  /** The gateway addresses the VTEP floods network 4096's frames to. */
+  const floods = () => plumbing.gatewaysFor(4096, 'ff:ff:ff:ff:ff:ff');
   return { gateway, dataPath, floods, peer };
 }
 
@@ -62,30 +63,34 @@ describe('Gateway epochs', () => {
     expect(dataPath.inbound.get('h2')).toEqual([2]);
   });
 
-  it('a peer whose port cannot be bound is not added and gets no FDB entry; a later retry adds it', async () => {
+  it('a peer the data path refuses is not added and gets no FDB entry; a later retry adds it', async () => {
     const { gateway, dataPath, floods, peer } = setup();
     await gateway.addNetwork({ id: 'n', index: 1, vni: 4096, encrypted: false });
     const h2 = peer('h2', 2);
-    dataPath.failBindFor.add('h2');
-    await expect(gateway.addPeer(h2)).rejects.toThrow(/EACCES/);
+    dataPath.failAddFor.add('h2');
+    await expect(gateway.addPeer(h2)).rejects.toThrow(/NOMEM/);
     expect(floods()).toEqual([]);
     expect(gateway.status().peers).toEqual([]);
-    dataPath.failBindFor.clear();
+    dataPath.failAddFor.clear();
     await gateway.addPeer(h2);
-    expect(floods()).toEqual([peerPort(2)]);
+    expect(floods()).toEqual(['169.254.64.2']);
   });
 
-  it('peer ports are privileged; a port another service holds is skipped for the next free one', async () => {
+  it("a peer's gateway address is the peer net + its index, up to the last index the SPI can carry", async () => {
+    const { gateway, floods, peer } = setup();
+    await gateway.addNetwork({ id: 'n', index: 1, vni: 4096, encrypted: false });
+    for (const index of [2, 255, 256, HOST_INDEX_MAX]) await gateway.addPeer({ ...peer(`h${index}`, 2), index });
+    expect(floods()).toEqual(['169.254.64.2', '169.254.64.255', '169.254.65.0', '169.254.127.255']);
+    expect(gateway.status().peers.map((p) => p.gateway)).toEqual(floods());
+  });
+
+  it('a new peer with the index of another takes its place: one gateway address never names two peers', async () => {
     const { gateway, dataPath, floods, peer } = setup();
     await gateway.addNetwork({ id: 'n', index: 1, vni: 4096, encrypted: false });
-    dataPath.busyPorts.add(peerPort(3));
-    await gateway.addPeer(peer('h3', 3));
-    await gateway.addPeer(peer('h4', 4));
-    expect(peerPort(3)).toBeLessThan(1024);
-    // h3's preferred port is busy: it takes the next one, which is h4's preferred; h4 then takes the one after.
-    expect(dataPath.peers.get('h3')).toBe(peerPort(3) + 1);
-    expect(dataPath.peers.get('h4')).toBe(peerPort(4) + 1);
-    expect(floods()).toEqual([peerPort(3) + 1, peerPort(4) + 1]);
-    expect(gateway.status().peers.map((p) => p.port)).toEqual([peerPort(3) + 1, peerPort(4) + 1]);
+    await gateway.addPeer(peer('old', 7));
+    await gateway.addPeer(peer('new', 7));
+    expect([...dataPath.peers.keys()]).toEqual(['new']);
+    expect(gateway.status().peers.map((p) => p.id)).toEqual(['new']);
+    expect(floods()).toEqual(['169.254.64.7']);
   });
 });

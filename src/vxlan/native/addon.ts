@@ -51,6 +51,12 @@ export interface NativeDataplaneConfig {
   underlayAddress: string;
   hostAddress: string;
   vtepAddress: string;
+  /** A /18 network address: a datagram to its address + i is peer i's. */
+  peerNet: string;
+  /** SO_BINDTODEVICE for the gateway socket (the vtep link's host end); absent: any device. */
+  gatewayDevice?: string;
+  /** The port of every gateway address (default 1021, VTEP_GATEWAY_PORT). */
+  gatewayPort?: number;
   espPort?: number;
   plainPort?: number;
   vtepPort?: number;
@@ -121,7 +127,7 @@ export interface NativeAddon {
   dpCreate(config: NativeDataplaneConfig): NativeHandle<'dp'>;
   dpStart(dp: NativeHandle<'dp'>): void;
   dpClose(dp: NativeHandle<'dp'>): void;
-  dpAddPeer(dp: NativeHandle<'dp'>, index: number, address: string, port: number): void;
+  dpAddPeer(dp: NativeHandle<'dp'>, index: number, address: string): void;
   dpRemovePeer(dp: NativeHandle<'dp'>, index: number): void;
   dpSetNetwork(dp: NativeHandle<'dp'>, vni: number, encrypted: boolean): void;
   dpRemoveNetwork(dp: NativeHandle<'dp'>, vni: number): void;

@@ -1,5 +1,11 @@
 import { VeilError } from '../../errors.js';
-import { ESP_IN_UDP_PORT, ESP_SALT_LENGTH, VTEP_DELIVERY_PORT, VXLAN_PORT } from '../wire/constants.js';
+import {
+  ESP_IN_UDP_PORT,
+  ESP_SALT_LENGTH,
+  VTEP_DELIVERY_PORT,
+  VTEP_GATEWAY_PORT,
+  VXLAN_PORT,
+} from '../wire/constants.js';
 import { gcmAlgorithmForKeymat } from '../wire/esp.js';
 import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, PairStatus, SaKeySpec } from '../datapath.js';
 import type { DropReason } from '../wire/drops.js';
@@ -10,7 +16,7 @@ import { loadNative, type NativeAddon, type NativeHandle, type NativeSaSpec, typ
  * decisions, the ESP codec and the UDP I/O of ts/dgram.ts, done by two threads
  * in native/dataplane.c with recvmmsg/sendmmsg, UDP GSO and GRO.
  *
- *   outbound thread: per-peer sockets on hostAddress:(a privileged port per peer, gateway.ts) → seal → UDP 4500 → peer
+ *   outbound thread: the gateway socket (*:1021 on the vtep link, the destination names the peer) → seal → UDP 4500 → peer
  *   inbound thread:  UDP 4500 → open → vtepAddress:4789;  UDP 4789 (plain networks) → vtepAddress:4789,
  *                    always from hostAddress:1022 (VTEP_DELIVERY_PORT: the only source the VTEP accepts)
  *
@@ -22,10 +28,14 @@ import { loadNative, type NativeAddon, type NativeHandle, type NativeSaSpec, typ
 export interface NativeDataPathOptions {
   /** The underlay address: UDP 4500 (ESP) and 4789 (plain VXLAN) are bound on it. */
   readonly underlayAddress: string;
-  /** 169.254.x.1: the per-peer gateway ports are bound on it. */
+  /** 169.254.x.1: deliveries to the VTEP leave from it. */
   readonly hostAddress: string;
-  /** 169.254.x.2: the only source accepted on the gateway ports, and where inbound VXLAN goes (port 4789). */
+  /** 169.254.x.2: the only source accepted at the gateway addresses, and where inbound VXLAN goes (port 4789). */
   readonly vtepAddress: string;
+  /** The peer net: a datagram to its address + i is peer i's (src/model/peer-net.ts). */
+  readonly peerNet: string;
+  /** The host end of the vtep link: the gateway socket hears nothing from elsewhere (none: any, for tests). */
+  readonly gatewayDevice?: string;
   readonly underlayMtu?: number;
   /** UDP_SEGMENT on send (default on). */
   readonly gso?: boolean;
@@ -47,6 +57,7 @@ export interface NativeDataPathOptions {
     peerEsp?: number;
     peerPlain?: number;
     delivery?: number;
+    gateway?: number;
   };
 }
 
@@ -85,6 +96,9 @@ export class NativeDataPath implements DataPath {
       underlayAddress: o.underlayAddress,
       hostAddress: o.hostAddress,
       vtepAddress: o.vtepAddress,
+      peerNet: o.peerNet,
+      ...(o.gatewayDevice !== undefined ? { gatewayDevice: o.gatewayDevice } : {}),
+      gatewayPort: o.ports?.gateway ?? VTEP_GATEWAY_PORT,
       espPort: o.ports?.esp ?? ESP_IN_UDP_PORT,
       plainPort: o.ports?.plain ?? VXLAN_PORT,
       vtepPort: o.ports?.vtep ?? VXLAN_PORT,
@@ -135,17 +149,17 @@ export class NativeDataPath implements DataPath {
     for (const [spi, sa] of this.#inbound) if (sa.vni === vni) this.#inbound.delete(spi);
   }
 
-  async addPeer(peer: DataPathPeer, port: number): Promise<void> {
+  async addPeer(peer: DataPathPeer): Promise<void> {
     const dp = this.#handle();
     const old = this.#peerIds.get(peer.index);
     if (old !== undefined && old !== peer.id) await this.removePeer(old);
-    this.#addon.dpAddPeer(dp, peer.index, peer.address, port);
+    this.#addon.dpAddPeer(dp, peer.index, peer.address);
     this.#peers.set(peer.id, { id: peer.id, index: peer.index, address: peer.address });
     this.#peerIds.set(peer.index, peer.id);
     this.#removedPeerIds.delete(peer.index);
   }
 
-  /** Closes its socket and removes its SAs. */
+  /** Retires its SAs; its gateway address names nobody until the index is added again. */
   async removePeer(peerId: string): Promise<void> {
     const peer = this.#peers.get(peerId);
     if (!peer) return;

@@ -7,10 +7,13 @@ import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, PairStatu
 import type { UnderlayIo, VtepIo } from './io.js';
 import { InboundSa, OutboundSa } from '../sa/sa.js';
 import { EPOCH_REACH, SaTableError } from '../sa/table.js';
+import { gatewayAddress } from '../../model/peer-net.js';
 
 export interface TsDataPathOptions {
-  /** 169.254.x.2: the only source the Forwarder accepts on the gateway ports. */
+  /** 169.254.x.2: the only source the Forwarder accepts at the gateway addresses. */
   readonly vtepAddress: string;
+  /** The peer net: peer i's gateway address is its address + i (src/model/peer-net.ts). */
+  readonly peerNet: string;
   readonly underlay: UnderlayIo;
   readonly vtep: VtepIo;
   readonly provider: AeadProvider;
@@ -81,9 +84,9 @@ export class TsDataPath implements DataPath {
     this.#marks.delete(vni);
   }
 
-  async addPeer(peer: DataPathPeer, port: number): Promise<void> {
+  async addPeer(peer: DataPathPeer): Promise<void> {
     this.forwarder.setPeer({ id: peer.id, address: peer.address });
-    await this.options.vtep.addPeer(peer.id, port, (d, address, srcPort) =>
+    await this.options.vtep.addPeer(peer.id, gatewayAddress(this.options.peerNet, peer.index), (d, address, srcPort) =>
       this.#forward(this.forwarder.outbound(peer.id, d, address, srcPort)),
     );
   }

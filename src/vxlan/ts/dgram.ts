@@ -1,5 +1,5 @@
 import dgram from 'node:dgram';
-import { ESP_IN_UDP_PORT, VTEP_DELIVERY_PORT, VXLAN_PORT } from '../wire/constants.js';
+import { ESP_IN_UDP_PORT, VTEP_DELIVERY_PORT, VTEP_GATEWAY_PORT, VXLAN_PORT } from '../wire/constants.js';
 import type { UnderlayEspHandler, UnderlayIo, UnderlayPlainHandler, VtepHandler, VtepIo } from './io.js';
 
 /** Default socket buffers (about 200 KiB) overflow at line rate: 4 MiB each. */
@@ -80,12 +80,14 @@ export class DgramVtep implements VtepIo {
 
   /**
    * `deliveryPort`: the privileged source port the vtep namespace's firewall accepts VXLAN from
-   * (docs/plumbing.md "No local injection"); tests on loopback may pass 0.
+   * (docs/plumbing.md "No local injection"); tests on loopback may pass 0. `gatewayPort`: where each
+   * peer's gateway address is bound (VTEP_GATEWAY_PORT, privileged).
    */
   constructor(
     readonly hostAddress: string,
     readonly vtepAddress: string,
     readonly deliveryPort: number = VTEP_DELIVERY_PORT,
+    readonly gatewayPort: number = VTEP_GATEWAY_PORT,
   ) {}
 
   async open(): Promise<void> {
@@ -94,11 +96,12 @@ export class DgramVtep implements VtepIo {
     await new Promise<void>((resolve) => this.#deliver!.once('connect', () => resolve()));
   }
 
-  async addPeer(peerId: string, port: number, onDatagram: VtepHandler): Promise<void> {
+  /** One socket per peer, on its gateway address (the peer net is local in the host netns). */
+  async addPeer(peerId: string, gateway: string, onDatagram: VtepHandler): Promise<void> {
     if (this.#peers.has(peerId)) return;
     this.#peers.set(
       peerId,
-      await bindSocket(this.hostAddress, port, (msg, r) => onDatagram(asBytes(msg), r.address, r.port)),
+      await bindSocket(gateway, this.gatewayPort, (msg, r) => onDatagram(asBytes(msg), r.address, r.port)),
     );
   }
 

@@ -1,4 +1,4 @@
-import { ESP_IN_UDP_PORT, VTEP_DELIVERY_PORT, VXLAN_PORT } from '../wire/constants.js';
+import { ESP_IN_UDP_PORT, VTEP_DELIVERY_PORT, VTEP_GATEWAY_PORT, VXLAN_PORT } from '../wire/constants.js';
 import type { UnderlayEspHandler, UnderlayIo, UnderlayPlainHandler, VtepHandler, VtepIo } from './io.js';
 
 /*
@@ -162,11 +162,11 @@ export class MemoryWire {
 }
 
 /**
- * One host's VTEP side: the gateway ports on hostAddress (one per peer) and the delivery to
- * vtepAddress:4789, which always comes from hostAddress:VTEP_DELIVERY_PORT (what DgramVtep does).
+ * One host's VTEP side: the peers' gateway addresses (one each) and the delivery to vtepAddress:4789,
+ * which always comes from hostAddress:VTEP_DELIVERY_PORT (what DgramVtep does).
  */
 export class MemoryVtep implements VtepIo {
-  readonly #ports = new Map<number, { peerId: string; onDatagram: VtepHandler }>();
+  readonly #gateways = new Map<string, { peerId: string; onDatagram: VtepHandler }>();
   readonly #listeners = new Set<(vxlan: Uint8Array, from: SocketAddress) => void>();
   #open = false;
 
@@ -182,14 +182,14 @@ export class MemoryVtep implements VtepIo {
     this.#open = true;
   }
 
-  async addPeer(peerId: string, port: number, onDatagram: VtepHandler): Promise<void> {
-    if ([...this.#ports.values()].some((p) => p.peerId === peerId)) return;
-    if (this.#ports.has(port)) throw inUse({ address: this.hostAddress, port });
-    this.#ports.set(port, { peerId, onDatagram });
+  async addPeer(peerId: string, gateway: string, onDatagram: VtepHandler): Promise<void> {
+    if ([...this.#gateways.values()].some((p) => p.peerId === peerId)) return;
+    if (this.#gateways.has(gateway)) throw inUse({ address: gateway, port: VTEP_GATEWAY_PORT });
+    this.#gateways.set(gateway, { peerId, onDatagram });
   }
 
   async removePeer(peerId: string): Promise<void> {
-    for (const [port, p] of this.#ports) if (p.peerId === peerId) this.#ports.delete(port);
+    for (const [gateway, p] of this.#gateways) if (p.peerId === peerId) this.#gateways.delete(gateway);
   }
 
   deliver(datagram: Uint8Array): boolean {
@@ -204,28 +204,28 @@ export class MemoryVtep implements VtepIo {
 
   async close(): Promise<void> {
     this.#open = false;
-    this.#ports.clear();
+    this.#gateways.clear();
   }
 
   // ---- the VTEP's side (the test's) ----
 
-  /** The gateway ports bound now (peer id → port). */
-  ports(): Map<string, number> {
-    return new Map([...this.#ports].map(([port, p]) => [p.peerId, port]));
+  /** The gateway addresses bound now (peer id → address). */
+  gateways(): Map<string, string> {
+    return new Map([...this.#gateways].map(([gateway, p]) => [p.peerId, gateway]));
   }
 
   /**
-   * Sends a VXLAN datagram to the gateway port `port`, from the VTEP (vtepAddress, a flow-entropy
+   * Sends a VXLAN datagram to the gateway address `gateway`, from the VTEP (vtepAddress, a flow-entropy
    * source port, RFC 7348 §5) unless `from` says otherwise. False when no gateway listens there.
    */
-  send(port: number, vxlan: Uint8Array, from: Partial<SocketAddress> = {}): boolean {
-    const entry = this.#ports.get(port);
+  send(gateway: string, vxlan: Uint8Array, from: Partial<SocketAddress> = {}): boolean {
+    const entry = this.#gateways.get(gateway);
     if (!entry) return false;
     const source = { address: from.address ?? this.vtepAddress, port: from.port ?? 49_152 };
     const copy = vxlan.slice();
     schedule(this.delivery, () => {
-      // Looked up again on arrival: a port closed meanwhile receives nothing.
-      if (this.#ports.get(port) === entry) entry.onDatagram(copy, source.address, source.port);
+      // Looked up again on arrival: an address closed meanwhile receives nothing.
+      if (this.#gateways.get(gateway) === entry) entry.onDatagram(copy, source.address, source.port);
     });
     return true;
   }

@@ -15,10 +15,13 @@ export interface UnderlayIo {
   close(): Promise<void>;
 }
 
-/** The VTEP side: one gateway port per peer receives what the FDB sends that peer's way; delivery goes to the VTEP's 4789. */
+/**
+ * The VTEP side: each peer's gateway address (VTEP_GATEWAY_PORT on it) receives what the FDB sends that
+ * peer's way; delivery goes to the VTEP's 4789.
+ */
 export interface VtepIo {
   open(): Promise<void>;
-  addPeer(peerId: string, port: number, onDatagram: VtepHandler): Promise<void>;
+  addPeer(peerId: string, gateway: string, onDatagram: VtepHandler): Promise<void>;
   removePeer(peerId: string): Promise<void>;
   deliver(datagram: Uint8Array): boolean;
   close(): Promise<void>;

@@ -107,3 +107,10 @@ export function overlayMtu(underlayMtu: number, encrypted: boolean): number {
  * (RFC 4727): no service listens on it.
  */
 export const VTEP_DELIVERY_PORT = 1022;
+
+/**
+ * The port of every peer's gateway address: the local VTEP's FDB sends each peer's frames, still in
+ * cleartext, to that peer's address at this port (docs/plumbing.md "Gateway addresses"). Privileged,
+ * so no unprivileged process can bind it on any address. IANA's "RFC3692-style Experiment 1" (RFC 4727).
+ */
+export const VTEP_GATEWAY_PORT = 1021;

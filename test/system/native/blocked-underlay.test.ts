@@ -17,6 +17,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBed, type Bed } from '../netns/bed.js';
+import { gatewayAddress } from '../../../src/model/peer-net.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const DIST = join(ROOT, 'dist');
@@ -24,9 +25,11 @@ const PYTHON = '/usr/bin/python3';
 const UNDERLAY = { self: '10.77.0.1', peer: '10.77.0.2', spare: '10.77.0.3' };
 const LOOPBACK = { host: '127.0.0.2', vtep: '127.0.0.3' };
 const GATEWAY_PORT = 14790;
+/** The peer net on loopback: peer 2's gateway address is 127.64.0.2. */
+const PEER_NET = '127.64.0.0';
 const VNI = 4200;
 
-/** VXLAN frames of VNI from the VTEP to the gateway port, as GSO super-datagrams of 128 (or 64) segments. */
+/** VXLAN frames of VNI from the VTEP to a gateway address, as GSO super-datagrams of 128 (or 64) segments. */
 const FLOOD = `
 import socket, struct, sys
 vtep, host, port, vni = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -56,7 +59,7 @@ const dp = new NativeDataPath(cfg.dataplane);
 await dp.start();
 process.on('SIGTERM', async () => { await dp.stop(); process.exit(0); });
 dp.setNetwork({ vni: cfg.vni, encrypted: true });
-await dp.addPeer({ id: 'p', index: 2, address: cfg.peer }, cfg.gatewayPort);
+await dp.addPeer({ id: 'p', index: 2, address: cfg.peer });
 const key = () => new SecretKey(randomBytes(20));
 const sa = (spi, keymat, epoch) => ({ spi, keymat, esn: true, vni: cfg.vni, peerId: 'p', epoch });
 const k1 = key(), k2 = key();
@@ -79,7 +82,7 @@ if (cfg.mode === 'changes') {
     dp.installInbound(sa(0x40020100 + i, key(), 1));
     dp.retireInbound('p', cfg.vni, 1);
     dp.activateOutbound(i % 2 ? sa(0x40020001, k1, 1) : sa(0x80020001, k2, 2));
-    await dp.addPeer({ id: 'q', index: 3, address: cfg.spare }, cfg.gatewayPort + 1);
+    await dp.addPeer({ id: 'q', index: 3, address: cfg.spare });
     await dp.removePeer('q');
     const ms = performance.now() - t0;
     calls.push({ ms, flushesMeanwhile: io().txFlushes - flushes });
@@ -131,19 +134,27 @@ async function run(mode: 'changes' | 'cap', sendWaitMs: number): Promise<any> {
       vni: VNI,
       peer: UNDERLAY.peer,
       spare: UNDERLAY.spare,
-      gatewayPort: GATEWAY_PORT,
       dataplane: {
+        peerNet: PEER_NET,
         underlayAddress: UNDERLAY.self,
         hostAddress: LOOPBACK.host,
         vtepAddress: LOOPBACK.vtep,
         sendWaitMs,
-        ports: { delivery: 0 },
+        ports: { delivery: 0, gateway: GATEWAY_PORT },
       },
     }),
   );
   const gateway = bed.spawn(ns, [process.execPath, '--input-type=module', '-e', GATEWAY, path]);
   await gateway.waitFor(/^ready$/, 20_000);
-  const flood = bed.spawn(ns, [PYTHON, '-c', FLOOD, LOOPBACK.vtep, LOOPBACK.host, String(GATEWAY_PORT), String(VNI)]);
+  const flood = bed.spawn(ns, [
+    PYTHON,
+    '-c',
+    FLOOD,
+    LOOPBACK.vtep,
+    gatewayAddress(PEER_NET, 2),
+    String(GATEWAY_PORT),
+    String(VNI),
+  ]);
   console.log(`[blocked underlay] ${await flood.waitFor(/^flooding \d+ segments per datagram$/, 10_000)}`);
   const line = await gateway.waitFor(/^result /, 45_000);
   const result = JSON.parse(line.slice('result '.length));

@@ -26,10 +26,18 @@ it("a plain network's frame reaches the VTEP from hostAddress:1022", async () =>
     underlayAddress: A.underlay,
     hostAddress: A.host,
     vtepAddress: A.vtep,
-    ports: { esp: PORTS.esp, plain: PORTS.plain, vtep: PORTS.vtep, peerEsp: PORTS.peerEsp, peerPlain: PORTS.peerPlain },
+    peerNet: `${NET.split('.').slice(0, 2).join('.')}.64.0`,
+    ports: {
+      esp: PORTS.esp,
+      plain: PORTS.plain,
+      vtep: PORTS.vtep,
+      peerEsp: PORTS.peerEsp,
+      peerPlain: PORTS.peerPlain,
+      gateway: PORTS.gateway,
+    },
   });
   await dp.start();
-  await dp.addPeer({ id: 'h3', index: 3, address: A.peer }, PORTS.gateway);
+  await dp.addPeer({ id: 'h3', index: 3, address: A.peer });
   dp.setNetwork({ vni: PLAIN, encrypted: false });
   const vtep = await sockets.bind(A.vtep, PORTS.vtep);
   const peer = await sockets.bind(A.peer, PORTS.peerPlain);

@@ -14,13 +14,15 @@ import { SecretKey } from '../../../src/crypto/secret.js';
 import { generateX25519KeyPair } from '../../../src/crypto/x25519.js';
 import type { GatewayStatus } from '../../../src/vxlan/gateway.js';
 import { encodeSpi } from '../../../src/vxlan/wire/spi.js';
+import { VTEP_GATEWAY_PORT } from '../../../src/vxlan/wire/constants.js';
+import { gatewayAddress } from '../../../src/model/peer-net.js';
+import { HOST_LINK } from '../../../src/host/names.js';
 import { createBed, type Bed, type BedProcess } from '../netns/bed.js';
 import { tcpTransfer } from '../support/tcp-transfer.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const DIST = join(ROOT, 'dist');
 const ADDON = join(ROOT, 'native/build/Release/veil_native.node');
-const PEER_PORT_BASE = 14789; // gateway.ts peerPort()
 const EPOCH = 1;
 const ENC = { id: 'enc', index: 1, vni: 4200, encrypted: true, subnet: '10.61.0' };
 const PLAIN = { id: 'plain', index: 2, vni: 4201, encrypted: false, subnet: '10.62.0' };
@@ -35,7 +37,7 @@ const { hexToBytes } = await import(cfg.dist + '/src/crypto/bytes.js');
 const dp = new NativeDataPath(cfg.dataplane);
 await dp.start();
 for (const n of cfg.networks) dp.setNetwork(n);
-for (const p of cfg.peers) await dp.addPeer(p, cfg.peerPortBase + p.index);
+for (const p of cfg.peers) await dp.addPeer(p);
 const sa = (s) => ({ ...s, keymat: new SecretKey(hexToBytes(s.keymat)) });
 for (const s of cfg.inbound) dp.installInbound(sa(s));
 for (const s of cfg.outbound) dp.activateOutbound(sa(s));
@@ -107,7 +109,7 @@ beforeAll(async () => {
     const others = ids.filter((p) => p.index !== h.index);
     for (const net of [ENC, PLAIN]) {
       await h.plumbing.ensureNetwork({ vni: net.vni, encrypted: net.encrypted });
-      for (const p of others) await h.plumbing.ensurePeerFlood(net.vni, PEER_PORT_BASE + p.index);
+      for (const p of others) await h.plumbing.ensurePeerFlood(net.vni, gatewayAddress(h.plumbing.peerNet, p.index));
       const ns = await bed.namespace(`c${h.index}n${net.index}`);
       const ip = `${net.subnet}.${10 + h.index}`;
       await h.plumbing.attachContainer({
@@ -129,11 +131,12 @@ beforeAll(async () => {
     }
     const config = {
       dist: DIST,
-      peerPortBase: PEER_PORT_BASE,
       dataplane: {
         underlayAddress: h.underlayAddress,
         hostAddress: h.plumbing.hostAddress,
         vtepAddress: h.plumbing.vtepAddress,
+        peerNet: h.plumbing.peerNet,
+        gatewayDevice: HOST_LINK,
       },
       networks: [ENC, PLAIN].map((n) => ({ vni: n.vni, encrypted: n.encrypted })),
       peers: others.map((p) => ({ id: p.id, index: p.index, address: bed.hosts[p.index - 1]!.underlayAddress })),
@@ -206,13 +209,13 @@ describe('native data plane on a two-host bed', () => {
     console.log(`[native e2e] h2 io ${JSON.stringify(after.io)}`);
   }, 120_000);
 
-  it('an unprivileged process in the host namespace cannot inject into the gateway ports (unauthorized-source)', async () => {
+  it('an unprivileged process in the host namespace cannot inject at the gateway addresses (unauthorized-source)', async () => {
     const h1 = hosts[0]!;
     const before = await status(h1);
     const sealedBefore = before.pairs.find((p) => p.peer === 'h2' && p.vni === ENC.vni)!.outbound!.sealed;
-    // A VXLAN frame for the encrypted network, sent as nobody to the gateway port of peer 2 (any local source).
+    // A VXLAN frame for the encrypted network, sent as nobody to the gateway address of peer 2 (any local source).
     const inject = `const s = require('node:dgram').createSocket('udp4'); const b = Buffer.alloc(64); b[0] = 8; b.writeUIntBE(${ENC.vni}, 4, 3);
-      let n = 0; const go = () => s.send(b, ${PEER_PORT_BASE + 2}, process.argv[1], () => (++n < 20 ? go() : s.close())); go();`;
+      let n = 0; const go = () => s.send(b, ${VTEP_GATEWAY_PORT}, process.argv[1], () => (++n < 20 ? go() : s.close())); go();`;
     const r = await bed.exec(
       h1.netns,
       [
@@ -223,7 +226,7 @@ describe('native data plane on a two-host bed', () => {
         process.execPath,
         '-e',
         inject,
-        bed.hosts[0]!.plumbing.hostAddress,
+        gatewayAddress(bed.hosts[0]!.plumbing.peerNet, 2),
       ],
       { allowFail: true },
     );

@@ -1,7 +1,7 @@
 // No local injection (docs/security.md "Lessons from Docker's encrypted overlay", CVE-2023-28840), on both data
 // paths. A process of host 1's namespace with no capabilities at all (uid 65534, empty bounding set)
-//   (a) sends forged VXLAN to the gateway port that leads to host 2 (169.254.1.1:peerPort(2)): host 1's
-//       gateway drops it as 'unauthorized-source' (only the VTEP, 169.254.1.2, may use those ports),
+//   (a) sends forged VXLAN to the gateway address that leads to host 2 (169.254.64.2:1021): host 1's
+//       gateway drops it as 'unauthorized-source' (only the VTEP, 169.254.1.2, may use those addresses),
 //       nothing leaves host 1 on the underlay, host 2 opens nothing and its containers see nothing;
 //   (b) sends plain VXLAN straight to host 1's VTEP (169.254.1.2:4789) with frames for host 1's own
 //       containers: the vtep namespace's firewall (only 169.254.1.1:1022 may send there) drops and
@@ -14,9 +14,11 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { VTEP_DELIVERY_PORT } from '../../../src/vxlan/wire/constants.js';
+import { VTEP_DELIVERY_PORT, VTEP_GATEWAY_PORT } from '../../../src/vxlan/wire/constants.js';
+import { HOST_INDEX_MAX } from '../../../src/model/ids.js';
+import { gatewayAddress } from '../../../src/model/peer-net.js';
 import type { PairStatus } from '../../../src/vxlan/datapath.js';
-import { PEER_PORT_MAX, PEER_PORT_MIN, peerPort, type GatewayStatus } from '../../../src/vxlan/gateway.js';
+import type { GatewayStatus } from '../../../src/vxlan/gateway.js';
 import { VTEP_FIREWALL_COUNTER, VTEP_FIREWALL_TABLE } from '../../../src/vxlan/plumbing.js';
 import { encodeVxlanHeader } from '../../../src/vxlan/wire/vxlan.js';
 import { parsePcap, udpDatagrams, type UdpDatagram } from '../support/pcap.js';
@@ -47,10 +49,11 @@ const UNPRIVILEGED = [
 
 /**
  * The sender: reports who it is and what it could do (capability sets, binding the delivery port, binding
- * the VTEP's address, a raw socket), then sends each hex datagram to (to, port), from `bind` if given.
+ * the gateway port on every peer's gateway address and on any address, binding the VTEP's address, a raw
+ * socket), then sends each hex datagram to (to, port), from `bind` if given.
  */
 const SENDER = String.raw`
-import errno, json, os, socket, sys, time
+import errno, json, os, socket, struct, sys, time
 a = json.loads(sys.argv[1])
 status = dict(l.split(':', 1) for l in open('/proc/self/status') if l.startswith(('Cap', 'Uid', 'NoNewPrivs')))
 report = {k: v.strip() for k, v in status.items()}
@@ -67,7 +70,10 @@ def bind(addr, port):
     finally:
         s.close()
 report['bindDeliveryPort'] = attempt(lambda: bind(a['hostAddress'], a['deliveryPort']))
-report['bindPeerPorts'] = sorted(set(attempt(lambda p=p: bind(a['hostAddress'], p)) for p in a['peerPorts']))
+base = struct.unpack('!I', socket.inet_aton(a['peerNet']))[0]
+gateways = [socket.inet_ntoa(struct.pack('!I', base + i)) for i in range(1, a['peers'] + 1)]
+report['bindGateways'] = sorted(set(attempt(lambda g=g: bind(g, a['gatewayPort'])) for g in gateways))
+report['bindGatewayPortAnywhere'] = attempt(lambda: bind('0.0.0.0', a['gatewayPort']))
 report['bindVtepAddress'] = attempt(lambda: bind(a['vtepAddress'], 0))
 report['rawSocket'] = attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP).close())
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -91,7 +97,8 @@ interface SenderReport {
   CapAmb: string;
   NoNewPrivs: string;
   bindDeliveryPort: string;
-  bindPeerPorts: string[];
+  bindGateways: string[];
+  bindGatewayPortAnywhere: string;
   bindVtepAddress: string;
   rawSocket: string;
   sent: number;
@@ -177,8 +184,10 @@ for (const dataPath of ['ts', 'native'] as const) {
         hostAddress: plumbing.hostAddress,
         vtepAddress: plumbing.vtepAddress,
         deliveryPort: VTEP_DELIVERY_PORT,
-        // Every gateway port the VTEP could send cleartext frames to (PEER_PORT_MIN..MAX).
-        peerPorts: Array.from({ length: PEER_PORT_MAX - PEER_PORT_MIN + 1 }, (_, i) => PEER_PORT_MIN + i),
+        // Every gateway address the VTEP could send cleartext frames to (host indexes 1..HOST_INDEX_MAX).
+        peerNet: plumbing.peerNet,
+        peers: HOST_INDEX_MAX,
+        gatewayPort: VTEP_GATEWAY_PORT,
       });
       const r = await ob.bed.exec(ns, [...(unprivileged ? UNPRIVILEGED : []), PYTHON, '-c', SENDER, json]);
       return JSON.parse(r.stdout.trim()) as SenderReport;
@@ -191,8 +200,11 @@ for (const dataPath of ['ts', 'native'] as const) {
       // The premises the defence rests on, as this very process finds them.
       expect(r.bindDeliveryPort, `bind ${VTEP_DELIVERY_PORT}`).toBe('EACCES');
       expect(r.bindVtepAddress, 'bind the VTEP address').toBe('EADDRNOTAVAIL');
-      // No gateway port can be taken over (say while the gateway is down) to read the VTEP's cleartext frames.
-      expect(r.bindPeerPorts, `bind ${PEER_PORT_MIN}..${PEER_PORT_MAX}`).toEqual(['EACCES']);
+      // No gateway address can be taken over (say while the gateway is down) to read the VTEP's cleartext frames.
+      expect(r.bindGateways, `bind the ${HOST_INDEX_MAX} gateway addresses at ${VTEP_GATEWAY_PORT}`).toEqual([
+        'EACCES',
+      ]);
+      expect(r.bindGatewayPortAnywhere, `bind 0.0.0.0:${VTEP_GATEWAY_PORT}`).toBe('EACCES');
       expect(r.rawSocket, 'raw socket').toBe('EPERM');
       expect(r.sent).toBe(N);
     }
@@ -236,9 +248,9 @@ for (const dataPath of ['ts', 'native'] as const) {
       }
     }, 60_000);
 
-    it('(a) forged VXLAN sent to the gateway ports by an unprivileged process is dropped, counted, and never leaves the host', async () => {
+    it('(a) forged VXLAN sent to the gateway addresses by an unprivileged process is dropped, counted, and never leaves the host', async () => {
       const h1 = ob.hosts[0]!;
-      const port = peerPort(2);
+      const port = VTEP_GATEWAY_PORT;
       await sleep(500); // the pings' last replies are in
       const before1 = await ob.status(1);
       const before2 = await ob.status(2);
@@ -253,7 +265,7 @@ for (const dataPath of ['ts', 'native'] as const) {
           await send(
             h1.netns,
             {
-              to: h1.plumbing.hostAddress,
+              to: gatewayAddress(h1.plumbing.peerNet, 2),
               port,
               datagrams: forged(net.vni, c(net, 1), c(net, 2), markers.get(net.id)!),
             },
@@ -307,8 +319,8 @@ for (const dataPath of ['ts', 'native'] as const) {
         const r = await send(
           h1.vtepNetns,
           {
-            to: h1.plumbing.hostAddress,
-            port: peerPort(2),
+            to: gatewayAddress(h1.plumbing.peerNet, 2),
+            port: VTEP_GATEWAY_PORT,
             bind: h1.plumbing.vtepAddress,
             datagrams: forged(net.vni, c(net, 1), c(net, 2), markers.get(net.id)!),
           },

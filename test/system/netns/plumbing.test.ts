@@ -1,6 +1,6 @@
 // IproutePlumbing against real namespaces (needs root, iproute2, iputils-ping, nsenter).
 // Layout: 3 hosts, network VNI 42 (plain, 10.42.0.0/24), two containers per host; peer j's gateway
-// port on every other host is PEER_PORT_BASE + j. Test 3 runs a plain userspace relay per host in place
+// address on every other host is the peer net's + j. Test 3 runs a plain userspace relay per host in place
 // of the gateway, which is docs/plumbing.md "One host" end to end with real packets.
 
 import { execFileSync, spawn } from 'node:child_process';
@@ -11,11 +11,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlumbingError } from '../../../src/host/exec.js';
 import { bridgeName, endpointLinkName, vxlanName } from '../../../src/host/names.js';
 import { IproutePlumbing, type ContainerAttachment } from '../../../src/vxlan/plumbing.js';
-import { VTEP_DELIVERY_PORT } from '../../../src/vxlan/wire/constants.js';
+import { VTEP_DELIVERY_PORT, VTEP_GATEWAY_PORT } from '../../../src/vxlan/wire/constants.js';
+import { DEFAULT_PEER_NET, gatewayAddress } from '../../../src/model/peer-net.js';
 import { MARKER_DIR, createBed, sweepStale, type Bed, type BedHost, type BedProcess } from './bed.js';
 
 const VNI = 42;
-const PEER_PORT_BASE = 14789;
 const HOSTS = 3;
 const PER_HOST = 2;
 
@@ -26,7 +26,7 @@ interface Container {
   readonly attachment: ContainerAttachment;
 }
 
-const peerPort = (peerIndex: number): number => PEER_PORT_BASE + peerIndex;
+const gateway = (peerIndex: number): string => gatewayAddress(DEFAULT_PEER_NET, peerIndex);
 
 describe('IproutePlumbing on real namespaces', () => {
   let bed: Bed;
@@ -61,9 +61,9 @@ describe('IproutePlumbing on real namespaces', () => {
     for (const host of bed.hosts) {
       for (const peer of bed.hosts) {
         if (peer === host) continue;
-        await host.plumbing.ensurePeerFlood(VNI, peerPort(peer.index));
+        await host.plumbing.ensurePeerFlood(VNI, gateway(peer.index));
         for (const c of containers.filter((c) => c.host === peer)) {
-          await host.plumbing.ensurePeerMac(VNI, c.attachment.mac, peerPort(peer.index));
+          await host.plumbing.ensurePeerMac(VNI, c.attachment.mac, gateway(peer.index));
         }
       }
     }
@@ -82,18 +82,21 @@ describe('IproutePlumbing on real namespaces', () => {
     }
   });
 
-  it('(2) FDB points each peer at 169.254.x.1:P(peer); VXLAN is nolearning with the derived MTU', async () => {
+  it('(2) FDB points each peer at its gateway address, port 1021; VXLAN is nolearning with the derived MTU', async () => {
     for (const host of bed.hosts) {
       const fdb = (await bed.exec(host.vtepNetns, ['bridge', 'fdb', 'show', 'dev', vxlanName(VNI)])).stdout;
       const linkAddr = `169.254.${host.index}.1`;
       expect(host.plumbing.hostAddress).toBe(linkAddr);
       for (const peer of bed.hosts) {
-        const line = `00:00:00:00:00:00 dst ${linkAddr} port ${peerPort(peer.index)} self permanent`;
+        const line = `00:00:00:00:00:00 dst ${gateway(peer.index)} port ${VTEP_GATEWAY_PORT} self permanent`;
         if (peer === host) expect(fdb).not.toContain(line);
         else expect(fdb).toContain(line);
         for (const c of containers.filter((c) => c.host === peer)) {
           if (peer === host) expect(fdb).not.toContain(c.attachment.mac);
-          else expect(fdb).toContain(`${c.attachment.mac} dst ${linkAddr} port ${peerPort(peer.index)} self permanent`);
+          else
+            expect(fdb).toContain(
+              `${c.attachment.mac} dst ${gateway(peer.index)} port ${VTEP_GATEWAY_PORT} self permanent`,
+            );
         }
       }
       expect(fdb).not.toContain('127.0.0.1');
@@ -171,7 +174,8 @@ describe('IproutePlumbing on real namespaces', () => {
         deliveryPort: VTEP_DELIVERY_PORT,
         peers: bed.hosts
           .filter((p) => p !== host)
-          .map((p) => ({ port: peerPort(p.index), underlay: p.underlayAddress })),
+          .map((p) => ({ gateway: gateway(p.index), underlay: p.underlayAddress })),
+        gatewayPort: VTEP_GATEWAY_PORT,
       };
       // Test (4) pings through them again: they live as long as the bed.
       return bed.spawn(host.netns, [process.execPath, '--input-type=module', '-e', RELAY, JSON.stringify(config)], {
@@ -202,9 +206,9 @@ describe('IproutePlumbing on real namespaces', () => {
       await host.plumbing.ensureNetwork({ vni: VNI, encrypted: false });
       for (const c of mine) await host.plumbing.attachContainer(c.attachment);
       for (const peer of bed.hosts.filter((p) => p !== host)) {
-        await host.plumbing.ensurePeerFlood(VNI, peerPort(peer.index));
+        await host.plumbing.ensurePeerFlood(VNI, gateway(peer.index));
         for (const c of containers.filter((c) => c.host === peer))
-          await host.plumbing.ensurePeerMac(VNI, c.attachment.mac, peerPort(peer.index));
+          await host.plumbing.ensurePeerMac(VNI, c.attachment.mac, gateway(peer.index));
       }
     }
     expect(await snapshot(bed, host, mine)).toEqual(before);
@@ -240,25 +244,38 @@ describe('IproutePlumbing on real namespaces', () => {
       await p.ensureNetwork({ vni: 7, encrypted: true });
       await p.ensureNetwork({ vni: 8, encrypted: false });
       for (const a of attachments) await p.attachContainer(a);
-      await p.ensurePeerFlood(7, 20001);
-      await p.ensurePeerFlood(7, 20002);
-      await p.ensurePeerMac(7, '02:00:00:00:99:01', 20001);
-      await p.ensurePeerMac(7, '02:00:00:00:99:02', 20002);
+      await p.ensurePeerFlood(7, gateway(1));
+      await p.ensurePeerFlood(7, gateway(2));
+      await p.ensurePeerMac(7, '02:00:00:00:99:01', gateway(1));
+      await p.ensurePeerMac(7, '02:00:00:00:99:02', gateway(2));
     }
     expect(await p.listFdb(7)).toHaveLength(4);
+    // The peer net: local on the host end of the link, routed there from the vtep netns (one route each).
+    expect(
+      (await bed.exec(hostNs, ['ip', 'route', 'show', 'table', 'local', `${DEFAULT_PEER_NET}/18`])).stdout.trim(),
+    ).toBe(`local ${DEFAULT_PEER_NET}/18 dev to-vtep scope host`);
+    expect((await bed.exec(vtepNs, ['ip', 'route', 'show', `${DEFAULT_PEER_NET}/18`])).stdout.trim()).toBe(
+      `${DEFAULT_PEER_NET}/18 via 169.254.200.1 dev to-host`,
+    );
+    // A gateway address outside the peer net never becomes an FDB entry.
+    await expect(p.ensurePeerFlood(7, '169.254.200.1')).rejects.toThrow(/not in the peer net/);
     expect((await bed.exec(holder, ['ip', 'link', 'show', 'ov7'])).stdout).toContain('mtu 1405 ');
     expect(await bed.exec(byPath, ['ping', '-n', '-c', '1', '-W', '2', '10.7.0.2'])).toMatchObject({ code: 0 });
 
     // A MAC that moves to another peer is replaced, not duplicated.
-    await p.ensurePeerMac(7, '02:00:00:00:99:01', 20002);
+    await p.ensurePeerMac(7, '02:00:00:00:99:01', gateway(2));
     expect((await p.listFdb(7)).filter((e) => e.mac === '02:00:00:00:99:01')).toEqual([
-      { mac: '02:00:00:00:99:01', dst: '169.254.200.1', port: 20002 },
+      { mac: '02:00:00:00:99:01', dst: gateway(2), port: VTEP_GATEWAY_PORT },
     ]);
 
     // Every removal runs twice: the second call must be a quiet no-op.
-    await p.removePeer(7, 20002);
-    await p.removePeer(7, 20002);
-    expect(await p.listFdb(7)).toEqual([{ mac: '00:00:00:00:00:00', dst: '169.254.200.1', port: 20001 }]);
+    await p.removePeer(7, gateway(2));
+    await p.removePeer(7, gateway(2));
+    expect(await p.listFdb(7)).toEqual([{ mac: '00:00:00:00:00:00', dst: gateway(1), port: VTEP_GATEWAY_PORT }]);
+    // An entry from elsewhere (an older gateway's) goes by removeFdbEntry.
+    await p.removeFdbEntry(7, { mac: '00:00:00:00:00:00', dst: gateway(1), port: VTEP_GATEWAY_PORT });
+    await p.removeFdbEntry(7, { mac: '00:00:00:00:00:00', dst: gateway(1), port: VTEP_GATEWAY_PORT });
+    expect(await p.listFdb(7)).toEqual([]);
     const pinned = async () => (await bed.exec(vtepNs, ['nft', 'list', 'table', 'bridge', 'veil_ports'])).stdout;
     expect(await pinned()).toContain(`port_${endpointLinkName(7, 'by-path')}`);
     await p.detachContainer(7, 'by-path');
@@ -283,6 +300,7 @@ describe('IproutePlumbing on real namespaces', () => {
       expect(bed.namespaces()).not.toContain(vtepNs);
       expect((await bed.exec(hostNs, ['ip', '-o', 'link', 'show'])).stdout.trim().split('\n')).toHaveLength(1);
       expect((await bed.exec(hostNs, ['ip', '-o', 'addr', 'show'])).stdout).not.toContain('169.254.');
+      expect((await bed.exec(hostNs, ['ip', 'route', 'show', 'table', 'all'])).stdout).not.toContain('169.254.');
     }
     await sleeper.stop();
   });
@@ -417,7 +435,7 @@ describe('IproutePlumbing on real namespaces', () => {
 
 // ── helpers ──────────────────────────────────────────────────────────────────
 
-/** Plain relay in place of the gateway: vtep → per-peer port → peer:4789, and underlay:4789 → own vtep. */
+/** Plain relay in place of the gateway: vtep → the peer's gateway address → peer:4789, and underlay:4789 → own vtep. */
 const RELAY = `
 import dgram from 'node:dgram';
 const cfg = JSON.parse(process.argv[1]);
@@ -429,7 +447,7 @@ await bind(toVtep, cfg.deliveryPort, cfg.hostAddress); // the vtep netns's firew
 underlay.on('message', (msg) => toVtep.send(msg, 4789, cfg.vtepAddress));
 for (const peer of cfg.peers) {
   const s = dgram.createSocket('udp4');
-  await bind(s, peer.port, cfg.hostAddress);
+  await bind(s, cfg.gatewayPort, peer.gateway);
   s.on('message', (msg, from) => { if (from.address === cfg.vtepAddress) underlay.send(msg, 4789, peer.underlay); });
 }
 console.log('ready');

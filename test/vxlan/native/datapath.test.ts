@@ -13,12 +13,15 @@ import { NativeDataPath } from '../../../src/vxlan/native/datapath.js';
 import { InboundSa } from '../../../src/vxlan/sa/sa.js';
 import { vxlanDatagram } from '../../support/esp-fixtures.js';
 import { Prng } from '../../support/prng.js';
+import { gatewayAddress } from '../../../src/model/peer-net.js';
 import { TestSockets } from '../../support/udp.js';
 
 const NET = `127.${100 + randomInt(100)}.${randomInt(250)}`;
 const A = { underlay: `${NET}.11`, host: `${NET}.12`, vtep: `${NET}.13`, peer: `${NET}.14`, stranger: `${NET}.15` };
 const PORTS = { esp: 25500, plain: 25789, vtep: 25790, peerEsp: 25501, peerPlain: 25791, gateway: 35003 };
 const PEER = { id: 'h3', index: 3, address: A.peer };
+/** The peer net on loopback: PEER's gateway address is its .3. */
+const PEER_NET = `${NET.split('.').slice(0, 2).join('.')}.64.0`;
 const ENC = 4096;
 const PLAIN = 4097;
 const BARE = 4098; // encrypted, but no SA
@@ -46,13 +49,14 @@ async function until(cond: () => boolean, what: string, timeoutMs = 5_000): Prom
   }
 }
 const pair = (vni: number) => dp.status().pairs.find((p) => p.peer === PEER.id && p.vni === vni)!;
-const toGateway = (s: dgram.Socket, d: Uint8Array) => send(s, d, PORTS.gateway, A.host);
+const toGateway = (s: dgram.Socket, d: Uint8Array) => send(s, d, PORTS.gateway, gatewayAddress(PEER_NET, PEER.index));
 
 beforeAll(async () => {
   dp = new NativeDataPath({
     underlayAddress: A.underlay,
     hostAddress: A.host,
     vtepAddress: A.vtep,
+    peerNet: PEER_NET,
     ports: {
       esp: PORTS.esp,
       plain: PORTS.plain,
@@ -60,10 +64,11 @@ beforeAll(async () => {
       peerEsp: PORTS.peerEsp,
       peerPlain: PORTS.peerPlain,
       delivery: 0,
+      gateway: PORTS.gateway,
     },
   });
   await dp.start();
-  await dp.addPeer(PEER, PORTS.gateway);
+  await dp.addPeer(PEER);
   dp.setNetwork({ vni: ENC, encrypted: true });
   dp.setNetwork({ vni: PLAIN, encrypted: false });
   dp.setNetwork({ vni: BARE, encrypted: true });
@@ -201,7 +206,7 @@ describe('native tables change while traffic flows', () => {
       dp.installInbound(spec);
       if (round % 20 === 0) {
         await dp.removePeer(PEER.id);
-        await dp.addPeer(PEER, PORTS.gateway);
+        await dp.addPeer(PEER);
         dp.activateOutbound({ spi: spiOut, keymat: keyOut, esn: true, vni: ENC, peerId: PEER.id, epoch: 7 });
         dp.installInbound(spec);
       }

@@ -58,6 +58,7 @@ beforeAll(async () => {
     underlayAddress: A.underlay,
     hostAddress: A.host,
     vtepAddress: A.vtep,
+    peerNet: `${NET.split('.').slice(0, 2).join('.')}.64.0`,
     ports: {
       esp: PORTS.esp,
       plain: PORTS.plain,
@@ -65,6 +66,7 @@ beforeAll(async () => {
       peerEsp: PORTS.peerEsp,
       peerPlain: PORTS.peerPlain,
       delivery: 0,
+      gateway: PORTS.gateway,
     },
   });
   await dp.start();
@@ -97,7 +99,7 @@ it(`fuzz [native, loopback sockets]: ≥100k random and mutated datagrams; deliv
   ts.sas.installInbound(new InboundSa(createEspCipher(spiB, keyB, true, nodeAeadProvider), ENC_B, undefined, label));
 
   // The same tables in the native data plane.
-  await dp.addPeer(PEER, PORTS.gateway);
+  await dp.addPeer(PEER);
   for (const [vni, encrypted] of [
     [ENC_A, true],
     [ENC_B, true],

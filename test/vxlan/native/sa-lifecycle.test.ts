@@ -19,6 +19,9 @@ const PORTS = {
 };
 const [UNDERLAY, HOST, VTEP, PEER] = ['127.0.0.61', '127.0.0.62', '127.0.0.63', '127.0.0.64'];
 const GATEWAY_PORT = 17794;
+/** Peer 5's gateway address in the loopback peer net 127.61.64.0/18. */
+const PEER_NET = '127.61.64.0';
+const GATEWAY = '127.61.64.5';
 const sockets = new TestSockets();
 let dp: NativeHandle<'dp'>;
 let peerEsp: dgram.Socket;
@@ -37,10 +40,17 @@ const spec = (spi: number, keyByte: number): NativeSaSpec => ({
 });
 
 beforeAll(async () => {
-  dp = addon.dpCreate({ underlayAddress: UNDERLAY, hostAddress: HOST, vtepAddress: VTEP, ...PORTS });
+  dp = addon.dpCreate({
+    underlayAddress: UNDERLAY,
+    hostAddress: HOST,
+    vtepAddress: VTEP,
+    peerNet: PEER_NET,
+    gatewayPort: GATEWAY_PORT,
+    ...PORTS,
+  });
   addon.dpStart(dp);
   addon.dpSetNetwork(dp, 42, true);
-  addon.dpAddPeer(dp, 5, PEER, GATEWAY_PORT);
+  addon.dpAddPeer(dp, 5, PEER);
   peerEsp = await sockets.bind(PEER, PORTS.peerEspPort);
   peerEsp.on('message', (m) => seenByPeer.push(m.subarray(4, 8).toString('hex'))); // the sequence number on the wire
   vtep = await sockets.bind(VTEP, PORTS.vtepPort);
@@ -57,7 +67,7 @@ async function sendFromVtep(): Promise<void> {
   vx[0] = 8;
   vx.writeUInt32BE(42 << 8, 4);
   const before = seenByPeer.length;
-  await new Promise<void>((resolve) => vtep.send(vx, GATEWAY_PORT, HOST, () => resolve()));
+  await new Promise<void>((resolve) => vtep.send(vx, GATEWAY_PORT, GATEWAY, () => resolve()));
   await waitUntil('the sealed datagram at the peer', () => seenByPeer.length > before);
 }
 
@@ -67,7 +77,7 @@ it('re-activating the same outbound SA after the peer or the SA was removed resu
   await sendFromVtep();
   await sendFromVtep();
   addon.dpRemovePeer(dp, 5);
-  addon.dpAddPeer(dp, 5, PEER, GATEWAY_PORT);
+  addon.dpAddPeer(dp, 5, PEER);
   addon.dpSetOutbound(dp, sa);
   await sendFromVtep();
   addon.dpRemoveOutbound(dp, 5, 42);
@@ -104,7 +114,7 @@ it('re-installing the same inbound SA keeps its replay window; a new key under t
   const base = delivered;
   await sendAll(original, base + 20);
   addon.dpRemovePeer(dp, 5);
-  addon.dpAddPeer(dp, 5, PEER, GATEWAY_PORT);
+  addon.dpAddPeer(dp, 5, PEER);
   addon.dpInstallInbound(dp, spec(0x4321, 7));
   esp.send(original[0]!, PORTS.espPort, UNDERLAY); // a replay: must stay dropped
   await new Promise((r) => setTimeout(r, 200));

@@ -18,6 +18,7 @@ import { FUZZ_SEED } from '../../support/fuzz.js';
 import { Prng } from '../../support/prng.js';
 import { TestSockets } from '../../support/udp.js';
 import { waitUntil } from '../../support/wait.js';
+import { gatewayAddress } from '../../../src/model/peer-net.js';
 
 const STEPS = 1000;
 const NET = `127.${100 + randomInt(100)}.${randomInt(250)}`;
@@ -35,7 +36,9 @@ const NETWORKS = [
   { vni: 100, index: 1 },
   { vni: 200, index: 2 },
 ] as const;
-const gatewayPort = (index: number) => 29800 + index;
+/** The peer net on loopback; a peer's gateway address is its index's, at one port. */
+const PEER_NET = `${NET.split('.').slice(0, 2).join('.')}.64.0`;
+const GATEWAY_PORT = 29800;
 
 const nullUnderlay: UnderlayIo = { open: async () => {}, send: () => true, close: async () => {} };
 const nullVtep: VtepIo = {
@@ -53,17 +56,24 @@ let vtep: dgram.Socket;
 const sealedAt = new Map<string, number[]>(); // peer id → sequence numbers on the wire
 
 beforeAll(async () => {
-  ts = new TsDataPath({ vtepAddress: A.vtep, underlay: nullUnderlay, vtep: nullVtep, provider: nodeAeadProvider });
+  ts = new TsDataPath({
+    vtepAddress: A.vtep,
+    peerNet: PEER_NET,
+    underlay: nullUnderlay,
+    vtep: nullVtep,
+    provider: nodeAeadProvider,
+  });
   native = new NativeDataPath({
     underlayAddress: A.underlay,
     hostAddress: A.host,
     vtepAddress: A.vtep,
-    ports: { ...PORTS, delivery: 0 },
+    peerNet: PEER_NET,
+    ports: { ...PORTS, delivery: 0, gateway: GATEWAY_PORT },
   });
   for (const dp of [ts, native] as DataPath[]) {
     await dp.start();
     for (const n of NETWORKS) dp.setNetwork({ vni: n.vni, encrypted: true });
-    for (const p of PEERS) await dp.addPeer(p, gatewayPort(p.index));
+    for (const p of PEERS) await dp.addPeer(p);
   }
   for (const p of PEERS) {
     sealedAt.set(p.id, []);
@@ -159,7 +169,7 @@ it(`${STEPS} random table changes: the TypeScript and the native data path decid
       const added = asAdded(peer);
       what = `add ${peer.id} as ${added.index}`;
       peersUp.add(peer.id);
-      change = (dp) => dp.addPeer(added, gatewayPort(added.index));
+      change = (dp) => dp.addPeer(added);
     } else if (!networksUp.has(net.vni)) {
       what = `network ${net.vni} again`;
       networksUp.add(net.vni);
@@ -205,7 +215,7 @@ it(`${STEPS} random table changes: the TypeScript and the native data path decid
       what = `renumber ${peer.id} ${from} → ${added.index}, ${again.length} outbound again`;
       change = async (dp) => {
         await dp.removePeer(peer.id);
-        await dp.addPeer(added, gatewayPort(added.index));
+        await dp.addPeer(added);
         for (const s of again) dp.activateOutbound(s);
       };
     } else {
@@ -239,7 +249,9 @@ it(`${STEPS} random table changes: the TypeScript and the native data path decid
       const seen = sealedAt.get(peer.id)!;
       const before = seen.length;
       await new Promise<void>((resolve) =>
-        vtep.send(vxlanDatagram(net.vni), gatewayPort(indexOf.get(peer.id)!), A.host, () => resolve()),
+        vtep.send(vxlanDatagram(net.vni), GATEWAY_PORT, gatewayAddress(PEER_NET, indexOf.get(peer.id)!), () =>
+          resolve(),
+        ),
       );
       await waitUntil(`step ${step}: the sealed frame at ${peer.id}`, () => seen.length > before, 5_000, 1);
       expect(seen[seen.length - 1], `step ${step}: ${what}: sequence number`).toBe(expected);

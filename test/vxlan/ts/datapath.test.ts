@@ -25,7 +25,13 @@ function spec(keymat: SecretKey, epoch = 1): SaKeySpec {
 
 describe('TsDataPath installs SAs idempotently', () => {
   const path = () => {
-    const p = new TsDataPath({ vtepAddress: VTEP, underlay, vtep, provider: nodeAeadProvider });
+    const p = new TsDataPath({
+      vtepAddress: VTEP,
+      peerNet: '169.254.64.0',
+      underlay,
+      vtep,
+      provider: nodeAeadProvider,
+    });
     p.setNetwork({ vni: 100, encrypted: true });
     p.forwarder.setPeer({ id: 'b', address: '198.18.0.2' });
     return p;
@@ -68,7 +74,13 @@ describe('TsDataPath installs SAs idempotently', () => {
 
 describe('TsDataPath never restarts a counter under a used key (the rules of native/satable.c)', () => {
   const path = () => {
-    const p = new TsDataPath({ vtepAddress: VTEP, underlay, vtep, provider: nodeAeadProvider });
+    const p = new TsDataPath({
+      vtepAddress: VTEP,
+      peerNet: '169.254.64.0',
+      underlay,
+      vtep,
+      provider: nodeAeadProvider,
+    });
     p.setNetwork({ vni: 100, encrypted: true });
     p.forwarder.setPeer({ id: 'b', address: '198.18.0.2' });
     p.forwarder.setPeer({ id: 'c', address: '198.18.0.3' });
@@ -109,7 +121,7 @@ describe('TsDataPath never restarts a counter under a used key (the rules of nat
     p.activateOutbound(at(2, keys[1]!));
     expect(seal(p)).toBe(1);
     await p.removePeer('b');
-    await p.addPeer({ id: 'b', index: 2, address: '198.18.0.2' }, 700);
+    await p.addPeer({ id: 'b', index: 2, address: '198.18.0.2' });
     expect(codeOf(() => p.activateOutbound(at(1, keys[0]!)))).toBe('VEIL_ERR_SA_EPOCH_TOO_OLD');
     p.activateOutbound(at(2, keys[1]!));
     expect(seal(p)).toBe(2);
@@ -179,7 +191,7 @@ describe('TsDataPath never restarts a counter under a used key (the rules of nat
     p.installInbound(at(1, inb));
     expect(seal(p)).toBe(1);
     await p.removePeer('b');
-    await p.addPeer({ id: 'b', index: 9, address: '198.18.0.2' }, 702);
+    await p.addPeer({ id: 'b', index: 9, address: '198.18.0.2' });
     p.activateOutbound(at(1, out));
     expect(seal(p)).toBe(2);
     expect(codeOf(() => p.installInbound(at(1, inb, 'b', { spi: 0x9001 })))).toBe('VEIL_ERR_SA_KEY_REUSED');
@@ -191,7 +203,7 @@ describe('TsDataPath never restarts a counter under a used key (the rules of nat
     p.activateOutbound(at(1, theirs, 'c'));
     await p.removePeer('c');
     for (const e of [2, 3, 4]) p.activateOutbound(at(e, key()));
-    await p.addPeer({ id: 'c', index: 3, address: '198.18.0.3' }, 701);
+    await p.addPeer({ id: 'c', index: 3, address: '198.18.0.3' });
     expect(codeOf(() => p.activateOutbound(at(1, theirs, 'c')))).toBe('VEIL_ERR_SA_EPOCH_TOO_OLD');
     // A network created again under the VNI starts at epoch 1, with new keys.
     p.removeNetwork(100);

@@ -117,15 +117,15 @@ describe('MemoryWire', () => {
 });
 
 describe('MemoryVtep', () => {
-  it('hands what the VTEP sends to a gateway port to that peer, and what the gateway delivers to the listeners from the delivery port', async () => {
+  it('hands what the VTEP sends to a gateway address to that peer, and what the gateway delivers to the listeners from the delivery port', async () => {
     const vtep = new MemoryVtep('169.254.1.1', '169.254.1.2');
     await vtep.open();
     const got: Array<[string, number[], string, number]> = [];
-    await vtep.addPeer('h2', 601, (d, a, p) => got.push(['h2', [...d], a, p]));
-    await expect(vtep.addPeer('h3', 601, () => undefined)).rejects.toThrow(/EADDRINUSE/);
-    expect(vtep.ports()).toEqual(new Map([['h2', 601]]));
-    expect(vtep.send(601, bytes(7), { port: 50_000 })).toBe(true);
-    expect(vtep.send(602, bytes(8))).toBe(false);
+    await vtep.addPeer('h2', '169.254.64.2', (d, a, p) => got.push(['h2', [...d], a, p]));
+    await expect(vtep.addPeer('h3', '169.254.64.2', () => undefined)).rejects.toThrow(/EADDRINUSE/);
+    expect(vtep.gateways()).toEqual(new Map([['h2', '169.254.64.2']]));
+    expect(vtep.send('169.254.64.2', bytes(7), { port: 50_000 })).toBe(true);
+    expect(vtep.send('169.254.64.3', bytes(8))).toBe(false);
     await settle();
     expect(got).toEqual([['h2', [7], '169.254.1.2', 50_000]]);
 
@@ -137,6 +137,6 @@ describe('MemoryVtep', () => {
 
     await vtep.close();
     expect(vtep.deliver(bytes(6))).toBe(false);
-    expect(vtep.send(601, bytes(7))).toBe(false);
+    expect(vtep.send('169.254.64.2', bytes(7))).toBe(false);
   });
 });
