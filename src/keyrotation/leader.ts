@@ -211,6 +211,8 @@ class LeaderTerm {
   readonly #loops = new Map<string, NetworkLoop>();
   readonly #handles: Array<{ cancel(): Promise<void> }> = [];
   readonly #networks: Serial;
+  /** Frees the host indexes of hosts gone for good (Store.reclaimHostIndexes, docs/etcd.md "Host indexes"). */
+  readonly #indexes: Serial;
 
   constructor(
     readonly d: Deps,
@@ -220,6 +222,11 @@ class LeaderTerm {
     this.#networks = new Serial(
       () => this.#refreshNetworks(),
       (err) => this.d.log('key schedule failed', errorFields(err)),
+    );
+    this.#indexes = new Serial(
+      () => this.#reclaimIndexes(),
+      (err) =>
+        this.d.log('host indexes could not be reclaimed; retried at the next host or epoch change', errorFields(err)),
     );
     leadership.onLost((reason) => {
       if (!this.#ended.signal.aborted) d.log('key schedule leadership lost; leader work stops', errorFields(reason));
@@ -285,6 +292,7 @@ class LeaderTerm {
     this.#handles.push(await requests.watch((networkId) => this.#loops.get(networkId)?.kick()));
     if (!this.active) return;
     this.#applyNetworks(listing.items);
+    this.#indexes.kick(); // hosts that left while nobody led
   }
 
   async #cancelWatches(): Promise<void> {
@@ -295,12 +303,15 @@ class LeaderTerm {
     if (!this.active) return;
     const touched = new Set<string>();
     let hosts = false;
+    let gone = false; // a host left, or an epoch that may have named one went
     for (const e of events) {
       const k = parseKey(e.key);
       if (k?.kind === 'keyEpoch' || k?.kind === 'ack') touched.add(k.networkId);
       else if (k?.kind === 'host') hosts = true;
       else if (k?.kind === 'network') this.#networks.kick();
+      if (e.type === 'delete' && (k?.kind === 'host' || k?.kind === 'keyEpoch')) gone = true;
     }
+    if (gone) this.#indexes.kick();
     if (hosts) for (const loop of this.#loops.values()) loop.kick();
     else for (const id of touched) this.#loops.get(id)?.kick();
   }
@@ -309,6 +320,16 @@ class LeaderTerm {
     if (!this.active) return;
     this.#networks.kick();
     for (const loop of this.#loops.values()) loop.kick();
+  }
+
+  async #reclaimIndexes(): Promise<void> {
+    if (!this.active) return;
+    const freed = await this.d.store.reclaimHostIndexes();
+    if (freed.length > 0)
+      this.d.log('host indexes freed', {
+        indexes: freed.map((c) => `${c.index}:${c.hostId}`).slice(0, 20),
+        count: freed.length,
+      });
   }
 
   async #refreshNetworks(): Promise<void> {

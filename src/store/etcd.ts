@@ -59,6 +59,7 @@ import {
   checkRotationRequest,
   macFromIpv4,
   pickFree,
+  reclaimableHostIndexes,
   pickFreeIp,
 } from './logic.js';
 import type {
@@ -66,6 +67,7 @@ import type {
   EndpointChanges,
   EndpointRecord,
   EndpointSpec,
+  HostIndexClaim,
   HostLease,
   HostRecord,
   Reservation,
@@ -237,6 +239,9 @@ class EtcdLeadership implements Leadership {
   }
 }
 
+/** Host index claims freed per transaction: 2 compares each, under etcd's default --max-txn-ops of 128. */
+const RECLAIM_BATCH = 32;
+
 export class EtcdStore implements Store {
   readonly client: Etcd3;
   private readonly ns: Namespace;
@@ -337,8 +342,11 @@ export class EtcdStore implements Store {
           const index = mine
             ? indexOf(mine)
             : pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(kvs.map(indexOf)), attempt);
-          if (index === null)
+          if (index === null) {
+            // Every index is claimed: free those whose hosts are gone for good, then look again.
+            if ((await this.reclaimHostIndexes()).length > 0) continue;
             throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
+          }
           const record: HostRecord = { ...host, index };
           const idx = keys.hostIndex(index);
           const hostKey = keys.host(host.id);
@@ -373,6 +381,45 @@ export class EtcdStore implements Store {
 
   listHosts(): Promise<Listing<HostRecord>> {
     return this.list<HostRecord>(keys.hostsPrefix());
+  }
+
+  async reclaimHostIndexes(): Promise<HostIndexClaim[]> {
+    return guard(async () => {
+      // Epochs first: the transactions below hold the keys/ prefix to this read's revision.
+      const epochs = await this.getAll(keys.keysPrefix());
+      const [claims, live] = await Promise.all([this.getAll(keys.hostIndexPrefix()), this.keySet(keys.hostsPrefix())]);
+      const claimOf = new Map(
+        claims.kvs.map((kv) => {
+          const index = Number(kv.key.toString().slice(keys.hostIndexPrefix().length));
+          return [index, { index, hostId: kv.value.toString(), modRevision: rev(kv.mod_revision) }];
+        }),
+      );
+      const reclaimable = reclaimableHostIndexes(
+        [...claimOf.values()],
+        live,
+        epochs.kvs.map((kv) => decode<KeyEpochRecord>(kv.value)),
+      );
+      // Each claim only if it is the one read, its host is still gone, and no epoch was written since;
+      // RECLAIM_BATCH claims per transaction, one by one when a batch fails (one of them changed).
+      const free = (batch: HostIndexClaim[]) =>
+        this.rawTxn(
+          [
+            this.rangeCompare(keys.keysPrefix(), 'Mod', 'Less', epochs.revision + 1),
+            ...batch.flatMap((c) => [
+              this.keyCompare(keys.hostIndex(c.index), 'Mod', claimOf.get(c.index)!.modRevision),
+              this.keyCompare(keys.host(c.hostId), 'Create', 0),
+            ]),
+          ],
+          batch.map((c) => this.ns.delete().key(keys.hostIndex(c.index)).op()),
+        );
+      const freed: HostIndexClaim[] = [];
+      for (let i = 0; i < reclaimable.length; i += RECLAIM_BATCH) {
+        const batch = reclaimable.slice(i, i + RECLAIM_BATCH);
+        if ((await free(batch)).succeeded) freed.push(...batch);
+        else if (batch.length > 1) for (const c of batch) if ((await free([c])).succeeded) freed.push(c);
+      }
+      return freed.map((c) => ({ index: c.index, hostId: c.hostId }));
+    });
   }
 
   // ---- networks ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@
  *   keys/<networkId>/<epoch>              KeyEpochRecord  (wrapped secrets only)
  *   acks/<networkId>/<epoch>/<hostId>     AckRecord, bound to the host's lease
  *   election/keyschedule/<leaseId>        etcd3's election keys (leader = lowest create revision)
- *   hostindex/<n>                         host id, n in 1..16383 (SPI sender field), never freed
+ *   hostindex/<n>                         host id, n in 1..16383 (SPI sender field), freed once its host is gone for good
  *   netindex/<n>                          network id, n in 0..65535 (SPI network field), freed with the network
  */
 

@@ -15,6 +15,7 @@ import type {
   EndpointChanges,
   EndpointRecord,
   EndpointSpec,
+  HostIndexClaim,
   HostRegistration,
   IpamConfig,
   KeyEpochRecord,
@@ -93,6 +94,21 @@ export function pickFree(min: number, max: number, taken: ReadonlySet<number>, a
     if (!taken.has(n)) return n;
   }
   return null;
+}
+
+/**
+ * The claims that may be freed for another host (docs/etcd.md "Host indexes"): the owner has no live
+ * record (its lease ended) and no key epoch in etcd names it (holds a wrapped copy for it). Epochs are
+ * what SAs come from, so no host still holds an SA keyed with the owner's index, and no live host's
+ * SPIs or keys can meet a new owner's.
+ */
+export function reclaimableHostIndexes(
+  claims: readonly HostIndexClaim[],
+  liveHosts: ReadonlySet<string>,
+  epochs: readonly KeyEpochRecord[],
+): HostIndexClaim[] {
+  const named = new Set(epochs.flatMap((e) => Object.keys(e.wrapped)));
+  return claims.filter((c) => !liveHosts.has(c.hostId) && !named.has(c.hostId));
 }
 
 export function macFromIpv4(ip: string): string {

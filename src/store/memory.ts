@@ -33,6 +33,7 @@ import {
   checkRotationRequest,
   macFromIpv4,
   pickFree,
+  reclaimableHostIndexes,
   pickFreeIp,
 } from './logic.js';
 import type {
@@ -40,6 +41,7 @@ import type {
   EndpointChanges,
   EndpointRecord,
   EndpointSpec,
+  HostIndexClaim,
   HostLease,
   HostRecord,
   Reservation,
@@ -437,9 +439,10 @@ export class MemoryStore implements Store {
     // As on etcd: a live hosts/<id> belongs to a live host; nobody else takes it over.
     if (this.backend.get(keys.host(host.id))) throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
     const mine = this.backend.range(keys.hostIndexPrefix()).find(([, e]) => e.value === host.id);
-    const index = mine
-      ? Number(mine[0].slice(keys.hostIndexPrefix().length))
-      : pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(this.suffixes(keys.hostIndexPrefix()).map(Number)), 0);
+    const free = (): number | null =>
+      pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(this.suffixes(keys.hostIndexPrefix()).map(Number)), 0);
+    let index = mine ? Number(mine[0].slice(keys.hostIndexPrefix().length)) : free();
+    if (index === null && (await this.reclaimHostIndexes()).length > 0) index = free();
     if (index === null)
       throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
     const lease = this.backend.grantLease(this, ttlSeconds);
@@ -453,6 +456,17 @@ export class MemoryStore implements Store {
 
   async listHosts(): Promise<Listing<HostRecord>> {
     return this.list<HostRecord>(keys.hostsPrefix());
+  }
+
+  async reclaimHostIndexes(): Promise<HostIndexClaim[]> {
+    this.open();
+    const claims = this.backend
+      .range(keys.hostIndexPrefix())
+      .map(([k, e]) => ({ index: Number(k.slice(keys.hostIndexPrefix().length)), hostId: e.value }));
+    const live = new Set(this.suffixes(keys.hostsPrefix()));
+    const freed = reclaimableHostIndexes(claims, live, this.list<KeyEpochRecord>(keys.keysPrefix()).items);
+    if (freed.length > 0) this.backend.commit(freed.map((c) => ({ del: keys.hostIndex(c.index) })));
+    return freed;
   }
 
   async createNetwork(spec: NetworkSpec): Promise<NetworkRecord> {

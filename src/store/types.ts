@@ -216,13 +216,25 @@ export interface WatchHandle {
   cancel(): Promise<void>;
 }
 
+/** A host index and the host id it was given to (hostindex/<n>). */
+export interface HostIndexClaim {
+  readonly index: number;
+  readonly hostId: string;
+}
+
 export interface Store {
   /**
-   * Allocates (or finds) the host's index, writes hosts/<id> under a fresh lease kept alive.
+   * Allocates (or finds) the host's index, writes hosts/<id> under a fresh lease kept alive. When every
+   * index is claimed, frees the reclaimable ones first (reclaimHostIndexes).
    * Refused (VEIL_ERR_HOST_ID_IN_USE) while hosts/<id> is live: a duplicate id never takes over a live host.
    */
   registerHost(host: HostRegistration, ttlSeconds: number): Promise<HostLease>;
   listHosts(): Promise<Listing<HostRecord>>;
+  /**
+   * Frees every host index whose host has no live record and which no key epoch names (docs/etcd.md
+   * "Host indexes"), each in a transaction that fails if that changed meanwhile. Returns what it freed.
+   */
+  reclaimHostIndexes(): Promise<HostIndexClaim[]>;
 
   /** Claims name, VNI and network index and writes the record in one transaction. */
   createNetwork(spec: NetworkSpec): Promise<NetworkRecord>;

@@ -113,6 +113,61 @@ export function describeStore(impl: StoreImpl): void {
         expect((await store.listHosts()).items.map((h) => h.incarnation)).toEqual(['restarted']);
       });
 
+      it("an index comes back once its host is gone and no key epoch names it; never a live or named host's", async () => {
+        const [a, b, c] = [
+          await store.registerHost(sampleHost('host-a'), 30),
+          await store.registerHost(sampleHost('host-b'), 30),
+          await store.registerHost(sampleHost('host-c'), 30),
+        ];
+        const n = await store.createNetwork(net('enc', '10.21.0.0/24', { encrypted: true }));
+        const leader = await store.election('keyschedule', 5).campaign('host-c');
+        // Epoch 1 holds a wrapped copy for host-b: SAs of host-b's index may still be installed somewhere.
+        await store.putEpoch(leader, {
+          networkId: n.id,
+          epoch: 1,
+          state: 'active',
+          publishedAt: 1,
+          wrapped: { 'host-b': Buffer.from('wrapped').toString('base64') },
+        });
+        await a.revoke();
+        await b.revoke();
+        // host-a is gone and named by nothing; host-b is named by epoch 1; host-c is live.
+        expect(await store.reclaimHostIndexes()).toEqual([{ index: a.index, hostId: 'host-a' }]);
+        expect(await store.reclaimHostIndexes()).toEqual([]);
+        const held = async () =>
+          [...(await store.dump()).entries()]
+            .filter(([k]) => k.startsWith('hostindex/'))
+            .map(([k, v]) => [Number(k.slice('hostindex/'.length)), v])
+            .sort((x, y) => (x[0] as number) - (y[0] as number));
+        expect(await held()).toEqual(
+          [
+            [b.index, 'host-b'],
+            [c.index, 'host-c'],
+          ].sort((x, y) => (x[0] as number) - (y[0] as number)),
+        );
+        // The freed index goes to the next new host (the lowest free one).
+        const d = await store.registerHost(sampleHost('host-d'), 30);
+        expect(d.index).toBe(a.index);
+        // host-b comes back while epoch 1 lives: its own index, SPIs unchanged.
+        const b2 = await store.registerHost(sampleHost('host-b', { incarnation: 'again' }), 30);
+        expect(b2.index).toBe(b.index);
+        await b2.revoke();
+        // Once the epoch is gone, nothing names host-b any more: its index is freed too.
+        await store.deleteEpoch(leader, n.id, 1);
+        expect(await store.reclaimHostIndexes()).toEqual([{ index: b.index, hostId: 'host-b' }]);
+        // host-a returns under its old id and registers again (its old index now host-d's).
+        const a2 = await store.registerHost(sampleHost('host-a', { incarnation: 'back' }), 30);
+        expect(a2.index).not.toBe(d.index);
+        expect(a2.index).not.toBe(c.index);
+        expect((await store.listHosts()).items.map((h) => [h.id, h.index]).sort()).toEqual(
+          [
+            ['host-a', a2.index],
+            ['host-c', c.index],
+            ['host-d', d.index],
+          ].sort(),
+        );
+      });
+
       it('two first registrations of one new host id racing: one wins, the other is refused; one index claimed', async () => {
         const results = await Promise.allSettled(
           Array.from({ length: 4 }, (_, i) =>
