@@ -21,7 +21,7 @@ import { isWindows, optionEnabled, windowsHostWarning } from '../model/windows.j
  * control plane through one watch on the whole prefix, and makes the gateway
  * match it: every network plumbed, every other live host a peer, this host's
  * containers attached, and every remote container's MAC pointed at its host's
- * gateway port (unicast, so only broadcasts are flooded).
+ * gateway address (unicast, so only broadcasts are flooded).
  *
  * Events only update the model; one serial reconcile then applies the
  * difference between the model and what the gateway has, so a replayed or
