@@ -441,4 +441,24 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     expect(hosts[0]!.sink.secret(n.id, 1)).toBe('5a'.repeat(32));
     expect(hexToBytes(hosts[0]!.sink.secret(n.id, 1)!)).toEqual(fixed);
   });
+
+  it('frees a departed host\'s index only once no epoch names it (docs/etcd.md "Host indexes")', async () => {
+    const { admin, network: n, hosts, requests } = await bed();
+    const [h1, h2, h3] = hosts as [SimHost, SimHost, SimHost];
+    const { leader, logs } = startLeader(h1, requests);
+    cleanups.push(() => leader.stop());
+    await waitFor('epoch 1 active on every host', () => outboundEverywhere(hosts, n, 1));
+    const claims = async () => [...(await admin.dump()).keys()].filter((k) => k.startsWith(keys.hostIndexPrefix()));
+    const h3Index = h3.lease.index;
+    await h3.stop({ leave: true });
+    await waitFor('h3 gone', async () => !(await admin.listHosts()).items.some((h) => h.id === 'h3'));
+    await settle();
+    // Epoch 1 was wrapped for h3: its index stays claimed while that epoch lives.
+    expect(await claims()).toContain(keys.hostIndex(h3Index));
+    await requestRotation({ store: h2.store, requests }, n.id, 'h2');
+    await waitFor('epoch 1 deleted', async () => (await statesOf(admin, n)).join() === '2:active');
+    await waitFor("h3's index freed", async () => !(await claims()).includes(keys.hostIndex(h3Index)));
+    expect((await claims()).sort()).toEqual([keys.hostIndex(h1.lease.index), keys.hostIndex(h2.lease.index)].sort());
+    expect(logs.find((l) => l.event === 'host indexes freed')?.fields).toMatchObject({ count: 1 });
+  });
 });
