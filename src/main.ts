@@ -24,6 +24,7 @@ import { DEFAULT_SEQUENCE_BUDGET } from './keyrotation/budget.js';
 import { scheduleConfig } from './keyrotation/schedule.js';
 import type { Logger } from './log.js';
 import { startEmbeddedEtcd, type EmbeddedEtcd } from './store/embedded-etcd.js';
+import { CachedStore } from './store/cache.js';
 import { EtcdStore } from './store/etcd.js';
 import type { EndpointRecord, NetworkRecord, Store } from './store/types.js';
 import { VERSION } from './model/version.js';
@@ -211,9 +212,12 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
         log: hostLog,
       }),
     api: async (h) => {
+      // The API reads networks, endpoints, hosts and epochs from a replica in memory (docs/api.md "Reads").
+      const reads = new CachedStore(store);
+      await reads.start();
       const deps = {
         gatewayStatus: () => h.gateway.status(),
-        store,
+        store: reads,
         keys: h.keys,
         local: {
           hostId: config.hostId,
@@ -222,8 +226,19 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
         },
         version: VERSION,
       };
-      const api = await listenApi((server) => buildApp(deps, { logger: false, ...server }), apiPlan);
-      log.info({ addresses: api.addresses }, 'API listening');
+      const listening = await listenApi((server) => buildApp(deps, { logger: false, ...server }), apiPlan).catch(
+        async (err: unknown) => {
+          await reads.close();
+          throw err;
+        },
+      );
+      const api = {
+        async close() {
+          await listening.close();
+          await reads.close();
+        },
+      };
+      log.info({ addresses: listening.addresses }, 'API listening');
       if (!config.docker) return api;
       const docker = await serveDockerPlugin(config.docker, store, config.hostId, h.agent, h.dns, hostLog).catch(
         async (err: unknown) => {
