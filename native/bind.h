@@ -97,8 +97,9 @@ typedef void (*packet_fn)(dp_thread *t, void *ctx, const struct sockaddr_in *src
 
 /*
  * Splits each received datagram into its GRO segments and hands each packet to fn, from where the
- * previous call stopped (rx_batch starts at the first; t->rx_next is the datagram fn is handed). Returns 1 when the batch is done, 0 when the tx
- * queue is full: it never flushes itself, the caller does, without the table lock (dataplane.c).
+ * previous call stopped (rx_batch starts at the first; fn's datagram is t->rx_next). Returns 1 when
+ * the batch is done, 0 when the tx queue is full: it never flushes itself, the caller does, without
+ * the table lock (dataplane.c).
  * Inline, with fn a constant at each caller (packet.c): the per-packet call is direct.
  */
 static inline int for_each_packet(dp_thread *t, int n, packet_fn fn, void *ctx) {
