@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll } from 'vitest';
 import { EtcdStore } from '../../../src/store/etcd.js';
 import type { StoreImpl } from '../../store/harness.js';
 import { startEtcd, type EtcdCluster } from '../support/etcd.js';
@@ -36,6 +37,36 @@ export function etcdImpl(): StoreImpl {
         },
         async close() {
           await Promise.all(clients.map((c) => c.close()));
+        },
+      };
+    },
+  };
+}
+
+/**
+ * One etcd member for the calling describe block (started before all, stopped after all), and clients
+ * of fresh key prefixes on it: each test its own cluster state. Every client is closed after all.
+ */
+export function sharedEtcd(): { fresh(): { prefix: string; open(): EtcdStore } } {
+  let cluster: EtcdCluster | undefined;
+  const stores: EtcdStore[] = [];
+  beforeAll(async () => {
+    cluster = await startEtcd({ members: 1 });
+  });
+  afterAll(async () => {
+    await Promise.all(stores.map((s) => s.close().catch(() => undefined)));
+    await cluster?.stop();
+  });
+  return {
+    fresh() {
+      const prefix = `/t-${randomBytes(4).toString('hex')}/veil/v1/`;
+      return {
+        prefix,
+        open() {
+          if (!cluster) throw new Error('etcd not started');
+          const s = new EtcdStore({ endpoints: cluster.endpoints, prefix });
+          stores.push(s);
+          return s;
         },
       };
     },

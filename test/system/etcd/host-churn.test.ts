@@ -3,16 +3,15 @@
 // out, no two live hosts ever hold one index (so no two live hosts' SPIs can meet: the index is the
 // SPI's sender field), the leader's own index is never handed out, and hosts that come back under their
 // old id register again. Then the other path: every index claimed, a registration frees them itself.
-import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MemoryRotationRequests } from '../../../src/keyrotation/requests.js';
 import { HOST_INDEX_MAX } from '../../../src/model/ids.js';
-import { EtcdStore } from '../../../src/store/etcd.js';
+import type { EtcdStore } from '../../../src/store/etcd.js';
 import { keys } from '../../../src/store/layout.js';
 import type { HostLease } from '../../../src/store/types.js';
 import { startHost, startLeader, waitFor } from '../../keyrotation/harness.js';
 import { sampleHost } from '../../store/harness.js';
-import { startEtcd, type EtcdCluster } from '../support/etcd.js';
+import { sharedEtcd } from './harness.js';
 
 const CHURN = 20_000;
 /** Hosts registering at once: each its own registration, then its own leave. */
@@ -27,29 +26,10 @@ const claims = async (store: EtcdStore): Promise<string[]> =>
   [...(await store.dump()).keys()].filter((k) => k.startsWith(keys.hostIndexPrefix()));
 
 describe('host indexes on a real etcd', () => {
-  let etcd: EtcdCluster;
-  const stores: EtcdStore[] = [];
-  beforeAll(async () => {
-    etcd = await startEtcd({ members: 1 });
-  });
-  afterAll(async () => {
-    await Promise.all(stores.map((s) => s.close().catch(() => undefined)));
-    await etcd?.stop();
-  });
-  const freshPrefix = (): { prefix: string; open: () => EtcdStore } => {
-    const prefix = `/t-${randomBytes(4).toString('hex')}/veil/v1/`;
-    return {
-      prefix,
-      open: () => {
-        const s = new EtcdStore({ endpoints: etcd.endpoints, prefix });
-        stores.push(s);
-        return s;
-      },
-    };
-  };
+  const etcd = sharedEtcd();
 
   it(`${CHURN} distinct host ids register and leave: no index runs out, none is held by two live hosts`, async () => {
-    const { open } = freshPrefix();
+    const { open } = etcd.fresh();
     const resident = await startHost(open(), 'resident', { ttlSeconds: 10 });
     const { leader, logs } = startLeader(resident, new MemoryRotationRequests());
     const churn = open();
@@ -113,7 +93,7 @@ describe('host indexes on a real etcd', () => {
   }, 600_000);
 
   it('with every index claimed, a registration frees those of hosts gone for good itself (no leader)', async () => {
-    const { prefix, open } = freshPrefix();
+    const { prefix, open } = etcd.fresh();
     const store = open();
     const live = await store.registerHost(sampleHost('live'), 30);
     // Claims of 16,382 hosts that registered once and left (written as a registration leaves them).

@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { MemoryRotationRequests, requestRotation } from '../../../src/keyrotation/requests.js';
-import { EtcdStore } from '../../../src/store/etcd.js';
+import type { EtcdStore } from '../../../src/store/etcd.js';
 import { keys } from '../../../src/store/layout.js';
 import type { KeyEpochRecord, NetworkRecord, Store } from '../../../src/store/types.js';
-import { startEtcd, type EtcdCluster } from '../support/etcd.js';
+import { sharedEtcd } from './harness.js';
 import { secretSpellings, startHost, startLeader, waitFor, type SimHost } from '../../keyrotation/harness.js';
 
 /*
@@ -14,25 +13,9 @@ import { secretSpellings, startHost, startLeader, waitFor, type SimHost } from '
  */
 
 describe('key rotation on a real etcd', () => {
-  let etcd: EtcdCluster;
-  const stores: EtcdStore[] = [];
-  beforeAll(async () => {
-    etcd = await startEtcd({ members: 1 });
-  });
-  afterAll(async () => {
-    await Promise.all(stores.map((s) => s.close().catch(() => undefined)));
-    await etcd?.stop();
-  });
-
+  const etcd = sharedEtcd();
   /** Clients of one fresh key prefix on the shared etcd (each test its own cluster state), closed after all. */
-  const freshPrefix = (): (() => EtcdStore) => {
-    const prefix = `/t-${randomBytes(4).toString('hex')}/veil/v1/`;
-    return () => {
-      const s = new EtcdStore({ endpoints: etcd.endpoints, prefix });
-      stores.push(s);
-      return s;
-    };
-  };
+  const freshPrefix = (): (() => EtcdStore) => etcd.fresh().open;
 
   it('forced rotation with three hosts: publish → all ack → activate → retire → delete; etcd never holds a usable key', async () => {
     const open = freshPrefix();

@@ -19,21 +19,21 @@ const vtep: VtepIo = {
   close: async () => {},
 };
 
+/** A data path with encrypted network 100 and peer b. */
+function withPeerB(): TsDataPath {
+  const p = new TsDataPath({ vtepAddress: VTEP, peerNet: '169.254.64.0', underlay, vtep, provider: nodeAeadProvider });
+  p.setNetwork({ vni: 100, encrypted: true });
+  p.forwarder.setPeer({ id: 'b', address: '198.18.0.2' });
+  return p;
+}
+
 function spec(keymat: SecretKey, epoch = 1): SaKeySpec {
   return { spi: 0x4001_0001, keymat, esn: true, vni: 100, peerId: 'b', epoch };
 }
 
 describe('TsDataPath installs SAs idempotently', () => {
   const path = () => {
-    const p = new TsDataPath({
-      vtepAddress: VTEP,
-      peerNet: '169.254.64.0',
-      underlay,
-      vtep,
-      provider: nodeAeadProvider,
-    });
-    p.setNetwork({ vni: 100, encrypted: true });
-    p.forwarder.setPeer({ id: 'b', address: '198.18.0.2' });
+    const p = withPeerB();
     return p;
   };
   const ivOf = (p: TsDataPath) => {
@@ -74,15 +74,7 @@ describe('TsDataPath installs SAs idempotently', () => {
 
 describe('TsDataPath never restarts a counter under a used key (the rules of native/satable.c)', () => {
   const path = () => {
-    const p = new TsDataPath({
-      vtepAddress: VTEP,
-      peerNet: '169.254.64.0',
-      underlay,
-      vtep,
-      provider: nodeAeadProvider,
-    });
-    p.setNetwork({ vni: 100, encrypted: true });
-    p.forwarder.setPeer({ id: 'b', address: '198.18.0.2' });
+    const p = withPeerB();
     p.forwarder.setPeer({ id: 'c', address: '198.18.0.3' });
     return p;
   };
