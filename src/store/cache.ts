@@ -1,4 +1,3 @@
-import { StoreError } from './errors.js';
 import { SEGMENT_RE, keys } from './layout.js';
 import type {
   AckRecord,
@@ -32,7 +31,9 @@ const cached = (key: string): boolean => CACHED.some((p) => key.startsWith(p));
 
 /**
  * A Store whose reads of networks, endpoints, hosts and key epochs answer from a replica in memory,
- * kept by one watch over the layout (docs/api.md "Reads"); every other call goes to the store.
+ * kept by one watch over the layout (docs/api.md "Reads"); every other call goes to the store. Another
+ * host's writes are here once the watch brings them (milliseconds); a network looked up by id or name
+ * and not found here is asked of the store.
  *
  * Read-your-writes: a write through this object returns once the replica shows it (the watch
  * delivered its event), so the next read here sees it. If the watch does not deliver it within
@@ -136,11 +137,9 @@ export class CachedStore implements Store {
     return { items: this.#values(keys.networksPrefix()), revision: this.#revision };
   }
 
+  /** A miss asks the store: a network another host created a moment ago may not be here yet. */
   async getNetwork(idOrName: string): Promise<NetworkRecord> {
-    if (!this.#fresh || !SEGMENT_RE.test(idOrName)) return this.inner.getNetwork(idOrName);
-    const n = this.#network(idOrName);
-    if (!n) throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${idOrName}`);
-    return n;
+    return (this.#fresh && SEGMENT_RE.test(idOrName) && this.#network(idOrName)) || this.inner.getNetwork(idOrName);
   }
 
   async listEndpoints(networkId?: string): Promise<Listing<EndpointRecord>> {

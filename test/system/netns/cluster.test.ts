@@ -7,6 +7,7 @@ import { waitFor } from '../../support/wait.js';
 import { CLI } from './overlay-bed.js';
 import { cleanUpClusterBed } from './cluster-hooks.js';
 import { createClusterBed, type ClusterBed } from './cluster-bed.js';
+import { VTEP_GATEWAY_PORT } from '../../../src/vxlan/wire/constants.js';
 
 const execFileAsync = promisify(execFile);
 let cb: ClusterBed;
@@ -86,20 +87,20 @@ describe.each([
         .map((c: any) => c.Host)
         .sort(),
     ).toEqual(['h2', 'h3']);
-    // Host 1 has no container here, yet its kernel FDB points each remote MAC at that container's host (unicast, no flooding).
-    // Each peer's gateway port is privileged (< 1024: no unprivileged process can hold it and read the VTEP's cleartext).
-    const portOf = new Map(
-      ((await cb.api(1, 'GET', '/status')).body.peers as Array<{ id: string; port: number }>).map((p) => [
+    // Host 1 has no container here, yet its kernel FDB points each remote MAC at that container's host's
+    // gateway address (unicast, no flooding), at the privileged gateway port (docs/plumbing.md "Gateway addresses").
+    const gatewayOf = new Map(
+      ((await cb.api(1, 'GET', '/status')).body.peers as Array<{ id: string; gateway: string }>).map((p) => [
         p.id,
-        p.port,
+        p.gateway,
       ]),
     );
-    for (const port of portOf.values()) expect(port).toBeLessThan(1024);
+    expect(gatewayOf.size).toBe(2);
     await waitFor(
       async () => {
         const fdb = await cb.bed.hosts[0]!.plumbing.listFdb(inspect.VNI);
         return Object.values(inspect.Containers).every((c: any) =>
-          fdb.some((e) => e.mac === c.MacAddress && e.port === portOf.get(c.Host)),
+          fdb.some((e) => e.mac === c.MacAddress && e.dst === gatewayOf.get(c.Host) && e.port === VTEP_GATEWAY_PORT),
         );
       },
       10_000,
