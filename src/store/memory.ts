@@ -442,7 +442,7 @@ export class MemoryStore implements Store {
     const free = (): number | null =>
       pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(this.suffixes(keys.hostIndexPrefix()).map(Number)), 0);
     let index = mine ? Number(mine[0].slice(keys.hostIndexPrefix().length)) : free();
-    if (index === null && (await this.reclaimHostIndexes()).length > 0) index = free();
+    if (index === null && this.#reclaim().length > 0) index = free(); // synchronously: no other call in between
     if (index === null)
       throw new StoreError('VEIL_ERR_INDEX_EXHAUSTED', `all ${HOST_INDEX_MAX} host indexes are taken`);
     const lease = this.backend.grantLease(this, ttlSeconds);
@@ -460,6 +460,10 @@ export class MemoryStore implements Store {
 
   async reclaimHostIndexes(): Promise<HostIndexClaim[]> {
     this.open();
+    return this.#reclaim();
+  }
+
+  #reclaim(): HostIndexClaim[] {
     const claims = this.backend
       .range(keys.hostIndexPrefix())
       .map(([k, e]) => ({ index: Number(k.slice(keys.hostIndexPrefix().length)), hostId: e.value }));
