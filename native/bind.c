@@ -180,6 +180,7 @@ int rx_batch(dp_thread *t, int fd) {
   }
   t->rx_next = 0;
   t->rx_next_off = 0;
+  t->rx_dst_slot = -1;
   int n = recvmmsg(fd, t->rmsg, RX_BATCH, MSG_DONTWAIT, NULL);
   if (n <= 0) return 0;
   counter_add(&t->io.rx_calls, 1);

@@ -39,6 +39,8 @@ typedef struct dp_thread {
   struct sockaddr_in rname[RX_BATCH];
   int rx_next;          /* where processing of the received batch stands: datagram, */
   uint32_t rx_next_off; /* and offset of the next GRO segment in it (bind.h for_each_packet) */
+  int rx_dst_slot;      /* the datagram whose destination rx_dst holds (-1: none yet): read once, */
+  uint32_t rx_dst;      /* not once per GRO segment (packet.c outbound_packet) */
   /* UDP_GRO's segment size and, on the gateway socket, IP_PKTINFO's destination */
   union { char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct in_pktinfo))]; size_t align; /* cmsghdr alignment */ } rctl[RX_BATCH];
   uint8_t *arena;

@@ -18,7 +18,11 @@ static void outbound_packet(dp_thread *t, void *ctx, const struct sockaddr_in *s
   dataplane *dp = t->dp;
   /* Only the local VTEP may use the gateway addresses (docs/plumbing.md "No local injection"). */
   if (src->sin_addr.s_addr != dp->cfg.vtep.s_addr) { count_unattributed(t, DROP_UNAUTHORIZED_SOURCE, 1); return; }
-  peer *p = gateway_peer(dp, rx_destination(t, t->rx_next));
+  if (t->rx_dst_slot != t->rx_next) {
+    t->rx_dst = rx_destination(t, t->rx_next);
+    t->rx_dst_slot = t->rx_next;
+  }
+  peer *p = gateway_peer(dp, t->rx_dst); /* looked up per packet: the peer may have gone during a flush */
   if (!p) { count_unattributed(t, DROP_UNKNOWN_PEER, 1); return; }
   if (len < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return; }
   uint32_t vni = get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT;
