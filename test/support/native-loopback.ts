@@ -3,7 +3,7 @@
 import { randomInt } from 'node:crypto';
 import type dgram from 'node:dgram';
 import type { NativeAddon, NativeHandle, NativeSaSpec } from '../../src/vxlan/native/addon.js';
-import { TestSockets } from './udp.js';
+import { loopbackPeerNet, TestSockets } from './udp.js';
 import { waitUntil } from './wait.js';
 import { gatewayAddress } from '../../src/model/peer-net.js';
 
@@ -73,7 +73,7 @@ export class NativeLoopback {
 
   /** The peer net on loopback: peer i's gateway address is its + i. */
   get peerNet(): string {
-    return `${this.#net.split('.').slice(0, 2).join('.')}.64.0`;
+    return loopbackPeerNet(this.#net);
   }
 
   get gatewayPort(): number {

@@ -18,3 +18,11 @@ export class TestSockets {
     for (const s of this.#sockets.splice(0)) s.close();
   }
 }
+
+/**
+ * The peer net of a data path under test on loopback addresses `127.a.b.*`: 127.a.64.0/18, so peer i's
+ * gateway address is 127.a.64.0 + i (127.0.0.0/8 is all local: no route needed).
+ */
+export function loopbackPeerNet(net: string): string {
+  return `${net.split('.').slice(0, 2).join('.')}.64.0`;
+}

@@ -6,7 +6,7 @@ import { afterAll, expect, it } from 'vitest';
 import { NativeDataPath } from '../../../src/vxlan/native/datapath.js';
 import { VTEP_DELIVERY_PORT } from '../../../src/vxlan/wire/constants.js';
 import { vxlanDatagram } from '../../support/esp-fixtures.js';
-import { TestSockets } from '../../support/udp.js';
+import { loopbackPeerNet, TestSockets } from '../../support/udp.js';
 import { waitUntil } from '../../support/wait.js';
 
 const NET = `127.${100 + randomInt(100)}.${randomInt(250)}`;
@@ -26,7 +26,7 @@ it("a plain network's frame reaches the VTEP from hostAddress:1022", async () =>
     underlayAddress: A.underlay,
     hostAddress: A.host,
     vtepAddress: A.vtep,
-    peerNet: `${NET.split('.').slice(0, 2).join('.')}.64.0`,
+    peerNet: loopbackPeerNet(NET),
     ports: {
       esp: PORTS.esp,
       plain: PORTS.plain,

@@ -14,14 +14,14 @@ import { InboundSa } from '../../../src/vxlan/sa/sa.js';
 import { vxlanDatagram } from '../../support/esp-fixtures.js';
 import { Prng } from '../../support/prng.js';
 import { gatewayAddress } from '../../../src/model/peer-net.js';
-import { TestSockets } from '../../support/udp.js';
+import { loopbackPeerNet, TestSockets } from '../../support/udp.js';
 
 const NET = `127.${100 + randomInt(100)}.${randomInt(250)}`;
 const A = { underlay: `${NET}.11`, host: `${NET}.12`, vtep: `${NET}.13`, peer: `${NET}.14`, stranger: `${NET}.15` };
 const PORTS = { esp: 25500, plain: 25789, vtep: 25790, peerEsp: 25501, peerPlain: 25791, gateway: 35003 };
 const PEER = { id: 'h3', index: 3, address: A.peer };
 /** The peer net on loopback: PEER's gateway address is its .3. */
-const PEER_NET = `${NET.split('.').slice(0, 2).join('.')}.64.0`;
+const PEER_NET = loopbackPeerNet(NET);
 const ENC = 4096;
 const PLAIN = 4097;
 const BARE = 4098; // encrypted, but no SA

@@ -20,7 +20,7 @@ import { encodeUdpHeader } from '../../../src/vxlan/wire/udp.js';
 import { vxlanDatagram } from '../../support/esp-fixtures.js';
 import { FUZZ_DATAGRAMS, FUZZ_SEED } from '../../support/fuzz.js';
 import { Prng } from '../../support/prng.js';
-import { TestSockets } from '../../support/udp.js';
+import { loopbackPeerNet, TestSockets } from '../../support/udp.js';
 
 const DATAGRAMS = FUZZ_DATAGRAMS;
 const SEED = FUZZ_SEED;
@@ -58,7 +58,7 @@ beforeAll(async () => {
     underlayAddress: A.underlay,
     hostAddress: A.host,
     vtepAddress: A.vtep,
-    peerNet: `${NET.split('.').slice(0, 2).join('.')}.64.0`,
+    peerNet: loopbackPeerNet(NET),
     ports: {
       esp: PORTS.esp,
       plain: PORTS.plain,

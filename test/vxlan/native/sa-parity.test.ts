@@ -16,7 +16,7 @@ import type { UnderlayIo, VtepIo } from '../../../src/vxlan/ts/io.js';
 import { vxlanDatagram } from '../../support/esp-fixtures.js';
 import { FUZZ_SEED } from '../../support/fuzz.js';
 import { Prng } from '../../support/prng.js';
-import { TestSockets } from '../../support/udp.js';
+import { loopbackPeerNet, TestSockets } from '../../support/udp.js';
 import { waitUntil } from '../../support/wait.js';
 import { gatewayAddress } from '../../../src/model/peer-net.js';
 
@@ -37,7 +37,7 @@ const NETWORKS = [
   { vni: 200, index: 2 },
 ] as const;
 /** The peer net on loopback; a peer's gateway address is its index's, at one port. */
-const PEER_NET = `${NET.split('.').slice(0, 2).join('.')}.64.0`;
+const PEER_NET = loopbackPeerNet(NET);
 const GATEWAY_PORT = 29800;
 
 const nullUnderlay: UnderlayIo = { open: async () => {}, send: () => true, close: async () => {} };
