@@ -363,7 +363,7 @@ static int port_ok(napi_env env, uint32_t p) {
 }
 
 /* dpCreate({underlayAddress, hostAddress, vtepAddress, peerNet, gatewayDevice, espPort, plainPort, vtepPort,
- *           peerEspPort, peerPlainPort, deliveryPort, gatewayPort, bufferBytes, gso, gro, underlayMtu, replayWindow,
+ *           peerEspPort, peerPlainPort, deliveryPort, gatewayPort, bufferBytes, gso, gro, relayPlain, underlayMtu, replayWindow,
  *           sendWaitMs}) → handle (sockets bound) */
 static napi_value DpCreate(napi_env env, napi_callback_info info) {
   napi_value a[1];
@@ -381,7 +381,8 @@ static napi_value DpCreate(napi_env env, napi_callback_info info) {
       prop_u32(env, a[0], "bufferBytes", 4u << 20, &buffer) || prop_u32(env, a[0], "underlayMtu", 1500, &mtu) ||
       prop_u32(env, a[0], "replayWindow", REPLAY_WINDOW_DEFAULT, &window) ||
       prop_u32(env, a[0], "sendWaitMs", SEND_WAIT_MS_DEFAULT, &send_wait) ||
-      prop_bool(env, a[0], "gso", 1, &cfg.gso) || prop_bool(env, a[0], "gro", 1, &cfg.gro)) return NULL;
+      prop_bool(env, a[0], "gso", 1, &cfg.gso) || prop_bool(env, a[0], "gro", 1, &cfg.gro) ||
+      prop_bool(env, a[0], "relayPlain", 1, &cfg.relay_plain)) return NULL;
   if (!port_ok(env, esp) || !port_ok(env, plain) || !port_ok(env, vtep) || !port_ok(env, peer_esp) || !port_ok(env, peer_plain) || !port_ok(env, delivery) || !port_ok(env, gateway)) return NULL;
   /* peer net + 1 .. + PEER_INDEX_MAX: an aligned /18 (src/model/peer-net.ts) */
   if ((ntohl(cfg.peer_net.s_addr) & PEER_INDEX_MAX) != 0) THROW(env, "VEIL_ERR_NATIVE_ARGS", "peerNet must be a /18 network address");

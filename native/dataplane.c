@@ -176,7 +176,8 @@ dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
    * (docs/plumbing.md "Gateway addresses"); the destination address names the peer. */
   udp_options gateway = { .gro = cfg->gro, .pktinfo = 1, .device = cfg->gateway_device };
   if ((dp->esp_fd = udp_socket(cfg->underlay, cfg->esp_port, cfg->buffer_bytes, &(udp_options){ .gro = cfg->gro }, err, err_len)) < 0 ||
-      (dp->plain_fd = udp_socket(cfg->underlay, cfg->plain_port, cfg->buffer_bytes, &(udp_options){ .gro = cfg->gro }, err, err_len)) < 0 ||
+      (cfg->relay_plain &&
+       (dp->plain_fd = udp_socket(cfg->underlay, cfg->plain_port, cfg->buffer_bytes, &(udp_options){ .gro = cfg->gro }, err, err_len)) < 0) ||
       (dp->deliver_fd = udp_socket(cfg->host, cfg->delivery_port, cfg->buffer_bytes, &(udp_options){ 0 }, err, err_len)) < 0 ||
       (dp->gateway_fd = udp_socket((struct in_addr){ INADDR_ANY }, cfg->gateway_port, cfg->buffer_bytes, &gateway, err, err_len)) < 0 ||
       thread_init(dp, &dp->out, dp->unattributed_tx, err, err_len) < 0 ||
@@ -187,7 +188,7 @@ dataplane *dp_create(const dp_config *cfg, char *err, size_t err_len) {
   struct epoll_event esp = { .events = EPOLLIN, .data.u64 = TAG_ESP }, plain = { .events = EPOLLIN, .data.u64 = TAG_PLAIN },
                      gw = { .events = EPOLLIN, .data.u64 = TAG_GATEWAY };
   if (FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->esp_fd, &esp), -1, ENOMEM) < 0 ||
-      FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->plain_fd, &plain), -1, ENOMEM) < 0 ||
+      (cfg->relay_plain && FAULT_OR(epoll_ctl(dp->in.epfd, EPOLL_CTL_ADD, dp->plain_fd, &plain), -1, ENOMEM) < 0) ||
       FAULT_OR(epoll_ctl(dp->out.epfd, EPOLL_CTL_ADD, dp->gateway_fd, &gw), -1, ENOMEM) < 0) {
     set_err(err, err_len, "%s: %s", "epoll_ctl (data sockets)", errno);
     dp_destroy(dp);

@@ -124,6 +124,7 @@ typedef struct dp_config {
   char gateway_device[16]; /* the host end of the vtep link: the gateway socket hears nothing else ("" = any, tests) */
   int buffer_bytes;
   int gso, gro;
+  int relay_plain; /* plain networks pass through (UDP 4789 bound); 0: they run in the kernel, docs/plumbing.md "Plain networks" */
   uint32_t gso_max_segment; /* largest UDP payload per GSO segment (underlay MTU - 28) */
   uint32_t replay_window;
   uint32_t send_wait_ms; /* SEND_WAIT_MS_DEFAULT unless a test asks otherwise */

@@ -382,6 +382,8 @@ int dp_remove_peer(dataplane *dp, uint16_t index, char *err, size_t err_len) {
 }
 
 int dp_set_network(dataplane *dp, uint32_t vni, int encrypted, char *err, size_t err_len) {
+  if (!encrypted && !dp->cfg.relay_plain)
+    return refuse(err, err_len, "VEIL_ERR_NATIVE_ARGS: a plain network, and plain networks run in the kernel here");
   pthread_rwlock_wrlock(&dp->lock);
   int rc = 0;
   /* The pairs first: a network some peer has no pair for would count that peer's traffic as unknown-peer. */

@@ -76,6 +76,7 @@ export function chooseDataPath(
           peerNet: plumbing.peerNet,
           gatewayDevice: HOST_LINK,
           underlayMtu,
+          relayPlain: plumbing.plainPath === 'gateway',
         })
       : new TsDataPath({
           vtepAddress: plumbing.vtepAddress,
@@ -83,6 +84,7 @@ export function chooseDataPath(
           underlay: new DgramUnderlay(underlayAddress),
           vtep: new DgramVtep(plumbing.hostAddress, plumbing.vtepAddress),
           provider: nodeAeadProvider,
+          relayPlain: plumbing.plainPath === 'gateway',
         });
   return { dataPath, kind };
 }
@@ -167,6 +169,8 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     underlayMtu: config.underlayMtu,
     linkNet: config.linkNet,
     peerNet: config.peerNet,
+    underlayAddress: config.advertise,
+    plainPath: config.plainPath,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   });
   const { dataPath, kind } = chooseDataPath(config.dataPath, config.advertise, plumbing, config.underlayMtu, log);

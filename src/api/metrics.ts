@@ -76,6 +76,24 @@ export function renderMetrics(status: GatewayStatus): string {
       `veil_port_security_dropped_packets_total${labels({ reason: 'not-ipv4' })} ${status.portSecurity.notIpv4.packets}`,
     );
   }
+  if (status.plainNetworks && 'networks' in status.plainNetworks) {
+    const plain = status.plainNetworks;
+    family(
+      'veil_plain_vxlan_dropped_packets_total',
+      "Plain VXLAN to the host (UDP 4789) dropped by the underlay firewall: from no peer (not-a-peer), or with an encrypted network's VNI (plaintext-on-encrypted).",
+      'counter',
+    );
+    lines.push(
+      `veil_plain_vxlan_dropped_packets_total${labels({ reason: 'not-a-peer' })} ${plain.notAPeer.packets}`,
+      `veil_plain_vxlan_dropped_packets_total${labels({ reason: 'plaintext-on-encrypted' })} ${plain.plaintextOnEncrypted.packets}`,
+    );
+    family('veil_plain_network_packets_total', "Packets through a plain network's kernel VXLAN device.", 'counter');
+    for (const n of plain.networks)
+      lines.push(
+        `veil_plain_network_packets_total${labels({ vni: n.vni, direction: 'rx' })} ${n.rxPackets}`,
+        `veil_plain_network_packets_total${labels({ vni: n.vni, direction: 'tx' })} ${n.txPackets}`,
+      );
+  }
   family('veil_send_failures_total', 'Datagrams the gateway could not hand to a socket.', 'counter');
   lines.push(`veil_send_failures_total ${status.sendFailures}`);
   return lines.join('\n') + '\n';

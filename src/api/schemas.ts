@@ -43,6 +43,36 @@ export const gatewayStatusSchema = {
         error: { type: 'string' },
       },
     },
+    /**
+     * Plain networks in the kernel: the host namespace's underlay firewall (plain VXLAN from no peer, and
+     * an encrypted network's VNI in the clear, both dropped) and each network's VXLAN device counters.
+     */
+    plainNetworks: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        notAPeer: nftCounterSchema,
+        plaintextOnEncrypted: nftCounterSchema,
+        networks: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              vni: { type: 'integer' },
+              rxPackets: { type: 'number' },
+              rxBytes: { type: 'number' },
+              txPackets: { type: 'number' },
+              txBytes: { type: 'number' },
+              rxDropped: { type: 'number' },
+              txDropped: { type: 'number' },
+            },
+          },
+        },
+        readAt: { type: 'string' },
+        error: { type: 'string' },
+      },
+    },
     peers: {
       type: 'array',
       items: {

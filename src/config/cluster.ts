@@ -1,6 +1,7 @@
 import { networkInterfaces } from 'node:os';
 import { VeilError } from '../errors.js';
 import { DEFAULT_PEER_NET, inPeerNet, PEER_NET_PREFIX_LENGTH, PEER_NETS, peerNetRefusal } from '../model/peer-net.js';
+import { DEFAULT_PLAIN_PATH, isPlainPath, PLAIN_PATHS, type PlainPath } from '../model/plain-path.js';
 
 /*
  * `veil gateway` in cluster mode, configured like Docker's daemon: flags, each
@@ -20,6 +21,7 @@ import { DEFAULT_PEER_NET, inPeerNet, PEER_NET_PREFIX_LENGTH, PEER_NETS, peerNet
  *   --peer-net A.B.C.0                 VEIL_PEER_NET         /18 of the peers' gateway addresses
  *   --mtu N                            VEIL_MTU              underlay MTU (overlay MTUs derive from it)
  *   --data-path native|ts              VEIL_DATA_PATH
+ *   --plain-path kernel|gateway        VEIL_PLAIN_PATH       how plain networks reach the underlay (kernel)
  *   --lease-ttl SECONDS                VEIL_LEASE_TTL        how long a dead host stays listed
  *   --key-interval DURATION            VEIL_KEY_INTERVAL     rotation interval (12h; "30s" for tests)
  *   --key-grace DURATION               VEIL_KEY_GRACE        old epoch kept installed, acks awaited (60s)
@@ -46,6 +48,7 @@ export interface ClusterGatewayConfig {
   peerNet: string;
   underlayMtu: number;
   dataPath?: 'native' | 'ts';
+  plainPath: PlainPath;
   leaseTtlSeconds: number;
   keyIntervalMs: number;
   keyGraceMs: number;
@@ -64,6 +67,7 @@ export const DEFAULTS = {
   linkNet: '169.254.47.0',
   peerNet: DEFAULT_PEER_NET,
   underlayMtu: 1500,
+  plainPath: DEFAULT_PLAIN_PATH,
   leaseTtlSeconds: 15,
   keyIntervalMs: 12 * 3600_000,
   keyGraceMs: 60_000,
@@ -115,6 +119,11 @@ export const GATEWAY_FLAGS: Flag[] = [
   },
   { name: 'mtu', env: 'VEIL_MTU', help: `underlay MTU (default ${DEFAULTS.underlayMtu})` },
   { name: 'data-path', env: 'VEIL_DATA_PATH', help: 'native | ts (default: native when built)' },
+  {
+    name: 'plain-path',
+    env: 'VEIL_PLAIN_PATH',
+    help: `how plain networks reach the underlay: ${PLAIN_PATHS.join(' | ')} (default ${DEFAULTS.plainPath})`,
+  },
   { name: 'lease-ttl', env: 'VEIL_LEASE_TTL', help: `seconds (default ${DEFAULTS.leaseTtlSeconds})` },
   { name: 'key-interval', env: 'VEIL_KEY_INTERVAL', help: 'key rotation interval, e.g. 12h, 30m, 20s (default 12h)' },
   {
@@ -249,6 +258,8 @@ export function parseGatewayConfig(
   if (!advertise) bad('--cluster-advertise is required');
   const dataPath = f.get('data-path');
   if (dataPath !== undefined && dataPath !== 'native' && dataPath !== 'ts') bad('--data-path must be native or ts');
+  const plainPath = f.get('plain-path') ?? DEFAULTS.plainPath;
+  if (!isPlainPath(plainPath)) bad(`--plain-path must be ${PLAIN_PATHS.join(' or ')}`);
   const linkNet = f.get('link-net') ?? DEFAULTS.linkNet;
   if (!IPV4_RE.test(linkNet)) bad('--link-net must be an IPv4 address');
   const peerNet = f.get('peer-net') ?? DEFAULTS.peerNet;
@@ -283,6 +294,7 @@ export function parseGatewayConfig(
     peerNet,
     underlayMtu: f.has('mtu') ? int(f.get('mtu')!, 'mtu', 1280, 9000) : DEFAULTS.underlayMtu,
     ...(dataPath ? { dataPath } : {}),
+    plainPath,
     leaseTtlSeconds: f.has('lease-ttl') ? int(f.get('lease-ttl')!, 'lease-ttl', 2, 3600) : DEFAULTS.leaseTtlSeconds,
     keyIntervalMs: f.has('key-interval') ? parseDuration(f.get('key-interval')!) : DEFAULTS.keyIntervalMs,
     keyGraceMs: f.has('key-grace') ? parseDuration(f.get('key-grace')!) : DEFAULTS.keyGraceMs,

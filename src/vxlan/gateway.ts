@@ -1,10 +1,10 @@
 import { equalBytes as bytesEqual } from '../crypto/bytes.js';
 import { SecretKey } from '../crypto/secret.js';
 import type { DropReason } from './wire/drops.js';
-import { VTEP_GATEWAY_PORT } from './wire/constants.js';
+import { VTEP_GATEWAY_PORT, VXLAN_PORT } from './wire/constants.js';
 import type { DataPath, PairStatus } from './datapath.js';
 import type { NetnsRef } from '../host/netns.js';
-import type { Plumbing, PortSecurityCounters, VtepFirewallCounter } from './plumbing.js';
+import type { PlainNetworkCounters, Plumbing, PortSecurityCounters, VtepFirewallCounter } from './plumbing.js';
 import { deriveSaKeySpecs, type SaHost } from './sa/derive.js';
 import { gatewayAddress } from '../model/peer-net.js';
 
@@ -58,6 +58,11 @@ export interface GatewayStatus {
    * that is not the port's own, or not IPv4/ARP; read with vtepFirewall, or why it could not be read.
    */
   portSecurity?: (PortSecurityCounters & { readAt: string }) | { error: string };
+  /**
+   * Plain networks in the kernel (docs/plumbing.md "Plain networks"): what the underlay firewall refused
+   * and each network's VXLAN device counters; read with vtepFirewall, or why they could not be read.
+   */
+  plainNetworks?: (PlainNetworkCounters & { readAt: string }) | { error: string };
 }
 
 /** Keys of one network epoch as the gateway holds them: the secret, and whether outbound uses it. */
@@ -95,6 +100,7 @@ export class Gateway {
   readonly #epochs = new Map<number, Map<number, EpochEntry>>();
   #vtepFirewall: GatewayStatus['vtepFirewall'];
   #portSecurity: GatewayStatus['portSecurity'];
+  #plainNetworks: GatewayStatus['plainNetworks'];
   #vtepFirewallTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly options: GatewayOptions) {}
@@ -102,7 +108,8 @@ export class Gateway {
   async start(): Promise<void> {
     await this.options.plumbing.ensureHost();
     await this.refreshVtepFirewall();
-    if (this.options.plumbing.vtepFirewallDrops || this.options.plumbing.portSecurityDrops) {
+    const p = this.options.plumbing;
+    if (p.vtepFirewallDrops || p.portSecurityDrops || p.plainNetworkCounters) {
       this.#vtepFirewallTimer = setInterval(() => void this.refreshVtepFirewall(), VTEP_FIREWALL_POLL_MS).unref();
     }
     await this.options.dataPath.start();
@@ -127,10 +134,15 @@ export class Gateway {
   async addNetwork(network: GatewayNetwork, key?: NetworkEpochKey): Promise<void> {
     await this.options.plumbing.ensureNetwork({ vni: network.vni, encrypted: network.encrypted });
     this.#networks.set(network.vni, network);
-    this.options.dataPath.setNetwork(network);
+    // A plain network in the kernel never reaches the data path (docs/plumbing.md "Plain networks").
+    if (!this.#inKernel(network)) this.options.dataPath.setNetwork(network);
     for (const peer of this.#peers.values())
-      await this.options.plumbing.ensurePeerFlood(network.vni, this.#gateway(peer));
-    this.#log('network added', { vni: network.vni, encrypted: network.encrypted });
+      await this.options.plumbing.ensurePeerFlood(network.vni, this.#fdbDestination(peer, network));
+    this.#log('network added', {
+      vni: network.vni,
+      encrypted: network.encrypted,
+      ...(network.encrypted ? {} : { path: this.options.plumbing.plainPath }),
+    });
     if (key) {
       await this.installEpoch(network.vni, key.epoch, key.secret);
       await this.activateEpoch(network.vni, key.epoch);
@@ -141,7 +153,8 @@ export class Gateway {
   }
 
   async removeNetwork(vni: number): Promise<void> {
-    this.options.dataPath.removeNetwork(vni);
+    const network = this.#networks.get(vni);
+    if (!network || !this.#inKernel(network)) this.options.dataPath.removeNetwork(vni);
     this.#networks.delete(vni);
     for (const e of this.#epochs.get(vni)?.values() ?? []) e.secret.wipe();
     this.#epochs.delete(vni);
@@ -160,11 +173,13 @@ export class Gateway {
     if (known) await this.removePeer(peer.id);
     for (const other of this.#peers.values()) if (other.index === peer.index) await this.removePeer(other.id);
     await this.options.dataPath.addPeer({ id: peer.id, index: peer.index, address: peer.address });
+    // Before any FDB entry points at it: its plain VXLAN is let in as soon as ours goes out.
+    await this.options.plumbing.ensureUnderlayPeer(peer.address);
     this.#peers.set(peer.id, peer);
     const gateway = this.#gateway(peer);
     const failures: string[] = [];
     for (const network of this.#networks.values()) {
-      await this.options.plumbing.ensurePeerFlood(network.vni, gateway);
+      await this.options.plumbing.ensurePeerFlood(network.vni, this.#fdbDestination(peer, network));
       for (const [epoch, entry] of this.#epochs.get(network.vni) ?? []) {
         try {
           this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound');
@@ -190,27 +205,40 @@ export class Gateway {
     const peer = this.#peers.get(peerId);
     if (!peer) return;
     for (const network of this.#networks.values())
-      await this.options.plumbing.removePeer(network.vni, this.#gateway(peer));
+      await this.options.plumbing.removePeer(network.vni, this.#fdbDestination(peer, network));
     await this.options.dataPath.removePeer(peerId);
     this.#peers.delete(peerId);
+    // Hosts behind one NAT share an address: it stays allowed while one of them is a peer.
+    if (![...this.#peers.values()].some((p) => p.address === peer.address))
+      await this.options.plumbing.removeUnderlayPeer(peer.address);
     this.#log('peer removed', { peer: peerId });
   }
 
   /**
-   * Removes FDB entries that point at no current peer's gateway address (left by a gateway that died,
-   * or by peers that went away while it was down), or anywhere else: cleartext goes to peers only.
+   * Removes FDB entries that point at no current peer (left by a gateway that died, or by peers that
+   * went away while it was down), or anywhere else: cleartext goes to peers only. Underlay addresses
+   * no current peer has leave the underlay firewall too.
    */
   async pruneStaleFdb(): Promise<number> {
-    const gateways = new Set([...this.#peers.values()].map((p) => this.#gateway(p)));
     let removed = 0;
     for (const network of this.#networks.values()) {
+      const port = this.#inKernel(network) ? VXLAN_PORT : VTEP_GATEWAY_PORT;
+      const current = new Set([...this.#peers.values()].map((p) => this.#fdbDestination(p, network)));
       for (const e of await this.options.plumbing.listFdb(network.vni)) {
-        if (gateways.has(e.dst) && e.port === VTEP_GATEWAY_PORT) continue;
+        if (current.has(e.dst) && e.port === port) continue;
         await this.options.plumbing.removeFdbEntry(network.vni, e);
         removed++;
       }
     }
-    if (removed > 0) this.#log('stale FDB entries removed', { removed });
+    const addresses = new Set([...this.#peers.values()].map((p) => p.address));
+    let forgotten = 0;
+    for (const address of await this.options.plumbing.listUnderlayPeers()) {
+      if (addresses.has(address)) continue;
+      await this.options.plumbing.removeUnderlayPeer(address);
+      forgotten++;
+    }
+    if (removed > 0 || forgotten > 0)
+      this.#log('stale FDB entries removed', { removed, underlayPeersForgotten: forgotten });
     return removed;
   }
 
@@ -326,8 +354,9 @@ export class Gateway {
   /** Unicast FDB entry: frames for a remote container's MAC go to its host's gateway address only (no flooding). */
   async addRemoteMac(vni: number, peerId: string, mac: string): Promise<void> {
     const peer = this.#peers.get(peerId);
-    if (!peer || !this.#networks.has(vni)) return;
-    await this.options.plumbing.ensurePeerMac(vni, mac, this.#gateway(peer));
+    const network = this.#networks.get(vni);
+    if (!peer || !network) return;
+    await this.options.plumbing.ensurePeerMac(vni, mac, this.#fdbDestination(peer, network));
   }
 
   async removeRemoteMac(vni: number, mac: string): Promise<void> {
@@ -337,6 +366,16 @@ export class Gateway {
 
   #gateway(peer: GatewayPeer): string {
     return gatewayAddress(this.options.plumbing.peerNet, peer.index);
+  }
+
+  /** Whether the network's VXLAN goes from the kernel straight to the underlay (a plain network, kernel path). */
+  #inKernel(network: GatewayNetwork): boolean {
+    return !network.encrypted && this.options.plumbing.plainPath === 'kernel';
+  }
+
+  /** Where the network's FDB sends the peer's frames: its gateway address, or in the kernel its underlay address. */
+  #fdbDestination(peer: GatewayPeer, network: GatewayNetwork): string {
+    return this.#inKernel(network) ? peer.address : this.#gateway(peer);
   }
 
   #encryptedNetwork(vni: number): GatewayNetwork {
@@ -401,6 +440,13 @@ export class Gateway {
         this.#portSecurity = { error: (err as Error).message };
       }
     }
+    if (plumbing.plainNetworkCounters && plumbing.plainPath === 'kernel') {
+      try {
+        this.#plainNetworks = { ...(await plumbing.plainNetworkCounters()), readAt: new Date().toISOString() };
+      } catch (err) {
+        this.#plainNetworks = { error: (err as Error).message };
+      }
+    }
   }
 
   status(): GatewayStatus {
@@ -416,6 +462,7 @@ export class Gateway {
       sendFailures: traffic.sendFailures,
       ...(this.#vtepFirewall ? { vtepFirewall: this.#vtepFirewall } : {}),
       ...(this.#portSecurity ? { portSecurity: this.#portSecurity } : {}),
+      ...(this.#plainNetworks ? { plainNetworks: this.#plainNetworks } : {}),
     };
   }
 

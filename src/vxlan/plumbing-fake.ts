@@ -1,12 +1,14 @@
 import { ZERO_MAC } from '../model/mac.js';
 import { hostPortLinkName } from '../host/names.js';
 import { DEFAULT_PEER_NET } from '../model/peer-net.js';
-import { VTEP_GATEWAY_PORT } from './wire/constants.js';
+import type { PlainPath } from '../model/plain-path.js';
+import { VTEP_GATEWAY_PORT, VXLAN_PORT } from './wire/constants.js';
 import type { ContainerAttachment, FdbEntry, HostPortAttachment, NetworkSpec, Plumbing } from './plumbing.js';
 
 /*
- * A Plumbing that touches no host: it keeps the networks, containers and VXLAN FDB the Gateway
- * programmed, so tests can read them back (and the in-process cluster can route by them).
+ * A Plumbing that touches no host: it keeps the networks, containers, VXLAN FDB and underlay peers
+ * the Gateway programmed, so tests can read them back (and the in-process cluster can route by them).
+ * Its plain path defaults to 'gateway': the in-process cluster has no kernel to carry plain networks.
  */
 export class RecordingPlumbing implements Plumbing {
   readonly networks = new Map<number, NetworkSpec>();
@@ -15,6 +17,8 @@ export class RecordingPlumbing implements Plumbing {
   /** `${vni}/${endpointId}` → a port left in the host namespace for a runtime (attachHostPort). */
   readonly hostPorts = new Map<string, HostPortAttachment>();
   readonly fdb = new Map<number, FdbEntry[]>();
+  /** The underlay firewall's peers (kernel plain path). */
+  readonly underlayPeers = new Set<string>();
   /** attachContainer fails (as with a namespace that is gone). */
   failAttach = false;
   hostUp = false;
@@ -23,6 +27,7 @@ export class RecordingPlumbing implements Plumbing {
     readonly hostAddress = '169.254.9.1',
     readonly vtepAddress = '169.254.9.2',
     readonly peerNet = DEFAULT_PEER_NET,
+    readonly plainPath: PlainPath = 'gateway',
   ) {}
 
   async ensureHost(): Promise<void> {
@@ -35,6 +40,7 @@ export class RecordingPlumbing implements Plumbing {
     this.containers.clear();
     this.hostPorts.clear();
     this.fdb.clear();
+    this.underlayPeers.clear();
   }
 
   async ensureNetwork(spec: NetworkSpec): Promise<void> {
@@ -66,17 +72,14 @@ export class RecordingPlumbing implements Plumbing {
     this.hostPorts.delete(`${vni}/${endpointId}`);
   }
 
-  async ensurePeerFlood(vni: number, gateway: string): Promise<void> {
+  async ensurePeerFlood(vni: number, dst: string): Promise<void> {
     const list = this.#entries(vni);
-    if (!list.some((e) => e.mac === ZERO_MAC && e.dst === gateway))
-      list.push({ mac: ZERO_MAC, dst: gateway, port: VTEP_GATEWAY_PORT });
+    if (!list.some((e) => e.mac === ZERO_MAC && e.dst === dst))
+      list.push({ mac: ZERO_MAC, dst, port: this.#port(vni) });
   }
 
-  async ensurePeerMac(vni: number, mac: string, gateway: string): Promise<void> {
-    this.fdb.set(vni, [
-      ...this.#entries(vni).filter((e) => e.mac !== mac),
-      { mac, dst: gateway, port: VTEP_GATEWAY_PORT },
-    ]);
+  async ensurePeerMac(vni: number, mac: string, dst: string): Promise<void> {
+    this.fdb.set(vni, [...this.#entries(vni).filter((e) => e.mac !== mac), { mac, dst, port: this.#port(vni) }]);
   }
 
   async removePeerMac(vni: number, mac: string): Promise<void> {
@@ -86,11 +89,23 @@ export class RecordingPlumbing implements Plumbing {
     );
   }
 
-  async removePeer(vni: number, gateway: string): Promise<void> {
+  async removePeer(vni: number, dst: string): Promise<void> {
     this.fdb.set(
       vni,
-      this.#entries(vni).filter((e) => e.dst !== gateway),
+      this.#entries(vni).filter((e) => e.dst !== dst),
     );
+  }
+
+  async ensureUnderlayPeer(address: string): Promise<void> {
+    if (this.plainPath === 'kernel') this.underlayPeers.add(address);
+  }
+
+  async removeUnderlayPeer(address: string): Promise<void> {
+    this.underlayPeers.delete(address);
+  }
+
+  async listUnderlayPeers(): Promise<string[]> {
+    return [...this.underlayPeers];
   }
 
   async removeFdbEntry(vni: number, entry: FdbEntry): Promise<void> {
@@ -112,6 +127,11 @@ export class RecordingPlumbing implements Plumbing {
     const entries = this.fdb.get(vni) ?? [];
     const unicast = entries.filter((e) => e.mac === mac.toLowerCase());
     return (unicast.length > 0 ? unicast : entries.filter((e) => e.mac === ZERO_MAC)).map((e) => e.dst);
+  }
+
+  /** As IproutePlumbing: a plain network in the kernel points at peers' VXLAN port, the rest at gateway addresses. */
+  #port(vni: number): number {
+    return this.plainPath === 'kernel' && this.networks.get(vni)?.encrypted === false ? VXLAN_PORT : VTEP_GATEWAY_PORT;
   }
 
   #entries(vni: number): FdbEntry[] {

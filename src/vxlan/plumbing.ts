@@ -1,12 +1,17 @@
 // Host plumbing: the vtep namespace, per-network bridge + kernel VXLAN device, container veths
-// and the VXLAN FDB that steers each peer's frames to the gateway socket for that peer.
+// and the VXLAN FDB that steers each peer's frames to that peer's gateway address.
 //
 //  container netns ──veth──┐
 //  container netns ──veth──┤  br<VNI> ── vx<VNI> (kernel VXLAN, nolearning)        vtep netns
-//                          │    FDB: MAC | 00:00:00:00:00:00 → 169.254.x.1 port P(peer)
+//                          │    FDB: MAC | 00:00:00:00:00:00 → 169.254.64.<peer index> port 1021
 //                          └──────────────────────────────────────── to-host 169.254.x.2/30
 //                                                                        │ veth
-//  host netns:   gateway binds 169.254.x.1:P(peer) ─────────────────── to-vtep 169.254.x.1/30
+//  host netns:   gateway socket *:1021 on to-vtep ─────────────────── to-vtep 169.254.x.1/30
+//
+// A plain network's vx<VNI> is made from the host netns (docs/plumbing.md "Plain networks"): it lives
+// in the vtep netns but its UDP socket stays in the host netns, on the underlay address, and its FDB
+// points at the peers' underlay addresses; the host netns's table inet veil_underlay lets VXLAN in only
+// from peers, and counts an encrypted network's VNI arriving in the clear.
 //
 // Naming (every interface name fits IFNAMSIZ − 1 = 15 characters):
 //   to-vtep / to-host     the veth pair between host netns and vtep netns (named by where it leads)
@@ -68,6 +73,7 @@ import { formatIpv4, isIpv4, parseCidr, parseIpv4 } from '../model/ipv4.js';
 import { MAC_RE, ZERO_MAC } from '../model/mac.js';
 import { overlayMtu, VTEP_DELIVERY_PORT, VTEP_GATEWAY_PORT, VXLAN_PORT } from './wire/constants.js';
 import { DEFAULT_PEER_NET, inPeerNet, PEER_NET_PREFIX_LENGTH, peerNetRefusal } from '../model/peer-net.js';
+import { DEFAULT_PLAIN_PATH, type PlainPath } from '../model/plain-path.js';
 /** nftables table (family inet) of the vtep netns, and its named counter of refused VXLAN datagrams. */
 export const VTEP_FIREWALL_TABLE = 'veil';
 export const VTEP_FIREWALL_COUNTER = 'vtep_injection';
@@ -92,6 +98,66 @@ export function vtepFirewallScript(hostAddress: string): string {
 
 /** What the vtep netns's firewall refused: datagrams to the VTEP's port 4789 not from the gateway. */
 export type VtepFirewallCounter = NftCounter;
+
+/**
+ * nftables table (family inet) of the host netns in front of the plain networks' kernel VXLAN sockets
+ * (docs/plumbing.md "Plain networks"), its sets and its counters.
+ */
+export const UNDERLAY_FIREWALL_TABLE = 'veil_underlay';
+/** The peers' underlay addresses: the only sources plain VXLAN is taken from. */
+export const UNDERLAY_PEERS_SET = 'peers';
+/** The VNIs of this host's encrypted networks: plain VXLAN claiming one is a downgrade. */
+export const ENCRYPTED_VNIS_SET = 'encrypted_vnis';
+export const NOT_A_PEER_COUNTER = 'vxlan_not_peer';
+export const PLAINTEXT_ON_ENCRYPTED_COUNTER = 'plaintext_on_encrypted';
+/** The VNI of a VXLAN datagram in nft's terms: bits 96..119 after the UDP header's start (RFC 7348 §5). */
+const NFT_VXLAN_VNI = '@th,96,24';
+
+/**
+ * The underlay firewall as one nft transaction. Idempotent like vtepFirewallScript: `add` keeps the
+ * table, its counts and its sets' elements (peers stay allowed across a gateway restart).
+ */
+export function underlayFirewallScript(): string {
+  const t = `inet ${UNDERLAY_FIREWALL_TABLE}`;
+  const vxlan = `udp dport ${VXLAN_PORT}`;
+  return [
+    `add table ${t}`,
+    `add counter ${t} ${NOT_A_PEER_COUNTER}`,
+    `add counter ${t} ${PLAINTEXT_ON_ENCRYPTED_COUNTER}`,
+    `add set ${t} ${UNDERLAY_PEERS_SET} { type ipv4_addr; }`,
+    `add set ${t} ${ENCRYPTED_VNIS_SET} { typeof ${NFT_VXLAN_VNI}; }`,
+    `add chain ${t} input { type filter hook input priority filter; policy accept; }`,
+    `flush chain ${t} input`,
+    // The devices' sockets are IPv4 (local is the IPv4 underlay address); nothing over IPv6 is a peer.
+    `add rule ${t} input meta nfproto ipv6 ${vxlan} counter name "${NOT_A_PEER_COUNTER}" drop`,
+    `add rule ${t} input ${vxlan} ip saddr != @${UNDERLAY_PEERS_SET} counter name "${NOT_A_PEER_COUNTER}" drop`,
+    `add rule ${t} input ${vxlan} ${NFT_VXLAN_VNI} @${ENCRYPTED_VNIS_SET} counter name "${PLAINTEXT_ON_ENCRYPTED_COUNTER}" drop`,
+  ].join('\n');
+}
+
+/** Adds (`add`) or removes elements of a set of the underlay firewall; removing a missing one is a no-op. */
+function underlaySetScript(op: 'add' | 'delete', set: string, element: string): string {
+  const t = `inet ${UNDERLAY_FIREWALL_TABLE}`;
+  const lines = [`add element ${t} ${set} { ${element} }`];
+  // nft 1.0.6 has no `destroy`: adding first makes the delete always find it.
+  if (op === 'delete') lines.push(`delete element ${t} ${set} { ${element} }`);
+  return lines.join('\n');
+}
+
+/** The kernel plain path's counters: what the underlay firewall refused, and each plain network's device. */
+export interface PlainNetworkCounters {
+  readonly notAPeer: NftCounter;
+  readonly plaintextOnEncrypted: NftCounter;
+  readonly networks: ReadonlyArray<{
+    readonly vni: number;
+    readonly rxPackets: number;
+    readonly rxBytes: number;
+    readonly txPackets: number;
+    readonly txBytes: number;
+    readonly rxDropped: number;
+    readonly txDropped: number;
+  }>;
+}
 
 /** nftables table (family bridge) of the vtep netns that pins each container port to its MAC and IPv4 address. */
 export const PORT_SECURITY_TABLE = 'veil_ports';
@@ -209,7 +275,10 @@ export interface HostPortAttachment {
   readonly ipv4: string;
 }
 
-/** A remote VXLAN FDB entry of a network: frames for `mac` go to dst:port (one peer's gateway address). */
+/**
+ * A remote VXLAN FDB entry of a network: frames for `mac` go to dst:port, one peer's gateway address
+ * (port 1021) or, for a plain network in the kernel, its underlay address (port 4789).
+ */
 export interface FdbEntry {
   readonly mac: string;
   readonly dst: string;
@@ -227,6 +296,8 @@ export interface Plumbing {
   readonly peerNet: string;
   /** The VTEP's address in the vtep netns (169.254.x.2); inbound datagrams go to it on port 4789. */
   readonly vtepAddress: string;
+  /** How plain networks reach the underlay (src/model/plain-path.ts). */
+  readonly plainPath: PlainPath;
   /**
    * vtep netns, lo up in both namespaces, the to-vtep/to-host veth pair and its /30, and the vtep netns's
    * firewall (only hostAddress:VTEP_DELIVERY_PORT may send to the VTEP). Refuses a host netns where
@@ -239,7 +310,12 @@ export interface Plumbing {
   vtepFirewallDrops?(): Promise<VtepFirewallCounter>;
   /** Frames port security dropped (docs/plumbing.md "Port security"); optional for fakes. */
   portSecurityDrops?(): Promise<PortSecurityCounters>;
-  /** Bridge br<VNI> and VXLAN vx<VNI> (local vtepAddress, dstport 4789, nolearning, MTU from networkMtu). */
+  /** The kernel plain path's counters (docs/plumbing.md "Plain networks"); optional for fakes. */
+  plainNetworkCounters?(): Promise<PlainNetworkCounters>;
+  /**
+   * Bridge br<VNI> and VXLAN vx<VNI> (dstport 4789, nolearning, MTU from overlayMtu): local vtepAddress,
+   * or for a plain network in the kernel the underlay address, its socket in the host netns.
+   */
   ensureNetwork(spec: NetworkSpec): Promise<void>;
   /** Removes vx<VNI>, br<VNI> and the container veths attached to it. */
   removeNetwork(vni: number): Promise<void>;
@@ -253,17 +329,28 @@ export interface Plumbing {
    * An old port of the endpoint is replaced. detachContainer removes it.
    */
   attachHostPort(attachment: HostPortAttachment): Promise<string>;
-  /** Flood (BUM) entry: 00:00:00:00:00:00 → gateway:VTEP_GATEWAY_PORT, one per peer of the network. */
-  ensurePeerFlood(vni: number, gateway: string): Promise<void>;
-  /** Unicast entry: mac → gateway:VTEP_GATEWAY_PORT (replaces a previous peer of that MAC). */
-  ensurePeerMac(vni: number, mac: string, gateway: string): Promise<void>;
+  /**
+   * Flood (BUM) entry: 00:00:00:00:00:00 → dst, one per peer of the network. `dst` is the peer's gateway
+   * address (port VTEP_GATEWAY_PORT), or its underlay address (port 4789) on a plain network in the kernel.
+   */
+  ensurePeerFlood(vni: number, dst: string): Promise<void>;
+  /** Unicast entry: mac → dst, as for ensurePeerFlood (replaces a previous peer of that MAC). */
+  ensurePeerMac(vni: number, mac: string, dst: string): Promise<void>;
   removePeerMac(vni: number, mac: string): Promise<void>;
-  /** Removes every entry of the network pointing at the peer's gateway address (flood and unicast). */
-  removePeer(vni: number, gateway: string): Promise<void>;
+  /** Removes every entry of the network pointing at `dst`, as for ensurePeerFlood (flood and unicast). */
+  removePeer(vni: number, dst: string): Promise<void>;
   /** Remote entries of the network's VXLAN FDB. */
   listFdb(vni: number): Promise<FdbEntry[]>;
   /** Removes exactly this entry (one listFdb returned), wherever it points. */
   removeFdbEntry(vni: number, entry: FdbEntry): Promise<void>;
+  /**
+   * Kernel plain path: plain VXLAN from this underlay address is let in (the underlay firewall's peers).
+   * Several peers may share one address; the caller removes it when the last one goes.
+   */
+  ensureUnderlayPeer(address: string): Promise<void>;
+  removeUnderlayPeer(address: string): Promise<void>;
+  /** The underlay firewall's peers (none on the gateway plain path). */
+  listUnderlayPeers(): Promise<string[]>;
 }
 
 /**
@@ -307,6 +394,10 @@ export interface IproutePlumbingConfig {
   /** The peer net's network address (default DEFAULT_PEER_NET). */
   readonly peerNet?: string;
   readonly underlayMtu?: number;
+  /** The host's underlay address (--cluster-advertise): plain networks' VXLAN devices use it. */
+  readonly underlayAddress?: string;
+  /** How plain networks reach the underlay; default DEFAULT_PLAIN_PATH ('kernel' needs underlayAddress). */
+  readonly plainPath?: PlainPath;
   readonly runner?: CommandRunner;
   /** Where named namespaces are mounted (default: read from /proc, see host/mounts.ts). */
   readonly netnsMountPlan?: () => NetnsMountPlan;
@@ -323,6 +414,10 @@ export class IproutePlumbing implements Plumbing {
   readonly vtepNetns: string;
   readonly hostNetns: string | undefined;
   readonly underlayMtu: number;
+  readonly plainPath: PlainPath;
+  readonly underlayAddress: string | undefined;
+  /** Plain networks whose vx<VNI> is in the kernel path (ensureNetwork made or found it). */
+  private readonly kernelPlainVnis = new Set<number>();
   private readonly run: CommandRunner;
   private readonly queue = new SerialQueue();
   private readonly readMountPlan: () => NetnsMountPlan;
@@ -357,6 +452,12 @@ export class IproutePlumbing implements Plumbing {
     this.hostNetns = config.hostNetns;
     this.underlayMtu = config.underlayMtu ?? 1500;
     overlayMtu(this.underlayMtu, true); // validates
+    this.plainPath = config.plainPath ?? DEFAULT_PLAIN_PATH;
+    this.underlayAddress = config.underlayAddress;
+    if (this.plainPath === 'kernel' && (this.underlayAddress === undefined || !isIpv4(this.underlayAddress)))
+      throw new RangeError(
+        `plain networks in the kernel need the underlay address, got ${String(this.underlayAddress)}`,
+      );
     this.run = config.runner ?? execRunner;
     this.readMountPlan = config.netnsMountPlan ?? (() => readNetnsMountPlan());
     this.log = config.log ?? (() => undefined);
@@ -372,6 +473,8 @@ export class IproutePlumbing implements Plumbing {
       await applyNftScript(this.run, this.vtepNetns, vtepFirewallScript(this.hostAddress));
       // Before any bridge exists: no container port ever passes a frame unpinned.
       await applyNftScript(this.run, this.vtepNetns, portSecurityScript());
+      // Before any plain network's device opens UDP 4789 in the host netns: only peers may send to it.
+      if (this.plainPath === 'kernel') await applyNftScript(this.run, this.hostNetns, underlayFirewallScript());
       const hostSide = await this.linkInfo('host', HOST_LINK);
       const vtepSide = await this.linkInfo('vtep', VTEP_LINK);
       if (
@@ -401,7 +504,7 @@ export class IproutePlumbing implements Plumbing {
           this.vtepNetns,
         ]);
       }
-      // The veth carries whole VXLAN datagrams of plain networks: it needs the underlay's MTU.
+      // The veth carries whole VXLAN datagrams (all of them on the gateway plain path): the underlay's MTU.
       const mtu = String(this.underlayMtu);
       const cidr = `/${LINK_PREFIX_LENGTH}`;
       await this.ipHost(['addr', 'replace', this.hostAddress + cidr, 'dev', HOST_LINK]);
@@ -456,12 +559,26 @@ export class IproutePlumbing implements Plumbing {
   teardownHost(): Promise<void> {
     return this.serial(async () => {
       if (await this.linkInfo('host', HOST_LINK)) await this.ipHost(['link', 'del', HOST_LINK]);
+      // Plain networks' devices first, at once: a process still in the vtep netns would keep them (and
+      // their sockets in this netns) alive past the netns's file, and the firewall goes last.
+      if (this.plainPath === 'kernel' && (await this.vtepNetnsLive()))
+        for (const link of await this.jsonLinks(['link', 'show', 'type', 'vxlan']))
+          if (link.link_netnsid !== undefined) await this.ipVtep(['link', 'del', link.ifname]);
       this.mountPlan ??= this.readMountPlan();
       // Refused at start: nothing of ours is mounted; an existing file is left for whoever made it.
-      if (this.mountPlan.kind === 'refuse') return;
-      const owner = this.netnsOwner(this.mountPlan);
-      if (netnsFileState(this.vtepNetnsPath, owner.root).kind !== 'absent')
-        await owner.ipNetns(['del', this.vtepNetns]);
+      if (this.mountPlan.kind !== 'refuse') {
+        const owner = this.netnsOwner(this.mountPlan);
+        if (netnsFileState(this.vtepNetnsPath, owner.root).kind !== 'absent')
+          await owner.ipNetns(['del', this.vtepNetns]);
+      }
+      // Last: the plain networks' devices (and their UDP sockets here) went with the vtep netns.
+      this.kernelPlainVnis.clear();
+      if (this.plainPath === 'kernel')
+        await applyNftScript(
+          this.run,
+          this.hostNetns,
+          `add table inet ${UNDERLAY_FIREWALL_TABLE}\ndelete table inet ${UNDERLAY_FIREWALL_TABLE}`,
+        );
     });
   }
 
@@ -470,6 +587,10 @@ export class IproutePlumbing implements Plumbing {
       const br = bridgeName(spec.vni);
       const vx = vxlanName(spec.vni);
       const mtu = String(overlayMtu(this.underlayMtu, spec.encrypted));
+      const inKernel = !spec.encrypted && this.plainPath === 'kernel';
+      // Before the device: plain VXLAN claiming an encrypted VNI is counted from the start.
+      if (this.plainPath === 'kernel' && spec.encrypted)
+        await applyNftScript(this.run, this.hostNetns, underlaySetScript('add', ENCRYPTED_VNIS_SET, String(spec.vni)));
       const bridge = await this.linkInfo('vtep', br);
       if (bridge && bridge.linkinfo?.info_kind !== 'bridge') await this.ipVtep(['link', 'del', br]);
       if (!bridge || bridge.linkinfo?.info_kind !== 'bridge')
@@ -482,11 +603,34 @@ export class IproutePlumbing implements Plumbing {
       const matches =
         vxlan?.linkinfo?.info_kind === 'vxlan' &&
         data?.id === spec.vni &&
-        data.local === this.vtepAddress &&
+        data.local === (inKernel ? this.underlayAddress : this.vtepAddress) &&
+        // The underlay of a kernel plain device is another netns (the host's); the others' is their own.
+        (vxlan.link_netnsid !== undefined) === inKernel &&
         data.port === VXLAN_PORT &&
         data.learning === false;
       if (vxlan && !matches) await this.ipVtep(['link', 'del', vx]);
-      if (!matches) {
+      if (!matches && inKernel) {
+        // Made from the host netns straight into the vtep netns: the device's UDP socket (0.0.0.0:4789)
+        // and its underlay stay where it was made (docs/plumbing.md "Plain networks").
+        await this.ipHost([
+          'link',
+          'add',
+          vx,
+          'netns',
+          this.vtepNetns,
+          'mtu',
+          mtu,
+          'type',
+          'vxlan',
+          'id',
+          String(spec.vni),
+          'local',
+          this.underlayAddress!,
+          'dstport',
+          String(VXLAN_PORT),
+          'nolearning',
+        ]);
+      } else if (!matches) {
         await this.ipVtep([
           'link',
           'add',
@@ -506,6 +650,7 @@ export class IproutePlumbing implements Plumbing {
       }
       await this.ipVtep(['link', 'set', br, 'mtu', mtu, 'up']);
       await this.ipVtep(['link', 'set', vx, 'master', br, 'mtu', mtu, 'up']);
+      if (inKernel) this.kernelPlainVnis.add(spec.vni);
     });
   }
 
@@ -526,6 +671,9 @@ export class IproutePlumbing implements Plumbing {
       }
       if (await this.linkInfo('vtep', vx)) await this.ipVtep(['link', 'del', vx]);
       if (await this.linkInfo('vtep', br)) await this.ipVtep(['link', 'del', br]);
+      this.kernelPlainVnis.delete(vni);
+      if (this.plainPath === 'kernel')
+        await applyNftScript(this.run, this.hostNetns, underlaySetScript('delete', ENCRYPTED_VNIS_SET, String(vni)));
     });
   }
 
@@ -628,39 +776,22 @@ export class IproutePlumbing implements Plumbing {
     });
   }
 
-  ensurePeerFlood(vni: number, gateway: string): Promise<void> {
+  ensurePeerFlood(vni: number, dst: string): Promise<void> {
     return this.serial(async () => {
       // `append` adds one more destination to the all-zero (default) entry; appending an existing
       // destination is a no-op in the kernel (vxlan_fdb_append finds the rdst), so this is idempotent.
-      await this.bridgeVtep([
-        'fdb',
-        'append',
-        ZERO_MAC,
-        'dev',
-        vxlanName(vni),
-        'dst',
-        this.checkGateway(gateway),
-        'port',
-        String(VTEP_GATEWAY_PORT),
-      ]);
+      const to = this.fdbDestination(vni, dst);
+      await this.bridgeVtep(['fdb', 'append', ZERO_MAC, 'dev', vxlanName(vni), 'dst', to.dst, 'port', to.port]);
     });
   }
 
-  ensurePeerMac(vni: number, mac: string, gateway: string): Promise<void> {
+  ensurePeerMac(vni: number, mac: string, dst: string): Promise<void> {
     return this.serial(async () => {
       // `replace`, not `append`: a unicast MAC lives behind exactly one peer, and for an existing unicast
       // entry the kernel ignores `append` while returning success, so a MAC that moved would keep its old peer.
-      await this.bridgeVtep([
-        'fdb',
-        'replace',
-        checkUnicastMac(mac),
-        'dev',
-        vxlanName(vni),
-        'dst',
-        this.checkGateway(gateway),
-        'port',
-        String(VTEP_GATEWAY_PORT),
-      ]);
+      const to = this.fdbDestination(vni, dst);
+      const unicast = checkUnicastMac(mac);
+      await this.bridgeVtep(['fdb', 'replace', unicast, 'dev', vxlanName(vni), 'dst', to.dst, 'port', to.port]);
     });
   }
 
@@ -673,11 +804,11 @@ export class IproutePlumbing implements Plumbing {
     });
   }
 
-  removePeer(vni: number, gateway: string): Promise<void> {
+  removePeer(vni: number, dst: string): Promise<void> {
     return this.serial(async () => {
-      this.checkGateway(gateway);
+      this.fdbDestination(vni, dst);
       for (const e of await this.fdb(vni)) {
-        if (e.dst === gateway) await this.delFdb(vni, e);
+        if (e.dst === dst) await this.delFdb(vni, e);
       }
     });
   }
@@ -693,6 +824,73 @@ export class IproutePlumbing implements Plumbing {
       const mac = entry.mac === ZERO_MAC ? ZERO_MAC : checkUnicastMac(entry.mac);
       for (const e of await this.fdb(vni))
         if (e.mac === mac && e.dst === entry.dst && e.port === entry.port) await this.delFdb(vni, e);
+    });
+  }
+
+  ensureUnderlayPeer(address: string): Promise<void> {
+    return this.serial(async () => {
+      if (this.plainPath !== 'kernel') return;
+      const peer = checkUnderlayPeer(address, this.peerNet);
+      await applyNftScript(this.run, this.hostNetns, underlaySetScript('add', UNDERLAY_PEERS_SET, peer));
+    });
+  }
+
+  removeUnderlayPeer(address: string): Promise<void> {
+    return this.serial(async () => {
+      if (this.plainPath !== 'kernel') return;
+      const peer = checkUnderlayPeer(address, this.peerNet);
+      await applyNftScript(this.run, this.hostNetns, underlaySetScript('delete', UNDERLAY_PEERS_SET, peer));
+    });
+  }
+
+  listUnderlayPeers(): Promise<string[]> {
+    return this.serial(async () => {
+      if (this.plainPath !== 'kernel') return [];
+      const { stdout } = await execIn(this.run, this.hostNetns, [
+        'nft',
+        '-j',
+        'list',
+        'set',
+        'inet',
+        UNDERLAY_FIREWALL_TABLE,
+        UNDERLAY_PEERS_SET,
+      ]);
+      const doc = parseCommandJson<{ nftables?: Array<{ set?: { name?: string; elem?: unknown[] } }> }>(
+        stdout,
+        'nft -j list set',
+      );
+      const elems = doc.nftables?.find((e) => e.set?.name === UNDERLAY_PEERS_SET)?.set?.elem ?? [];
+      return elems.filter((e): e is string => typeof e === 'string');
+    });
+  }
+
+  plainNetworkCounters(): Promise<PlainNetworkCounters> {
+    return this.serial(async () => {
+      const counters = await readNftCounters(this.run, this.hostNetns, 'inet', UNDERLAY_FIREWALL_TABLE);
+      const notAPeer = counters.get(NOT_A_PEER_COUNTER);
+      const plaintextOnEncrypted = counters.get(PLAINTEXT_ON_ENCRYPTED_COUNTER);
+      if (!notAPeer || !plaintextOnEncrypted)
+        throw new PlumbingError(
+          ['nft', 'list', 'counters', UNDERLAY_FIREWALL_TABLE],
+          null,
+          'underlay firewall counters missing',
+        );
+      const networks: Array<PlainNetworkCounters['networks'][number]> = [];
+      for (const link of await this.jsonLinks(['-s', 'link', 'show', 'type', 'vxlan'])) {
+        const vni = link.linkinfo?.info_data?.id;
+        if (link.link_netnsid === undefined || vni === undefined || !link.stats64) continue;
+        const { rx, tx } = link.stats64;
+        networks.push({
+          vni,
+          rxPackets: rx.packets,
+          rxBytes: rx.bytes,
+          txPackets: tx.packets,
+          txBytes: tx.bytes,
+          rxDropped: rx.dropped,
+          txDropped: tx.dropped,
+        });
+      }
+      return { notAPeer, plaintextOnEncrypted, networks: networks.sort((a, b) => a.vni - b.vni) };
     });
   }
 
@@ -817,13 +1015,25 @@ export class IproutePlumbing implements Plumbing {
     return entries;
   }
 
-  /** A gateway address must be in the peer net: an FDB entry anywhere else would send cleartext off the host. */
-  private checkGateway(gateway: string): string {
-    if (!inPeerNet(this.peerNet, gateway))
-      throw new RangeError(
-        `gateway address ${gateway} is not in the peer net ${this.peerNet}/${PEER_NET_PREFIX_LENGTH}`,
-      );
-    return gateway;
+  /**
+   * Where an FDB entry of the network may point. Through the gateway, only at a gateway address in the
+   * peer net: anywhere else would send cleartext of an encrypted network off the host. A plain network
+   * in the kernel points at peers' underlay addresses, at the VXLAN port.
+   */
+  private fdbDestination(vni: number, dst: string): { dst: string; port: string } {
+    if (this.kernelPlainVnis.has(vni)) return { dst: checkUnderlayPeer(dst, this.peerNet), port: String(VXLAN_PORT) };
+    if (!inPeerNet(this.peerNet, dst))
+      throw new RangeError(`gateway address ${dst} is not in the peer net ${this.peerNet}/${PEER_NET_PREFIX_LENGTH}`);
+    return { dst, port: String(VTEP_GATEWAY_PORT) };
+  }
+
+  private async vtepNetnsLive(): Promise<boolean> {
+    try {
+      await this.ipVtep(['link', 'show', 'lo']);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private async delFdb(vni: number, e: FdbEntry): Promise<void> {
@@ -892,7 +1102,29 @@ interface LinkJson {
   ifname: string;
   mtu: number;
   master?: string;
+  /** Set when the link's underlay is another netns (a plain network's device in the kernel path). */
+  link_netnsid?: number;
   linkinfo?: { info_kind?: string; info_data?: { id?: number; local?: string; port?: number; learning?: boolean } };
+  stats64?: Record<'rx' | 'tx', { packets: number; bytes: number; dropped: number }>;
+}
+
+/**
+ * A peer's underlay address as a plain VXLAN destination or source: unicast IPv4, and none of the
+ * host's own link-local plumbing (the peer net, the vtep link, the resolver) nor loopback.
+ */
+function checkUnderlayPeer(address: string, peerNet: string): string {
+  const a = parseIpv4(address);
+  const first = a === undefined ? -1 : a >>> 24;
+  if (
+    a === undefined ||
+    first === 0 ||
+    first === 127 ||
+    first >= 224 ||
+    a >>> 16 === 0xa9fe ||
+    inPeerNet(peerNet, address)
+  )
+    throw new RangeError(`${address} is not a peer's underlay address (unicast IPv4 outside 127/8 and 169.254/16)`);
+  return formatIpv4(a);
 }
 
 function checkUnicastMac(mac: string): string {

@@ -28,6 +28,12 @@ const status: GatewayStatus = {
     notIpv4: { packets: 13, bytes: 1300 },
     readAt: '2026-01-01T00:00:00.000Z',
   },
+  plainNetworks: {
+    notAPeer: { packets: 17, bytes: 1700 },
+    plaintextOnEncrypted: { packets: 19, bytes: 1900 },
+    networks: [{ vni: 4097, rxPackets: 23, rxBytes: 2300, txPackets: 29, txBytes: 2900, rxDropped: 0, txDropped: 1 }],
+    readAt: '2026-01-01T00:00:00.000Z',
+  },
 };
 
 describe('API', () => {
@@ -52,13 +58,17 @@ describe('API', () => {
     expect(r.body).toContain('# TYPE veil_port_security_dropped_packets_total counter');
     expect(r.body).toContain('veil_port_security_dropped_packets_total{reason="spoofed-source"} 11');
     expect(r.body).toContain('veil_port_security_dropped_packets_total{reason="not-ipv4"} 13');
+    expect(r.body).toContain('veil_plain_vxlan_dropped_packets_total{reason="not-a-peer"} 17');
+    expect(r.body).toContain('veil_plain_vxlan_dropped_packets_total{reason="plaintext-on-encrypted"} 19');
+    expect(r.body).toContain('veil_plain_network_packets_total{vni="4097",direction="tx"} 29');
   });
 
-  it('GET /status carries the vtep firewall and port security counters', async () => {
+  it('GET /status carries the vtep firewall, port security and plain network counters', async () => {
     const r = await app.inject({ method: 'GET', url: '/status' });
     expect(r.json()).toMatchObject({
       vtepFirewall: { packets: 7, bytes: 700 },
       portSecurity: { spoofed: { packets: 11, bytes: 1100 }, notIpv4: { packets: 13, bytes: 1300 } },
+      plainNetworks: status.plainNetworks,
     });
   });
 

@@ -105,6 +105,13 @@ describe('the other appliance flags keep their defaults and ranges', () => {
     expect(refusal(() => parse([...BASE, '--mtu', '576']))).toMatch(/--mtu must be an integer in 1280\.\.9000/);
   });
 
+  it('--plain-path: kernel by default, gateway when asked, nothing else', () => {
+    expect(parse(BASE).plainPath).toBe('kernel');
+    expect(parse([...BASE, '--plain-path', 'gateway']).plainPath).toBe('gateway');
+    expect(parse(BASE, { VEIL_PLAIN_PATH: 'gateway' }).plainPath).toBe('gateway');
+    expect(refusal(() => parse([...BASE, '--plain-path', 'user']))).toMatch(/--plain-path must be kernel or gateway/);
+  });
+
   it('--cluster-advertise is still required, and unknown flags are refused', () => {
     expect(refusal(() => parse([]))).toMatch(/--cluster-advertise is required/);
     expect(refusal(() => parse([...BASE, '--cluster-store-opts', 'kv.cacertfile=/ca.pem']))).toMatch(

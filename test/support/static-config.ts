@@ -4,6 +4,7 @@ import { SecretKey } from '../../src/crypto/secret.js';
 import { X25519_KEY_LENGTH } from '../../src/crypto/x25519.js';
 import { VeilError } from '../../src/errors.js';
 import { HOST_INDEX_MAX, isVni, NETWORK_INDEX_MAX } from '../../src/model/ids.js';
+import { isPlainPath, PLAIN_PATHS, type PlainPath } from '../../src/model/plain-path.js';
 
 /*
  * The static gateway's configuration (a test fixture: docs/testing.md "The namespace bed"): hosts,
@@ -39,6 +40,8 @@ export interface StaticGatewayConfig {
   sequenceBudget?: number;
   /** Absent: native when the addon is built, else TypeScript. */
   dataPath?: 'ts' | 'native';
+  /** Absent: DEFAULT_PLAIN_PATH. */
+  plainPath?: PlainPath;
 }
 
 export const DEFAULT_UNDERLAY_MTU = 1500;
@@ -149,6 +152,11 @@ export function parseStaticGatewayConfig(json: unknown): StaticGatewayConfig {
     fail('config.dataPath', 'must be "ts" or "native"');
   const config: StaticGatewayConfig = { host, vtep, underlayMtu, peers, networks };
   if (root.dataPath !== undefined) config.dataPath = root.dataPath as 'ts' | 'native';
+  if (root.plainPath !== undefined) {
+    if (typeof root.plainPath !== 'string' || !isPlainPath(root.plainPath))
+      fail('config.plainPath', `must be ${PLAIN_PATHS.map((p) => `"${p}"`).join(' or ')}`);
+    config.plainPath = root.plainPath;
+  }
   if (root.apiSocket !== undefined) config.apiSocket = str(root, 'apiSocket', 'config');
   if (root.sequenceBudget !== undefined)
     config.sequenceBudget = int(root, 'sequenceBudget', 'config', 1, Number.MAX_SAFE_INTEGER);

@@ -67,6 +67,8 @@ export interface NativeDataplaneConfig {
   bufferBytes?: number;
   gso?: boolean;
   gro?: boolean;
+  /** Plain networks pass through (default true); false: 4789 is not bound and dpSetNetwork refuses a plain network. */
+  relayPlain?: boolean;
   underlayMtu?: number;
   replayWindow?: number;
   /** How long one flush may wait for the underlay in all before it drops the rest (default 100 ms). */

@@ -26,7 +26,7 @@ import { loadNative, type NativeAddon, type NativeHandle, type NativeSaSpec, typ
  */
 
 export interface NativeDataPathOptions {
-  /** The underlay address: UDP 4500 (ESP) and 4789 (plain VXLAN) are bound on it. */
+  /** The underlay address: UDP 4500 (ESP) and 4789 (plain VXLAN, with relayPlain) are bound on it. */
   readonly underlayAddress: string;
   /** 169.254.x.1: deliveries to the VTEP leave from it. */
   readonly hostAddress: string;
@@ -41,6 +41,11 @@ export interface NativeDataPathOptions {
   readonly gso?: boolean;
   /** UDP_GRO on receive (default on). */
   readonly gro?: boolean;
+  /**
+   * Whether plain networks pass through this data path (default true). False where they run in the
+   * kernel (docs/plumbing.md "Plain networks"): UDP 4789 is not bound and a plain network is refused.
+   */
+  readonly relayPlain?: boolean;
   /** SO_RCVBUF/SO_SNDBUF (default 4 MiB, forced past rmem_max when root). */
   readonly bufferBytes?: number;
   readonly replayWindow?: number;
@@ -108,6 +113,7 @@ export class NativeDataPath implements DataPath {
       ...(o.underlayMtu !== undefined ? { underlayMtu: o.underlayMtu } : {}),
       ...(o.gso !== undefined ? { gso: o.gso } : {}),
       ...(o.gro !== undefined ? { gro: o.gro } : {}),
+      ...(o.relayPlain !== undefined ? { relayPlain: o.relayPlain } : {}),
       ...(o.bufferBytes !== undefined ? { bufferBytes: o.bufferBytes } : {}),
       ...(o.replayWindow !== undefined ? { replayWindow: o.replayWindow } : {}),
       ...(o.sendWaitMs !== undefined ? { sendWaitMs: o.sendWaitMs } : {}),

@@ -18,6 +18,11 @@ export interface TsDataPathOptions {
   readonly vtep: VtepIo;
   readonly provider: AeadProvider;
   readonly replayWindow?: number;
+  /**
+   * Whether plain networks pass through this data path (default true). False where they run in the
+   * kernel (docs/plumbing.md "Plain networks"): UDP 4789 is not bound and a plain network is refused.
+   */
+  readonly relayPlain?: boolean;
 }
 
 /** An SA this data path made, in service or retired: its name and its key's fingerprint, never the key. */
@@ -63,7 +68,9 @@ export class TsDataPath implements DataPath {
     await vtep.open();
     await underlay.open(
       (d) => this.#forward(this.forwarder.inboundEsp(d)),
-      (d, address) => this.#forward(this.forwarder.inboundPlain(d, address)),
+      this.options.relayPlain === false
+        ? undefined
+        : (d, address) => this.#forward(this.forwarder.inboundPlain(d, address)),
     );
     this.#running = true;
   }
@@ -75,6 +82,8 @@ export class TsDataPath implements DataPath {
   }
 
   setNetwork(network: DataPathNetwork): void {
+    if (!network.encrypted && this.options.relayPlain === false)
+      throw new RangeError(`network ${network.vni} is plain, and plain networks run in the kernel here`);
     this.forwarder.setNetwork(network);
   }
 

@@ -57,9 +57,10 @@ export class DgramUnderlay implements UnderlayIo {
 
   constructor(readonly address: string) {}
 
-  async open(onEsp: UnderlayEspHandler, onPlain: UnderlayPlainHandler): Promise<void> {
+  async open(onEsp: UnderlayEspHandler, onPlain?: UnderlayPlainHandler): Promise<void> {
     this.#esp = await bindSocket(this.address, ESP_IN_UDP_PORT, (msg, r) => onEsp(asBytes(msg), r.address, r.port));
-    this.#plain = await bindSocket(this.address, VXLAN_PORT, (msg, r) => onPlain(asBytes(msg), r.address, r.port));
+    if (onPlain)
+      this.#plain = await bindSocket(this.address, VXLAN_PORT, (msg, r) => onPlain(asBytes(msg), r.address, r.port));
   }
 
   send(datagram: Uint8Array, address: string, port: number): boolean {

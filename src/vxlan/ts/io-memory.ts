@@ -58,15 +58,17 @@ export class MemoryWire {
     const esp = { address, port: ESP_IN_UDP_PORT };
     const plain = { address, port: VXLAN_PORT };
     let open = false;
+    let plainBound = false;
     return {
-      open: async (onEsp: UnderlayEspHandler, onPlain: UnderlayPlainHandler) => {
+      open: async (onEsp: UnderlayEspHandler, onPlain?: UnderlayPlainHandler) => {
         if (this.#bound.has(key(esp)) || this.#bound.has(key(plain))) throw inUse(esp);
         this.#bound.set(key(esp), (d, from) => onEsp(d, from.address, from.port));
-        this.#bound.set(key(plain), (d, from) => onPlain(d, from.address, from.port));
+        if (onPlain) this.#bound.set(key(plain), (d, from) => onPlain(d, from.address, from.port));
         open = true;
+        plainBound = onPlain !== undefined;
       },
       send: (datagram, toAddress, toPort) => {
-        if (!open) return false;
+        if (!open || (toPort !== ESP_IN_UDP_PORT && !plainBound)) return false;
         // As UnderlayIo says: ESP leaves from 4500, VXLAN from 4789.
         const from = toPort === ESP_IN_UDP_PORT ? esp : plain;
         this.#transmit({ from, to: { address: toAddress, port: toPort }, datagram: datagram.slice() });
@@ -76,7 +78,7 @@ export class MemoryWire {
         if (!open) return;
         open = false;
         this.#bound.delete(key(esp));
-        this.#bound.delete(key(plain));
+        if (plainBound) this.#bound.delete(key(plain));
       },
     };
   }

@@ -7,9 +7,12 @@ export type UnderlayEspHandler = (datagram: Uint8Array, address: string, port: n
 export type UnderlayPlainHandler = (datagram: Uint8Array, address: string, port: number) => void;
 export type VtepHandler = (datagram: Uint8Array, address: string, port: number) => void;
 
-/** The underlay side: UDP 4500 (ESP, RFC 3948) and UDP 4789 (plain VXLAN) on the host's underlay address. */
+/**
+ * The underlay side: UDP 4500 (ESP, RFC 3948) and UDP 4789 (plain VXLAN) on the host's underlay address.
+ * Without `onPlain` 4789 is left alone: plain networks run in the kernel (docs/plumbing.md "Plain networks").
+ */
 export interface UnderlayIo {
-  open(onEsp: UnderlayEspHandler, onPlain: UnderlayPlainHandler): Promise<void>;
+  open(onEsp: UnderlayEspHandler, onPlain?: UnderlayPlainHandler): Promise<void>;
   /** Sends from port 4500 (ESP) or 4789 (VXLAN), as `port` says. Never throws: returns false when it could not send. */
   send(datagram: Uint8Array, address: string, port: number): boolean;
   close(): Promise<void>;

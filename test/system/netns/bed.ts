@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IproutePlumbing } from '../../../src/vxlan/plumbing.js';
+import type { PlainPath } from '../../../src/model/plain-path.js';
 
 export const MARKER_DIR = '/run/veil-test';
 export const PREFIX_PATTERN = /^v[0-9a-z]{5}-$/;
@@ -32,6 +33,8 @@ export interface BedOptions {
    * as it would on a real host (test/system/netns/restart.test.ts).
    */
   readonly vtep?: 'plumbed' | 'reserved';
+  /** The hosts' plumbing's plain path (default DEFAULT_PLAIN_PATH). */
+  readonly plainPath?: PlainPath;
 }
 
 export interface BedHost {
@@ -429,6 +432,8 @@ class BedImpl implements Bed {
         vtepNetns,
         linkNet: `169.254.${i}.0`,
         underlayMtu: Number(mtu),
+        underlayAddress,
+        ...(options.plainPath ? { plainPath: options.plainPath } : {}),
       });
       if (options.vtep !== 'reserved') await plumbing.ensureHost();
       this.hosts.push({ index: i, netns, vtepNetns, underlayAddress, plumbing });

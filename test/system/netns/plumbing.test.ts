@@ -39,7 +39,8 @@ describe('IproutePlumbing on real namespaces', () => {
   };
 
   beforeAll(async () => {
-    bed = await createBed({ hosts: HOSTS });
+    // Plain VXLAN through gateway addresses, as the gateway plain path plumbs it; the kernel path below.
+    bed = await createBed({ hosts: HOSTS, plainPath: 'gateway' });
     for (const host of bed.hosts) {
       await host.plumbing.ensureNetwork({ vni: VNI, encrypted: false });
       for (let k = 1; k <= PER_HOST; k++) {
@@ -218,7 +219,13 @@ describe('IproutePlumbing on real namespaces', () => {
   it('(4) removal is clean and idempotent, for containers given by path and by pid', async () => {
     const hostNs = await bed.namespace('xh');
     const vtepNs = bed.reserve('xt');
-    const p = new IproutePlumbing({ hostNetns: hostNs, vtepNetns: vtepNs, linkNet: '169.254.200.0' });
+    // Plain network 8 in the kernel: its device is made from hostNs (no route needed to make it).
+    const p = new IproutePlumbing({
+      hostNetns: hostNs,
+      vtepNetns: vtepNs,
+      linkNet: '169.254.200.0',
+      underlayAddress: '198.18.200.1',
+    });
     const byPath = await bed.namespace('xc');
     const holder = await bed.namespace('xp');
     const sleeper = bed.spawn(holder, ['sleep', '600']);
@@ -295,12 +302,17 @@ describe('IproutePlumbing on real namespaces', () => {
     expect(vtepLinks).not.toMatch(/\b(br7|vx7)\b/);
     expect(vtepLinks).toMatch(/\bvx8\b/);
     expect(await p.listFdb(7)).toEqual([]);
+    // vx8's socket is in the host netns, behind the underlay firewall.
+    expect((await bed.exec(hostNs, ['ss', '-Huln', 'sport', '= 4789'])).stdout).toContain('0.0.0.0:4789');
+    expect((await bed.exec(hostNs, ['nft', 'list', 'tables'])).stdout).toContain('table inet veil_underlay');
     for (let round = 0; round < 2; round++) {
       await p.teardownHost();
       expect(bed.namespaces()).not.toContain(vtepNs);
       expect((await bed.exec(hostNs, ['ip', '-o', 'link', 'show'])).stdout.trim().split('\n')).toHaveLength(1);
       expect((await bed.exec(hostNs, ['ip', '-o', 'addr', 'show'])).stdout).not.toContain('169.254.');
       expect((await bed.exec(hostNs, ['ip', 'route', 'show', 'table', 'all'])).stdout).not.toContain('169.254.');
+      expect((await bed.exec(hostNs, ['ss', '-Huln', 'sport', '= 4789'])).stdout).toBe('');
+      expect((await bed.exec(hostNs, ['nft', 'list', 'tables'])).stdout).toBe('');
     }
     await sleeper.stop();
   });
@@ -309,7 +321,12 @@ describe('IproutePlumbing on real namespaces', () => {
     const hostNs = await bed.namespace('uh');
     const vtepNs = bed.reserve('ut');
     await bed.exec(hostNs, ['sysctl', '-q', '-w', `net.ipv4.ip_unprivileged_port_start=${VTEP_DELIVERY_PORT}`]);
-    const p = new IproutePlumbing({ hostNetns: hostNs, vtepNetns: vtepNs, linkNet: '169.254.201.0' });
+    const p = new IproutePlumbing({
+      hostNetns: hostNs,
+      vtepNetns: vtepNs,
+      linkNet: '169.254.201.0',
+      underlayAddress: '198.18.201.1',
+    });
     const err = await p.ensureHost().then(
       () => undefined,
       (e: unknown) => e,

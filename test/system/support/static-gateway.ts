@@ -23,6 +23,8 @@ export async function startStaticGateway(
   const plumbing = new IproutePlumbing({
     vtepNetns: config.vtep.netns,
     underlayMtu: config.underlayMtu,
+    underlayAddress: config.host.address,
+    ...(config.plainPath ? { plainPath: config.plainPath } : {}),
     ...(config.vtep.linkNet ? { linkNet: config.vtep.linkNet } : {}),
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   });
