@@ -2,11 +2,13 @@
 // interleaved rounds in the same run, plus ping RTT. Prints Gbit/s and the ratio of veil
 // encrypted to each. Reference peers: kernel VXLAN, wireguard-go, OpenVPN (AES-128-GCM, TLS p2p).
 //   VEIL_BENCH_ROUNDS (3), VEIL_BENCH_SECONDS (10), VEIL_BENCH_ONLY (comma list of row names),
-//   VEIL_BENCH_DATA_PATH (native | ts; default: the gateway's default, native when built)
+//   VEIL_BENCH_DATA_PATH (native | ts; default: the gateway's default, native when built),
+//   VEIL_BENCH_PLAIN_PATH (kernel | gateway; default: the gateway's default, kernel)
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BedProcess } from '../test/system/netns/bed.js';
+import { DEFAULT_PLAIN_PATH, isPlainPath } from '../src/model/plain-path.js';
 import { createOverlayBed, type NetworkDef, type OverlayBed } from '../test/system/netns/overlay-bed.js';
 
 const ROUNDS = Number(process.env.VEIL_BENCH_ROUNDS ?? 3);
@@ -250,7 +252,14 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.le
 
 async function main(): Promise<void> {
   const dataPath = process.env.VEIL_BENCH_DATA_PATH as 'native' | 'ts' | undefined;
-  const ob = await createOverlayBed({ hosts: 2, networks: [ENC, PLAIN], ...(dataPath ? { dataPath } : {}) });
+  const plainPath = process.env.VEIL_BENCH_PLAIN_PATH ?? DEFAULT_PLAIN_PATH;
+  if (!isPlainPath(plainPath)) throw new Error(`VEIL_BENCH_PLAIN_PATH must be kernel or gateway, got ${plainPath}`);
+  const ob = await createOverlayBed({
+    hosts: 2,
+    networks: [ENC, PLAIN],
+    plainPath,
+    ...(dataPath ? { dataPath } : {}),
+  });
   const procs: BedProcess[] = [];
   try {
     const [e1, e2, p1, p2] = [
@@ -276,7 +285,7 @@ async function main(): Promise<void> {
           .find((l) => l.includes('gateway ready')) ?? '{}',
       ).dataPath ?? '?';
     console.log(
-      `bench/overlay: iperf3 TCP, ${SECONDS} s x ${ROUNDS} rounds, interleaved; veil data path: ${path}; node ${process.version}`,
+      `bench/overlay: iperf3 TCP, ${SECONDS} s x ${ROUNDS} rounds, interleaved; veil data path: ${path}, plain path: ${plainPath}; node ${process.version}`,
     );
     for (let r = 1; r <= ROUNDS; r++) {
       for (const row of rows) {
@@ -297,6 +306,12 @@ async function main(): Promise<void> {
           `${Math.round(mean(row.retransmits)).toString().padStart(8)}   ${(row.pingMs ?? NaN).toFixed(3).padStart(7)}   ${ratio}`,
       );
     }
+    const kernel = rows.find((r) => r.name === 'kernel VXLAN');
+    if (kernel)
+      for (const name of ['veil encrypted', 'veil plain']) {
+        const row = rows.find((r) => r.name === name);
+        if (row) console.log(`${name} / kernel VXLAN: ${(mean(row.gbps) / mean(kernel.gbps)).toFixed(2)}`);
+      }
   } finally {
     for (const p of procs) await p.stop();
     await ob.destroy();

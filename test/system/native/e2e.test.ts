@@ -80,7 +80,8 @@ beforeAll(async () => {
   if (!existsSync(ADDON)) throw new Error(`${ADDON} is missing: run npm run build:native`);
   if (!existsSync(join(DIST, 'src/vxlan/native/datapath.js')))
     throw new Error('dist/ is missing src/vxlan/native/datapath.js: run npm run build');
-  bed = await createBed({ hosts: 2 });
+  // The plain network passes through the native data plane (the gateway plain path), as it relays it.
+  bed = await createBed({ hosts: 2, plainPath: 'gateway' });
   dir = mkdtempSync(join(tmpdir(), 'veil-native-e2e-'));
   const ids = bed.hosts.map((h) => ({
     id: `h${h.index}`,

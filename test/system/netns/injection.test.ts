@@ -1,14 +1,17 @@
 // No local injection (docs/security.md "Lessons from Docker's encrypted overlay", CVE-2023-28840), on both data
-// paths. A process of host 1's namespace with no capabilities at all (uid 65534, empty bounding set)
+// paths and both plain paths. A process of host 1's namespace with no capabilities at all (uid 65534, empty
+// bounding set)
 //   (a) sends forged VXLAN to the gateway address that leads to host 2 (169.254.64.2:1021): host 1's
 //       gateway drops it as 'unauthorized-source' (only the VTEP, 169.254.1.2, may use those addresses),
 //       nothing leaves host 1 on the underlay, host 2 opens nothing and its containers see nothing;
 //   (b) sends plain VXLAN straight to host 1's VTEP (169.254.1.2:4789) with frames for host 1's own
 //       containers: the vtep namespace's firewall (only 169.254.1.1:1022 may send there) drops and
-//       counts them, and the containers see nothing.
+//       counts them, and the containers see nothing;
+//   (c) with plain networks in the kernel, sends plain VXLAN of the plain network to host 1's own UDP
+//       4789 (the underlay address and loopback): the underlay firewall (peers only) drops and counts it.
 // Controls, so that the test can fail: the genuine path works (cross-host pings); the same forged
 // datagrams sent as root from the VTEP's address are sealed, carried and delivered (the receivers do
-// see such frames); the same unprivileged sends reach the container once the firewall is removed.
+// see such frames); the same unprivileged sends reach the container once a firewall lets them.
 import { udpFrame } from '../../support/frames.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -19,7 +22,7 @@ import { HOST_INDEX_MAX } from '../../../src/model/ids.js';
 import { gatewayAddress } from '../../../src/model/peer-net.js';
 import type { PairStatus } from '../../../src/vxlan/datapath.js';
 import type { GatewayStatus } from '../../../src/vxlan/gateway.js';
-import { VTEP_FIREWALL_COUNTER, VTEP_FIREWALL_TABLE } from '../../../src/vxlan/plumbing.js';
+import { UNDERLAY_FIREWALL_TABLE, VTEP_FIREWALL_COUNTER, VTEP_FIREWALL_TABLE } from '../../../src/vxlan/plumbing.js';
 import { encodeVxlanHeader } from '../../../src/vxlan/wire/vxlan.js';
 import { parsePcap, udpDatagrams, type UdpDatagram } from '../support/pcap.js';
 import { waitUntil } from '../../support/wait.js';
@@ -104,15 +107,22 @@ interface SenderReport {
   sent: number;
 }
 
-for (const dataPath of ['ts', 'native'] as const) {
-  describe(`no local injection [${dataPath} data path]`, () => {
+const VARIANTS = [
+  { dataPath: 'ts', plainPath: 'gateway' },
+  { dataPath: 'native', plainPath: 'kernel' },
+] as const;
+
+for (const { dataPath, plainPath } of VARIANTS) {
+  describe(`no local injection [${dataPath} data path, plain networks via ${plainPath}]`, () => {
+    /** The networks whose frames pass through the gateway (a plain one in the kernel does not). */
+    const RELAYED = plainPath === 'gateway' ? NETWORKS : [ENC];
     let ob: OverlayBed;
     const on = new Map<string, [Container, Container]>(); // network id → [host 1's, host 2's]
     const spawned = new Set<BedProcess>();
     const c = (net: NetworkDef, host: 1 | 2): Container => on.get(net.id)![host - 1]!;
 
     beforeAll(async () => {
-      ob = await createOverlayBed({ hosts: 2, networks: NETWORKS, dataPath });
+      ob = await createOverlayBed({ hosts: 2, networks: NETWORKS, dataPath, plainPath });
       for (const net of NETWORKS) {
         const pair: Container[] = [];
         for (const host of [1, 2]) {
@@ -289,13 +299,13 @@ for (const dataPath of ['ts', 'native'] as const) {
         expect(containers[i]!.includes(markers.get(net.id)!), `${net.id} marker at host 2's container`).toBe(false),
       );
       expect(pairOf(after1, 'h2', ENC).outbound!.sealed).toBe(pairOf(before1, 'h2', ENC).outbound!.sealed);
-      for (const net of NETWORKS)
+      for (const net of RELAYED)
         expect(pairOf(after1, 'h2', net).txPackets, `${net.id} tx at host 1`).toBe(
           pairOf(before1, 'h2', net).txPackets,
         );
       expect(fromHost1(underlay!), 'datagrams host 1 → host 2 on the underlay').toEqual([]);
       expect(opened(pairOf(after2, 'h1', ENC))).toBe(opened(pairOf(before2, 'h1', ENC)));
-      for (const net of NETWORKS)
+      for (const net of RELAYED)
         expect(pairOf(after2, 'h1', net).rxPackets, `${net.id} rx at host 2`).toBe(
           pairOf(before2, 'h1', net).rxPackets,
         );
@@ -310,12 +320,12 @@ for (const dataPath of ['ts', 'native'] as const) {
       const h1 = ob.hosts[0]!;
       const before1 = await ob.status(1);
       const before2 = await ob.status(2);
-      const markers = new Map(NETWORKS.map((net) => [net.id, marker(`a-control-${net.id}`)]));
+      const markers = new Map(RELAYED.map((net) => [net.id, marker(`a-control-${net.id}`)]));
       const captures = await Promise.all([
         capture(ob.hosts[1]!.netns, 'a-control-underlay', ['udp']),
-        ...NETWORKS.map((net) => capture(c(net, 2).ns, `a-control-${net.id}`)),
+        ...RELAYED.map((net) => capture(c(net, 2).ns, `a-control-${net.id}`)),
       ]);
-      for (const net of NETWORKS) {
+      for (const net of RELAYED) {
         const r = await send(
           h1.vtepNetns,
           {
@@ -328,10 +338,10 @@ for (const dataPath of ['ts', 'native'] as const) {
         );
         expect(r.sent).toBe(N);
       }
-      await waitUntil(
-        'host 2 to receive them',
-        async () => pairOf(await ob.status(2), 'h1', PLAIN).rxPackets - pairOf(before2, 'h1', PLAIN).rxPackets >= N,
-      );
+      await waitUntil('host 2 to receive them', async () => {
+        const now = await ob.status(2);
+        return RELAYED.every((net) => pairOf(now, 'h1', net).rxPackets - pairOf(before2, 'h1', net).rxPackets >= N);
+      });
       const [underlay, ...containers] = await Promise.all(captures.map((cap) => cap.stop()));
       const after1 = await ob.status(1);
       const after2 = await ob.status(2);
@@ -341,12 +351,13 @@ for (const dataPath of ['ts', 'native'] as const) {
       const carried = fromHost1(underlay!);
       // (At least one datagram each: UDP GSO may carry several as one on the veths the capture sees.)
       expect(carried.filter((d) => d.dstPort === 4500).length, 'ESP host 1 → host 2').toBeGreaterThan(0);
-      expect(
-        carried.filter((d) => d.dstPort === 4789 && Buffer.from(d.payload).includes(markers.get(PLAIN.id)!)).length,
-        'plain VXLAN host 1 → host 2',
-      ).toBeGreaterThan(0);
+      if (plainPath === 'gateway')
+        expect(
+          carried.filter((d) => d.dstPort === 4789 && Buffer.from(d.payload).includes(markers.get(PLAIN.id)!)).length,
+          'plain VXLAN host 1 → host 2',
+        ).toBeGreaterThan(0);
       expect(opened(pairOf(after2, 'h1', ENC)) - opened(pairOf(before2, 'h1', ENC))).toBe(N);
-      NETWORKS.forEach((net, i) =>
+      RELAYED.forEach((net, i) =>
         expect(containers[i]!.includes(markers.get(net.id)!), `${net.id} marker at host 2's container`).toBe(true),
       );
     }, 60_000);
@@ -422,6 +433,86 @@ for (const dataPath of ['ts', 'native'] as const) {
         await h1.plumbing.ensureHost();
       }
     }, 60_000);
+
+    (plainPath === 'kernel' ? it : () => undefined)(
+      "(c) plain VXLAN sent to the host's own UDP 4789 by an unprivileged process is dropped and counted by the underlay firewall",
+      async () => {
+        const h1 = ob.hosts[0]!;
+        const before = await ob.plain(1, PLAIN.vni);
+        const mark = marker('c');
+        const cap = await capture(c(PLAIN, 1).ns, 'c');
+        const reports: SenderReport[] = [];
+        // As if host 2's container had sent it: to the underlay address, and to loopback.
+        for (const to of [h1.underlayAddress, '127.0.0.1'])
+          reports.push(
+            await send(
+              h1.netns,
+              { to, port: 4789, datagrams: forged(PLAIN.vni, c(PLAIN, 2), c(PLAIN, 1), mark) },
+              true,
+            ),
+          );
+        const seen = await cap.stop();
+        const after = await ob.plain(1, PLAIN.vni);
+
+        for (const r of reports) expectPowerless(r);
+        expect(after.notAPeer.packets - before.notAPeer.packets, 'nft counter vxlan_not_peer').toBe(2 * N);
+        expect(after.rxPackets, 'the device received nothing').toBe(before.rxPackets);
+        expect(seen.includes(mark), "marker at host 1's container").toBe(false);
+        expect(await ping(c(PLAIN, 2), c(PLAIN, 1))).toBe(true);
+        console.log(
+          `[injection ${dataPath}] (c) nft vxlan_not_peer: ${before.notAPeer.packets} → ${after.notAPeer.packets} packets`,
+        );
+      },
+      60_000,
+    );
+
+    (plainPath === 'kernel' ? it : () => undefined)(
+      '(c) control: with the underlay firewall letting everything in, the same sends reach the container; ensureHost closes it again',
+      async () => {
+        const h1 = ob.hosts[0]!;
+        await ob.bed.exec(h1.netns, [
+          'nft',
+          'insert',
+          'rule',
+          'inet',
+          UNDERLAY_FIREWALL_TABLE,
+          'input',
+          'udp',
+          'dport',
+          '4789',
+          'accept',
+        ]);
+        try {
+          const open = marker('c-control');
+          const cap = await capture(c(PLAIN, 1).ns, 'c-control');
+          expectPowerless(
+            await send(
+              h1.netns,
+              { to: h1.underlayAddress, port: 4789, datagrams: forged(PLAIN.vni, c(PLAIN, 2), c(PLAIN, 1), open) },
+              true,
+            ),
+          );
+          expect((await cap.stop()).includes(open), 'the kernel VXLAN socket takes VXLAN from anyone').toBe(true);
+        } finally {
+          await h1.plumbing.ensureHost();
+        }
+        const before = await ob.plain(1, PLAIN.vni);
+        const closed = marker('c-restored');
+        const cap = await capture(c(PLAIN, 1).ns, 'c-restored');
+        expectPowerless(
+          await send(
+            h1.netns,
+            { to: h1.underlayAddress, port: 4789, datagrams: forged(PLAIN.vni, c(PLAIN, 2), c(PLAIN, 1), closed) },
+            true,
+          ),
+        );
+        expect((await cap.stop()).includes(closed)).toBe(false);
+        expect((await ob.plain(1, PLAIN.vni)).notAPeer.packets - before.notAPeer.packets).toBe(N);
+        // The peers stayed in the set through ensureHost: the genuine path works.
+        expect(await ping(c(PLAIN, 2), c(PLAIN, 1))).toBe(true);
+      },
+      60_000,
+    );
   });
 }
 

@@ -12,6 +12,8 @@ import { SecretKey } from '../../../src/crypto/secret.js';
 import { generateX25519KeyPair, type X25519KeyPair } from '../../../src/crypto/x25519.js';
 import type { PairStatus } from '../../../src/vxlan/datapath.js';
 import type { GatewayStatus } from '../../../src/vxlan/gateway.js';
+import type { PlainNetworkCounters } from '../../../src/vxlan/plumbing.js';
+import type { PlainPath } from '../../../src/model/plain-path.js';
 import { encodeSpi } from '../../../src/vxlan/wire/spi.js';
 import { createBed, type Bed, type BedHost, type BedProcess } from './bed.js';
 
@@ -69,6 +71,16 @@ export interface OverlayBed {
   containersOnEveryHost(networks: NetworkDef[]): Promise<Map<string, Container[]>>;
   status(hostIndex: number): Promise<GatewayStatus>;
   pair(hostIndex: number, peerIndex: number, vni: number): Promise<PairStatus | undefined>;
+  /**
+   * A plain network in the kernel on a host, read now (the gateway's status reads it every 5 s): its
+   * VXLAN device's counters, and what the host's underlay firewall refused.
+   */
+  plain(
+    hostIndex: number,
+    vni: number,
+  ): Promise<
+    PlainNetworkCounters['networks'][number] & Pick<PlainNetworkCounters, 'notAPeer' | 'plaintextOnEncrypted'>
+  >;
   /** KEYMAT (key || salt) and SPI of the SA sender → receiver on an encrypted network, epoch 1. */
   saKey(sender: number, receiver: number, network: NetworkDef): { keymat: SecretKey; spi: number };
   destroy(): Promise<void>;
@@ -85,8 +97,10 @@ export async function createOverlayBed(options: {
   withholdKeys?: string[];
   /** The gateways' data path; absent: the gateway's default (native when built). */
   dataPath?: 'ts' | 'native';
+  /** How plain networks reach the underlay; absent: the default (kernel). */
+  plainPath?: PlainPath;
 }): Promise<OverlayBed> {
-  const bed = await createBed({ hosts: options.hosts });
+  const bed = await createBed({ hosts: options.hosts, ...(options.plainPath ? { plainPath: options.plainPath } : {}) });
   const dir = mkdtempSync(join(tmpdir(), 'veil-overlay-'));
   const veilHosts = options.veilHosts ?? options.hosts;
   const identities: Identity[] = bed.hosts.map((h) => ({
@@ -139,6 +153,13 @@ export async function createOverlayBed(options: {
     },
     async pair(hostIndex, peerIndex, vni) {
       return (await ob.status(hostIndex)).pairs.find((p) => p.peer === `h${peerIndex}` && p.vni === vni);
+    },
+    async plain(hostIndex, vni) {
+      const { networks, notAPeer, plaintextOnEncrypted } =
+        await bed.hosts[hostIndex - 1]!.plumbing.plainNetworkCounters();
+      const device = networks.find((n) => n.vni === vni);
+      if (!device) throw new Error(`host ${hostIndex} has no plain network ${vni} in the kernel`);
+      return { ...device, notAPeer, plaintextOnEncrypted };
     },
     saKey(sender, receiver, network) {
       const s = identities[sender - 1]!;
@@ -196,6 +217,7 @@ export async function createOverlayBed(options: {
         apiSocket: socketOf(i),
         ...(options.sequenceBudget ? { sequenceBudget: options.sequenceBudget } : {}),
         ...(options.dataPath ? { dataPath: options.dataPath } : {}),
+        ...(options.plainPath ? { plainPath: options.plainPath } : {}),
       };
       const path = join(dir, `h${i}.json`);
       writeFileSync(path, JSON.stringify(config));
