@@ -588,9 +588,14 @@ export class IproutePlumbing implements Plumbing {
       const vx = vxlanName(spec.vni);
       const mtu = String(overlayMtu(this.underlayMtu, spec.encrypted));
       const inKernel = !spec.encrypted && this.plainPath === 'kernel';
-      // Before the device: plain VXLAN claiming an encrypted VNI is counted from the start.
-      if (this.plainPath === 'kernel' && spec.encrypted)
-        await applyNftScript(this.run, this.hostNetns, underlaySetScript('add', ENCRYPTED_VNIS_SET, String(spec.vni)));
+      // Before the device: plain VXLAN claiming an encrypted VNI is counted from the start, and a VNI an
+      // encrypted network had before (deleted while no gateway ran) no longer refuses this plain one.
+      if (this.plainPath === 'kernel')
+        await applyNftScript(
+          this.run,
+          this.hostNetns,
+          underlaySetScript(spec.encrypted ? 'add' : 'delete', ENCRYPTED_VNIS_SET, String(spec.vni)),
+        );
       const bridge = await this.linkInfo('vtep', br);
       if (bridge && bridge.linkinfo?.info_kind !== 'bridge') await this.ipVtep(['link', 'del', br]);
       if (!bridge || bridge.linkinfo?.info_kind !== 'bridge')
@@ -1109,21 +1114,16 @@ interface LinkJson {
 }
 
 /**
- * A peer's underlay address as a plain VXLAN destination or source: unicast IPv4, and none of the
- * host's own link-local plumbing (the peer net, the vtep link, the resolver) nor loopback.
+ * A peer's underlay address as a plain VXLAN destination or source: unicast IPv4 off this host, and
+ * not in the peer net (an FDB entry there would hand a plain network's frames to the gateway).
  */
 function checkUnderlayPeer(address: string, peerNet: string): string {
   const a = parseIpv4(address);
   const first = a === undefined ? -1 : a >>> 24;
-  if (
-    a === undefined ||
-    first === 0 ||
-    first === 127 ||
-    first >= 224 ||
-    a >>> 16 === 0xa9fe ||
-    inPeerNet(peerNet, address)
-  )
-    throw new RangeError(`${address} is not a peer's underlay address (unicast IPv4 outside 127/8 and 169.254/16)`);
+  if (a === undefined || first === 0 || first === 127 || first >= 224 || inPeerNet(peerNet, address))
+    throw new RangeError(
+      `${address} is not a peer's underlay address (unicast IPv4, not loopback, not in the peer net ${peerNet}/${PEER_NET_PREFIX_LENGTH})`,
+    );
   return formatIpv4(a);
 }
 

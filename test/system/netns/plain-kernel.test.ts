@@ -156,12 +156,17 @@ describe('plain network in the kernel', () => {
 
   it('ensureHost and ensureNetwork again change nothing and keep the underlay peers', async () => {
     const h = bed.hosts[1]!;
+    // Left over from an encrypted network of the same VNI, deleted while no gateway ran.
+    await bed.exec(h.netns, ['nft', 'add', 'element', 'inet', 'veil_underlay', 'encrypted_vnis', `{ ${PLAIN} }`]);
     const before = await device(h);
     const peers = await h.plumbing.listUnderlayPeers();
     await h.plumbing.ensureHost();
     await h.plumbing.ensureNetwork({ vni: PLAIN, encrypted: false });
     expect(await device(h)).toEqual(before);
     expect(await h.plumbing.listUnderlayPeers()).toEqual(peers);
+    expect(
+      (await bed.exec(h.netns, ['nft', 'list', 'set', 'inet', 'veil_underlay', 'encrypted_vnis'])).stdout,
+    ).not.toContain('elements');
     expect(await ping(containers[1]!, containers[0]!)).toBe(true);
   });
 });
