@@ -329,6 +329,21 @@ async function nextInterfaceName(store: Store, hostId: string, sandbox: Sandbox)
 const reply4xx5xx = { '4xx': errorSchema, '5xx': errorSchema } as const;
 
 export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?: LocalHost): void {
+  const turns = new Map<string, Promise<unknown>>();
+  /** Runs `work` after every earlier call with the same key has settled; without a key at once. */
+  const inTurn = <T>(key: string | undefined, work: () => Promise<T>): Promise<T> => {
+    if (key === undefined) return work();
+    const turn = (turns.get(key) ?? Promise.resolve()).then(work, work);
+    const settled = turn.then(
+      () => undefined,
+      () => undefined,
+    );
+    turns.set(key, settled);
+    void settled.then(() => {
+      if (turns.get(key) === settled) turns.delete(key);
+    });
+    return turn;
+  };
   app.post<{ Body: CreateBody }>(
     '/networks',
     {
@@ -477,44 +492,49 @@ export function registerNetworkRoutes(app: FastifyInstance, store: Store, local?
       }
       if ((body.IfName !== undefined || body.Runtime !== undefined) && !sandbox)
         throw new VeilError('VEIL_ERR_REQUEST_INVALID', 'IfName and Runtime need the Sandbox the interface goes into');
-      if (body.IfName !== undefined && sandbox) {
-        const holder = await interfaceHolder(store, hostId, sandbox, body.IfName);
-        if (holder)
-          throw new VeilError(
-            'VEIL_ERR_ENDPOINT_EXISTS',
-            `interface ${body.IfName} of that container is already ${holder.name}'s${holder.networkId === network.id ? '' : ' on another network'}`,
-          );
-      }
-      const cfg = body.EndpointConfig;
-      const ifName = sandbox ? (body.IfName ?? (await nextInterfaceName(store, hostId, sandbox))) : undefined;
-      const endpoint = await store.createEndpoint({
-        id: body.Runtime
-          ? runtimeEndpointId(network.id, body.Runtime.ContainerID, ifName!)
-          : endpointId(network.id, body.Container),
-        ...(body.Runtime ? { runtime: { kind: body.Runtime.Kind, containerId: body.Runtime.ContainerID } } : {}),
-        networkId: network.id,
-        name: body.Container,
-        hostId,
-        aliases: cfg?.Aliases ?? [],
-        ...(cfg?.IPAMConfig?.IPv4Address ? { ipv4: cfg.IPAMConfig.IPv4Address } : {}),
-        ...(cfg?.MacAddress ? { mac: cfg.MacAddress.toLowerCase() } : {}),
-        ...(sandbox ? { sandbox } : {}),
-        ...(ifName ? { ifName } : {}),
-      });
-      if (isLocal) {
-        try {
-          await local.attach(network, endpoint);
-        } catch (err) {
-          // No partial state: the IP and the record go again.
-          await store
-            .deleteEndpoint(network.id, endpoint.id)
-            .catch((e: Error) => req.log.error({ error: e.message }, 'could not roll back an endpoint'));
-          // A refusal keeps its code; anything the host could not do is "could not attach" (422).
-          throw err instanceof VeilError && err.status < 500
-            ? err
-            : new VeilError('VEIL_ERR_ATTACH_FAILED', (err as Error).message, { cause: err });
+      // Connects into one container take turns: each picks its interface name (eth0, eth1, ...) once the
+      // one before has its endpoint, so two at once never take the same name.
+      const endpoint = await inTurn(sandbox && JSON.stringify([hostId, sandbox]), async () => {
+        if (body.IfName !== undefined && sandbox) {
+          const holder = await interfaceHolder(store, hostId, sandbox, body.IfName);
+          if (holder)
+            throw new VeilError(
+              'VEIL_ERR_ENDPOINT_EXISTS',
+              `interface ${body.IfName} of that container is already ${holder.name}'s${holder.networkId === network.id ? '' : ' on another network'}`,
+            );
         }
-      }
+        const cfg = body.EndpointConfig;
+        const ifName = sandbox ? (body.IfName ?? (await nextInterfaceName(store, hostId, sandbox))) : undefined;
+        const created = await store.createEndpoint({
+          id: body.Runtime
+            ? runtimeEndpointId(network.id, body.Runtime.ContainerID, ifName!)
+            : endpointId(network.id, body.Container),
+          ...(body.Runtime ? { runtime: { kind: body.Runtime.Kind, containerId: body.Runtime.ContainerID } } : {}),
+          networkId: network.id,
+          name: body.Container,
+          hostId,
+          aliases: cfg?.Aliases ?? [],
+          ...(cfg?.IPAMConfig?.IPv4Address ? { ipv4: cfg.IPAMConfig.IPv4Address } : {}),
+          ...(cfg?.MacAddress ? { mac: cfg.MacAddress.toLowerCase() } : {}),
+          ...(sandbox ? { sandbox } : {}),
+          ...(ifName ? { ifName } : {}),
+        });
+        if (isLocal) {
+          try {
+            await local.attach(network, created);
+          } catch (err) {
+            // No partial state: the IP and the record go again.
+            await store
+              .deleteEndpoint(network.id, created.id)
+              .catch((e: Error) => req.log.error({ error: e.message }, 'could not roll back an endpoint'));
+            // A refusal keeps its code; anything the host could not do is "could not attach" (422).
+            throw err instanceof VeilError && err.status < 500
+              ? err
+              : new VeilError('VEIL_ERR_ATTACH_FAILED', (err as Error).message, { cause: err });
+          }
+        }
+        return created;
+      });
       req.log.info(
         { network: network.name, container: endpoint.name, host: hostId, ipv4: endpoint.ipv4, mac: endpoint.mac },
         'container connected',

@@ -162,6 +162,24 @@ export function describeEndpointsApi(impl: StoreImpl): void {
       expect([twice.statusCode, twice.json().code]).toEqual([409, 'VEIL_ERR_ENDPOINT_EXISTS']);
     });
 
+    it('connects into one container at the same time get eth0, eth1, eth2 (none twice)', async () => {
+      for (const [i, n] of ['m1', 'm2', 'm3'].entries())
+        expect(
+          (await post('/networks', { Name: n, IPAM: { Config: [{ Subnet: `10.5${i}.0.0/24` }] } })).statusCode,
+        ).toBe(201);
+      // A slow store write: each connect would otherwise pick its name before the others' endpoints exist.
+      const create = store.createEndpoint.bind(store);
+      store.createEndpoint = async (spec) => {
+        await new Promise((r) => setTimeout(r, 20));
+        return create(spec);
+      };
+      const replies = await Promise.all(
+        ['m1', 'm2', 'm3'].map((n) => post(`/networks/${n}/connect`, { Container: 'multi', Sandbox: { Pid: 777 } })),
+      );
+      expect(replies.map((r) => r.statusCode)).toEqual([200, 200, 200]);
+      expect(local.attached.map((e) => e.ifName).sort()).toEqual(['eth0', 'eth1', 'eth2']);
+    });
+
     it("a container on another host is recorded for that host's gateway to plumb; this host plumbs nothing", async () => {
       await makeNetwork('n3');
       const r = await post('/networks/n3/connect', {
