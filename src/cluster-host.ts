@@ -58,6 +58,8 @@ export interface ClusterHostDeps {
   readonly incarnation: string;
   readonly leaseTtlSeconds: number;
   readonly sequenceBudget: number;
+  /** The underlay MTU and where it came from (GET /status). */
+  readonly underlayMtu?: { readonly mtu: number; readonly from: string };
   readonly schedule: ScheduleConfig;
   /** For the key schedule's timers and timestamps; the system clock unless a test injects one. */
   readonly clock?: Clock;
@@ -108,6 +110,7 @@ export function assembleClusterHost(deps: ClusterHostDeps): ClusterHost {
     plumbing: deps.plumbing,
     dataPath: deps.dataPath,
     sequenceBudget,
+    ...(deps.underlayMtu ? { underlayMtu: deps.underlayMtu } : {}),
     log: (event, fields) => log('info', event, fields),
   });
   const keyLog = (event: string, fields?: Record<string, unknown>) => log('info', event, fields);

@@ -6,7 +6,7 @@ import { buildApp } from './api/app.js';
 import { buildDockerPluginApp } from './api/docker-plugin.js';
 import { listenApi, listenOnSocket, planApiListen } from './api/listen.js';
 import { assembleClusterHost, type HostDns, type HostLog } from './cluster-host.js';
-import type { ClusterGatewayConfig } from './config/cluster.js';
+import { DEFAULTS, MTU_MAX, MTU_MIN, type ClusterGatewayConfig } from './config/cluster.js';
 import { loadOrCreateIdentity } from './config/identity.js';
 import { nodeAeadProvider } from './crypto/aead-node.js';
 import { bytesToHex } from './crypto/bytes.js';
@@ -17,8 +17,8 @@ import { DockerPlugin } from './docker/plugin.js';
 import { PLUGIN_SOCKET_FILE, RESERVATION_SWEEP_MS } from './docker/protocol.js';
 import { DnsService } from './dns/service.js';
 import { VeilError } from './errors.js';
-import { execRunner } from './host/exec.js';
-import { interfaceWithMac } from './host/netns.js';
+import { execRunner, type CommandRunner } from './host/exec.js';
+import { interfaceWithAddress, interfaceWithMac } from './host/netns.js';
 import { HOST_LINK } from './host/names.js';
 import { DEFAULT_SEQUENCE_BUDGET } from './keyrotation/budget.js';
 import { scheduleConfig } from './keyrotation/schedule.js';
@@ -87,6 +87,39 @@ export function chooseDataPath(
           relayPlain: plumbing.plainPath === 'gateway',
         });
   return { dataPath, kind };
+}
+
+/**
+ * The underlay MTU (docs/wire.md "MTU"): --mtu, else the MTU of the interface that holds the advertised
+ * address, clamped into MTU_MIN..MTU_MAX; DEFAULTS.underlayMtu when no interface holds it (an address
+ * that NAT maps to this host, say). `from` says which, for the log and GET /status.
+ */
+export async function underlayMtuFor(
+  configured: number | undefined,
+  advertise: string,
+  run: CommandRunner,
+  log: Pick<Logger, 'info' | 'warn'>,
+): Promise<{ mtu: number; from: string }> {
+  if (configured !== undefined) return { mtu: configured, from: '--mtu' };
+  const link = await interfaceWithAddress(run, advertise).catch((err: unknown) => {
+    log.warn({ error: (err as Error).message }, 'could not read the interfaces');
+    return undefined;
+  });
+  if (!link) {
+    log.warn(
+      { advertise, mtu: DEFAULTS.underlayMtu },
+      'no interface holds the advertised address; underlay MTU is the default (--mtu sets it)',
+    );
+    return { mtu: DEFAULTS.underlayMtu, from: 'default' };
+  }
+  const mtu = Math.min(MTU_MAX, Math.max(MTU_MIN, link.mtu));
+  if (mtu !== link.mtu)
+    log.warn(
+      { interface: link.ifname, interfaceMtu: link.mtu, mtu },
+      `underlay MTU clamped into ${MTU_MIN}..${MTU_MAX}`,
+    );
+  else log.info({ interface: link.ifname, mtu }, 'underlay MTU from the interface');
+  return { mtu, from: link.ifname };
 }
 
 /** The etcd client's TLS files (--cluster-store-opt), read once at start. */
@@ -164,16 +197,17 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   log.info({ dataDir: config.dataDir, created: identity.created }, 'host identity loaded');
   const incarnation = bytesToHex(randomBytes(8));
   const storeTls = config.clusterStoreTls ? readStoreTls(config.clusterStoreTls) : undefined;
+  const underlay = await underlayMtuFor(config.underlayMtu, config.advertise, execRunner, log);
   const plumbing = new IproutePlumbing({
     vtepNetns: config.vtepNetns,
-    underlayMtu: config.underlayMtu,
+    underlayMtu: underlay.mtu,
     linkNet: config.linkNet,
     peerNet: config.peerNet,
     underlayAddress: config.advertise,
     plainPath: config.plainPath,
     log: (level, msg, fields) => log[level](fields ?? {}, msg),
   });
-  const { dataPath, kind } = chooseDataPath(config.dataPath, config.advertise, plumbing, config.underlayMtu, log);
+  const { dataPath, kind } = chooseDataPath(config.dataPath, config.advertise, plumbing, underlay.mtu, log);
   // No --cluster-store: this host runs its own etcd (one host; its data stays in the data dir).
   let embedded: EmbeddedEtcd | undefined;
   if (!config.clusterStore)
@@ -194,6 +228,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     incarnation,
     leaseTtlSeconds: config.leaseTtlSeconds,
     sequenceBudget: config.sequenceBudget ?? DEFAULT_SEQUENCE_BUDGET,
+    underlayMtu: underlay,
     schedule: scheduleConfig({
       intervalMs: config.keyIntervalMs,
       ackTimeoutMs: config.keyGraceMs,

@@ -21,6 +21,11 @@ export const gatewayStatusSchema = {
   required: ['host', 'peers', 'networks', 'pairs', 'unattributedDrops', 'sendFailures'],
   properties: {
     host: { type: 'string' },
+    underlay: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { address: { type: 'string' }, mtu: { type: 'integer' }, mtuFrom: { type: 'string' } },
+    },
     /** nftables in the vtep namespace: plain VXLAN that did not come from the gateway, dropped (no local injection). */
     vtepFirewall: {
       type: 'object',

@@ -19,7 +19,8 @@ import { DEFAULT_PLAIN_PATH, isPlainPath, PLAIN_PATHS, type PlainPath } from '..
  *   --vtep-netns NAME                  VEIL_VTEP_NETNS       the namespace holding bridges and VXLAN devices
  *   --link-net A.B.C.0                 VEIL_LINK_NET         /30 between host and vtep namespace
  *   --peer-net A.B.C.0                 VEIL_PEER_NET         /18 of the peers' gateway addresses
- *   --mtu N                            VEIL_MTU              underlay MTU (overlay MTUs derive from it)
+ *   --mtu N                            VEIL_MTU              underlay MTU (overlay MTUs derive from it); absent: the
+ *                                                            MTU of the interface holding the advertised address
  *   --data-path native|ts              VEIL_DATA_PATH
  *   --plain-path kernel|gateway        VEIL_PLAIN_PATH       how plain networks reach the underlay (kernel)
  *   --lease-ttl SECONDS                VEIL_LEASE_TTL        how long a dead host stays listed
@@ -46,7 +47,8 @@ export interface ClusterGatewayConfig {
   vtepNetns: string;
   linkNet: string;
   peerNet: string;
-  underlayMtu: number;
+  /** --mtu; absent: the MTU of the interface that holds `advertise` (src/main.ts underlayMtuFor). */
+  underlayMtu?: number;
   dataPath?: 'native' | 'ts';
   plainPath: PlainPath;
   leaseTtlSeconds: number;
@@ -59,6 +61,10 @@ export interface ClusterGatewayConfig {
   /** docs/cni.md "Cleanup"; absent: RUNTIME_SWEEP_MS. */
   cniSweepMs?: number;
 }
+
+/** The underlay MTUs veil takes (--mtu, or an interface's, clamped into this range). */
+export const MTU_MIN = 1280;
+export const MTU_MAX = 9000;
 
 export const DEFAULTS = {
   dataDir: '/var/lib/veil',
@@ -117,7 +123,11 @@ export const GATEWAY_FLAGS: Flag[] = [
     env: 'VEIL_PEER_NET',
     help: `the peers' gateway addresses, a /18: ${PEER_NETS.join(' or ')} (default ${DEFAULTS.peerNet})`,
   },
-  { name: 'mtu', env: 'VEIL_MTU', help: `underlay MTU (default ${DEFAULTS.underlayMtu})` },
+  {
+    name: 'mtu',
+    env: 'VEIL_MTU',
+    help: `underlay MTU (default: the advertised address's interface's, else ${DEFAULTS.underlayMtu})`,
+  },
   { name: 'data-path', env: 'VEIL_DATA_PATH', help: 'native | ts (default: native when built)' },
   {
     name: 'plain-path',
@@ -292,7 +302,7 @@ export function parseGatewayConfig(
     vtepNetns: f.get('vtep-netns') ?? DEFAULTS.vtepNetns,
     linkNet,
     peerNet,
-    underlayMtu: f.has('mtu') ? int(f.get('mtu')!, 'mtu', 1280, 9000) : DEFAULTS.underlayMtu,
+    ...(f.has('mtu') ? { underlayMtu: int(f.get('mtu')!, 'mtu', MTU_MIN, MTU_MAX) } : {}),
     ...(dataPath ? { dataPath } : {}),
     plainPath,
     leaseTtlSeconds: f.has('lease-ttl') ? int(f.get('lease-ttl')!, 'lease-ttl', 2, 3600) : DEFAULTS.leaseTtlSeconds,

@@ -83,3 +83,15 @@ export async function interfaceNamed(
     ipv4: (link.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
   };
 }
+
+/** The interface that holds an IPv4 address in this process's namespace, with its MTU; undefined if none does. */
+export async function interfaceWithAddress(
+  run: CommandRunner,
+  address: string,
+): Promise<{ readonly ifname: string; readonly mtu: number } | undefined> {
+  const links = parseCommandJson<
+    Array<{ ifname: string; mtu: number; addr_info?: Array<{ family: string; local: string }> }>
+  >((await run('ip', ['-j', 'addr', 'show'])).stdout, 'ip -j addr show');
+  const link = links.find((l) => l.addr_info?.some((a) => a.family === 'inet' && a.local === address));
+  return link ? { ifname: link.ifname, mtu: link.mtu } : undefined;
+}

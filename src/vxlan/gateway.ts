@@ -37,11 +37,15 @@ export interface GatewayOptions {
   /** TsDataPath (Forwarder + node:dgram) or NativeDataPath (native/, config `dataPath: "native"`). */
   readonly dataPath: DataPath;
   readonly sequenceBudget?: number;
+  /** The underlay MTU the overlay MTUs derive from, and where it came from (an interface, --mtu), for status. */
+  readonly underlayMtu?: { readonly mtu: number; readonly from: string };
   readonly log?: (event: string, fields?: Record<string, unknown>) => void;
 }
 
 export interface GatewayStatus {
   host: string;
+  /** The advertised address and the underlay MTU (docs/wire.md "MTU"), with where the MTU came from. */
+  underlay?: { address: string; mtu: number; mtuFrom: string };
   /** Each peer with its underlay address and its gateway address (docs/plumbing.md "Gateway addresses"). */
   peers: Array<{ id: string; address: string; gateway: string }>;
   networks: GatewayNetwork[];
@@ -453,8 +457,12 @@ export class Gateway {
     // Every configured (peer, network) pair, idle ones included (both data paths list them), and any
     // pair that still has counters (a peer or network since removed).
     const traffic = this.options.dataPath.status();
+    const underlayMtu = this.options.underlayMtu;
     return {
       host: this.options.self.id,
+      ...(underlayMtu
+        ? { underlay: { address: this.options.self.address, mtu: underlayMtu.mtu, mtuFrom: underlayMtu.from } }
+        : {}),
       peers: [...this.#peers.values()].map((p) => ({ id: p.id, address: p.address, gateway: this.#gateway(p) })),
       networks: [...this.#networks.values()],
       pairs: traffic.pairs,

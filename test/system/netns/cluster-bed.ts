@@ -53,8 +53,14 @@ export async function createClusterBed(options: {
   startGateways?: number;
   /** "reserved": each gateway makes its own vtep namespace, as on a real host (bed.ts BedOptions). */
   vtep?: 'plumbed' | 'reserved';
+  /** The underlay's MTU (bed.ts BedOptions); the gateways read it from their eth0. */
+  underlayMtu?: number;
 }): Promise<ClusterBed> {
-  const bed = await createBed({ hosts: options.hosts, ...(options.vtep ? { vtep: options.vtep } : {}) });
+  const bed = await createBed({
+    hosts: options.hosts,
+    ...(options.vtep ? { vtep: options.vtep } : {}),
+    ...(options.underlayMtu ? { underlayMtu: options.underlayMtu } : {}),
+  });
   const dir = mkdtempSync(join(tmpdir(), 'veil-cluster-'));
   const gateways = new Map<number, BedProcess>();
   /** Hosts whose gateway was started, with the extra flags it was started with last. */
