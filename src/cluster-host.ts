@@ -111,7 +111,7 @@ export function assembleClusterHost(deps: ClusterHostDeps): ClusterHost {
     dataPath: deps.dataPath,
     sequenceBudget,
     ...(deps.underlayMtu ? { underlayMtu: deps.underlayMtu } : {}),
-    log: (event, fields) => log('info', event, fields),
+    log: (event, fields, level) => log(level ?? 'info', event, fields),
   });
   const keyLog = (event: string, fields?: Record<string, unknown>) => log('info', event, fields);
   const identityForKeys = { hostId, privateKey: deps.identity.privateKey };

@@ -78,12 +78,18 @@ export const gatewayStatusSchema = {
         error: { type: 'string' },
       },
     },
+    pathMtuError: { type: 'string' },
     peers: {
       type: 'array',
       items: {
         type: 'object',
         additionalProperties: false,
-        properties: { id: { type: 'string' }, address: { type: 'string' }, gateway: { type: 'string' } },
+        properties: {
+          id: { type: 'string' },
+          address: { type: 'string' },
+          gateway: { type: 'string' },
+          pathMtu: { type: 'integer' },
+        },
       },
     },
     networks: {

@@ -39,15 +39,21 @@ export interface GatewayOptions {
   readonly sequenceBudget?: number;
   /** The underlay MTU the overlay MTUs derive from, and where it came from (an interface, --mtu), for status. */
   readonly underlayMtu?: { readonly mtu: number; readonly from: string };
-  readonly log?: (event: string, fields?: Record<string, unknown>) => void;
+  /** Info unless `level` says warn (something the operator should act on). */
+  readonly log?: (event: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
 }
 
 export interface GatewayStatus {
   host: string;
   /** The advertised address and the underlay MTU (docs/wire.md "MTU"), with where the MTU came from. */
   underlay?: { address: string; mtu: number; mtuFrom: string };
-  /** Each peer with its underlay address and its gateway address (docs/plumbing.md "Gateway addresses"). */
-  peers: Array<{ id: string; address: string; gateway: string }>;
+  /**
+   * Each peer with its underlay address and its gateway address (docs/plumbing.md "Gateway addresses"),
+   * and the path MTU toward it when the host learned one below the interface's (docs/wire.md "MTU").
+   */
+  peers: Array<{ id: string; address: string; gateway: string; pathMtu?: number }>;
+  /** Why the path MTUs could not be read, when they could not. */
+  pathMtuError?: string;
   networks: GatewayNetwork[];
   pairs: PairStatus[];
   unattributedDrops: Partial<Record<DropReason, number>>;
@@ -105,6 +111,9 @@ export class Gateway {
   #vtepFirewall: GatewayStatus['vtepFirewall'];
   #portSecurity: GatewayStatus['portSecurity'];
   #plainNetworks: GatewayStatus['plainNetworks'];
+  /** Underlay address → the path MTU the host learned toward it (read with the firewall counters). */
+  #pathMtus = new Map<string, number>();
+  #pathMtuError: string | undefined;
   #vtepFirewallTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly options: GatewayOptions) {}
@@ -113,7 +122,7 @@ export class Gateway {
     await this.options.plumbing.ensureHost();
     await this.refreshVtepFirewall();
     const p = this.options.plumbing;
-    if (p.vtepFirewallDrops || p.portSecurityDrops || p.plainNetworkCounters) {
+    if (p.vtepFirewallDrops || p.portSecurityDrops || p.plainNetworkCounters || p.pathMtus) {
       this.#vtepFirewallTimer = setInterval(() => void this.refreshVtepFirewall(), VTEP_FIREWALL_POLL_MS).unref();
     }
     await this.options.dataPath.start();
@@ -444,6 +453,7 @@ export class Gateway {
         this.#portSecurity = { error: (err as Error).message };
       }
     }
+    if (plumbing.pathMtus) await this.#refreshPathMtus(plumbing.pathMtus.bind(plumbing));
     if (plumbing.plainNetworkCounters && plumbing.plainPath === 'kernel') {
       try {
         this.#plainNetworks = { ...(await plumbing.plainNetworkCounters()), readAt: new Date().toISOString() };
@@ -451,6 +461,37 @@ export class Gateway {
         this.#plainNetworks = { error: (err as Error).message };
       }
     }
+  }
+
+  /**
+   * The path MTUs the host learned toward its peers (ICMP "fragmentation needed" for the gateway's UDP
+   * 4500 datagrams, RFC 1191). Datagrams over one are fragmented by this host, not lost, unless the path
+   * drops fragments: each change is logged, so the operator can set --mtu on every host.
+   */
+  async #refreshPathMtus(read: (addresses: readonly string[]) => Promise<Map<string, number>>): Promise<void> {
+    const addresses = [...new Set([...this.#peers.values()].map((p) => p.address))];
+    let now: Map<string, number>;
+    try {
+      now = await read(addresses);
+      this.#pathMtuError = undefined;
+    } catch (err) {
+      this.#pathMtuError = (err as Error).message;
+      return;
+    }
+    const peersAt = (address: string) =>
+      [...this.#peers.values()].filter((p) => p.address === address).map((p) => p.id);
+    for (const [address, mtu] of now)
+      if (this.#pathMtus.get(address) !== mtu)
+        this.#warn('path MTU toward a peer is below the underlay MTU: larger datagrams are fragmented on the way', {
+          peers: peersAt(address),
+          address,
+          pathMtu: mtu,
+          ...(this.options.underlayMtu ? { underlayMtu: this.options.underlayMtu.mtu } : {}),
+          hint: `set --mtu ${mtu} on every host`,
+        });
+    for (const address of this.#pathMtus.keys())
+      if (!now.has(address)) this.#log('path MTU toward a peer is the underlay MTU again', { address });
+    this.#pathMtus = now;
   }
 
   status(): GatewayStatus {
@@ -463,7 +504,11 @@ export class Gateway {
       ...(underlayMtu
         ? { underlay: { address: this.options.self.address, mtu: underlayMtu.mtu, mtuFrom: underlayMtu.from } }
         : {}),
-      peers: [...this.#peers.values()].map((p) => ({ id: p.id, address: p.address, gateway: this.#gateway(p) })),
+      peers: [...this.#peers.values()].map((p) => {
+        const pathMtu = this.#pathMtus.get(p.address);
+        return { id: p.id, address: p.address, gateway: this.#gateway(p), ...(pathMtu ? { pathMtu } : {}) };
+      }),
+      ...(this.#pathMtuError ? { pathMtuError: this.#pathMtuError } : {}),
       networks: [...this.#networks.values()],
       pairs: traffic.pairs,
       unattributedDrops: traffic.unattributedDrops,
@@ -476,6 +521,10 @@ export class Gateway {
 
   #log(event: string, fields?: Record<string, unknown>): void {
     this.options.log?.(event, fields);
+  }
+
+  #warn(event: string, fields?: Record<string, unknown>): void {
+    this.options.log?.(event, fields, 'warn');
   }
 }
 

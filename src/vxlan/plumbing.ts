@@ -313,6 +313,11 @@ export interface Plumbing {
   /** The kernel plain path's counters (docs/plumbing.md "Plain networks"); optional for fakes. */
   plainNetworkCounters?(): Promise<PlainNetworkCounters>;
   /**
+   * The path MTU the host namespace learned toward each of these underlay addresses (an ICMP
+   * "fragmentation needed", RFC 1191), for those that have one (docs/wire.md "MTU"); optional for fakes.
+   */
+  pathMtus?(addresses: readonly string[]): Promise<Map<string, number>>;
+  /**
    * Bridge br<VNI> and VXLAN vx<VNI> (dstport 4789, nolearning, MTU from overlayMtu): local vtepAddress,
    * or for a plain network in the kernel the underlay address, its socket in the host netns.
    */
@@ -896,6 +901,31 @@ export class IproutePlumbing implements Plumbing {
         });
       }
       return { notAPeer, plaintextOnEncrypted, networks: networks.sort((a, b) => a.vni - b.vni) };
+    });
+  }
+
+  /** One `ip -batch` for all addresses; it fails as a whole when one has no route (then nothing is known). */
+  pathMtus(addresses: readonly string[]): Promise<Map<string, number>> {
+    return this.serial(async () => {
+      const found = new Map<string, number>();
+      const valid = addresses.filter((a) => isIpv4(a));
+      if (valid.length === 0) return found;
+      const script = batchScript(valid.map((a) => ['route', 'get', a]));
+      const host = this.hostNetns === undefined ? [] : ['-n', this.hostNetns];
+      const { stdout } = await this.run('ip', [...host, '-j', '-batch', '-'], script);
+      for (const line of stdout.split('\n')) {
+        if (!line.startsWith('[')) continue;
+        const routes = parseCommandJson<Array<{ dst?: string; metrics?: Array<{ mtu?: number }> }>>(
+          line,
+          'ip -j route get',
+        );
+        for (const route of routes) {
+          // A learned path MTU is a route exception's "mtu" metric (RFC 1191, expires after 10 min).
+          const mtu = route.metrics?.find((m) => m.mtu !== undefined)?.mtu;
+          if (route.dst !== undefined && mtu !== undefined) found.set(route.dst, mtu);
+        }
+      }
+      return found;
     });
   }
 

@@ -41,7 +41,7 @@ export async function startStaticGateway(
     plumbing,
     dataPath,
     ...(config.sequenceBudget ? { sequenceBudget: config.sequenceBudget } : {}),
-    log: (msg, fields) => log.info(fields ?? {}, msg),
+    log: (msg, fields, level) => log[level ?? 'info'](fields ?? {}, msg),
   });
   await gateway.start();
   for (const network of config.networks) await gateway.addNetwork(network, network.key);
