@@ -1,11 +1,14 @@
 // bench/overlay: iperf3 TCP through each overlay between two hosts (namespaces) on one machine,
-// interleaved rounds in the same run, plus ping RTT. Prints Gbit/s and the ratio of veil
-// encrypted to each. Reference peers: kernel VXLAN, wireguard-go, OpenVPN (AES-128-GCM, TLS p2p).
+// one stream and 8 (-P 8), interleaved rounds in the same run; UDP packets per second at 64 and 1400
+// bytes; ping RTT; and the CPU seconds per gigabit of the tunnel's own processes (veil's gateways,
+// wireguard-go, OpenVPN; kernel VXLAN has none). Prints Gbit/s and the ratio of veil encrypted to each.
+// Reference peers: kernel VXLAN, wireguard-go, OpenVPN (AES-128-GCM, TLS p2p).
 //   VEIL_BENCH_ROUNDS (3), VEIL_BENCH_SECONDS (10), VEIL_BENCH_ONLY (comma list of row names),
 //   VEIL_BENCH_DATA_PATH (native | ts; default: the gateway's default, native when built),
-//   VEIL_BENCH_PLAIN_PATH (kernel | gateway; default: the gateway's default, kernel)
+//   VEIL_BENCH_PLAIN_PATH (kernel | gateway; default: the gateway's default, kernel),
+//   VEIL_BENCH_UNDERLAY_MTU (1500; 9000 for a jumbo underlay), VEIL_BENCH_UDP_SECONDS (5)
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BedProcess } from '../test/system/netns/bed.js';
 import { DEFAULT_PLAIN_PATH, isPlainPath } from '../src/model/plain-path.js';
@@ -13,6 +16,8 @@ import { createOverlayBed, type NetworkDef, type OverlayBed } from '../test/syst
 
 const ROUNDS = Number(process.env.VEIL_BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.VEIL_BENCH_SECONDS ?? 10);
+const UDP_SECONDS = Number(process.env.VEIL_BENCH_UDP_SECONDS ?? 5);
+const UNDERLAY_MTU = Number(process.env.VEIL_BENCH_UNDERLAY_MTU ?? 1500);
 const ENC: NetworkDef = { id: 'enc', index: 1, vni: 4096, encrypted: true, subnet: '10.10.0' };
 const PLAIN: NetworkDef = { id: 'plain', index: 2, vni: 4097, encrypted: false, subnet: '10.20.0' };
 
@@ -24,7 +29,26 @@ interface Row {
   serverIp: string;
   gbps: number[];
   retransmits: number[];
+  /** -P 8: the sum of eight streams. */
+  gbpsParallel?: number[];
+  /** CPU seconds of the tunnel's processes per gigabit received, one per single-stream run. */
+  cpuPerGbit?: number[];
+  /** UDP packets per second received, by datagram size. */
+  udpPps?: Map<number, number>;
+  /** The tunnel's own processes on both hosts (none: the kernel's work is not counted). */
+  pids?: () => number[];
   pingMs?: number;
+}
+
+/** CPU seconds (user + system, all threads) a process has used. */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in USER_HZ ticks
+  } catch {
+    return NaN;
+  }
 }
 
 async function sh(ob: OverlayBed, ns: string, argv: string[]): Promise<string> {
@@ -75,6 +99,7 @@ async function kernelRow(ob: OverlayBed): Promise<Row> {
 }
 
 async function wireguardRow(ob: OverlayBed, procs: BedProcess[]): Promise<Row> {
+  const wgPids: number[] = [];
   const keys = [1, 2].map(() => execFileSync('wg', ['genkey'], { encoding: 'utf8' }).trim());
   const pubs = keys.map((k) => execFileSync('wg', ['pubkey'], { input: k, encoding: 'utf8' }).trim());
   for (const i of [0, 1]) {
@@ -83,6 +108,7 @@ async function wireguardRow(ob: OverlayBed, procs: BedProcess[]): Promise<Row> {
     const keyFile = join(ob.dir, `wg${i}.key`);
     writeFileSync(keyFile, keys[i]!, { mode: 0o600 });
     procs.push(ob.bed.spawn(h.netns, ['wireguard-go', '-f', dev]));
+    wgPids.push(procs.at(-1)!.pid);
     for (let t = 0; t < 100; t++) {
       if ((await ob.bed.exec(h.netns, ['ip', 'link', 'show', dev], { allowFail: true })).code === 0) break;
       await new Promise((r) => setTimeout(r, 50));
@@ -104,7 +130,8 @@ async function wireguardRow(ob: OverlayBed, procs: BedProcess[]): Promise<Row> {
       `10.77.0.${2 - i}/32`,
     ]);
     await sh(ob, h.netns, ['ip', 'addr', 'add', `10.77.0.${i + 1}/24`, 'dev', dev]);
-    await sh(ob, h.netns, ['ip', 'link', 'set', dev, 'up']);
+    // WireGuard's own overhead is 80 bytes over IPv4 (1420 on 1500): the same underlay for every row.
+    await sh(ob, h.netns, ['ip', 'link', 'set', dev, 'mtu', String(UNDERLAY_MTU - 80), 'up']);
   }
   return {
     name: 'wireguard-go',
@@ -113,6 +140,7 @@ async function wireguardRow(ob: OverlayBed, procs: BedProcess[]): Promise<Row> {
     serverIp: '10.77.0.2',
     gbps: [],
     retransmits: [],
+    pids: () => wgPids,
   };
 }
 
@@ -219,24 +247,50 @@ async function openvpnRow(ob: OverlayBed, procs: BedProcess[]): Promise<Row> {
     serverIp: '10.88.0.2',
     gbps: [],
     retransmits: [],
+    pids: () => [procs.at(-1)!.pid, procs.at(-2)!.pid],
   };
 }
 
-async function iperf(ob: OverlayBed, row: Row): Promise<void> {
+/** One iperf3 run: TCP (one stream or `parallel`), or UDP at `udpSize` bytes per datagram, as fast as it goes. */
+async function iperf3(
+  ob: OverlayBed,
+  row: Row,
+  how: { parallel?: number; udpSize?: number },
+): Promise<{ end: any; cpu: number; seconds: number } | undefined> {
   const server = ob.bed.spawn(row.server, ['iperf3', '-s', '-1', '--forceflush', '-B', row.serverIp]);
   await server.waitFor(/Server listening/, 10_000);
-  const out = await ob.bed.exec(row.client, ['iperf3', '-c', row.serverIp, '-t', String(SECONDS), '-J'], {
-    allowFail: true,
-    timeoutMs: (SECONDS + 30) * 1000,
-  });
+  const seconds = how.udpSize ? UDP_SECONDS : SECONDS;
+  const args = ['iperf3', '-c', row.serverIp, '-t', String(seconds), '-J'];
+  if (how.parallel) args.push('-P', String(how.parallel));
+  if (how.udpSize) args.push('-u', '-b', '0', '-l', String(how.udpSize));
+  const pids = row.pids?.() ?? [];
+  const cpu0 = pids.reduce((a, p) => a + cpuSeconds(p), 0);
+  const out = await ob.bed.exec(row.client, args, { allowFail: true, timeoutMs: (seconds + 30) * 1000 });
+  const cpu = pids.reduce((a, p) => a + cpuSeconds(p), 0) - cpu0;
   await server.stop();
   try {
-    const end = JSON.parse(out.stdout).end;
-    row.gbps.push(end.sum_received.bits_per_second / 1e9);
-    row.retransmits.push(end.sum_sent.retransmits ?? 0);
+    return { end: JSON.parse(out.stdout).end, cpu, seconds };
   } catch {
-    row.gbps.push(0);
-    console.log(`  ${row.name}: iperf3 failed: ${out.stderr.slice(0, 200)}`);
+    console.log(`  ${row.name}: iperf3 ${JSON.stringify(how)} failed: ${out.stderr.slice(0, 200)}`);
+    return undefined;
+  }
+}
+
+async function iperf(ob: OverlayBed, row: Row): Promise<void> {
+  const one = await iperf3(ob, row, {});
+  row.gbps.push(one ? one.end.sum_received.bits_per_second / 1e9 : 0);
+  row.retransmits.push(one?.end.sum_sent.retransmits ?? 0);
+  if (one && row.pids) (row.cpuPerGbit ??= []).push(one.cpu / ((one.end.sum_received.bytes * 8) / 1e9));
+  const eight = await iperf3(ob, row, { parallel: 8 });
+  (row.gbpsParallel ??= []).push(eight ? eight.end.sum_received.bits_per_second / 1e9 : 0);
+}
+
+/** UDP packets per second that arrived (sent − lost, over the run), at 64 and 1400 bytes of payload. */
+async function udp(ob: OverlayBed, row: Row): Promise<void> {
+  for (const size of [64, 1400]) {
+    const r = await iperf3(ob, row, { udpSize: size });
+    const sum = r?.end.sum;
+    (row.udpPps ??= new Map()).set(size, sum ? (sum.packets - sum.lost_packets) / sum.seconds : 0);
   }
 }
 
@@ -258,8 +312,10 @@ async function main(): Promise<void> {
     hosts: 2,
     networks: [ENC, PLAIN],
     plainPath,
+    underlayMtu: UNDERLAY_MTU,
     ...(dataPath ? { dataPath } : {}),
   });
+  const gatewayPids = () => ob.gateways.map((g) => g.pid);
   const procs: BedProcess[] = [];
   try {
     const [e1, e2, p1, p2] = [
@@ -269,7 +325,16 @@ async function main(): Promise<void> {
       await ob.container(2, PLAIN),
     ];
     const rows: Row[] = [
-      { name: 'veil encrypted', client: e1.ns, server: e2.ns, serverIp: e2.ip, gbps: [], retransmits: [] },
+      {
+        name: 'veil encrypted',
+        client: e1.ns,
+        server: e2.ns,
+        serverIp: e2.ip,
+        gbps: [],
+        retransmits: [],
+        pids: gatewayPids,
+      },
+      // On the kernel plain path the gateways carry none of it (their CPU is ~0 and not shown).
       { name: 'veil plain', client: p1.ns, server: p2.ns, serverIp: p2.ip, gbps: [], retransmits: [] },
       await kernelRow(ob),
       await wireguardRow(ob, procs),
@@ -285,16 +350,17 @@ async function main(): Promise<void> {
           .find((l) => l.includes('gateway ready')) ?? '{}',
       ).dataPath ?? '?';
     console.log(
-      `bench/overlay: iperf3 TCP, ${SECONDS} s x ${ROUNDS} rounds, interleaved; veil data path: ${path}, plain path: ${plainPath}; node ${process.version}`,
+      `bench/overlay: iperf3 TCP, ${SECONDS} s x ${ROUNDS} rounds, interleaved; underlay MTU ${UNDERLAY_MTU}; veil data path: ${path}, plain path: ${plainPath}; node ${process.version}`,
     );
     for (let r = 1; r <= ROUNDS; r++) {
       for (const row of rows) {
         await iperf(ob, row);
         console.log(
-          `  round ${r} ${row.name.padEnd(20)} ${row.gbps.at(-1)!.toFixed(2)} Gbit/s  retransmits ${row.retransmits.at(-1) ?? '-'}`,
+          `  round ${r} ${row.name.padEnd(20)} ${row.gbps.at(-1)!.toFixed(2)} Gbit/s (-P 8: ${row.gbpsParallel!.at(-1)!.toFixed(2)})  retransmits ${row.retransmits.at(-1) ?? '-'}`,
         );
       }
     }
+    for (const row of rows) await udp(ob, row);
     const veil = rows.find((r) => r.name === 'veil encrypted');
     console.log('\nrow                    Gbit/s (mean, min-max)     retr/run   ping ms   veil encrypted / row');
     for (const row of rows) {
@@ -304,6 +370,17 @@ async function main(): Promise<void> {
           50,
         ) +
           `${Math.round(mean(row.retransmits)).toString().padStart(8)}   ${(row.pingMs ?? NaN).toFixed(3).padStart(7)}   ${ratio}`,
+      );
+    }
+    console.log('\nrow                    -P 8 Gbit/s   UDP kpps 64 B   UDP kpps 1400 B   CPU s/Gbit');
+    for (const row of rows) {
+      const kpps = (size: number) => ((row.udpPps?.get(size) ?? NaN) / 1e3).toFixed(0).padStart(13);
+      console.log(
+        `${row.name.padEnd(22)} ${mean(row.gbpsParallel ?? [])
+          .toFixed(2)
+          .padStart(
+            11,
+          )}   ${kpps(64)}   ${kpps(1400).padStart(15)}   ${row.cpuPerGbit ? mean(row.cpuPerGbit).toFixed(2).padStart(10) : '         -'}`,
       );
     }
     const kernel = rows.find((r) => r.name === 'kernel VXLAN');

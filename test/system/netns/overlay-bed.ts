@@ -99,8 +99,14 @@ export async function createOverlayBed(options: {
   dataPath?: 'ts' | 'native';
   /** How plain networks reach the underlay; absent: the default (kernel). */
   plainPath?: PlainPath;
+  /** The underlay's MTU (bed.ts), given to the gateways too; absent: 1500. */
+  underlayMtu?: number;
 }): Promise<OverlayBed> {
-  const bed = await createBed({ hosts: options.hosts, ...(options.plainPath ? { plainPath: options.plainPath } : {}) });
+  const bed = await createBed({
+    hosts: options.hosts,
+    ...(options.plainPath ? { plainPath: options.plainPath } : {}),
+    ...(options.underlayMtu ? { underlayMtu: options.underlayMtu } : {}),
+  });
   const dir = mkdtempSync(join(tmpdir(), 'veil-overlay-'));
   const veilHosts = options.veilHosts ?? options.hosts;
   const identities: Identity[] = bed.hosts.map((h) => ({
@@ -218,6 +224,7 @@ export async function createOverlayBed(options: {
         ...(options.sequenceBudget ? { sequenceBudget: options.sequenceBudget } : {}),
         ...(options.dataPath ? { dataPath: options.dataPath } : {}),
         ...(options.plainPath ? { plainPath: options.plainPath } : {}),
+        ...(options.underlayMtu ? { underlayMtu: options.underlayMtu } : {}),
       };
       const path = join(dir, `h${i}.json`);
       writeFileSync(path, JSON.stringify(config));
