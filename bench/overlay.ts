@@ -63,12 +63,16 @@ async function kernelRow(ob: OverlayBed): Promise<Row> {
     const peer = ob.hosts[2 - i]!;
     const c = await ob.bed.namespace(`k${i}`);
     names.push(c);
+    // The overlay MTU of kernel VXLAN on this underlay (RFC 7348 §4: 50 bytes), as veil's plain networks.
+    const mtu = String(UNDERLAY_MTU - 50);
     const run = (argv: string[]) => sh(ob, h.netns, argv);
     await run([
       'ip',
       'link',
       'add',
       'kvx',
+      'mtu',
+      mtu,
       'type',
       'vxlan',
       'id',
@@ -82,10 +86,10 @@ async function kernelRow(ob: OverlayBed): Promise<Row> {
     ]);
     await run(['ip', 'link', 'add', 'kbr', 'type', 'bridge']);
     await run(['ip', 'link', 'set', 'kvx', 'master', 'kbr', 'up']);
-    await run(['ip', 'link', 'add', 'kve', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', c]);
+    await run(['ip', 'link', 'add', 'kve', 'mtu', mtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', mtu, 'netns', c]);
     await run(['ip', 'link', 'set', 'kve', 'master', 'kbr', 'up']);
     await run(['ip', 'link', 'set', 'kbr', 'up']);
-    await sh(ob, c, ['ip', 'link', 'set', 'eth0', 'mtu', '1450', 'up']);
+    await sh(ob, c, ['ip', 'link', 'set', 'eth0', 'mtu', mtu, 'up']);
     await sh(ob, c, ['ip', 'addr', 'add', `10.50.0.${i}/24`, 'dev', 'eth0']);
   }
   return {

@@ -16,57 +16,18 @@
 // where real hosts do it in parallel.
 //   VEIL_BENCH_ROTATIONS (10), VEIL_BENCH_CLIENTS (100), VEIL_BENCH_ONLY (sim | bed)
 // Needs root (namespaces) for part 2; part 1 needs only /usr/bin/etcd.
-import type { Etcd3, Watcher } from 'etcd3';
-import { bytesToHex } from '../src/crypto/bytes.js';
-import { generateX25519KeyPair } from '../src/crypto/x25519.js';
-import { EpochFollower } from '../src/keyrotation/follower.js';
-import { EpochInstaller, type EpochSink } from '../src/keyrotation/installer.js';
-import { KeyScheduleLeader } from '../src/keyrotation/leader.js';
+import type { KeyScheduleLeader } from '../src/keyrotation/leader.js';
 import { requestRotation, storeRotationRequests } from '../src/keyrotation/requests.js';
-import { EtcdStore } from '../src/store/etcd.js';
 import { keys } from '../src/store/layout.js';
-import type { HostLease } from '../src/store/types.js';
 import { startEtcd } from '../test/system/support/etcd.js';
+import { fanout, median, quantile, simHost, simLeader, sleep, until, type SimHost } from './support.js';
 import { createClusterBed, keysOf, outboundEpoch } from '../test/system/netns/cluster-bed.js';
 
 const ROTATIONS = Number(process.env.VEIL_BENCH_ROTATIONS ?? 10);
 const CLIENTS = Number(process.env.VEIL_BENCH_CLIENTS ?? 100);
 const ONLY = process.env.VEIL_BENCH_ONLY;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => quantile(xs, 0.5);
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-}
 const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
-
-async function until<T>(
-  get: () => T | undefined | false | Promise<T | undefined | false>,
-  timeoutMs: number,
-  what: string,
-  everyMs = 5,
-): Promise<T> {
-  const end = performance.now() + timeoutMs;
-  for (;;) {
-    const v = await get();
-    if (v) return v;
-    if (performance.now() > end) throw new Error(`timed out after ${timeoutMs} ms: ${what}`);
-    await sleep(everyMs);
-  }
-}
-
-interface SimHost {
-  id: string;
-  store: EtcdStore;
-  lease: HostLease;
-  installer: EpochInstaller;
-  follower: EpochFollower;
-  /** epoch → when the sink was told to install (inbound) / activate (outbound). */
-  installedAt: Map<number, number>;
-  activatedAt: Map<number, number>;
-}
 
 interface SimResult {
   clients: number;
@@ -75,86 +36,14 @@ interface SimResult {
   reference: number[];
 }
 
-/**
- * The reference: one put reaching one watcher per client. measure() times one round, from just
- * before the put to the last watcher's event; rounds are interleaved with the rotations, so both
- * see the same load (100 followers' watches and lease keepalives, the leader).
- */
-async function fanout(clients: Etcd3[]): Promise<{ measure(): Promise<number>; close(): Promise<void> }> {
-  const key = '/bench/fanout';
-  const seen = new Map<number, number>();
-  let expected = 0;
-  let done: (() => void) | null = null;
-  const watchers: Watcher[] = await Promise.all(clients.map((c) => c.watch().key(key).create()));
-  for (const w of watchers) {
-    w.on('put', (kv) => {
-      const round = Number(kv.value.toString());
-      const n = (seen.get(round) ?? 0) + 1;
-      seen.set(round, n);
-      if (round === expected && n === watchers.length) done?.();
-    });
-  }
-  return {
-    async measure() {
-      expected++;
-      const all = new Promise<void>((r) => (done = r));
-      const t0 = performance.now();
-      await clients[0]!.put(key).value(String(expected));
-      await all;
-      return performance.now() - t0;
-    },
-    close: async () => void (await Promise.all(watchers.map((w) => w.cancel()))),
-  };
-}
-
 async function simulated(): Promise<SimResult> {
   const etcd = await startEtcd({ members: 1 });
   const hosts: SimHost[] = [];
   let leader: KeyScheduleLeader | undefined;
   const config = { intervalMs: 3_600_000, ackTimeoutMs: 30_000, graceMs: 200, retiredLingerMs: 200 };
   try {
-    for (let i = 0; i < CLIENTS; i++) {
-      const id = `sim${String(i + 1).padStart(3, '0')}`;
-      const store = new EtcdStore({ endpoints: etcd.endpoints });
-      const kp = generateX25519KeyPair();
-      const incarnation = bytesToHex(kp.publicKey.subarray(0, 8));
-      const lease = await store.registerHost(
-        {
-          id,
-          address: `10.200.${(i >> 8) & 255}.${i & 255}`,
-          os: 'linux',
-          arch: process.arch,
-          version: 'bench',
-          publicKey: bytesToHex(kp.publicKey),
-          incarnation,
-        },
-        30,
-      );
-      const installedAt = new Map<number, number>();
-      const activatedAt = new Map<number, number>();
-      const sink: EpochSink = {
-        installEpoch: async (_n, e) => void installedAt.set(e, performance.now()),
-        activateEpoch: async (_n, e) => void activatedAt.set(e, performance.now()),
-        retireEpoch: async () => undefined,
-      };
-      const self = { hostId: id, privateKey: kp.privateKey };
-      const installer = new EpochInstaller({
-        self,
-        sink,
-        ack: (networkId, epoch) =>
-          store.ack(lease, { networkId, epoch, hostId: id, incarnation, installedAt: Date.now() }),
-        config,
-      });
-      const follower = new EpochFollower({ store, installer });
-      hosts.push({ id, store, lease, installer, follower, installedAt, activatedAt });
-      if (i === 0)
-        leader = new KeyScheduleLeader({
-          store,
-          requests: storeRotationRequests(store, keys.rotatePrefix()),
-          self,
-          config,
-        });
-    }
+    for (let i = 0; i < CLIENTS; i++) hosts.push(await simHost(etcd.endpoints, i, config, 30));
+    leader = simLeader(hosts[0]!, config);
     const ref = await fanout(hosts.map((h) => h.store.client));
     const reference: number[] = [];
     const h0 = hosts[0]!;

@@ -18,80 +18,27 @@
 //   VEIL_BENCH_HOSTS (1000), VEIL_BENCH_ROUNDS (5: networks and endpoints), VEIL_BENCH_ROTATIONS (3)
 // Needs /usr/bin/etcd (Debian's etcd-server); no root.
 import { readdirSync, readFileSync } from 'node:fs';
-import type { Etcd3, Watcher } from 'etcd3';
-import { bytesToHex } from '../src/crypto/bytes.js';
-import { generateX25519KeyPair } from '../src/crypto/x25519.js';
-import { EpochFollower } from '../src/keyrotation/follower.js';
-import { EpochInstaller, type EpochSink } from '../src/keyrotation/installer.js';
-import { KeyScheduleLeader } from '../src/keyrotation/leader.js';
+import type { KeyScheduleLeader } from '../src/keyrotation/leader.js';
 import { requestRotation, storeRotationRequests } from '../src/keyrotation/requests.js';
-import { EtcdStore } from '../src/store/etcd.js';
 import { keys } from '../src/store/layout.js';
-import type { HostLease, WatchHandle } from '../src/store/types.js';
+import type { WatchHandle } from '../src/store/types.js';
 import { startEtcd } from '../test/system/support/etcd.js';
+import { fanout, median, quantile, simHost, simLeader, sleep, until, type SimHost } from './support.js';
 
 const HOSTS = Number(process.env.VEIL_BENCH_HOSTS ?? 1000);
 const ROUNDS = Number(process.env.VEIL_BENCH_ROUNDS ?? 5);
 const ROTATIONS = Number(process.env.VEIL_BENCH_ROTATIONS ?? 3);
 const TIMEOUT_MS = 120_000;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
-}
-const median = (xs: number[]) => quantile(xs, 0.5);
+/** until(), with this bench's one timeout. */
+const within = <T>(get: () => T | undefined | false | Promise<T | undefined | false>, what: string, everyMs = 5) =>
+  until(get, TIMEOUT_MS, what, everyMs);
 
-async function until<T>(get: () => T | undefined | false | Promise<T | undefined | false>, what: string, everyMs = 5) {
-  const end = performance.now() + TIMEOUT_MS;
-  for (;;) {
-    const v = await get();
-    if (v) return v;
-    if (performance.now() > end) throw new Error(`timed out after ${TIMEOUT_MS} ms: ${what}`);
-    await sleep(everyMs);
-  }
-}
-
-interface SimHost {
-  id: string;
-  store: EtcdStore;
-  lease: HostLease;
-  installer: EpochInstaller;
-  follower: EpochFollower;
+/** A simulated host with the agent's watch on the whole layout. */
+interface WatchingHost extends SimHost {
   watch: WatchHandle;
   /** Layout key → when this host's watch first delivered it. */
   seen: Map<string, number>;
-  installedAt: Map<number, number>;
-  activatedAt: Map<number, number>;
-}
-
-/** One put reaching one watcher per client (bench/rotation.ts has the same reference). */
-async function fanout(clients: Etcd3[]): Promise<{ measure(): Promise<number>; close(): Promise<void> }> {
-  const key = '/bench/fanout';
-  const seen = new Map<number, number>();
-  let expected = 0;
-  let done: (() => void) | null = null;
-  const watchers: Watcher[] = await Promise.all(clients.map((c) => c.watch().key(key).create()));
-  for (const w of watchers) {
-    w.on('put', (kv) => {
-      const round = Number(kv.value.toString());
-      const n = (seen.get(round) ?? 0) + 1;
-      seen.set(round, n);
-      if (round === expected && n === watchers.length) done?.();
-    });
-  }
-  return {
-    async measure() {
-      expected++;
-      const all = new Promise<void>((r) => (done = r));
-      const t0 = performance.now();
-      await clients[0]!.put(key).value(String(expected));
-      await all;
-      return performance.now() - t0;
-    },
-    close: async () => void (await Promise.all(watchers.map((w) => w.cancel()))),
-  };
 }
 
 /** etcd's own counters (its /metrics): puts, and bytes it sent to clients (watch events included). */
@@ -129,64 +76,27 @@ async function main(): Promise<void> {
   const etcd = await startEtcd({ members: 1 });
   const endpoint = etcd.endpoints[0]!;
   const etcdProcess = etcdPid(endpoint);
-  const hosts: SimHost[] = [];
+  const hosts: WatchingHost[] = [];
   let leader: KeyScheduleLeader | undefined;
   // The schedule of a test cluster: short grace, so each rotation finds room for the next epoch soon.
   const config = { intervalMs: 3_600_000, ackTimeoutMs: 60_000, graceMs: 200, retiredLingerMs: 200 };
   try {
     const t0 = performance.now();
     for (let i = 0; i < HOSTS; i++) {
-      const id = `sim${String(i + 1).padStart(4, '0')}`;
-      const store = new EtcdStore({ endpoints: etcd.endpoints });
-      const kp = generateX25519KeyPair();
-      const incarnation = bytesToHex(kp.publicKey.subarray(0, 8));
-      const lease = await store.registerHost(
-        {
-          id,
-          address: `10.200.${(i >> 8) & 255}.${i & 255}`,
-          os: 'linux',
-          arch: process.arch,
-          version: 'bench',
-          publicKey: bytesToHex(kp.publicKey),
-          incarnation,
-        },
-        60,
-      );
-      const installedAt = new Map<number, number>();
-      const activatedAt = new Map<number, number>();
-      const sink: EpochSink = {
-        installEpoch: async (_n, e) => void installedAt.set(e, performance.now()),
-        activateEpoch: async (_n, e) => void activatedAt.set(e, performance.now()),
-        retireEpoch: async () => undefined,
-      };
-      const self = { hostId: id, privateKey: kp.privateKey };
-      const installer = new EpochInstaller({
-        self,
-        sink,
-        ack: (networkId, epoch) =>
-          store.ack(lease, { networkId, epoch, hostId: id, incarnation, installedAt: Date.now() }),
-        config,
-      });
-      const follower = new EpochFollower({ store, installer });
+      const host = await simHost(etcd.endpoints, i, config, 60);
       const seen = new Map<string, number>();
-      const { revision } = await store.listNetworks();
+      const { revision } = await host.store.listNetworks();
       // The agent's view: one watch on the whole layout (src/agent/agent.ts).
-      const watch = await store.watch('', revision + 1, {
+      const watch = await host.store.watch('', revision + 1, {
         onEvents: (events) => {
           const now = performance.now();
           for (const e of events) if (e.type === 'put' && !seen.has(e.key)) seen.set(e.key, now);
         },
         onResync: () => undefined,
       });
-      hosts.push({ id, store, lease, installer, follower, watch, seen, installedAt, activatedAt });
-      if (i === 0)
-        leader = new KeyScheduleLeader({
-          store,
-          requests: storeRotationRequests(store, keys.rotatePrefix()),
-          self,
-          config,
-        });
+      hosts.push({ ...host, watch, seen });
     }
+    leader = simLeader(hosts[0]!, config);
     console.log(
       `bench/scale: ${HOSTS} simulated hosts registered and watching in ${((performance.now() - t0) / 1e3).toFixed(1)} s`,
     );
@@ -215,12 +125,12 @@ async function main(): Promise<void> {
         ipam: { subnet: `10.${210 + r}.0.0/16` },
       });
       if (r === 0) encrypted = net.id;
-      await until(() => everyone(keys.network(net.id)), `network ${r} on every host`, 2);
+      await within(() => everyone(keys.network(net.id)), `network ${r} on every host`, 2);
       networkMs.push(reach(keys.network(net.id), t));
       await measureReference();
       t = performance.now();
       const ep = await h0.store.createEndpoint({ networkId: net.id, name: `c${r}`, hostId: h0.id });
-      await until(() => everyone(keys.endpoint(net.id, ep.id)), `endpoint ${r} on every host`, 2);
+      await within(() => everyone(keys.endpoint(net.id, ep.id)), `endpoint ${r} on every host`, 2);
       endpointMs.push(reach(keys.endpoint(net.id, ep.id), t));
     }
 
@@ -228,12 +138,12 @@ async function main(): Promise<void> {
     await Promise.all(hosts.map((h) => h.follower.start()));
     leader!.start();
     const outboundEverywhere = (epoch: number) => hosts.every((h) => h.activatedAt.has(epoch));
-    await until(() => outboundEverywhere(1), 'epoch 1 outbound on every host', 20);
+    await within(() => outboundEverywhere(1), 'epoch 1 outbound on every host', 20);
     const rotationMs: number[] = [];
     const perRotation: Array<{ puts: number; sentBytes: number; cpu: number; etcdCpu: number }> = [];
     const requests = storeRotationRequests(h0.store, keys.rotatePrefix());
     for (let k = 0; k < ROTATIONS; k++) {
-      await until(
+      await within(
         async () => {
           const { items } = await h0.store.getEpochs(encrypted);
           return items.length <= 2 && items.every((r) => r.state !== 'published');
@@ -250,10 +160,10 @@ async function main(): Promise<void> {
       const t = performance.now();
       const req = await requestRotation({ store: h0.store, requests }, encrypted, 'bench');
       const target = req.afterEpoch + 1;
-      await until(() => outboundEverywhere(target), `epoch ${target} outbound on every host`, 2);
+      await within(() => outboundEverywhere(target), `epoch ${target} outbound on every host`, 2);
       rotationMs.push(Math.max(...hosts.map((h) => h.activatedAt.get(target)!)) - t);
       // Until the epoch before it is retired: the whole rotation's writes and fan-out.
-      await until(
+      await within(
         async () =>
           (await h0.store.getEpochs(encrypted)).items.every((r) => r.epoch >= target || r.state === 'retired'),
         'the previous epoch retired',
