@@ -9,6 +9,14 @@ export const errorSchema = {
 
 const dropsSchema = { type: 'object', additionalProperties: { type: 'number' } } as const;
 
+/** Packets and bytes each way, as a pair's and a plain network's device's counters have them. */
+const trafficProperties = {
+  txPackets: { type: 'number' },
+  txBytes: { type: 'number' },
+  rxPackets: { type: 'number' },
+  rxBytes: { type: 'number' },
+} as const;
+
 const nftCounterSchema = {
   type: 'object',
   additionalProperties: false,
@@ -65,10 +73,7 @@ export const gatewayStatusSchema = {
             additionalProperties: false,
             properties: {
               vni: { type: 'integer' },
-              rxPackets: { type: 'number' },
-              rxBytes: { type: 'number' },
-              txPackets: { type: 'number' },
-              txBytes: { type: 'number' },
+              ...trafficProperties,
               rxDropped: { type: 'number' },
               txDropped: { type: 'number' },
             },
@@ -114,10 +119,7 @@ export const gatewayStatusSchema = {
           peer: { type: 'string' },
           vni: { type: 'integer' },
           encrypted: { type: 'boolean' },
-          txPackets: { type: 'number' },
-          txBytes: { type: 'number' },
-          rxPackets: { type: 'number' },
-          rxBytes: { type: 'number' },
+          ...trafficProperties,
           drops: dropsSchema,
           outbound: {
             type: 'object',

@@ -32,6 +32,25 @@ export async function readNftCounter(
   return { packets: counter.packets, bytes: counter.bytes };
 }
 
+/** The named counters of a table, read in one run; a PlumbingError (`what` … missing) when one is not there. */
+export async function readNamedCounters<N extends string>(
+  run: CommandRunner,
+  netns: string | undefined,
+  family: string,
+  table: string,
+  names: Record<N, string>,
+  what: string,
+): Promise<Record<N, NftCounter>> {
+  const counters = await readNftCounters(run, netns, family, table);
+  const out = {} as Record<N, NftCounter>;
+  for (const [key, name] of Object.entries(names) as Array<[N, string]>) {
+    const counter = counters.get(name);
+    if (!counter) throw new PlumbingError(['nft', 'list', 'counters', table], null, `${what} counters missing`);
+    out[key] = counter;
+  }
+  return out;
+}
+
 /** Reads every named counter of a table in one run (`nft -j list counters table FAMILY TABLE`). */
 export async function readNftCounters(
   run: CommandRunner,

@@ -68,7 +68,7 @@ import {
   type NetnsMountPlan,
 } from '../host/mounts.js';
 import { execIn, ipBatchIn, netnsArg, netnsPath, type NetnsRef } from '../host/netns.js';
-import { applyNftScript, readNftCounter, readNftCounters, type NftCounter } from '../host/nft.js';
+import { applyNftScript, readNamedCounters, readNftCounter, type NftCounter } from '../host/nft.js';
 import { formatIpv4, isIpv4, parseCidr, parseIpv4 } from '../model/ipv4.js';
 import { MAC_RE, ZERO_MAC } from '../model/mac.js';
 import { overlayMtu, VTEP_DELIVERY_PORT, VTEP_GATEWAY_PORT, VXLAN_PORT } from './wire/constants.js';
@@ -876,15 +876,14 @@ export class IproutePlumbing implements Plumbing {
 
   plainNetworkCounters(): Promise<PlainNetworkCounters> {
     return this.serial(async () => {
-      const counters = await readNftCounters(this.run, this.hostNetns, 'inet', UNDERLAY_FIREWALL_TABLE);
-      const notAPeer = counters.get(NOT_A_PEER_COUNTER);
-      const plaintextOnEncrypted = counters.get(PLAINTEXT_ON_ENCRYPTED_COUNTER);
-      if (!notAPeer || !plaintextOnEncrypted)
-        throw new PlumbingError(
-          ['nft', 'list', 'counters', UNDERLAY_FIREWALL_TABLE],
-          null,
-          'underlay firewall counters missing',
-        );
+      const { notAPeer, plaintextOnEncrypted } = await readNamedCounters(
+        this.run,
+        this.hostNetns,
+        'inet',
+        UNDERLAY_FIREWALL_TABLE,
+        { notAPeer: NOT_A_PEER_COUNTER, plaintextOnEncrypted: PLAINTEXT_ON_ENCRYPTED_COUNTER },
+        'underlay firewall',
+      );
       const networks: Array<PlainNetworkCounters['networks'][number]> = [];
       for (const link of await this.jsonLinks(['-s', 'link', 'show', 'type', 'vxlan'])) {
         const vni = link.linkinfo?.info_data?.id;
@@ -937,16 +936,14 @@ export class IproutePlumbing implements Plumbing {
 
   portSecurityDrops(): Promise<PortSecurityCounters> {
     return this.serial(async () => {
-      const counters = await readNftCounters(this.run, this.vtepNetns, 'bridge', PORT_SECURITY_TABLE);
-      const spoofed = counters.get(PORT_SPOOFED_COUNTER);
-      const notIpv4 = counters.get(PORT_NOT_IPV4_COUNTER);
-      if (!spoofed || !notIpv4)
-        throw new PlumbingError(
-          ['nft', 'list', 'counters', PORT_SECURITY_TABLE],
-          null,
-          'port security counters missing',
-        );
-      return { spoofed, notIpv4 };
+      return readNamedCounters(
+        this.run,
+        this.vtepNetns,
+        'bridge',
+        PORT_SECURITY_TABLE,
+        { spoofed: PORT_SPOOFED_COUNTER, notIpv4: PORT_NOT_IPV4_COUNTER },
+        'port security',
+      );
     });
   }
 
