@@ -610,53 +610,23 @@ export class IproutePlumbing implements Plumbing {
       await this.ipVtep(['link', 'set', br, 'type', 'bridge', 'mcast_snooping', '0']);
       const vxlan = await this.linkInfo('vtep', vx);
       const data = vxlan?.linkinfo?.info_data;
+      const local = inKernel ? this.underlayAddress! : this.vtepAddress;
       const matches =
         vxlan?.linkinfo?.info_kind === 'vxlan' &&
         data?.id === spec.vni &&
-        data.local === (inKernel ? this.underlayAddress : this.vtepAddress) &&
+        data.local === local &&
         // The underlay of a kernel plain device is another netns (the host's); the others' is their own.
         (vxlan.link_netnsid !== undefined) === inKernel &&
         data.port === VXLAN_PORT &&
         data.learning === false;
       if (vxlan && !matches) await this.ipVtep(['link', 'del', vx]);
-      if (!matches && inKernel) {
-        // Made from the host netns straight into the vtep netns: the device's UDP socket (0.0.0.0:4789)
-        // and its underlay stay where it was made (docs/plumbing.md "Plain networks").
-        await this.ipHost([
-          'link',
-          'add',
-          vx,
-          'netns',
-          this.vtepNetns,
-          'mtu',
-          mtu,
-          'type',
-          'vxlan',
-          'id',
-          String(spec.vni),
-          'local',
-          this.underlayAddress!,
-          'dstport',
-          String(VXLAN_PORT),
-          'nolearning',
-        ]);
-      } else if (!matches) {
-        await this.ipVtep([
-          'link',
-          'add',
-          vx,
-          'mtu',
-          mtu,
-          'type',
-          'vxlan',
-          'id',
-          String(spec.vni),
-          'local',
-          this.vtepAddress,
-          'dstport',
-          String(VXLAN_PORT),
-          'nolearning',
-        ]);
+      if (!matches) {
+        const device = ['mtu', mtu, 'type', 'vxlan', 'id', String(spec.vni), 'local', local];
+        device.push('dstport', String(VXLAN_PORT), 'nolearning');
+        // A plain network's device is made from the host netns straight into the vtep netns: its UDP
+        // socket (0.0.0.0:4789) and its underlay stay where it was made (docs/plumbing.md "Plain networks").
+        if (inKernel) await this.ipHost(['link', 'add', vx, 'netns', this.vtepNetns, ...device]);
+        else await this.ipVtep(['link', 'add', vx, ...device]);
       }
       await this.ipVtep(['link', 'set', br, 'mtu', mtu, 'up']);
       await this.ipVtep(['link', 'set', vx, 'master', br, 'mtu', mtu, 'up']);

@@ -2,30 +2,12 @@
 // recorded as done (the retry redoes it), a peer the data path refused gets no FDB entries, and
 // retiring an epoch removes any outbound SA still sealing with it.
 import { describe, expect, it } from 'vitest';
+import { recordingGateway } from '../support/recording-gateway.js';
 import { SecretKey } from '../../src/crypto/secret.js';
-import { generateX25519KeyPair } from '../../src/crypto/x25519.js';
-import { Gateway } from '../../src/vxlan/gateway.js';
 import { HOST_INDEX_MAX } from '../../src/model/ids.js';
-import { RecordingDataPath } from '../../src/vxlan/datapath-fake.js';
-import { RecordingPlumbing } from '../../src/vxlan/plumbing-fake.js';
 
 function setup() {
-  const plumbing = new RecordingPlumbing('169.254.1.1', '169.254.1.2');
-  const dataPath = new RecordingDataPath();
-  const me = generateX25519KeyPair();
-  const gateway = new Gateway({
-    self: { id: 'h1', index: 1, address: '198.18.0.1', publicKey: me.publicKey, incarnation: 'a' },
-    privateKey: me.privateKey,
-    plumbing,
-    dataPath,
-  });
-  const peer = (id: string, index: number) => ({
-    id,
-    index,
-    address: `198.18.0.${index}`,
-    publicKey: generateX25519KeyPair().publicKey,
-    incarnation: 'b',
-  });
+  const { gateway, plumbing, dataPath, peer } = recordingGateway();
   /** The gateway addresses the VTEP floods network 4096's frames to. */
   const floods = () => plumbing.gatewaysFor(4096, 'ff:ff:ff:ff:ff:ff');
   return { gateway, dataPath, floods, peer };

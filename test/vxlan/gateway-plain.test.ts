@@ -3,10 +3,7 @@
 // path, peers' addresses are let through the underlay firewall while one peer has them; through the
 // gateway everything points at gateway addresses, as for encrypted networks.
 import { describe, expect, it } from 'vitest';
-import { generateX25519KeyPair } from '../../src/crypto/x25519.js';
-import { Gateway } from '../../src/vxlan/gateway.js';
-import { RecordingDataPath } from '../../src/vxlan/datapath-fake.js';
-import { RecordingPlumbing } from '../../src/vxlan/plumbing-fake.js';
+import { recordingGateway } from '../support/recording-gateway.js';
 import type { PlainPath } from '../../src/model/plain-path.js';
 import { VTEP_GATEWAY_PORT, VXLAN_PORT } from '../../src/vxlan/wire/constants.js';
 
@@ -14,22 +11,7 @@ const PLAIN = { id: 'p', index: 1, vni: 4097, encrypted: false };
 const ENC = { id: 'e', index: 2, vni: 4098, encrypted: true };
 
 function setup(plainPath: PlainPath) {
-  const plumbing = new RecordingPlumbing('169.254.1.1', '169.254.1.2', '169.254.64.0', plainPath);
-  const dataPath = new RecordingDataPath();
-  const me = generateX25519KeyPair();
-  const gateway = new Gateway({
-    self: { id: 'h1', index: 1, address: '198.18.0.1', publicKey: me.publicKey, incarnation: 'a' },
-    privateKey: me.privateKey,
-    plumbing,
-    dataPath,
-  });
-  const peer = (id: string, index: number, address = `198.18.0.${index}`) => ({
-    id,
-    index,
-    address,
-    publicKey: generateX25519KeyPair().publicKey,
-    incarnation: 'b',
-  });
+  const { gateway, plumbing, dataPath, peer } = recordingGateway(plainPath);
   const fdb = (vni: number) =>
     plumbing.fdb
       .get(vni)
