@@ -8,8 +8,11 @@ import type { PlainNetworkCounters, Plumbing, PortSecurityCounters, VtepFirewall
 import { deriveSaKeySpecs, type SaHost } from './sa/derive.js';
 import { gatewayAddress } from '../model/peer-net.js';
 
-/** How often the vtep netns's firewall and port security counters are read for status() (`nft` runs). */
-export const VTEP_FIREWALL_POLL_MS = 5_000;
+/**
+ * How often status()'s host counters are read: the vtep firewall, port security, plain networks in the
+ * kernel, and path MTUs toward peers (`nft` and `ip` runs).
+ */
+export const COUNTERS_POLL_MS = 5_000;
 
 export interface GatewayPeer extends SaHost {
   readonly address: string;
@@ -60,7 +63,7 @@ export interface GatewayStatus {
   sendFailures: number;
   /**
    * VXLAN the vtep netns's firewall refused: sent to the VTEP by anything but this gateway (docs/plumbing.md
-   * "No local injection"), as last read (every VTEP_FIREWALL_POLL_MS), or why it could not be read.
+   * "No local injection"), as last read (every COUNTERS_POLL_MS), or why it could not be read.
    */
   vtepFirewall?: (VtepFirewallCounter & { readAt: string }) | { error: string };
   /**
@@ -114,24 +117,24 @@ export class Gateway {
   /** Underlay address → the path MTU the host learned toward it (read with the firewall counters). */
   #pathMtus = new Map<string, number>();
   #pathMtuError: string | undefined;
-  #vtepFirewallTimer: NodeJS.Timeout | undefined;
+  #countersTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly options: GatewayOptions) {}
 
   async start(): Promise<void> {
     await this.options.plumbing.ensureHost();
-    await this.refreshVtepFirewall();
+    await this.refreshCounters();
     const p = this.options.plumbing;
     if (p.vtepFirewallDrops || p.portSecurityDrops || p.plainNetworkCounters || p.pathMtus) {
-      this.#vtepFirewallTimer = setInterval(() => void this.refreshVtepFirewall(), VTEP_FIREWALL_POLL_MS).unref();
+      this.#countersTimer = setInterval(() => void this.refreshCounters(), COUNTERS_POLL_MS).unref();
     }
     await this.options.dataPath.start();
     this.#log('gateway started', { host: this.options.self.id, address: this.options.self.address });
   }
 
   async stop(options: { unplumb?: boolean } = {}): Promise<void> {
-    clearInterval(this.#vtepFirewallTimer);
-    this.#vtepFirewallTimer = undefined;
+    clearInterval(this.#countersTimer);
+    this.#countersTimer = undefined;
     await this.options.dataPath.stop();
     if (options.unplumb) await this.options.plumbing.teardownHost();
     for (const epochs of this.#epochs.values()) for (const e of epochs.values()) e.secret.wipe();
@@ -434,10 +437,10 @@ export class Gateway {
   }
 
   /**
-   * Reads the vtep netns's firewall and port security counters now (status() reports the last read).
-   * A failed read is reported, not thrown.
+   * Reads the host counters now (COUNTERS_POLL_MS says which; status() reports the last read). A failed
+   * read is reported, not thrown.
    */
-  async refreshVtepFirewall(): Promise<void> {
+  async refreshCounters(): Promise<void> {
     const plumbing = this.options.plumbing;
     if (plumbing.vtepFirewallDrops) {
       try {

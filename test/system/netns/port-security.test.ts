@@ -327,7 +327,7 @@ describe('port security', () => {
   it('the gateway reports the drops in /status and /metrics', async () => {
     const now = await counters();
     expect(now.spoofed).toBeGreaterThan(0);
-    // Read every few seconds (VTEP_FIREWALL_POLL_MS); nothing spoofs any more, so it settles on nft's count.
+    // Read every few seconds (COUNTERS_POLL_MS); nothing spoofs any more, so it settles on nft's count.
     const status = await waitFor(
       async () => {
         const s = (await cb.api(1, 'GET', '/status')).body;
