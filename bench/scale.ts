@@ -15,12 +15,14 @@
 //     leader) and of etcd.
 // Targets (docs/performance.md "Control plane at scale"): a rotation sealing on all hosts within
 // 1 s median; a network visible on all within 5× the reference.
-//   VEIL_BENCH_HOSTS (1000), VEIL_BENCH_ROUNDS (5: networks and endpoints), VEIL_BENCH_ROTATIONS (3)
+//   VEIL_BENCH_HOSTS (1000), VEIL_BENCH_ROUNDS (5: networks and endpoints), VEIL_BENCH_ROTATIONS (3),
+//   VEIL_BENCH_PROFILE (a .cpuprofile path: V8's profile of this process during the rotations)
 // Needs /usr/bin/etcd (Debian's etcd-server); no root.
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import type { KeyScheduleLeader } from '../src/keyrotation/leader.js';
 import { requestRotation, storeRotationRequests } from '../src/keyrotation/requests.js';
-import { keys } from '../src/store/layout.js';
+import { SHARED_RANGE, keys } from '../src/store/layout.js';
 import type { WatchHandle } from '../src/store/types.js';
 import { startEtcd } from '../test/system/support/etcd.js';
 import { fanout, median, quantile, simHost, simLeader, sleep, until, type SimHost } from './support.js';
@@ -29,6 +31,24 @@ const HOSTS = Number(process.env.VEIL_BENCH_HOSTS ?? 1000);
 const ROUNDS = Number(process.env.VEIL_BENCH_ROUNDS ?? 5);
 const ROTATIONS = Number(process.env.VEIL_BENCH_ROTATIONS ?? 3);
 const TIMEOUT_MS = 120_000;
+/** A file to write a CPU profile of this process during the rotations to (open it in Chrome's DevTools). */
+const PROFILE = process.env.VEIL_BENCH_PROFILE;
+
+/** Starts V8's sampling profiler in this process; stop() writes the .cpuprofile and returns its path. */
+async function startProfile(): Promise<{ stop(path: string): Promise<string> }> {
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return {
+    async stop(path) {
+      const { profile } = await session.post('Profiler.stop');
+      writeFileSync(path, JSON.stringify(profile));
+      session.disconnect();
+      return path;
+    },
+  };
+}
 
 /** until(), with this bench's one timeout. */
 const within = <T>(get: () => T | undefined | false | Promise<T | undefined | false>, what: string, everyMs = 5) =>
@@ -86,8 +106,8 @@ async function main(): Promise<void> {
       const host = await simHost(etcd.endpoints, i, config, 60);
       const seen = new Map<string, number>();
       const { revision } = await host.store.listNetworks();
-      // The agent's view: one watch on the whole layout (src/agent/agent.ts).
-      const watch = await host.store.watch('', revision + 1, {
+      // The agent's view: one watch on the shared layout (src/agent/agent.ts).
+      const watch = await host.store.watch(SHARED_RANGE, revision + 1, {
         onEvents: (events) => {
           const now = performance.now();
           for (const e of events) if (e.type === 'put' && !seen.has(e.key)) seen.set(e.key, now);
@@ -96,15 +116,22 @@ async function main(): Promise<void> {
       });
       hosts.push({ ...host, watch, seen });
     }
-    leader = simLeader(hosts[0]!, config);
+    // When the leader finished each step (its log), for the rotation phases below.
+    const leaderDone = new Map<string, number>();
+    leader = simLeader(hosts[0]!, config, (event, fields) => {
+      if (/^epoch (published|activated)$/.test(event)) leaderDone.set(`${fields?.epoch}:${event}`, performance.now());
+    });
     console.log(
       `bench/scale: ${HOSTS} simulated hosts registered and watching in ${((performance.now() - t0) / 1e3).toFixed(1)} s`,
     );
     const ref = await fanout(hosts.map((h) => h.store.client));
     const reference: number[] = [];
+    let lostRounds = 0;
     const measureReference = async () => {
       for (let i = 0; i < 3; i++) {
-        reference.push(await ref.measure());
+        const ms = await ref.measure();
+        if (ms === null) lostRounds++;
+        else reference.push(ms);
         await sleep(20);
       }
     };
@@ -142,6 +169,23 @@ async function main(): Promise<void> {
     const rotationMs: number[] = [];
     const perRotation: Array<{ puts: number; sentBytes: number; cpu: number; etcdCpu: number }> = [];
     const requests = storeRotationRequests(h0.store, keys.rotatePrefix());
+    // Where a rotation's time goes: when host 1's client saw each epoch state.
+    const seenState = new Map<string, number>();
+    const fromNow = (await h0.store.getEpochs(encrypted)).revision + 1;
+    const phaseWatches = [
+      await h0.store.watch(keys.keysPrefix(encrypted), fromNow, {
+        onEvents: (events) => {
+          for (const e of events) {
+            const r = e.value as { epoch?: number; state?: string } | null;
+            const at = `${r?.epoch}:${r?.state}`;
+            if (e.type === 'put' && !seenState.has(at)) seenState.set(at, performance.now());
+          }
+        },
+        onResync: () => undefined,
+      }),
+    ];
+    const phases: Array<Record<string, number>> = [];
+    const profiler = PROFILE ? await startProfile() : null;
     for (let k = 0; k < ROTATIONS; k++) {
       await within(
         async () => {
@@ -161,7 +205,21 @@ async function main(): Promise<void> {
       const req = await requestRotation({ store: h0.store, requests }, encrypted, 'bench');
       const target = req.afterEpoch + 1;
       await within(() => outboundEverywhere(target), `epoch ${target} outbound on every host`, 2);
-      rotationMs.push(Math.max(...hosts.map((h) => h.activatedAt.get(target)!)) - t);
+      const sealing = Math.max(...hosts.map((h) => h.activatedAt.get(target)!));
+      rotationMs.push(sealing - t);
+      const published = seenState.get(`${target}:published`) ?? NaN;
+      const installed = Math.max(...hosts.map((h) => h.installedAt.get(target)!));
+      const active = seenState.get(`${target}:active`) ?? NaN;
+      const wrote = leaderDone.get(`${target}:epoch published`) ?? NaN;
+      const activated = leaderDone.get(`${target}:epoch activated`) ?? NaN;
+      phases.push({
+        'request → leader wrote the publish': wrote - t,
+        'publish write → seen': published - wrote,
+        'published → installed on all': installed - published,
+        'installed → leader wrote the activation': activated - installed,
+        'activation write → seen': active - activated,
+        'active → sealing on all': sealing - active,
+      });
       // Until the epoch before it is retired: the whole rotation's writes and fan-out.
       await within(
         async () =>
@@ -179,6 +237,8 @@ async function main(): Promise<void> {
         etcdCpu: processCpuSeconds(etcdProcess) - before.etcdCpu,
       });
     }
+    await Promise.all(phaseWatches.map((w) => w.cancel()));
+    if (profiler) console.log(`CPU profile of the rotations (this process): ${await profiler.stop(PROFILE!)}`);
     await ref.close();
 
     const refMedian = median(reference);
@@ -186,6 +246,7 @@ async function main(): Promise<void> {
       `${name.padEnd(46)} n=${String(xs.length).padStart(3)}  p50 ${xs.length ? median(xs).toFixed(0).padStart(6) : '     -'} ms  p99 ${quantile(xs, 0.99).toFixed(0).padStart(6)} ms  ${(median(xs) / refMedian).toFixed(1).padStart(6)}× ref`;
     console.log(`\nbench/scale: ${HOSTS} hosts, one etcd (${endpoint}), node ${process.version}`);
     console.log(row(`reference: one put reaching ${HOSTS} watchers`, reference));
+    if (lostRounds > 0) console.log(`reference rounds some watcher never saw (left out): ${lostRounds}`);
     console.log(row('new network visible on every host', networkMs));
     console.log(row('new endpoint visible on every host', endpointMs));
     console.log(row('forced rotation: request → all sealing', rotationMs));
@@ -196,6 +257,11 @@ async function main(): Promise<void> {
         `bytes etcd sent to clients ${(avg((r) => r.sentBytes) / 2 ** 20).toFixed(1)} MiB, ` +
         `CPU ${avg((r) => r.cpu).toFixed(1)} s here (${HOSTS} hosts and the leader; ${((avg((r) => r.cpu) / HOSTS) * 1e3).toFixed(1)} ms per host), ` +
         `${avg((r) => r.etcdCpu).toFixed(1)} s in etcd`,
+    );
+    console.log(
+      `rotation phases (p50 ms): ${Object.keys(phases[0] ?? {})
+        .map((name) => `${name} ${median(phases.map((p) => p[name]!)).toFixed(0)}`)
+        .join('; ')}`,
     );
     console.log(
       `targets: rotation p50 ≤ 1000 ms: ${median(rotationMs) <= 1000 ? 'met' : 'NOT met'}; ` +

@@ -9,6 +9,7 @@ import { EpochInstaller, type EpochSink } from '../src/keyrotation/installer.js'
 import { KeyScheduleLeader } from '../src/keyrotation/leader.js';
 import { storeRotationRequests } from '../src/keyrotation/requests.js';
 import type { ScheduleConfig } from '../src/keyrotation/schedule.js';
+import type { LogFn } from '../src/keyrotation/seams.js';
 import { EtcdStore } from '../src/store/etcd.js';
 import { keys } from '../src/store/layout.js';
 import type { HostLease } from '../src/store/types.js';
@@ -44,7 +45,10 @@ export async function until<T>(
  * before the put to the last watcher's event; a bench interleaves rounds with what it measures, so
  * both see the same load (the hosts' watches and lease keepalives, the leader).
  */
-export async function fanout(clients: Etcd3[]): Promise<{ measure(): Promise<number>; close(): Promise<void> }> {
+/** A reference round not seen by every watcher within this long is reported lost, not waited for. */
+const ROUND_TIMEOUT_MS = 10_000;
+
+export async function fanout(clients: Etcd3[]): Promise<{ measure(): Promise<number | null>; close(): Promise<void> }> {
   const key = '/bench/fanout';
   const seen = new Map<number, number>();
   let expected = 0;
@@ -59,13 +63,19 @@ export async function fanout(clients: Etcd3[]): Promise<{ measure(): Promise<num
     });
   }
   return {
+    /** One round's time, or null when some watcher had not seen it after ROUND_TIMEOUT_MS (a lost round). */
     async measure() {
       expected++;
-      const all = new Promise<void>((r) => (done = r));
+      let timer: NodeJS.Timeout | undefined;
+      const all = new Promise<boolean>((r) => {
+        done = () => r(true);
+        timer = setTimeout(() => r(false), ROUND_TIMEOUT_MS);
+      });
       const t0 = performance.now();
       await clients[0]!.put(key).value(String(expected));
-      await all;
-      return performance.now() - t0;
+      const complete = await all;
+      clearTimeout(timer);
+      return complete ? performance.now() - t0 : null;
     },
     close: async () => void (await Promise.all(watchers.map((w) => w.cancel()))),
   };
@@ -122,6 +132,7 @@ export async function simHost(
     self,
     sink,
     ack: (networkId, epoch) => store.ack(lease, { networkId, epoch, hostId: id, incarnation, installedAt: Date.now() }),
+    copy: (r) => store.getCopy(r.networkId, r.epoch, id),
     config,
   });
   const follower = new EpochFollower({ store, installer });
@@ -129,11 +140,12 @@ export async function simHost(
 }
 
 /** The key-schedule leader on a simulated host. */
-export function simLeader(host: SimHost, config: ScheduleConfig): KeyScheduleLeader {
+export function simLeader(host: SimHost, config: ScheduleConfig, log?: LogFn): KeyScheduleLeader {
   return new KeyScheduleLeader({
     store: host.store,
     requests: storeRotationRequests(host.store, keys.rotatePrefix()),
     self: host.self,
     config,
+    ...(log ? { log } : {}),
   });
 }

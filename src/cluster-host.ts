@@ -128,6 +128,7 @@ export function assembleClusterHost(deps: ClusterHostDeps): ClusterHost {
     // Bound to the host's lease: an ack disappears with the host. The incarnation is the registered one.
     ack: (networkId, epoch) =>
       store.ack(agentRef!.lease!, { networkId, epoch, hostId, incarnation, installedAt: clock.now() }),
+    copy: (r) => store.getCopy(r.networkId, r.epoch, hostId),
     log: keyLog,
     config: schedule,
     ...(deps.clock ? { clock: deps.clock } : {}),

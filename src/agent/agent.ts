@@ -1,5 +1,5 @@
 import { VeilError } from '../errors.js';
-import { parseKey } from '../store/layout.js';
+import { SHARED_RANGE, parseKey } from '../store/layout.js';
 import type {
   EndpointRecord,
   HostLease,
@@ -145,7 +145,7 @@ export class HostAgent {
     // and every change applies idempotently, so the model converges.
     const from = Math.min(hosts.revision, networks.revision, endpoints.revision) + 1;
     await this.#reconcile();
-    this.#watch = await this.#o.store.watch('', from, {
+    this.#watch = await this.#o.store.watch(SHARED_RANGE, from, {
       onEvents: (events) => this.#onEvents(events),
       onResync: (snapshot) => this.#onResync(snapshot),
       onDisconnected: (err) => {

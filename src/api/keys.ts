@@ -64,7 +64,12 @@ const idParams = {
 
 export function registerKeyRoutes(app: FastifyInstance, store: Store, keys: KeyScheduleApi): void {
   // While etcd is unreachable: the epochs as last read, with this host's own view fresh from the installer.
-  const lastRead = new LastRead<{ network: NetworkRecord; records: KeyEpochRecord[]; acks: string[][] }>();
+  const lastRead = new LastRead<{
+    network: NetworkRecord;
+    records: KeyEpochRecord[];
+    members: string[][];
+    acks: string[][];
+  }>();
   app.get<{ Params: { id: string } }>(
     '/networks/:id/keys',
     {
@@ -79,12 +84,21 @@ export function registerKeyRoutes(app: FastifyInstance, store: Store, keys: KeyS
         const network = await store.getNetwork(req.params.id);
         if (!network.encrypted) throw new VeilError('VEIL_ERR_NOT_ENCRYPTED', `network ${network.name} has no keys`);
         const records = (await store.getEpochs(network.id)).items.sort((a, b) => a.epoch - b.epoch);
-        const acks = await Promise.all(
-          records.map(async (r) => (await store.listAcks(network.id, r.epoch)).items.map((a) => a.hostId).sort()),
+        const [copies, acks] = await Promise.all([
+          store.listCopies(network.id),
+          Promise.all(
+            records.map(async (r) => (await store.listAcks(network.id, r.epoch)).items.map((a) => a.hostId).sort()),
+          ),
+        ]);
+        const members = records.map((r) =>
+          copies.items
+            .filter((c) => c.epoch === r.epoch)
+            .map((c) => c.hostId)
+            .sort(),
         );
-        return { network, records, acks };
+        return { network, records, members, acks };
       });
-      const { network, records, acks } = read;
+      const { network, records, members, acks } = read;
       const { installer, leader, config } = keys.status();
       const here = installer.networks.find((n) => n.networkId === network.id);
       const led = leader.leader ? leader.networks.find((n) => n.networkId === network.id) : undefined;
@@ -110,7 +124,7 @@ export function registerKeyRoutes(app: FastifyInstance, store: Store, keys: KeyS
             PublishedAt: iso(r.publishedAt)!,
             ActivatedAt: iso(r.activatedAt),
             RetiredAt: iso(r.retiredAt),
-            Members: Object.keys(r.wrapped).sort(),
+            Members: members[i]!,
             Acked: acks[i]!,
             InstalledHere: mine?.installed ?? false,
             OutboundHere: mine?.outbound ?? false,

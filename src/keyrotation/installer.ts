@@ -12,7 +12,7 @@ import { unwrapForSelf, type HostIdentity } from './wrapping.js';
  *
  *   0. switch OUTBOUND  to the newest active epoch already installed, if it is newer
  *   1. retire           every installed epoch whose record is retired or gone
- *   2. install INBOUND  for every published or active epoch this host holds a copy of
+ *   2. install INBOUND  for every published or active epoch this host holds a copy of (read once)
  *   3. ack              each published epoch once its inbound SAs are installed
  *   4. switch OUTBOUND  to the newest active epoch that is installed (never backwards)
  *
@@ -29,7 +29,7 @@ import { unwrapForSelf, type HostIdentity } from './wrapping.js';
  * read it from etcd) drops the network's records instead of retrying them; a later record
  * for it is tried again.
  *
- * I/O-free: the gateway sits behind EpochSink and the store behind the `ack` callback;
+ * I/O-free: the gateway sits behind EpochSink and the store behind the `ack` and `copy` callbacks;
  * records arrive by sync() (a full listing of one network), applyEvents() (watch events)
  * or applySnapshot() (a watch resync). Idempotent: the same records again change
  * nothing, and a restarted host that replays the current state ends where it was.
@@ -57,6 +57,8 @@ export interface EpochInstallerOptions {
   sink: EpochSink;
   /** Writes the ack for (network, epoch); the agent binds it to the host lease (Store.ack). */
   ack(networkId: string, epoch: number): Promise<void>;
+  /** This host's wrapped copy of the record's secret (Store.getCopy): null when it holds none. */
+  copy(record: KeyEpochRecord): Promise<string | null>;
   log?: LogFn;
   clock?: Clock;
   /** For nextRotationAt in status(); the leader's config is the one that counts. */
@@ -93,7 +95,14 @@ export interface NetworkKeyStatus {
 export interface InstallerStatus {
   hostId: string;
   store: { reachable: boolean; since: number | null; detail: string | null };
-  counters: { notMember: number; unwrapFailures: number; installFailures: number; ackFailures: number };
+  counters: {
+    notMember: number;
+    unwrapFailures: number;
+    installFailures: number;
+    ackFailures: number;
+    /** Reads of this host's copy that failed (etcd unreachable); retried. */
+    copyReadFailures: number;
+  };
   networks: NetworkKeyStatus[];
 }
 
@@ -106,8 +115,11 @@ interface NetState {
   records: Map<number, KeyEpochRecord>;
   installed: Map<number, Installed>;
   outbound: number | null;
-  /** Why an epoch is not installed; `blob` is the copy that failed, so a changed copy is tried again. */
-  problems: Map<number, { why: EpochProblem; blob?: string }>;
+  /**
+   * Why an epoch is not installed. `copies` is the record's count when it was found (a rewrap changes
+   * it, so the copy is read again), `blob` the copy that failed (the same one is not counted twice).
+   */
+  problems: Map<number, { why: EpochProblem; copies?: number; blob?: string }>;
 }
 
 export const DEFAULT_INSTALLER_RETRY_MS = 2000;
@@ -120,7 +132,7 @@ export class EpochInstaller {
   readonly #nets = new Map<string, NetState>();
   /** Per network, the revision of the last full listing: older events are already in it. */
   readonly #synced = new Map<string, number>();
-  readonly #counters = { notMember: 0, unwrapFailures: 0, installFailures: 0, ackFailures: 0 };
+  readonly #counters = { notMember: 0, unwrapFailures: 0, installFailures: 0, ackFailures: 0, copyReadFailures: 0 };
   #store = { reachable: true, since: null as number | null, detail: null as string | null };
   #queue: Promise<void> = Promise.resolve();
   #retry: (() => void) | null = null;
@@ -301,12 +313,26 @@ export class EpochInstaller {
     let networkGone = false;
     for (const r of [...net.records.values()].sort((a, b) => a.epoch - b.epoch)) {
       if ((r.state !== 'published' && r.state !== 'active') || net.installed.has(r.epoch)) continue;
-      const blob = Object.hasOwn(r.wrapped, this.hostId) ? r.wrapped[this.hostId] : undefined;
       const known = net.problems.get(r.epoch);
-      if (known && known.why !== 'install-failed' && known.blob === blob) continue; // already counted and logged
-      const mine = unwrapForSelf(r, this.#o.self);
+      if (known && known.why !== 'install-failed' && known.copies === r.copies) continue; // no rewrap since
+      let copy: string | null;
+      try {
+        copy = await this.#o.copy(r);
+      } catch (err) {
+        failed = true;
+        this.#counters.copyReadFailures++;
+        this.#log("cannot read this host's copy of the epoch secret; will retry", {
+          ...at(r.epoch),
+          ...errorFields(err),
+        });
+        continue;
+      }
+      const mine = unwrapForSelf(copy, r, this.#o.self);
       if (!mine.ok) {
-        net.problems.set(r.epoch, { why: mine.why, ...(blob !== undefined ? { blob } : {}) });
+        const blob = copy ?? undefined;
+        const seen = known && known.why === mine.why && known.blob === blob;
+        net.problems.set(r.epoch, { why: mine.why, copies: r.copies, ...(blob !== undefined ? { blob } : {}) });
+        if (seen) continue; // the same copy as before: already counted and logged
         if (mine.why === 'not-member') {
           this.#counters.notMember++;
           this.#log('not a member of this epoch; nothing installed', at(r.epoch));
@@ -431,8 +457,6 @@ function isEpochRecord(v: unknown): v is KeyEpochRecord {
     typeof r.networkId === 'string' &&
     Number.isSafeInteger(r.epoch) &&
     (r.state === 'published' || r.state === 'active' || r.state === 'retired') &&
-    typeof r.publishedAt === 'number' &&
-    typeof r.wrapped === 'object' &&
-    r.wrapped !== null
+    typeof r.publishedAt === 'number'
   );
 }

@@ -24,7 +24,7 @@ import { EPOCH_SECRET_LENGTH, unwrapForSelf, wrapForHost, type HostIdentity } fr
  * VEIL_ERR_NOT_LEADER once the leader key is gone, and with VEIL_ERR_NOT_FOUND once the
  * network is gone: that network's loop stops, the term goes on), until the answer is `wait`.
  *
- * It wakes on watch events (keys/, acks/, hosts/, networks/, rotation requests) and on
+ * It wakes on watch events (keys/, ~/acks/, hosts/, networks/, rotation requests) and on
  * one timer per network at `wait.until`; it never polls. When `leadership.lost` aborts
  * it stops at once (docs/etcd.md "Election"), resigns the term (its election key goes) and
  * campaigns again. A new leader reads the epochs and continues the schedule where it
@@ -473,11 +473,17 @@ class NetworkLoop {
       this.term.forget(this);
       return null;
     }
-    const [epochs, hosts, request] = await Promise.all([
+    const [epochs, hosts, request, copies] = await Promise.all([
       store.getEpochs(this.networkId),
       store.listHosts(),
       requests.get(this.networkId),
+      store.listCopies(this.networkId),
     ]);
+    const holders = new Map<number, Set<string>>();
+    for (const c of copies.items) {
+      if (!holders.has(c.epoch)) holders.set(c.epoch, new Set());
+      holders.get(c.epoch)!.add(c.hostId);
+    }
     const members = new Map(
       memberHosts(hosts.items)
         .filter((h) => !this.#unusableKeys.has(keyId(h)))
@@ -497,6 +503,7 @@ class NetworkLoop {
       input: {
         epochs: epochs.items,
         acks,
+        holders,
         members: [...members.keys()],
         now: clock.now(),
         config,
@@ -521,14 +528,13 @@ class NetworkLoop {
         raw.fill(0);
         try {
           const wrapped = this.#wrapFor(secret, action.epoch, [...snap.members.values()]);
-          if (Object.keys(wrapped).length === 0) return; // every key unusable: the next read has no members and waits
-          await store.putEpoch(leadership, {
-            networkId: network,
-            epoch: action.epoch,
-            state: 'published',
-            publishedAt: now,
+          const copies = Object.keys(wrapped).length;
+          if (copies === 0) return; // every key unusable: the next read has no members and waits
+          await store.putEpoch(
+            leadership,
+            { networkId: network, epoch: action.epoch, state: 'published', publishedAt: now, copies },
             wrapped,
-          });
+          );
           log('epoch published', {
             network,
             epoch: action.epoch,
@@ -542,7 +548,8 @@ class NetworkLoop {
       }
       case 'rewrap': {
         if (!record) return;
-        const own = unwrapForSelf(record, this.term.d.self);
+        const { self } = this.term.d;
+        const own = unwrapForSelf(await store.getCopy(network, action.epoch, self.hostId), record, self);
         if (!own.ok) {
           this.#unrecoverable.add(action.epoch);
           log('epoch cannot be rewrapped: this leader holds no usable copy', {
@@ -558,7 +565,9 @@ class NetworkLoop {
           const hosts = action.hosts.flatMap((id) => snap.members.get(id) ?? []);
           const added = this.#wrapFor(own.secret, action.epoch, hosts);
           if (Object.keys(added).length === 0) return;
-          await store.putEpoch(leadership, { ...record, wrapped: { ...record.wrapped, ...added } });
+          // The count changes, so the hosts waiting for a copy see the record change and read theirs.
+          const held = snap.input.holders.get(action.epoch)?.size ?? 0;
+          await store.putEpoch(leadership, { ...recordOf(record), copies: held + Object.keys(added).length }, added);
           log('epoch rewrapped for joining hosts', { network, epoch: action.epoch, hosts: Object.keys(added).sort() });
         } finally {
           own.secret.wipe();
@@ -567,7 +576,7 @@ class NetworkLoop {
       }
       case 'activate': {
         if (!record) return;
-        await store.putEpoch(leadership, { ...record, state: 'active', activatedAt: now });
+        await store.putEpoch(leadership, { ...recordOf(record), state: 'active', activatedAt: now });
         if (action.because === 'ack-timeout') {
           this.#ackTimeouts++;
           log('epoch activated without every ack (ack timeout)', {
@@ -580,8 +589,8 @@ class NetworkLoop {
       }
       case 'retire': {
         if (!record) return;
-        // A retired epoch is used by no one: its wrapped copies go, so etcd holds less.
-        await store.putEpoch(leadership, { ...record, state: 'retired', retiredAt: now, wrapped: {} });
+        // A retired epoch is used by no one: its wrapped copies go (the store deletes them with it).
+        await store.putEpoch(leadership, { ...recordOf(record), state: 'retired', retiredAt: now, copies: 0 });
         log('epoch retired', { network, epoch: action.epoch, because: action.because });
         break;
       }
@@ -622,3 +631,16 @@ class NetworkLoop {
 }
 
 const keyId = (h: Pick<HostRecord, 'id' | 'publicKey'>): string => `${h.id}:${h.publicKey}`;
+
+/** The record's own fields only: a record as read may carry fields an older release wrote. */
+function recordOf(r: KeyEpochRecord): KeyEpochRecord {
+  return {
+    networkId: r.networkId,
+    epoch: r.epoch,
+    state: r.state,
+    publishedAt: r.publishedAt,
+    ...(r.activatedAt !== undefined ? { activatedAt: r.activatedAt } : {}),
+    ...(r.retiredAt !== undefined ? { retiredAt: r.retiredAt } : {}),
+    copies: Number.isSafeInteger(r.copies) ? r.copies : 0,
+  };
+}

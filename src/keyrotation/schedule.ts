@@ -4,7 +4,7 @@ import { isWindows } from '../model/windows.js';
 
 /*
  * The key schedule of one encrypted network as a pure function (docs/keys.md "Rotation"):
- * (epochs, acks, members, time, config, rotation request) → the one next action.
+ * (epochs, copies, acks, members, time, config, rotation request) → the one next action.
  * The leader performs the action with a fenced write, re-reads, and asks again until
  * the answer is `wait`; it then sleeps until `until` or until etcd changes.
  *
@@ -88,6 +88,8 @@ export interface ScheduleInput {
   epochs: readonly KeyEpochRecord[];
   /** epoch → host ids that acked it (only published epochs are consulted). */
   acks: ReadonlyMap<number, ReadonlySet<string>>;
+  /** epoch → host ids etcd holds a wrapped copy for (Store.listCopies). */
+  holders: ReadonlyMap<number, ReadonlySet<string>>;
   /** Live registered hosts that can encrypt (not Windows): the epoch's members. */
   members: readonly string[];
   now: number;
@@ -111,7 +113,6 @@ export type Action =
 
 const byEpoch = (a: KeyEpochRecord, b: KeyEpochRecord): number => a.epoch - b.epoch;
 const isLive = (r: KeyEpochRecord): boolean => r.state === 'published' || r.state === 'active';
-const has = (wrapped: Record<string, string>, hostId: string): boolean => Object.hasOwn(wrapped, hostId);
 const activatedAt = (r: KeyEpochRecord): number => r.activatedAt ?? r.publishedAt;
 
 /** The newest active epoch: the one gateways seal with. */
@@ -144,6 +145,7 @@ export function nextAction(input: ScheduleInput): Action {
   const epochs = [...input.epochs].sort(byEpoch);
   const members = [...new Set(input.members)].sort();
   const unrecoverable = input.unrecoverable ?? new Set<number>();
+  const holds = (r: KeyEpochRecord, hostId: string): boolean => input.holders.get(r.epoch)?.has(hostId) ?? false;
   const current = currentEpoch(epochs);
   const newest = epochs[epochs.length - 1];
   const deadlines: Deadline[] = [];
@@ -151,7 +153,7 @@ export function nextAction(input: ScheduleInput): Action {
   // Rewrap: a member without its wrapped copy of a live epoch cannot install it (docs/keys.md "Key wrap").
   for (const r of epochs) {
     if (!isLive(r) || unrecoverable.has(r.epoch)) continue;
-    const lacking = members.filter((m) => !has(r.wrapped, m));
+    const lacking = members.filter((m) => !holds(r, m));
     if (lacking.length > 0) return { kind: 'rewrap', epoch: r.epoch, hosts: lacking };
   }
 
@@ -162,7 +164,7 @@ export function nextAction(input: ScheduleInput): Action {
     if (current && r.epoch < current.epoch) return { kind: 'retire', epoch: r.epoch, because: 'stale' };
     const acked = input.acks.get(r.epoch) ?? new Set<string>();
     // A member with no copy (unrecoverable epoch) cannot ack; the rotation rule below reaches it.
-    const missing = members.filter((m) => has(r.wrapped, m) && !acked.has(m));
+    const missing = members.filter((m) => holds(r, m) && !acked.has(m));
     if (missing.length === 0) return { kind: 'activate', epoch: r.epoch, because: 'all-acked', missing };
     const timeout = r.publishedAt + config.ackTimeoutMs;
     if (now >= timeout) return { kind: 'activate', epoch: r.epoch, because: 'ack-timeout', missing };
@@ -188,7 +190,7 @@ export function nextAction(input: ScheduleInput): Action {
   }
 
   // Publish.
-  const due = rotationDue(input, epochs, members, current, unrecoverable);
+  const due = rotationDue(input, epochs, members, current, unrecoverable, holds);
   if (due.because) {
     const next = (newest?.epoch ?? 0) + 1;
     const pending = epochs.find((r) => r.state === 'published');
@@ -209,13 +211,14 @@ function rotationDue(
   members: readonly string[],
   current: KeyEpochRecord | undefined,
   unrecoverable: ReadonlySet<number>,
+  holds: (r: KeyEpochRecord, hostId: string) => boolean,
 ): { because: PublishReason | null; at: number | null } {
   const live = epochs.filter(isLive);
   if (live.length === 0) return { because: 'first', at: null };
   const newest = epochs[epochs.length - 1]!;
   if (input.request && input.request.afterEpoch >= newest.epoch) return { because: 'requested', at: null };
   if (!current) return { because: null, at: null }; // the first epoch is still being published
-  if (unrecoverable.has(current.epoch) && members.some((m) => !has(current.wrapped, m)))
+  if (unrecoverable.has(current.epoch) && members.some((m) => !holds(current, m)))
     return { because: 'unrecoverable', at: null };
   const at = activatedAt(current) + input.config.intervalMs;
   if (input.now >= at) return { because: 'interval', at };

@@ -1,11 +1,11 @@
 import { hexToBytes } from '../crypto/bytes.js';
 import { unwrapSecret, wrapSecret } from '../crypto/keywrap.js';
 import type { SecretKey } from '../crypto/secret.js';
-import type { HostRecord, KeyEpochRecord } from '../store/types.js';
+import type { HostRecord } from '../store/types.js';
 
 /*
  * The epoch secret as etcd holds it: wrapped for each member host (crypto/keywrap.ts,
- * AAD = network, epoch, host), base64 in KeyEpochRecord.wrapped (docs/keys.md "Key wrap").
+ * AAD = network, epoch, host), base64, one key per copy (docs/keys.md "Key wrap").
  */
 
 /** An epoch secret is 32 random bytes (docs/keys.md "Epoch secrets"). */
@@ -30,17 +30,20 @@ export function wrapForHost(
 
 export type Unwrapped =
   | { ok: true; secret: SecretKey }
-  /** not-member: the record holds no copy for this host; key-unavailable: the copy does not open with this host's key. */
+  /** not-member: etcd holds no copy for this host; key-unavailable: the copy does not open with this host's key. */
   | { ok: false; why: 'not-member' | 'key-unavailable' };
 
-/** This host's copy of the record's secret. Never throws. */
-export function unwrapForSelf(record: KeyEpochRecord, self: HostIdentity): Unwrapped {
-  const mine = Object.hasOwn(record.wrapped, self.hostId) ? record.wrapped[self.hostId] : undefined;
-  if (mine === undefined) return { ok: false, why: 'not-member' };
+/** Opens this host's copy (Store.getCopy; null when it holds none) of an epoch's secret. Never throws. */
+export function unwrapForSelf(
+  copy: string | null,
+  epoch: { networkId: string; epoch: number },
+  self: HostIdentity,
+): Unwrapped {
+  if (copy === null) return { ok: false, why: 'not-member' };
   try {
-    const secret = unwrapSecret(Buffer.from(mine, 'base64'), self.privateKey, {
-      networkId: record.networkId,
-      epoch: record.epoch,
+    const secret = unwrapSecret(Buffer.from(copy, 'base64'), self.privateKey, {
+      networkId: epoch.networkId,
+      epoch: epoch.epoch,
       hostId: self.hostId,
     });
     return secret && secret.length === EPOCH_SECRET_LENGTH

@@ -1,5 +1,5 @@
 /** veil's version, as hosts report it in their etcd record and the API in its OpenAPI document. */
-export const VERSION = '0.2.0';
+export const VERSION = '0.3.0';
 
 /**
  * Whether two veil versions derive the same SA keys and speak the same wire format: while the major

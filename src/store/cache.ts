@@ -1,6 +1,7 @@
-import { SEGMENT_RE, keys } from './layout.js';
+import { SEGMENT_RE, SHARED_RANGE, keys, type KeyRange } from './layout.js';
 import type {
   AckRecord,
+  CopyRef,
   EndpointChanges,
   EndpointRecord,
   EndpointSpec,
@@ -9,6 +10,7 @@ import type {
   HostRecord,
   HostRegistration,
   KeyEpochRecord,
+  WrappedCopies,
   LeaderElection,
   Leadership,
   Listing,
@@ -31,7 +33,7 @@ const cached = (key: string): boolean => CACHED.some((p) => key.startsWith(p));
 
 /**
  * A Store whose reads of networks, endpoints, hosts and key epochs answer from a replica in memory,
- * kept by one watch over the layout (docs/api.md "Reads"); every other call goes to the store. Another
+ * kept by one watch over the shared layout (SHARED_RANGE, docs/api.md "Reads"); every other call goes to the store. Another
  * host's writes are here once the watch brings them (milliseconds); a network looked up by id or name
  * and not found here is asked of the store.
  *
@@ -65,7 +67,7 @@ export class CachedStore implements Store {
     for (const h of hosts.items) this.#replica.set(keys.host(h.id), h);
     for (const l of epochs) for (const r of l.items) this.#replica.set(keys.keyEpoch(r.networkId, r.epoch), r);
     this.#revision = from;
-    this.#watch = await this.inner.watch('', from + 1, {
+    this.#watch = await this.inner.watch(SHARED_RANGE, from + 1, {
       onEvents: (events) => this.#apply(events),
       onResync: (snapshot, revision) => {
         this.#replica.clear();
@@ -198,8 +200,8 @@ export class CachedStore implements Store {
     return e;
   }
 
-  async putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void> {
-    await this.inner.putEpoch(leader, record);
+  async putEpoch(leader: Leadership, record: KeyEpochRecord, copies?: WrappedCopies): Promise<void> {
+    await this.inner.putEpoch(leader, record, copies);
     await this.#shown(() => sameJson(this.#replica.get(keys.keyEpoch(record.networkId, record.epoch)), record));
   }
 
@@ -228,6 +230,12 @@ export class CachedStore implements Store {
   listAcks(networkId: string, epoch: number): Promise<Listing<AckRecord>> {
     return this.inner.listAcks(networkId, epoch);
   }
+  getCopy(networkId: string, epoch: number, hostId: string): Promise<string | null> {
+    return this.inner.getCopy(networkId, epoch, hostId);
+  }
+  listCopies(networkId: string): Promise<Listing<CopyRef>> {
+    return this.inner.listCopies(networkId);
+  }
   requestRotation(request: RotationRequestRecord): Promise<void> {
     return this.inner.requestRotation(request);
   }
@@ -237,8 +245,8 @@ export class CachedStore implements Store {
   election(name?: string, ttlSeconds?: number): LeaderElection {
     return this.inner.election(name, ttlSeconds);
   }
-  watch(prefix: string, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
-    return this.inner.watch(prefix, fromRevision, handler);
+  watch(range: KeyRange, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
+    return this.inner.watch(range, fromRevision, handler);
   }
   dump(): Promise<Map<string, string>> {
     return this.inner.dump();

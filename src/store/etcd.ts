@@ -38,7 +38,7 @@ import {
 } from 'etcd3';
 import { StoreError } from './errors.js';
 import { compareIpv4 } from '../model/ipv4.js';
-import { KEYSCHEDULE_ELECTION, PREFIX, SEGMENT_RE, keys, prefixEnd } from './layout.js';
+import { KEYSCHEDULE_ELECTION, PREFIX, SEGMENT_RE, keys, prefixEnd, type KeyRange } from './layout.js';
 import {
   HOST_INDEX_MAX,
   HOST_INDEX_MIN,
@@ -52,9 +52,13 @@ import {
   allocRange,
   changedEndpoint,
   buildNetwork,
+  COPIES_PER_TXN,
   checkAck,
+  checkCopies,
   checkEndpoint,
   checkEpoch,
+  copyRef,
+  isWrappedCopy,
   checkHost,
   checkRotationRequest,
   macFromIpv4,
@@ -64,6 +68,7 @@ import {
 } from './logic.js';
 import type {
   AckRecord,
+  CopyRef,
   EndpointChanges,
   EndpointRecord,
   EndpointSpec,
@@ -73,6 +78,7 @@ import type {
   Reservation,
   HostRegistration,
   KeyEpochRecord,
+  WrappedCopies,
   Leadership,
   LeaderElection,
   Listing,
@@ -311,6 +317,13 @@ export class EtcdStore implements Store {
     const res = await this.ns.getAll().prefix(prefix).exec();
     return { kvs: res.kvs, revision: rev(res.header.revision) };
   }
+  /** The keys under `prefix` (relative), without their values, and the revision read at. */
+  private async keysUnder(prefix: string): Promise<{ keys: string[]; revision: number }> {
+    const key = this.abs(prefix);
+    const res = await this.ns.kv.range({ key, range_end: prefixEnd(key), keys_only: true });
+    const strip = this.ns.prefix.length;
+    return { keys: res.kvs.map((kv) => kv.key.subarray(strip).toString()), revision: rev(res.header.revision) };
+  }
   private async list<T>(prefix: string): Promise<Listing<T>> {
     return guard(async () => {
       const { kvs, revision } = await this.getAll(prefix);
@@ -385,8 +398,8 @@ export class EtcdStore implements Store {
 
   async reclaimHostIndexes(): Promise<HostIndexClaim[]> {
     return guard(async () => {
-      // Epochs first: the transactions below hold the keys/ prefix to this read's revision.
-      const epochs = await this.getAll(keys.keysPrefix());
+      // Copies first: the transactions below hold the ~/copies/ range to this read's revision.
+      const copies = await this.keysUnder(keys.copiesPrefix());
       const [claims, live] = await Promise.all([this.getAll(keys.hostIndexPrefix()), this.keySet(keys.hostsPrefix())]);
       const claimOf = new Map(
         claims.kvs.map((kv) => {
@@ -394,17 +407,14 @@ export class EtcdStore implements Store {
           return [index, { index, hostId: kv.value.toString(), modRevision: rev(kv.mod_revision) }];
         }),
       );
-      const reclaimable = reclaimableHostIndexes(
-        [...claimOf.values()],
-        live,
-        epochs.kvs.map((kv) => decode<KeyEpochRecord>(kv.value)),
-      );
+      const named = new Set(copies.keys.flatMap((k) => copyRef(k)?.hostId ?? []));
+      const reclaimable = reclaimableHostIndexes([...claimOf.values()], live, named);
       // Each claim only if it is the one read, its host is still gone, and no epoch was written since;
       // RECLAIM_BATCH claims per transaction, one by one when a batch fails (one of them changed).
       const free = (batch: HostIndexClaim[]) =>
         this.rawTxn(
           [
-            this.rangeCompare(keys.keysPrefix(), 'Mod', 'Less', epochs.revision + 1),
+            this.rangeCompare(keys.copiesPrefix(), 'Mod', 'Less', copies.revision + 1),
             ...batch.flatMap((c) => [
               this.keyCompare(keys.hostIndex(c.index), 'Mod', claimOf.get(c.index)!.modRevision),
               this.keyCompare(keys.host(c.hostId), 'Create', 0),
@@ -502,6 +512,7 @@ export class EtcdStore implements Store {
             this.ns.delete().key(keys.netIndex(net.index)).op(),
             this.ns.delete().prefix(keys.ipamPrefix(net.id)).op(),
             this.ns.delete().prefix(keys.keysPrefix(net.id)).op(),
+            this.ns.delete().prefix(keys.copiesPrefix(net.id)).op(),
             this.ns.delete().prefix(keys.acksPrefix(net.id)).op(),
             this.ns.delete().key(keys.rotate(net.id)).op(),
           ],
@@ -737,11 +748,30 @@ export class EtcdStore implements Store {
     });
   }
 
-  async putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void> {
+  async putEpoch(leader: Leadership, record: KeyEpochRecord, copies: WrappedCopies = {}): Promise<void> {
     checkEpoch(record);
+    checkCopies(copies);
     const l = this.fence(leader);
-    await this.fencedEpochWrite(l, record.networkId, [
-      this.ns.put(keys.keyEpoch(record.networkId, record.epoch)).value(json(record)),
+    const { networkId, epoch } = record;
+    const recordKey = keys.keyEpoch(networkId, epoch);
+    const epochCopies = keys.copiesPrefix(networkId, epoch);
+    // A first write is a publish: copies of this epoch number are leftovers of one that never finished.
+    const fresh = (await guard(() => this.ns.get(recordKey).exists())) === false;
+    const puts = Object.entries(copies).map(([hostId, wrapped]) =>
+      this.ns.put(keys.copy(networkId, epoch, hostId)).value(json({ wrapped })),
+    );
+    // etcd refuses a put and a delete of the same key in one transaction: the leftovers go on their own.
+    if (fresh && puts.length > 0) await this.fencedEpochWrite(l, networkId, [this.ns.delete().prefix(epochCopies)]);
+    // The batches are independent (etcd commits concurrent ones together); the record waits for all.
+    const batches: Array<Promise<void>> = [];
+    for (let i = 0; i < puts.length; i += COPIES_PER_TXN)
+      batches.push(this.fencedEpochWrite(l, networkId, puts.slice(i, i + COPIES_PER_TXN)));
+    await Promise.all(batches);
+    await this.fencedEpochWrite(l, networkId, [
+      ...(fresh && puts.length === 0 ? [this.ns.delete().prefix(epochCopies)] : []),
+      this.ns.put(recordKey).value(json(record)),
+      // No one uses a retired epoch: its copies go with it.
+      ...(record.state === 'retired' ? [this.ns.delete().prefix(epochCopies)] : []),
     ]);
   }
 
@@ -749,8 +779,23 @@ export class EtcdStore implements Store {
     const l = this.fence(leader);
     await this.fencedEpochWrite(l, networkId, [
       this.ns.delete().key(keys.keyEpoch(networkId, epoch)),
+      this.ns.delete().prefix(keys.copiesPrefix(networkId, epoch)),
       this.ns.delete().prefix(keys.acksPrefix(networkId, epoch)),
     ]);
+  }
+
+  async getCopy(networkId: string, epoch: number, hostId: string): Promise<string | null> {
+    return guard(async () => {
+      const copy = (await this.getOne<unknown>(keys.copy(networkId, epoch, hostId)))?.value;
+      return isWrappedCopy(copy) ? copy.wrapped : null;
+    });
+  }
+
+  async listCopies(networkId: string): Promise<Listing<CopyRef>> {
+    return guard(async () => {
+      const { keys: found, revision } = await this.keysUnder(keys.copiesPrefix(networkId));
+      return { items: found.flatMap((k) => copyRef(k) ?? []), revision };
+    });
   }
 
   async getEpochs(networkId: string): Promise<Listing<KeyEpochRecord>> {
@@ -833,8 +878,8 @@ export class EtcdStore implements Store {
 
   // ---- watch -------------------------------------------------------------------------------
 
-  async watch(prefix: string, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
-    const w = new EtcdWatch(this.ns, prefix, fromRevision, handler, () => this.watches.delete(w));
+  async watch(range: KeyRange, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
+    const w = new EtcdWatch(this.ns, range, fromRevision, handler, () => this.watches.delete(w));
     this.watches.add(w);
     w.start();
     return w;
@@ -906,7 +951,7 @@ class EtcdWatch implements WatchHandle {
 
   constructor(
     private readonly ns: Namespace,
-    private readonly prefix: string,
+    private readonly range: KeyRange,
     fromRevision: number,
     private readonly handler: WatchHandler,
     private readonly onCancel: () => void,
@@ -920,9 +965,8 @@ class EtcdWatch implements WatchHandle {
 
   start(): void {
     if (this.cancelled) return;
-    const w = this.ns
-      .watch()
-      .prefix(this.prefix)
+    const builder = this.ns.watch();
+    const w = (typeof this.range === 'string' ? builder.prefix(this.range) : builder.inRange(this.range))
       .withPreviousKV()
       .startRevision(String(this.last + 1))
       .watcher();
@@ -999,7 +1043,8 @@ class EtcdWatch implements WatchHandle {
         this.restart(null);
       } catch (probe) {
         if (probe instanceof Error && /compacted/.test(probe.message)) {
-          const res = await this.ns.getAll().prefix(this.prefix).exec();
+          const all = this.ns.getAll();
+          const res = await (typeof this.range === 'string' ? all.prefix(this.range) : all.inRange(this.range)).exec();
           const revision = rev(res.header.revision);
           this.last = revision;
           this.handler.onResync(

@@ -8,16 +8,37 @@
  *   vnis/<vni>                            network id      (VNI uniqueness)
  *   endpoints/<networkId>/<endpointId>    EndpointRecord
  *   ipam/<networkId>/<ip>                 endpoint id     (one transaction allocates), or reserved:<hostId>
- *   keys/<networkId>/<epoch>              KeyEpochRecord  (wrapped secrets only)
- *   acks/<networkId>/<epoch>/<hostId>     AckRecord, bound to the host's lease
+ *   keys/<networkId>/<epoch>              KeyEpochRecord  (state and times; no key material)
+ *   rotate/<networkId>                    RotationRequestRecord
  *   election/keyschedule/<leaseId>        etcd3's election keys (leader = lowest create revision)
  *   hostindex/<n>                         host id, n in 1..16383 (SPI sender field), freed once its host is gone for good
  *   netindex/<n>                          network id, n in 0..65535 (SPI network field), freed with the network
+ *   ~/copies/<networkId>/<epoch>/<hostId> WrappedCopy: the epoch secret wrapped for that host
+ *   ~/acks/<networkId>/<epoch>/<hostId>   AckRecord, bound to the host's lease
+ *
+ * What grows with hosts per epoch (a copy and an ack per member) sits under "~/", which sorts after
+ * every other key: the whole-layout watches (agent, API replica) cover SHARED_RANGE, one range that
+ * leaves it out, so a rotation costs each host its own copy, not everyone's (docs/etcd.md "Scale").
  */
 
 export const PREFIX = '/veil/v1/';
 
 export const KEYSCHEDULE_ELECTION = 'keyschedule';
+
+/** Per-member keys of each epoch: after every other key in byte order ('~' is 0x7e). */
+const PER_MEMBER = '~/';
+
+/** Every key under a prefix, or the keys in [start, end) in byte order. */
+export type KeyRange = string | { readonly start: string; readonly end: string };
+
+/** Every key but the per-member ones: what a watch of the whole layout covers. */
+export const SHARED_RANGE: KeyRange = { start: '', end: PER_MEMBER };
+
+export function inKeyRange(range: KeyRange, key: string): boolean {
+  if (typeof range === 'string') return key.startsWith(range);
+  const k = Buffer.from(key);
+  return Buffer.compare(k, Buffer.from(range.start)) >= 0 && Buffer.compare(k, Buffer.from(range.end)) < 0;
+}
 
 /** Ids and names become key segments: no '/', nothing empty. */
 export const SEGMENT_RE = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
@@ -29,6 +50,13 @@ function seg(what: string, v: string): string {
 function num(what: string, v: number): string {
   if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${what} must be a non-negative integer`);
   return String(v);
+}
+
+/** ~/<kind>/, ~/<kind>/<networkId>/ or ~/<kind>/<networkId>/<epoch>/. */
+function perEpoch(kind: 'copies' | 'acks', networkId?: string, epoch?: number): string {
+  if (networkId === undefined) return `${PER_MEMBER}${kind}/`;
+  const net = `${PER_MEMBER}${kind}/${seg('network id', networkId)}/`;
+  return epoch === undefined ? net : `${net}${num('epoch', epoch)}/`;
 }
 
 export const keys = {
@@ -53,14 +81,13 @@ export const keys = {
     networkId === undefined ? 'keys/' : `keys/${seg('network id', networkId)}/`,
   keyEpoch: (networkId: string, epoch: number): string => `keys/${seg('network id', networkId)}/${num('epoch', epoch)}`,
 
-  acksPrefix: (networkId?: string, epoch?: number): string =>
-    networkId === undefined
-      ? 'acks/'
-      : epoch === undefined
-        ? `acks/${seg('network id', networkId)}/`
-        : `acks/${seg('network id', networkId)}/${num('epoch', epoch)}/`,
+  copiesPrefix: (networkId?: string, epoch?: number): string => perEpoch('copies', networkId, epoch),
+  copy: (networkId: string, epoch: number, hostId: string): string =>
+    `${perEpoch('copies', networkId, epoch)}${seg('host id', hostId)}`,
+
+  acksPrefix: (networkId?: string, epoch?: number): string => perEpoch('acks', networkId, epoch),
   ack: (networkId: string, epoch: number, hostId: string): string =>
-    `acks/${seg('network id', networkId)}/${num('epoch', epoch)}/${seg('host id', hostId)}`,
+    `${perEpoch('acks', networkId, epoch)}${seg('host id', hostId)}`,
 
   rotatePrefix: (): string => 'rotate/',
   rotate: (networkId: string): string => `rotate/${seg('network id', networkId)}`,
@@ -82,6 +109,7 @@ export type ParsedKey =
   | { kind: 'endpoint'; networkId: string; endpointId: string }
   | { kind: 'ipam'; networkId: string; ip: string }
   | { kind: 'keyEpoch'; networkId: string; epoch: number }
+  | { kind: 'copy'; networkId: string; epoch: number; hostId: string }
   | { kind: 'ack'; networkId: string; epoch: number; hostId: string }
   | { kind: 'rotate'; networkId: string }
   | { kind: 'election'; name: string; candidate: string }
@@ -89,8 +117,9 @@ export type ParsedKey =
   | { kind: 'netIndex'; index: number };
 
 export function parseKey(key: string): ParsedKey | null {
+  if (key.startsWith(PER_MEMBER)) return parsePerMember(key.slice(PER_MEMBER.length).split('/'));
   const p = key.split('/');
-  const [a, b, c, d] = p;
+  const [a, b, c] = p;
   if (b === undefined || b === '') return null;
   switch (a) {
     case 'hosts':
@@ -107,8 +136,6 @@ export function parseKey(key: string): ParsedKey | null {
       return p.length === 3 && c ? { kind: 'ipam', networkId: b, ip: c } : null;
     case 'keys':
       return p.length === 3 && c ? { kind: 'keyEpoch', networkId: b, epoch: Number(c) } : null;
-    case 'acks':
-      return p.length === 4 && c && d ? { kind: 'ack', networkId: b, epoch: Number(c), hostId: d } : null;
     case 'rotate':
       return p.length === 2 ? { kind: 'rotate', networkId: b } : null;
     case 'election':
@@ -120,6 +147,14 @@ export function parseKey(key: string): ParsedKey | null {
     default:
       return null;
   }
+}
+
+function parsePerMember(p: string[]): ParsedKey | null {
+  const [kind, networkId, epoch, hostId] = p;
+  if (p.length !== 4 || !networkId || !epoch || !hostId) return null;
+  if (kind === 'copies') return { kind: 'copy', networkId, epoch: Number(epoch), hostId };
+  if (kind === 'acks') return { kind: 'ack', networkId, epoch: Number(epoch), hostId };
+  return null;
 }
 
 /** The first key after every key that starts with `prefix` (etcd's range_end for a prefix). */

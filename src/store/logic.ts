@@ -8,10 +8,11 @@ import { cidrsOverlap, formatIpv4, overlaySubnetRefusal, parseCidr, parseIpv4, t
 import { StoreError } from './errors.js';
 import { hexToBytes } from '../crypto/bytes.js';
 import { isLowOrderPublicKey } from '../crypto/x25519.js';
-import { SEGMENT_RE } from './layout.js';
+import { SEGMENT_RE, parseKey } from './layout.js';
 import { VNI_ALLOCATION_MIN, VNI_MAX } from '../model/ids.js';
 import type {
   AckRecord,
+  CopyRef,
   EndpointChanges,
   EndpointRecord,
   EndpointSpec,
@@ -19,6 +20,7 @@ import type {
   HostRegistration,
   IpamConfig,
   KeyEpochRecord,
+  WrappedCopies,
   NetworkRecord,
   NetworkSpec,
   RotationRequestRecord,
@@ -98,18 +100,23 @@ export function pickFree(min: number, max: number, taken: ReadonlySet<number>, a
 
 /**
  * The claims that may be freed for another host (docs/etcd.md "Host indexes"): the owner has no live
- * record (its lease ended) and no key epoch in etcd names it (holds a wrapped copy for it). Epochs are
- * what SAs come from, so no host still holds an SA keyed with the owner's index, and no live host's
- * SPIs or keys can meet a new owner's.
+ * record (its lease ended) and holds no wrapped copy of any epoch in etcd (`named`). Epochs are what
+ * SAs come from, so no host still holds an SA keyed with the owner's index, and no live host's SPIs or
+ * keys can meet a new owner's.
  */
 export function reclaimableHostIndexes(
   claims: readonly HostIndexClaim[],
   liveHosts: ReadonlySet<string>,
-  epochs: readonly KeyEpochRecord[],
+  named: ReadonlySet<string>,
 ): HostIndexClaim[] {
-  const named = new Set(epochs.flatMap((e) => Object.keys(e.wrapped)));
   return claims.filter((c) => !liveHosts.has(c.hostId) && !named.has(c.hostId));
 }
+
+/**
+ * Wrapped copies per transaction: etcd refuses a transaction of more than --max-txn-ops operations
+ * (128 by default), and a publish at 1,000 members writes 1,000 copies (docs/etcd.md "Scale").
+ */
+export const COPIES_PER_TXN = 100;
 
 export function macFromIpv4(ip: string): string {
   const n = parseIpv4(ip);
@@ -283,8 +290,25 @@ export function checkEpoch(r: KeyEpochRecord): void {
   checkSegment('network id', r.networkId);
   if (!Number.isSafeInteger(r.epoch) || r.epoch < 0) invalid('epoch must be a non-negative integer');
   if (!['published', 'active', 'retired'].includes(r.state)) invalid(`epoch state "${String(r.state)}"`);
-  if (typeof r.wrapped !== 'object' || r.wrapped === null) invalid('wrapped must be an object');
-  for (const [host, w] of Object.entries(r.wrapped)) {
+  if (!Number.isSafeInteger(r.copies) || r.copies < 0) invalid('copies must be a non-negative integer');
+  if (r.state === 'retired' && r.copies !== 0) invalid('a retired epoch holds no copies');
+  if ('wrapped' in r) invalid('an epoch record holds no wrapped secrets (they are keys of their own)');
+}
+
+/** The copy a ~/copies/ key names; null for any other key. */
+export function copyRef(key: string): CopyRef | null {
+  const k = parseKey(key);
+  if (k?.kind !== 'copy' || !Number.isSafeInteger(k.epoch)) return null;
+  return { networkId: k.networkId, epoch: k.epoch, hostId: k.hostId };
+}
+
+/** A copy's value as stored: { wrapped: base64 }. */
+export function isWrappedCopy(v: unknown): v is { wrapped: string } {
+  return typeof v === 'object' && v !== null && typeof (v as { wrapped?: unknown }).wrapped === 'string';
+}
+
+export function checkCopies(copies: WrappedCopies): void {
+  for (const [host, w] of Object.entries(copies)) {
     checkSegment('host id', host);
     if (typeof w !== 'string' || !BASE64_RE.test(w)) invalid(`wrapped secret for ${host} must be base64`);
   }

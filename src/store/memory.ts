@@ -12,7 +12,7 @@
 
 import { StoreError } from './errors.js';
 import { compareIpv4 } from '../model/ipv4.js';
-import { KEYSCHEDULE_ELECTION, SEGMENT_RE, keys } from './layout.js';
+import { KEYSCHEDULE_ELECTION, SEGMENT_RE, inKeyRange, keys, type KeyRange } from './layout.js';
 import {
   HOST_INDEX_MAX,
   HOST_INDEX_MIN,
@@ -26,9 +26,13 @@ import {
   allocRange,
   changedEndpoint,
   buildNetwork,
+  COPIES_PER_TXN,
   checkAck,
+  checkCopies,
   checkEndpoint,
   checkEpoch,
+  copyRef,
+  isWrappedCopy,
   checkHost,
   checkRotationRequest,
   macFromIpv4,
@@ -38,6 +42,7 @@ import {
 } from './logic.js';
 import type {
   AckRecord,
+  CopyRef,
   EndpointChanges,
   EndpointRecord,
   EndpointSpec,
@@ -47,6 +52,7 @@ import type {
   Reservation,
   HostRegistration,
   KeyEpochRecord,
+  WrappedCopies,
   Leadership,
   LeaderElection,
   Listing,
@@ -117,8 +123,8 @@ export class MemoryBackend {
   get(key: string): Entry | undefined {
     return this.kv.get(key);
   }
-  range(prefix: string): Array<[string, Entry]> {
-    return [...this.kv].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  range(range: KeyRange): Array<[string, Entry]> {
+    return [...this.kv].filter(([k]) => inKeyRange(range, k)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   }
 
   /** Applies ops as one revision and notifies watchers; returns the revision (unchanged if nothing changed). */
@@ -297,7 +303,7 @@ class MemoryWatch implements WatchHandle {
 
   constructor(
     private readonly backend: MemoryBackend,
-    private readonly prefix: string,
+    private readonly range: KeyRange,
     fromRevision: number,
     private readonly handler: WatchHandler,
     private readonly client: MemoryStore,
@@ -322,13 +328,13 @@ class MemoryWatch implements WatchHandle {
     const revision = this.backend.revision;
     this.last = revision;
     this.handler.onResync(
-      this.backend.range(this.prefix).map(([key, e]) => ({ key, value: decode(e.value) })),
+      this.backend.range(this.range).map(([key, e]) => ({ key, value: decode(e.value) })),
       revision,
     );
   }
 
   notify(events: LoggedEvent[]): void {
-    const mine = events.filter((e) => e.key.startsWith(this.prefix) && e.revision > this.last);
+    const mine = events.filter((e) => inKeyRange(this.range, e.key) && e.revision > this.last);
     if (mine.length === 0 || this.cancelled) return;
     const due = Date.now() + (this.client.options.watchDelayMs ?? 0);
     this.queue.push(...mine.map((event) => ({ event, due })));
@@ -468,7 +474,8 @@ export class MemoryStore implements Store {
       .range(keys.hostIndexPrefix())
       .map(([k, e]) => ({ index: Number(k.slice(keys.hostIndexPrefix().length)), hostId: e.value }));
     const live = new Set(this.suffixes(keys.hostsPrefix()));
-    const freed = reclaimableHostIndexes(claims, live, this.list<KeyEpochRecord>(keys.keysPrefix()).items);
+    const named = new Set(this.backend.range(keys.copiesPrefix()).flatMap(([k]) => copyRef(k)?.hostId ?? []));
+    const freed = reclaimableHostIndexes(claims, live, named);
     if (freed.length > 0) this.backend.commit(freed.map((c) => ({ del: keys.hostIndex(c.index) })));
     return freed;
   }
@@ -531,6 +538,7 @@ export class MemoryStore implements Store {
       { del: keys.netIndex(net.index) },
       { delPrefix: keys.ipamPrefix(net.id) },
       { delPrefix: keys.keysPrefix(net.id) },
+      { delPrefix: keys.copiesPrefix(net.id) },
       { delPrefix: keys.acksPrefix(net.id) },
       { del: keys.rotate(net.id) },
     ]);
@@ -661,17 +669,53 @@ export class MemoryStore implements Store {
       throw new StoreError('VEIL_ERR_NOT_FOUND', `network ${networkId} (deleted); epoch write refused`);
   }
 
-  async putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void> {
+  /** As EtcdStore: copies in transactions of COPIES_PER_TXN, then the record (each its own revision). */
+  async putEpoch(leader: Leadership, record: KeyEpochRecord, copies: WrappedCopies = {}): Promise<void> {
     checkEpoch(record);
-    this.fence(leader);
-    this.networkExists(record.networkId);
-    this.backend.commit([{ put: keys.keyEpoch(record.networkId, record.epoch), value: JSON.stringify(record) }]);
+    checkCopies(copies);
+    const { networkId, epoch } = record;
+    const recordKey = keys.keyEpoch(networkId, epoch);
+    const epochCopies = keys.copiesPrefix(networkId, epoch);
+    const fresh = this.backend.get(recordKey) === undefined;
+    const puts: Op[] = Object.entries(copies).map(([hostId, wrapped]) => ({
+      put: keys.copy(networkId, epoch, hostId),
+      value: JSON.stringify({ wrapped }),
+    }));
+    const fenced = async (ops: Op[]): Promise<void> => {
+      this.fence(leader);
+      this.networkExists(networkId);
+      this.backend.commit(ops);
+      await Promise.resolve(); // another caller may run between two transactions, as on etcd
+    };
+    if (fresh && puts.length > 0) await fenced([{ delPrefix: epochCopies }]);
+    for (let i = 0; i < puts.length; i += COPIES_PER_TXN) await fenced(puts.slice(i, i + COPIES_PER_TXN));
+    await fenced([
+      ...(fresh && puts.length === 0 ? [{ delPrefix: epochCopies }] : []),
+      { put: recordKey, value: JSON.stringify(record) },
+      ...(record.state === 'retired' ? [{ delPrefix: epochCopies }] : []),
+    ]);
   }
 
   async deleteEpoch(leader: Leadership, networkId: string, epoch: number): Promise<void> {
     this.fence(leader);
     this.networkExists(networkId);
-    this.backend.commit([{ del: keys.keyEpoch(networkId, epoch) }, { delPrefix: keys.acksPrefix(networkId, epoch) }]);
+    this.backend.commit([
+      { del: keys.keyEpoch(networkId, epoch) },
+      { delPrefix: keys.copiesPrefix(networkId, epoch) },
+      { delPrefix: keys.acksPrefix(networkId, epoch) },
+    ]);
+  }
+
+  async getCopy(networkId: string, epoch: number, hostId: string): Promise<string | null> {
+    this.open();
+    const copy = decode(this.backend.get(keys.copy(networkId, epoch, hostId))?.value ?? null);
+    return isWrappedCopy(copy) ? copy.wrapped : null;
+  }
+
+  async listCopies(networkId: string): Promise<Listing<CopyRef>> {
+    this.open();
+    const items = this.backend.range(keys.copiesPrefix(networkId)).flatMap(([k]) => copyRef(k) ?? []);
+    return { items, revision: this.backend.revision };
   }
 
   async getEpochs(networkId: string): Promise<Listing<KeyEpochRecord>> {
@@ -776,9 +820,9 @@ export class MemoryStore implements Store {
     };
   }
 
-  async watch(prefix: string, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
+  async watch(range: KeyRange, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
     this.open();
-    const w = new MemoryWatch(this.backend, prefix, fromRevision, handler, this);
+    const w = new MemoryWatch(this.backend, range, fromRevision, handler, this);
     this.watches.add(w);
     return w;
   }

@@ -7,6 +7,8 @@
  * exactly there (docs/etcd.md "Watches"): list, then watch(prefix, revision + 1, ...).
  */
 
+import type { KeyRange } from './layout.js';
+
 export interface HostRecord {
   id: string;
   /** 1..16383, allocated once per host id by transaction; the SPI's sender field. */
@@ -125,8 +127,22 @@ export interface KeyEpochRecord {
   publishedAt: number;
   activatedAt?: number;
   retiredAt?: number;
-  /** hostId → the epoch secret wrapped for that host (crypto/keywrap.ts), base64. Never a plaintext key. */
-  wrapped: Record<string, string>;
+  /**
+   * How many member hosts the secret has been wrapped for. The copies are keys of their own
+   * (layout.ts `copy`), each read by its host alone; this count changes with every rewrap, so a host
+   * waiting for its copy sees the record change. 0 once retired: a retired epoch's copies are deleted.
+   */
+  copies: number;
+}
+
+/** hostId → the epoch secret wrapped for that host (crypto/keywrap.ts), base64. Never a plaintext key. */
+export type WrappedCopies = Readonly<Record<string, string>>;
+
+/** A wrapped copy's place: which host holds one for which epoch (its value stays in etcd). */
+export interface CopyRef {
+  networkId: string;
+  epoch: number;
+  hostId: string;
 }
 
 export interface AckRecord {
@@ -270,11 +286,18 @@ export interface Store {
   /**
    * Leader write, fenced: fails with VEIL_ERR_NOT_LEADER (and ends `leader`) unless its leader key still exists,
    * and with VEIL_ERR_NOT_FOUND (leadership goes on) unless networks/<id> still exists.
+   * Writes `copies` first (in transactions of at most COPIES_PER_TXN), then the record, so a host that
+   * sees the record finds its copy. A record written for the first time (a publish) first deletes what an
+   * unfinished publish of the same epoch left; a retired one deletes the epoch's copies with it.
    */
-  putEpoch(leader: Leadership, record: KeyEpochRecord): Promise<void>;
-  /** Leader write, fenced like putEpoch; also deletes the epoch's acks. */
+  putEpoch(leader: Leadership, record: KeyEpochRecord, copies?: WrappedCopies): Promise<void>;
+  /** Leader write, fenced like putEpoch; also deletes the epoch's copies and acks. */
   deleteEpoch(leader: Leadership, networkId: string, epoch: number): Promise<void>;
   getEpochs(networkId: string): Promise<Listing<KeyEpochRecord>>;
+  /** One host's wrapped copy of an epoch's secret (base64), or null when it holds none. */
+  getCopy(networkId: string, epoch: number, hostId: string): Promise<string | null>;
+  /** Who holds a copy of which of the network's epochs (keys only: no copy leaves etcd). */
+  listCopies(networkId: string): Promise<Listing<CopyRef>>;
   /** Written under the host's lease: the ack disappears with the host. */
   ack(host: HostLease, record: AckRecord): Promise<void>;
   listAcks(networkId: string, epoch: number): Promise<Listing<AckRecord>>;
@@ -285,8 +308,11 @@ export interface Store {
 
   election(name?: string, ttlSeconds?: number): LeaderElection;
 
-  /** Watches keys under `prefix` (relative, from layout.ts `keys`) from `fromRevision`, resuming after reconnects. */
-  watch(prefix: string, fromRevision: number, handler: WatchHandler): Promise<WatchHandle>;
+  /**
+   * Watches the keys under a prefix, or in [start, end) (relative, from layout.ts: `keys`, SHARED_RANGE),
+   * from `fromRevision`, resuming after reconnects.
+   */
+  watch(keys: KeyRange, fromRevision: number, handler: WatchHandler): Promise<WatchHandle>;
 
   /** Every key and value under the layout prefix (tests, diagnostics). */
   dump(): Promise<Map<string, string>>;

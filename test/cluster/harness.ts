@@ -354,6 +354,11 @@ export class Cluster {
     return (await this.admin.getEpochs(network.id)).items;
   }
 
+  /** The hosts etcd holds a wrapped copy of the epoch for. */
+  async copyHolders(network: NetworkRecord, epoch: number): Promise<string[]> {
+    return (await this.admin.listCopies(network.id)).items.filter((c) => c.epoch === epoch).map((c) => c.hostId);
+  }
+
   async newestEpoch(network: NetworkRecord): Promise<number> {
     return (await this.epochs(network)).reduce((max, r) => Math.max(max, r.epoch), 0);
   }

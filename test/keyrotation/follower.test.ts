@@ -34,9 +34,11 @@ function rec(epoch: number, state: EpochState): KeyEpochRecord {
     publishedAt: 1000 * epoch,
     ...(state !== 'published' ? { activatedAt: 1000 * epoch + 500 } : {}),
     ...(state === 'retired' ? { retiredAt: 1000 * epoch + 900 } : {}),
-    wrapped: state === 'retired' ? {} : { [ME.id]: wrapForHost(secrets.get(epoch)!, ME, NET, epoch) },
+    copies: state === 'retired' ? 0 : 1,
   };
 }
+/** This host's copy of every epoch (Store.getCopy). */
+const copy = async (r: KeyEpochRecord) => wrapForHost(secrets.get(r.epoch)!, ME, NET, r.epoch);
 const put = epochPut;
 const del = (epoch: number, revision: number) => epochDelete(NET, epoch, revision);
 
@@ -69,6 +71,7 @@ it('an event delivered before an older listing is not undone by it: the network 
     self: { hostId: ME.id, privateKey: me.privateKey },
     sink,
     ack: async () => undefined,
+    copy,
   });
   const follower = new EpochFollower({ store, installer });
   const started = follower.start();
@@ -97,6 +100,7 @@ it('etcd back with nothing changed under keys/: the reattached watch alone says 
     self: { hostId: ME.id, privateKey: me.privateKey },
     sink: new RecordingSink(),
     ack: async () => undefined,
+    copy,
   });
   const follower = new EpochFollower({ store, installer });
   await follower.start();

@@ -105,6 +105,7 @@ export async function startHost(
       await store.ack(lease, { networkId, epoch, hostId: id, incarnation, installedAt: Date.now() });
       sink.calls.push(['ack', networkId, epoch]);
     },
+    copy: (r) => store.getCopy(r.networkId, r.epoch, id),
   });
   const follower = new EpochFollower({ store, installer, log, retryMs: 100 });
   await follower.start();

@@ -26,21 +26,29 @@ const secretOf = (epoch: number): SecretKey => {
   return secrets.get(epoch)!;
 };
 
+/** What etcd holds beside each record made here: host id → that host's wrapped copy (Store.getCopy). */
+const copiesOf = new WeakMap<KeyEpochRecord, Record<string, string>>();
+
 function rec(epoch: number, state: EpochState, members = [ME, OTHER]): KeyEpochRecord {
   const wrapped =
     state === 'retired'
       ? {}
       : Object.fromEntries(members.map((h) => [h.id, wrapForHost(secretOf(epoch), h, NET, epoch)]));
-  return {
+  const r: KeyEpochRecord = {
     networkId: NET,
     epoch,
     state,
     publishedAt: 1000 * epoch,
     ...(state !== 'published' ? { activatedAt: 1000 * epoch + 500 } : {}),
     ...(state === 'retired' ? { retiredAt: 1000 * epoch + 900 } : {}),
-    wrapped,
+    copies: Object.keys(wrapped).length,
   };
+  copiesOf.set(r, wrapped);
+  return r;
 }
+
+/** This host's copy of a record made by rec(). */
+const myCopy = async (r: KeyEpochRecord): Promise<string | null> => copiesOf.get(r)?.me ?? null;
 
 function makeInstaller(sink: EpochSink = new RecordingSink(), acks: string[] = [], failAck = false) {
   const logs: Array<{ event: string; fields?: Record<string, unknown> }> = [];
@@ -52,6 +60,7 @@ function makeInstaller(sink: EpochSink = new RecordingSink(), acks: string[] = [
       acks.push(`ack ${e}`);
       (sink as RecordingSink).calls?.push(['ack', n, e]);
     },
+    copy: myCopy,
     log: (event, fields) => logs.push({ event, ...(fields ? { fields } : {}) }),
     retryMs: 60_000,
   });
@@ -224,23 +233,55 @@ describe('EpochInstaller: failures stay inside', () => {
   it('a copy that does not unwrap: VEIL_ERR_KEY_UNAVAILABLE logged, nothing installed, no throw; a rewrap is tried again', async () => {
     const { installer, sink, logs } = makeInstaller();
     const bad = rec(1, 'published');
-    bad.wrapped.me = bad.wrapped.other!; // another host's copy under my name: AAD and key both differ
+    copiesOf.get(bad)!.me = copiesOf.get(bad)!.other!; // another host's copy under my name: AAD and key both differ
     await expect(installer.sync(NET, [bad])).resolves.toBeUndefined();
     expect(sink.calls).toEqual([]);
     expect(installer.status().counters.unwrapFailures).toBe(1);
     expect(logs.find((l) => l.fields?.code === 'VEIL_ERR_KEY_UNAVAILABLE')).toMatchObject({
       fields: { network: NET, epoch: 1 },
     });
-    await installer.sync(NET, [bad]); // same copy: not retried, not counted again
+    await installer.sync(NET, [bad]); // the same record: the copy is not read again
     expect(installer.status().counters.unwrapFailures).toBe(1);
-    await installer.sync(NET, [rec(1, 'published')]); // a good copy now
+    const rewrapped = rec(1, 'published');
+    rewrapped.copies = 3; // a rewrap for another host changes the count; this host's copy stays bad
+    copiesOf.get(rewrapped)!.me = copiesOf.get(bad)!.me!;
+    await installer.sync(NET, [rewrapped]); // read again, the same copy: not counted again
+    expect(installer.status().counters.unwrapFailures).toBe(1);
+    const good = rec(1, 'published');
+    good.copies = 4; // rewrapped for this host
+    await installer.sync(NET, [good]);
     expect(sink.trace(NET)).toEqual(['install 1', 'ack 1']);
   });
 
-  it('garbage in wrapped (not base64 of anything) never throws', async () => {
+  it('a copy that cannot be read (etcd unreachable): counted, retried, and installed once it can', async () => {
+    const clock = new ManualClock(1_000_000);
+    let reachable = false;
+    const sink = new RecordingSink();
+    const installer = new EpochInstaller({
+      self: { hostId: 'me', privateKey: me.privateKey },
+      sink,
+      ack: async () => undefined,
+      copy: async (r) => {
+        if (!reachable) throw new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'etcd unreachable');
+        return myCopy(r);
+      },
+      clock,
+      retryMs: 100,
+    });
+    await expect(installer.sync(NET, [rec(1, 'active')])).resolves.toBeUndefined();
+    expect(sink.calls).toEqual([]);
+    expect(installer.status().counters).toMatchObject({ copyReadFailures: 1, notMember: 0 });
+    reachable = true;
+    clock.advance(100);
+    await installer.idle();
+    expect(sink.trace(NET)).toEqual(['install 1', 'activate 1']);
+    installer.close();
+  });
+
+  it('a garbage copy (not base64 of anything) never throws', async () => {
     const { installer, sink } = makeInstaller();
     const r = rec(1, 'active');
-    r.wrapped.me = 'AAAA';
+    copiesOf.get(r)!.me = 'AAAA';
     await expect(installer.sync(NET, [r])).resolves.toBeUndefined();
     expect(sink.calls).toEqual([]);
   });
@@ -282,6 +323,7 @@ describe('EpochInstaller: failures stay inside', () => {
       self: { hostId: 'me', privateKey: me.privateKey },
       sink,
       ack: async () => undefined,
+      copy: myCopy,
       clock,
       retryMs: 100,
       log: (event, fields) => logs.push({ event, ...(fields ? { fields } : {}) }),
@@ -315,6 +357,7 @@ describe('EpochInstaller: failures stay inside', () => {
       self: { hostId: 'me', privateKey: me.privateKey },
       sink,
       ack: async () => undefined,
+      copy: myCopy,
       clock,
       retryMs: 100,
     });

@@ -4,9 +4,9 @@ import { unwrapSecret } from '../../src/crypto/keywrap.js';
 import { MemoryRotationRequests, requestRotation } from '../../src/keyrotation/requests.js';
 import { unwrapForSelf } from '../../src/keyrotation/wrapping.js';
 import { isStoreError, StoreError } from '../../src/store/errors.js';
-import { keys } from '../../src/store/layout.js';
+import { keys, parseKey } from '../../src/store/layout.js';
 import { MemoryBackend, type MemoryStore } from '../../src/store/memory.js';
-import type { KeyEpochRecord, Leadership, NetworkRecord, Store } from '../../src/store/types.js';
+import type { KeyEpochRecord, Leadership, NetworkRecord, Store, WrappedCopies } from '../../src/store/types.js';
 import { ManualClock, secretSpellings, settle, startHost, startLeader, waitFor, type SimHost } from './harness.js';
 
 /*
@@ -43,6 +43,15 @@ const epochsOf = async (store: Store, n: NetworkRecord): Promise<KeyEpochRecord[
   (await store.getEpochs(n.id)).items;
 const statesOf = async (store: Store, n: NetworkRecord): Promise<string[]> =>
   (await epochsOf(store, n)).map((r) => `${r.epoch}:${r.state}`);
+/** host id → its wrapped copy of the epoch's secret, as etcd holds them. */
+async function copiesOf(store: Store, n: NetworkRecord, epoch: number): Promise<Record<string, string>> {
+  const held = (await store.listCopies(n.id)).items.filter((c) => c.epoch === epoch);
+  return Object.fromEntries(
+    await Promise.all(held.map(async (c) => [c.hostId, await store.getCopy(n.id, epoch, c.hostId)])),
+  );
+}
+const holdersOf = async (store: Store, n: NetworkRecord, epoch: number): Promise<string[]> =>
+  Object.keys(await copiesOf(store, n, epoch)).sort();
 const outboundEverywhere = (hosts: SimHost[], n: NetworkRecord, epoch: number): boolean =>
   hosts.every((h) => h.sink.outbound.get(n.id) === epoch);
 
@@ -108,15 +117,19 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     await waitFor('h4 seals with epoch 1', () => h4.sink.outbound.get(n.id) === 1);
     expect(h4.sink.secret(n.id, 1)).toBe(h1.sink.secret(n.id, 1));
     expect(logs.find((l) => l.event.startsWith('epoch rewrapped'))?.fields).toMatchObject({ epoch: 1, hosts: ['h4'] });
-    expect(Object.keys((await epochsOf(admin, n))[0]!.wrapped).sort()).toEqual(['h1', 'h2', 'h3', 'h4']);
+    expect(await holdersOf(admin, n, 1)).toEqual(['h1', 'h2', 'h3', 'h4']);
+    expect((await epochsOf(admin, n))[0]!.copies).toBe(4); // the count changed with the rewrap
 
     await h3.stop({ leave: true });
     await requestRotation({ store: admin, requests }, n.id, 'api:test');
     const live = [h1, hosts[1]!, h4];
     await waitFor('epoch 2 active on the remaining hosts', () => outboundEverywhere(live, n, 2));
     const e2 = (await epochsOf(admin, n)).find((r) => r.epoch === 2)!;
-    expect(Object.keys(e2.wrapped).sort()).toEqual(['h1', 'h2', 'h4']);
-    expect(unwrapForSelf(e2, h3.identity)).toEqual({ ok: false, why: 'not-member' });
+    expect(await holdersOf(admin, n, 2)).toEqual(['h1', 'h2', 'h4']);
+    expect(unwrapForSelf(await admin.getCopy(n.id, 2, 'h3'), e2, h3.identity)).toEqual({
+      ok: false,
+      why: 'not-member',
+    });
     expect(h3.sink.secret(n.id, 2)).toBeUndefined();
   });
 
@@ -130,7 +143,8 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     await win.installer.idle();
 
     const e1 = (await epochsOf(admin, n))[0]!;
-    expect(Object.keys(e1.wrapped).sort()).toEqual(['h1', 'h2', 'h3']);
+    const copies = await copiesOf(admin, n, 1);
+    expect(Object.keys(copies).sort()).toEqual(['h1', 'h2', 'h3']);
     expect(win.sink.calls).toEqual([]);
     expect(win.installer.status().counters.notMember).toBe(1);
     expect(win.installer.status().networks[0]!.epochs[0]).toMatchObject({
@@ -140,7 +154,7 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     });
 
     // h1's copy, tried with the Windows host's key, or with h2's key under either name: nothing.
-    const h1copy = Buffer.from(e1.wrapped.h1!, 'base64');
+    const h1copy = Buffer.from(copies.h1!, 'base64');
     for (const [who, key] of [
       ['win1', win.identity.privateKey],
       ['h1', win.identity.privateKey],
@@ -150,7 +164,7 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
       expect(unwrapSecret(h1copy, key, { networkId: n.id, epoch: 1, hostId: who })).toBeNull();
     }
     // A copy moved under another host's name does not open for that host either (AAD binds the host).
-    expect(unwrapForSelf({ ...e1, wrapped: { h2: e1.wrapped.h1! } }, h2.identity)).toEqual({
+    expect(unwrapForSelf(copies.h1!, e1, h2.identity)).toEqual({
       ok: false,
       why: 'key-unavailable',
     });
@@ -166,6 +180,18 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
       onResync: () => undefined,
     });
     cleanups.push(() => watch.cancel());
+    // And every copy of h1's: one per epoch, or two leaders drew two secrets for one number.
+    const h1Copies: Array<{ epoch: number; wrapped: string }> = [];
+    const copyWatch = await admin.watch(keys.copiesPrefix(), 1, {
+      onEvents: (ev) =>
+        ev.forEach((e) => {
+          const k = parseKey(e.key);
+          if (e.type === 'put' && k?.kind === 'copy' && k.hostId === 'h1')
+            h1Copies.push({ epoch: k.epoch, wrapped: (e.value as { wrapped: string }).wrapped });
+        }),
+      onResync: () => undefined,
+    });
+    cleanups.push(() => copyWatch.cancel());
 
     // The first leader's store records its fenced writes and the Leadership it writes under.
     const firstWrites: string[] = [];
@@ -201,6 +227,7 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     await waitFor('h1 and h2 acked epoch 2', async () => (await admin.listAcks(n.id, 2)).items.length === 2);
     expect(await statesOf(admin, n)).toEqual(['1:active', '2:published']);
     const published2 = (await epochsOf(admin, n)).find((r) => r.epoch === 2)!;
+    const published2Copies = await copiesOf(admin, n, 2);
 
     // The first leader's election lease is lost (as when its etcd session expires).
     const leaderKey = backend.range(keys.electionPrefix()).sort(([, a], [, b]) => a.create - b.create)[0]!;
@@ -219,8 +246,8 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
 
     // The second leader continued the schedule it read: it activated the epoch the first one
     // published (same copies, so the same secret), and never published one of its own.
-    const stored2 = (await epochsOf(admin, n))[0]!;
-    expect(stored2.wrapped).toEqual(published2.wrapped);
+    expect((await epochsOf(admin, n))[0]!.epoch).toBe(2);
+    expect(await copiesOf(admin, n, 2)).toEqual(published2Copies);
     expect(second.logs.filter((l) => l.event === 'epoch published')).toEqual([]);
     expect(second.logs.some((l) => l.event === 'epoch activated' && l.fields?.epoch === 2)).toBe(true);
     // The first leader stopped at once: no write attempted after the loss, nothing logged as done.
@@ -230,8 +257,7 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     await settle();
     expect([...new Set(written.map((r) => r.epoch))]).toEqual([1, 2]);
     for (const e of [1, 2]) {
-      const copies = new Set(written.filter((r) => r.epoch === e && r.state !== 'retired').map((r) => r.wrapped.h1));
-      expect(copies.size).toBe(1);
+      expect(new Set(h1Copies.filter((c) => c.epoch === e).map((c) => c.wrapped)).size).toBe(1);
     }
     expect(new Set(hosts.map((h) => h.sink.secret(n.id, 2))).size).toBe(1);
 
@@ -347,12 +373,12 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
       get(target, prop) {
         const v = Reflect.get(target, prop, target) as unknown;
         if (prop !== 'putEpoch') return typeof v === 'function' ? v.bind(target) : v;
-        return async (l: Leadership, r: KeyEpochRecord) => {
+        return async (l: Leadership, r: KeyEpochRecord, copies?: WrappedCopies) => {
           if (r.networkId === doomed.id && !deleted) {
             deleted = true;
             await admin.deleteNetwork(doomed.id); // docker network rm, just after the leader read the network
           }
-          return target.putEpoch(l, r);
+          return target.putEpoch(l, r, copies);
         };
       },
     });
@@ -361,7 +387,7 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     await waitFor('epoch 1 active on the other network', () => outboundEverywhere(hosts, n, 1));
     await waitFor('the delete raced the publish', () => deleted);
     await settle(200);
-    expect([...(await admin.dump()).keys()].filter((k) => k.startsWith(keys.keysPrefix(doomed.id)))).toEqual([]);
+    expect([...(await admin.dump()).keys()].filter((k) => k.includes(doomed.id))).toEqual([]);
     expect(leader.isLeader).toBe(true);
     expect(leader.status().networks.map((s) => s.networkId)).toEqual([n.id]);
     expect(logs.some((l) => l.event === 'epoch published' && l.fields?.network === doomed.id)).toBe(false);
@@ -371,6 +397,24 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     }
     await requestRotation({ store: admin, requests }, n.id, 'api:test');
     await waitFor('epoch 2 active everywhere', () => outboundEverywhere(hosts, n, 2));
+  });
+
+  it('epochs written by 0.2 (copies inside the record, none under ~/copies/) are rotated away: a new epoch every host opens', async () => {
+    const { backend, admin, network: n, hosts, requests } = await bed();
+    // What a 0.2 leader left: an active epoch whose wrapped copies sit in the record itself.
+    const old = { networkId: n.id, epoch: 4, state: 'active', publishedAt: 1, activatedAt: 2, wrapped: { h1: 'AAAA' } };
+    backend.commit([{ put: keys.keyEpoch(n.id, 4), value: JSON.stringify(old) }]);
+    const { leader, logs } = startLeader(hosts[0]!, requests);
+    cleanups.push(() => leader.stop());
+    await waitFor('epoch 5 active on every host', () => outboundEverywhere(hosts, n, 5));
+    expect(logs.find((l) => l.event === 'epoch published')?.fields).toMatchObject({
+      epoch: 5,
+      because: 'unrecoverable',
+    });
+    expect(new Set(hosts.map((h) => h.sink.secret(n.id, 5))).size).toBe(1);
+    for (const h of hosts) expect(h.sink.secret(n.id, 4)).toBeUndefined();
+    // The old record is retired and deleted on the schedule, without its foreign field.
+    await waitFor('epoch 4 deleted', async () => (await statesOf(admin, n)).join() === '5:active');
   });
 
   it('requestRotation refuses a plain network and an unknown one', async () => {

@@ -22,22 +22,21 @@ const config = scheduleConfig({ intervalMs: 12 * H, ackTimeoutMs: 60 * S, graceM
 const ALL = ['h1', 'h2', 'h3'];
 const T = 1_700_000_000_000; // an arbitrary wall-clock start
 
-const wrappedFor = (hosts: string[]) => Object.fromEntries(hosts.map((h) => [h, `wrapped-${h}`]));
-const published = (epoch: number, at: number, hosts = ALL): KeyEpochRecord => ({
-  networkId: 'n',
-  epoch,
-  state: 'published',
-  publishedAt: at,
-  wrapped: wrappedFor(hosts),
-});
-const active = (epoch: number, at: number, hosts = ALL): KeyEpochRecord => ({
-  networkId: 'n',
-  epoch,
-  state: 'active',
-  publishedAt: at - 5 * S,
-  activatedAt: at,
-  wrapped: wrappedFor(hosts),
-});
+/** Which hosts etcd holds a wrapped copy for, per record made below (Store.listCopies). */
+const copyHolders = new WeakMap<KeyEpochRecord, string[]>();
+const withCopies = (r: KeyEpochRecord, hosts: string[]): KeyEpochRecord => {
+  copyHolders.set(r, hosts);
+  return r;
+};
+const holdersOf = (epochs: KeyEpochRecord[]) =>
+  new Map(epochs.map((r) => [r.epoch, new Set(copyHolders.get(r) ?? [])]));
+const published = (epoch: number, at: number, hosts = ALL): KeyEpochRecord =>
+  withCopies({ networkId: 'n', epoch, state: 'published', publishedAt: at, copies: hosts.length }, hosts);
+const active = (epoch: number, at: number, hosts = ALL): KeyEpochRecord =>
+  withCopies(
+    { networkId: 'n', epoch, state: 'active', publishedAt: at - 5 * S, activatedAt: at, copies: hosts.length },
+    hosts,
+  );
 const retired = (epoch: number, at: number): KeyEpochRecord => ({
   networkId: 'n',
   epoch,
@@ -45,7 +44,7 @@ const retired = (epoch: number, at: number): KeyEpochRecord => ({
   publishedAt: at - H,
   activatedAt: at - H / 2,
   retiredAt: at,
-  wrapped: {},
+  copies: 0,
 });
 const acked = (epoch: number, hosts: string[]) => new Map([[epoch, new Set(hosts)]]);
 
@@ -280,6 +279,7 @@ describe('nextAction: the make-before-break table', () => {
     const input: ScheduleInput = {
       epochs: r.epochs,
       acks: r.acks ?? new Map(),
+      holders: holdersOf(r.epochs),
       members: r.members ?? ALL,
       now: r.now,
       config,
@@ -297,7 +297,8 @@ describe('the default schedule (injected clock)', () => {
     const defaults = scheduleConfig();
     expect(defaults.intervalMs).toBe(12 * H);
     const epochs = [active(1, T, ['h1'])];
-    const at = (now: number) => nextAction({ epochs, acks: new Map(), members: ['h1'], now, config: defaults });
+    const at = (now: number) =>
+      nextAction({ epochs, acks: new Map(), holders: holdersOf(epochs), members: ['h1'], now, config: defaults });
     expect(at(T + 12 * H - 1)).toEqual({ kind: 'wait', until: T + 12 * H, reason: 'epoch 1 rotates on the timer' });
     expect(at(T + 12 * H)).toEqual({ kind: 'publish', epoch: 2, because: 'interval' });
     expect(nextRotationAt(epochs, defaults)).toBe(T + 12 * H);
@@ -354,7 +355,9 @@ describe('invariants over many rotations', () => {
       const acks = new Map(
         epochs.filter((r) => r.state === 'published').map((r) => [r.epoch, new Set(rand(4) === 0 ? ['h1'] : ALL)]),
       );
-      const a = nextAction({ epochs, acks, members: ALL, now, config: cfg, request });
+      // Every member holds a copy of every live epoch (no one joins here).
+      const holders = new Map(epochs.filter((r) => r.state !== 'retired').map((r) => [r.epoch, new Set(ALL)]));
+      const a = nextAction({ epochs, acks, holders, members: ALL, now, config: cfg, request });
       const set = (e: number, patch: Partial<KeyEpochRecord>) =>
         (epochs = epochs.map((r) => (r.epoch === e ? { ...r, ...patch } : r)));
       switch (a.kind) {
@@ -366,7 +369,7 @@ describe('invariants over many rotations', () => {
           set(a.epoch, { state: 'active', activatedAt: now });
           break;
         case 'retire':
-          set(a.epoch, { state: 'retired', retiredAt: now, wrapped: {} });
+          set(a.epoch, { state: 'retired', retiredAt: now, copies: 0 });
           break;
         case 'delete':
           epochs = epochs.filter((r) => r.epoch !== a.epoch);

@@ -67,7 +67,7 @@ describe('CachedStore', () => {
     await waitFor('the host', async () => (await cache.listHosts()).items.length === 1);
     expect((await cache.listHosts()).items).toEqual((await other.listHosts()).items);
     const leader = await other.election('keyschedule', 5).campaign('h1');
-    const epoch = { networkId: n.id, epoch: 1, state: 'published' as const, publishedAt: 1, wrapped: {} };
+    const epoch = { networkId: n.id, epoch: 1, state: 'published' as const, publishedAt: 1, copies: 0 };
     await other.putEpoch(leader, epoch);
     await waitFor('the epoch', async () => (await cache.getEpochs(n.id)).items.length === 1);
     expect((await cache.getEpochs(n.id)).items).toEqual((await other.getEpochs(n.id)).items);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { HOST_INDEX_MAX, NETWORK_INDEX_MAX, VNI_ALLOCATION_MIN, VNI_MAX } from '../../src/model/ids.js';
 import { parseIpv4 } from '../../src/model/ipv4.js';
-import { keys, parseKey, prefixEnd, PREFIX } from '../../src/store/layout.js';
+import { SHARED_RANGE, inKeyRange, keys, parseKey, prefixEnd, PREFIX } from '../../src/store/layout.js';
 import { allocRange, isAllocatable, macFromIpv4, pickFree, pickFreeIp } from '../../src/store/logic.js';
 
 describe('etcd key layout (docs/etcd.md "Key layout")', () => {
@@ -15,7 +15,9 @@ describe('etcd key layout (docs/etcd.md "Key layout")', () => {
       [keys.endpoint('n1', 'e1'), 'endpoints/n1/e1', { kind: 'endpoint', networkId: 'n1', endpointId: 'e1' }],
       [keys.ipam('n1', '10.0.0.2'), 'ipam/n1/10.0.0.2', { kind: 'ipam', networkId: 'n1', ip: '10.0.0.2' }],
       [keys.keyEpoch('n1', 7), 'keys/n1/7', { kind: 'keyEpoch', networkId: 'n1', epoch: 7 }],
-      [keys.ack('n1', 7, 'h1'), 'acks/n1/7/h1', { kind: 'ack', networkId: 'n1', epoch: 7, hostId: 'h1' }],
+      [keys.copy('n1', 7, 'h1'), '~/copies/n1/7/h1', { kind: 'copy', networkId: 'n1', epoch: 7, hostId: 'h1' }],
+      [keys.ack('n1', 7, 'h1'), '~/acks/n1/7/h1', { kind: 'ack', networkId: 'n1', epoch: 7, hostId: 'h1' }],
+      [keys.rotate('n1'), 'rotate/n1', { kind: 'rotate', networkId: 'n1' }],
       [
         keys.electionPrefix() + '694d7c',
         'election/keyschedule/694d7c',
@@ -29,9 +31,29 @@ describe('etcd key layout (docs/etcd.md "Key layout")', () => {
       expect(parseKey(key)).toEqual(parsed);
     }
     expect(keys.endpointsPrefix('n1')).toBe('endpoints/n1/');
-    expect(keys.acksPrefix('n1', 7)).toBe('acks/n1/7/');
+    expect(keys.acksPrefix('n1', 7)).toBe('~/acks/n1/7/');
+    expect(keys.copiesPrefix('n1')).toBe('~/copies/n1/');
     expect(parseKey('elsewhere/x')).toBeNull();
+    expect(parseKey('~/copies/n1/7')).toBeNull();
+    expect(parseKey('~/other/n1/7/h1')).toBeNull();
     expect(parseKey('endpoints/n1')).toBeNull();
+  });
+
+  it('the shared range holds every key but the per-member ones (copies, acks), whatever ids look like', () => {
+    const shared = [
+      keys.host('h1'),
+      keys.network('z'.repeat(64)),
+      keys.name('Zz9'),
+      keys.endpoint('n1', 'e1'),
+      keys.keyEpoch('n1', 7),
+      keys.rotate('n1'),
+      keys.electionPrefix() + '694d7c',
+      keys.hostIndex(16_383),
+      keys.netIndex(0),
+    ];
+    for (const k of shared) expect(inKeyRange(SHARED_RANGE, k), k).toBe(true);
+    for (const k of [keys.copy('n1', 7, 'h1'), keys.ack('n1', 7, 'h1'), keys.copiesPrefix(), keys.acksPrefix()])
+      expect(inKeyRange(SHARED_RANGE, k), k).toBe(false);
   });
 
   it('refuses segments that would change the key structure', () => {

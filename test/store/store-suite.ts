@@ -1,7 +1,8 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isStoreError, type StoreErrorCode } from '../../src/store/errors.js';
 import { VNI_ALLOCATION_MIN } from '../../src/model/ids.js';
-import { keys, parseKey } from '../../src/store/layout.js';
+import { SHARED_RANGE, keys, parseKey } from '../../src/store/layout.js';
+import { COPIES_PER_TXN } from '../../src/store/logic.js';
 import type { KeyEpochRecord, Store, WatchEvent } from '../../src/store/types.js';
 import { sampleHost, waitFor, type StoreBed, type StoreImpl } from './harness.js';
 
@@ -122,13 +123,11 @@ export function describeStore(impl: StoreImpl): void {
         const n = await store.createNetwork(net('enc', '10.21.0.0/24', { encrypted: true }));
         const leader = await store.election('keyschedule', 5).campaign('host-c');
         // Epoch 1 holds a wrapped copy for host-b: SAs of host-b's index may still be installed somewhere.
-        await store.putEpoch(leader, {
-          networkId: n.id,
-          epoch: 1,
-          state: 'active',
-          publishedAt: 1,
-          wrapped: { 'host-b': Buffer.from('wrapped').toString('base64') },
-        });
+        await store.putEpoch(
+          leader,
+          { networkId: n.id, epoch: 1, state: 'active', publishedAt: 1, copies: 1 },
+          { 'host-b': Buffer.from('wrapped').toString('base64') },
+        );
         await a.revoke();
         await b.revoke();
         // host-a is gone and named by nothing; host-b is named by epoch 1; host-c is live.
@@ -489,8 +488,9 @@ export function describeStore(impl: StoreImpl): void {
         epoch: e,
         state,
         publishedAt: 1_700_000_000_000 + e,
-        wrapped: { 'host-a': Buffer.from(`wrapped-${e}`).toString('base64') },
+        copies: state === 'retired' ? 0 : 1,
       });
+      const copyFor = (e: number) => ({ 'host-a': Buffer.from(`wrapped-${e}`).toString('base64') });
 
       it('the leader writes epochs fenced on its leader key; acks live under the host lease', async () => {
         const n = await store.createNetwork(net('enc', '10.20.0.0/24', { encrypted: true }));
@@ -500,15 +500,20 @@ export function describeStore(impl: StoreImpl): void {
         expect(await election.leader()).toBe('host-a');
         expect(leader.lost.aborted).toBe(false);
 
-        await store.putEpoch(leader, epoch(n.id, 1));
-        await store.putEpoch(leader, epoch(n.id, 2));
+        await store.putEpoch(leader, epoch(n.id, 1), copyFor(1));
+        await store.putEpoch(leader, epoch(n.id, 2), copyFor(2));
         await store.putEpoch(leader, { ...epoch(n.id, 1), state: 'active', activatedAt: 1 });
         const epochs = await store.getEpochs(n.id);
         expect(epochs.items.map((e) => [e.epoch, e.state])).toEqual([
           [1, 'active'],
           [2, 'published'],
         ]);
-        expect(epochs.items[0]?.wrapped['host-a']).toBe(Buffer.from('wrapped-1').toString('base64'));
+        expect(await store.getCopy(n.id, 1, 'host-a')).toBe(copyFor(1)['host-a']); // kept by the activation
+        expect(await store.getCopy(n.id, 1, 'host-b')).toBeNull();
+        expect((await store.listCopies(n.id)).items).toEqual([
+          { networkId: n.id, epoch: 1, hostId: 'host-a' },
+          { networkId: n.id, epoch: 2, hostId: 'host-a' },
+        ]);
         expect([...(await store.dump()).keys()].filter((k) => k.startsWith('election/keyschedule/'))).toHaveLength(1);
 
         await store.ack(host, { networkId: n.id, epoch: 2, hostId: 'host-a', incarnation: 'i', installedAt: 5 });
@@ -524,15 +529,77 @@ export function describeStore(impl: StoreImpl): void {
 
         await store.deleteEpoch(leader, n.id, 1);
         expect((await store.getEpochs(n.id)).items.map((e) => e.epoch)).toEqual([2]);
+        expect(await store.getCopy(n.id, 1, 'host-a')).toBeNull(); // the copies went with the epoch
+        const before = await store.dump();
         await expectCode(
-          store.putEpoch(leader, { ...epoch(n.id, 3), wrapped: { 'host-a': 'not base64!' } }),
+          store.putEpoch(leader, epoch(n.id, 3), { 'host-a': 'not base64!' }),
           'VEIL_ERR_REQUEST_INVALID',
         );
+        await expectCode(
+          store.putEpoch(leader, { ...epoch(n.id, 2), state: 'retired', copies: 1 }),
+          'VEIL_ERR_REQUEST_INVALID',
+        );
+        await expectCode(
+          store.putEpoch(leader, { ...epoch(n.id, 3), wrapped: {} } as KeyEpochRecord),
+          'VEIL_ERR_REQUEST_INVALID',
+        );
+        expect(await store.dump()).toEqual(before);
 
         await leader.resign();
         expect(leader.lost.aborted).toBe(true);
         await expectCode(store.putEpoch(leader, epoch(n.id, 3)), 'VEIL_ERR_NOT_LEADER');
         expect((await store.getEpochs(n.id)).items.map((e) => e.epoch)).toEqual([2]);
+      });
+
+      it('wrapped copies: keys of their own, written before the record, in transactions etcd accepts; gone at retire', async () => {
+        const n = await store.createNetwork(net('enc', '10.22.0.0/24', { encrypted: true }));
+        const leader = await store.election('keyschedule', 5).campaign('host-a');
+        // More copies than one transaction may hold (etcd: --max-txn-ops, 128 by default).
+        const members = Array.from({ length: COPIES_PER_TXN * 2 + 7 }, (_, i) => `m${String(i).padStart(3, '0')}`);
+        const copies = Object.fromEntries(members.map((m) => [m, Buffer.from(`copy-of-${m}`).toString('base64')]));
+        // A publish that never finished (its copies written, not its record) left a copy of epoch 1 behind
+        // for a host that is no longer a member.
+        await store.putEpoch(leader, epoch(n.id, 1), { stale: Buffer.from('old').toString('base64') });
+        await bed.deleteKey(keys.keyEpoch(n.id, 1));
+        await store.putEpoch(leader, { ...epoch(n.id, 1), copies: members.length }, copies);
+        expect((await store.listCopies(n.id)).items.map((c) => c.hostId)).toEqual(members);
+        expect(await store.getCopy(n.id, 1, 'm042')).toBe(copies.m042);
+        expect(await store.getCopy(n.id, 1, 'stale')).toBeNull();
+        // Retiring deletes the epoch's copies; the record stays.
+        await store.putEpoch(leader, { ...epoch(n.id, 1), state: 'retired', retiredAt: 3, copies: 0 });
+        expect((await store.listCopies(n.id)).items).toEqual([]);
+        expect((await store.getEpochs(n.id)).items.map((r) => [r.epoch, r.state, r.copies])).toEqual([
+          [1, 'retired', 0],
+        ]);
+        // Deleting the network deletes everything of its keys.
+        await store.putEpoch(leader, epoch(n.id, 2), copyFor(2));
+        await store.deleteNetwork(n.id);
+        expect([...(await store.dump()).keys()].filter((k) => k.includes(n.id))).toEqual([]);
+      });
+
+      it('the shared range leaves the per-member keys out: a watch of it sees records, never copies or acks', async () => {
+        const n = await store.createNetwork(net('enc', '10.23.0.0/24', { encrypted: true }));
+        const host = await store.registerHost(sampleHost('host-a'), 30);
+        const leader = await store.election('keyschedule', 5).campaign('host-a');
+        const seen: string[] = [];
+        const w = await store.watch(SHARED_RANGE, (await store.listNetworks()).revision + 1, {
+          onEvents: (events) => seen.push(...events.map((e) => e.key)),
+          onResync: () => undefined,
+        });
+        try {
+          await store.putEpoch(leader, epoch(n.id, 1), copyFor(1));
+          await store.ack(host, { networkId: n.id, epoch: 1, hostId: 'host-a', incarnation: 'i', installedAt: 1 });
+          await store.putEpoch(leader, { ...epoch(n.id, 1), state: 'active', activatedAt: 2 });
+          await waitFor('the activation', () => seen.filter((k) => k === keys.keyEpoch(n.id, 1)).length === 2);
+          expect(seen.filter((k) => parseKey(k)?.kind !== 'election')).toEqual([
+            keys.keyEpoch(n.id, 1),
+            keys.keyEpoch(n.id, 1),
+          ]);
+        } finally {
+          await w.cancel();
+        }
+        expect((await store.dump()).has(keys.copy(n.id, 1, 'host-a'))).toBe(true);
+        expect((await store.dump()).has(keys.ack(n.id, 1, 'host-a'))).toBe(true);
       });
 
       it('a leader whose key is gone is fenced out, is told to stop, and the next candidate takes over', async () => {

@@ -138,7 +138,7 @@ describe('etcd store, one member restarting', () => {
       expect(lostAt - stoppedAt).toBeLessThanOrEqual(3000 + 500); // before another candidate could win (TTL)
       expect(isStoreError(leader.lost.reason, 'VEIL_ERR_NOT_LEADER')).toBe(true);
       await expect(
-        store.putEpoch(leader, { networkId: 'n', epoch: 1, state: 'published', publishedAt: 1, wrapped: {} }),
+        store.putEpoch(leader, { networkId: 'n', epoch: 1, state: 'published', publishedAt: 1, copies: 0 }),
       ).rejects.toSatisfy((e) => isStoreError(e, 'VEIL_ERR_NOT_LEADER'));
     } finally {
       await etcd.startMember(0);
@@ -211,7 +211,7 @@ describe('etcd store, three members', () => {
       expect(new Set(eps.map((e) => e.ipv4)).size).toBe(5);
       const leader = await store.election('keyschedule', 5).campaign('h1');
       await retrying(() =>
-        store.putEpoch(leader, { networkId: n.id, epoch: 1, state: 'published', publishedAt: 1, wrapped: {} }),
+        store.putEpoch(leader, { networkId: n.id, epoch: 1, state: 'published', publishedAt: 1, copies: 0 }),
       );
       expect((await store.getEpochs(n.id)).items).toHaveLength(1);
       await leader.resign();

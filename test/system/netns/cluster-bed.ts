@@ -254,6 +254,28 @@ export async function etcdGetPrefix(cb: ClusterBed, prefix: string): Promise<{ r
   };
 }
 
+/** A wrapped copy of an epoch secret, as etcd holds it: ~/copies/<network>/<epoch>/<host> (docs/etcd.md). */
+export interface EtcdCopy {
+  epoch: number;
+  hostId: string;
+  /** base64, crypto/keywrap.ts's format. */
+  wrapped: string;
+}
+
+/** Where the network's copies live in etcd (full key prefix). */
+export const copiesPrefix = (networkId: string): string => `/veil/v1/~/copies/${networkId}/`;
+
+/** The copies among `kvs` (keys under copiesPrefix), read from the key and value alone. */
+export function parseCopies(kvs: ReadonlyArray<{ key: string; value: Buffer }>, networkId: string): EtcdCopy[] {
+  const prefix = copiesPrefix(networkId);
+  return kvs.flatMap(({ key, value }) => {
+    const m = key.startsWith(prefix) ? /^(\d+)\/([^/]+)$/.exec(key.slice(prefix.length)) : null;
+    if (!m) return [];
+    const { wrapped } = JSON.parse(value.toString('utf8')) as { wrapped: string };
+    return [{ epoch: Number(m[1]), hostId: m[2]!, wrapped }];
+  });
+}
+
 export interface EtcdEvent {
   type: 'put' | 'delete';
   key: string;

@@ -10,6 +10,7 @@ import type { KeyEpochRecord } from '../../../src/store/types.js';
 import { waitFor } from '../../support/wait.js';
 import {
   ETCD_ADDRESS,
+  copiesPrefix,
   createClusterBed,
   encryptedNetworkWithContainers,
   etcdHistory,
@@ -18,6 +19,7 @@ import {
   hostIdentityHex,
   keysOf,
   outboundEpoch,
+  parseCopies,
   pingLoop,
   type ClusterBed,
   type KeysView,
@@ -117,9 +119,10 @@ async function fakeMember(id: string, index: number, publicKeyHex: string): Prom
 
 /**
  * Every epoch number was published once, in sequence 1..n, and every copy of it (rewraps included)
- * holds one secret: read from etcd's whole history of keys/<network>/ (no compaction in the bed). Each
- * record is opened with every host's key: a host whose lease its client gave up during an outage is
- * re-registering, not a member, when the epoch after it is published (docs/etcd.md "Leases").
+ * holds one secret: read from etcd's whole history of keys/<network>/ and ~/copies/<network>/ (no
+ * compaction in the bed), each copy opened with its host's key. A host whose lease its client gave up
+ * during an outage is re-registering, not a member, when the epoch after it is published, so it may
+ * hold no copy of that one (docs/etcd.md "Leases").
  */
 async function checkEpochSequence(when: string): Promise<void> {
   const history = (await etcdHistory(cb, `/veil/v1/keys/${networkId}/`)).filter((e) => e.type === 'put');
@@ -132,12 +135,23 @@ async function checkEpochSequence(when: string): Promise<void> {
     const rec = JSON.parse(ev.value.toString('utf8')) as KeyEpochRecord;
     byEpoch.set(rec.epoch, [...(byEpoch.get(rec.epoch) ?? []), rec]);
   }
+  const copies = parseCopies(
+    (await etcdHistory(cb, copiesPrefix(networkId))).filter((e) => e.type === 'put'),
+    networkId,
+  );
   const numbers = [...byEpoch.keys()].sort((a, b) => a - b);
   const summary: string[] = [];
   for (const [epoch, recs] of byEpoch) {
     expect(new Set(recs.map((r) => r.publishedAt)).size, `epoch ${epoch} published once`).toBe(1);
-    const secrets = recs
-      .flatMap((r) => hostKeys.map((self) => unwrapForSelf(r, self)))
+    const secrets = copies
+      .filter((c) => c.epoch === epoch)
+      .map((c) =>
+        unwrapForSelf(
+          c.wrapped,
+          { networkId, epoch },
+          hostKeys.find((k) => k.hostId === c.hostId)!,
+        ),
+      )
       .filter((u) => u.ok)
       .map((u) => (u.ok ? bytesToHex(u.secret.exposeDanger()) : ''));
     expect(new Set(secrets).size, `epoch ${epoch}: one secret`).toBe(1);

@@ -14,6 +14,7 @@ import { waitFor } from '../../support/wait.js';
 import { MiB, tcpTransfer } from '../support/tcp-transfer.js';
 import { captureUdp } from './capture.js';
 import {
+  copiesPrefix,
   createClusterBed,
   encryptedNetworkWithContainers,
   etcdGetPrefix,
@@ -22,8 +23,10 @@ import {
   hostIdentityHex,
   keysOf,
   outboundEpoch,
+  parseCopies,
   pingLoop,
   type ClusterBed,
+  type EtcdCopy,
 } from './cluster-bed.js';
 import { cleanUpClusterBed } from './cluster-hooks.js';
 
@@ -184,11 +187,20 @@ async function outboundToward(from: number, to: number): Promise<PeerOutbound | 
   return st.Peers.find((p) => p.Host === `h${to}`)?.Outbound ?? null;
 }
 
-/** The network's epoch records as etcd holds them (wrapped secrets only). */
+/** The network's epoch records as etcd holds them (state and times). */
 async function epochRecords(): Promise<KeyEpochRecord[]> {
   const { kvs } = await etcdGetPrefix(cb, `/veil/v1/keys/${networkId}/`);
   return kvs.map((kv) => JSON.parse(kv.value.toString('utf8')) as KeyEpochRecord).sort((a, b) => a.epoch - b.epoch);
 }
+
+/** The network's wrapped copies as etcd holds them now. */
+async function epochCopies(): Promise<EtcdCopy[]> {
+  return parseCopies((await etcdGetPrefix(cb, copiesPrefix(networkId))).kvs, networkId);
+}
+
+/** A host's copy of an epoch, or null (what Store.getCopy answers). */
+const copyOf = (copies: EtcdCopy[], epoch: number, hostId: string): string | null =>
+  copies.find((c) => c.epoch === epoch && c.hostId === hostId)?.wrapped ?? null;
 
 function identity(h: number): SecretKey {
   return new SecretKey(hexToBytes(hostIdentityHex(cb, h)));
@@ -289,8 +301,11 @@ describe('a restarted gateway', () => {
     expect(n21.Sealed).toBeLessThan(out21.Sealed);
     expect(n12.Sealed).toBeLessThan(out12.Sealed);
     // ...under new KEYMATs, because h2's incarnation changed; h1→h3's KEYMAT is the same.
-    const record = (await epochRecords()).find((r) => r.epoch === n21.Epoch)!;
-    const secret = unwrapForSelf(record, { hostId: 'h1', privateKey: identity(1) });
+    const secret = unwrapForSelf(
+      copyOf(await epochCopies(), n21.Epoch, 'h1'),
+      { networkId, epoch: n21.Epoch },
+      { hostId: 'h1', privateKey: identity(1) },
+    );
     expect(secret.ok).toBe(true);
     if (!secret.ok) return;
     // docs/keys.md's formula, written out in the test (test/support/documented-keymat.ts), not src/crypto/.
@@ -365,6 +380,7 @@ function encodings(bytes: Uint8Array): string[] {
 
 describe('etcd holds no usable key', () => {
   let h1Records: KeyEpochRecord[] = [];
+  let h1Copies: EtcdCopy[] = [];
 
   it("host 1's epoch secrets, SA KEYMATs and identity key appear nowhere in etcd, in any encoding, now or in its history", async () => {
     const hosts = await hostsView(1);
@@ -375,20 +391,20 @@ describe('etcd holds no usable key', () => {
     const inbound21 = (await outboundToward(2, 1))!;
     const esp = await captureEsp(1, () => pingCount(1, 2, 5));
     h1Records = await epochRecords();
+    h1Copies = await epochCopies();
     const history = (await etcdHistory(cb, '/veil/v1/')).filter((e) => e.type === 'put');
-    const historicEpochs = history
-      .filter((e) => e.key.startsWith(`/veil/v1/keys/${networkId}/`))
-      .map((e) => JSON.parse(e.value.toString('utf8')) as KeyEpochRecord);
+    const historicCopies = parseCopies(history, networkId);
     const needles: Array<{ what: string; bytes: Uint8Array }> = [
       { what: 'h1 identity key', bytes: priv1.exposeDanger() },
     ];
     const secrets = new Map<number, SecretKey>();
-    for (const r of [...historicEpochs, ...h1Records]) {
-      const u = unwrapForSelf(r, { hostId: 'h1', privateKey: priv1 });
+    for (const c of [...historicCopies, ...h1Copies]) {
+      if (c.hostId !== 'h1') continue;
+      const u = unwrapForSelf(c.wrapped, { networkId, epoch: c.epoch }, { hostId: 'h1', privateKey: priv1 });
       if (!u.ok) continue;
-      const known = secrets.get(r.epoch);
-      if (known) expect(known.equals(u.secret), `every copy of epoch ${r.epoch} for h1 holds one secret`).toBe(true);
-      else secrets.set(r.epoch, u.secret);
+      const known = secrets.get(c.epoch);
+      if (known) expect(known.equals(u.secret), `every copy of epoch ${c.epoch} for h1 holds one secret`).toBe(true);
+      else secrets.set(c.epoch, u.secret);
     }
     // docs/keys.md's formula, written out in the test (test/support/documented-keymat.ts), not src/crypto/:
     // the packets below open under it, so the documentation says what the gateways do.
@@ -453,7 +469,7 @@ describe('etcd holds no usable key', () => {
       }
     }
     console.log(
-      `etcd holds no usable key: ${kvs.length} keys now, ${history.length} puts in history (${historicEpochs.length} of epoch records); ` +
+      `etcd holds no usable key: ${kvs.length} keys now, ${history.length} puts in history (${historicCopies.length} of wrapped copies); ` +
         `h1 unwrapped ${secrets.size} epochs (${[...secrets.keys()].sort((a, b) => a - b).join(',')}); ${needles.length} secrets × ${encodings(new Uint8Array(1)).length} encodings + raw searched; ` +
         `derived keys verified on the wire: h1→h2 ${outbound12.SPI} e${outbound12.Epoch} ${sentOpened.length}/${sent.length} opened, h2→h1 ${inbound21.SPI} e${inbound21.Epoch} ${receivedOpened.length}/${received.length} opened; found ${found.length}`,
     );
@@ -470,19 +486,30 @@ describe('etcd holds no usable key', () => {
     const priv1 = identity(1);
     const priv2 = identity(2);
     expect(h1Records.length).toBeGreaterThan(0);
+    expect(h1Records.some((r) => r.state !== 'retired')).toBe(true);
     for (const r of h1Records) {
-      expect(Object.keys(r.wrapped).sort()).toEqual(['h1', 'h2', 'h3']);
-      const own1 = unwrapForSelf(r, { hostId: 'h1', privateKey: priv1 });
-      const own2 = unwrapForSelf(r, { hostId: 'h2', privateKey: priv2 });
+      const held = h1Copies.filter((c) => c.epoch === r.epoch);
+      expect(held.map((c) => c.hostId).sort()).toEqual(r.state === 'retired' ? [] : ['h1', 'h2', 'h3']);
+      if (r.state === 'retired') continue;
+      const copy1 = copyOf(held, r.epoch, 'h1');
+      const copy2 = copyOf(held, r.epoch, 'h2');
+      const own1 = unwrapForSelf(copy1, r, { hostId: 'h1', privateKey: priv1 });
+      const own2 = unwrapForSelf(copy2, r, { hostId: 'h2', privateKey: priv2 });
       expect(own1.ok && own2.ok && own1.secret.equals(own2.secret)).toBe(true);
       // h1's key on h2's copy: as h2 (the AAD h2 was wrapped with) and as h1 (h2's bytes put where h1's copy goes).
-      expect(unwrapForSelf(r, { hostId: 'h2', privateKey: priv1 })).toEqual({ ok: false, why: 'key-unavailable' });
-      expect(unwrapForSelf({ ...r, wrapped: { h1: r.wrapped.h2! } }, { hostId: 'h1', privateKey: priv1 })).toEqual({
+      expect(unwrapForSelf(copy2, r, { hostId: 'h2', privateKey: priv1 })).toEqual({
         ok: false,
         why: 'key-unavailable',
       });
-      // And a host outside the record (no copy) gets nothing.
-      expect(unwrapForSelf(r, { hostId: 'h4', privateKey: priv1 })).toEqual({ ok: false, why: 'not-member' });
+      expect(unwrapForSelf(copy2, r, { hostId: 'h1', privateKey: priv1 })).toEqual({
+        ok: false,
+        why: 'key-unavailable',
+      });
+      // And a host with no copy gets nothing.
+      expect(unwrapForSelf(copyOf(held, r.epoch, 'h4'), r, { hostId: 'h4', privateKey: priv1 })).toEqual({
+        ok: false,
+        why: 'not-member',
+      });
     }
     console.log(
       `non-member: h1's key opened none of h2's copies of ${h1Records.length} live epochs (${h1Records.map((r) => `${r.epoch}:${r.state}`).join(', ')})`,
