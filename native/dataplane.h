@@ -70,7 +70,7 @@ typedef struct dir_counters {
   uint64_t drops[DROP_COUNT];
 } dir_counters;
 
-/* One (peer, network) pair; created by the control plane, never freed before the data plane. */
+/* One (peer, network) pair; created by the control plane, freed with its network (or the data plane). */
 typedef struct pair_stats {
   uint16_t peer;
   uint32_t vni;

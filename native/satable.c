@@ -34,7 +34,7 @@
  * What goes with what. A removed peer's SAs are retired, not forgotten: the same host may come back
  * (under its index or another) with the same incarnation, hence the same keys, which must resume; a
  * restarted one brings new keys, which start fresh without any reuse. A removed network takes its SAs,
- * retired ones and mark with it, all wiped: a network is removed when its record is gone, and one
+ * retired ones, pairs and mark with it, all wiped: a network is removed when its record is gone, and one
  * created again under the VNI has a new id and new random epoch secrets, so none of its keys can be an
  * old one (docs/keys.md "SA keys"), while its epochs start again at 1.
  */
@@ -423,6 +423,10 @@ int dp_remove_network(dataplane *dp, uint32_t vni) {
     if (dp->retired[i].sa->vni == vni) forget_retired(dp, i);
     else i++;
   }
+  /* Its pairs too, now that no SA points at them: a network created and deleted over and over must not
+   * leave a pair per peer each time. Packets look the network up first, so none reaches a freed pair. */
+  for (uint32_t i = 0; i < dp->pairs.cap; i++)
+    if (dp->pairs.state[i] == 1 && ((pair_stats *)dp->pairs.vals[i])->vni == vni) free(table_del(&dp->pairs, dp->pairs.keys[i]));
   free(table_del(&dp->marks, vni));
   pthread_rwlock_unlock(&dp->lock);
   return 0;

@@ -37,6 +37,7 @@ export class Forwarder {
   removeNetwork(vni: number): void {
     this.#networks.delete(vni);
     this.sas.removeNetwork(vni);
+    this.stats.removeNetwork(vni);
   }
 
   setPeer(peer: ForwarderPeer): void {

@@ -25,6 +25,15 @@ export class GatewayStats {
     return s;
   }
 
+  /** A removed network's pairs go with it (native/satable.c does the same). */
+  removeNetwork(vni: number): void {
+    for (const key of this.#pairs.keys()) if (key.endsWith(`\u0000${vni}`)) this.#pairs.delete(key);
+  }
+
+  get size(): number {
+    return this.#pairs.size;
+  }
+
   entries(): Array<{ peerId: string; vni: number; stats: PairStats }> {
     return [...this.#pairs].map(([key, stats]) => {
       const [peerId, vni] = key.split('\u0000') as [string, string];
