@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { ERRORS, VeilError } from '../errors.js';
 import type { GatewayStatus } from '../vxlan/gateway.js';
@@ -78,7 +79,7 @@ export function buildApp(deps: AppDeps, options: { logger?: boolean; https?: Api
         response: { 200: gatewayStatusSchema, 500: errorSchema },
       },
     },
-    async () => deps.gatewayStatus(),
+    async () => ({ ...deps.gatewayStatus(), process: processFigures() }),
   );
 
   if (deps.store) registerNetworkRoutes(app, deps.store, deps.local);
@@ -86,4 +87,24 @@ export function buildApp(deps: AppDeps, options: { logger?: boolean; https?: Api
   if (deps.store) registerNetworkStatusRoute(app, deps.store, deps.gatewayStatus, deps.keys);
 
   return app;
+}
+
+/** What a long-running process must not let grow (docs/operations.md "Footprint"). */
+export function processFigures(): {
+  rssBytes: number;
+  heapUsedBytes: number;
+  externalBytes: number;
+  openFds: number;
+  activeResources: Record<string, number>;
+} {
+  const m = process.memoryUsage();
+  const activeResources: Record<string, number> = {};
+  for (const kind of process.getActiveResourcesInfo()) activeResources[kind] = (activeResources[kind] ?? 0) + 1;
+  let openFds = -1;
+  try {
+    openFds = readdirSync('/proc/self/fd').length - 1; // the directory's own descriptor while it is read
+  } catch {
+    // no /proc: -1 says "unknown"
+  }
+  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, externalBytes: m.external, openFds, activeResources };
 }

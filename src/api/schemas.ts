@@ -144,5 +144,28 @@ export const gatewayStatusSchema = {
     },
     unattributedDrops: dropsSchema,
     sendFailures: { type: 'number' },
+    /** Entries in the data path's tables (docs/operations.md "Footprint"). */
+    tables: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        pairs: { type: 'integer' },
+        inboundSas: { type: 'integer' },
+        outboundSas: { type: 'integer' },
+        retiredSas: { type: 'integer' },
+      },
+    },
+    /** The gateway process: memory, descriptors, and what keeps its event loop alive, by kind. */
+    process: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        rssBytes: { type: 'integer' },
+        heapUsedBytes: { type: 'integer' },
+        externalBytes: { type: 'integer' },
+        openFds: { type: 'integer' },
+        activeResources: { type: 'object', additionalProperties: { type: 'integer' } },
+      },
+    },
   },
 } as const;

@@ -87,6 +87,7 @@ export class RecordingDataPath implements DataPath {
       }),
       unattributedDrops: {},
       sendFailures: 0,
+      tables: { pairs: peers.size, inboundSas: this.opened.size, outboundSas: this.outbound.size, retiredSas: 0 },
     };
   }
 }

@@ -49,6 +49,17 @@ export interface DataPathStatus {
   pairs: PairStatus[];
   unattributedDrops: Partial<Record<DropReason, number>>;
   sendFailures: number;
+  tables: DataPathTables;
+}
+
+/** How many entries the data path's tables hold: what a long-running gateway must not let grow. */
+export interface DataPathTables {
+  /** (peer, network) pairs with counters: every configured one, and removed peers' (a removed network's go). */
+  pairs: number;
+  inboundSas: number;
+  outboundSas: number;
+  /** SAs out of service, remembered so the same key resumes (docs/wire.md "Sequence numbers and replay"). */
+  retiredSas: number;
 }
 
 /**

@@ -2,7 +2,7 @@ import { equalBytes as bytesEqual } from '../crypto/bytes.js';
 import { SecretKey } from '../crypto/secret.js';
 import type { DropReason } from './wire/drops.js';
 import { VTEP_GATEWAY_PORT, VXLAN_PORT } from './wire/constants.js';
-import type { DataPath, PairStatus } from './datapath.js';
+import type { DataPath, DataPathTables, PairStatus } from './datapath.js';
 import type { NetnsRef } from '../host/netns.js';
 import type { PlainNetworkCounters, Plumbing, PortSecurityCounters, VtepFirewallCounter } from './plumbing.js';
 import { deriveSaKeySpecs, type SaHost } from './sa/derive.js';
@@ -61,6 +61,8 @@ export interface GatewayStatus {
   pairs: PairStatus[];
   unattributedDrops: Partial<Record<DropReason, number>>;
   sendFailures: number;
+  /** How many entries the data path holds (a leak shows as growth: docs/operations.md "Footprint"). */
+  tables?: DataPathTables;
   /**
    * VXLAN the vtep netns's firewall refused: sent to the VTEP by anything but this gateway (docs/plumbing.md
    * "No local injection"), as last read (every COUNTERS_POLL_MS), or why it could not be read.
@@ -516,6 +518,7 @@ export class Gateway {
       pairs: traffic.pairs,
       unattributedDrops: traffic.unattributedDrops,
       sendFailures: traffic.sendFailures,
+      tables: traffic.tables,
       ...(this.#vtepFirewall ? { vtepFirewall: this.#vtepFirewall } : {}),
       ...(this.#portSecurity ? { portSecurity: this.#portSecurity } : {}),
       ...(this.#plainNetworks ? { plainNetworks: this.#plainNetworks } : {}),

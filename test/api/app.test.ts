@@ -72,6 +72,25 @@ describe('API', () => {
     });
   });
 
+  it("GET /status carries the data path's table sizes and the process's own figures", async () => {
+    const tables = { pairs: 4, inboundSas: 6, outboundSas: 2, retiredSas: 8 };
+    const withTables = buildApp({ gatewayStatus: () => ({ ...status, tables }) });
+    const body = (await withTables.inject({ method: 'GET', url: '/status' })).json();
+    expect(body.tables).toEqual(tables);
+    expect(body.process.rssBytes).toBeGreaterThan(1 << 20);
+    expect(body.process.heapUsedBytes).toBeGreaterThan(0);
+    expect(body.process.openFds).toBeGreaterThan(2); // at least stdin, stdout, stderr
+    // Timers made here show among what keeps the event loop alive (others may come and go meanwhile).
+    const before = body.process.activeResources.Timeout ?? 0;
+    const timers = Array.from({ length: 50 }, () => setTimeout(() => undefined, 60_000));
+    try {
+      const again = (await withTables.inject({ method: 'GET', url: '/status' })).json();
+      expect(again.process.activeResources.Timeout).toBeGreaterThanOrEqual(before + 40);
+    } finally {
+      for (const t of timers) clearTimeout(t);
+    }
+  });
+
   it('GET /status passes only what its schema lists', async () => {
     const leaky = buildApp({
       gatewayStatus: () =>

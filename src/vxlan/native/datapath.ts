@@ -209,10 +209,17 @@ export class NativeDataPath implements DataPath {
 
   /**
    * The same shape as the TypeScript path's status, so the API and metrics need no change: every
-   * (peer, network) pair, idle ones included, and pairs of removed peers or networks with their counters.
+   * (peer, network) pair, idle ones included, and pairs of removed peers with their counters (a removed
+   * network's pairs go with it).
    */
   status(): DataPathStatus {
-    if (!this.#dp) return { pairs: [], unattributedDrops: {}, sendFailures: 0 };
+    if (!this.#dp)
+      return {
+        pairs: [],
+        unattributedDrops: {},
+        sendFailures: 0,
+        tables: { pairs: 0, inboundSas: 0, outboundSas: 0, retiredSas: 0 },
+      };
     const raw = this.stats();
     const inboundOf = new Map<string, PairStatus['inbound']>();
     for (const sa of raw.inbound) {
@@ -254,6 +261,12 @@ export class NativeDataPath implements DataPath {
       pairs: [...pairs.values()],
       unattributedDrops: raw.unattributed,
       sendFailures: raw.unattributed['send-failed'] ?? 0,
+      tables: {
+        pairs: raw.pairs.length,
+        inboundSas: raw.inbound.length,
+        outboundSas: raw.pairs.filter((p) => p.outbound).length,
+        retiredSas: raw.retired.inbound + raw.retired.outbound,
+      },
     };
   }
 

@@ -233,7 +233,19 @@ export class TsDataPath implements DataPath {
         };
       return pair;
     });
-    return { pairs, unattributedDrops: this.forwarder.stats.unattributed.snapshot(), sendFailures: this.#sendFailures };
+    const made = [...this.#made.values()];
+    const inService = made.filter((m) => this.#inService(m));
+    return {
+      pairs,
+      unattributedDrops: this.forwarder.stats.unattributed.snapshot(),
+      sendFailures: this.#sendFailures,
+      tables: {
+        pairs: pairs.length,
+        inboundSas: inService.filter((m) => m.direction === 'in').length,
+        outboundSas: inService.filter((m) => m.direction === 'out').length,
+        retiredSas: made.length - inService.length,
+      },
+    };
   }
 
   #forward(result: Forward): void {
