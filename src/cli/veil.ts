@@ -51,8 +51,20 @@ async function gateway(args: string[]): Promise<number> {
   });
   // A clean shutdown removes what it plumbed; the identity key stays in the data dir.
   await running.stop({ unplumb: true });
+  // Everything is closed, so the event loop should drain now. If something still holds it (an etcd
+  // client's handles after an outage), say what and exit anyway: a stopped gateway must not wait for
+  // its supervisor's kill.
+  setTimeout(() => {
+    const still: Record<string, number> = {};
+    for (const kind of process.getActiveResourcesInfo()) still[kind] = (still[kind] ?? 0) + 1;
+    log.warn({ still }, 'event loop still busy after the gateway stopped; exiting');
+    process.exit(0);
+  }, STOPPED_EXIT_MS).unref();
   return 0;
 }
+
+/** How long a stopped gateway waits for its event loop to drain before it exits anyway. */
+const STOPPED_EXIT_MS = 2_000;
 
 async function main(argv: string[]): Promise<number> {
   // The control-plane commands take global options (--api, --tls-*, --format) before the group too.
