@@ -3,12 +3,11 @@
 // "What goes with what"). Counted with each path's own figures, so a leak shows as a number.
 import { randomInt } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { nodeAeadProvider } from '../../../src/crypto/aead-node.js';
 import { SecretKey } from '../../../src/crypto/secret.js';
 import type { DataPath, SaKeySpec } from '../../../src/vxlan/datapath.js';
-import { NativeDataPath } from '../../../src/vxlan/native/datapath.js';
-import { TsDataPath } from '../../../src/vxlan/ts/datapath.js';
-import type { UnderlayIo, VtepIo } from '../../../src/vxlan/ts/io.js';
+import type { NativeDataPath } from '../../../src/vxlan/native/datapath.js';
+import type { TsDataPath } from '../../../src/vxlan/ts/datapath.js';
+import { bothDataPaths } from '../../support/data-paths.js';
 import { loopbackPeerNet } from '../../support/udp.js';
 
 const CYCLES = 200;
@@ -24,33 +23,15 @@ const STAYS = { vni: 300, index: 3 };
 /** The churned network: another VNI and index each time, as networks created anew may get. */
 const churned = (cycle: number) => ({ vni: 400 + cycle, index: 4 + cycle });
 
-const nullUnderlay: UnderlayIo = { open: async () => {}, send: () => true, close: async () => {} };
-const nullVtep: VtepIo = {
-  open: async () => {},
-  addPeer: async () => {},
-  removePeer: async () => {},
-  deliver: () => true,
-  close: async () => {},
-};
-
 let ts: TsDataPath;
 let native: NativeDataPath;
 
 beforeAll(async () => {
-  ts = new TsDataPath({
-    vtepAddress: A.vtep,
-    peerNet: loopbackPeerNet(NET),
-    underlay: nullUnderlay,
-    vtep: nullVtep,
-    provider: nodeAeadProvider,
-  });
-  native = new NativeDataPath({
-    underlayAddress: A.underlay,
-    hostAddress: A.host,
-    vtepAddress: A.vtep,
+  ({ ts, native } = bothDataPaths({
+    addresses: A,
     peerNet: loopbackPeerNet(NET),
     ports: { esp: 29720, plain: 29721, vtep: 29722, peerEsp: 29723, peerPlain: 29724, delivery: 0, gateway: 29820 },
-  });
+  }));
   for (const dp of [ts, native] as DataPath[]) {
     await dp.start();
     dp.setNetwork({ vni: STAYS.vni, encrypted: true });

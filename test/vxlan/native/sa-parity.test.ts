@@ -7,12 +7,11 @@
 import { randomInt } from 'node:crypto';
 import type dgram from 'node:dgram';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { nodeAeadProvider } from '../../../src/crypto/aead-node.js';
 import { SecretKey } from '../../../src/crypto/secret.js';
 import type { DataPath, DataPathStatus, SaKeySpec } from '../../../src/vxlan/datapath.js';
-import { NativeDataPath } from '../../../src/vxlan/native/datapath.js';
-import { TsDataPath } from '../../../src/vxlan/ts/datapath.js';
-import type { UnderlayIo, VtepIo } from '../../../src/vxlan/ts/io.js';
+import type { NativeDataPath } from '../../../src/vxlan/native/datapath.js';
+import type { TsDataPath } from '../../../src/vxlan/ts/datapath.js';
+import { bothDataPaths } from '../../support/data-paths.js';
 import { vxlanDatagram } from '../../support/esp-fixtures.js';
 import { FUZZ_SEED } from '../../support/fuzz.js';
 import { Prng } from '../../support/prng.js';
@@ -40,15 +39,6 @@ const NETWORKS = [
 const PEER_NET = loopbackPeerNet(NET);
 const GATEWAY_PORT = 29800;
 
-const nullUnderlay: UnderlayIo = { open: async () => {}, send: () => true, close: async () => {} };
-const nullVtep: VtepIo = {
-  open: async () => {},
-  addPeer: async () => {},
-  removePeer: async () => {},
-  deliver: () => true,
-  close: async () => {},
-};
-
 const sockets = new TestSockets();
 let ts: TsDataPath;
 let native: NativeDataPath;
@@ -56,20 +46,11 @@ let vtep: dgram.Socket;
 const sealedAt = new Map<string, number[]>(); // peer id → sequence numbers on the wire
 
 beforeAll(async () => {
-  ts = new TsDataPath({
-    vtepAddress: A.vtep,
-    peerNet: PEER_NET,
-    underlay: nullUnderlay,
-    vtep: nullVtep,
-    provider: nodeAeadProvider,
-  });
-  native = new NativeDataPath({
-    underlayAddress: A.underlay,
-    hostAddress: A.host,
-    vtepAddress: A.vtep,
+  ({ ts, native } = bothDataPaths({
+    addresses: A,
     peerNet: PEER_NET,
     ports: { ...PORTS, delivery: 0, gateway: GATEWAY_PORT },
-  });
+  }));
   for (const dp of [ts, native] as DataPath[]) {
     await dp.start();
     for (const n of NETWORKS) dp.setNetwork({ vni: n.vni, encrypted: true });

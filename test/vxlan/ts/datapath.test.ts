@@ -5,19 +5,13 @@ import { bytesToHex } from '../../../src/crypto/bytes.js';
 import { SecretKey } from '../../../src/crypto/secret.js';
 import { TsDataPath } from '../../../src/vxlan/ts/datapath.js';
 import type { SaKeySpec } from '../../../src/vxlan/datapath.js';
-import type { UnderlayIo, VtepIo } from '../../../src/vxlan/ts/io.js';
+import { nullUnderlay, nullVtep } from '../../support/data-paths.js';
 import { vxlanDatagram } from '../../support/esp-fixtures.js';
 
 const VTEP = '169.254.1.2';
-/** I/O fakes: the test drives the Forwarder directly and collects what would be sent. */
-const underlay: UnderlayIo = { open: async () => {}, send: () => true, close: async () => {} };
-const vtep: VtepIo = {
-  open: async () => {},
-  addPeer: async () => {},
-  removePeer: async () => {},
-  deliver: () => true,
-  close: async () => {},
-};
+/** I/O that goes nowhere: the test drives the Forwarder directly and collects what would be sent. */
+const underlay = nullUnderlay;
+const vtep = nullVtep;
 
 /** A data path with encrypted network 100 and peer b. */
 function withPeerB(): TsDataPath {
