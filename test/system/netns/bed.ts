@@ -302,6 +302,9 @@ class BedImpl implements Bed {
     });
     let done = false;
     void exited.then(() => (done = true));
+    // 'exit' can come before the last of stdout is read; 'close' comes after stdio is drained.
+    let closed = false;
+    child.on('close', () => (closed = true));
     const proc: BedProcess = {
       child,
       pid,
@@ -326,7 +329,7 @@ class BedImpl implements Bed {
               ),
             );
           }, timeoutMs);
-          const onExit = (): void => {
+          const onClose = (): void => {
             if (check()) return;
             cleanup();
             reject(new Error(`${argv.join(' ')} exited before ${String(pattern)}; stdout: ${out}; stderr: ${err}`));
@@ -334,11 +337,12 @@ class BedImpl implements Bed {
           const cleanup = (): void => {
             clearTimeout(timer);
             child.stdout?.off('data', check);
-            child.off('exit', onExit);
+            child.off('close', onClose);
           };
           if (check()) return;
+          if (closed) return onClose();
           child.stdout?.on('data', check);
-          child.on('exit', onExit);
+          child.on('close', onClose);
         }),
       stop: async (graceMs = 2_000) => {
         if (done) return;
