@@ -1,7 +1,7 @@
 // The soak: a gateway's life cycle compressed, three gateways on real etcd in the namespace bed,
 // traffic running the whole time, while the cycles below run interleaved; before, during and after,
 // what each gateway, etcd and the host hold is sampled, so a leak shows as a number (docs/testing.md
-// "Soak"). bench/soak.ts runs it.
+// "Soak"). Used by test/system/netns/soak.test.ts (short) and bench/soak.ts (full).
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { waitFor } from '../../support/wait.js';
