@@ -409,7 +409,7 @@ export class EtcdStore implements Store {
       );
       const named = new Set(copies.keys.flatMap((k) => copyRef(k)?.hostId ?? []));
       const reclaimable = reclaimableHostIndexes([...claimOf.values()], live, named);
-      // Each claim only if it is the one read, its host is still gone, and no epoch was written since;
+      // Each claim only if it is the one read, its host is still gone, and no copy was written since;
       // RECLAIM_BATCH claims per transaction, one by one when a batch fails (one of them changed).
       const free = (batch: HostIndexClaim[]) =>
         this.rawTxn(
