@@ -17,7 +17,7 @@ import { DockerPlugin } from './docker/plugin.js';
 import { PLUGIN_SOCKET_FILE, RESERVATION_SWEEP_MS } from './docker/protocol.js';
 import { DnsService } from './dns/service.js';
 import { VeilError } from './errors.js';
-import { execRunner, type CommandRunner } from './host/exec.js';
+import { commandRunnerChoice, execRunner, type CommandRunner } from './host/exec.js';
 import { interfaceWithAddress, interfaceWithMac } from './host/netns.js';
 import { HOST_LINK } from './host/names.js';
 import { DEFAULT_SEQUENCE_BUDGET } from './keyrotation/budget.js';
@@ -197,6 +197,13 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   log.info({ dataDir: config.dataDir, created: identity.created }, 'host identity loaded');
   const incarnation = bytesToHex(randomBytes(8));
   const storeTls = config.clusterStoreTls ? readStoreTls(config.clusterStoreTls) : undefined;
+  const runner = commandRunnerChoice();
+  if (runner.kind === 'posix_spawn') log.info({ with: runner.kind }, 'host commands run');
+  else
+    log.warn(
+      { with: runner.kind, reason: runner.reason },
+      'host commands run with fork: each costs the gateway more CPU',
+    );
   const underlay = await underlayMtuFor(config.underlayMtu, config.advertise, execRunner, log);
   const plumbing = new IproutePlumbing({
     vtepNetns: config.vtepNetns,

@@ -20,7 +20,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   'vxlan/datapath': ['crypto', 'vxlan/wire'],
   'vxlan/sa': ['crypto', 'errors', 'model', 'vxlan/wire', 'vxlan/datapath'],
   'vxlan/ts': ['crypto', 'errors', 'model', 'vxlan/wire', 'vxlan/sa', 'vxlan/datapath'],
-  'vxlan/native': ['crypto', 'errors', 'model', 'vxlan/wire', 'vxlan/sa', 'vxlan/datapath'],
+  'vxlan/native': ['crypto', 'errors', 'host', 'model', 'vxlan/wire', 'vxlan/sa', 'vxlan/datapath'],
   'vxlan/datapath-fake': ['vxlan/datapath'],
   'vxlan/plumbing': ['errors', 'host', 'model', 'vxlan/wire'],
   'vxlan/plumbing-fake': ['host', 'model', 'vxlan/plumbing', 'vxlan/wire'],

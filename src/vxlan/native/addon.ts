@@ -1,6 +1,7 @@
 /*
  * The native data path (native/*.c, an N-API addon): the typed loader and thin
- * wrappers. Three things live in the addon:
+ * wrappers. Three of the addon's four parts are the data path's (the fourth, spawnRun, is
+ * src/host/exec.ts's):
  *
  *   - ESP seal/open with one EVP_CIPHER_CTX per SA, keyed once (NativeEspSa), and
  *     plain AES-GCM behind the AeadProvider seam (nativeAeadProvider): vectors,
@@ -9,14 +10,8 @@
  *     the test that holds both to the same decisions;
  *   - the batched data plane on its own threads (native/datapath.ts drives it).
  *
- * The addon is built by `npm run build:native` (node-gyp) into
- * native/build/Release/veil_native.node of veil's own install, and loaded from there only: no
- * working directory and no environment variable may hand a root process code to run.
+ * Where the addon is and how it is loaded: src/host/native.ts.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   AEAD_TAG_LENGTH,
   AeadInputError,
@@ -27,7 +22,7 @@ import {
   type AeadProvider,
 } from '../../crypto/aead.js';
 import type { SecretKey } from '../../crypto/secret.js';
-import { VeilError } from '../../errors.js';
+import { NativeUnavailableError, requireNativeAddon } from '../../host/native.js';
 import { ESP_IV_LENGTH, ESP_SALT_LENGTH } from '../wire/constants.js';
 import { DROP_REASONS, type DropReason } from '../wire/drops.js';
 import { gcmAlgorithmForKeymat } from '../wire/esp.js';
@@ -140,59 +135,14 @@ export interface NativeAddon {
   dpStats(dp: NativeHandle<'dp'>): NativeStats;
 }
 
-export class NativeUnavailableError extends VeilError {
-  override readonly name = 'NativeUnavailableError';
-  constructor(detail: string) {
-    super('VEIL_ERR_NATIVE_UNAVAILABLE', detail);
-  }
-}
-
-const ADDON_RELATIVE = join('native', 'build', 'Release', 'veil_native.node');
-
-/**
- * veil's own install: the nearest directory above `moduleDir` with veil's package.json (from src/ or
- * dist/src/ alike; Node needs that file anyway, for "type": "module"). Never the working directory: a
- * gateway runs as root, and a user-writable directory it was started from must not supply its code.
- */
-export function packageRoot(moduleDir: string = dirname(fileURLToPath(import.meta.url))): string {
-  for (let dir = moduleDir; ; dir = dirname(dir)) {
-    const manifest = join(dir, 'package.json');
-    if (existsSync(manifest)) {
-      let name: unknown;
-      try {
-        name = (JSON.parse(readFileSync(manifest, 'utf8')) as { name?: unknown }).name;
-      } catch {
-        name = undefined;
-      }
-      if (name !== 'veil')
-        throw new NativeUnavailableError(
-          `${manifest} is not veil's: the addon is looked for in veil's own install only`,
-        );
-      return dir;
-    }
-    if (dirname(dir) === dir) throw new NativeUnavailableError(`no package.json above ${moduleDir}`);
-  }
-}
-
-/** Where the addon is: native/build/Release of veil's install. */
-export function nativeAddonPath(moduleDir?: string): string {
-  return join(packageRoot(moduleDir), ADDON_RELATIVE);
-}
+export { NativeUnavailableError, nativeAddonPath, packageRoot } from '../../host/native.js';
 
 let cached: NativeAddon | undefined;
 
 /** Loads the addon once; throws NativeUnavailableError (with the path and the reason) if it cannot. */
 export function loadNative(): NativeAddon {
   if (cached) return cached;
-  const path = nativeAddonPath();
-  let addon: NativeAddon;
-  try {
-    addon = createRequire(import.meta.url)(path) as NativeAddon;
-  } catch (err) {
-    throw new NativeUnavailableError(
-      `cannot load the native data path from ${path} (run npm run build:native): ${(err as Error).message}`,
-    );
-  }
+  const addon = requireNativeAddon() as NativeAddon;
   // The C side counts drops by index: its names and order must be drops.ts's exactly.
   const names = addon.dropReasons();
   if (names.length !== DROP_REASONS.length || names.some((n, i) => n !== DROP_REASONS[i])) {
