@@ -28,7 +28,14 @@ import type { Server as TcpServer } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Sandbox } from '../store/types.js';
-import { execRunner, PlumbingError, SerialQueue, type CommandResult, type CommandRunner } from '../host/exec.js';
+import {
+  execRunner,
+  parseCommandJson,
+  PlumbingError,
+  SerialQueue,
+  type CommandResult,
+  type CommandRunner,
+} from '../host/exec.js';
 import { bridgeName, IFNAME_RE } from '../host/names.js';
 import { execIn, ipBatchIn, type NetnsRef } from '../host/netns.js';
 import { applyNftScript } from '../host/nft.js';
@@ -108,6 +115,8 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
   readonly #c: IprouteDnsPlumbingConfig;
   readonly #run: CommandRunner;
   readonly #queue = new SerialQueue();
+  /** The bridge ensureNetwork last set up, per VNI, by ifindex. */
+  readonly #bridgesDone = new Map<number, { ifindex: number; subnet: string }>();
 
   constructor(config: IprouteDnsPlumbingConfig) {
     this.#c = config;
@@ -159,9 +168,19 @@ export class IprouteDnsPlumbing implements DnsPlumbing {
     return this.#serial(async () => {
       if (!parseCidr(subnet)) throw new RangeError(`invalid subnet ${subnet}`);
       const br = bridgeName(vni);
+      // Once per bridge: called for every container attached, it looks the bridge up (one command) and
+      // sets it up again only when it is another bridge than the one set up last (the network was made again).
+      const links = parseCommandJson<Array<{ ifindex: number }>>(
+        (await this.#ipVtep(['-j', 'link', 'show', 'dev', br])).stdout,
+        'ip -j link show',
+      );
+      const done = this.#bridgesDone.get(vni);
+      if (done && done.ifindex === links[0]?.ifindex && done.subnet === subnet) return;
+      this.#bridgesDone.delete(vni);
       await this.#ipVtep(['link', 'set', br, 'address', bridgeMac(this.#c.hostId, vni)]);
       await this.#sysctlVtep([`net.ipv4.conf.${br}.arp_ignore=8`, `net.ipv4.conf.${br}.rp_filter=1`]);
       await this.#ipVtep(['route', 'replace', subnet, 'dev', br, 'scope', 'link', 'src', this.resolverAddress]);
+      if (links[0]) this.#bridgesDone.set(vni, { ifindex: links[0].ifindex, subnet });
     });
   }
 

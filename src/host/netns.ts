@@ -17,14 +17,24 @@ export function netnsArg(ref: NetnsRef): string {
   return String(ref.pid);
 }
 
-/** Runs `ip ARGS` in the namespace: `ip -n` takes only names under /run/netns, a path or pid goes through nsenter. */
+/** A path that is /run/netns/<name> gives that name (what `ip -n` opens); any other path gives undefined. */
+export function runNetnsName(path: string): string | undefined {
+  const m = /^\/run\/netns\/([^/]+)$/.exec(path);
+  return m && m[1] !== '.' && m[1] !== '..' ? m[1] : undefined;
+}
+
+/**
+ * Runs `ip ARGS` in the namespace: `ip -n` takes only names under /run/netns (a path there counts as its
+ * name, a process saved), any other path or a pid goes through nsenter.
+ */
 export function ipIn(
   run: CommandRunner,
   ref: NetnsRef,
   args: readonly string[],
   input?: string,
 ): Promise<CommandResult> {
-  if ('name' in ref) return run('ip', ['-n', ref.name, ...args], input);
+  const name = 'name' in ref ? ref.name : 'path' in ref ? runNetnsName(ref.path) : undefined;
+  if (name !== undefined) return run('ip', ['-n', name, ...args], input);
   return run('nsenter', [`--net=${netnsPath(ref)}`, '--', 'ip', ...args], input);
 }
 
@@ -37,10 +47,15 @@ export function ipBatchIn(
   return ipIn(run, ref, ['-batch', '-'], batchScript(commands));
 }
 
-/** Runs a command in a named namespace, or in this process's own when `name` is undefined. */
+/**
+ * Runs a command in a named namespace, or in this process's own when `name` is undefined. nsenter
+ * enters the network namespace only: what veil runs this way (nft, sysctl, ethtool) talks netlink,
+ * ioctl or /proc/sys, all of which follow it. `ip netns exec` would also make a mount namespace and
+ * remount /sys for each command.
+ */
 export function execIn(run: CommandRunner, name: string | undefined, argv: readonly string[]): Promise<CommandResult> {
   if (name === undefined) return run(argv[0]!, argv.slice(1));
-  return run('ip', ['netns', 'exec', name, ...argv]);
+  return run('nsenter', [`--net=${netnsPath({ name })}`, '--', ...argv]);
 }
 
 /** The name of the interface with this MAC in the namespace, or undefined (none yet, or no namespace). */

@@ -19,16 +19,17 @@ import { RESOLVER_ADDRESS } from '../../src/dns/wire.js';
 import type { EndpointRecord, NetworkRecord } from '../../src/store/types.js';
 import { networkRecord } from './network-record.js';
 
-function recorder() {
+/** Records argv; `answer` gives a command's stdout (empty otherwise). */
+function recorder(answer: (line: string) => string = () => '') {
   const calls: string[] = [];
   return {
     calls,
-    runner: async (file: string, args: readonly string[], input?: string) => (
-      calls.push(
-        [file, ...args].join(' ') + (input === undefined ? '' : ` <<< ${input.trimEnd().replace(/\n/g, ' ; ')}`),
-      ),
-      { stdout: '', stderr: '' }
-    ),
+    runner: async (file: string, args: readonly string[], input?: string) => {
+      const line =
+        [file, ...args].join(' ') + (input === undefined ? '' : ` <<< ${input.trimEnd().replace(/\n/g, ' ; ')}`);
+      calls.push(line);
+      return { stdout: answer(line), stderr: '' };
+    },
   };
 }
 
@@ -38,33 +39,54 @@ describe('IproutePlumbing for DNS', () => {
     await new IprouteDnsPlumbing({ vtepNetns: 'vt', hostId: 'h1', runner: r.runner }).ensureHost();
     expect(r.calls.slice(0, 2)).toEqual([
       'ip -n vt addr replace 169.254.53.53/32 dev lo',
-      'ip netns exec vt sysctl -q -w net.ipv4.ip_forward=0 net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1',
+      'nsenter --net=/run/netns/vt -- sysctl -q -w net.ipv4.ip_forward=0 net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1',
     ]);
-    expect(r.calls[2]).toBe(`ip netns exec vt nft ${dnsFirewallScript(RESOLVER_ADDRESS)}`);
+    expect(r.calls[2]).toBe(`nsenter --net=/run/netns/vt -- nft ${dnsFirewallScript(RESOLVER_ADDRESS)}`);
     expect(dnsFirewallScript(RESOLVER_ADDRESS)).toMatch(
       /iifname "br\*" ip daddr 169\.254\.53\.53 udp dport 53 accept\n.*tcp dport 53 accept\n.*iifname "br\*" counter name "not_dns" drop$/,
     );
   });
 
   it("network: the bridge's pinned MAC, no ARP answers, strict rp_filter, the subnet's route from the resolver address", async () => {
-    const r = recorder();
-    await new IprouteDnsPlumbing({ vtepNetns: 'vt', hostId: 'h1', runner: r.runner }).ensureNetwork(42, '10.61.0.0/24');
-    expect(r.calls).toEqual([
+    let ifindex = 7;
+    const r = recorder((line) => (line.includes('-j link show') ? JSON.stringify([{ ifindex }]) : ''));
+    const p = new IprouteDnsPlumbing({ vtepNetns: 'vt', hostId: 'h1', runner: r.runner });
+    const setUp = [
+      'ip -n vt -j link show dev br42',
       `ip -n vt link set br42 address ${bridgeMac('h1', 42)}`,
-      'ip netns exec vt sysctl -q -w net.ipv4.conf.br42.arp_ignore=8 net.ipv4.conf.br42.rp_filter=1',
+      'nsenter --net=/run/netns/vt -- sysctl -q -w net.ipv4.conf.br42.arp_ignore=8 net.ipv4.conf.br42.rp_filter=1',
       'ip -n vt route replace 10.61.0.0/24 dev br42 scope link src 169.254.53.53',
-    ]);
+    ];
+    await p.ensureNetwork(42, '10.61.0.0/24');
+    expect(r.calls).toEqual(setUp);
+    // The next container on the same bridge: looked up, nothing set again.
+    await p.ensureNetwork(42, '10.61.0.0/24');
+    expect(r.calls.slice(4)).toEqual(['ip -n vt -j link show dev br42']);
+    // The network made again (another bridge): all of it again.
+    ifindex = 9;
+    await p.ensureNetwork(42, '10.61.0.0/24');
+    expect(r.calls.slice(5)).toEqual(setUp);
   });
 
   it("endpoint: permanent neighbours both ways and the container's /32 route; a path goes through nsenter", async () => {
     const r = recorder();
     const p = new IprouteDnsPlumbing({ vtepNetns: 'vt', hostId: 'h1', runner: r.runner });
-    await p.attachEndpoint({ vni: 42, netns: { path: '/run/netns/c1' }, ipv4: '10.61.0.5', mac: '02:42:0A:3D:00:05' });
+    const script =
+      'route replace 169.254.53.53/32 dev eth0 scope link ; ' +
+      `neigh replace 169.254.53.53 lladdr ${bridgeMac('h1', 42)} dev eth0 nud permanent`;
+    await p.attachEndpoint({
+      vni: 42,
+      netns: { path: '/var/run/docker/netns/c1' },
+      ipv4: '10.61.0.5',
+      mac: '02:42:0A:3D:00:05',
+    });
     expect(r.calls).toEqual([
       'ip -n vt neigh replace 10.61.0.5 lladdr 02:42:0a:3d:00:05 dev br42 nud permanent',
-      'nsenter --net=/run/netns/c1 -- ip -batch - <<< route replace 169.254.53.53/32 dev eth0 scope link ; ' +
-        `neigh replace 169.254.53.53 lladdr ${bridgeMac('h1', 42)} dev eth0 nud permanent`,
+      `nsenter --net=/var/run/docker/netns/c1 -- ip -batch - <<< ${script}`,
     ]);
+    // A path under /run/netns is the name `ip -n` takes: no nsenter.
+    await p.attachEndpoint({ vni: 42, netns: { path: '/run/netns/c1' }, ipv4: '10.61.0.5', mac: '02:42:0A:3D:00:05' });
+    expect(r.calls.at(-1)).toBe(`ip -n c1 -batch - <<< ${script}`);
     await p.detachEndpoint(42, '10.61.0.5');
     expect(r.calls.at(-1)).toBe('ip -n vt neigh del 10.61.0.5 dev br42');
     await expect(
