@@ -20,6 +20,7 @@
 
 import {
   Etcd3,
+  isRecoverableError,
   GRPCDeadlineExceededError,
   GRPCUnavailableError,
   ClientClosedError,
@@ -36,6 +37,7 @@ import {
   type Watcher,
   type IWatchResponse,
 } from 'etcd3';
+import { circuitBreaker, ConsecutiveBreaker, handleWhen } from 'cockatiel';
 import { StoreError } from './errors.js';
 import { compareIpv4 } from '../model/ipv4.js';
 import { KEYSCHEDULE_ELECTION, PREFIX, SEGMENT_RE, keys, prefixEnd, type KeyRange } from './layout.js';
@@ -118,6 +120,12 @@ function decodeLoose(buf: Buffer | undefined): unknown {
 }
 const rev = (r: string | number | undefined | null): number => Number(r ?? 0);
 
+/**
+ * How long a member that failed three calls in a row is skipped before one call tries it again. etcd3's
+ * default is 5 s, so after an outage a host refused store calls for up to 5 s with every member back.
+ */
+export const MEMBER_RETRY_AFTER_MS = 1_000;
+
 /** A small random pause between optimistic retries so colliding writers spread out. */
 const jitter = (attempt: number): Promise<void> =>
   new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 * attempt)));
@@ -136,7 +144,9 @@ function unavailable(err: unknown): StoreError | null {
     brokenCircuit
   ) {
     // The breaker's own words ("circuit breaker is open") mean nothing to an operator.
-    const detail = brokenCircuit ? 'no member answers (calls resume after a 5 s pause)' : (err as Error).message;
+    const detail = brokenCircuit
+      ? `no member answers (each is tried again ${MEMBER_RETRY_AFTER_MS / 1000} s after its last failure)`
+      : (err as Error).message;
     return new StoreError('VEIL_ERR_STORE_UNAVAILABLE', detail, { cause: err });
   }
   return null;
@@ -265,6 +275,13 @@ export class EtcdStore implements Store {
       dialTimeout: opts.dialTimeoutMs ?? 3000,
       // Unary calls get a deadline so an unreachable etcd fails fast; streams (watch, keepalive) must not.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
+      faultHandling: {
+        host: () =>
+          circuitBreaker(handleWhen(isRecoverableError), {
+            halfOpenAfter: MEMBER_RETRY_AFTER_MS,
+            breaker: new ConsecutiveBreaker(3),
+          }),
+      },
       // Without a CA, grpc-js verifies etcd's certificate against the system's roots.
       ...(opts.tls
         ? {

@@ -4,6 +4,7 @@
 // "Soak"). Used by test/system/netns/soak.test.ts (short) and bench/soak.ts (full).
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
+import { requireNativeAddon } from '../../../src/host/native.js';
 import { waitFor } from '../../support/wait.js';
 import { tcpTransfer } from '../support/tcp-transfer.js';
 import {
@@ -20,7 +21,7 @@ import {
 
 export const SOAK_HOSTS = [1, 2, 3] as const;
 
-/** How many of each cycle; they are interleaved in one shuffled order. */
+/** How many of each cycle; they run interleaved, side by side (see lanes). */
 export interface SoakPlan {
   rotations: number;
   networkCycles: number;
@@ -33,6 +34,11 @@ export interface SoakPlan {
   /** Samples taken over the run (besides the baseline and the end). */
   samples: number;
   seed: number;
+  /**
+   * How many network and container cycles run side by side (default 1 and 3). Rotations run one after
+   * another beside them; restarts and outages have the bed to themselves, spread over the run.
+   */
+  lanes?: { network?: number; connect?: number };
 }
 
 export type CycleKind = 'rotation' | 'network' | 'connect' | 'restart' | 'etcd-member' | 'etcd-outage' | 'dns';
@@ -134,6 +140,71 @@ export async function linkNames(cb: ClusterBed): Promise<Record<string, string[]
   return out;
 }
 
+/**
+ * The lanes share the bed; a restart or an etcd outage has it alone: a reader-writer gate that lets a
+ * waiting writer in before new readers, so the disruptions happen where the plan puts them.
+ */
+class Gate {
+  #readers = 0;
+  #writer = false;
+  #writersWaiting = 0;
+  #wake: Array<() => void> = [];
+
+  async shared<T>(op: () => Promise<T>): Promise<T> {
+    while (this.#writer || this.#writersWaiting > 0) await this.#wait();
+    this.#readers++;
+    try {
+      return await op();
+    } finally {
+      this.#readers--;
+      this.#notify();
+    }
+  }
+
+  async exclusive<T>(op: () => Promise<T>): Promise<T> {
+    this.#writersWaiting++;
+    while (this.#writer || this.#readers > 0) await this.#wait();
+    this.#writersWaiting--;
+    this.#writer = true;
+    try {
+      return await op();
+    } finally {
+      this.#writer = false;
+      this.#notify();
+    }
+  }
+
+  #wait(): Promise<void> {
+    return new Promise((r) => this.#wake.push(r));
+  }
+
+  #notify(): void {
+    for (const wake of this.#wake.splice(0)) wake();
+  }
+}
+
+const spawnRun = (
+  requireNativeAddon() as {
+    spawnRun(
+      file: string,
+      args: string[],
+      input: Uint8Array,
+      timeoutMs: number,
+      maxOutput: number,
+    ): Promise<{ status: number | null; stdout: Buffer }>;
+  }
+).spawnRun;
+
+/**
+ * A short command in a namespace of the bed, as the gateway runs its own (posix_spawn and nsenter): the
+ * cycles run thousands, and a fork of the test process plus `ip netns exec` for each costs more CPU than
+ * the gateway's work they check.
+ */
+async function inNetns(ns: string, argv: string[]): Promise<{ status: number | null; stdout: string }> {
+  const r = await spawnRun('nsenter', [`--net=/run/netns/${ns}`, '--', ...argv], new Uint8Array(), 30_000, 1 << 20);
+  return { status: r.status, stdout: r.stdout.toString('utf8') };
+}
+
 /** A small deterministic generator (the plan's seed orders the cycles). */
 function rng(seed: number): (n: number) => number {
   let s = seed >>> 0 || 1;
@@ -177,8 +248,14 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
   const pick = rng(plan.seed);
   await settle(cb);
   const before = await sample(cb);
-  // The namespaces the cycles' containers live in, one per host and kind, made once.
-  for (const h of SOAK_HOSTS) for (const kind of ['nc', 'cc']) await cb.container(`${kind}${h}`);
+  // The namespaces the cycles' containers live in, one per host, kind and lane, made once (a container
+  // joins one network at a time).
+  const laneCount = { network: plan.lanes?.network ?? 1, connect: plan.lanes?.connect ?? 3 };
+  const laneNs = (kind: 'nc' | 'cc', h: number, lane: number) => `${kind}${h}${lane === 0 ? '' : `l${lane}`}`;
+  for (const h of SOAK_HOSTS) {
+    for (let l = 0; l < laneCount.network; l++) await cb.container(laneNs('nc', h, l));
+    for (let l = 0; l < laneCount.connect; l++) await cb.container(laneNs('cc', h, l));
+  }
   const { containers } = await encryptedNetworkWithContainers(cb, {
     name: NET,
     subnet: '10.90.0.0/24',
@@ -251,90 +328,133 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
   })();
 
   const dns = { sent: 0, answered: 0 };
-  const order: CycleKind[] = [
-    ...Array<CycleKind>(plan.rotations).fill('rotation'),
-    ...Array<CycleKind>(plan.networkCycles).fill('network'),
-    ...Array<CycleKind>(plan.connectCycles).fill('connect'),
-    ...Array<CycleKind>(plan.restarts).fill('restart'),
-    ...Array<CycleKind>(plan.etcdMemberRestarts).fill('etcd-member'),
-    ...Array<CycleKind>(plan.etcdOutages).fill('etcd-outage'),
-  ];
-  for (let i = order.length - 1; i > 0; i--) {
-    const j = pick(i + 1);
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  const dnsBatches = Math.max(1, Math.ceil(plan.dnsQueries / 2000));
-  const sampleEvery = Math.max(1, Math.floor(order.length / Math.max(1, plan.samples)));
-  const dnsEvery = Math.max(1, Math.floor(order.length / dnsBatches));
-  let restartTurn = 0;
   const lostAddresses: string[] = [];
-  let memberTurn = 0;
-  try {
-    for (let i = 0; i < order.length; i++) {
-      const kind = order[i]!;
-      const host = SOAK_HOSTS[pick(3)]!;
-      if (kind === 'rotation') await rotate(cb, host);
-      else if (kind === 'network') await networkCycle(cb, host, cycles.network);
-      else if (kind === 'connect') await connectCycle(cb, host, cycles.connect, containers);
-      else if (kind === 'restart') {
-        const h = SOAK_HOSTS[restartTurn++ % 3]!;
-        const signal = restartTurn % 2 ? 'SIGKILL' : 'SIGTERM';
-        const old = cb.gateways.get(h);
-        const window = { from: Date.now(), to: Infinity };
-        restartWindows.push(window);
-        const t0 = performance.now();
-        await cb.stopGateway(h, signal);
-        const stopMs = performance.now() - t0;
-        await cb.startGateway(h);
-        await settle(cb);
-        window.to = Date.now();
-        restarts.push({ host: h, signal, stopMs: Math.round(stopMs), upMs: Math.round(performance.now() - t0) });
-        // A clean stop that took long (the gateway exits 2 s after stopping if its event loop has not drained): its last words.
-        if (signal === 'SIGTERM' && stopMs > 1_500)
-          slowStops.push((old?.stdout() ?? '').split('\n').filter(Boolean).slice(-15).join('\n'));
-      } else if (kind === 'etcd-member') {
-        const m = memberTurn++ % 3;
-        await cb.etcd.stopMember(m);
-        await cb.etcd.startMember(m);
-        await settle(cb);
-      } else {
-        for (let m = 0; m < 3; m++) await cb.etcd.stopMember(m);
-        await new Promise((r) => setTimeout(r, 3_000));
-        // Together: a member answers /health only once a quorum is back.
-        await Promise.all([0, 1, 2].map((m) => cb.etcd.startMember(m)));
-        await settle(cb);
-      }
+  const gate = new Gate();
+  const work = plan.rotations + plan.networkCycles + plan.connectCycles;
+  let progress = 0;
+  let stop = false;
+  /** Resolves once that share of the work cycles is done (or the work ended). */
+  const until = async (share: number) => {
+    while (!stop && progress < share * work && progress < work) await new Promise((r) => setTimeout(r, 100));
+  };
+  const numbers = { network: 0, connect: 0 };
+  const lane = async (kind: 'rotation' | 'network' | 'connect', count: number, index: number) => {
+    for (let i = 0; i < count && !stop; i++) {
+      await gate.shared(async () => {
+        const host = SOAK_HOSTS[pick(3)]!;
+        if (kind === 'rotation') await rotate(cb, host);
+        else if (kind === 'network') await networkCycle(cb, host, numbers.network++, (h) => laneNs('nc', h, index));
+        else await connectCycle(cb, host, numbers.connect++, laneNs('cc', host, index), containers);
+      });
       cycles[kind]++;
-      log(
-        `soak: cycle ${i} ${kind} on h${kind === 'restart' ? SOAK_HOSTS[(restartTurn - 1) % 3] : host} done at ${new Date().toISOString()}`,
-      );
-      for (const h of SOAK_HOSTS) {
-        const addr = await cb.bed.exec(containers[h]!.ns, ['ip', '-4', '-o', 'addr', 'show'], { allowFail: true });
-        if (!addr.stdout.includes(` ${containers[h]!.ip}/`) && lostAddresses.length < 10)
-          lostAddresses.push(
-            `sk${h} after ${kind} #${cycles[kind]} (host ${kind === 'restart' ? SOAK_HOSTS[(restartTurn - 1) % 3] : host}): ${addr.stdout.trim() || 'no address'}`,
-          );
-      }
-      if (i % dnsEvery === 0 && dns.sent < plan.dnsQueries) {
-        const batch = Math.min(2000, plan.dnsQueries - dns.sent);
-        const r = await dnsBatch(cb, containers[host]!, batch);
+      progress++;
+    }
+  };
+  const split = (total: number, parts: number) =>
+    Array.from({ length: parts }, (_, i) => Math.floor(total / parts) + (i < total % parts ? 1 : 0));
+
+  // Restarts, member restarts and outages, shuffled, each at its share of the work.
+  const events: Array<'restart' | 'etcd-member' | 'etcd-outage'> = [
+    ...Array<'restart'>(plan.restarts).fill('restart'),
+    ...Array<'etcd-member'>(plan.etcdMemberRestarts).fill('etcd-member'),
+    ...Array<'etcd-outage'>(plan.etcdOutages).fill('etcd-outage'),
+  ];
+  for (let i = events.length - 1; i > 0; i--) {
+    const j = pick(i + 1);
+    [events[i], events[j]] = [events[j]!, events[i]!];
+  }
+  let restartTurn = 0;
+  let memberTurn = 0;
+  const disruptions = async () => {
+    for (const [i, kind] of events.entries()) {
+      await until((i + 0.5) / events.length);
+      if (stop) return;
+      await gate.exclusive(async () => {
+        if (kind === 'restart') {
+          const h = SOAK_HOSTS[restartTurn++ % 3]!;
+          const signal = restartTurn % 2 ? 'SIGKILL' : 'SIGTERM';
+          const old = cb.gateways.get(h);
+          const window = { from: Date.now(), to: Infinity };
+          restartWindows.push(window);
+          const t0 = performance.now();
+          await cb.stopGateway(h, signal);
+          const stopMs = performance.now() - t0;
+          await cb.startGateway(h);
+          await settle(cb);
+          window.to = Date.now();
+          restarts.push({ host: h, signal, stopMs: Math.round(stopMs), upMs: Math.round(performance.now() - t0) });
+          // A clean stop that took long (the gateway exits 2 s after stopping if its event loop has not drained): its last words.
+          if (signal === 'SIGTERM' && stopMs > 1_500)
+            slowStops.push((old?.stdout() ?? '').split('\n').filter(Boolean).slice(-15).join('\n'));
+          log(`soak: restart ${cycles.restart + 1} (h${h}, ${signal}) up in ${Math.round(performance.now() - t0)} ms`);
+        } else if (kind === 'etcd-member') {
+          const m = memberTurn++ % 3;
+          await cb.etcd.stopMember(m);
+          await cb.etcd.startMember(m);
+          await settle(cb);
+        } else {
+          for (let m = 0; m < 3; m++) await cb.etcd.stopMember(m);
+          await new Promise((r) => setTimeout(r, 3_000));
+          // Together: a member answers /health only once a quorum is back.
+          await Promise.all([0, 1, 2].map((m) => cb.etcd.startMember(m)));
+          await settle(cb);
+          log(`soak: etcd outage ${cycles['etcd-outage'] + 1} over`);
+        }
+        cycles[kind]++;
+      });
+    }
+  };
+
+  // DNS batches and samples, each at its share of the work.
+  const dnsBatches = Math.max(1, Math.ceil(plan.dnsQueries / 2000));
+  const dnsLane = async () => {
+    for (let b = 0; b < dnsBatches && !stop; b++) {
+      await until((b + 0.5) / dnsBatches);
+      await gate.shared(async () => {
+        const r = await dnsBatch(cb, containers[SOAK_HOSTS[b % 3]!]!, Math.min(2000, plan.dnsQueries - dns.sent));
         dns.sent += r.sent;
         dns.answered += r.answered;
-        cycles.dns++;
-      }
-      if (i % sampleEvery === 0) {
-        const figures = await sample(cb);
-        samples.push({ cycles: done(), figures });
-        log(`soak: ${done()} cycles, ${summary(figures)}`);
-      }
-    }
-    while (dns.sent < plan.dnsQueries) {
-      const r = await dnsBatch(cb, containers[1]!, Math.min(2000, plan.dnsQueries - dns.sent));
-      dns.sent += r.sent;
-      dns.answered += r.answered;
+      });
       cycles.dns++;
     }
+  };
+  const sampler = async () => {
+    for (let k = 1; k <= plan.samples && !stop; k++) {
+      await until(k / (plan.samples + 1));
+      await gate.shared(async () => {
+        const figures = await sample(cb);
+        samples.push({ cycles: done(), figures });
+        log(`soak: ${done()} cycles at ${new Date().toISOString()}, ${summary(figures)}`);
+        for (const h of SOAK_HOSTS) {
+          const addr = await cb.bed.exec(containers[h]!.ns, ['ip', '-4', '-o', 'addr', 'show'], { allowFail: true });
+          if (!addr.stdout.includes(` ${containers[h]!.ip}/`) && lostAddresses.length < 10)
+            lostAddresses.push(`sk${h} at ${done()} cycles: ${addr.stdout.trim() || 'no address'}`);
+        }
+      });
+    }
+  };
+
+  try {
+    const outcomes = await Promise.allSettled(
+      [
+        lane('rotation', plan.rotations, 0),
+        ...split(plan.networkCycles, laneCount.network).map((n, i) => lane('network', n, i)),
+        ...split(plan.connectCycles, laneCount.connect).map((n, i) => lane('connect', n, i)),
+        disruptions(),
+        dnsLane(),
+        sampler(),
+      ].map((p) =>
+        p.catch((err: unknown) => {
+          // One lane failing ends the others at their next cycle; its error is the run's.
+          stop = true;
+          throw err;
+        }),
+      ),
+    );
+    const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (failed) throw failed.reason;
   } finally {
+    stop = true;
     stopTransfers = true;
     await transferLoop;
   }
@@ -348,8 +468,8 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
   const gone = await cb.api(1, 'DELETE', `/networks/${NET}`);
   if (gone.status !== 204 && gone.status !== 200) throw new Error(`delete ${NET}: ${JSON.stringify(gone.body)}`);
   // The containers' namespaces go too, as a runtime removes a container's.
-  for (const h of SOAK_HOSTS)
-    for (const label of ['sk', 'nc', 'cc']) spawnSync('ip', ['netns', 'del', `${cb.bed.prefix}${label}${h}`]);
+  for (const ns of cb.bed.namespaces())
+    if (/^(sk|nc|cc)\d/.test(ns.slice(cb.bed.prefix.length))) spawnSync('ip', ['netns', 'del', ns]);
   await settle(cb);
   const after = await sample(cb);
   const baseline = samples[0]!.figures;
@@ -393,7 +513,10 @@ export function slope(points: Array<[number, number]>): number {
   return sxx === 0 ? 0 : points.reduce((a, [x, y]) => a + (x - mx) * (y - my), 0) / sxx;
 }
 
-/** Every gateway answers, and every one seals toward every peer on the run's network (when it exists). */
+/**
+ * Every gateway answers, reaches etcd again (the keys view reads it: after an outage the client pauses
+ * calls for a while), and seals toward every peer on the run's network (when it exists).
+ */
 async function settle(cb: ClusterBed): Promise<void> {
   await waitFor(
     async () => {
@@ -402,6 +525,7 @@ async function settle(cb: ClusterBed): Promise<void> {
         if (!r) return false;
         if (r.status === 404) continue;
         if (r.body.Protected !== true) return false;
+        if ((await cb.api(h, 'GET', `/networks/${NET}/keys`).catch(() => null))?.status !== 200) return false;
       }
       return true;
     },
@@ -425,7 +549,7 @@ async function rotate(cb: ClusterBed, host: number): Promise<void> {
 }
 
 /** A network (encrypted or plain by turn) with a container on two hosts that reach each other, then gone. */
-async function networkCycle(cb: ClusterBed, host: number, n: number): Promise<void> {
+async function networkCycle(cb: ClusterBed, host: number, n: number, label: (host: number) => string): Promise<void> {
   const name = `churn${n}`;
   const encrypted = n % 2 === 0;
   const c = await cb.api(host, 'POST', '/networks', {
@@ -437,7 +561,7 @@ async function networkCycle(cb: ClusterBed, host: number, n: number): Promise<vo
   const [a, b] = [host, (host % 3) + 1];
   const ips: string[] = [];
   for (const h of [a, b]) {
-    const netns = `/run/netns/${cb.bed.prefix}nc${h}`;
+    const netns = `/run/netns/${cb.bed.prefix}${label(h)}`;
     const r = await cb.api(h, 'POST', `/networks/${name}/connect`, {
       Container: `nc${h}-${n}`,
       Sandbox: { Netns: netns },
@@ -446,9 +570,7 @@ async function networkCycle(cb: ClusterBed, host: number, n: number): Promise<vo
     ips.push((r.body.IPv4Address as string).split('/')[0]!);
   }
   await waitFor(
-    async () =>
-      (await cb.bed.exec(`${cb.bed.prefix}nc${a}`, ['ping', '-c', '1', '-W', '1', ips[1]!], { allowFail: true }))
-        .code === 0,
+    async () => (await inNetns(`${cb.bed.prefix}${label(a)}`, ['ping', '-c', '1', '-W', '1', ips[1]!])).status === 0,
     30_000,
     `${name}: h${a} reaches h${b}`,
   );
@@ -462,12 +584,13 @@ async function connectCycle(
   cb: ClusterBed,
   host: number,
   n: number,
+  label: string,
   containers: Record<number, ContainerOnNetwork>,
 ): Promise<void> {
   const name = `cc${n}`;
   const r = await cb.api(host, 'POST', `/networks/${NET}/connect`, {
     Container: name,
-    Sandbox: { Netns: `/run/netns/${cb.bed.prefix}cc${host}` },
+    Sandbox: { Netns: `/run/netns/${cb.bed.prefix}${label}` },
     EndpointConfig: { Aliases: [`alias${n}`] },
   });
   if (r.status !== 200) throw new Error(`connect ${name}: ${JSON.stringify(r.body)}`);
@@ -475,9 +598,7 @@ async function connectCycle(
   await waitFor(
     async () =>
       (
-        await cb.bed.exec(other.ns, ['dig', '+short', '+tries=1', '+time=1', '@169.254.53.53', `alias${n}`], {
-          allowFail: true,
-        })
+        await inNetns(other.ns, ['dig', '+short', '+tries=1', '+time=1', '@169.254.53.53', `alias${n}`])
       ).stdout.trim() === (r.body.IPv4Address as string).split('/')[0],
     30_000,
     `alias${n} resolves from h${(host % 3) + 1}`,
