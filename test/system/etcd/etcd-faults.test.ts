@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { isStoreError } from '../../../src/store/errors.js';
-import { EtcdStore, MEMBER_RETRY_AFTER_MS } from '../../../src/store/etcd.js';
+import { EtcdStore } from '../../../src/store/etcd.js';
 import { keys } from '../../../src/store/layout.js';
 import type { WatchEvent } from '../../../src/store/types.js';
 import { startEtcd, type EtcdCluster } from '../support/etcd.js';
