@@ -81,6 +81,7 @@ export interface SoakReport {
 }
 
 const NET = 'soak';
+const TRANSFER_PAUSE_MS = 1_000;
 
 /** The figures of one moment: every gateway's own, etcd's, and the host's. */
 export async function sample(cb: ClusterBed): Promise<Record<string, number>> {
@@ -141,41 +142,62 @@ export async function linkNames(cb: ClusterBed): Promise<Record<string, string[]
 }
 
 /**
- * The lanes share the bed; a restart or an etcd outage has it alone: a reader-writer gate that lets a
- * waiting writer in before new readers, so the disruptions happen where the plan puts them.
+ * The lanes share the bed. A restarting host is the restart's alone: a cycle holds the hosts it
+ * touches, a restart waits for them and holds its host, and an etcd outage holds them all. A waiting
+ * restart goes before new cycles on its host, so disruptions happen where the plan puts them.
  */
-class Gate {
-  #readers = 0;
-  #writer = false;
-  #writersWaiting = 0;
+class HostGates {
+  #users = new Map<number, number>();
+  #held = new Set<number>();
+  #wanted = new Set<number>();
   #wake: Array<() => void> = [];
 
-  async shared<T>(op: () => Promise<T>): Promise<T> {
-    while (this.#writer || this.#writersWaiting > 0) await this.#wait();
-    this.#readers++;
+  /** Whether a cycle may start on the host now. */
+  free(host: number): boolean {
+    return !this.#held.has(host) && !this.#wanted.has(host);
+  }
+
+  /** Runs op holding `hosts` shared; `choose` picks them when they are free (it may return undefined: wait). */
+  async shared<T>(
+    choose: () => readonly number[] | undefined,
+    op: (hosts: readonly number[]) => Promise<T>,
+  ): Promise<T> {
+    let hosts = choose();
+    while (!hosts || !hosts.every((h) => this.free(h))) {
+      await this.#wait();
+      hosts = choose();
+    }
+    for (const h of hosts) this.#users.set(h, (this.#users.get(h) ?? 0) + 1);
     try {
-      return await op();
+      return await op(hosts);
     } finally {
-      this.#readers--;
+      for (const h of hosts) this.#users.set(h, this.#users.get(h)! - 1);
       this.#notify();
     }
   }
 
-  async exclusive<T>(op: () => Promise<T>): Promise<T> {
-    this.#writersWaiting++;
-    while (this.#writer || this.#readers > 0) await this.#wait();
-    this.#writersWaiting--;
-    this.#writer = true;
+  async exclusive<T>(hosts: readonly number[], op: () => Promise<T>): Promise<T> {
+    while (hosts.some((h) => this.#wanted.has(h) || this.#held.has(h))) await this.#wait();
+    for (const h of hosts) this.#wanted.add(h);
+    while (hosts.some((h) => (this.#users.get(h) ?? 0) > 0)) await this.#wait();
+    for (const h of hosts) {
+      this.#wanted.delete(h);
+      this.#held.add(h);
+    }
     try {
       return await op();
     } finally {
-      this.#writer = false;
+      for (const h of hosts) this.#held.delete(h);
       this.#notify();
     }
   }
 
   #wait(): Promise<void> {
-    return new Promise((r) => this.#wake.push(r));
+    // Also on a timer: a chooser may wait on something other than the gates.
+    return new Promise((r) => {
+      this.#wake.push(r);
+      setTimeout(r, 500);
+    });
   }
 
   #notify(): void {
@@ -289,6 +311,9 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
   let stopTransfers = false;
   const transferLoop = (async () => {
     for (let n = 0; !stopTransfers; n++) {
+      // A pause between transfers: back to back they took over half the machine (two Node processes
+      // each), CPU the cycles need; the ping ring keeps the network busy in between.
+      if (n > 0) await new Promise((r) => setTimeout(r, TRANSFER_PAUSE_MS));
       const from = containers[(n % 3) + 1]!;
       const to = containers[((n + 1) % 3) + 1]!;
       try {
@@ -329,7 +354,7 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
 
   const dns = { sent: 0, answered: 0 };
   const lostAddresses: string[] = [];
-  const gate = new Gate();
+  const gates = new HostGates();
   const work = plan.rotations + plan.networkCycles + plan.connectCycles;
   let progress = 0;
   let stop = false;
@@ -340,8 +365,17 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
   const numbers = { network: 0, connect: 0 };
   const lane = async (kind: 'rotation' | 'network' | 'connect', count: number, index: number) => {
     for (let i = 0; i < count && !stop; i++) {
-      await gate.shared(async () => {
-        const host = SOAK_HOSTS[pick(3)]!;
+      // A rotation needs every host; a network cycle its host and the next; a container cycle its host
+      // and the one that resolves its alias. Picked among the hosts no restart holds.
+      const choose = (): readonly number[] | undefined => {
+        if (kind === 'rotation') return SOAK_HOSTS;
+        const free = SOAK_HOSTS.filter((h) => gates.free(h) && gates.free((h % 3) + 1));
+        if (free.length === 0) return undefined;
+        const h = free[pick(free.length)]!;
+        return [h, (h % 3) + 1];
+      };
+      await gates.shared(choose, async (hosts) => {
+        const host = kind === 'rotation' ? SOAK_HOSTS[pick(3)]! : hosts[0]!;
         if (kind === 'rotation') await rotate(cb, host);
         else if (kind === 'network') await networkCycle(cb, host, numbers.network++, (h) => laneNs('nc', h, index));
         else await connectCycle(cb, host, numbers.connect++, laneNs('cc', host, index), containers);
@@ -349,6 +383,9 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
       cycles[kind]++;
       progress++;
     }
+    log(
+      `soak: ${kind} lane ${index} done (${count} cycles) after ${Math.round((performance.now() - started) / 1000)} s`,
+    );
   };
   const split = (total: number, parts: number) =>
     Array.from({ length: parts }, (_, i) => Math.floor(total / parts) + (i < total % parts ? 1 : 0));
@@ -369,9 +406,10 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
     for (const [i, kind] of events.entries()) {
       await until((i + 0.5) / events.length);
       if (stop) return;
-      await gate.exclusive(async () => {
+      const restarting = kind === 'restart' ? SOAK_HOSTS[restartTurn++ % 3]! : undefined;
+      await gates.exclusive(kind === 'etcd-outage' ? SOAK_HOSTS : kind === 'restart' ? [restarting!] : [], async () => {
         if (kind === 'restart') {
-          const h = SOAK_HOSTS[restartTurn++ % 3]!;
+          const h = restarting!;
           const signal = restartTurn % 2 ? 'SIGKILL' : 'SIGTERM';
           const old = cb.gateways.get(h);
           const window = { from: Date.now(), to: Infinity };
@@ -410,27 +448,33 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
   const dnsLane = async () => {
     for (let b = 0; b < dnsBatches && !stop; b++) {
       await until((b + 0.5) / dnsBatches);
-      await gate.shared(async () => {
-        const r = await dnsBatch(cb, containers[SOAK_HOSTS[b % 3]!]!, Math.min(2000, plan.dnsQueries - dns.sent));
-        dns.sent += r.sent;
-        dns.answered += r.answered;
-      });
+      await gates.shared(
+        () => [SOAK_HOSTS[b % 3]!],
+        async () => {
+          const r = await dnsBatch(cb, containers[SOAK_HOSTS[b % 3]!]!, Math.min(2000, plan.dnsQueries - dns.sent));
+          dns.sent += r.sent;
+          dns.answered += r.answered;
+        },
+      );
       cycles.dns++;
     }
   };
   const sampler = async () => {
     for (let k = 1; k <= plan.samples && !stop; k++) {
       await until(k / (plan.samples + 1));
-      await gate.shared(async () => {
-        const figures = await sample(cb);
-        samples.push({ cycles: done(), figures });
-        log(`soak: ${done()} cycles at ${new Date().toISOString()}, ${summary(figures)}`);
-        for (const h of SOAK_HOSTS) {
-          const addr = await cb.bed.exec(containers[h]!.ns, ['ip', '-4', '-o', 'addr', 'show'], { allowFail: true });
-          if (!addr.stdout.includes(` ${containers[h]!.ip}/`) && lostAddresses.length < 10)
-            lostAddresses.push(`sk${h} at ${done()} cycles: ${addr.stdout.trim() || 'no address'}`);
-        }
-      });
+      await gates.shared(
+        () => SOAK_HOSTS,
+        async () => {
+          const figures = await sample(cb);
+          samples.push({ cycles: done(), figures });
+          log(`soak: ${done()} cycles at ${new Date().toISOString()}, ${summary(figures)}`);
+          for (const h of SOAK_HOSTS) {
+            const addr = await cb.bed.exec(containers[h]!.ns, ['ip', '-4', '-o', 'addr', 'show'], { allowFail: true });
+            if (!addr.stdout.includes(` ${containers[h]!.ip}/`) && lostAddresses.length < 10)
+              lostAddresses.push(`sk${h} at ${done()} cycles: ${addr.stdout.trim() || 'no address'}`);
+          }
+        },
+      );
     }
   };
 
@@ -534,13 +578,21 @@ async function settle(cb: ClusterBed): Promise<void> {
   );
 }
 
+/** The oldest epoch the host seals with toward its peers on the run's network (GET status, from memory). */
+async function sealingEpoch(cb: ClusterBed, host: number): Promise<number> {
+  const r = await cb.api(host, 'GET', `/networks/${NET}/status`);
+  const peers = (r.body.Peers ?? []) as Array<{ Outbound: { Epoch: number } | null }>;
+  return peers.length === 0 ? 0 : Math.min(...peers.map((p) => p.Outbound?.Epoch ?? 0));
+}
+
+/** A forced rotation through `host`, done when every host seals with a newer epoch toward every peer. */
 async function rotate(cb: ClusterBed, host: number): Promise<void> {
-  const before = outboundEpoch(await keysOf(cb, host, NET)) ?? 0;
+  const before = Math.max(...(await Promise.all(SOAK_HOSTS.map((h) => sealingEpoch(cb, h)))));
   const r = await cb.api(host, 'POST', `/networks/${NET}/rotate`);
   if (r.status !== 202) throw new Error(`rotate: ${JSON.stringify(r.body)}`);
   await waitFor(
     async () => {
-      for (const h of SOAK_HOSTS) if ((outboundEpoch(await keysOf(cb, h, NET)) ?? 0) <= before) return false;
+      for (const h of SOAK_HOSTS) if ((await sealingEpoch(cb, h)) <= before) return false;
       return true;
     },
     60_000,
