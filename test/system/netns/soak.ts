@@ -11,8 +11,6 @@ import {
   encryptedNetworkWithContainers,
   etcdGetPrefix,
   gatewayDrops,
-  keysOf,
-  outboundEpoch,
   pingLoop,
   type ClusterBed,
   type ContainerOnNetwork,
