@@ -605,12 +605,8 @@ export class IproutePlumbing implements Plumbing {
           underlaySetScript(spec.encrypted ? 'add' : 'delete', ENCRYPTED_VNIS_SET, String(spec.vni)),
         );
       const bridge = await this.linkInfo('vtep', br);
-      if (bridge && bridge.linkinfo?.info_kind !== 'bridge') await this.ipVtep(['link', 'del', br]);
-      if (!bridge || bridge.linkinfo?.info_kind !== 'bridge')
-        await this.ipVtep(['link', 'add', br, 'mtu', mtu, 'type', 'bridge']);
-      // No IGMP snooping: the bridge would join 224.0.0.106 and send IGMP reports into the overlay
-      // itself; flooding multicast to every port is what an overlay segment does anyway.
-      await this.ipVtep(['link', 'set', br, 'type', 'bridge', 'mcast_snooping', '0']);
+      const bridgeOk = bridge?.linkinfo?.info_kind === 'bridge';
+      if (bridge && !bridgeOk) await this.ipVtep(['link', 'del', br]);
       const vxlan = await this.linkInfo('vtep', vx);
       const data = vxlan?.linkinfo?.info_data;
       const local = inKernel ? this.underlayAddress! : this.vtepAddress;
@@ -623,16 +619,25 @@ export class IproutePlumbing implements Plumbing {
         data.port === VXLAN_PORT &&
         data.learning === false;
       if (vxlan && !matches) await this.ipVtep(['link', 'del', vx]);
-      if (!matches) {
-        const device = ['mtu', mtu, 'type', 'vxlan', 'id', String(spec.vni), 'local', local];
-        device.push('dstport', String(VXLAN_PORT), 'nolearning');
-        // A plain network's device is made from the host netns straight into the vtep netns: its UDP
-        // socket (0.0.0.0:4789) and its underlay stay where it was made (docs/plumbing.md "Plain networks").
-        if (inKernel) await this.ipHost(['link', 'add', vx, 'netns', this.vtepNetns, ...device]);
-        else await this.ipVtep(['link', 'add', vx, ...device]);
-      }
-      await this.ipVtep(['link', 'set', br, 'mtu', mtu, 'up']);
-      await this.ipVtep(['link', 'set', vx, 'master', br, 'mtu', mtu, 'up']);
+      const device = ['mtu', mtu, 'type', 'vxlan', 'id', String(spec.vni), 'local', local];
+      device.push('dstport', String(VXLAN_PORT), 'nolearning');
+      // A plain network's device is made from the host netns straight into the vtep netns: its UDP
+      // socket (0.0.0.0:4789) and its underlay stay where it was made (docs/plumbing.md "Plain networks").
+      if (!matches && inKernel) await this.ipHost(['link', 'add', vx, 'netns', this.vtepNetns, ...device]);
+      // The rest in one `ip -batch`. No IGMP snooping: the bridge would join 224.0.0.106 and send IGMP
+      // reports into the overlay itself; flooding multicast to every port is what an overlay segment does.
+      await this.run(
+        'ip',
+        ['-n', this.vtepNetns, '-batch', '-'],
+        batchScript([
+          bridgeOk
+            ? ['link', 'set', br, 'type', 'bridge', 'mcast_snooping', '0']
+            : ['link', 'add', br, 'mtu', mtu, 'type', 'bridge', 'mcast_snooping', '0'],
+          ...(!matches && !inKernel ? [['link', 'add', vx, ...device]] : []),
+          ['link', 'set', br, 'mtu', mtu, 'up'],
+          ['link', 'set', vx, 'master', br, 'mtu', mtu, 'up'],
+        ]),
+      );
       if (inKernel) this.kernelPlainVnis.add(spec.vni);
     });
   }
@@ -641,19 +646,24 @@ export class IproutePlumbing implements Plumbing {
     return this.serial(async () => {
       const br = bridgeName(vni);
       const vx = vxlanName(vni);
-      if (await this.linkInfo('vtep', br)) {
-        const ports = await this.jsonLinks(['link', 'show', 'master', br]);
-        const pinned: string[] = [];
-        for (const port of ports) {
-          if (port.ifname !== vx && port.linkinfo?.info_kind !== 'vxlan') {
-            await this.ipVtep(['link', 'del', port.ifname]);
-            if (PORT_RE.test(port.ifname)) pinned.push(port.ifname);
-          }
+      const gone = (err: unknown) => {
+        if (!(err instanceof PlumbingError && NO_DEVICE.test(err.stderr))) throw err;
+      };
+      // No look-ups first: a device already gone (a half-done earlier removal) is fine.
+      const ports = await this.jsonLinks(['link', 'show', 'master', br]).catch((err: unknown): LinkJson[] => {
+        gone(err);
+        return [];
+      });
+      const pinned: string[] = [];
+      for (const port of ports) {
+        if (port.ifname !== vx && port.linkinfo?.info_kind !== 'vxlan') {
+          await this.ipVtep(['link', 'del', port.ifname]).catch(gone);
+          if (PORT_RE.test(port.ifname)) pinned.push(port.ifname);
         }
-        if (pinned.length > 0) await applyNftScript(this.run, this.vtepNetns, portRemovalScript(pinned));
       }
-      if (await this.linkInfo('vtep', vx)) await this.ipVtep(['link', 'del', vx]);
-      if (await this.linkInfo('vtep', br)) await this.ipVtep(['link', 'del', br]);
+      if (pinned.length > 0) await applyNftScript(this.run, this.vtepNetns, portRemovalScript(pinned));
+      await this.ipVtep(['link', 'del', vx]).catch(gone);
+      await this.ipVtep(['link', 'del', br]).catch(gone);
       this.kernelPlainVnis.delete(vni);
       if (this.plainPath === 'kernel')
         await applyNftScript(this.run, this.hostNetns, underlaySetScript('delete', ENCRYPTED_VNIS_SET, String(vni)));
