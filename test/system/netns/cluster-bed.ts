@@ -391,6 +391,8 @@ export interface PingTally {
   received: number;
   /** ping runs that ended (each prints one summary). */
   runs: number;
+  /** ping runs that could not send at all (no route, no interface): no summary, nothing counted above. */
+  failedRuns: number;
 }
 
 /**
@@ -405,7 +407,10 @@ export function pingLoop(
   opts: { interval?: string; perRun?: number; waitS?: number } = {},
 ): { proc: BedProcess; stop(): Promise<PingTally> } {
   const stopFile = join(cb.dir, `ping-stop-${ns}-${ip}-${Date.now()}`);
-  const script = 'while [ ! -e "$1" ]; do ping -n -q -c "$2" -i "$3" -W "$4" "$5"; done';
+  // ping exits 2 when it cannot send at all (its interface gone while a gateway restarts): counted, and
+  // retried after a pause rather than at once in a tight loop.
+  const script =
+    'while [ ! -e "$1" ]; do ping -n -q -c "$2" -i "$3" -W "$4" "$5"; [ $? -ge 2 ] && echo ping-failed && sleep 0.2; done';
   const proc = cb.bed.spawn(ns, [
     'bash',
     '-c',
@@ -423,7 +428,8 @@ export function pingLoop(
       writeFileSync(stopFile, '');
       await Promise.race([proc.exited, new Promise((r) => setTimeout(r, 60_000))]);
       await proc.stop(1_000);
-      const tally: PingTally = { transmitted: 0, received: 0, runs: 0 };
+      const tally: PingTally = { transmitted: 0, received: 0, runs: 0, failedRuns: 0 };
+      tally.failedRuns = proc.stdout().match(/^ping-failed$/gm)?.length ?? 0;
       for (const m of proc.stdout().matchAll(/(\d+) packets transmitted, (\d+) received/g)) {
         tally.transmitted += Number(m[1]);
         tally.received += Number(m[2]);
