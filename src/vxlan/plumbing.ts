@@ -412,8 +412,14 @@ export interface IproutePlumbingConfig {
 export const DEFAULT_LINK_NET = '169.254.47.0';
 export const LINK_PREFIX_LENGTH = 30;
 
-/** What `ip` and `bridge` say of a device that is not there. */
-const NO_DEVICE = /Cannot find device|does not exist/;
+/**
+ * Rethrows unless `ip` or `bridge` said the device is not there (or, with `entryToo`, that `bridge fdb
+ * del` found no such entry): removals that find nothing to remove are done.
+ */
+function unlessGone(err: unknown, entryToo = false): void {
+  const gone = entryToo ? /Cannot find device|does not exist|No such file/ : /Cannot find device|does not exist/;
+  if (!(err instanceof PlumbingError && gone.test(err.stderr))) throw err;
+}
 
 export class IproutePlumbing implements Plumbing {
   readonly hostAddress: string;
@@ -646,24 +652,21 @@ export class IproutePlumbing implements Plumbing {
     return this.serial(async () => {
       const br = bridgeName(vni);
       const vx = vxlanName(vni);
-      const gone = (err: unknown) => {
-        if (!(err instanceof PlumbingError && NO_DEVICE.test(err.stderr))) throw err;
-      };
       // No look-ups first: a device already gone (a half-done earlier removal) is fine.
       const ports = await this.jsonLinks(['link', 'show', 'master', br]).catch((err: unknown): LinkJson[] => {
-        gone(err);
+        unlessGone(err);
         return [];
       });
       const pinned: string[] = [];
       for (const port of ports) {
         if (port.ifname !== vx && port.linkinfo?.info_kind !== 'vxlan') {
-          await this.ipVtep(['link', 'del', port.ifname]).catch(gone);
+          await this.ipVtep(['link', 'del', port.ifname]).catch((err: unknown) => unlessGone(err));
           if (PORT_RE.test(port.ifname)) pinned.push(port.ifname);
         }
       }
       if (pinned.length > 0) await applyNftScript(this.run, this.vtepNetns, portRemovalScript(pinned));
-      await this.ipVtep(['link', 'del', vx]).catch(gone);
-      await this.ipVtep(['link', 'del', br]).catch(gone);
+      await this.ipVtep(['link', 'del', vx]).catch((err: unknown) => unlessGone(err));
+      await this.ipVtep(['link', 'del', br]).catch((err: unknown) => unlessGone(err));
       this.kernelPlainVnis.delete(vni);
       if (this.plainPath === 'kernel')
         await applyNftScript(this.run, this.hostNetns, underlaySetScript('delete', ENCRYPTED_VNIS_SET, String(vni)));
@@ -715,8 +718,8 @@ export class IproutePlumbing implements Plumbing {
           throw err;
         },
       );
-      if (!made) await this.ipVtep(['link', 'set', outer, 'master', br, 'mtu', mtu]);
-      await this.pinPort(outer, mac);
+      if (made) await this.pinPort(outer, mac);
+      else await this.portOnBridge(outer, br, mac, mtu);
       // Inside the container, one `ip -batch`: each command is its own process otherwise (nsenter and ip).
       await ipBatchIn(this.run, a.netns, [
         ['link', 'set', 'lo', 'up'],
@@ -770,9 +773,7 @@ export class IproutePlumbing implements Plumbing {
     return this.serial(async () => {
       const outer = endpointLinkName(vni, endpointId);
       // Deleting one end of a veth deletes the other, inside the container; a port already gone is fine.
-      await this.ipVtep(['link', 'del', outer]).catch((err: unknown) => {
-        if (!(err instanceof PlumbingError && NO_DEVICE.test(err.stderr))) throw err;
-      });
+      await this.ipVtep(['link', 'del', outer]).catch((err: unknown) => unlessGone(err));
       await applyNftScript(this.run, this.vtepNetns, portRemovalScript([outer]));
     });
   }
@@ -800,10 +801,9 @@ export class IproutePlumbing implements Plumbing {
     return this.serial(async () => {
       // Without dst the kernel deletes the MAC's entry whichever peer it points at (vxlan_fdb_delete);
       // an entry or a device already gone is fine.
-      await this.bridgeVtep(['fdb', 'del', checkUnicastMac(mac), 'dev', vxlanName(vni)]).catch((err: unknown) => {
-        if (!(err instanceof PlumbingError && (NO_DEVICE.test(err.stderr) || /No such file/.test(err.stderr))))
-          throw err;
-      });
+      await this.bridgeVtep(['fdb', 'del', checkUnicastMac(mac), 'dev', vxlanName(vni)]).catch((err: unknown) =>
+        unlessGone(err, true),
+      );
     });
   }
 
