@@ -67,7 +67,8 @@ interface SpawnOutcome {
   timedOut: boolean;
   overflowed: boolean;
 }
-type SpawnRun = (
+/** The addon's spawnRun (native/spawn.c). */
+export type SpawnRun = (
   file: string,
   args: string[],
   input: Uint8Array,
@@ -113,7 +114,7 @@ let chosen: { runner: CommandRunner; choice: CommandRunnerChoice } | undefined;
 
 /**
  * posix_spawn through the native addon when it loads: Node's fork copies the gateway's page tables on
- * its event loop for every command (docs/performance.md "Control plane"); otherwise child_process.
+ * its event loop for every command (docs/performance.md "the control plane's host commands"); otherwise child_process.
  */
 export function commandRunnerChoice(): CommandRunnerChoice {
   if (!chosen) {

@@ -1,5 +1,5 @@
 // Host commands: the posix_spawn runner (native/spawn.c) and the fork fallback (child_process) give the
-// same outcomes for the same commands (docs/performance.md "Control plane"); the system tier, as these
+// same outcomes for the same commands (docs/performance.md "the control plane's host commands"); the system tier, as these
 // start processes.
 import { describe, expect, it } from 'vitest';
 import {
@@ -8,10 +8,11 @@ import {
   forkRunner,
   spawnRunnerOf,
   type CommandRunner,
+  type SpawnRun,
 } from '../../../src/host/exec.js';
 import { requireNativeAddon } from '../../../src/host/native.js';
 
-const addon = requireNativeAddon() as { spawnRun: Parameters<typeof spawnRunnerOf>[0] };
+const addon = requireNativeAddon() as { spawnRun: SpawnRun };
 const spawnRunner = spawnRunnerOf(addon.spawnRun);
 const runners: Array<[string, CommandRunner]> = [
   ['posix_spawn', spawnRunner],

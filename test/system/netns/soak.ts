@@ -4,6 +4,7 @@
 // "Soak"). Used by test/system/netns/soak.test.ts (short) and bench/soak.ts (full).
 import { spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
+import type { SpawnRun } from '../../../src/host/exec.js';
 import { requireNativeAddon } from '../../../src/host/native.js';
 import { waitFor } from '../../support/wait.js';
 import { tcpTransfer } from '../support/tcp-transfer.js';
@@ -203,17 +204,7 @@ class HostGates {
   }
 }
 
-const spawnRun = (
-  requireNativeAddon() as {
-    spawnRun(
-      file: string,
-      args: string[],
-      input: Uint8Array,
-      timeoutMs: number,
-      maxOutput: number,
-    ): Promise<{ status: number | null; stdout: Buffer }>;
-  }
-).spawnRun;
+const spawnRun = (requireNativeAddon() as { spawnRun: SpawnRun }).spawnRun;
 
 /**
  * A short command in a namespace of the bed, as the gateway runs its own (posix_spawn and nsenter): the
