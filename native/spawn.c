@@ -4,9 +4,9 @@
  * Node's child_process forks: the parent's page tables are copied on its event loop, so each
  * command costs the gateway CPU in proportion to its memory (about 10 ms at 200 MiB, against
  * 5 ms for the command itself). glibc's posix_spawn uses clone(CLONE_VM | CLONE_VFORK) and
- * copies nothing (docs/performance.md "the control plane's host commands"). The child gets what child_process
- * gives it: stdin, stdout and stderr as pipes, the environment, every signal at its default
- * and none blocked, and no other descriptor.
+ * copies nothing (docs/performance.md "the control plane's host commands"). The child gets
+ * what child_process gives it: stdin, stdout and stderr as pipes, the environment, every
+ * signal at its default and none blocked, and no other descriptor.
  *
  * spawnRun(file, args, input, timeoutMs, maxOutput) → Promise<{ status, signal, stdout, stderr,
  * timedOut, overflowed }>; a command that could not be started rejects with an Error whose code

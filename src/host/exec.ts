@@ -114,7 +114,8 @@ let chosen: { runner: CommandRunner; choice: CommandRunnerChoice } | undefined;
 
 /**
  * posix_spawn through the native addon when it loads: Node's fork copies the gateway's page tables on
- * its event loop for every command (docs/performance.md "the control plane's host commands"); otherwise child_process.
+ * its event loop for every command (docs/performance.md "the control plane's host commands");
+ * otherwise child_process.
  */
 export function commandRunnerChoice(): CommandRunnerChoice {
   if (!chosen) {

@@ -1,6 +1,6 @@
 // Host commands: the posix_spawn runner (native/spawn.c) and the fork fallback (child_process) give the
-// same outcomes for the same commands (docs/performance.md "the control plane's host commands"); the system tier, as these
-// start processes.
+// same outcomes for the same commands (docs/performance.md "the control plane's host commands"); in the
+// system tier, as these start processes.
 import { describe, expect, it } from 'vitest';
 import {
   commandRunnerChoice,
