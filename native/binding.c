@@ -4,7 +4,8 @@
  *     for vectors and differential tests; src/vxlan/native/addon.ts wraps them behind EspCipher-like objects;
  *   - the replay window (replayCreate, replayCheck, replayUpdate), to test it against src/vxlan/sa/replay.ts;
  *   - the data plane (dp*) of dataplane.h; dataplane-internal.h lists the files that make it;
- *   - host commands without fork (spawnRun, spawn.c), for src/host/exec.ts.
+ *   - host commands without fork (spawnRun, spawn.c), for src/host/exec.ts, and flock (lock.c), for
+ *     src/host/data-dir.ts.
  * Argument checking is done here; the typed wrappers in src/vxlan/native/addon.ts are the only intended callers.
  */
 #include <arpa/inet.h>
@@ -19,6 +20,7 @@
 #include "esp.h"
 #include "replay.h"
 #include "spawn.h"
+#include "lock.h"
 
 #define THROW(env, code, msg) do { napi_throw_error(env, code, msg); return NULL; } while (0)
 #define CHECK(env, call) do { if ((call) != napi_ok) THROW(env, "VEIL_ERR_NATIVE_ARGS", #call " failed"); } while (0)
@@ -736,6 +738,7 @@ static napi_value Init(napi_env env, napi_value exports) {
 #undef FN
   if (napi_define_properties(env, exports, sizeof d / sizeof *d, d) != napi_ok) return NULL;
   if (spawn_define(env, exports) != napi_ok) return NULL;
+  if (lock_define(env, exports) != napi_ok) return NULL;
   return exports;
 }
 

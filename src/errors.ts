@@ -45,6 +45,7 @@ export const ERRORS = {
   VEIL_ERR_CA_MISSING: { status: 404, message: 'no CA in that directory (run veil ca init)' },
   VEIL_ERR_API_UNREACHABLE: { status: 503, message: 'cannot reach the veil API' },
   VEIL_ERR_HOST_ID_IN_USE: { status: 409, message: 'host id is registered by a live host' },
+  VEIL_ERR_DATA_DIR_IN_USE: { status: 409, message: 'the data directory is in use by another gateway' },
   VEIL_ERR_PLUMBING_COMMAND: { status: 500, message: 'plumbing command failed' },
   VEIL_ERR_SA_SPI_IN_USE: { status: 500, message: 'the SPI is in use by another peer, network or epoch' },
   VEIL_ERR_SA_TOO_MANY_EPOCHS: { status: 500, message: 'the (peer, network) pair already has three live epochs' },
