@@ -16,6 +16,7 @@ import type {
   Listing,
   NetworkRecord,
   NetworkSpec,
+  RegisterOptions,
   Reservation,
   RotationRequestRecord,
   Store,
@@ -163,8 +164,8 @@ export class CachedStore implements Store {
 
   // ---- writes: to the store, then until the replica shows them --------------------------------
 
-  async registerHost(host: HostRegistration, ttlSeconds: number): Promise<HostLease> {
-    const lease = await this.inner.registerHost(host, ttlSeconds);
+  async registerHost(host: HostRegistration, ttlSeconds: number, options?: RegisterOptions): Promise<HostLease> {
+    const lease = await this.inner.registerHost(host, ttlSeconds, options);
     await this.#shown(
       () => (this.#replica.get(keys.host(host.id)) as HostRecord | undefined)?.incarnation === host.incarnation,
     );

@@ -63,6 +63,7 @@ import {
   isWrappedCopy,
   checkHost,
   checkRotationRequest,
+  isReplaceableHost,
   macFromIpv4,
   pickFree,
   reclaimableHostIndexes,
@@ -86,6 +87,7 @@ import type {
   Listing,
   NetworkRecord,
   NetworkSpec,
+  RegisterOptions,
   Store,
   WatchEvent,
   WatchHandle,
@@ -167,6 +169,7 @@ class EtcdHostLease implements HostLease {
     readonly hostId: string,
     readonly index: number,
     readonly lease: Lease,
+    readonly replaced: boolean,
   ) {
     lease.on('lost', (err) =>
       this.ctl.abort(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', `host lease lost: ${err.message}`)),
@@ -330,6 +333,15 @@ export class EtcdStore implements Store {
     return this.ns.kv.txn({ compare, success: await Promise.all(success), failure: await Promise.all(failure) });
   }
 
+  /** Revokes a lease by id; one etcd no longer knows (expired meanwhile) is gone already. */
+  private async revokeLeaseId(id: string): Promise<void> {
+    try {
+      await this.client.leaseClient.leaseRevoke({ ID: id });
+    } catch (err) {
+      if (!(err instanceof EtcdLeaseInvalidError)) throw err;
+    }
+  }
+
   private async getAll(prefix: string): Promise<{ kvs: IKeyValue[]; revision: number }> {
     const res = await this.ns.getAll().prefix(prefix).exec();
     return { kvs: res.kvs, revision: rev(res.header.revision) };
@@ -359,10 +371,11 @@ export class EtcdStore implements Store {
 
   // ---- hosts -------------------------------------------------------------------------------
 
-  async registerHost(host: HostRegistration, ttlSeconds: number): Promise<HostLease> {
+  async registerHost(host: HostRegistration, ttlSeconds: number, options: RegisterOptions = {}): Promise<HostLease> {
     checkHost(host, ttlSeconds);
     return guard(async () => {
       const lease = this.ns.lease(ttlSeconds);
+      let replaced = false;
       try {
         await lease.grant();
         for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
@@ -395,10 +408,17 @@ export class EtcdStore implements Store {
           const res = await txn.else(this.ns.get(hostKey)).commit();
           if (res.succeeded) {
             this.leases.add(lease);
-            return new EtcdHostLease(host.id, index, lease);
+            return new EtcdHostLease(host.id, index, lease, replaced);
           }
-          if ((res.responses[0]?.response_range?.kvs.length ?? 0) > 0)
-            throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
+          const live = res.responses[0]?.response_range?.kvs[0];
+          if (live) {
+            if (replaced || !isReplaceableHost(live.value.toString(), options.replaces))
+              throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
+            // This host's own previous process, gone: its lease goes now rather than at its TTL.
+            await this.revokeLeaseId(live.lease);
+            replaced = true;
+            continue;
+          }
           await jitter(attempt);
         }
         throw new StoreError('VEIL_ERR_STORE_CONFLICT', 'host index allocation');

@@ -17,6 +17,7 @@ import type {
   EndpointRecord,
   EndpointSpec,
   HostIndexClaim,
+  HostRecord,
   HostRegistration,
   IpamConfig,
   KeyEpochRecord,
@@ -117,6 +118,16 @@ export function reclaimableHostIndexes(
  * (128 by default), and a publish at 1,000 members writes 1,000 copies (docs/etcd.md "Scale").
  */
 export const COPIES_PER_TXN = 100;
+
+/** Whether a live host record (as stored) is the one `replaces` names: this host's own previous process. */
+export function isReplaceableHost(storedRecord: string, replaces: string | undefined): boolean {
+  if (replaces === undefined) return false;
+  try {
+    return (JSON.parse(storedRecord) as Partial<HostRecord>).incarnation === replaces;
+  } catch {
+    return false;
+  }
+}
 
 export function macFromIpv4(ip: string): string {
   const n = parseIpv4(ip);

@@ -35,6 +35,7 @@ import {
   isWrappedCopy,
   checkHost,
   checkRotationRequest,
+  isReplaceableHost,
   macFromIpv4,
   pickFree,
   reclaimableHostIndexes,
@@ -58,6 +59,7 @@ import type {
   Listing,
   NetworkRecord,
   NetworkSpec,
+  RegisterOptions,
   Store,
   WatchEvent,
   WatchHandle,
@@ -244,6 +246,7 @@ class MemoryHostLease implements HostLease {
     readonly leaseId: number,
     lease: MemoryLease,
     private readonly client: MemoryStore,
+    readonly replaced: boolean,
   ) {
     lease.onLost.push(() => {
       if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', 'host lease lost'));
@@ -439,11 +442,15 @@ export class MemoryStore implements Store {
     return this.backend.range(prefix).map(([k]) => k.slice(prefix.length));
   }
 
-  async registerHost(host: HostRegistration, ttlSeconds: number): Promise<HostLease> {
+  async registerHost(host: HostRegistration, ttlSeconds: number, options: RegisterOptions = {}): Promise<HostLease> {
     this.open();
     checkHost(host, ttlSeconds);
-    // As on etcd: a live hosts/<id> belongs to a live host; nobody else takes it over.
-    if (this.backend.get(keys.host(host.id))) throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
+    // As on etcd: a live hosts/<id> belongs to a live host; nobody else takes it over, except the
+    // process that this host's own previous one proved gone.
+    const live = this.backend.get(keys.host(host.id));
+    const replaced = live !== undefined && isReplaceableHost(live.value, options.replaces);
+    if (live && !replaced) throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
+    if (live?.lease !== undefined) this.backend.revokeLease(live.lease);
     const mine = this.backend.range(keys.hostIndexPrefix()).find(([, e]) => e.value === host.id);
     const free = (): number | null =>
       pickFree(HOST_INDEX_MIN, HOST_INDEX_MAX, new Set(this.suffixes(keys.hostIndexPrefix()).map(Number)), 0);
@@ -457,7 +464,7 @@ export class MemoryStore implements Store {
       ...(mine ? [] : [{ put: keys.hostIndex(index), value: host.id }]),
       { put: keys.host(host.id), value: JSON.stringify(record), lease: lease.id },
     ]);
-    return new MemoryHostLease(this.backend, host.id, index, lease.id, lease, this);
+    return new MemoryHostLease(this.backend, host.id, index, lease.id, lease, this, replaced);
   }
 
   async listHosts(): Promise<Listing<HostRecord>> {

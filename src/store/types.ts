@@ -170,9 +170,16 @@ export interface Listing<T> {
   revision: number;
 }
 
+export interface RegisterOptions {
+  /** The incarnation of this host's previous process, known to be gone (see Store.registerHost). */
+  replaces?: string;
+}
+
 export interface HostLease {
   readonly hostId: string;
   readonly index: number;
+  /** Whether registering revoked the lease of the record `replaces` named. */
+  readonly replaced: boolean;
   /** Aborted when the lease is lost (etcd unreachable past the TTL, or revoked): the host record is gone. */
   readonly lost: AbortSignal;
   /** Deletes the host record and every ack bound to it. */
@@ -243,8 +250,11 @@ export interface Store {
    * Allocates (or finds) the host's index, writes hosts/<id> under a fresh lease kept alive. When every
    * index is claimed, frees the reclaimable ones first (reclaimHostIndexes).
    * Refused (VEIL_ERR_HOST_ID_IN_USE) while hosts/<id> is live: a duplicate id never takes over a live host.
+   * The one exception is `replaces`: the incarnation of this host's own previous process, proven gone by
+   * the caller (docs/etcd.md "Leases"). A live record carrying exactly that incarnation has its lease
+   * revoked (its acks go with it, as when it expires) and the registration goes on.
    */
-  registerHost(host: HostRegistration, ttlSeconds: number): Promise<HostLease>;
+  registerHost(host: HostRegistration, ttlSeconds: number, options?: RegisterOptions): Promise<HostLease>;
   listHosts(): Promise<Listing<HostRecord>>;
   /**
    * Frees every host index whose host has no live record and which no key epoch names (docs/etcd.md

@@ -114,6 +114,43 @@ export function describeStore(impl: StoreImpl): void {
         expect((await store.listHosts()).items.map((h) => h.incarnation)).toEqual(['restarted']);
       });
 
+      it("a registration naming the live record's incarnation as its gone predecessor replaces it (its lease and acks go); any other is refused", async () => {
+        const n = await store.createNetwork(net('enc', '10.24.0.0/24', { encrypted: true }));
+        const crashed = await store.registerHost(sampleHost('host-a', { incarnation: 'aaaaaaaaaaaaaaaa' }), 30);
+        expect(crashed.replaced).toBe(false);
+        await store.ack(crashed, {
+          networkId: n.id,
+          epoch: 1,
+          hostId: 'host-a',
+          incarnation: 'aaaaaaaaaaaaaaaa',
+          installedAt: 1,
+        });
+        const restarted = bed.client(); // the same host's next process, on its own client
+        // Naming another incarnation proves nothing about this record: refused, nothing changed.
+        await expectCode(
+          restarted.registerHost(sampleHost('host-a', { incarnation: 'cccccccccccccccc' }), 30, {
+            replaces: 'bbbbbbbbbbbbbbbb',
+          }),
+          'VEIL_ERR_HOST_ID_IN_USE',
+        );
+        expect((await store.listHosts()).items.map((h) => h.incarnation)).toEqual(['aaaaaaaaaaaaaaaa']);
+        const lease = await restarted.registerHost(sampleHost('host-a', { incarnation: 'cccccccccccccccc' }), 30, {
+          replaces: 'aaaaaaaaaaaaaaaa',
+        });
+        expect(lease.replaced).toBe(true);
+        expect(lease.index).toBe(crashed.index);
+        expect((await store.listHosts()).items.map((h) => h.incarnation)).toEqual(['cccccccccccccccc']);
+        expect((await store.dump()).has(keys.ack(n.id, 1, 'host-a')), "the old lease's ack went with it").toBe(false);
+        // The replaced record is no one's predecessor any more: naming it again replaces nothing.
+        await expectCode(
+          bed.client().registerHost(sampleHost('host-a', { incarnation: 'dddddddddddddddd' }), 30, {
+            replaces: 'aaaaaaaaaaaaaaaa',
+          }),
+          'VEIL_ERR_HOST_ID_IN_USE',
+        );
+        expect(lease.lost.aborted).toBe(false);
+      });
+
       it("an index comes back once its host is gone and no key epoch names it; never a live or named host's", async () => {
         const [a, b, c] = [
           await store.registerHost(sampleHost('host-a'), 30),
