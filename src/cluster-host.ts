@@ -56,6 +56,8 @@ export interface ClusterHostDeps {
   readonly identity: { readonly privateKey: SecretKey; readonly publicKey: Uint8Array };
   /** Drawn at every start (docs/keys.md "Host identity"). */
   readonly incarnation: string;
+  /** This host's previous gateway's incarnation, proven gone (src/host/data-dir.ts); its record is replaced. */
+  readonly predecessor?: string;
   readonly leaseTtlSeconds: number;
   readonly sequenceBudget: number;
   /** The underlay MTU and where it came from (GET /status). */
@@ -158,6 +160,7 @@ export function assembleClusterHost(deps: ClusterHostDeps): ClusterHost {
       incarnation,
     },
     leaseTtlSeconds: deps.leaseTtlSeconds,
+    ...(deps.predecessor !== undefined ? { predecessor: deps.predecessor } : {}),
     log,
     onIndex: (index) => {
       // The SPI carries the index but the key does not: the same key under a new SPI would restart its

@@ -17,6 +17,7 @@ import { DockerPlugin } from './docker/plugin.js';
 import { PLUGIN_SOCKET_FILE, RESERVATION_SWEEP_MS } from './docker/protocol.js';
 import { DnsService } from './dns/service.js';
 import { VeilError } from './errors.js';
+import { claimDataDir, nativeFlock } from './host/data-dir.js';
 import { commandRunnerChoice, execRunner, type CommandRunner } from './host/exec.js';
 import { interfaceWithAddress, interfaceWithMac } from './host/netns.js';
 import { HOST_LINK } from './host/names.js';
@@ -196,6 +197,12 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   const identity = loadOrCreateIdentity(config.dataDir);
   log.info({ dataDir: config.dataDir, created: identity.created }, 'host identity loaded');
   const incarnation = bytesToHex(randomBytes(8));
+  // One gateway per data directory; a predecessor it proves gone is replaced in etcd at once.
+  const dataDir = claimDataDir(config.dataDir, nativeFlock());
+  if (dataDir.predecessor !== undefined)
+    log.info({ previous: dataDir.predecessor }, "this data directory's previous gateway is gone (its lock is free)");
+  else log.info({ why: dataDir.why }, 'no previous gateway of this data directory to replace');
+  dataDir.record(incarnation);
   const storeTls = config.clusterStoreTls ? readStoreTls(config.clusterStoreTls) : undefined;
   const runner = commandRunnerChoice();
   if (runner.kind === 'posix_spawn') log.info({ with: runner.kind }, 'host commands run');
@@ -233,6 +240,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     os: config.os,
     identity,
     incarnation,
+    ...(dataDir.predecessor !== undefined ? { predecessor: dataDir.predecessor } : {}),
     leaseTtlSeconds: config.leaseTtlSeconds,
     sequenceBudget: config.sequenceBudget ?? DEFAULT_SEQUENCE_BUDGET,
     underlayMtu: underlay,
@@ -306,6 +314,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
   } catch (err) {
     await store.close().catch(() => undefined);
     await embedded?.stop().catch(() => undefined);
+    dataDir.release();
     throw err;
   }
   log.info(
@@ -326,6 +335,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
       await host.stop(options);
       await store.close();
       await embedded?.stop();
+      dataDir.release();
     },
   };
 }

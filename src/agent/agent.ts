@@ -3,6 +3,7 @@ import { SHARED_RANGE, parseKey } from '../store/layout.js';
 import type {
   EndpointRecord,
   HostLease,
+  RegisterOptions,
   HostRecord,
   HostRegistration,
   NetworkRecord,
@@ -41,6 +42,11 @@ export interface AgentOptions {
   readonly self: HostRegistration;
   /** Seconds a dead host's record outlives it (its peers then remove it). */
   readonly leaseTtlSeconds?: number;
+  /**
+   * The incarnation of this host's previous gateway, proven gone (src/host/data-dir.ts): a record it
+   * left is taken over at the first registration instead of waited out (docs/etcd.md "Leases").
+   */
+  readonly predecessor?: string;
   /** How often each peer's received packets are read (default PEER_TRAFFIC_SAMPLE_MS). */
   readonly trafficSampleMs?: number;
   readonly log?: (level: 'info' | 'warn' | 'error', event: string, fields?: Record<string, unknown>) => void;
@@ -322,10 +328,15 @@ export class HostAgent {
     return warning;
   }
 
-  async #register(): Promise<void> {
+  async #register(options: RegisterOptions = {}): Promise<void> {
     const ttl = this.#o.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
-    const lease = await this.#o.store.registerHost(this.#o.self, ttl);
+    const lease = await this.#o.store.registerHost(this.#o.self, ttl, options);
     this.#lease = lease;
+    if (lease.replaced)
+      this.#log('info', "host id held by this host's previous gateway, which is gone: its record replaced", {
+        host: lease.hostId,
+        previous: options.replaces,
+      });
     this.#o.onIndex?.(lease.index);
     this.#log('info', 'host registered', {
       host: lease.hostId,
@@ -347,14 +358,16 @@ export class HostAgent {
 
   /**
    * The store refuses a host id a live lease holds (a cloned machine must not take over a host).
-   * After a crash, this host's own old record lives until its lease expires: wait that long, once.
+   * After a crash, this host's own old record lives until its lease expires: it is replaced at once
+   * when the data directory proves its process gone (`predecessor`), else waited out, once.
    */
   async #registerWaitingForOldLease(): Promise<void> {
     const ttl = this.#o.leaseTtlSeconds ?? DEFAULT_LEASE_TTL_SECONDS;
     const deadline = Date.now() + (ttl + 3) * 1000;
+    const options: RegisterOptions = this.#o.predecessor !== undefined ? { replaces: this.#o.predecessor } : {};
     for (;;) {
       try {
-        return await this.#register();
+        return await this.#register(options);
       } catch (err) {
         if ((err as { code?: string }).code !== 'VEIL_ERR_HOST_ID_IN_USE' || Date.now() > deadline) throw err;
         this.#log(

@@ -27,9 +27,14 @@ export interface ClusterBed {
   api(hostIndex: number, method: string, path: string, body?: unknown): Promise<ApiAnswer>;
   /**
    * Starts (or restarts) host i's gateway; resolves once it says "gateway ready". `launcher` goes
-   * before node inside the host's namespace (e.g. `unshare --mount`).
+   * before node inside the host's namespace (e.g. `unshare --mount`). A `transient` one (expected to
+   * fail) is not started again by ensureGateways.
    */
-  startGateway(hostIndex: number, extraArgs?: string[], options?: { launcher?: string[] }): Promise<BedProcess>;
+  startGateway(
+    hostIndex: number,
+    extraArgs?: string[],
+    options?: { launcher?: string[]; transient?: boolean },
+  ): Promise<BedProcess>;
   stopGateway(hostIndex: number, signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
   /**
    * Starts again every gateway that was started once and is not running now (a test that stopped one
@@ -101,7 +106,7 @@ export async function createClusterBed(options: {
           mkdirSync(`/etc/netns/${host.netns}`, { recursive: true });
           writeFileSync(resolv, 'nameserver 127.0.0.1\n');
         }
-        started.set(i, extraArgs);
+        if (!startOptions.transient) started.set(i, extraArgs);
         const gw = bed.spawn(
           host.netns,
           [
