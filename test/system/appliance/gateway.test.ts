@@ -128,9 +128,9 @@ describe('veil gateway with no --cluster-store', () => {
       const second = gateway(['--data-dir', data(), '--api-socket', join(dir, 'second.sock')]);
       const { code } = await second.exited;
       expect(code).toBe(1);
-      expect(second.stderr()).toMatch(
-        /VEIL_ERR_STORE_UNAVAILABLE: .*an etcd already serves .*localhost:2379: is another veil gateway running/,
-      );
+      // The data directory's lock refuses it before it starts anything, its embedded etcd included.
+      expect(second.stderr()).toMatch(/VEIL_ERR_DATA_DIR_IN_USE: .*another veil gateway runs with it/);
+      expect(second.stdout()).not.toMatch(/embedded etcd ready/);
       expect((await apiRequest(socket(), 'GET', '/healthz')).status).toBe(200);
       // The operator's way in to the embedded store (README): etcdctl on its unix socket.
       const keys = execFileSync(
