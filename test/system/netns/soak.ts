@@ -79,7 +79,19 @@ export interface SoakReport {
   seconds: number;
 }
 
-const NET = 'soak';
+/**
+ * The run's encrypted networks, each with a container on every host and traffic the whole time. The
+ * first also serves the container cycles and DNS. Rotations take turns between them: one network's
+ * rotations are paced by --key-grace (at most three epoch records, docs/keys.md "Rotation"), two
+ * networks' overlap, as every network of a cluster rotates on its own schedule.
+ */
+const NETS = [
+  { name: 'soak', subnet: '10.90.0.0/24', label: 'sk' },
+  { name: 'soak2', subnet: '10.92.0.0/24', label: 'sl' },
+] as const;
+const NET = NETS[0].name;
+/** Seconds between echoes of each ping of the rings (one ring per network): 100 echoes/s per host in all. */
+export const PING_INTERVAL_S = 0.02;
 const TRANSFER_PAUSE_MS = 1_000;
 
 /** The figures of one moment: every gateway's own, etcd's, and the host's. */
@@ -267,12 +279,10 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
     for (let l = 0; l < laneCount.network; l++) await cb.container(laneNs('nc', h, l));
     for (let l = 0; l < laneCount.connect; l++) await cb.container(laneNs('cc', h, l));
   }
-  const { containers } = await encryptedNetworkWithContainers(cb, {
-    name: NET,
-    subnet: '10.90.0.0/24',
-    label: 'sk',
-    hosts: SOAK_HOSTS,
-  });
+  const onNets: Array<Record<number, ContainerOnNetwork>> = [];
+  for (const net of NETS)
+    onNets.push((await encryptedNetworkWithContainers(cb, { ...net, hosts: SOAK_HOSTS })).containers);
+  const containers = onNets[0]!;
   const samples: Sample[] = [];
   const cycles: Record<CycleKind, number> = {
     rotation: 0,
@@ -288,11 +298,14 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
   samples.push({ cycles: 0, figures: await sample(cb) });
   const linksAtBaseline = await linkNames(cb);
 
-  // Traffic the whole time: a ping ring, and hash-checked TCP transfers one after another.
-  const ring = SOAK_HOSTS.map((h) => {
-    const to = containers[(h % 3) + 1]!;
-    return pingLoop(cb, containers[h]!.ns, to.ip, { interval: '0.01', perRun: 500, waitS: 2 });
-  });
+  // Traffic the whole time: a ping ring on each network, and hash-checked TCP transfers one after
+  // another, on each network by turns.
+  const ring = onNets.flatMap((on) =>
+    SOAK_HOSTS.map((h) => {
+      const to = on[(h % 3) + 1]!;
+      return pingLoop(cb, on[h]!.ns, to.ip, { interval: String(PING_INTERVAL_S), perRun: 250, waitS: 2 });
+    }),
+  );
   const transfers = { done: 0, hashMismatches: 0, inRestartWindows: 0, failures: [] as string[] };
   const restartWindows: Array<{ from: number; to: number }> = [];
   const restarts: SoakReport['restarts'] = [];
@@ -303,8 +316,9 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
       // A pause between transfers: back to back they took over half the machine (two Node processes
       // each), CPU the cycles need; the ping ring keeps the network busy in between.
       if (n > 0) await new Promise((r) => setTimeout(r, TRANSFER_PAUSE_MS));
-      const from = containers[(n % 3) + 1]!;
-      const to = containers[((n + 1) % 3) + 1]!;
+      const on = onNets[n % onNets.length]!;
+      const from = on[(n % 3) + 1]!;
+      const to = on[((n + 1) % 3) + 1]!;
       try {
         const r = await tcpTransfer(cb.bed, {
           fromNs: from.ns,
@@ -365,7 +379,7 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
       };
       await gates.shared(choose, async (hosts) => {
         const host = kind === 'rotation' ? SOAK_HOSTS[pick(3)]! : hosts[0]!;
-        if (kind === 'rotation') await rotate(cb, host);
+        if (kind === 'rotation') await rotate(cb, host, NETS[index]!.name);
         else if (kind === 'network') await networkCycle(cb, host, numbers.network++, (h) => laneNs('nc', h, index));
         else await connectCycle(cb, host, numbers.connect++, laneNs('cc', host, index), containers);
       });
@@ -457,11 +471,13 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
           const figures = await sample(cb);
           samples.push({ cycles: done(), figures });
           log(`soak: ${done()} cycles at ${new Date().toISOString()}, ${summary(figures)}`);
-          for (const h of SOAK_HOSTS) {
-            const addr = await cb.bed.exec(containers[h]!.ns, ['ip', '-4', '-o', 'addr', 'show'], { allowFail: true });
-            if (!addr.stdout.includes(` ${containers[h]!.ip}/`) && lostAddresses.length < 10)
-              lostAddresses.push(`sk${h} at ${done()} cycles: ${addr.stdout.trim() || 'no address'}`);
-          }
+          for (const on of onNets)
+            for (const h of SOAK_HOSTS) {
+              const c = on[h]!;
+              const addr = await cb.bed.exec(c.ns, ['ip', '-4', '-o', 'addr', 'show'], { allowFail: true });
+              if (!addr.stdout.includes(` ${c.ip}/`) && lostAddresses.length < 10)
+                lostAddresses.push(`${c.ns} at ${done()} cycles: ${addr.stdout.trim() || 'no address'}`);
+            }
         },
       );
     }
@@ -470,7 +486,7 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
   try {
     const outcomes = await Promise.allSettled(
       [
-        lane('rotation', plan.rotations, 0),
+        ...split(plan.rotations, NETS.length).map((n, i) => lane('rotation', n, i)),
         ...split(plan.networkCycles, laneCount.network).map((n, i) => lane('network', n, i)),
         ...split(plan.connectCycles, laneCount.connect).map((n, i) => lane('connect', n, i)),
         disruptions(),
@@ -496,13 +512,16 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
   await settle(cb);
   const end = await sample(cb);
   const linksAtEnd = await linkNames(cb);
-  // Then the run's network goes too: what is left must be what was there before it.
-  for (const h of SOAK_HOSTS) await cb.api(h, 'POST', `/networks/${NET}/disconnect`, { Container: `sk${h}` });
-  const gone = await cb.api(1, 'DELETE', `/networks/${NET}`);
-  if (gone.status !== 204 && gone.status !== 200) throw new Error(`delete ${NET}: ${JSON.stringify(gone.body)}`);
+  // Then the run's networks go too: what is left must be what was there before them.
+  for (const net of NETS) {
+    for (const h of SOAK_HOSTS)
+      await cb.api(h, 'POST', `/networks/${net.name}/disconnect`, { Container: `${net.label}${h}` });
+    const gone = await cb.api(1, 'DELETE', `/networks/${net.name}`);
+    if (gone.status !== 204 && gone.status !== 200) throw new Error(`delete ${net.name}: ${JSON.stringify(gone.body)}`);
+  }
   // The containers' namespaces go too, as a runtime removes a container's.
   for (const ns of cb.bed.namespaces())
-    if (/^(sk|nc|cc)\d/.test(ns.slice(cb.bed.prefix.length))) spawnSync('ip', ['netns', 'del', ns]);
+    if (/^(sk|sl|nc|cc)\d/.test(ns.slice(cb.bed.prefix.length))) spawnSync('ip', ['netns', 'del', ns]);
   await settle(cb);
   const after = await sample(cb);
   const baseline = samples[0]!.figures;
@@ -548,18 +567,19 @@ export function slope(points: Array<[number, number]>): number {
 
 /**
  * Every gateway answers, reaches etcd again (the keys view reads it: after an outage the client pauses
- * calls for a while), and seals toward every peer on the run's network (when it exists).
+ * calls for a while), and seals toward every peer on the run's networks (those that exist).
  */
 async function settle(cb: ClusterBed): Promise<void> {
   await waitFor(
     async () => {
-      for (const h of SOAK_HOSTS) {
-        const r = await cb.api(h, 'GET', `/networks/${NET}/status`).catch(() => null);
-        if (!r) return false;
-        if (r.status === 404) continue;
-        if (r.body.Protected !== true) return false;
-        if ((await cb.api(h, 'GET', `/networks/${NET}/keys`).catch(() => null))?.status !== 200) return false;
-      }
+      for (const h of SOAK_HOSTS)
+        for (const { name } of NETS) {
+          const r = await cb.api(h, 'GET', `/networks/${name}/status`).catch(() => null);
+          if (!r) return false;
+          if (r.status === 404) continue;
+          if (r.body.Protected !== true) return false;
+          if ((await cb.api(h, 'GET', `/networks/${name}/keys`).catch(() => null))?.status !== 200) return false;
+        }
       return true;
     },
     60_000,
@@ -567,21 +587,21 @@ async function settle(cb: ClusterBed): Promise<void> {
   );
 }
 
-/** The oldest epoch the host seals with toward its peers on the run's network (GET status, from memory). */
-async function sealingEpoch(cb: ClusterBed, host: number): Promise<number> {
-  const r = await cb.api(host, 'GET', `/networks/${NET}/status`);
+/** The oldest epoch the host seals with toward its peers on the network (GET status, from memory). */
+async function sealingEpoch(cb: ClusterBed, host: number, net: string): Promise<number> {
+  const r = await cb.api(host, 'GET', `/networks/${net}/status`);
   const peers = (r.body.Peers ?? []) as Array<{ Outbound: { Epoch: number } | null }>;
   return peers.length === 0 ? 0 : Math.min(...peers.map((p) => p.Outbound?.Epoch ?? 0));
 }
 
-/** A forced rotation through `host`, done when every host seals with a newer epoch toward every peer. */
-async function rotate(cb: ClusterBed, host: number): Promise<void> {
-  const before = Math.max(...(await Promise.all(SOAK_HOSTS.map((h) => sealingEpoch(cb, h)))));
-  const r = await cb.api(host, 'POST', `/networks/${NET}/rotate`);
+/** A forced rotation of `net` through `host`, done when every host seals with a newer epoch toward every peer. */
+async function rotate(cb: ClusterBed, host: number, net: string): Promise<void> {
+  const before = Math.max(...(await Promise.all(SOAK_HOSTS.map((h) => sealingEpoch(cb, h, net)))));
+  const r = await cb.api(host, 'POST', `/networks/${net}/rotate`);
   if (r.status !== 202) throw new Error(`rotate: ${JSON.stringify(r.body)}`);
   await waitFor(
     async () => {
-      for (const h of SOAK_HOSTS) if ((await sealingEpoch(cb, h)) <= before) return false;
+      for (const h of SOAK_HOSTS) if ((await sealingEpoch(cb, h, net)) <= before) return false;
       return true;
     },
     60_000,
