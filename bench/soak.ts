@@ -36,7 +36,9 @@ try {
       `${f.name.padEnd(16)} ${f.baseline.toFixed(1).padStart(9)} ${f.peak.toFixed(1).padStart(9)} ${f.end.toFixed(1).padStart(9)}  ${f.slopePer100.toFixed(3)}`,
     );
   const changed = Object.keys(report.clean.before).filter((k) => report.clean.before[k] !== report.clean.after[k]);
-  console.log(`without the run's network, changed from before it: ${changed.length ? changed.join(', ') : 'nothing'}`);
+  console.log(
+    `without the run's networks, changed from before them: ${changed.length ? changed.join(', ') : 'nothing'}`,
+  );
   console.log(
     `traffic: ping ${report.ping.map((p) => `${p.received}/${p.transmitted}`).join(', ')}; transfers ${report.transfers.done}, hash mismatches ${report.transfers.hashMismatches}, failures ${report.transfers.failures.length}; DNS ${report.dns.answered}/${report.dns.sent} answered`,
   );
