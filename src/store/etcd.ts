@@ -88,6 +88,7 @@ import type {
   NetworkRecord,
   NetworkSpec,
   RegisterOptions,
+  StoreFigures,
   Store,
   WatchEvent,
   WatchHandle,
@@ -170,17 +171,24 @@ class EtcdHostLease implements HostLease {
     readonly index: number,
     readonly lease: Lease,
     readonly replaced: boolean,
+    /** Drops it from the store's live leases, once it is lost or revoked. */
+    private readonly forget: () => void,
   ) {
-    lease.on('lost', (err) =>
-      this.ctl.abort(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', `host lease lost: ${err.message}`)),
-    );
+    lease.on('lost', (err) => {
+      forget();
+      this.ctl.abort(new StoreError('VEIL_ERR_STORE_UNAVAILABLE', `host lease lost: ${err.message}`));
+    });
   }
   get lost(): AbortSignal {
     return this.ctl.signal;
   }
   async revoke(): Promise<void> {
     if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_NOT_FOUND', 'host lease revoked'));
-    await guard(() => this.lease.revoke());
+    try {
+      await guard(() => this.lease.revoke());
+    } finally {
+      this.forget();
+    }
   }
 }
 
@@ -211,6 +219,8 @@ class EtcdLeadership implements Leadership {
     readonly fenceRevision: number,
     ns: Namespace,
     ttlSeconds: number,
+    /** Drops the campaign from the store's live ones, once resigned. */
+    private readonly forget: () => void,
   ) {
     const periodMs = (ttlSeconds * 1000) / 3;
     const budgetMs = (ttlSeconds * 2000) / 3;
@@ -246,9 +256,11 @@ class EtcdLeadership implements Leadership {
     if (!this.ctl.signal.aborted) this.ctl.abort(new StoreError('VEIL_ERR_NOT_LEADER', detail, { cause }));
     if (!this.resigned) {
       // A lease etcd no longer knows (expired, or revoked with its key) is resigned already.
-      this.resigned = guard(() => this.campaign.resign()).catch((err: unknown) => {
-        if (!(err instanceof EtcdLeaseInvalidError)) throw err;
-      });
+      this.resigned = guard(() => this.campaign.resign())
+        .catch((err: unknown) => {
+          if (!(err instanceof EtcdLeaseInvalidError)) throw err;
+        })
+        .finally(this.forget);
       this.resigned.catch(() => undefined); // resign() reports it to whoever waits
     }
   }
@@ -408,7 +420,7 @@ export class EtcdStore implements Store {
           const res = await txn.else(this.ns.get(hostKey)).commit();
           if (res.succeeded) {
             this.leases.add(lease);
-            return new EtcdHostLease(host.id, index, lease, replaced);
+            return new EtcdHostLease(host.id, index, lease, replaced, () => this.leases.delete(lease));
           }
           const live = res.responses[0]?.response_range?.kvs[0];
           if (live) {
@@ -875,16 +887,26 @@ export class EtcdStore implements Store {
           if (opts.signal?.aborted) return reject(opts.signal.reason);
           const campaign = election.campaign(value);
           campaigns.add(campaign);
+          // A campaign that ends without a leadership is resigned here; a leadership resigns its own.
+          const end = (): void => {
+            campaign
+              .resign()
+              .catch(() => undefined)
+              .finally(() => campaigns.delete(campaign));
+          };
           let leadership: EtcdLeadership | null = null;
           const onAbort = (): void => {
-            campaign.resign().catch(() => undefined);
+            end();
             reject(opts.signal?.reason);
           };
           opts.signal?.addEventListener('abort', onAbort, { once: true });
           campaign.on('error', (err) => {
             opts.signal?.removeEventListener('abort', onAbort);
             if (leadership) leadership.lose('campaign failed', err);
-            else reject(unavailable(err) ?? err);
+            else {
+              end();
+              reject(unavailable(err) ?? err);
+            }
           });
           campaign.on('elected', () => {
             opts.signal?.removeEventListener('abort', onAbort);
@@ -893,10 +915,12 @@ export class EtcdStore implements Store {
               const fenceKey = electionPrefix + abs.slice(abs.lastIndexOf('/') + 1);
               const kv = (await ns.get(fenceKey).exec()).kvs[0];
               if (!kv) throw new StoreError('VEIL_ERR_NOT_LEADER', 'election key vanished as it was won');
-              leadership = new EtcdLeadership(value, campaign, fenceKey, rev(kv.create_revision), ns, ttlSeconds);
+              leadership = new EtcdLeadership(value, campaign, fenceKey, rev(kv.create_revision), ns, ttlSeconds, () =>
+                campaigns.delete(campaign),
+              );
               resolve(leadership);
             })().catch((err: unknown) => {
-              campaign.resign().catch(() => undefined);
+              end();
               reject(unavailable(err) ?? err);
             });
           });
@@ -923,6 +947,11 @@ export class EtcdStore implements Store {
   }
 
   // ---- maintenance (tests, diagnostics) ---------------------------------------------------------
+
+  /** What this client keeps open: each must come back down when what it stands for ends (GET /status). */
+  figures(): StoreFigures {
+    return { watches: this.watches.size, leases: this.leases.size, campaigns: this.campaigns.size };
+  }
 
   async dump(): Promise<Map<string, string>> {
     return guard(async () => {

@@ -175,6 +175,16 @@ export interface RegisterOptions {
   replaces?: string;
 }
 
+/** What a store client keeps open (GET /status `store`): each must end when what it stands for does. */
+export interface StoreFigures {
+  /** Watches of key ranges (the agent's, the API's replica, the key schedule's). */
+  watches: number;
+  /** Host leases kept alive: one while registered. */
+  leases: number;
+  /** Election campaigns not yet resigned: at most one per election. */
+  campaigns: number;
+}
+
 export interface HostLease {
   readonly hostId: string;
   readonly index: number;
