@@ -279,6 +279,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
           detach: (e: EndpointRecord) => h.agent.detachLocal(e),
         },
         version: VERSION,
+        storeFigures: () => store.figures(),
       };
       const listening = await listenApi((server) => buildApp(deps, { logger: false, ...server }), apiPlan).catch(
         async (err: unknown) => {

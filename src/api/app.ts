@@ -2,7 +2,7 @@ import { readdirSync } from 'node:fs';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { ERRORS, VeilError } from '../errors.js';
 import type { GatewayStatus } from '../vxlan/gateway.js';
-import type { Store } from '../store/types.js';
+import type { Store, StoreFigures } from '../store/types.js';
 import type { ApiHttpsOptions } from './listen.js';
 import { renderMetrics } from './metrics.js';
 import { registerNetworkStatusRoute } from './network-status.js';
@@ -21,6 +21,8 @@ export interface AppDeps {
   /** The key schedule (cluster mode): GET /networks/{id}/keys, POST /networks/{id}/rotate. */
   keys?: KeyScheduleApi;
   version?: string;
+  /** What the etcd client keeps open (cluster mode): GET /status `store`. */
+  storeFigures?: () => StoreFigures;
 }
 
 /** The REST API, without listening (tests use inject()). */
@@ -79,7 +81,11 @@ export function buildApp(deps: AppDeps, options: { logger?: boolean; https?: Api
         response: { 200: gatewayStatusSchema, 500: errorSchema },
       },
     },
-    async () => ({ ...deps.gatewayStatus(), process: processFigures() }),
+    async () => ({
+      ...deps.gatewayStatus(),
+      process: processFigures(),
+      ...(deps.storeFigures ? { store: deps.storeFigures() } : {}),
+    }),
   );
 
   if (deps.store) registerNetworkRoutes(app, deps.store, deps.local);

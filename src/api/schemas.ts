@@ -167,5 +167,15 @@ export const gatewayStatusSchema = {
         activeResources: { type: 'object', additionalProperties: { type: 'integer' } },
       },
     },
+    /** What the etcd client keeps open (cluster mode). */
+    store: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        watches: { type: 'integer' },
+        leases: { type: 'integer' },
+        campaigns: { type: 'integer' },
+      },
+    },
   },
 } as const;

@@ -18,7 +18,7 @@ beforeAll(async () => {
 cleanUpClusterBed(() => cb);
 
 /** Figures that must be back exactly: entries that exist only while what they stand for exists. */
-const EXACT = /\.(pairs|outboundSas|links|fdb|nftRules)$|^host\./;
+const EXACT = /\.(pairs|outboundSas|links|fdb|nftRules|leases|campaigns)$|^host\.|^gateways\.watches$/;
 
 it('nothing the churn touches is left behind, and the traffic never breaks', async () => {
   const report: SoakReport = await runSoak(

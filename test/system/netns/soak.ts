@@ -101,12 +101,16 @@ export async function sample(cb: ClusterBed): Promise<Record<string, number>> {
     const st = (await cb.api(h, 'GET', '/status')).body as {
       tables: { pairs: number; inboundSas: number; outboundSas: number; retiredSas: number };
       process: { rssBytes: number; heapUsedBytes: number; openFds: number; activeResources: Record<string, number> };
+      store: { watches: number; leases: number; campaigns: number };
     };
     f[`h${h}.rssMiB`] = st.process.rssBytes / 2 ** 20;
     f[`h${h}.heapMiB`] = st.process.heapUsedBytes / 2 ** 20;
     f[`h${h}.fds`] = st.process.openFds;
     f[`h${h}.timers`] = st.process.activeResources.Timeout ?? 0;
     f[`h${h}.handles`] = Object.values(st.process.activeResources).reduce((a, b) => a + b, 0);
+    f[`h${h}.watches`] = st.store.watches;
+    f[`h${h}.leases`] = st.store.leases;
+    f[`h${h}.campaigns`] = st.store.campaigns;
     f[`h${h}.pairs`] = st.tables.pairs;
     f[`h${h}.inboundSas`] = st.tables.inboundSas;
     f[`h${h}.outboundSas`] = st.tables.outboundSas;
@@ -124,6 +128,9 @@ export async function sample(cb: ClusterBed): Promise<Record<string, number>> {
       (await count(host.netns, ['nft', '-a', 'list', 'ruleset'], /# handle \d+$/)) +
       (await count(host.vtepNetns, ['nft', '-a', 'list', 'ruleset'], /# handle \d+$/));
   }
+  // The key schedule's leader holds watches of its own, and leadership moves with restarts: the
+  // cluster's sum is what must stay put.
+  f['gateways.watches'] = SOAK_HOSTS.reduce((a, h) => a + f[`h${h}.watches`]!, 0);
   const { kvs } = await etcdGetPrefix(cb, '/veil/');
   f['etcd.keys'] = kvs.length;
   f['host.netns'] = cb.bed.namespaces().length;
