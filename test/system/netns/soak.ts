@@ -76,6 +76,8 @@ export interface SoakReport {
   /** Cycles after which a container of the run had lost its address (the first few). */
   lostAddresses: string[];
   drops: Array<Record<string, number>>;
+  /** etcd writes (revisions) in IDLE_WINDOW_MS with the churn over: what nothing should be writing. */
+  idleWrites: number;
   seconds: number;
 }
 
@@ -93,6 +95,8 @@ const NET = NETS[0].name;
 /** Seconds between echoes of each ping of the rings (one ring per network): 100 echoes/s per host in all. */
 export const PING_INTERVAL_S = 0.02;
 const TRANSFER_PAUSE_MS = 1_000;
+/** How long the run watches an idle cluster for writes at the end: past the lease keepalives and timers. */
+const IDLE_WINDOW_MS = 10_000;
 
 /** The figures of one moment: every gateway's own, etcd's, and the host's. */
 export async function sample(cb: ClusterBed): Promise<Record<string, number>> {
@@ -131,8 +135,9 @@ export async function sample(cb: ClusterBed): Promise<Record<string, number>> {
   // The key schedule's leader holds watches of its own, and leadership moves with restarts: the
   // cluster's sum is what must stay put.
   f['gateways.watches'] = SOAK_HOSTS.reduce((a, h) => a + f[`h${h}.watches`]!, 0);
-  const { kvs } = await etcdGetPrefix(cb, '/veil/');
+  const { kvs, revision } = await etcdGetPrefix(cb, '/veil/');
   f['etcd.keys'] = kvs.length;
+  f['etcd.revision'] = revision;
   f['host.netns'] = cb.bed.namespaces().length;
   f['host.etcNetns'] = readdirSync('/etc/netns').filter((d) => d.startsWith(cb.bed.prefix)).length;
   return f;
@@ -519,6 +524,9 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
   await settle(cb);
   const end = await sample(cb);
   const linksAtEnd = await linkNames(cb);
+  // etcd's revision grows with every write, by design; with nothing happening it must not.
+  await new Promise((r) => setTimeout(r, IDLE_WINDOW_MS));
+  const idleWrites = (await etcdGetPrefix(cb, '/veil/')).revision - end['etcd.revision']!;
   // Then the run's networks go too: what is left must be what was there before them.
   for (const net of NETS) {
     for (const h of SOAK_HOSTS)
@@ -552,6 +560,7 @@ export async function runSoak(cb: ClusterBed, plan: SoakPlan, log: (line: string
     restarts,
     slowStops,
     drops,
+    idleWrites,
     seconds: (performance.now() - started) / 1000,
   };
 }
