@@ -2,11 +2,11 @@
 // "Leases"): with the lock taken, only a mark from the same boot and the same lock file names a
 // predecessor that is certainly gone. The lock itself is the seam here (a fake flock); the real one is
 // in test/system/host/data-dir.test.ts.
-import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { claimDataDir, INCARNATION_FILE, LOCK_FILE, provenPredecessor } from '../../src/host/data-dir.js';
+import { tempDirs } from '../support/temp-dirs.js';
 
 const INC = '0123456789abcdef';
 const BOOT = 'b0b0b0b0-1111-2222-3333-444455556666';
@@ -36,15 +36,7 @@ describe('provenPredecessor', () => {
 });
 
 describe('claimDataDir', () => {
-  const dirs: string[] = [];
-  const dir = () => {
-    const d = mkdtempSync(join(tmpdir(), 'veil-datadir-'));
-    dirs.push(d);
-    return d;
-  };
-  afterEach(() => {
-    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-  });
+  const dir = tempDirs('veil-datadir-');
 
   it('refuses a directory whose lock another process holds, and writes nothing', () => {
     const d = dir();

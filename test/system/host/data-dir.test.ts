@@ -2,21 +2,12 @@
 // a time, across processes, and free again the moment its holder dies, SIGKILL included, which is what
 // lets the next gateway replace its predecessor's record at once (docs/etcd.md "Leases").
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { claimDataDir, LOCK_FILE, nativeFlock } from '../../../src/host/data-dir.js';
+import { tempDirs } from '../../support/temp-dirs.js';
 
-const dirs: string[] = [];
-const dir = () => {
-  const d = mkdtempSync(join(tmpdir(), 'veil-datadir-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const dir = tempDirs('veil-datadir-');
 
 it('the addon provides flock', () => {
   expect(nativeFlock()).toBeTypeOf('function');
