@@ -37,7 +37,7 @@ import {
   type Watcher,
   type IWatchResponse,
 } from 'etcd3';
-import { circuitBreaker, ConsecutiveBreaker, handleWhen } from 'cockatiel';
+import { circuitBreaker, ConsecutiveBreaker, handleWhen, retry, type IPolicy } from 'cockatiel';
 import { StoreError } from './errors.js';
 import { compareIpv4 } from '../model/ipv4.js';
 import { KEYSCHEDULE_ELECTION, PREFIX, SEGMENT_RE, keys, prefixEnd, type KeyRange } from './layout.js';
@@ -105,6 +105,29 @@ export interface EtcdStoreOptions {
   prefix?: string;
   /** TLS to etcd (PEM contents): the CA that signed etcd's certificate, and a client certificate and key if etcd asks for one. */
   tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  /**
+   * Tests only: every call is sent twice and the first answer dropped, as when etcd applied a write
+   * whose answer was lost and the client sent it again (see "Writes sent twice" in docs/etcd.md).
+   */
+  answerLostOnce?: boolean;
+}
+
+/**
+ * The etcd client sends a call that failed with a recoverable error (a member gone, a deadline
+ * passed) again, to another member: three attempts in all, its default. A write etcd applied before
+ * its answer was lost thus arrives twice, and every write below recognises its own earlier success
+ * (docs/etcd.md "Writes sent twice").
+ */
+const CLIENT_RETRY = retry(handleWhen(isRecoverableError), { maxAttempts: 3 });
+
+/** The policy with every call run twice, the first answer dropped (EtcdStoreOptions.answerLostOnce). */
+function answerLostOnce<P extends IPolicy>(policy: P): P {
+  const twice = Object.create(policy) as P;
+  twice.execute = (async (fn: (...args: never[]) => unknown, signal?: AbortSignal) => {
+    await policy.execute(fn as never, signal).catch(() => undefined);
+    return policy.execute(fn as never, signal);
+  }) as P['execute'];
+  return twice;
 }
 
 /** Optimistic transactions retry this many times before VEIL_ERR_STORE_CONFLICT. */
@@ -296,6 +319,8 @@ export class EtcdStore implements Store {
             halfOpenAfter: MEMBER_RETRY_AFTER_MS,
             breaker: new ConsecutiveBreaker(3),
           }),
+        // etcd3's own default: a call that failed on one member is sent again to another, writes too.
+        global: opts.answerLostOnce ? answerLostOnce(CLIENT_RETRY) : CLIENT_RETRY,
       },
       // Without a CA, grpc-js verifies etcd's certificate against the system's roots.
       ...(opts.tls
@@ -389,7 +414,7 @@ export class EtcdStore implements Store {
       const lease = this.ns.lease(ttlSeconds);
       let replaced = false;
       try {
-        await lease.grant();
+        const leaseId = await lease.grant();
         for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
           const { kvs } = await this.getAll(keys.hostIndexPrefix());
           const mine = kvs.find((kv) => kv.value.toString() === host.id);
@@ -423,6 +448,11 @@ export class EtcdStore implements Store {
             return new EtcdHostLease(host.id, index, lease, replaced, () => this.leases.delete(lease));
           }
           const live = res.responses[0]?.response_range?.kvs[0];
+          // Under this very lease with this very record: our own write, applied once already.
+          if (live && live.lease === leaseId && live.value.toString() === json(record)) {
+            this.leases.add(lease);
+            return new EtcdHostLease(host.id, index, lease, replaced, () => this.leases.delete(lease));
+          }
           if (live) {
             if (replaced || !isReplaceableHost(live.value.toString(), options.replaces))
               throw new StoreError('VEIL_ERR_HOST_ID_IN_USE', host.id);
@@ -471,11 +501,16 @@ export class EtcdStore implements Store {
           ],
           batch.map((c) => this.ns.delete().key(keys.hostIndex(c.index)).op()),
         );
+      // A claim gone when its own transaction failed was freed all the same (by a write of ours
+      // applied once already, or by another host): it counts, since the caller wants free indexes.
+      const gone = async (c: HostIndexClaim) => (await this.ns.get(keys.hostIndex(c.index)).string()) === null;
       const freed: HostIndexClaim[] = [];
       for (let i = 0; i < reclaimable.length; i += RECLAIM_BATCH) {
         const batch = reclaimable.slice(i, i + RECLAIM_BATCH);
         if ((await free(batch)).succeeded) freed.push(...batch);
-        else if (batch.length > 1) for (const c of batch) if ((await free([c])).succeeded) freed.push(c);
+        else
+          for (const c of batch)
+            if ((batch.length > 1 && (await free([c])).succeeded) || (await gone(c))) freed.push(c);
       }
       return freed.map((c) => ({ index: c.index, hostId: c.hostId }));
     });
@@ -517,6 +552,8 @@ export class EtcdStore implements Store {
         );
         if (res.succeeded) return record;
         const [nameTaken, vniTaken, idTaken] = res.responses.map((r) => (r.response_range?.kvs.length ?? 0) > 0);
+        // The name held by this attempt's own random id: our write, applied once already.
+        if (nameTaken && res.responses[0]!.response_range!.kvs[0]!.value.toString() === record.id) return record;
         if (nameTaken) throw new StoreError('VEIL_ERR_NETWORK_NAME_TAKEN', record.name);
         if (vniTaken && spec.vni !== undefined) throw new StoreError('VEIL_ERR_VNI_TAKEN', String(spec.vni));
         if (idTaken) throw new StoreError('VEIL_ERR_NETWORK_EXISTS', record.id);
@@ -547,8 +584,14 @@ export class EtcdStore implements Store {
 
   async deleteNetwork(idOrName: string): Promise<void> {
     return guard(async () => {
+      let id: string | undefined;
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-        const { value: net, modRevision } = await this.findNetwork(idOrName);
+        // After the first attempt, by the id it found: a network made since under the same name is not this one.
+        const found =
+          id === undefined ? await this.findNetwork(idOrName) : await this.getOne<NetworkRecord>(keys.network(id));
+        if (!found) return; // gone after an attempt of ours: deleted (docs/etcd.md "Writes sent twice")
+        const { value: net, modRevision } = found;
+        id = net.id;
         const res = await this.rawTxn(
           [
             this.keyCompare(keys.network(net.id), 'Mod', modRevision),
@@ -619,6 +662,8 @@ export class EtcdStore implements Store {
           .commit();
         if (res.succeeded) return record;
         const [epTaken, ipTaken] = res.responses.map((r) => (r.response_range?.kvs.length ?? 0) > 0);
+        // This very record: our own write, applied once already (docs/etcd.md "Writes sent twice").
+        if (epTaken && res.responses[0]!.response_range!.kvs[0]!.value.toString() === json(record)) return record;
         if (epTaken) throw new StoreError('VEIL_ERR_ENDPOINT_EXISTS', `${id} in network ${net.name}`);
         if (reservation !== undefined && !ipTaken)
           throw new StoreError('VEIL_ERR_NOT_FOUND', `reservation of ${requestedIp} in network ${net.name}`);
@@ -669,6 +714,8 @@ export class EtcdStore implements Store {
           SEGMENT_RE.test(networkId) && SEGMENT_RE.test(endpointId)
             ? await this.getOne<EndpointRecord>(keys.endpoint(networkId, endpointId))
             : null;
+        // Gone after an attempt of ours: deleted, by it (its answer lost) or by another; either way done.
+        if (!found && attempt > 0) return;
         if (!found) throw new StoreError('VEIL_ERR_NOT_FOUND', `endpoint ${endpointId} in network ${networkId}`);
         const ep = found.value;
         const res = await this.ns
@@ -694,6 +741,8 @@ export class EtcdStore implements Store {
           : null;
         if (!found) throw new StoreError('VEIL_ERR_NOT_FOUND', `endpoint ${endpointId} in network ${net.name}`);
         const next = changedEndpoint(found.value, changes, net);
+        // Already so (a write of ours applied once already, docs/etcd.md "Writes sent twice"): done.
+        if (attempt > 0 && json(next) === json(found.value)) return next;
         const res = await this.ns
           .if(keys.endpoint(net.id, endpointId), 'Mod', '==', found.modRevision)
           .then(this.ns.put(keys.endpoint(net.id, endpointId)).value(json(next)))
@@ -729,7 +778,10 @@ export class EtcdStore implements Store {
           .then(this.ns.put(keys.ipam(net.id, ip)).value(value))
           .commit();
         if (res.succeeded) return ip;
-        if (requestedIp !== undefined && (await this.ns.get(keys.ipam(net.id, ip)).string()) !== null)
+        const heldBy = await this.ns.get(keys.ipam(net.id, ip)).string();
+        // Free when read and this holder's now: our write, applied once already; another would leak it.
+        if (heldBy === value) return ip;
+        if (requestedIp !== undefined && heldBy !== null)
           throw new StoreError('VEIL_ERR_IP_TAKEN', `${requestedIp} in network ${net.name}`);
         await jitter(attempt);
       }
@@ -967,7 +1019,10 @@ export class EtcdStore implements Store {
 
   /** Compacts etcd's history up to `revision` (what an operator's auto-compaction does). */
   async compact(revision: number): Promise<void> {
-    await guard(() => this.client.kv.compact({ revision, physical: true }));
+    await guard(() => this.client.kv.compact({ revision, physical: true })).catch((err: unknown) => {
+      // Compacted to there already (by an operator, or by this very call sent twice): done.
+      if (!/required revision has been compacted/.test((err as Error).message)) throw err;
+    });
   }
 
   /**

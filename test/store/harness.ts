@@ -16,7 +16,9 @@ export interface StoreBed {
 }
 
 export interface StoreImpl {
-  name: 'memory' | 'etcd';
+  name: string;
+  /** Every call reaches etcd twice (EtcdStoreOptions.answerLostOnce): puts repeat, so watches see them twice. */
+  sendsTwice?: boolean;
   /** Starts shared resources (etcd) once per file. */
   start(): Promise<void>;
   stop(): Promise<void>;

@@ -4,11 +4,15 @@ import { EtcdStore } from '../../../src/store/etcd.js';
 import type { StoreImpl } from '../../store/harness.js';
 import { startEtcd, type EtcdCluster } from '../support/etcd.js';
 
-/** The Store on a real etcd (one member per test file, a fresh key prefix per test). */
-export function etcdImpl(): StoreImpl {
+/**
+ * The Store on a real etcd (one member per test file, a fresh key prefix per test). `answerLostOnce`:
+ * every call is sent twice, the first answer dropped (EtcdStoreOptions.answerLostOnce).
+ */
+export function etcdImpl(options: { answerLostOnce?: boolean } = {}): StoreImpl {
   let cluster: EtcdCluster | null = null;
   return {
-    name: 'etcd',
+    name: options.answerLostOnce ? 'etcd, every call sent twice' : 'etcd',
+    sendsTwice: options.answerLostOnce === true,
     async start() {
       cluster = await startEtcd({ members: 1 });
     },
@@ -23,7 +27,7 @@ export function etcdImpl(): StoreImpl {
       const endpoints = cluster.endpoints;
       const clients: EtcdStore[] = [];
       const client = (): EtcdStore => {
-        const c = new EtcdStore({ endpoints, prefix });
+        const c = new EtcdStore({ endpoints, prefix, ...options });
         clients.push(c);
         return c;
       };
