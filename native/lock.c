@@ -3,7 +3,7 @@
  * true: taken; false: another open file description holds it (EWOULDBLOCK); any other error
  * throws with its errno's name as the code. Node has no flock. The kernel drops the lock when the
  * last descriptor of its open file description closes, at exit and at SIGKILL alike, which is
- * what makes a free lock proof that its last holder is gone (docs/etcd.md "Hosts").
+ * what makes a free lock proof that its last holder is gone (docs/etcd.md "Leases").
  */
 #include <errno.h>
 #include <node_api.h>

@@ -1,5 +1,5 @@
 /*
- * One gateway per data directory, and what the last one left (docs/etcd.md "Hosts").
+ * One gateway per data directory, and what the last one left (docs/etcd.md "Leases").
  *
  * The gateway holds flock(2) on <data-dir>/gateway.lock for its whole life; the kernel releases it
  * when the process ends, however it ends. A second gateway on the same directory is refused.

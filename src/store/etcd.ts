@@ -443,13 +443,9 @@ export class EtcdStore implements Store {
                 .and(hostKey, 'Create', '==', 0)
                 .then(this.ns.put(idx).value(host.id), lease.put(hostKey).value(json(record)));
           const res = await txn.else(this.ns.get(hostKey)).commit();
-          if (res.succeeded) {
-            this.leases.add(lease);
-            return new EtcdHostLease(host.id, index, lease, replaced, () => this.leases.delete(lease));
-          }
           const live = res.responses[0]?.response_range?.kvs[0];
-          // Under this very lease with this very record: our own write, applied once already.
-          if (live && live.lease === leaseId && live.value.toString() === json(record)) {
+          // Or under this very lease with this very record: our own write, applied once already.
+          if (res.succeeded || (live && live.lease === leaseId && live.value.toString() === json(record))) {
             this.leases.add(lease);
             return new EtcdHostLease(host.id, index, lease, replaced, () => this.leases.delete(lease));
           }
