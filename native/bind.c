@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "fault.h"
+#include "tap.h"
 
 #define GSO_MAX_SEGMENTS 64      /* UDP_MAX_SEGMENTS of older kernels */
 #define GSO_MAX_BYTES 65000      /* below the 64 KiB IP limit with headers */
@@ -107,6 +108,10 @@ void tx_flush(dp_thread *t) {
   int nm = 0;
   for (int i = 0; i < t->ntx;) {
     tx_entry *e = &t->tx[i];
+    if (e->fd == TX_TAP) { /* written now, under the read lock: tap.c */
+      i = tap_write_run(t, i);
+      continue;
+    }
     int j = i + 1;
     size_t total = e->len;
     if (cfg->gso && e->len <= cfg->gso_max_segment) {

@@ -496,6 +496,104 @@ static napi_value DpRemoveNetwork(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
+static int arg_vni(napi_env env, napi_value v, uint32_t *vni) {
+  if (arg_u32(env, v, vni)) return -1;
+  if (*vni > VXLAN_VNI_MAX) {
+    napi_throw_range_error(env, "VEIL_ERR_NATIVE_ARGS", "VNI out of range");
+    return -1;
+  }
+  return 0;
+}
+
+static int arg_peer(napi_env env, napi_value v, uint16_t *peer) {
+  uint32_t p;
+  if (arg_u32(env, v, &p)) return -1;
+  if (p < 1 || p > PEER_INDEX_MAX) {
+    napi_throw_range_error(env, "VEIL_ERR_NATIVE_ARGS", "peer index must be in 1..16383");
+    return -1;
+  }
+  *peer = (uint16_t)p;
+  return 0;
+}
+
+/* "aa:bb:cc:dd:ee:ff" → 48 bits */
+static int arg_mac(napi_env env, napi_value v, uint64_t *mac) {
+  char s[32];
+  size_t l;
+  unsigned b[6];
+  char tail;
+  if (napi_get_value_string_utf8(env, v, s, sizeof s, &l) != napi_ok ||
+      sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6 || l != 17) {
+    napi_throw_type_error(env, "VEIL_ERR_NATIVE_ARGS", "a MAC address is six hex octets joined by colons");
+    return -1;
+  }
+  *mac = 0;
+  for (int i = 0; i < 6; i++) *mac = (*mac << 8) | b[i];
+  return 0;
+}
+
+/* dpAttachTap(handle, vni, netnsPath, name) → whether the kernel took the offloads */
+static napi_value DpAttachTap(napi_env env, napi_callback_info info) {
+  napi_value a[4], r;
+  uint32_t vni;
+  char netns[256], name[16];
+  size_t l;
+  if (get_args(env, info, 4, a)) return NULL;
+  dataplane *dp = get_dp(env, a[0]);
+  if (!dp || arg_vni(env, a[1], &vni)) return NULL;
+  if (napi_get_value_string_utf8(env, a[2], netns, sizeof netns, &l) != napi_ok || l >= sizeof netns - 1 ||
+      napi_get_value_string_utf8(env, a[3], name, sizeof name, &l) != napi_ok || l == 0 || l >= sizeof name - 1)
+    THROW(env, "VEIL_ERR_NATIVE_ARGS", "a namespace path and a device name of 1 to 14 characters");
+  char err[256] = "";
+  int offloads = 0;
+  if (dp_attach_tap(dp, vni, netns, name, &offloads, err, sizeof err) < 0) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_IO");
+  napi_get_boolean(env, offloads != 0, &r);
+  return r;
+}
+
+static napi_value DpDetachTap(napi_env env, napi_callback_info info) {
+  napi_value a[2];
+  uint32_t vni;
+  if (get_args(env, info, 2, a)) return NULL;
+  dataplane *dp = get_dp(env, a[0]);
+  if (!dp || arg_vni(env, a[1], &vni)) return NULL;
+  dp_detach_tap(dp, vni);
+  return undefined_value(env);
+}
+
+/* dpFdbSet(handle, vni, mac, peer), dpFdbRemove(handle, vni, mac) */
+static napi_value DpFdb(napi_env env, napi_callback_info info, int set) {
+  napi_value a[4];
+  uint32_t vni;
+  uint64_t mac;
+  uint16_t peer = 0;
+  if (get_args(env, info, set ? 4 : 3, a)) return NULL;
+  dataplane *dp = get_dp(env, a[0]);
+  if (!dp || arg_vni(env, a[1], &vni) || arg_mac(env, a[2], &mac) || (set && arg_peer(env, a[3], &peer))) return NULL;
+  char err[256] = "";
+  if (set ? dp_fdb_set(dp, vni, mac, peer, err, sizeof err) < 0 : dp_fdb_remove(dp, vni, mac) < 0)
+    return throw_dp_error(env, err, "VEIL_ERR_NATIVE_ARGS");
+  return undefined_value(env);
+}
+static napi_value DpFdbSet(napi_env env, napi_callback_info info) { return DpFdb(env, info, 1); }
+static napi_value DpFdbRemove(napi_env env, napi_callback_info info) { return DpFdb(env, info, 0); }
+
+/* dpFloodAdd(handle, vni, peer), dpFloodRemove(handle, vni, peer) */
+static napi_value DpFlood(napi_env env, napi_callback_info info, int add) {
+  napi_value a[3];
+  uint32_t vni;
+  uint16_t peer;
+  if (get_args(env, info, 3, a)) return NULL;
+  dataplane *dp = get_dp(env, a[0]);
+  if (!dp || arg_vni(env, a[1], &vni) || arg_peer(env, a[2], &peer)) return NULL;
+  char err[256] = "";
+  if (add ? dp_flood_add(dp, vni, peer, err, sizeof err) < 0 : dp_flood_remove(dp, vni, peer) < 0)
+    return throw_dp_error(env, err, "VEIL_ERR_NATIVE_ARGS");
+  return undefined_value(env);
+}
+static napi_value DpFloodAdd(napi_env env, napi_callback_info info) { return DpFlood(env, info, 1); }
+static napi_value DpFloodRemove(napi_env env, napi_callback_info info) { return DpFlood(env, info, 0); }
+
 /* Common SA fields: {spi, key, salt, esn, vni, peer, epoch} */
 typedef struct sa_args {
   uint32_t spi, vni, peer, epoch;
@@ -731,6 +829,8 @@ static napi_value Init(napi_env env, napi_value exports) {
     FN("dpInstallInbound", DpInstallInbound), FN("dpRemoveInbound", DpRemoveInbound),
     FN("dpSetOutbound", DpSetOutbound), FN("dpRemoveOutbound", DpRemoveOutbound),
     FN("dpStats", DpStats),
+    FN("dpAttachTap", DpAttachTap), FN("dpDetachTap", DpDetachTap), FN("dpFdbSet", DpFdbSet), FN("dpFdbRemove", DpFdbRemove),
+    FN("dpFloodAdd", DpFloodAdd), FN("dpFloodRemove", DpFloodRemove),
 #ifdef VEIL_FAULTS
     FN("faultAfter", FaultAfter), FN("faultPending", FaultPending),
 #endif

@@ -21,12 +21,28 @@
 #define TX_MAX 4096              /* packets queued before a sendmmsg flush (a whole GRO batch, normally) */
 #define TX_ARENA (8u << 20)      /* sealed packets of one flush */
 
+#define TX_TAP (-2) /* a tx entry's fd: the frame goes to its network's TAP port (tap.c tap_write_run) */
+
 typedef struct tx_entry {
   int fd;
   struct sockaddr_in dst;
   uint8_t *data;
   uint32_t len;
+  uint32_t vni; /* TX_TAP only */
 } tx_entry;
+
+/* A segment's headers at most: Ethernet (14), IPv4 and TCP with all their options (60 each). */
+#define TAP_HEADERS_MAX (14 + 60 + 60)
+#define TAP_MERGE_MAX 64 /* frames merged into one TAP write at most */
+
+/* One frame read from a TAP, checked (tap.c tap_parse): its segments (one without GSO) and where their headers end. */
+typedef struct tap_frame_info {
+  uint8_t *frame;
+  uint32_t len;
+  uint32_t headers;  /* GSO: Ethernet + IPv4 + TCP header lengths */
+  uint32_t gso_size; /* 0: the frame goes as it is */
+  uint32_t segments;
+} tap_frame_info;
 
 typedef struct dp_thread {
   dataplane *dp;
@@ -51,6 +67,15 @@ typedef struct dp_thread {
   struct iovec siov[TX_MAX];
   union { char buf[CMSG_SPACE(sizeof(uint16_t))]; size_t align; /* cmsghdr alignment */ } sctl[TX_MAX];
   int sfd[TX_MAX], sfirst[TX_MAX], scount[TX_MAX];
+  /* The TAP port: the outbound thread's read buffer and where its frame stands (packet.c tap_outbound),
+   * which a full queue interrupts like a batch; both threads' segment headers and merged writes. */
+  uint8_t *tap_buf;
+  tap_frame_info tap_frame;
+  int tap_busy;
+  uint32_t tap_seg, tap_target;
+  uint16_t tap_sport;
+  uint8_t tap_hdr[TAP_HEADERS_MAX];
+  struct iovec tap_iov[2 + TAP_MERGE_MAX];
   uint64_t *unattributed; /* this thread's drops that belong to no pair */
   io_counters io;
 } dp_thread;

@@ -12,6 +12,7 @@
 #include "bind.h"
 #include "fault.h"
 #include "packet.h"
+#include "tap.h"
 
 #ifdef VEIL_FAULTS
 int fault_countdown;
@@ -27,6 +28,8 @@ const char *const DROP_NAMES[DROP_COUNT] = { DROP_REASON_LIST(DROP_NAME) };
 #define TAG_ESP 1
 #define TAG_PLAIN 2
 #define TAG_GATEWAY 3
+#define TAG_TAP (1ULL << 62) /* | VNI << 32 | the TAP's descriptor */
+#define TAP_BUDGET 64 /* frames per readiness event of a TAP port */
 
 void set_err(char *err, size_t len, const char *fmt, const char *a, int e) {
   if (err && len) snprintf(err, len, fmt, a, e ? strerror(e) : "");
@@ -43,6 +46,33 @@ void set_err(char *err, size_t len, const char *fmt, const char *a, int e) {
  * port), which live until dp_destroy has joined the threads. A peer removed while its packets wait for
  * a flush is looked up again by the next datagram: the rest of its batch counts as unknown-peer.
  */
+/*
+ * A network's TAP port is readable. Each read and its frame happen under the read lock, after checking
+ * that the network still has this TAP: dp_detach_tap closes it under the write lock, so a stale event
+ * never reads a descriptor that was closed, or reused for something else.
+ */
+static void tap_ready(dp_thread *t, uint32_t vni, int fd) {
+  dataplane *dp = t->dp;
+  for (int b = 0; b < TAP_BUDGET; b++) {
+    pthread_rwlock_rdlock(&dp->lock);
+    network *net = table_get(&dp->networks, vni);
+    ssize_t n = net && net->tap_fd == fd ? read(fd, t->tap_buf, TAP_READ_MAX) : -1;
+    if (n < 0) {
+      pthread_rwlock_unlock(&dp->lock);
+      break;
+    }
+    counter_add(&t->io.rx_calls, 1);
+    counter_add(&t->io.rx_datagrams, 1);
+    while (!tap_outbound(t, vni, t->tap_buf, (uint32_t)n)) {
+      pthread_rwlock_unlock(&dp->lock);
+      tx_flush(t);
+      pthread_rwlock_rdlock(&dp->lock);
+    }
+    pthread_rwlock_unlock(&dp->lock);
+  }
+  tx_flush(t);
+}
+
 static void *outbound_main(void *arg) {
   dp_thread *t = arg;
   dataplane *dp = t->dp;
@@ -51,6 +81,10 @@ static void *outbound_main(void *arg) {
     int n = epoll_wait(t->epfd, ev, 4, -1);
     for (int e = 0; e < n; e++) {
       if (ev[e].data.u64 == TAG_WAKE) continue;
+      if (ev[e].data.u64 & TAG_TAP) {
+        tap_ready(t, (uint32_t)(ev[e].data.u64 >> 32) & VXLAN_VNI_MAX, (int)(uint32_t)ev[e].data.u64);
+        continue;
+      }
       for (int b = 0; b < RX_BUDGET; b++) {
         int got = rx_batch(t, dp->gateway_fd);
         if (!got) break;
@@ -99,7 +133,8 @@ static int thread_init(dataplane *dp, dp_thread *t, uint64_t *unattributed, char
   t->unattributed = unattributed;
   t->rx = dp_malloc((size_t)RX_BATCH * RX_SLOT);
   t->arena = dp_malloc(TX_ARENA);
-  if (!t->rx || !t->arena) {
+  t->tap_buf = dp_malloc(TAP_READ_MAX);
+  if (!t->rx || !t->arena || !t->tap_buf) {
     set_err(err, err_len, "%s%s", "VEIL_ERR_NATIVE_NOMEM: out of memory for the data threads' buffers", 0);
     return -1;
   }
@@ -119,8 +154,9 @@ static int thread_init(dataplane *dp, dp_thread *t, uint64_t *unattributed, char
 static void thread_free(dp_thread *t) {
   free(t->rx);
   free(t->arena);
+  free(t->tap_buf);
   if (t->epfd >= 0) close(t->epfd);
-  t->rx = t->arena = NULL;
+  t->rx = t->arena = t->tap_buf = NULL;
   t->epfd = -1;
 }
 
@@ -228,4 +264,44 @@ void dp_destroy(dataplane *dp) {
   thread_free(&dp->in);
   pthread_rwlock_destroy(&dp->lock);
   free(dp);
+}
+
+// ---------------------------------------------------------------- TAP ports (write lock)
+
+int dp_attach_tap(dataplane *dp, uint32_t vni, const char *netns_path, const char *name, int *offloads, char *err, size_t err_len) {
+  pthread_rwlock_rdlock(&dp->lock);
+  network *net = table_get(&dp->networks, vni);
+  int state = !net ? -1 : !net->encrypted ? -2 : net->tap_fd >= 0;
+  pthread_rwlock_unlock(&dp->lock);
+  if (state == 1) return 0; /* it has one: only this thread (JS) attaches or detaches */
+  if (state < 0) {
+    set_err(err, err_len, "%s%s", state == -1 ? "VEIL_ERR_NATIVE_ARGS: no such network" : "VEIL_ERR_NATIVE_ARGS: a TAP port is for encrypted networks", 0);
+    return -1;
+  }
+  int fd = tap_open(netns_path, name, offloads, err, err_len);
+  if (fd < 0) return -1;
+  struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_TAP | ((uint64_t)vni << 32) | (uint32_t)fd };
+  pthread_rwlock_wrlock(&dp->lock);
+  net = table_get(&dp->networks, vni);
+  int rc = 0;
+  if (!net || FAULT_OR(epoll_ctl(dp->out.epfd, EPOLL_CTL_ADD, fd, &ev), -1, ENOMEM) < 0) {
+    set_err(err, err_len, "%s: %s", "epoll_ctl (TAP)", net ? errno : ENOENT);
+    close(fd);
+    rc = -1;
+  } else {
+    net->tap_fd = fd;
+  }
+  pthread_rwlock_unlock(&dp->lock);
+  return rc;
+}
+
+int dp_detach_tap(dataplane *dp, uint32_t vni) {
+  pthread_rwlock_wrlock(&dp->lock);
+  network *net = table_get(&dp->networks, vni);
+  if (net && net->tap_fd >= 0) {
+    close(net->tap_fd); /* leaves the epoll set with it; the device goes away */
+    net->tap_fd = -1;
+  }
+  pthread_rwlock_unlock(&dp->lock);
+  return 0;
 }

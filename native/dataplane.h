@@ -43,7 +43,8 @@
   X(BAD_VXLAN_HEADER, "bad-vxlan-header") X(VNI_MISMATCH, "vni-mismatch") \
   X(PLAINTEXT_ON_ENCRYPTED, "plaintext-on-encrypted") X(UNKNOWN_VNI, "unknown-vni") \
   X(UNKNOWN_PEER, "unknown-peer") X(NO_OUTBOUND_SA, "no-outbound-sa") X(SEQ_EXHAUSTED, "seq-exhausted") \
-  X(OVERSIZE, "oversize") X(SEND_FAILED, "send-failed") X(UNAUTHORIZED_SOURCE, "unauthorized-source")
+  X(OVERSIZE, "oversize") X(SEND_FAILED, "send-failed") X(UNAUTHORIZED_SOURCE, "unauthorized-source") \
+  X(BAD_FRAME, "bad-frame")
 
 #define DROP_ENUM(e, s) DROP_##e,
 enum drop_reason { DROP_REASON_LIST(DROP_ENUM) DROP_COUNT };
@@ -113,6 +114,12 @@ typedef struct peer {
 typedef struct network {
   uint32_t vni;
   int encrypted;
+  /* The TAP port (docs/plumbing.md "The TAP port"): its descriptor (-1: the kernel VXLAN device serves
+   * the network), where remote MACs are (MAC → peer index) and the peers a frame for no known MAC goes to. */
+  int tap_fd;
+  table fdb;
+  uint16_t *flood;
+  uint32_t n_flood, cap_flood;
 } network;
 
 typedef struct dp_config {
@@ -157,6 +164,19 @@ int dp_remove_inbound(dataplane *dp, uint32_t spi, char *err, size_t err_len);
 int dp_set_outbound(dataplane *dp, uint16_t peer, uint32_t vni, uint32_t spi, const uint8_t *key, size_t key_len,
                     const uint8_t salt[4], int esn, uint32_t epoch, uint64_t budget, char *err, size_t err_len);
 int dp_remove_outbound(dataplane *dp, uint16_t peer, uint32_t vni, char *err, size_t err_len);
+
+/*
+ * The TAP port of an encrypted network, made in the network namespace at netns_path (tap.h): the
+ * network's frames come from it and go to it instead of the VTEP. Idempotent while the network has one;
+ * removing the network closes it. *offloads: whether the kernel took TSO and checksum offloads.
+ */
+int dp_attach_tap(dataplane *dp, uint32_t vni, const char *netns_path, const char *name, int *offloads, char *err, size_t err_len);
+int dp_detach_tap(dataplane *dp, uint32_t vni);
+/* The TAP port's forwarding table: mac (48 bits) → peer; and the peers that get frames for no known MAC. */
+int dp_fdb_set(dataplane *dp, uint32_t vni, uint64_t mac, uint16_t peer, char *err, size_t err_len);
+int dp_fdb_remove(dataplane *dp, uint32_t vni, uint64_t mac);
+int dp_flood_add(dataplane *dp, uint32_t vni, uint16_t peer, char *err, size_t err_len);
+int dp_flood_remove(dataplane *dp, uint32_t vni, uint16_t peer);
 
 /* Stats, read under the read lock through callbacks (the N-API layer builds JS objects). */
 typedef struct dp_stats_visitor {

@@ -15,6 +15,8 @@
 int outbound_batch(dp_thread *t, int n);
 /* Received on UDP 4500 (esp) or 4789: underlay → open → VTEP. */
 int inbound_batch(dp_thread *t, int esp, int n);
+/* Read from network vni's TAP port (vnet header and frame): → seal → underlay. Same contract, one frame. */
+int tap_outbound(dp_thread *t, uint32_t vni, uint8_t *buf, uint32_t len);
 
 #pragma GCC visibility pop
 

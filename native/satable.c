@@ -251,6 +251,22 @@ static void raise_mark(dataplane *dp, uint32_t *mark, uint32_t vni, uint32_t epo
 
 // ---------------------------------------------------------------- the tables, for dp_create / dp_destroy
 
+/* A network's TAP port (closed: the device goes), forwarding table and flood list. */
+static void free_network(network *n) {
+  if (n->tap_fd >= 0) close(n->tap_fd);
+  table_free(&n->fdb);
+  free(n->flood);
+  free(n);
+}
+
+static void unflood(network *n, uint16_t peer_index) {
+  for (uint32_t i = 0; i < n->n_flood; i++)
+    if (n->flood[i] == peer_index) {
+      n->flood[i] = n->flood[--n->n_flood];
+      return;
+    }
+}
+
 int satable_init(dataplane *dp) {
   return table_init(&dp->peer_by_address) || table_init(&dp->networks) || table_init(&dp->inbound) ||
          table_init(&dp->outbound) || table_init(&dp->pairs) || table_init(&dp->marks) ? -1 : 0;
@@ -273,7 +289,7 @@ void satable_free(dataplane *dp) {
   while (dp->n_retired) forget_retired(dp, dp->n_retired - 1);
   free(dp->retired);
   for (uint32_t i = 0; dp->networks.state && i < dp->networks.cap; i++)
-    if (dp->networks.state[i] == 1) free(dp->networks.vals[i]);
+    if (dp->networks.state[i] == 1) free_network(dp->networks.vals[i]);
   for (uint32_t i = 0; dp->pairs.state && i < dp->pairs.cap; i++)
     if (dp->pairs.state[i] == 1) free(dp->pairs.vals[i]);
   for (uint32_t i = 0; dp->marks.state && i < dp->marks.cap; i++)
@@ -376,6 +392,14 @@ int dp_remove_peer(dataplane *dp, uint16_t index, char *err, size_t err_len) {
     dp->peers[index] = NULL;
     retire_peer_sas(dp, index);
     free(p);
+    /* No frame of a TAP port goes to an index that a later peer may take (docs/plumbing.md "The TAP port"). */
+    for (uint32_t i = 0; i < dp->networks.cap; i++) {
+      if (dp->networks.state[i] != 1) continue;
+      network *n = dp->networks.vals[i];
+      unflood(n, index);
+      for (uint32_t k = 0; k < n->fdb.cap; k++)
+        if (n->fdb.state[k] == 1 && (uint16_t)(uintptr_t)n->fdb.vals[k] == index) table_del(&n->fdb, n->fdb.keys[k]);
+    }
   }
   pthread_rwlock_unlock(&dp->lock);
   return rc;
@@ -392,8 +416,9 @@ int dp_set_network(dataplane *dp, uint32_t vni, int encrypted, char *err, size_t
   network *n = rc == 0 ? table_get(&dp->networks, vni) : NULL;
   if (rc == 0 && !n) {
     n = dp_calloc(1, sizeof *n);
-    if (!n || table_put(&dp->networks, vni, n) < 0) {
-      free(n);
+    if (n) n->tap_fd = -1;
+    if (!n || table_init(&n->fdb) < 0 || table_put(&dp->networks, vni, n) < 0) {
+      if (n) free_network(n);
       n = NULL;
       rc = refuse(err, err_len, NOMEM);
     }
@@ -409,7 +434,8 @@ int dp_set_network(dataplane *dp, uint32_t vni, int encrypted, char *err, size_t
 /* The network's SAs (in service and retired) and marks go with it, wiped: see the top of this file. */
 int dp_remove_network(dataplane *dp, uint32_t vni) {
   pthread_rwlock_wrlock(&dp->lock);
-  free(table_del(&dp->networks, vni));
+  network *net = table_del(&dp->networks, vni);
+  if (net) free_network(net);
   table *sa_tables[2] = { &dp->inbound, &dp->outbound };
   for (int k = 0; k < 2; k++) {
     table *t = sa_tables[k];
@@ -584,4 +610,63 @@ void dp_visit_stats(dataplane *dp, const dp_stats_visitor *v) {
   for (size_t i = 0; i < dp->n_retired; i++) retired[dp->retired[i].outbound ? 1 : 0]++;
   v->retired(v->ctx, retired[0], retired[1]);
   pthread_rwlock_unlock(&dp->lock);
+}
+
+// ---------------------------------------------------------------- the TAP port's forwarding (write lock)
+
+#define MAC_MAX 0xffffffffffffULL
+
+static network *tap_network(dataplane *dp, uint32_t vni) {
+  network *n = table_get(&dp->networks, vni);
+  return n && n->encrypted ? n : NULL;
+}
+
+int dp_fdb_set(dataplane *dp, uint32_t vni, uint64_t mac, uint16_t peer_index, char *err, size_t err_len) {
+  if (mac > MAC_MAX || (mac >> 40) & 1 || peer_index < 1 || peer_index > PEER_INDEX_MAX)
+    return refuse(err, err_len, "VEIL_ERR_NATIVE_ARGS: a unicast MAC and a peer index in 1..16383");
+  pthread_rwlock_wrlock(&dp->lock);
+  network *n = tap_network(dp, vni);
+  int rc = !n ? refuse(err, err_len, "VEIL_ERR_NATIVE_ARGS: no such encrypted network")
+               : table_put(&n->fdb, mac, (void *)(uintptr_t)peer_index) < 0 ? refuse(err, err_len, NOMEM) : 0;
+  pthread_rwlock_unlock(&dp->lock);
+  return rc;
+}
+
+int dp_fdb_remove(dataplane *dp, uint32_t vni, uint64_t mac) {
+  pthread_rwlock_wrlock(&dp->lock);
+  network *n = tap_network(dp, vni);
+  if (n) table_del(&n->fdb, mac);
+  pthread_rwlock_unlock(&dp->lock);
+  return 0;
+}
+
+int dp_flood_add(dataplane *dp, uint32_t vni, uint16_t peer_index, char *err, size_t err_len) {
+  if (peer_index < 1 || peer_index > PEER_INDEX_MAX) return refuse(err, err_len, "VEIL_ERR_NATIVE_ARGS: a peer index in 1..16383");
+  pthread_rwlock_wrlock(&dp->lock);
+  network *n = tap_network(dp, vni);
+  int rc = n ? 0 : refuse(err, err_len, "VEIL_ERR_NATIVE_ARGS: no such encrypted network");
+  for (uint32_t i = 0; n && i < n->n_flood; i++)
+    if (n->flood[i] == peer_index) n = NULL; /* there already */
+  if (n && n->n_flood == n->cap_flood) {
+    uint32_t cap = n->cap_flood ? n->cap_flood * 2 : 8;
+    uint16_t *grown = fault_now() ? NULL : realloc(n->flood, cap * sizeof *grown);
+    if (!grown) {
+      rc = refuse(err, err_len, NOMEM);
+      n = NULL;
+    } else {
+      n->flood = grown;
+      n->cap_flood = cap;
+    }
+  }
+  if (n) n->flood[n->n_flood++] = peer_index;
+  pthread_rwlock_unlock(&dp->lock);
+  return rc;
+}
+
+int dp_flood_remove(dataplane *dp, uint32_t vni, uint16_t peer_index) {
+  pthread_rwlock_wrlock(&dp->lock);
+  network *n = tap_network(dp, vni);
+  if (n) unflood(n, peer_index);
+  pthread_rwlock_unlock(&dp->lock);
+  return 0;
 }

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import type { VtepKind } from './model/vtep.js';
 import { HostAgent } from './agent/agent.js';
 import { RUNTIME_SWEEP_MS, RuntimeReaper } from './agent/reaper.js';
 import type { KeyScheduleApi } from './api/keys.js';
@@ -49,6 +50,8 @@ export interface ClusterHostDeps {
   readonly store: Store;
   readonly plumbing: Plumbing;
   readonly dataPath: DataPath;
+  /** Where encrypted networks' frames meet the data path (default: a TAP port where the data path has one). */
+  readonly vtep?: VtepKind;
   readonly hostId: string;
   /** The underlay address peers send to (--cluster-advertise). */
   readonly address: string;
@@ -111,6 +114,7 @@ export function assembleClusterHost(deps: ClusterHostDeps): ClusterHost {
     privateKey: deps.identity.privateKey,
     plumbing: deps.plumbing,
     dataPath: deps.dataPath,
+    ...(deps.vtep ? { vtep: deps.vtep } : {}),
     sequenceBudget,
     ...(deps.underlayMtu ? { underlayMtu: deps.underlayMtu } : {}),
     log: (event, fields, level) => log(level ?? 'info', event, fields),

@@ -235,6 +235,7 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
     store,
     plumbing,
     dataPath,
+    vtep: config.vtep,
     hostId: config.hostId,
     address: config.advertise,
     os: config.os,
@@ -324,6 +325,8 @@ export async function startClusterGateway(config: ClusterGatewayConfig, log: Log
       index: host.self.index,
       address: config.advertise,
       dataPath: kind,
+      // Per encrypted network, "network added" says where its frames met the data path, and why.
+      vtep: dataPath.tapPort && config.vtep === 'tap' ? 'tap' : 'kernel',
       socket: config.apiSocket,
       incarnation,
     },

@@ -107,6 +107,17 @@ export const gatewayStatusSchema = {
           index: { type: 'integer' },
           vni: { type: 'integer' },
           encrypted: { type: 'boolean' },
+          /** Where an encrypted network's frames meet the data path (docs/plumbing.md "The TAP port"). */
+          vtep: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              kind: { type: 'string' },
+              offloads: { type: 'boolean' },
+              macs: { type: 'integer' },
+              reason: { type: 'string' },
+            },
+          },
         },
       },
     },

@@ -2,6 +2,7 @@ import { networkInterfaces } from 'node:os';
 import { VeilError } from '../errors.js';
 import { DEFAULT_PEER_NET, inPeerNet, PEER_NET_PREFIX_LENGTH, PEER_NETS, peerNetRefusal } from '../model/peer-net.js';
 import { DEFAULT_PLAIN_PATH, isPlainPath, PLAIN_PATHS, type PlainPath } from '../model/plain-path.js';
+import { DEFAULT_VTEP, isVtepKind, VTEP_KINDS, type VtepKind } from '../model/vtep.js';
 
 /*
  * `veil gateway` in cluster mode, configured like Docker's daemon: flags, each
@@ -23,6 +24,7 @@ import { DEFAULT_PLAIN_PATH, isPlainPath, PLAIN_PATHS, type PlainPath } from '..
  *                                                            MTU of the interface holding the advertised address
  *   --data-path native|ts              VEIL_DATA_PATH
  *   --plain-path kernel|gateway        VEIL_PLAIN_PATH       how plain networks reach the underlay (kernel)
+ *   --vtep tap|kernel                  VEIL_VTEP             where encrypted networks' frames meet the data path (tap)
  *   --lease-ttl SECONDS                VEIL_LEASE_TTL        how long a dead host stays listed
  *   --key-interval DURATION            VEIL_KEY_INTERVAL     rotation interval (12h; "30s" for tests)
  *   --key-grace DURATION               VEIL_KEY_GRACE        old epoch kept installed, acks awaited (60s)
@@ -51,6 +53,8 @@ export interface ClusterGatewayConfig {
   underlayMtu?: number;
   dataPath?: 'native' | 'ts';
   plainPath: PlainPath;
+  /** Where encrypted networks' frames meet the data path (src/model/vtep.ts). */
+  vtep: VtepKind;
   leaseTtlSeconds: number;
   keyIntervalMs: number;
   keyGraceMs: number;
@@ -74,6 +78,7 @@ export const DEFAULTS = {
   peerNet: DEFAULT_PEER_NET,
   underlayMtu: 1500,
   plainPath: DEFAULT_PLAIN_PATH,
+  vtep: DEFAULT_VTEP,
   leaseTtlSeconds: 15,
   keyIntervalMs: 12 * 3600_000,
   keyGraceMs: 60_000,
@@ -133,6 +138,11 @@ export const GATEWAY_FLAGS: Flag[] = [
     name: 'plain-path',
     env: 'VEIL_PLAIN_PATH',
     help: `how plain networks reach the underlay: ${PLAIN_PATHS.join(' | ')} (default ${DEFAULTS.plainPath})`,
+  },
+  {
+    name: 'vtep',
+    env: 'VEIL_VTEP',
+    help: `where encrypted networks' frames meet the data path: ${VTEP_KINDS.join(' | ')} (default ${DEFAULTS.vtep})`,
   },
   { name: 'lease-ttl', env: 'VEIL_LEASE_TTL', help: `seconds (default ${DEFAULTS.leaseTtlSeconds})` },
   { name: 'key-interval', env: 'VEIL_KEY_INTERVAL', help: 'key rotation interval, e.g. 12h, 30m, 20s (default 12h)' },
@@ -270,6 +280,8 @@ export function parseGatewayConfig(
   if (dataPath !== undefined && dataPath !== 'native' && dataPath !== 'ts') bad('--data-path must be native or ts');
   const plainPath = f.get('plain-path') ?? DEFAULTS.plainPath;
   if (!isPlainPath(plainPath)) bad(`--plain-path must be ${PLAIN_PATHS.join(' or ')}`);
+  const vtep = f.get('vtep') ?? DEFAULTS.vtep;
+  if (!isVtepKind(vtep)) bad(`--vtep must be ${VTEP_KINDS.join(' or ')}`);
   const linkNet = f.get('link-net') ?? DEFAULTS.linkNet;
   if (!IPV4_RE.test(linkNet)) bad('--link-net must be an IPv4 address');
   const peerNet = f.get('peer-net') ?? DEFAULTS.peerNet;
@@ -305,6 +317,7 @@ export function parseGatewayConfig(
     ...(f.has('mtu') ? { underlayMtu: int(f.get('mtu')!, 'mtu', MTU_MIN, MTU_MAX) } : {}),
     ...(dataPath ? { dataPath } : {}),
     plainPath,
+    vtep,
     leaseTtlSeconds: f.has('lease-ttl') ? int(f.get('lease-ttl')!, 'lease-ttl', 2, 3600) : DEFAULTS.leaseTtlSeconds,
     keyIntervalMs: f.has('key-interval') ? parseDuration(f.get('key-interval')!) : DEFAULTS.keyIntervalMs,
     keyGraceMs: f.has('key-grace') ? parseDuration(f.get('key-grace')!) : DEFAULTS.keyGraceMs,

@@ -30,6 +30,11 @@ export function vxlanName(vni: number): string {
   return `vx${checkVni(vni)}`;
 }
 
+/** An encrypted network's TAP port on its bridge (docs/plumbing.md "The TAP port"). */
+export function tapPortName(vni: number): string {
+  return `tp${checkVni(vni)}`;
+}
+
 /** The vtep-side end of a container's veth: sha256("<VNI>/<endpointId>"), 14 characters. */
 export function endpointLinkName(vni: number, endpointId: string): string {
   return `ve${linkHash(vni, endpointId)}`;

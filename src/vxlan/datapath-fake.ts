@@ -1,4 +1,4 @@
-import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, SaKeySpec } from './datapath.js';
+import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, SaKeySpec, TapPort } from './datapath.js';
 
 /*
  * A DataPath that moves no packets: it records what the Gateway asked of it, per peer, and
@@ -21,6 +21,8 @@ export class RecordingDataPath implements DataPath {
   /** Peer id → packets that opened under its inbound SA (authenticated traffic; a test moves these). */
   readonly opened = new Map<string, number>();
   running = false;
+  /** Absent, as on the TypeScript path; a test sets a RecordingTapPort to stand for the native one. */
+  tapPort: RecordingTapPort | undefined;
 
   async start(): Promise<void> {
     this.running = true;
@@ -89,5 +91,43 @@ export class RecordingDataPath implements DataPath {
       sendFailures: 0,
       tables: { pairs: peers.size, inboundSas: this.opened.size, outboundSas: this.outbound.size, retiredSas: 0 },
     };
+  }
+}
+
+/** A TapPort that makes no device: it keeps the ports, MACs and flood lists the Gateway set, and fails on demand. */
+export class RecordingTapPort implements TapPort {
+  /** vni → [namespace file, device name]. */
+  readonly ports = new Map<number, [string, string]>();
+  /** vni → MAC → peer id. */
+  readonly macs = new Map<number, Map<string, string>>();
+  /** vni → peer ids. */
+  readonly flood = new Map<number, Set<string>>();
+  /** attach throws this (as the native path does without /dev/net/tun). */
+  failAttach: string | undefined;
+
+  attach(vni: number, netnsPath: string, name: string): { offloads: boolean } {
+    if (this.failAttach) throw new Error(this.failAttach);
+    this.ports.set(vni, [netnsPath, name]);
+    return { offloads: true };
+  }
+
+  detach(vni: number): void {
+    this.ports.delete(vni);
+  }
+
+  setMac(vni: number, mac: string, peerId: string): void {
+    this.macs.set(vni, (this.macs.get(vni) ?? new Map<string, string>()).set(mac, peerId));
+  }
+
+  removeMac(vni: number, mac: string): void {
+    this.macs.get(vni)?.delete(mac);
+  }
+
+  addFlood(vni: number, peerId: string): void {
+    this.flood.set(vni, (this.flood.get(vni) ?? new Set<string>()).add(peerId));
+  }
+
+  removeFlood(vni: number, peerId: string): void {
+    this.flood.get(vni)?.delete(peerId);
   }
 }

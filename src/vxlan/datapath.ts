@@ -84,4 +84,22 @@ export interface DataPath {
   retireInbound(peerId: string, vni: number, epoch: number): void;
   removeOutbound(peerId: string, vni: number): void;
   status(): DataPathStatus;
+  /** An encrypted network's TAP port, where the data path can make one (the native path). */
+  readonly tapPort?: TapPort;
+}
+
+/**
+ * An encrypted network's TAP port (docs/plumbing.md "The TAP port"): its bridge hands the data path
+ * whole frames, and the data path, not a kernel VXLAN device, finds the peer of each destination MAC.
+ */
+export interface TapPort {
+  /** Makes the network's TAP port in the namespace at netnsPath (idempotent); whether the kernel took its offloads. */
+  attach(vni: number, netnsPath: string, name: string): { offloads: boolean };
+  detach(vni: number): void;
+  /** Frames for mac go to this peer only; replaces the MAC's previous peer. */
+  setMac(vni: number, mac: string, peerId: string): void;
+  removeMac(vni: number, mac: string): void;
+  /** Frames for group and unknown MACs go to every peer added here, as a kernel VTEP's flood entries. */
+  addFlood(vni: number, peerId: string): void;
+  removeFlood(vni: number, peerId: string): void;
 }

@@ -2,11 +2,13 @@ import { equalBytes as bytesEqual } from '../crypto/bytes.js';
 import { SecretKey } from '../crypto/secret.js';
 import type { DropReason } from './wire/drops.js';
 import { VTEP_GATEWAY_PORT, VXLAN_PORT } from './wire/constants.js';
-import type { DataPath, DataPathTables, PairStatus } from './datapath.js';
+import type { DataPath, DataPathTables, PairStatus, TapPort } from './datapath.js';
 import type { NetnsRef } from '../host/netns.js';
 import type { PlainNetworkCounters, Plumbing, PortSecurityCounters, VtepFirewallCounter } from './plumbing.js';
 import { deriveSaKeySpecs, type SaHost } from './sa/derive.js';
 import { gatewayAddress } from '../model/peer-net.js';
+import { tapPortName } from '../host/names.js';
+import type { VtepKind } from '../model/vtep.js';
 
 /**
  * How often status()'s host counters are read: the vtep firewall, port security, plain networks in the
@@ -42,6 +44,11 @@ export interface GatewayOptions {
   readonly sequenceBudget?: number;
   /** The underlay MTU the overlay MTUs derive from, and where it came from (an interface, --mtu), for status. */
   readonly underlayMtu?: { readonly mtu: number; readonly from: string };
+  /**
+   * Where encrypted networks' frames meet the data path (docs/plumbing.md "The TAP port"): 'tap' (the
+   * default) where the data path can make TAP ports, else, and for a network whose TAP port failed, 'kernel'.
+   */
+  readonly vtep?: VtepKind;
   /** Info unless `level` says warn (something the operator should act on). */
   readonly log?: (event: string, fields?: Record<string, unknown>, level?: 'info' | 'warn') => void;
 }
@@ -57,7 +64,8 @@ export interface GatewayStatus {
   peers: Array<{ id: string; address: string; gateway: string; pathMtu?: number }>;
   /** Why the path MTUs could not be read, when they could not. */
   pathMtuError?: string;
-  networks: GatewayNetwork[];
+  /** Each network, and for an encrypted one where its frames meet the data path and why there. */
+  networks: Array<GatewayNetwork & { vtep?: NetworkVtep }>;
   pairs: PairStatus[];
   unattributedDrops: Partial<Record<DropReason, number>>;
   sendFailures: number;
@@ -78,6 +86,16 @@ export interface GatewayStatus {
    * and each network's VXLAN device counters; read with vtepFirewall, or why they could not be read.
    */
   plainNetworks?: (PlainNetworkCounters & { readAt: string }) | { error: string };
+}
+
+/** An encrypted network's VTEP: a TAP port (with or without the kernel's offloads) or the kernel's VXLAN device. */
+export interface NetworkVtep {
+  kind: VtepKind;
+  offloads?: boolean;
+  /** A TAP port's remote MACs, each sent to its own host's peer only (no flooding). */
+  macs?: number;
+  /** Why the kernel's device, when a TAP port was wanted. */
+  reason?: string;
 }
 
 /** Keys of one network epoch as the gateway holds them: the secret, and whether outbound uses it. */
@@ -120,6 +138,10 @@ export class Gateway {
   #pathMtus = new Map<string, number>();
   #pathMtuError: string | undefined;
   #countersTimer: NodeJS.Timeout | undefined;
+  /** Encrypted networks' VTEPs, by VNI. */
+  readonly #vteps = new Map<number, NetworkVtep>();
+  /** TAP ports' remote MACs: vni → MAC → peer id (the data path holds them by host index). */
+  readonly #tapMacs = new Map<number, Map<string, string>>();
 
   constructor(readonly options: GatewayOptions) {}
 
@@ -141,6 +163,8 @@ export class Gateway {
     if (options.unplumb) await this.options.plumbing.teardownHost();
     for (const epochs of this.#epochs.values()) for (const e of epochs.values()) e.secret.wipe();
     this.#epochs.clear();
+    this.#vteps.clear();
+    this.#tapMacs.clear();
     this.#log('gateway stopped', { unplumbed: options.unplumb ?? false });
   }
 
@@ -150,16 +174,28 @@ export class Gateway {
 
   /** Adds the network; with `key` (static configuration) its epoch is installed and activated at once. */
   async addNetwork(network: GatewayNetwork, key?: NetworkEpochKey): Promise<void> {
-    await this.options.plumbing.ensureNetwork({ vni: network.vni, encrypted: network.encrypted });
+    const tapPort = this.options.dataPath.tapPort;
+    const wanted: VtepKind = tapPort && this.options.vtep !== 'kernel' ? 'tap' : 'kernel';
+    const vtep = network.encrypted ? (this.#vteps.get(network.vni)?.kind ?? wanted) : undefined;
+    await this.options.plumbing.ensureNetwork({
+      vni: network.vni,
+      encrypted: network.encrypted,
+      ...(vtep ? { vtep } : {}),
+    });
     this.#networks.set(network.vni, network);
     // A plain network in the kernel never reaches the data path (docs/plumbing.md "Plain networks").
     if (!this.#inKernel(network)) this.options.dataPath.setNetwork(network);
-    for (const peer of this.#peers.values())
-      await this.options.plumbing.ensurePeerFlood(network.vni, this.#fdbDestination(peer, network));
+    if (vtep === 'tap' && tapPort && !this.#vteps.has(network.vni)) await this.#attachTap(network.vni);
+    else if (vtep === 'kernel' && !this.#vteps.has(network.vni))
+      this.#vteps.set(network.vni, {
+        kind: 'kernel',
+        reason: tapPort ? '--vtep kernel' : 'the TypeScript data path has no TAP port',
+      });
+    for (const peer of this.#peers.values()) await this.#ensureFlood(peer, network);
     this.#log('network added', {
       vni: network.vni,
       encrypted: network.encrypted,
-      ...(network.encrypted ? {} : { path: this.options.plumbing.plainPath }),
+      ...(network.encrypted ? { vtep: this.#vteps.get(network.vni) } : { path: this.options.plumbing.plainPath }),
     });
     if (key) {
       await this.installEpoch(network.vni, key.epoch, key.secret);
@@ -174,6 +210,8 @@ export class Gateway {
     const network = this.#networks.get(vni);
     if (!network || !this.#inKernel(network)) this.options.dataPath.removeNetwork(vni);
     this.#networks.delete(vni);
+    this.#vteps.delete(vni); // the data path closed its TAP port with the network
+    this.#tapMacs.delete(vni);
     for (const e of this.#epochs.get(vni)?.values() ?? []) e.secret.wipe();
     this.#epochs.delete(vni);
     await this.options.plumbing.removeNetwork(vni);
@@ -197,7 +235,7 @@ export class Gateway {
     const gateway = this.#gateway(peer);
     const failures: string[] = [];
     for (const network of this.#networks.values()) {
-      await this.options.plumbing.ensurePeerFlood(network.vni, this.#fdbDestination(peer, network));
+      await this.#ensureFlood(peer, network);
       for (const [epoch, entry] of this.#epochs.get(network.vni) ?? []) {
         try {
           this.#install(peer, network, epoch, entry.secret, entry.active ? 'both' : 'inbound');
@@ -222,9 +260,13 @@ export class Gateway {
   async removePeer(peerId: string): Promise<void> {
     const peer = this.#peers.get(peerId);
     if (!peer) return;
-    for (const network of this.#networks.values())
-      await this.options.plumbing.removePeer(network.vni, this.#fdbDestination(peer, network));
+    for (const network of this.#networks.values()) {
+      if (this.#tapPort(network.vni)) this.#tapPort(network.vni)!.removeFlood(network.vni, peerId);
+      else await this.options.plumbing.removePeer(network.vni, this.#fdbDestination(peer, network));
+    }
+    // The data path forgets the peer's MACs on TAP ports with it, as removePeer above does the kernel's FDB.
     await this.options.dataPath.removePeer(peerId);
+    for (const macs of this.#tapMacs.values()) for (const [mac, id] of macs) if (id === peerId) macs.delete(mac);
     this.#peers.delete(peerId);
     // Hosts behind one NAT share an address: it stays allowed while one of them is a peer.
     if (![...this.#peers.values()].some((p) => p.address === peer.address))
@@ -240,6 +282,7 @@ export class Gateway {
   async pruneStaleFdb(): Promise<number> {
     let removed = 0;
     for (const network of this.#networks.values()) {
+      if (this.#tapPort(network.vni)) continue; // no kernel FDB: the data path's goes with its peers
       const port = this.#inKernel(network) ? VXLAN_PORT : VTEP_GATEWAY_PORT;
       const current = new Set([...this.#peers.values()].map((p) => this.#fdbDestination(p, network)));
       for (const e of await this.options.plumbing.listFdb(network.vni)) {
@@ -374,12 +417,54 @@ export class Gateway {
     const peer = this.#peers.get(peerId);
     const network = this.#networks.get(vni);
     if (!peer || !network) return;
-    await this.options.plumbing.ensurePeerMac(vni, mac, this.#fdbDestination(peer, network));
+    const tap = this.#tapPort(vni);
+    if (tap) {
+      tap.setMac(vni, mac, peerId);
+      const macs = this.#tapMacs.get(vni) ?? new Map<string, string>();
+      this.#tapMacs.set(vni, macs.set(mac.toLowerCase(), peerId));
+    } else await this.options.plumbing.ensurePeerMac(vni, mac, this.#fdbDestination(peer, network));
   }
 
   async removeRemoteMac(vni: number, mac: string): Promise<void> {
     if (!this.#networks.has(vni)) return;
-    await this.options.plumbing.removePeerMac(vni, mac);
+    const tap = this.#tapPort(vni);
+    if (tap) {
+      tap.removeMac(vni, mac);
+      this.#tapMacs.get(vni)?.delete(mac.toLowerCase());
+    } else await this.options.plumbing.removePeerMac(vni, mac);
+  }
+
+  /**
+   * Makes the network's TAP port in the vtep netns and puts it on the bridge. Where that fails (no
+   * /dev/net/tun, a kernel without TAP), the network gets the kernel VXLAN device instead, and the
+   * status and the log say why: the network works either way.
+   */
+  async #attachTap(vni: number): Promise<void> {
+    const tapPort = this.options.dataPath.tapPort!;
+    const name = tapPortName(vni);
+    try {
+      const { offloads } = tapPort.attach(vni, this.options.plumbing.vtepNetnsFile, name);
+      await this.options.plumbing.attachTapPort(vni, name);
+      this.#vteps.set(vni, { kind: 'tap', offloads });
+    } catch (err) {
+      tapPort.detach(vni);
+      const reason = (err as Error).message;
+      await this.options.plumbing.ensureNetwork({ vni, encrypted: true, vtep: 'kernel' });
+      this.#vteps.set(vni, { kind: 'kernel', reason });
+      this.#warn('no TAP port for the network: its frames go through the kernel VXLAN device', { vni, reason });
+    }
+  }
+
+  /** The data path's TAP port controls when the network has a TAP port. */
+  #tapPort(vni: number): TapPort | undefined {
+    return this.#vteps.get(vni)?.kind === 'tap' ? this.options.dataPath.tapPort : undefined;
+  }
+
+  /** The peer gets the network's group and unknown-MAC frames: a flood entry, in the kernel's FDB or the TAP port's. */
+  async #ensureFlood(peer: GatewayPeer, network: GatewayNetwork): Promise<void> {
+    const tap = this.#tapPort(network.vni);
+    if (tap) tap.addFlood(network.vni, peer.id);
+    else await this.options.plumbing.ensurePeerFlood(network.vni, this.#fdbDestination(peer, network));
   }
 
   #gateway(peer: GatewayPeer): string {
@@ -514,7 +599,14 @@ export class Gateway {
         return { id: p.id, address: p.address, gateway: this.#gateway(p), ...(pathMtu ? { pathMtu } : {}) };
       }),
       ...(this.#pathMtuError ? { pathMtuError: this.#pathMtuError } : {}),
-      networks: [...this.#networks.values()],
+      networks: [...this.#networks.values()].map((n) => {
+        const vtep = this.#vteps.get(n.vni);
+        if (!vtep) return n;
+        return {
+          ...n,
+          vtep: vtep.kind === 'tap' ? { ...vtep, macs: this.#tapMacs.get(n.vni)?.size ?? 0 } : { ...vtep },
+        };
+      }),
       pairs: traffic.pairs,
       unattributedDrops: traffic.unattributedDrops,
       sendFailures: traffic.sendFailures,

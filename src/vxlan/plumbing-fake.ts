@@ -48,7 +48,17 @@ export class RecordingPlumbing implements Plumbing {
     if (!this.fdb.has(spec.vni)) this.fdb.set(spec.vni, []);
   }
 
+  readonly vtepNetnsFile = '/run/netns/veil-vtep';
+  /** TAP ports put on their bridges: vni → name. */
+  readonly tapPorts = new Map<number, string>();
+
+  async attachTapPort(vni: number, name: string): Promise<void> {
+    if (!this.networks.has(vni)) throw new Error(`network ${vni} has no bridge: call ensureNetwork first`);
+    this.tapPorts.set(vni, name);
+  }
+
   async removeNetwork(vni: number): Promise<void> {
+    this.tapPorts.delete(vni);
     this.networks.delete(vni);
     this.fdb.delete(vni);
     for (const [key, c] of this.containers) if (c.vni === vni) this.containers.delete(key);

@@ -74,6 +74,7 @@ import { MAC_RE, ZERO_MAC } from '../model/mac.js';
 import { overlayMtu, VTEP_DELIVERY_PORT, VTEP_GATEWAY_PORT, VXLAN_PORT } from './wire/constants.js';
 import { DEFAULT_PEER_NET, inPeerNet, PEER_NET_PREFIX_LENGTH, peerNetRefusal } from '../model/peer-net.js';
 import { DEFAULT_PLAIN_PATH, type PlainPath } from '../model/plain-path.js';
+import type { VtepKind } from '../model/vtep.js';
 /** nftables table (family inet) of the vtep netns, and its named counter of refused VXLAN datagrams. */
 export const VTEP_FIREWALL_TABLE = 'veil';
 export const VTEP_FIREWALL_COUNTER = 'vtep_injection';
@@ -248,6 +249,8 @@ export interface PortSecurityCounters {
 export interface NetworkSpec {
   readonly vni: number;
   readonly encrypted: boolean;
+  /** An encrypted network's frames meet the gateway at a TAP port (no vx<VNI>) or at vx<VNI> (default). */
+  readonly vtep?: VtepKind;
 }
 
 export interface ContainerAttachment {
@@ -324,6 +327,10 @@ export interface Plumbing {
   ensureNetwork(spec: NetworkSpec): Promise<void>;
   /** Removes vx<VNI>, br<VNI> and the container veths attached to it. */
   removeNetwork(vni: number): Promise<void>;
+  /** The vtep netns's file: where the data path makes a network's TAP port (docs/plumbing.md "The TAP port"). */
+  readonly vtepNetnsFile: string;
+  /** Puts the TAP port the data path made in the vtep netns on br<VNI>, at the overlay MTU, up. */
+  attachTapPort(vni: number, name: string): Promise<void>;
   /** The container's veth on br<VNI>, its port pinned to the container's MAC and IPv4 address. */
   attachContainer(attachment: ContainerAttachment): Promise<void>;
   /** Removes the container's veth and its port's pinning. */
@@ -602,6 +609,7 @@ export class IproutePlumbing implements Plumbing {
       const vx = vxlanName(spec.vni);
       const mtu = String(overlayMtu(this.underlayMtu, spec.encrypted));
       const inKernel = !spec.encrypted && this.plainPath === 'kernel';
+      const tap = spec.encrypted && spec.vtep === 'tap';
       // Before the device: plain VXLAN claiming an encrypted VNI is counted from the start, and a VNI an
       // encrypted network had before (deleted while no gateway ran) no longer refuses this plain one.
       if (this.plainPath === 'kernel')
@@ -624,7 +632,8 @@ export class IproutePlumbing implements Plumbing {
         (vxlan.link_netnsid !== undefined) === inKernel &&
         data.port === VXLAN_PORT &&
         data.learning === false;
-      if (vxlan && !matches) await this.ipVtep(['link', 'del', vx]);
+      // With a TAP port the kernel device must go: both would carry every frame.
+      if (vxlan && (!matches || tap)) await this.ipVtep(['link', 'del', vx]);
       const device = ['mtu', mtu, 'type', 'vxlan', 'id', String(spec.vni), 'local', local];
       device.push('dstport', String(VXLAN_PORT), 'nolearning');
       // A plain network's device is made from the host netns straight into the vtep netns: its UDP
@@ -639,13 +648,24 @@ export class IproutePlumbing implements Plumbing {
           bridgeOk
             ? ['link', 'set', br, 'type', 'bridge', 'mcast_snooping', '0']
             : ['link', 'add', br, 'mtu', mtu, 'type', 'bridge', 'mcast_snooping', '0'],
-          ...(!matches && !inKernel ? [['link', 'add', vx, ...device]] : []),
+          ...(!matches && !inKernel && !tap ? [['link', 'add', vx, ...device]] : []),
           ['link', 'set', br, 'mtu', mtu, 'up'],
-          ['link', 'set', vx, 'master', br, 'mtu', mtu, 'up'],
+          ...(tap ? [] : [['link', 'set', vx, 'master', br, 'mtu', mtu, 'up']]),
         ]),
       );
       if (inKernel) this.kernelPlainVnis.add(spec.vni);
     });
+  }
+
+  attachTapPort(vni: number, name: string): Promise<void> {
+    return this.serial(async () => {
+      const mtu = String(overlayMtu(this.underlayMtu, true));
+      await this.ipVtep(['link', 'set', name, 'master', bridgeName(vni), 'mtu', mtu, 'up']);
+    });
+  }
+
+  get vtepNetnsFile(): string {
+    return this.vtepNetnsPath;
   }
 
   removeNetwork(vni: number): Promise<void> {
@@ -685,8 +705,8 @@ export class IproutePlumbing implements Plumbing {
       if (a.gateway !== undefined && !isIpv4(a.gateway)) throw new RangeError(`invalid IPv4 address ${a.gateway}`);
       const address = parseCidr(a.ipv4)!.address;
       refuseOwnNamespace(a.netns, this.hostNetns, this.vtepNetns);
-      const vxlan = await this.networkVxlan('attachContainer', a.vni, false);
-      const mtu = String(a.mtu ?? vxlan.mtu);
+      const bridge = await this.networkBridge('attachContainer', a.vni);
+      const mtu = String(a.mtu ?? bridge.mtu);
       // Pinned before the port exists: its first frame already meets its rules (docs/plumbing.md "Port security").
       await applyNftScript(this.run, this.vtepNetns, portRulesScript(outer, mac, formatIpv4(address)));
       // Made on the bridge and down; a port left by an earlier attach of the endpoint is kept (File exists).
@@ -738,7 +758,7 @@ export class IproutePlumbing implements Plumbing {
       const mac = a.mac.toLowerCase();
       if (!MAC_RE.test(mac)) throw new RangeError(`invalid MAC address ${a.mac}`);
       if (!isIpv4(a.ipv4)) throw new RangeError(`invalid IPv4 address ${a.ipv4}`);
-      const mtu = String((await this.networkVxlan('attachHostPort', a.vni)).mtu);
+      const mtu = String((await this.networkBridge('attachHostPort', a.vni)).mtu);
       // A port left from an earlier join of the endpoint goes: the runtime asks for a fresh interface.
       if (await this.linkInfo('vtep', outer)) await this.ipVtep(['link', 'del', outer]);
       if (await this.linkInfo('host', hostEnd)) await this.ipHost(['link', 'del', hostEnd]);
@@ -1066,20 +1086,19 @@ export class IproutePlumbing implements Plumbing {
   }
 
   /**
-   * The network's VXLAN device, once ensureNetwork made it and its bridge (unless the caller's own
-   * command checks the bridge, as `link add ... master br<VNI>` does: a command saved).
+   * The network's bridge, once ensureNetwork made it, at the overlay MTU; its VTEP (vx<VNI> or a TAP
+   * port) is the gateway's business, not a container port's.
    */
-  private async networkVxlan(op: string, vni: number, checkBridge = true): Promise<LinkJson> {
+  private async networkBridge(op: string, vni: number): Promise<LinkJson> {
     const br = bridgeName(vni);
-    const vxlan = await this.linkInfo('vtep', vxlanName(vni));
-    if (!vxlan || (checkBridge && !(await this.linkInfo('vtep', br)))) {
+    const bridge = await this.linkInfo('vtep', br);
+    if (!bridge)
       throw new PlumbingError(
         [op, String(vni)],
         null,
-        `network ${vni} has no ${br}/${vxlanName(vni)} in netns ${this.vtepNetns}: call ensureNetwork first`,
+        `network ${vni} has no ${br} in netns ${this.vtepNetns}: call ensureNetwork first`,
       );
-    }
-    return vxlan;
+    return bridge;
   }
 
   /** A container's vtep-side veth end joins the bridge, its MAC pinned to it, and comes up. */

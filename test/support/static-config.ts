@@ -5,6 +5,7 @@ import { X25519_KEY_LENGTH } from '../../src/crypto/x25519.js';
 import { VeilError } from '../../src/errors.js';
 import { HOST_INDEX_MAX, isVni, NETWORK_INDEX_MAX } from '../../src/model/ids.js';
 import { isPlainPath, PLAIN_PATHS, type PlainPath } from '../../src/model/plain-path.js';
+import { isVtepKind, VTEP_KINDS, type VtepKind } from '../../src/model/vtep.js';
 
 /*
  * The static gateway's configuration (a test fixture: docs/testing.md "The namespace bed"): hosts,
@@ -42,6 +43,8 @@ export interface StaticGatewayConfig {
   dataPath?: 'ts' | 'native';
   /** Absent: DEFAULT_PLAIN_PATH. */
   plainPath?: PlainPath;
+  /** Where encrypted networks meet the data path; absent: the gateway's default (a TAP port where it can). */
+  encryptedVtep?: VtepKind;
 }
 
 export const DEFAULT_UNDERLAY_MTU = 1500;
@@ -156,6 +159,11 @@ export function parseStaticGatewayConfig(json: unknown): StaticGatewayConfig {
     if (typeof root.plainPath !== 'string' || !isPlainPath(root.plainPath))
       fail('config.plainPath', `must be ${PLAIN_PATHS.map((p) => `"${p}"`).join(' or ')}`);
     config.plainPath = root.plainPath;
+  }
+  if (root.encryptedVtep !== undefined) {
+    if (typeof root.encryptedVtep !== 'string' || !isVtepKind(root.encryptedVtep))
+      fail('config.encryptedVtep', `must be ${VTEP_KINDS.map((p) => `"${p}"`).join(' or ')}`);
+    config.encryptedVtep = root.encryptedVtep;
   }
   if (root.apiSocket !== undefined) config.apiSocket = str(root, 'apiSocket', 'config');
   if (root.sequenceBudget !== undefined)

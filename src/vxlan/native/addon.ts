@@ -133,6 +133,13 @@ export interface NativeAddon {
   dpSetOutbound(dp: NativeHandle<'dp'>, sa: NativeSaSpec & { budget?: number }): void;
   dpRemoveOutbound(dp: NativeHandle<'dp'>, peer: number, vni: number): void;
   dpStats(dp: NativeHandle<'dp'>): NativeStats;
+  /** Returns whether the kernel took the TAP's checksum and TSO offloads. */
+  dpAttachTap(dp: NativeHandle<'dp'>, vni: number, netnsPath: string, name: string): boolean;
+  dpDetachTap(dp: NativeHandle<'dp'>, vni: number): void;
+  dpFdbSet(dp: NativeHandle<'dp'>, vni: number, mac: string, peer: number): void;
+  dpFdbRemove(dp: NativeHandle<'dp'>, vni: number, mac: string): void;
+  dpFloodAdd(dp: NativeHandle<'dp'>, vni: number, peer: number): void;
+  dpFloodRemove(dp: NativeHandle<'dp'>, vni: number, peer: number): void;
 }
 
 export { NativeUnavailableError, nativeAddonPath, packageRoot } from '../../host/native.js';

@@ -7,7 +7,15 @@ import {
   VXLAN_PORT,
 } from '../wire/constants.js';
 import { gcmAlgorithmForKeymat } from '../wire/esp.js';
-import type { DataPath, DataPathNetwork, DataPathPeer, DataPathStatus, PairStatus, SaKeySpec } from '../datapath.js';
+import type {
+  DataPath,
+  DataPathNetwork,
+  DataPathPeer,
+  DataPathStatus,
+  PairStatus,
+  SaKeySpec,
+  TapPort,
+} from '../datapath.js';
 import type { DropReason } from '../wire/drops.js';
 import { loadNative, type NativeAddon, type NativeHandle, type NativeSaSpec, type NativeStats } from './addon.js';
 
@@ -268,6 +276,24 @@ export class NativeDataPath implements DataPath {
         retiredSas: raw.retired.inbound + raw.retired.outbound,
       },
     };
+  }
+
+  readonly tapPort: TapPort = {
+    attach: (vni, netnsPath, name) => ({ offloads: this.#addon.dpAttachTap(this.#handle(), vni, netnsPath, name) }),
+    detach: (vni) => this.#addon.dpDetachTap(this.#handle(), vni),
+    setMac: (vni, mac, peerId) => this.#addon.dpFdbSet(this.#handle(), vni, mac, this.#index(peerId)),
+    removeMac: (vni, mac) => this.#addon.dpFdbRemove(this.#handle(), vni, mac),
+    addFlood: (vni, peerId) => this.#addon.dpFloodAdd(this.#handle(), vni, this.#index(peerId)),
+    removeFlood: (vni, peerId) => {
+      const peer = this.#peers.get(peerId);
+      if (peer) this.#addon.dpFloodRemove(this.#handle(), vni, peer.index);
+    },
+  };
+
+  #index(peerId: string): number {
+    const peer = this.#peers.get(peerId);
+    if (!peer) throw new NativeDataPathError('VEIL_ERR_NATIVE_UNKNOWN_PEER', `no peer ${peerId}`);
+    return peer.index;
   }
 
   #handle(): NativeHandle<'dp'> {

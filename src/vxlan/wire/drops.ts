@@ -27,6 +27,7 @@ export const DROP_REASONS = [
   'oversize',
   'send-failed',
   'unauthorized-source', // a VTEP-side datagram not from the local VTEP
+  'bad-frame', // a TAP port's read the kernel framed wrongly (docs/plumbing.md "The TAP port")
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];

@@ -7,7 +7,6 @@ import { waitFor } from '../../support/wait.js';
 import { CLI } from './overlay-bed.js';
 import { cleanUpClusterBed } from './cluster-hooks.js';
 import { createClusterBed, type ClusterBed } from './cluster-bed.js';
-import { VTEP_GATEWAY_PORT } from '../../../src/vxlan/wire/constants.js';
 
 const execFileAsync = promisify(execFile);
 let cb: ClusterBed;
@@ -28,7 +27,7 @@ async function ping(ns: string, ip: string, count = 3): Promise<{ code: number; 
 async function gatewayStatus(i: number) {
   return (await cb.api(i, 'GET', '/status')).body as {
     peers: Array<{ id: string }>;
-    networks: Array<{ vni: number }>;
+    networks: Array<{ vni: number; vtep?: { kind: string; macs?: number } }>;
     pairs: Array<{
       peer: string;
       vni: number;
@@ -87,26 +86,43 @@ describe.each([
         .map((c: any) => c.Host)
         .sort(),
     ).toEqual(['h2', 'h3']);
-    // Host 1 has no container here, yet its kernel FDB points each remote MAC (unicast, no flooding) at
-    // that container's host: at its gateway address and the privileged gateway port on an encrypted
-    // network (docs/plumbing.md "Gateway addresses"), at its underlay address and 4789 on a plain one
-    // (docs/plumbing.md "Plain networks").
-    const destinationOf = new Map(
-      ((await cb.api(1, 'GET', '/status')).body.peers as Array<{ id: string; address: string; gateway: string }>).map(
-        (p) => [p.id, kind === 'encrypted' ? `${p.gateway}:${VTEP_GATEWAY_PORT}` : `${p.address}:4789`],
-      ),
-    );
-    expect(destinationOf.size).toBe(2);
-    await waitFor(
-      async () => {
-        const fdb = await cb.bed.hosts[0]!.plumbing.listFdb(inspect.VNI);
-        return Object.values(inspect.Containers).every((c: any) =>
-          fdb.some((e) => e.mac === c.MacAddress && `${e.dst}:${e.port}` === destinationOf.get(c.Host)),
-        );
-      },
-      10_000,
-      'per-MAC FDB entries on host 1',
-    );
+    // Host 1 has no container here, yet it knows where each remote MAC is (unicast, no flooding). On a
+    // plain network its kernel FDB points the MAC at that container's host's underlay address and 4789
+    // (docs/plumbing.md "Plain networks"); an encrypted network's TAP port holds them in the data path
+    // (docs/plumbing.md "The TAP port"), and that they are used is checked with the pings below.
+    if (kind === 'plain') {
+      const destinationOf = new Map(
+        ((await cb.api(1, 'GET', '/status')).body.peers as Array<{ id: string; address: string }>).map((p) => [
+          p.id,
+          `${p.address}:4789`,
+        ]),
+      );
+      expect(destinationOf.size).toBe(2);
+      await waitFor(
+        async () => {
+          const fdb = await cb.bed.hosts[0]!.plumbing.listFdb(inspect.VNI);
+          return Object.values(inspect.Containers).every((c: any) =>
+            fdb.some((e) => e.mac === c.MacAddress && `${e.dst}:${e.port}` === destinationOf.get(c.Host)),
+          );
+        },
+        10_000,
+        'per-MAC FDB entries on host 1',
+      );
+    } else {
+      await waitFor(
+        async () =>
+          (
+            await Promise.all(
+              [1, 2, 3].map(async (i) => {
+                const n = (await gatewayStatus(i)).networks.find((x) => x.vni === inspect.VNI);
+                return n?.vtep?.kind === 'tap' && n.vtep.macs === (i === 1 ? 2 : 1);
+              }),
+            )
+          ).every(Boolean),
+        10_000,
+        "every host's TAP port knows the remote containers' MACs",
+      );
+    }
     const [a, b] = containers;
     const r = await waitFor(
       async () => {
@@ -123,6 +139,13 @@ describe.each([
       const pair = (await gatewayStatus(2)).pairs.find((p) => p.peer === 'h3' && p.txPackets > 0);
       expect(pair, 'host 2 sent to host 3').toBeDefined();
       expect(pair!.outbound?.spi).toBeGreaterThanOrEqual(256);
+      // Unicast: 20 echoes to host 3's container are sealed for host 3 only, none flooded to host 1.
+      const sent = async (peer: string) =>
+        (await gatewayStatus(2)).pairs.find((p) => p.peer === peer && p.vni === inspect.VNI)?.txPackets ?? 0;
+      const [toH1, toH3] = [await sent('h1'), await sent('h3')];
+      await cb.bed.exec(a!.ns, ['ping', '-c', '20', '-i', '0.02', '-W', '2', b!.ip], { allowFail: true });
+      expect((await sent('h3')) - toH3).toBeGreaterThanOrEqual(20);
+      expect((await sent('h1')) - toH1).toBeLessThanOrEqual(2); // an ARP refresh is a broadcast
     } else {
       // Kernel VXLAN to kernel VXLAN: host 2's status has the device's counters (read every 5 s).
       await waitFor(

@@ -14,6 +14,7 @@ import type { PairStatus } from '../../../src/vxlan/datapath.js';
 import type { GatewayStatus } from '../../../src/vxlan/gateway.js';
 import type { PlainNetworkCounters } from '../../../src/vxlan/plumbing.js';
 import type { PlainPath } from '../../../src/model/plain-path.js';
+import type { VtepKind } from '../../../src/model/vtep.js';
 import { encodeSpi } from '../../../src/vxlan/wire/spi.js';
 import { createBed, type Bed, type BedHost, type BedProcess } from './bed.js';
 
@@ -101,6 +102,8 @@ export async function createOverlayBed(options: {
   plainPath?: PlainPath;
   /** The underlay's MTU (bed.ts), given to the gateways too; absent: 1500. */
   underlayMtu?: number;
+  /** Where encrypted networks meet each gateway's data path, one for all or one per host; absent: the default. */
+  vtep?: VtepKind | readonly VtepKind[];
 }): Promise<OverlayBed> {
   const bed = await createBed({
     hosts: options.hosts,
@@ -225,6 +228,9 @@ export async function createOverlayBed(options: {
         ...(options.dataPath ? { dataPath: options.dataPath } : {}),
         ...(options.plainPath ? { plainPath: options.plainPath } : {}),
         ...(options.underlayMtu ? { underlayMtu: options.underlayMtu } : {}),
+        ...(options.vtep
+          ? { encryptedVtep: typeof options.vtep === 'string' ? options.vtep : options.vtep[i - 1] }
+          : {}),
       };
       const path = join(dir, `h${i}.json`);
       writeFileSync(path, JSON.stringify(config));

@@ -40,6 +40,7 @@ export async function startStaticGateway(
     privateKey: config.host.privateKey,
     plumbing,
     dataPath,
+    ...(config.encryptedVtep ? { vtep: config.encryptedVtep } : {}),
     ...(config.sequenceBudget ? { sequenceBudget: config.sequenceBudget } : {}),
     log: (msg, fields, level) => log[level ?? 'info'](fields ?? {}, msg),
   });
