@@ -58,7 +58,9 @@ function what(sym: string): string {
 const STAGES: Array<[string, string]> = [
   ['do_recvmmsg', 'recvmmsg: a batch read from a socket'],
   ['udp_recvmsg', '  the UDP socket read (copy out)'],
+  ['tun_chr_read_iter', 'read from a TAP port: a frame or super-segment'],
   ['__sys_sendmmsg', 'sendmmsg: a batch sent, and what runs inside it'],
+  ['tun_chr_write_iter', 'writev to a TAP port, and what runs inside it'],
   ['__udp_gso_segment', '  UDP GSO segmentation'],
   ['net_rx_action', '  softirq receive, run in the sending thread'],
   ['dev_gro_receive', '  GRO'],
