@@ -104,6 +104,8 @@ export async function createOverlayBed(options: {
   underlayMtu?: number;
   /** Where encrypted networks meet each gateway's data path, one for all or one per host; absent: the default. */
   vtep?: VtepKind | readonly VtepKind[];
+  /** Per host, a command that goes before node inside the host's namespace (e.g. `unshare --mount ...`). */
+  launchers?: ReadonlyArray<readonly string[] | undefined>;
 }): Promise<OverlayBed> {
   const bed = await createBed({
     hosts: options.hosts,
@@ -235,7 +237,10 @@ export async function createOverlayBed(options: {
       const path = join(dir, `h${i}.json`);
       writeFileSync(path, JSON.stringify(config));
       chmodSync(path, 0o600);
-      const gw = bed.spawn(host.netns, [process.execPath, STATIC_GATEWAY, '--config', path], { lifetime: 'bed' });
+      const launcher = options.launchers?.[i - 1] ?? [];
+      const gw = bed.spawn(host.netns, [...launcher, process.execPath, STATIC_GATEWAY, '--config', path], {
+        lifetime: 'bed',
+      });
       gateways.push(gw);
       await gw.waitFor(/gateway ready/, 20_000);
     }
