@@ -54,6 +54,16 @@ static inline void tx_queue(dp_thread *t, int fd, struct in_addr addr, uint16_t 
   e->len = len;
 }
 
+/* Queues a frame for network vni's TAP port (tap.c tap_write_run); for_each_packet made room. */
+static inline void tx_queue_tap(dp_thread *t, uint32_t vni, uint8_t *frame, uint32_t len) {
+  if (t->ntx == TX_MAX) { /* not reached, as for tx_queue: never let the VNI land on another entry */
+    count_unattributed(t, DROP_SEND_FAILED, 1);
+    return;
+  }
+  tx_queue(t, TX_TAP, (struct in_addr){ 0 }, 0, frame, len);
+  t->tx[t->ntx - 1].vni = vni;
+}
+
 /* Room for a packet built in the arena, or NULL if it does not fit (never, for a received packet: see tx_room). */
 static inline uint8_t *tx_reserve(dp_thread *t, size_t need) {
   if (t->ntx == TX_MAX || need > TX_ARENA - t->arena_used) return NULL;

@@ -9,6 +9,7 @@
  * Argument checking is done here; the typed wrappers in src/vxlan/native/addon.ts are the only intended callers.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <limits.h>
 #include <math.h>
 #include <node_api.h>
@@ -21,6 +22,7 @@
 #include "replay.h"
 #include "spawn.h"
 #include "lock.h"
+#include "tap.h"
 
 #define THROW(env, code, msg) do { napi_throw_error(env, code, msg); return NULL; } while (0)
 #define CHECK(env, call) do { if ((call) != napi_ok) THROW(env, "VEIL_ERR_NATIVE_ARGS", #call " failed"); } while (0)
@@ -522,8 +524,10 @@ static int arg_mac(napi_env env, napi_value v, uint64_t *mac) {
   size_t l;
   unsigned b[6];
   char tail;
-  if (napi_get_value_string_utf8(env, v, s, sizeof s, &l) != napi_ok ||
-      sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6 || l != 17) {
+  int hex = 1;
+  if (napi_get_value_string_utf8(env, v, s, sizeof s, &l) == napi_ok && l == 17)
+    for (int i = 0; i < 17; i++) hex &= i % 3 == 2 ? s[i] == ':' : isxdigit((unsigned char)s[i]) != 0;
+  if (l != 17 || !hex || sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &tail) != 6) {
     napi_throw_type_error(env, "VEIL_ERR_NATIVE_ARGS", "a MAC address is six hex octets joined by colons");
     return -1;
   }
@@ -541,9 +545,12 @@ static napi_value DpAttachTap(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 4, a)) return NULL;
   dataplane *dp = get_dp(env, a[0]);
   if (!dp || arg_vni(env, a[1], &vni)) return NULL;
-  if (napi_get_value_string_utf8(env, a[2], netns, sizeof netns, &l) != napi_ok || l >= sizeof netns - 1 ||
-      napi_get_value_string_utf8(env, a[3], name, sizeof name, &l) != napi_ok || l == 0 || l >= sizeof name - 1)
-    THROW(env, "VEIL_ERR_NATIVE_ARGS", "a namespace path and a device name of 1 to 14 characters");
+  size_t name_len = 0;
+  int ok = napi_get_value_string_utf8(env, a[2], netns, sizeof netns, &l) == napi_ok && l < sizeof netns - 1 &&
+           netns[0] == '/' && napi_get_value_string_utf8(env, a[3], name, sizeof name, &name_len) == napi_ok &&
+           name_len > 0 && name_len < sizeof name - 1;
+  for (size_t i = 0; ok && i < name_len; i++) ok = isalnum((unsigned char)name[i]) || strchr("_.-", name[i]); /* no %d */
+  if (!ok) THROW(env, "VEIL_ERR_NATIVE_ARGS", "an absolute namespace path and a device name of 1 to 14 of [A-Za-z0-9_.-]");
   char err[256] = "";
   int offloads = 0;
   if (dp_attach_tap(dp, vni, netns, name, &offloads, err, sizeof err) < 0) return throw_dp_error(env, err, "VEIL_ERR_NATIVE_IO");
@@ -794,6 +801,40 @@ static napi_value DropReasons(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/*
+ * tapSegment(read): what the outbound thread makes of one TAP read (vnet header and frame), without
+ * sealing: the frames its segments become, or the drop reason's name. For tests of the codec (tap.c).
+ */
+static napi_value TapSegment(napi_env env, napi_callback_info info) {
+  napi_value a[1], out, v;
+  uint8_t *data;
+  size_t len;
+  if (get_args(env, info, 1, a) || get_bytes(env, a[0], &data, &len)) return NULL;
+  if (len > TAP_READ_MAX) THROW(env, "VEIL_ERR_NATIVE_ARGS", "longer than a TAP read");
+  uint8_t *copy = malloc(len ? len : 1), hdr[TAP_HEADERS_MAX];
+  if (!copy) THROW(env, "VEIL_ERR_NATIVE_NOMEM", "out of memory");
+  memcpy(copy, data, len); /* tap_parse completes checksums in place */
+  tap_frame_info f;
+  enum drop_reason why = tap_parse(copy, (uint32_t)len, &f);
+  if (why != DROP_COUNT) {
+    free(copy);
+    napi_create_string_utf8(env, DROP_NAMES[why], NAPI_AUTO_LENGTH, &out);
+    return out;
+  }
+  napi_create_array_with_length(env, f.segments, &out);
+  for (uint32_t i = 0; i < f.segments; i++) {
+    struct iovec payload;
+    uint32_t hl = tap_segment(&f, i, hdr, &payload);
+    void *dst;
+    napi_create_buffer(env, hl + payload.iov_len, &dst, &v);
+    memcpy(dst, hdr, hl);
+    memcpy((uint8_t *)dst + hl, payload.iov_base, payload.iov_len);
+    napi_set_element(env, out, i, v);
+  }
+  free(copy);
+  return out;
+}
+
 #ifdef VEIL_FAULTS
 extern int fault_countdown;
 
@@ -822,7 +863,7 @@ static napi_value Init(napi_env env, napi_value exports) {
     FN("createSa", CreateSa), FN("sealRawDanger", SealRaw), FN("openRawDanger", OpenRaw),
     FN("gcmSeal", GcmSeal), FN("gcmOpen", GcmOpen),
     FN("replayCreate", ReplayCreate), FN("replayCheck", ReplayCheck), FN("replayUpdate", ReplayUpdate),
-    FN("dropReasons", DropReasons),
+    FN("dropReasons", DropReasons), FN("tapSegment", TapSegment),
     FN("dpCreate", DpCreate), FN("dpStart", DpStart), FN("dpClose", DpClose),
     FN("dpAddPeer", DpAddPeer), FN("dpRemovePeer", DpRemovePeer),
     FN("dpSetNetwork", DpSetNetwork), FN("dpRemoveNetwork", DpRemoveNetwork),

@@ -123,6 +123,9 @@ static inline void count_unattributed(dp_thread *t, enum drop_reason r, uint64_t
 /* dataplane.c: fills err with fmt(a, strerror(e)) ("" when e is 0). */
 void set_err(char *err, size_t len, const char *fmt, const char *a, int e);
 
+/* satable.c: a network's TAP port closed and out of the epoll set (write lock held). */
+void close_tap(dataplane *dp, network *n);
+
 /* satable.c: the tables empty; and everything in them freed. */
 int satable_init(dataplane *dp);
 void satable_free(dataplane *dp);

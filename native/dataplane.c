@@ -63,6 +63,11 @@ static void tap_ready(dp_thread *t, uint32_t vni, int fd) {
     }
     counter_add(&t->io.rx_calls, 1);
     counter_add(&t->io.rx_datagrams, 1);
+    if (n > TAP_READ_MAX) { /* the kernel says how long the frame was, even when it cut the copy short */
+      pthread_rwlock_unlock(&dp->lock);
+      count_unattributed(t, DROP_OVERSIZE, 1);
+      continue;
+    }
     while (!tap_outbound(t, vni, t->tap_buf, (uint32_t)n)) {
       pthread_rwlock_unlock(&dp->lock);
       tx_flush(t);
@@ -272,6 +277,7 @@ int dp_attach_tap(dataplane *dp, uint32_t vni, const char *netns_path, const cha
   pthread_rwlock_rdlock(&dp->lock);
   network *net = table_get(&dp->networks, vni);
   int state = !net ? -1 : !net->encrypted ? -2 : net->tap_fd >= 0;
+  if (state == 1) *offloads = net->tap_offloads;
   pthread_rwlock_unlock(&dp->lock);
   if (state == 1) return 0; /* it has one: only this thread (JS) attaches or detaches */
   if (state < 0) {
@@ -284,12 +290,17 @@ int dp_attach_tap(dataplane *dp, uint32_t vni, const char *netns_path, const cha
   pthread_rwlock_wrlock(&dp->lock);
   net = table_get(&dp->networks, vni);
   int rc = 0;
-  if (!net || FAULT_OR(epoll_ctl(dp->out.epfd, EPOLL_CTL_ADD, fd, &ev), -1, ENOMEM) < 0) {
-    set_err(err, err_len, "%s: %s", "epoll_ctl (TAP)", net ? errno : ENOENT);
+  if (!net || !net->encrypted || net->tap_fd >= 0) { /* changed meanwhile: only JS attaches, but never leak */
+    set_err(err, err_len, "%s%s", "VEIL_ERR_NATIVE_ARGS: the network changed while its TAP port was made", 0);
+    close(fd);
+    rc = -1;
+  } else if (FAULT_OR(epoll_ctl(dp->out.epfd, EPOLL_CTL_ADD, fd, &ev), -1, ENOMEM) < 0) {
+    set_err(err, err_len, "%s: %s", "epoll_ctl (TAP)", errno);
     close(fd);
     rc = -1;
   } else {
     net->tap_fd = fd;
+    net->tap_offloads = *offloads;
   }
   pthread_rwlock_unlock(&dp->lock);
   return rc;
@@ -298,10 +309,7 @@ int dp_attach_tap(dataplane *dp, uint32_t vni, const char *netns_path, const cha
 int dp_detach_tap(dataplane *dp, uint32_t vni) {
   pthread_rwlock_wrlock(&dp->lock);
   network *net = table_get(&dp->networks, vni);
-  if (net && net->tap_fd >= 0) {
-    close(net->tap_fd); /* leaves the epoll set with it; the device goes away */
-    net->tap_fd = -1;
-  }
+  if (net) close_tap(dp, net);
   pthread_rwlock_unlock(&dp->lock);
   return 0;
 }

@@ -117,6 +117,7 @@ typedef struct network {
   /* The TAP port (docs/plumbing.md "The TAP port"): its descriptor (-1: the kernel VXLAN device serves
    * the network), where remote MACs are (MAC → peer index) and the peers a frame for no known MAC goes to. */
   int tap_fd;
+  int tap_offloads; /* whether the kernel took the TAP's offloads */
   table fdb;
   uint16_t *flood;
   uint32_t n_flood, cap_flood;

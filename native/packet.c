@@ -94,7 +94,9 @@ static uint64_t mac_key(const uint8_t *m) {
  * A frame from an encrypted network's TAP port: each of its segments, VXLAN-framed as the kernel's
  * VTEP would (RFC 7348 §5), sealed for the peer its destination MAC is at, or for every peer of the
  * network when the MAC is a group's or unknown, as the kernel floods. Resumes where a full queue
- * stopped it (t->tap_seg, t->tap_target).
+ * stopped it (t->tap_seg, t->tap_target); the tables may have changed meanwhile, so everything is looked
+ * up again, and a flood list changed in between may give the rest of that segment to a peer twice or
+ * skip one (TCP retransmits, as for any loss), never an index outside the list.
  */
 int tap_outbound(dp_thread *t, uint32_t vni, uint8_t *buf, uint32_t len) {
   dataplane *dp = t->dp;
@@ -102,6 +104,12 @@ int tap_outbound(dp_thread *t, uint32_t vni, uint8_t *buf, uint32_t len) {
   if (!t->tap_busy) {
     enum drop_reason why = tap_parse(buf, len, f);
     if (why != DROP_COUNT) { count_unattributed(t, why, 1); return 1; }
+    /* Each sealed segment must fit one underlay datagram, as the overlay MTU makes every frame fit. */
+    uint32_t largest = f->gso_size ? f->headers + f->gso_size : f->len;
+    if ((uint64_t)largest + VXLAN_HEADER_LENGTH + UDP_HEADER_LENGTH + ESP_MAX_OVERHEAD > dp->cfg.gso_max_segment) {
+      count_unattributed(t, DROP_OVERSIZE, f->segments);
+      return 1;
+    }
     t->tap_busy = 1;
     t->tap_seg = t->tap_target = 0;
     counter_add(&t->io.rx_packets, f->segments);
@@ -147,8 +155,7 @@ static void deliver(dp_thread *t, uint8_t *vx, uint32_t len) {
 static void deliver_opened(dp_thread *t, uint32_t vni, uint8_t *vx, uint32_t len) {
   network *net = table_get(&t->dp->networks, vni);
   if (!net || net->tap_fd < 0) { deliver(t, vx, len); return; }
-  tx_queue(t, TX_TAP, (struct in_addr){ 0 }, 0, vx + VXLAN_HEADER_LENGTH, len - VXLAN_HEADER_LENGTH);
-  t->tx[t->ntx - 1].vni = vni;
+  tx_queue_tap(t, vni, vx + VXLAN_HEADER_LENGTH, len - VXLAN_HEADER_LENGTH);
 }
 
 /* The fixed order of src/vxlan/ts/inbound.ts (docs/wire.md "Inbound order"); the window moves only after authentication. */

@@ -251,9 +251,20 @@ static void raise_mark(dataplane *dp, uint32_t *mark, uint32_t vni, uint32_t epo
 
 // ---------------------------------------------------------------- the tables, for dp_create / dp_destroy
 
-/* A network's TAP port (closed: the device goes), forwarding table and flood list. */
-static void free_network(network *n) {
-  if (n->tap_fd >= 0) close(n->tap_fd);
+/*
+ * Out of the outbound thread's epoll set first: epoll forgets a descriptor only when the last reference
+ * to its file goes, and a command spawned meanwhile may hold one until it execs. The device goes with it.
+ */
+void close_tap(dataplane *dp, network *n) {
+  if (n->tap_fd < 0) return;
+  if (dp->out.epfd >= 0) (void)epoll_ctl(dp->out.epfd, EPOLL_CTL_DEL, n->tap_fd, NULL);
+  close(n->tap_fd);
+  n->tap_fd = -1;
+}
+
+/* A network's TAP port, forwarding table and flood list. */
+static void free_network(dataplane *dp, network *n) {
+  close_tap(dp, n);
   table_free(&n->fdb);
   free(n->flood);
   free(n);
@@ -289,7 +300,7 @@ void satable_free(dataplane *dp) {
   while (dp->n_retired) forget_retired(dp, dp->n_retired - 1);
   free(dp->retired);
   for (uint32_t i = 0; dp->networks.state && i < dp->networks.cap; i++)
-    if (dp->networks.state[i] == 1) free_network(dp->networks.vals[i]);
+    if (dp->networks.state[i] == 1) free_network(dp, dp->networks.vals[i]);
   for (uint32_t i = 0; dp->pairs.state && i < dp->pairs.cap; i++)
     if (dp->pairs.state[i] == 1) free(dp->pairs.vals[i]);
   for (uint32_t i = 0; dp->marks.state && i < dp->marks.cap; i++)
@@ -418,7 +429,7 @@ int dp_set_network(dataplane *dp, uint32_t vni, int encrypted, char *err, size_t
     n = dp_calloc(1, sizeof *n);
     if (n) n->tap_fd = -1;
     if (!n || table_init(&n->fdb) < 0 || table_put(&dp->networks, vni, n) < 0) {
-      if (n) free_network(n);
+      if (n) free_network(dp, n);
       n = NULL;
       rc = refuse(err, err_len, NOMEM);
     }
@@ -426,6 +437,12 @@ int dp_set_network(dataplane *dp, uint32_t vni, int encrypted, char *err, size_t
   if (n) {
     n->vni = vni;
     n->encrypted = encrypted;
+    if (!encrypted) { /* a plain network has no TAP port: opened frames never go to one */
+      close_tap(dp, n);
+      for (uint32_t i = 0; i < n->fdb.cap; i++)
+        if (n->fdb.state[i] == 1) table_del(&n->fdb, n->fdb.keys[i]);
+      n->n_flood = 0;
+    }
   }
   pthread_rwlock_unlock(&dp->lock);
   return rc;
@@ -435,7 +452,7 @@ int dp_set_network(dataplane *dp, uint32_t vni, int encrypted, char *err, size_t
 int dp_remove_network(dataplane *dp, uint32_t vni) {
   pthread_rwlock_wrlock(&dp->lock);
   network *net = table_del(&dp->networks, vni);
-  if (net) free_network(net);
+  if (net) free_network(dp, net);
   table *sa_tables[2] = { &dp->inbound, &dp->outbound };
   for (int k = 0; k < 2; k++) {
     table *t = sa_tables[k];

@@ -23,6 +23,9 @@ static uint16_t get_h16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return
 
 // ---------------------------------------------------------------- checksums (RFC 1071)
 
+/* The sums below take bytes in memory order, which with the odd last byte is right on little-endian only. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "tap.c's checksums assume a little-endian host");
+
 static uint64_t sum_bytes(uint64_t s, const uint8_t *p, size_t n) {
   while (n >= 8) { uint64_t v; memcpy(&v, p, 8); s += v; if (s < v) s++; p += 8; n -= 8; }
   if (n >= 4) { uint32_t v; memcpy(&v, p, 4); s += v; if (s < v) s++; p += 4; n -= 4; }
@@ -84,9 +87,9 @@ static void *open_in_netns(void *arg) {
   snprintf(ifr.ifr_name, IFNAMSIZ, "%s", a->name);
   ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
   int size = VNET_HEADER_LENGTH;
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &size) < 0) {
+  a->step = ioctl(fd, TUNSETIFF, &ifr) < 0 ? "TUNSETIFF" : ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 ? "TUNSETVNETHDRSZ" : NULL;
+  if (a->step) {
     a->err = errno;
-    a->step = "TUNSETIFF";
     close(fd);
     return NULL;
   }
@@ -134,7 +137,7 @@ enum drop_reason tap_parse(uint8_t *buf, uint32_t len, tap_frame_info *f) {
     return DROP_COUNT;
   }
   /* Only TCPv4 is offered (tap_open): anything else is malformed here. */
-  if ((gso & ~VNET_GSO_ECN) != VNET_GSO_TCPV4 || !(flags & VNET_F_NEEDS_CSUM) || gso_size == 0) return DROP_BAD_FRAME;
+  if ((gso & ~VNET_GSO_ECN) != VNET_GSO_TCPV4 || !(flags & VNET_F_NEEDS_CSUM) || gso_size < TCP_MSS_MIN) return DROP_BAD_FRAME;
   if (get_u16(e + ETH_TYPE_OFFSET) != ETH_TYPE_IPV4 || f->len < ETH_HEADER_LENGTH + IPV4_HEADER_LENGTH) return DROP_BAD_FRAME;
   uint8_t *ip = e + ETH_HEADER_LENGTH;
   uint32_t ihl = (uint32_t)(ip[0] & 0x0f) * 4;
@@ -203,12 +206,13 @@ uint16_t tap_flow_port(const uint8_t *frame, uint32_t len) {
 
 // ---------------------------------------------------------------- inbound: merged writes
 
-/* A frame that can join a merged write: IPv4 without options or fragments, TCP with data, only ACK and PSH. */
+/* A frame that can join a merged write: IPv4 without options, not a fragment and not to be fragmented (so
+ * GRO would not look at the identifier), TCP with data, only ACK and PSH. */
 static int mergeable(const uint8_t *e, uint32_t len, uint32_t *hl, uint32_t *data) {
   if (len < ETH_HEADER_LENGTH + IPV4_HEADER_LENGTH + TCP_HEADER_MIN || get_u16(e + ETH_TYPE_OFFSET) != ETH_TYPE_IPV4) return 0;
   const uint8_t *ip = e + ETH_HEADER_LENGTH;
   if (ip[0] != 0x45 || ip[IPV4_PROTOCOL_OFFSET] != IPV4_PROTOCOL_TCP ||
-      (get_u16(ip + IPV4_FRAGMENT_OFFSET) & (IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_MASK)) ||
+      (get_u16(ip + IPV4_FRAGMENT_OFFSET) & (IPV4_DONT_FRAGMENT | IPV4_MORE_FRAGMENTS | IPV4_FRAGMENT_MASK)) != IPV4_DONT_FRAGMENT ||
       get_u16(ip + IPV4_TOTAL_LENGTH_OFFSET) != len - ETH_HEADER_LENGTH) return 0;
   const uint8_t *tcp = ip + IPV4_HEADER_LENGTH;
   uint32_t thl = (uint32_t)(tcp[TCP_DATA_OFFSET_OFFSET] >> 4) * 4;
@@ -229,6 +233,7 @@ static int continues(const uint8_t *a, uint32_t hl, uint32_t next_seq, const uin
          get_u16(ia + IPV4_FRAGMENT_OFFSET) == get_u16(ib + IPV4_FRAGMENT_OFFSET) &&
          memcmp(ia + IPV4_SOURCE_OFFSET, ib + IPV4_SOURCE_OFFSET, 8) == 0 && memcmp(ta, tb, 4) == 0 &&
          get_u32(tb + TCP_SEQ_OFFSET) == next_seq && memcmp(ta + TCP_ACK_OFFSET, tb + TCP_ACK_OFFSET, 4) == 0 &&
+         ta[TCP_DATA_OFFSET_OFFSET] == tb[TCP_DATA_OFFSET_OFFSET] &&
          memcmp(ta + TCP_HEADER_MIN, tb + TCP_HEADER_MIN, hl - ETH_HEADER_LENGTH - IPV4_HEADER_LENGTH - TCP_HEADER_MIN) == 0;
 }
 
@@ -285,8 +290,9 @@ int tap_write_run(dp_thread *t, int first) {
       i = j;
       continue;
     }
-    /* One TCP packet of all their data, with the first's headers and the last's window and PSH; the
-     * kernel segments it again only if it must leave through a device without GRO. */
+    /* One TCP packet of all their data, with the first's headers and the last's window and PSH: one
+     * write and one pass through the bridge. The kernel may cut it again at the container's veth (a
+     * packet from user space is not trusted to be well formed), which is cheap by comparison. */
     tx_entry *last = &t->tx[j - 1];
     uint8_t *h = t->tap_hdr, vnet[VNET_HEADER_LENGTH];
     memcpy(h, e->data, hl);

@@ -36,6 +36,7 @@
 #define IPV4_TOTAL_LENGTH_OFFSET 2 /* RFC 791 §3.1 */
 #define IPV4_ID_OFFSET 4
 #define IPV4_FRAGMENT_OFFSET 6   /* flags (3 bits) and fragment offset */
+#define IPV4_DONT_FRAGMENT 0x4000
 #define IPV4_MORE_FRAGMENTS 0x2000
 #define IPV4_FRAGMENT_MASK 0x1fff
 #define IPV4_PROTOCOL_OFFSET 9
@@ -49,6 +50,7 @@
 #define TCP_WINDOW_OFFSET 14
 #define TCP_CHECKSUM_OFFSET 16
 #define TCP_HEADER_MIN 20
+#define TCP_MSS_MIN 48 /* the least segment size Linux sends (TCP_MIN_SND_MSS) */
 #define TCP_FIN 0x01
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10

@@ -121,6 +121,8 @@ export interface NativeAddon {
   replayCheck(w: NativeHandle<'replay'>, seqLo: number): number;
   replayUpdate(w: NativeHandle<'replay'>, seqHi: number, seqLo: number): boolean;
   dropReasons(): string[];
+  /** One TAP read (vnet header and frame) as the outbound thread segments it, or the drop reason (tests). */
+  tapSegment(read: Uint8Array): Buffer[] | string;
   dpCreate(config: NativeDataplaneConfig): NativeHandle<'dp'>;
   dpStart(dp: NativeHandle<'dp'>): void;
   dpClose(dp: NativeHandle<'dp'>): void;
