@@ -488,16 +488,6 @@ static napi_value DpSetNetwork(napi_env env, napi_callback_info info) {
   return undefined_value(env);
 }
 
-static napi_value DpRemoveNetwork(napi_env env, napi_callback_info info) {
-  napi_value a[2];
-  uint32_t vni;
-  if (get_args(env, info, 2, a)) return NULL;
-  dataplane *dp = get_dp(env, a[0]);
-  if (!dp || arg_u32(env, a[1], &vni)) return NULL;
-  dp_remove_network(dp, vni);
-  return undefined_value(env);
-}
-
 static int arg_vni(napi_env env, napi_value v, uint32_t *vni) {
   if (arg_u32(env, v, vni)) return -1;
   if (*vni > VXLAN_VNI_MAX) {
@@ -506,6 +496,20 @@ static int arg_vni(napi_env env, napi_value v, uint32_t *vni) {
   }
   return 0;
 }
+
+/* (handle, vni) → fn(dp, vni), which cannot fail: dpRemoveNetwork, dpDetachTap. */
+static napi_value with_vni(napi_env env, napi_callback_info info, int (*fn)(dataplane *, uint32_t)) {
+  napi_value a[2];
+  uint32_t vni;
+  if (get_args(env, info, 2, a)) return NULL;
+  dataplane *dp = get_dp(env, a[0]);
+  if (!dp || arg_vni(env, a[1], &vni)) return NULL;
+  fn(dp, vni);
+  return undefined_value(env);
+}
+
+static napi_value DpRemoveNetwork(napi_env env, napi_callback_info info) { return with_vni(env, info, dp_remove_network); }
+
 
 static int arg_peer(napi_env env, napi_value v, uint16_t *peer) {
   uint32_t p;
@@ -558,15 +562,7 @@ static napi_value DpAttachTap(napi_env env, napi_callback_info info) {
   return r;
 }
 
-static napi_value DpDetachTap(napi_env env, napi_callback_info info) {
-  napi_value a[2];
-  uint32_t vni;
-  if (get_args(env, info, 2, a)) return NULL;
-  dataplane *dp = get_dp(env, a[0]);
-  if (!dp || arg_vni(env, a[1], &vni)) return NULL;
-  dp_detach_tap(dp, vni);
-  return undefined_value(env);
-}
+static napi_value DpDetachTap(napi_env env, napi_callback_info info) { return with_vni(env, info, dp_detach_tap); }
 
 /* dpFdbSet(handle, vni, mac, peer), dpFdbRemove(handle, vni, mac) */
 static napi_value DpFdb(napi_env env, napi_callback_info info, int set) {

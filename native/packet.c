@@ -56,6 +56,21 @@ static void seal_vxlan(dp_thread *t, peer *p, uint32_t vni, pair_stats *ps, cons
   counter_add(&ps->tx.bytes, len);
 }
 
+/*
+ * A VXLAN datagram from or to peer p: its header, its network and the pair's counters, or NULL with the
+ * drop counted (docs/wire.md "Inbound order", "Outbound").
+ */
+static pair_stats *vxlan_pair(dp_thread *t, const peer *p, const uint8_t *vx, uint32_t len, network **net, uint32_t *vni) {
+  dataplane *dp = t->dp;
+  if (len < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return NULL; }
+  *vni = get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT;
+  *net = table_get(&dp->networks, *vni);
+  if (!*net) { count_unattributed(t, DROP_UNKNOWN_VNI, 1); return NULL; }
+  pair_stats *ps = table_get(&dp->pairs, pair_key(p->index, *vni));
+  if (!ps) count_unattributed(t, DROP_UNKNOWN_PEER, 1); /* not reached: pairs exist for every peer × network */
+  return ps;
+}
+
 static void outbound_packet(dp_thread *t, void *ctx, const struct sockaddr_in *src, uint8_t *vx, uint32_t len) {
   (void)ctx;
   dataplane *dp = t->dp;
@@ -67,12 +82,10 @@ static void outbound_packet(dp_thread *t, void *ctx, const struct sockaddr_in *s
   }
   peer *p = gateway_peer(dp, t->rx_dst); /* looked up per packet: the peer may have gone during a flush */
   if (!p) { count_unattributed(t, DROP_UNKNOWN_PEER, 1); return; }
-  if (len < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return; }
-  uint32_t vni = get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT;
-  network *net = table_get(&dp->networks, vni);
-  if (!net) { count_unattributed(t, DROP_UNKNOWN_VNI, 1); return; }
-  pair_stats *ps = table_get(&dp->pairs, pair_key(p->index, vni));
-  if (!ps) { count_unattributed(t, DROP_UNKNOWN_PEER, 1); return; } /* not reached: pairs exist for every peer × network */
+  network *net;
+  uint32_t vni;
+  pair_stats *ps = vxlan_pair(t, p, vx, len, &net, &vni);
+  if (!ps) return;
 
   if (!net->encrypted) {
     counter_add(&ps->tx.packets, 1);
@@ -210,12 +223,10 @@ static void inbound_plain_packet(dp_thread *t, void *ctx, const struct sockaddr_
   dataplane *dp = t->dp;
   peer *p = table_get(&dp->peer_by_address, src->sin_addr.s_addr);
   if (!p) { count_unattributed(t, DROP_UNKNOWN_PEER, 1); return; }
-  if (len < VXLAN_HEADER_LENGTH || !(vx[VXLAN_FLAGS_OFFSET] & VXLAN_FLAG_I)) { count_unattributed(t, DROP_BAD_VXLAN_HEADER, 1); return; }
-  uint32_t vni = get_u32(vx + VXLAN_VNI_OFFSET) >> VXLAN_VNI_SHIFT;
-  network *net = table_get(&dp->networks, vni);
-  if (!net) { count_unattributed(t, DROP_UNKNOWN_VNI, 1); return; }
-  pair_stats *ps = table_get(&dp->pairs, pair_key(p->index, vni));
-  if (!ps) { count_unattributed(t, DROP_UNKNOWN_PEER, 1); return; }
+  network *net;
+  uint32_t vni;
+  pair_stats *ps = vxlan_pair(t, p, vx, len, &net, &vni);
+  if (!ps) return;
   if (net->encrypted) { counter_add(&ps->rx.drops[DROP_PLAINTEXT_ON_ENCRYPTED], 1); return; }
   counter_add(&ps->rx.packets, 1);
   counter_add(&ps->rx.bytes, len);
