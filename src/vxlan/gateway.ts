@@ -185,12 +185,15 @@ export class Gateway {
     this.#networks.set(network.vni, network);
     // A plain network in the kernel never reaches the data path (docs/plumbing.md "Plain networks").
     if (!this.#inKernel(network)) this.options.dataPath.setNetwork(network);
-    if (vtep === 'tap' && tapPort && !this.#vteps.has(network.vni)) await this.#attachTap(network.vni);
-    else if (vtep === 'kernel' && !this.#vteps.has(network.vni))
-      this.#vteps.set(network.vni, {
-        kind: 'kernel',
-        reason: tapPort ? '--vtep kernel' : 'the TypeScript data path has no TAP port',
-      });
+    // Decided once per network: adding it again keeps its VTEP (and a TAP port's descriptor).
+    if (vtep && !this.#vteps.has(network.vni)) {
+      if (vtep === 'tap') await this.#attachTap(network.vni);
+      else
+        this.#vteps.set(network.vni, {
+          kind: 'kernel',
+          reason: tapPort ? '--vtep kernel' : 'the TypeScript data path has no TAP port',
+        });
+    }
     for (const peer of this.#peers.values()) await this.#ensureFlood(peer, network);
     this.#log('network added', {
       vni: network.vni,
@@ -261,7 +264,8 @@ export class Gateway {
     const peer = this.#peers.get(peerId);
     if (!peer) return;
     for (const network of this.#networks.values()) {
-      if (this.#tapPort(network.vni)) this.#tapPort(network.vni)!.removeFlood(network.vni, peerId);
+      const tap = this.#tapPort(network.vni);
+      if (tap) tap.removeFlood(network.vni, peerId);
       else await this.options.plumbing.removePeer(network.vni, this.#fdbDestination(peer, network));
     }
     // The data path forgets the peer's MACs on TAP ports with it, as removePeer above does the kernel's FDB.

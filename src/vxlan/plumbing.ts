@@ -322,10 +322,12 @@ export interface Plumbing {
   pathMtus?(addresses: readonly string[]): Promise<Map<string, number>>;
   /**
    * Bridge br<VNI> and VXLAN vx<VNI> (dstport 4789, nolearning, MTU from overlayMtu): local vtepAddress,
-   * or for a plain network in the kernel the underlay address, its socket in the host netns.
+   * or for a plain network in the kernel the underlay address, its socket in the host netns. An encrypted
+   * network with `vtep: 'tap'` gets the bridge only (and loses a vx<VNI> left from before): its TAP port
+   * comes from the data path (attachTapPort).
    */
   ensureNetwork(spec: NetworkSpec): Promise<void>;
-  /** Removes vx<VNI>, br<VNI> and the container veths attached to it. */
+  /** Removes vx<VNI>, br<VNI> and the container veths attached to it (a TAP port goes with the data path's network). */
   removeNetwork(vni: number): Promise<void>;
   /** The vtep netns's file: where the data path makes a network's TAP port (docs/plumbing.md "The TAP port"). */
   readonly vtepNetnsFile: string;
