@@ -98,7 +98,7 @@ run_container() {
   # The README's run line, with --network host replaced by this test's namespace.
   pm run -d --name "$CTR" "${limits[@]}" "${timer[@]}" \
     --network "ns:/run/netns/$NS" \
-    --cap-add NET_ADMIN --cap-add SYS_ADMIN --security-opt unmask=/proc/sys \
+    --cap-add NET_ADMIN --cap-add SYS_ADMIN --security-opt unmask=/proc/sys --device /dev/net/tun \
     -v /run/netns:/run/netns:rshared -v "$DATA:/var/lib/veil" -v "$SOCKDIR:/run/veil" \
     -e VEIL_CLUSTER_ADVERTISE=eth0 -e VEIL_VTEP_NETNS="$VTEP" -e VEIL_HOST_ID=imagetest \
     "$TAG" >/dev/null 2>&1 || fail "podman run"
@@ -136,9 +136,11 @@ out=$(inside veil host ls)
 grep -q '^imagetest ' <<<"$out" || fail "veil host ls does not list the host: $out"
 inside veil network create --opt encrypted --subnet 10.250.0.0/24 imagetest >/dev/null || fail "network create"
 vni=$(inside veil network inspect imagetest | node -e 'process.stdout.write(String(JSON.parse(require("fs").readFileSync(0,"utf8"))[0].VNI))')
-for _ in $(seq 1 50); do ip -n "$VTEP" link show "vx$vni" >/dev/null 2>&1 && break; sleep 0.1; done
-ip -n "$VTEP" link show "vx$vni" >/dev/null 2>&1 || fail "vx$vni not in the vtep namespace seen from the host (/run/netns sharing)"
-say "CLI in the container made network imagetest (VNI $vni); its VXLAN device shows in $VTEP on the host"
+for _ in $(seq 1 50); do ip -n "$VTEP" link show "tp$vni" >/dev/null 2>&1 && break; sleep 0.1; done
+ip -n "$VTEP" link show "tp$vni" >/dev/null 2>&1 || fail "TAP port tp$vni not in the vtep namespace seen from the host (/run/netns sharing, /dev/net/tun)"
+! ip -n "$VTEP" link show "vx$vni" >/dev/null 2>&1 || fail "vx$vni beside the TAP port: every frame would go twice"
+logs_have 'no TAP port for the network' && fail "the gateway fell back to the kernel VXLAN device"
+say "CLI in the container made network imagetest (VNI $vni); its TAP port shows in $VTEP on the host"
 
 # veil-cni from the image onto the host (docs/cni.md "Installing"), then ADD and DEL through it, as a runtime runs it.
 out=$(pm run --rm "${limits[@]}" "${timer[@]}" --network none -v "$CNIBIN:/host" "$TAG" cni install /host 2>&1) ||
