@@ -38,15 +38,6 @@ void set_err(char *err, size_t len, const char *fmt, const char *a, int e) {
 // ---------------------------------------------------------------- threads
 
 /*
- * Both loops process a batch under the read lock and flush it without: a flush may wait for the
- * underlay (up to cfg.send_wait_ms), and a table change, which takes the write lock, must never wait on
- * the underlay, nor the JS thread behind it (docs/security.md "Guarantees"). A flush touches nothing in
- * the tables: sealed packets are in the thread's arena, received ones in its rx slots, destinations
- * copied into the queue, and it sends from the data plane's own sockets (UDP 4500, 4789, the delivery
- * port), which live until dp_destroy has joined the threads. A peer removed while its packets wait for
- * a flush is looked up again by the next datagram: the rest of its batch counts as unknown-peer.
- */
-/*
  * A network's TAP port is readable. Each read and its frame happen under the read lock, after checking
  * that the network still has this TAP: dp_detach_tap closes it under the write lock, so a stale event
  * never reads a descriptor that was closed, or reused for something else.
@@ -78,6 +69,15 @@ static void tap_ready(dp_thread *t, uint32_t vni, int fd) {
   tx_flush(t);
 }
 
+/*
+ * Both loops process a batch under the read lock and flush it without: a flush may wait for the
+ * underlay (up to cfg.send_wait_ms), and a table change, which takes the write lock, must never wait on
+ * the underlay, nor the JS thread behind it (docs/security.md "Guarantees"). A flush touches nothing in
+ * the tables: sealed packets are in the thread's arena, received ones in its rx slots, destinations
+ * copied into the queue, and it sends from the data plane's own sockets (UDP 4500, 4789, the delivery
+ * port), which live until dp_destroy has joined the threads. A peer removed while its packets wait for
+ * a flush is looked up again by the next datagram: the rest of its batch counts as unknown-peer.
+ */
 static void *outbound_main(void *arg) {
   dp_thread *t = arg;
   dataplane *dp = t->dp;

@@ -4,9 +4,12 @@
  *   outbound thread: the gateway socket (*:1021, IP_PKTINFO) → recvmmsg (UDP_GRO) → source must be the
  *                    VTEP → peer = destination − peer net → VXLAN header → network → plain: as is to peer:4789,
  *                    encrypted: SA(peer, vni) → seq → seal → sendmmsg (+UDP_SEGMENT) from UDP 4500
+ *                    and each encrypted network's TAP port (tap.h) → a frame or TCP super-segment per read
+ *                    → segments → peer by destination MAC (or every peer: flood) → VXLAN → seal → sendmmsg
  *   inbound thread:  underlay UDP 4500 (UDP_GRO) → split by gso_size → RFC 3948 class → length → SPI
  *                    → replay check → ICV+decrypt (in place) → replay update → trailer → inner UDP
- *                    → VXLAN → VNI = SA's → sendmmsg (+UDP_SEGMENT) from hostAddress:1022 to vtepAddress:4789;
+ *                    → VXLAN → VNI = SA's → the network's TAP port (segments of one TCP stream merged), or
+ *                    sendmmsg (+UDP_SEGMENT) from hostAddress:1022 to vtepAddress:4789;
  *                    underlay UDP 4789: known peer source, plain network only → VTEP.
  *
  * Each peer has one gateway address, peer net + its host index (src/model/peer-net.ts); the VTEP sends

@@ -24,9 +24,11 @@ import { loadNative, type NativeAddon, type NativeHandle, type NativeSaSpec, typ
  * decisions, the ESP codec and the UDP I/O of ts/dgram.ts, done by two threads
  * in native/dataplane.c with recvmmsg/sendmmsg, UDP GSO and GRO.
  *
- *   outbound thread: the gateway socket (*:1021 on the vtep link, the destination names the peer) → seal → UDP 4500 → peer
- *   inbound thread:  UDP 4500 → open → vtepAddress:4789;  UDP 4789 (plain networks) → vtepAddress:4789,
- *                    always from hostAddress:1022 (VTEP_DELIVERY_PORT: the only source the VTEP accepts)
+ *   outbound thread: an encrypted network's TAP port (tapPort, docs/plumbing.md "The TAP port"), or the gateway
+ *                    socket (*:1021 on the vtep link, the destination names the peer) → seal → UDP 4500 → peer
+ *   inbound thread:  UDP 4500 → open → the network's TAP port, or vtepAddress:4789;  UDP 4789 (plain networks)
+ *                    → vtepAddress:4789, always from hostAddress:1022 (VTEP_DELIVERY_PORT: the only source
+ *                    the VTEP accepts)
  *
  * The same decisions and drop names as forwarder.ts/inbound.ts, in the same order;
  * the tables below are mirrors of what was installed, for status() and for

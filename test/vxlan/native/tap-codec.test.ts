@@ -6,12 +6,11 @@
 // a crash or a read past the frame.
 import { describe, expect, it } from 'vitest';
 import { loadNative } from '../../../src/vxlan/native/addon.js';
+import { ETHERNET_HEADER_LENGTH as ETH, IPV4_HEADER_LENGTH as IP } from '../../../src/vxlan/wire/constants.js';
 import { Prng } from '../../support/prng.js';
 
 const addon = loadNative();
 const VNET = 10;
-const ETH = 14;
-const IP = 20;
 const FIN = 0x01;
 const PSH = 0x08;
 const ACK = 0x10;
