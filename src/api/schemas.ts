@@ -184,6 +184,7 @@ export const gatewayStatusSchema = {
       additionalProperties: false,
       properties: {
         watches: { type: 'integer' },
+        etcdWatches: { type: 'integer' },
         leases: { type: 'integer' },
         campaigns: { type: 'integer' },
       },

@@ -40,7 +40,8 @@ import {
 import { circuitBreaker, ConsecutiveBreaker, handleWhen, retry, type IPolicy } from 'cockatiel';
 import { StoreError } from './errors.js';
 import { compareIpv4 } from '../model/ipv4.js';
-import { KEYSCHEDULE_ELECTION, PREFIX, SEGMENT_RE, keys, prefixEnd, type KeyRange } from './layout.js';
+import { KEYSCHEDULE_ELECTION, PREFIX, SEGMENT_RE, SHARED_RANGE, keys, prefixEnd, type KeyRange } from './layout.js';
+import { SharedWatch, rangeWithin } from './shared-watch.js';
 import {
   HOST_INDEX_MAX,
   HOST_INDEX_MIN,
@@ -300,6 +301,9 @@ export class EtcdStore implements Store {
   readonly client: Etcd3;
   private readonly ns: Namespace;
   private readonly watches = new Set<EtcdWatch>();
+  private readonly shared = new SharedWatch(SHARED_RANGE, (from, handler) =>
+    this.openWatch(SHARED_RANGE, from, handler),
+  );
   /** Released by close(): etcd3 would otherwise keep them alive after the client closes. */
   private readonly leases = new Set<Lease>();
   private readonly campaigns = new Set<Campaign>();
@@ -987,7 +991,16 @@ export class EtcdStore implements Store {
 
   // ---- watch -------------------------------------------------------------------------------
 
+  /** Watches inside the shared layout share one etcd watch (SharedWatch, docs/etcd.md "Watches"). */
   async watch(range: KeyRange, fromRevision: number, handler: WatchHandler): Promise<WatchHandle> {
+    if (rangeWithin(range, SHARED_RANGE)) {
+      const sub = this.shared.subscribe(range, fromRevision, handler);
+      if (sub) return sub;
+    }
+    return this.openWatch(range, fromRevision, handler);
+  }
+
+  private openWatch(range: KeyRange, fromRevision: number, handler: WatchHandler): EtcdWatch {
     const w = new EtcdWatch(this.ns, range, fromRevision, handler, () => this.watches.delete(w));
     this.watches.add(w);
     w.start();
@@ -998,7 +1011,13 @@ export class EtcdStore implements Store {
 
   /** What this client keeps open: each must come back down when what it stands for ends (GET /status). */
   figures(): StoreFigures {
-    return { watches: this.watches.size, leases: this.leases.size, campaigns: this.campaigns.size };
+    const streams = this.watches.size;
+    return {
+      watches: streams - (this.shared.streaming ? 1 : 0) + this.shared.subscribers,
+      etcdWatches: streams,
+      leases: this.leases.size,
+      campaigns: this.campaigns.size,
+    };
   }
 
   async dump(): Promise<Map<string, string>> {
@@ -1027,6 +1046,7 @@ export class EtcdStore implements Store {
    * for a clean leave), and campaigns resign so the next candidate takes over at once.
    */
   async close(): Promise<void> {
+    await this.shared.close();
     await Promise.all([...this.watches].map((w) => w.cancel()));
     for (const lease of this.leases) lease.release();
     await Promise.all([...this.campaigns].map((c) => c.resign().catch(() => undefined)));

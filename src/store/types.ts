@@ -179,6 +179,8 @@ export interface RegisterOptions {
 export interface StoreFigures {
   /** Watches of key ranges (the agent's, the API's replica, the key schedule's). */
   watches: number;
+  /** Watches open to etcd: those inside the shared layout are one (docs/etcd.md "Watches"). */
+  etcdWatches: number;
   /** Host leases kept alive: one while registered. */
   leases: number;
   /** Election campaigns not yet resigned: at most one per election. */

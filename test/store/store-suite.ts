@@ -754,6 +754,43 @@ export function describeStore(impl: StoreImpl): void {
         await w.cancel();
       });
 
+      it('watches of one client from different revisions each get their own events, in order, once', async () => {
+        // On etcd these share one watch of the shared layout (docs/etcd.md "Watches"): the second is
+        // replayed from what the first already saw, the third skips what it already read.
+        const r0 = (await store.listNetworks()).revision;
+        const got = { all: [] as string[], networks: [] as string[], late: [] as string[] };
+        // Networks and endpoints only: the shared layout also holds their names, VNIs and addresses.
+        const shown = (k: string) => k.startsWith(keys.networksPrefix()) || k.startsWith(keys.endpointsPrefix());
+        const record = (into: string[]) => ({
+          onEvents: (events: WatchEvent[]) =>
+            into.push(...events.filter((e) => shown(e.key)).map((e) => `${e.type} ${e.key}`)),
+          onResync: () => into.push('RESYNC'),
+        });
+        const all = await store.watch(SHARED_RANGE, r0 + 1, record(got.all));
+        const a = await store.createNetwork(net('sa', '10.43.0.0/24'));
+        const e = await store.createEndpoint({ networkId: a.id, name: 'c', hostId: 'h' });
+        await waitFor('the first watch saw both', () => got.all.length >= 2);
+        const networks = await store.watch(keys.networksPrefix(), r0 + 1, record(got.networks));
+        const late = await store.watch(
+          keys.networksPrefix(),
+          (await store.listNetworks()).revision + 1,
+          record(got.late),
+        );
+        const b = await store.createNetwork(net('sb', '10.44.0.0/24'));
+        await waitFor('every watch saw network sb', () =>
+          [got.all, got.networks, got.late].every((g) => g.includes(`put ${keys.network(b.id)}`)),
+        );
+        await new Promise((r) => setTimeout(r, 100));
+        expect(got.all).toEqual([
+          `put ${keys.network(a.id)}`,
+          `put ${keys.endpoint(a.id, e.id)}`,
+          `put ${keys.network(b.id)}`,
+        ]);
+        expect(got.networks).toEqual([`put ${keys.network(a.id)}`, `put ${keys.network(b.id)}`]);
+        expect(got.late).toEqual([`put ${keys.network(b.id)}`]);
+        for (const w of [all, networks, late]) await w.cancel();
+      });
+
       it('reports a compaction past its revision as a resync with the current state, then continues', async () => {
         const r0 = (await store.listNetworks()).revision;
         const a = await store.createNetwork(net('ca', '10.40.0.0/24'));

@@ -2,6 +2,7 @@
 // "Footprint"): host leases, election campaigns and watches, as EtcdStore.figures() counts them for
 // GET /status. A client that kept every campaign it ever made grew by one per leadership term.
 import { describe, expect, it } from 'vitest';
+import { keys } from '../../../src/store/layout.js';
 import { sampleHost } from '../../store/harness.js';
 import { waitUntil } from '../../support/wait.js';
 import { sharedEtcd } from './harness.js';
@@ -50,14 +51,18 @@ describe('EtcdStore.figures', () => {
     await held.resign();
   }, 30_000);
 
-  it('a watch counts while open, and not once cancelled', async () => {
+  it('a watch counts while open, and not once cancelled; those inside the shared layout are one etcd watch', async () => {
     const { open } = etcd.fresh();
     const store = open();
     const handler = { onEvents: () => undefined, onResync: () => undefined };
     const from = (await store.revision()) + 1;
-    const watches = await Promise.all([0, 1, 2].map(() => store.watch('networks/', from, handler)));
-    expect(store.figures().watches).toBe(3);
-    for (const w of watches) await w.cancel();
-    expect(store.figures().watches).toBe(0);
+    const shared = await Promise.all(
+      ['networks/', 'keys/', 'hosts/'].map((prefix) => store.watch(prefix, from, handler)),
+    );
+    expect(store.figures()).toMatchObject({ watches: 3, etcdWatches: 1 });
+    const acks = await store.watch(keys.acksPrefix(), from, handler); // outside it: a watch of its own
+    expect(store.figures()).toMatchObject({ watches: 4, etcdWatches: 2 });
+    for (const w of [...shared, acks]) await w.cancel();
+    expect(store.figures()).toMatchObject({ watches: 0, etcdWatches: 0 });
   });
 });
