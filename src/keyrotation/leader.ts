@@ -302,11 +302,17 @@ class LeaderTerm {
   #route(events: WatchEvent[]): void {
     if (!this.active) return;
     const touched = new Set<string>();
+    /** Loops whose awaited acks are all in, with nothing else new: they act on what they read last. */
+    const complete = new Set<string>();
     let hosts = false;
     let gone = false; // a host left, or an epoch that may have named one went
     for (const e of events) {
       const k = parseKey(e.key);
-      if (k?.kind === 'keyEpoch' || k?.kind === 'ack') touched.add(k.networkId);
+      if (k?.kind === 'ack') {
+        const counted = this.#loops.get(k.networkId)?.countAck(e, k.epoch, k.hostId);
+        if (counted === 'complete') complete.add(k.networkId);
+        else if (counted !== 'counted') touched.add(k.networkId);
+      } else if (k?.kind === 'keyEpoch') touched.add(k.networkId);
       else if (k?.kind === 'host') hosts = true;
       else if (k?.kind === 'network') this.#networks.kick();
       if (e.type === 'delete' && (k?.kind === 'host' || k?.kind === 'keyEpoch')) gone = true;
@@ -314,6 +320,7 @@ class LeaderTerm {
     if (gone) this.#indexes.kick();
     if (hosts) for (const loop of this.#loops.values()) loop.kick();
     else for (const id of touched) this.#loops.get(id)?.kick();
+    for (const id of complete) this.#loops.get(id)?.kickComplete();
   }
 
   #kickEverything(): void {
@@ -380,6 +387,21 @@ class NetworkLoop {
   /** Hosts (id and public key) whose key cannot be wrapped for; left out of `members` so the schedule does not spin. */
   readonly #unusableKeys = new Set<string>();
   #cancelTimer: (() => void) | null = null;
+  /**
+   * While the schedule waits for acks: the members still missing, with the incarnation each must ack
+   * with, and the read the wait came from. Acks that leave one missing change nothing, so they are
+   * counted here instead of read again: at 1,000 hosts every read lists every host. When the last one
+   * comes and nothing else did, that read plus the acks is the state, and the loop acts on it without
+   * reading again (docs/keys.md "Leader"). Any other kick drops it.
+   */
+  #awaiting: {
+    epoch: number;
+    missing: Map<string, string>;
+    /** The read's acks of the epoch, and those counted since (what `snap` holds). */
+    acked: Set<string>;
+    snap: Snapshot;
+    complete: boolean;
+  } | null = null;
   #closed = false;
   #waiting: NetworkScheduleStatus['waiting'] = null;
   #lastAction: NetworkScheduleStatus['lastAction'] = null;
@@ -396,8 +418,33 @@ class NetworkLoop {
     );
   }
 
+  /** Runs the loop from a fresh read. */
   kick(): void {
+    this.#awaiting = null;
     if (!this.#closed) this.#serial.kick();
+  }
+
+  /** Runs the loop from its last read and the acks counted since (countAck said 'complete'). */
+  kickComplete(): void {
+    if (!this.#closed) this.#serial.kick();
+  }
+
+  /**
+   * An ack event while the schedule waits for acks: 'counted' when it only takes a missing member off
+   * the list (or names none), 'complete' when it was the last one, 'read' when the loop must read again.
+   */
+  countAck(event: WatchEvent, epoch: number, hostId: string): 'counted' | 'complete' | 'read' {
+    const awaiting = this.#awaiting;
+    if (!awaiting || awaiting.complete || event.type !== 'put' || epoch !== awaiting.epoch) return 'read';
+    const incarnation = awaiting.missing.get(hostId);
+    // Counted in the last read already, or not a member of it (its host's own event reads again).
+    if (incarnation === undefined) return 'counted';
+    if ((event.value as { incarnation?: unknown } | null)?.incarnation !== incarnation) return 'read';
+    awaiting.missing.delete(hostId);
+    awaiting.acked.add(hostId);
+    if (awaiting.missing.size > 0) return 'counted';
+    awaiting.complete = true;
+    return 'complete';
   }
 
   close(): void {
@@ -425,14 +472,28 @@ class NetworkLoop {
     const { clock, log, retryMs } = this.term.d;
     this.#cancelTimer?.();
     this.#cancelTimer = null;
+    let counted = this.#awaiting?.complete ? this.#awaiting.snap : null;
+    this.#awaiting = null;
     for (let i = 0; i < MAX_ACTIONS_PER_RUN; i++) {
       if (this.#stopped) return;
       try {
-        const snap = await this.#read();
+        const snap = counted ? { ...counted, input: { ...counted.input, now: clock.now() } } : await this.#read();
+        counted = null;
         if (!snap || this.#stopped) return;
         const action = nextAction(snap.input);
         if (action.kind === 'wait') {
           this.#waiting = { until: action.until, reason: action.reason };
+          if (action.acks) {
+            const { epoch, missing } = action.acks;
+            const acked = new Set(snap.input.acks.get(epoch));
+            this.#awaiting = {
+              epoch,
+              missing: new Map(missing.map((id) => [id, snap.members.get(id)?.incarnation ?? ''])),
+              acked,
+              snap: { ...snap, input: { ...snap.input, acks: new Map([...snap.input.acks, [epoch, acked]]) } },
+              complete: false,
+            };
+          }
           this.#problem = null;
           if (action.until !== null) this.#arm(action.until - clock.now());
           return;
@@ -468,17 +529,18 @@ class NetworkLoop {
 
   async #read(): Promise<Snapshot | null> {
     const { store, requests, clock, config } = this.term.d;
-    const network = await store.getNetwork(this.networkId);
-    if (!network.encrypted) {
-      this.term.forget(this);
-      return null;
-    }
-    const [epochs, hosts, request, copies] = await Promise.all([
+    // Two round trips: this runs again as acks come in, and the read after the last one is on the rotation's path.
+    const [network, epochs, hosts, request, copies] = await Promise.all([
+      store.getNetwork(this.networkId),
       store.getEpochs(this.networkId),
       store.listHosts(),
       requests.get(this.networkId),
       store.listCopies(this.networkId),
     ]);
+    if (!network.encrypted) {
+      this.term.forget(this);
+      return null;
+    }
     const holders = new Map<number, Set<string>>();
     for (const c of copies.items) {
       if (!holders.has(c.epoch)) holders.set(c.epoch, new Set());
@@ -489,16 +551,14 @@ class NetworkLoop {
         .filter((h) => !this.#unusableKeys.has(keyId(h)))
         .map((h) => [h.id, h]),
     );
+    const published = epochs.items.filter((r) => r.state === 'published').map((r) => r.epoch);
+    const listings = await Promise.all(published.map((epoch) => store.listAcks(this.networkId, epoch)));
     const acks = new Map<number, Set<string>>();
-    for (const r of epochs.items) {
-      if (r.state !== 'published') continue;
-      const listing = await store.listAcks(this.networkId, r.epoch);
+    published.forEach((epoch, i) => {
       // An ack counts for the host's current process only: a restarted host acks again.
-      acks.set(
-        r.epoch,
-        new Set(listing.items.filter((a) => members.get(a.hostId)?.incarnation === a.incarnation).map((a) => a.hostId)),
-      );
-    }
+      const current = listings[i]!.items.filter((a) => members.get(a.hostId)?.incarnation === a.incarnation);
+      acks.set(epoch, new Set(current.map((a) => a.hostId)));
+    });
     return {
       input: {
         epochs: epochs.items,

@@ -108,8 +108,17 @@ export type Action =
   | { kind: 'activate'; epoch: number; because: 'all-acked' | 'ack-timeout'; missing: string[] }
   | { kind: 'retire'; epoch: number; because: 'grace-over' | 'stale' }
   | { kind: 'delete'; epoch: number }
-  /** Nothing to do. `until`: when to look again (null: only when etcd changes). */
-  | { kind: 'wait'; until: number | null; reason: string };
+  /**
+   * Nothing to do. `until`: when to look again (null: only when etcd changes). `acks`: the published
+   * epoch whose acks this waits for, and the members still missing (an ack from one of them changes
+   * the answer only when it is the last).
+   */
+  | { kind: 'wait'; until: number | null; reason: string; acks?: AwaitedAcks };
+
+export interface AwaitedAcks {
+  epoch: number;
+  missing: string[];
+}
 
 const byEpoch = (a: KeyEpochRecord, b: KeyEpochRecord): number => a.epoch - b.epoch;
 const isLive = (r: KeyEpochRecord): boolean => r.state === 'published' || r.state === 'active';
@@ -149,6 +158,7 @@ export function nextAction(input: ScheduleInput): Action {
   const current = currentEpoch(epochs);
   const newest = epochs[epochs.length - 1];
   const deadlines: Deadline[] = [];
+  let awaited: AwaitedAcks | undefined;
 
   // Rewrap: a member without its wrapped copy of a live epoch cannot install it (docs/keys.md "Key wrap").
   for (const r of epochs) {
@@ -169,6 +179,7 @@ export function nextAction(input: ScheduleInput): Action {
     const timeout = r.publishedAt + config.ackTimeoutMs;
     if (now >= timeout) return { kind: 'activate', epoch: r.epoch, because: 'ack-timeout', missing };
     deadlines.push({ at: timeout, reason: `epoch ${r.epoch} waits for acks from ${missing.join(', ')}` });
+    awaited = { epoch: r.epoch, missing };
     break; // activation is in order: later published epochs wait for this one
   }
 
@@ -195,14 +206,20 @@ export function nextAction(input: ScheduleInput): Action {
     const next = (newest?.epoch ?? 0) + 1;
     const pending = epochs.find((r) => r.state === 'published');
     if (members.length === 0)
-      return wait(deadlines, now, `rotation due (${due.because}) but no live member host can encrypt`);
-    if (pending) return wait(deadlines, now, `rotation due (${due.because}) after epoch ${pending.epoch} is activated`);
+      return wait(deadlines, now, `rotation due (${due.because}) but no live member host can encrypt`, awaited);
+    if (pending)
+      return wait(deadlines, now, `rotation due (${due.because}) after epoch ${pending.epoch} is activated`, awaited);
     if (epochs.length >= MAX_LIVE_EPOCHS)
-      return wait(deadlines, now, `rotation due (${due.because}) once fewer than ${MAX_LIVE_EPOCHS} epochs exist`);
+      return wait(
+        deadlines,
+        now,
+        `rotation due (${due.because}) once fewer than ${MAX_LIVE_EPOCHS} epochs exist`,
+        awaited,
+      );
     return { kind: 'publish', epoch: next, because: due.because };
   }
   if (due.at !== null) deadlines.push({ at: due.at, reason: `epoch ${current?.epoch} rotates on the timer` });
-  return wait(deadlines, now, 'nothing to do');
+  return wait(deadlines, now, 'nothing to do', awaited);
 }
 
 function rotationDue(
@@ -225,11 +242,11 @@ function rotationDue(
   return { because: null, at };
 }
 
-function wait(deadlines: Deadline[], now: number, blocked: string): Action {
+function wait(deadlines: Deadline[], now: number, blocked: string, acks: AwaitedAcks | undefined): Action {
   const future = deadlines.filter((d) => d.at > now).sort((a, b) => a.at - b.at);
   const reasons = future.map((d) => d.reason);
   if (blocked !== 'nothing to do' || reasons.length === 0) reasons.unshift(blocked);
-  return { kind: 'wait', until: future[0]?.at ?? null, reason: reasons.join('; ') };
+  return { kind: 'wait', until: future[0]?.at ?? null, reason: reasons.join('; '), ...(acks ? { acks } : {}) };
 }
 
 /**

@@ -476,6 +476,52 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     await waitFor('epoch 2 active', () => outboundEverywhere(hosts, n, 2));
   });
 
+  it('waiting for acks, it counts them from its watch and activates on the last one without reading again (docs/keys.md "Leader")', async () => {
+    const { admin, network: n, hosts, requests } = await bed(['h1', 'h2', 'h3', 'h4']);
+    const calls: string[] = [];
+    const counting = new Proxy(hosts[0]!.store, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (typeof v !== 'function') return v;
+        return (...args: unknown[]) => {
+          calls.push(String(prop));
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const { leader } = startLeader({ ...hosts[0]!, store: counting }, requests, { config: { graceMs: 60_000 } });
+    cleanups.push(() => leader.stop());
+    await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
+    // h2..h4 stop following: their acks for epoch 2 are written here, one at a time.
+    const late = hosts.slice(1);
+    for (const h of late) await h.follower.stop();
+    await requestRotation({ store: hosts[0]!.store, requests }, n.id, 'h1');
+    await waitFor('epoch 2 acked by h1', async () => (await admin.listAcks(n.id, 2)).items.length === 1);
+    await settle(100);
+    const reads = () => calls.filter((c) => c === 'listHosts').length;
+    const ack = (h: SimHost, incarnation = h.incarnation) =>
+      h.store.ack(h.lease, { networkId: n.id, epoch: 2, hostId: h.id, incarnation, installedAt: Date.now() });
+
+    let before = reads();
+    await ack(late[0]!);
+    await ack(late[1]!);
+    await settle(100);
+    expect(reads()).toBe(before);
+    // An ack from another incarnation of a host is not counted here: the leader reads, and still waits.
+    await ack(late[2]!, 'f'.repeat(16));
+    await waitFor('a read for the unknown incarnation', () => reads() > before);
+    await settle(100);
+    expect(await statesOf(admin, n)).toEqual(['1:active', '2:published']);
+
+    // The last one: the leader activates on what it read and counted. Then it reads to see what is
+    // next, and once more when its own write comes back through the watch; with a read first, three.
+    before = reads();
+    await ack(late[2]!);
+    await waitFor('epoch 2 active', async () => (await statesOf(admin, n)).includes('2:active'));
+    await settle(100);
+    expect(reads() - before).toBe(2);
+  });
+
   it('epoch secrets come from the injected randomBytes', async () => {
     const { network: n, hosts, requests } = await bed(['h1']);
     const fixed = new Uint8Array(32).fill(0x5a);

@@ -85,7 +85,7 @@ const rows: Row[] = [
     epochs: [published(1, T)],
     acks: acked(1, ['h1', 'h2']),
     now: T + S,
-    expect: { kind: 'wait', until: T + 60 * S },
+    expect: { kind: 'wait', until: T + 60 * S, acks: { epoch: 1, missing: ['h3'] } },
     reason: /epoch 1 waits for acks from h3/,
   },
   {
@@ -193,7 +193,7 @@ const rows: Row[] = [
     acks: acked(2, ['h1']),
     request: { afterEpoch: 2 },
     now: T + 2 * S,
-    expect: { kind: 'wait', until: T + S + 60 * S },
+    expect: { kind: 'wait', until: T + S + 60 * S, acks: { epoch: 2, missing: ['h2', 'h3'] } },
     reason: /rotation due \(requested\) after epoch 2 is activated/,
   },
   {
