@@ -55,6 +55,22 @@ const holdersOf = async (store: Store, n: NetworkRecord, epoch: number): Promise
 const outboundEverywhere = (hosts: SimHost[], n: NetworkRecord, epoch: number): boolean =>
   hosts.every((h) => h.sink.outbound.get(n.id) === epoch);
 
+/** The store, recording the name of every method called on it. */
+function countingCalls(store: Store): { store: Store; calls: string[] } {
+  const calls: string[] = [];
+  const counting = new Proxy(store, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target) as unknown;
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        calls.push(String(prop));
+        return (v as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  return { store: counting, calls };
+}
+
 describe('KeyScheduleLeader with three hosts (memory store)', () => {
   it('first epoch, then a forced rotation from a non-leader host: publish → all ack → activate → retire → delete', async () => {
     const { admin, network: n, hosts, requests } = await bed();
@@ -453,17 +469,7 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
 
   it('idle, the leader makes no store calls: it waits on watches and one timer, never polls', async () => {
     const { network: n, hosts, requests } = await bed(['h1', 'h2']);
-    const calls: string[] = [];
-    const counting = new Proxy(hosts[0]!.store, {
-      get(target, prop) {
-        const v = Reflect.get(target, prop, target) as unknown;
-        if (typeof v !== 'function') return v;
-        return (...args: unknown[]) => {
-          calls.push(String(prop));
-          return (v as (...a: unknown[]) => unknown).apply(target, args);
-        };
-      },
-    });
+    const { store: counting, calls } = countingCalls(hosts[0]!.store);
     const { leader } = startLeader({ ...hosts[0]!, store: counting }, requests, { config: { graceMs: 60_000 } });
     cleanups.push(() => leader.stop());
     await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
@@ -478,17 +484,7 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
 
   it('waiting for acks, it counts them from its watch and activates on the last one without reading again (docs/keys.md "Leader")', async () => {
     const { admin, network: n, hosts, requests } = await bed(['h1', 'h2', 'h3', 'h4']);
-    const calls: string[] = [];
-    const counting = new Proxy(hosts[0]!.store, {
-      get(target, prop) {
-        const v = Reflect.get(target, prop, target) as unknown;
-        if (typeof v !== 'function') return v;
-        return (...args: unknown[]) => {
-          calls.push(String(prop));
-          return (v as (...a: unknown[]) => unknown).apply(target, args);
-        };
-      },
-    });
+    const { store: counting, calls } = countingCalls(hosts[0]!.store);
     const { leader } = startLeader({ ...hosts[0]!, store: counting }, requests, { config: { graceMs: 60_000 } });
     cleanups.push(() => leader.stop());
     await waitFor('epoch 1 active', () => outboundEverywhere(hosts, n, 1));
