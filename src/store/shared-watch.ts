@@ -3,16 +3,15 @@ import type { WatchEvent, WatchHandle, WatchHandler } from './types.js';
 
 /*
  * One client's watches inside one key range share one watch of it (docs/etcd.md "Watches"): the
- * agent, the key follower, the API's replica and the schedule leader of a host each see every
- * event of the shared layout, so etcd sends and this process decodes each event once per host,
+ * agent, the key follower, the API's replica and the schedule leader of a host each watch the
+ * shared layout or a part of it, so etcd sends and this process decodes each event once per host,
  * not once per consumer.
  *
  * A subscriber keeps the contract of a watch of its own: its events start at its own revision,
- * in order, each once. Events after the first subscriber's start revision are kept (the newest
- * KEPT_EVENTS of them), so a later subscriber that asks for a revision still kept is replayed
- * from memory; one asking for an older revision gets no subscription (the caller opens a watch
- * of its own). A subscriber's first events reach it after watch() has returned, as they would
- * from etcd.
+ * in order, each once. Delivered events are kept for KEPT_MS (at most KEPT_EVENTS of them), so a
+ * later subscriber that asks for a revision still kept is replayed from memory; one asking for an
+ * older revision gets no subscription (the caller opens a watch of its own). A subscriber's first
+ * events reach it after watch() has returned, as they would from etcd.
  */
 
 /**
