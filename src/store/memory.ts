@@ -683,7 +683,8 @@ export class MemoryStore implements Store {
     const { networkId, epoch } = record;
     const recordKey = keys.keyEpoch(networkId, epoch);
     const epochCopies = keys.copiesPrefix(networkId, epoch);
-    const fresh = this.backend.get(recordKey) === undefined;
+    // As on etcd: only a publish can be a first write.
+    const fresh = record.state === 'published' && this.backend.get(recordKey) === undefined;
     const puts: Op[] = Object.entries(copies).map(([hostId, wrapped]) => ({
       put: keys.copy(networkId, epoch, hostId),
       value: JSON.stringify({ wrapped }),

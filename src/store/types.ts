@@ -309,8 +309,9 @@ export interface Store {
    * Leader write, fenced: fails with VEIL_ERR_NOT_LEADER (and ends `leader`) unless its leader key still exists,
    * and with VEIL_ERR_NOT_FOUND (leadership goes on) unless networks/<id> still exists.
    * Writes `copies` first (in transactions of at most COPIES_PER_TXN), then the record, so a host that
-   * sees the record finds its copy. A record written for the first time (a publish) first deletes what an
-   * unfinished publish of the same epoch left; a retired one deletes the epoch's copies with it.
+   * sees the record finds its copy. A published record written for the first time first deletes what an
+   * unfinished publish of the same epoch left (only a publish is looked up for that: an active or retired
+   * record is a rewrite); a retired one deletes the epoch's copies with it.
    */
   putEpoch(leader: Leadership, record: KeyEpochRecord, copies?: WrappedCopies): Promise<void>;
   /** Leader write, fenced like putEpoch; also deletes the epoch's copies and acks. */
