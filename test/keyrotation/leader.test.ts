@@ -7,6 +7,7 @@ import { isStoreError, StoreError } from '../../src/store/errors.js';
 import { keys, parseKey } from '../../src/store/layout.js';
 import { MemoryBackend, type MemoryStore } from '../../src/store/memory.js';
 import type { KeyEpochRecord, Leadership, NetworkRecord, Store, WrappedCopies } from '../../src/store/types.js';
+import { sampleHost } from '../store/harness.js';
 import { ManualClock, secretSpellings, settle, startHost, startLeader, waitFor, type SimHost } from './harness.js';
 
 /*
@@ -55,9 +56,8 @@ const holdersOf = async (store: Store, n: NetworkRecord, epoch: number): Promise
 const outboundEverywhere = (hosts: SimHost[], n: NetworkRecord, epoch: number): boolean =>
   hosts.every((h) => h.sink.outbound.get(n.id) === epoch);
 
-/** The store, recording the name of every method called on it. */
-function countingCalls(store: Store): { store: Store; calls: string[] } {
-  const calls: string[] = [];
+/** The store, recording the name of every method called on it (into `calls`, when it is called). */
+function countingCalls(store: Store, calls: string[] = []): { store: Store; calls: string[] } {
   const counting = new Proxy(store, {
     get(target, prop) {
       const v = Reflect.get(target, prop, target) as unknown;
@@ -516,6 +516,29 @@ describe('KeyScheduleLeader with three hosts (memory store)', () => {
     await waitFor('epoch 2 active', async () => (await statesOf(admin, n)).includes('2:active'));
     await settle(100);
     expect(reads() - before).toBe(2);
+  });
+
+  it('wrapping for many members yields to the event loop between batches: the gateway shares it', async () => {
+    const { admin, network: n, hosts, requests } = await bed(['h1']);
+    // 250 more members, registered only: the publish, not their acks, is what this watches.
+    for (let i = 0; i < 250; i++) await admin.registerHost(sampleHost(`m${i}`), 30);
+    // The store's calls and the event loop's turn, in the order they happen.
+    const order: string[] = [];
+    const { store: counting } = countingCalls(hosts[0]!.store, order);
+    const { leader } = startLeader({ ...hosts[0]!, store: counting }, requests, {
+      // Called as the publish begins: a turn of the event loop queued then runs before the write
+      // only if wrapping 251 copies let the loop turn.
+      randomBytes: (len) => {
+        order.push('secret');
+        setImmediate(() => order.push('turn'));
+        return new Uint8Array(len).fill(7);
+      },
+    });
+    cleanups.push(() => leader.stop());
+    await waitFor('epoch 1 written', () => order.includes('putEpoch') && order.includes('turn'));
+    const publish = order.slice(order.indexOf('secret'));
+    expect(publish.indexOf('turn')).toBeLessThan(publish.indexOf('putEpoch'));
+    expect((await admin.listCopies(n.id)).items.filter((c) => c.epoch === 1)).toHaveLength(251);
   });
 
   it('epoch secrets come from the injected randomBytes', async () => {
