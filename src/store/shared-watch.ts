@@ -1,4 +1,4 @@
-import { prefixEnd, type KeyRange } from './layout.js';
+import { inKeyRange, prefixEnd, type KeyRange } from './layout.js';
 import type { WatchEvent, WatchHandle, WatchHandler } from './types.js';
 
 /*
@@ -157,15 +157,7 @@ class Subscription implements WatchHandle {
     private readonly onCancel: () => Promise<void>,
   ) {
     this.#floor = floor;
-    if (range === null) this.#covers = () => true;
-    else if (typeof range === 'string') this.#covers = (key) => key.startsWith(range);
-    else {
-      const { start, end } = bounds(range);
-      this.#covers = (key) => {
-        const k = Buffer.from(key);
-        return Buffer.compare(k, start) >= 0 && Buffer.compare(k, end) < 0;
-      };
-    }
+    this.#covers = range === null ? () => true : (key) => inKeyRange(range, key);
   }
 
   get lastRevision(): number {
