@@ -273,9 +273,9 @@ export class EpochInstaller {
         nextRotationAt: nextRotationAt(records, this.#config),
         waiting: !this.#store.reachable
           ? `etcd unreachable${this.#store.detail ? ` (${this.#store.detail})` : ''}: current SAs stay, rotation waits`
-          : pending
-            ? `epoch ${pending.epoch} published; waiting for the leader to activate it`
-            : null,
+          : pending && !net.installed.get(pending.epoch)?.acked
+            ? `epoch ${pending.epoch} published; not yet installed here`
+            : null, // an installed standby waits for its rotation: nothing to wait for here
       });
     }
     return { hostId: this.hostId, store: { ...this.#store }, counters: { ...this.#counters }, networks };

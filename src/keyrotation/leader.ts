@@ -629,7 +629,8 @@ class NetworkLoop {
           if (Object.keys(added).length === 0) return;
           // The count changes, so the hosts waiting for a copy see the record change and read theirs.
           const held = snap.input.holders.get(action.epoch)?.size ?? 0;
-          await store.putEpoch(leadership, { ...recordOf(record), copies: held + Object.keys(added).length }, added);
+          const copies = held + Object.keys(added).length;
+          await store.putEpoch(leadership, { ...recordOf(record), copies, wrappedAt: now }, added);
           log('epoch rewrapped for joining hosts', { network, epoch: action.epoch, hosts: Object.keys(added).sort() });
         } finally {
           own.secret.wipe();
@@ -644,9 +645,10 @@ class NetworkLoop {
           log('epoch activated without every ack (ack timeout)', {
             network,
             epoch: action.epoch,
+            rotation: action.rotation,
             missing: action.missing,
           });
-        } else log('epoch activated', { network, epoch: action.epoch });
+        } else log('epoch activated', { network, epoch: action.epoch, rotation: action.rotation });
         break;
       }
       case 'retire': {
@@ -708,6 +710,7 @@ function recordOf(r: KeyEpochRecord): KeyEpochRecord {
     publishedAt: r.publishedAt,
     ...(r.activatedAt !== undefined ? { activatedAt: r.activatedAt } : {}),
     ...(r.retiredAt !== undefined ? { retiredAt: r.retiredAt } : {}),
+    ...(r.wrappedAt !== undefined ? { wrappedAt: r.wrappedAt } : {}),
     copies: Number.isSafeInteger(r.copies) ? r.copies : 0,
   };
 }

@@ -1,5 +1,6 @@
 import { VeilError } from '../errors.js';
 import type { Store, WatchEvent } from '../store/types.js';
+import { currentEpoch } from './schedule.js';
 
 /*
  * Forced rotation from any host: a request is a store write the leader reacts to, so
@@ -7,17 +8,17 @@ import type { Store, WatchEvent } from '../store/types.js';
  *
  *   rotate/<networkId>   { networkId, afterEpoch, requestedAt, by }
  *
- * The request names the newest epoch the requester saw ("give me an epoch newer than
+ * The request names the epoch the requester saw sealing ("give me an epoch newer than
  * afterEpoch"), not only a time: the leader compares epoch numbers, which every host
  * agrees on, where comparing the requester's clock with the leader's publishedAt would
  * silently drop a request from a host whose clock runs behind. `requestedAt` and `by`
- * are for logs and status. A request stays satisfied once an epoch > afterEpoch exists;
- * it is removed with the network.
+ * are for logs and status. A request stays satisfied once an epoch > afterEpoch is active
+ * (the standby, usually: schedule.ts); it is removed with the network.
  */
 
 export interface RotationRequest {
   networkId: string;
-  /** The newest epoch number the requester saw (0: none). The leader publishes a newer one. */
+  /** The epoch the requester saw sealing (0: none). The leader activates a newer one. */
   afterEpoch: number;
   /** Milliseconds since the Unix epoch, the requester's clock (informational). */
   requestedAt: number;
@@ -36,7 +37,7 @@ export interface RotationRequests {
 
 /**
  * Asks the key-schedule leader for a new epoch of an encrypted network. Works on any host. `seen` is
- * the epoch the requester needs replaced (the sequence budget's SA); without it, the newest in etcd.
+ * the epoch the requester needs replaced (the sequence budget's SA); without it, the current one in etcd.
  */
 export async function requestRotation(
   deps: { store: Pick<Store, 'getNetwork' | 'getEpochs'>; requests: RotationRequests; now?: () => number },
@@ -48,9 +49,8 @@ export async function requestRotation(
   if (!network.encrypted)
     throw new VeilError('VEIL_ERR_NOT_ENCRYPTED', `network ${network.name} has no keys to rotate`);
   const { items } = await deps.store.getEpochs(network.id);
-  // An epoch newer than `seen` may already be on its way (another host asked first): asking for one
-  // newer than that would rotate twice.
-  const afterEpoch = seen ?? items.reduce((max, r) => Math.max(max, r.epoch), 0);
+  // Named by epoch, so requests from hosts that saw the same current epoch ask for one rotation.
+  const afterEpoch = seen ?? currentEpoch(items)?.epoch ?? 0;
   const request: RotationRequest = { networkId: network.id, afterEpoch, requestedAt: (deps.now ?? Date.now)(), by };
   await deps.requests.request(request);
   return request;

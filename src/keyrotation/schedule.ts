@@ -13,9 +13,13 @@ import { isWindows } from '../model/windows.js';
  *
  *   step  leader writes                     every member gateway does
  *   1     e+1 published (wrapped secrets)   install INBOUND SAs of e+1, then ack (under its lease)
- *   2     e+1 active (all acked/timeout)    switch OUTBOUND to e+1; inbound e stays for packets in flight
+ *   2     e+1 active (rotation due, acked)  switch OUTBOUND to e+1; inbound e stays for packets in flight
  *   3     e retired (grace after step 2)    drop the inbound SAs of e
  *   4     e deleted (linger after step 3)   nothing left to do (a deleted epoch is retired if still held)
+ *
+ * Step 1 comes as soon as there is room, not when the rotation is due: the next epoch waits
+ * published and acked (the standby) while the current one seals, so a due rotation is one write,
+ * step 2.
  *
  * The decision table, first matching row wins (test/keyrotation/schedule.test.ts has a
  * row for each):
@@ -23,22 +27,27 @@ import { isWindows } from '../model/windows.js';
  *   state of the network's epochs                          time / acks / members              → action
  *   a published or active epoch lacks a live member        leader can unwrap its own copy      → rewrap {epoch, hosts}
  *   published epoch older than an active one (stale)       —                                  → retire (never activate out of order)
- *   published e                                            every member holding e acked       → activate e (all-acked)
- *   published e                                            now ≥ publishedAt + ackTimeout     → activate e (ack-timeout, missing)
+ *   published e, a host that left holds a copy             a replacement fits (≤ 3 numbers)   → retire (member-left)
+ *   published e lacks a member and cannot be rewrapped     a replacement fits                 → retire (unrecoverable)
+ *   published e, rotation not due (the standby)            —                                  → wait (counting its acks)
+ *   published e, rotation due                              every member holding e acked       → activate e (all-acked)
+ *   published e, rotation due                              now ≥ last wrap + ackTimeout       → activate e (ack-timeout, missing)
  *   active e, newer active f                               now ≥ activatedAt(f) + grace       → retire e
  *   retired e, not the newest record                       now ≥ retiredAt + linger           → delete e
  *   no published/active epoch                              ≥ 1 member                         → publish max+1 (first)
  *   current (newest active) c                              now ≥ activatedAt(c) + interval    → publish c+1 (interval)
- *   current c                                              request.afterEpoch ≥ newest epoch  → publish c+1 (requested)
+ *   current c                                              request.afterEpoch ≥ c             → publish c+1 (requested)
  *   current c lacks a member and cannot be rewrapped       —                                  → publish c+1 (unrecoverable)
  *   publish due, but a published epoch is pending          —                                  → wait (acks)
- *   publish due, but 3 epochs exist                        —                                  → wait (retire/delete first)
+ *   publish due, but max+1 − oldest ≥ 3                    —                                  → wait (retire/delete first)
+ *   current c, no published epoch, room for one            ≥ 1 member                         → publish max+1 (standby)
  *   anything else                                          —                                  → wait until the earliest deadline
  *
- * Why at most three epoch records (previous, current, next), retired ones included:
- * the SPI carries epoch mod 4 (docs/wire.md "SPI layout"), and records always form a contiguous
- * run of epoch numbers (new = newest + 1, retire and delete go oldest first), so three
- * records never share epoch mod 4, even while a slow gateway still holds a retired one.
+ * Why epoch numbers span at most three (previous, current, next; newest − oldest record ≤ 2),
+ * retired records included: the SPI carries epoch mod 4 (docs/wire.md "SPI layout"), new = newest
+ * + 1, and only the oldest record may hold the span open, so even a slow gateway that still holds
+ * the epoch just below the oldest never holds two epochs that share epoch mod 4. A standby replaced
+ * because a host left retires out of order, which leaves a gap, never a wider span.
  */
 
 export interface ScheduleConfig {
@@ -61,7 +70,7 @@ export const DEFAULT_SCHEDULE_CONFIG: Readonly<ScheduleConfig> = Object.freeze({
   retiredLingerMs: 60_000,
 });
 
-/** At most this many epoch records per network (see the comment above). */
+/** Epoch records of a network span at most this many epoch numbers (see the comment above). */
 export const MAX_LIVE_EPOCHS = 3;
 
 /** Fills defaults and validates; throws VEIL_ERR_CONFIG_INVALID (configuration time only). */
@@ -100,18 +109,28 @@ export interface ScheduleInput {
   unrecoverable?: ReadonlySet<number>;
 }
 
-export type PublishReason = 'first' | 'interval' | 'requested' | 'unrecoverable';
+/** Why a rotation is due. */
+export type RotationReason = 'first' | 'interval' | 'requested' | 'unrecoverable';
+/** Why an epoch is published: a rotation is due, or to wait ready for the next one (standby). */
+export type PublishReason = RotationReason | 'standby';
 
 export type Action =
   | { kind: 'publish'; epoch: number; because: PublishReason }
   | { kind: 'rewrap'; epoch: number; hosts: string[] }
-  | { kind: 'activate'; epoch: number; because: 'all-acked' | 'ack-timeout'; missing: string[] }
-  | { kind: 'retire'; epoch: number; because: 'grace-over' | 'stale' }
+  | {
+      kind: 'activate';
+      epoch: number;
+      because: 'all-acked' | 'ack-timeout';
+      missing: string[];
+      /** Why the rotation is due. */
+      rotation: RotationReason;
+    }
+  | { kind: 'retire'; epoch: number; because: 'grace-over' | 'stale' | 'member-left' | 'unrecoverable' }
   | { kind: 'delete'; epoch: number }
   /**
    * Nothing to do. `until`: when to look again (null: only when etcd changes). `acks`: the published
-   * epoch whose acks this waits for, and the members still missing (an ack from one of them changes
-   * the answer only when it is the last).
+   * epoch whose acks are still coming, and the members still missing (an ack from one of them changes
+   * the answer only when it is the last, and for a standby not even then).
    */
   | { kind: 'wait'; until: number | null; reason: string; acks?: AwaitedAcks };
 
@@ -134,14 +153,11 @@ export function currentEpoch(epochs: readonly KeyEpochRecord[]): KeyEpochRecord 
 
 /**
  * When the timer makes the next rotation due (for the status API): the current epoch's
- * activation + interval. null while there is no current epoch (the first one is being
- * published) or a rotation is already under way (an epoch is published).
+ * activation + interval. null while there is no current epoch (the first one is being published).
  */
 export function nextRotationAt(epochs: readonly KeyEpochRecord[], config: ScheduleConfig): number | null {
   const current = currentEpoch(epochs);
-  if (!current) return null;
-  if (epochs.some((r) => r.state === 'published' && r.epoch > current.epoch)) return null;
-  return activatedAt(current) + config.intervalMs;
+  return current ? activatedAt(current) + config.intervalMs : null;
 }
 
 interface Deadline {
@@ -152,11 +168,15 @@ interface Deadline {
 export function nextAction(input: ScheduleInput): Action {
   const { now, config } = input;
   const epochs = [...input.epochs].sort(byEpoch);
-  const members = [...new Set(input.members)].sort();
+  const memberSet = new Set(input.members);
+  const members = [...memberSet].sort();
   const unrecoverable = input.unrecoverable ?? new Set<number>();
   const holds = (r: KeyEpochRecord, hostId: string): boolean => input.holders.get(r.epoch)?.has(hostId) ?? false;
   const current = currentEpoch(epochs);
   const newest = epochs[epochs.length - 1];
+  const next = (newest?.epoch ?? 0) + 1;
+  // Room for one more number: the records would still span at most MAX_LIVE_EPOCHS (comment above).
+  const room = epochs.length === 0 || next - epochs[0]!.epoch < MAX_LIVE_EPOCHS;
   const deadlines: Deadline[] = [];
   let awaited: AwaitedAcks | undefined;
 
@@ -167,19 +187,34 @@ export function nextAction(input: ScheduleInput): Action {
     if (lacking.length > 0) return { kind: 'rewrap', epoch: r.epoch, hosts: lacking };
   }
 
+  const due = rotationDue(input, members, current, unrecoverable, holds);
+
   // Published epochs, oldest first. One older than an active epoch can never be activated
   // (outbound only moves forward): retire it.
   for (const r of epochs) {
     if (r.state !== 'published') continue;
     if (current && r.epoch < current.epoch) return { kind: 'retire', epoch: r.epoch, because: 'stale' };
+    // A host that left must not be handed the next epoch with it, and a member this leader cannot
+    // wrap it for could not use it: replace the epoch while a replacement fits. When none fits (one
+    // was made since the last rotation, or the previous epoch is in its grace), it stays until one
+    // does; a rotation before then activates it, and the next one leaves the host out.
+    if (room) {
+      if ([...(input.holders.get(r.epoch) ?? [])].some((h) => !memberSet.has(h)))
+        return { kind: 'retire', epoch: r.epoch, because: 'member-left' };
+      if (unrecoverable.has(r.epoch) && members.some((m) => !holds(r, m)))
+        return { kind: 'retire', epoch: r.epoch, because: 'unrecoverable' };
+    }
     const acked = input.acks.get(r.epoch) ?? new Set<string>();
     // A member with no copy (unrecoverable epoch) cannot ack; the rotation rule below reaches it.
     const missing = members.filter((m) => holds(r, m) && !acked.has(m));
-    if (missing.length === 0) return { kind: 'activate', epoch: r.epoch, because: 'all-acked', missing };
-    const timeout = r.publishedAt + config.ackTimeoutMs;
-    if (now >= timeout) return { kind: 'activate', epoch: r.epoch, because: 'ack-timeout', missing };
+    if (missing.length > 0) awaited = { epoch: r.epoch, missing };
+    if (!due.because) break; // the standby: installed everywhere, activated when a rotation is due
+    const rotation = due.because;
+    if (missing.length === 0) return { kind: 'activate', epoch: r.epoch, because: 'all-acked', missing, rotation };
+    // A copy wrapped later (a host that joined) gets its own full timeout.
+    const timeout = Math.max(r.publishedAt, r.wrappedAt ?? r.publishedAt) + config.ackTimeoutMs;
+    if (now >= timeout) return { kind: 'activate', epoch: r.epoch, because: 'ack-timeout', missing, rotation };
     deadlines.push({ at: timeout, reason: `epoch ${r.epoch} waits for acks from ${missing.join(', ')}` });
-    awaited = { epoch: r.epoch, missing };
     break; // activation is in order: later published epochs wait for this one
   }
 
@@ -200,41 +235,38 @@ export function nextAction(input: ScheduleInput): Action {
     deadlines.push({ at: lingerEnd, reason: `retired epoch ${r.epoch} lingers` });
   }
 
-  // Publish.
-  const due = rotationDue(input, epochs, members, current, unrecoverable, holds);
+  // Publish: because a rotation is due, or ahead of it (the standby).
+  const pending = epochs.find((r) => r.state === 'published');
   if (due.because) {
-    const next = (newest?.epoch ?? 0) + 1;
-    const pending = epochs.find((r) => r.state === 'published');
     if (members.length === 0)
       return wait(deadlines, now, `rotation due (${due.because}) but no live member host can encrypt`, awaited);
     if (pending)
       return wait(deadlines, now, `rotation due (${due.because}) after epoch ${pending.epoch} is activated`, awaited);
-    if (epochs.length >= MAX_LIVE_EPOCHS)
+    if (!room)
       return wait(
         deadlines,
         now,
-        `rotation due (${due.because}) once fewer than ${MAX_LIVE_EPOCHS} epochs exist`,
+        `rotation due (${due.because}) once the epochs span fewer than ${MAX_LIVE_EPOCHS} numbers`,
         awaited,
       );
     return { kind: 'publish', epoch: next, because: due.because };
   }
+  if (current && !pending && room && members.length > 0) return { kind: 'publish', epoch: next, because: 'standby' };
   if (due.at !== null) deadlines.push({ at: due.at, reason: `epoch ${current?.epoch} rotates on the timer` });
   return wait(deadlines, now, 'nothing to do', awaited);
 }
 
 function rotationDue(
   input: ScheduleInput,
-  epochs: readonly KeyEpochRecord[],
   members: readonly string[],
   current: KeyEpochRecord | undefined,
   unrecoverable: ReadonlySet<number>,
   holds: (r: KeyEpochRecord, hostId: string) => boolean,
-): { because: PublishReason | null; at: number | null } {
-  const live = epochs.filter(isLive);
-  if (live.length === 0) return { because: 'first', at: null };
-  const newest = epochs[epochs.length - 1]!;
-  if (input.request && input.request.afterEpoch >= newest.epoch) return { because: 'requested', at: null };
-  if (!current) return { because: null, at: null }; // the first epoch is still being published
+): { because: RotationReason | null; at: number | null } {
+  // No epoch seals yet: the first is due (published, or being published).
+  if (!current) return { because: 'first', at: null };
+  // "An epoch newer than the one I saw sealing" (requests.ts): the standby answers it.
+  if (input.request && input.request.afterEpoch >= current.epoch) return { because: 'requested', at: null };
   if (unrecoverable.has(current.epoch) && members.some((m) => !holds(current, m)))
     return { because: 'unrecoverable', at: null };
   const at = activatedAt(current) + input.config.intervalMs;

@@ -127,6 +127,8 @@ export interface KeyEpochRecord {
   publishedAt: number;
   activatedAt?: number;
   retiredAt?: number;
+  /** When the last copy was wrapped for a host that joined later: its ack timeout counts from here. */
+  wrappedAt?: number;
   /**
    * How many member hosts the secret has been wrapped for. The copies are keys of their own
    * (layout.ts `copy`), each read by its host alone; this count changes with every rewrap, so a host
@@ -154,10 +156,10 @@ export interface AckRecord {
   installedAt: number;
 }
 
-/** Any host asks for a rotation; the key-schedule leader publishes an epoch newer than `afterEpoch`. */
+/** Any host asks for a rotation; the key-schedule leader activates an epoch newer than `afterEpoch`. */
 export interface RotationRequestRecord {
   networkId: string;
-  /** The newest epoch the requester saw: keyed on epochs, not clocks, so a host whose clock lags is not ignored. */
+  /** The epoch the requester saw sealing: keyed on epochs, not clocks, so a host whose clock lags is not ignored. */
   afterEpoch: number;
   /** Milliseconds since the Unix epoch; for logs. */
   requestedAt: number;

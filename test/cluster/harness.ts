@@ -8,7 +8,7 @@ import { nodeAeadProvider } from '../../src/crypto/aead-node.js';
 import { bytesToHex, readU32 } from '../../src/crypto/bytes.js';
 import { generateX25519KeyPair, type X25519KeyPair } from '../../src/crypto/x25519.js';
 import { DEFAULT_SEQUENCE_BUDGET } from '../../src/keyrotation/budget.js';
-import { scheduleConfig, type ScheduleConfig } from '../../src/keyrotation/schedule.js';
+import { currentEpoch, scheduleConfig, type ScheduleConfig } from '../../src/keyrotation/schedule.js';
 import type { Clock } from '../../src/keyrotation/seams.js';
 import { assembleClusterHost, type ClusterHost } from '../../src/cluster-host.js';
 import { keys } from '../../src/store/layout.js';
@@ -363,6 +363,17 @@ export class Cluster {
     return (await this.epochs(network)).reduce((max, r) => Math.max(max, r.epoch), 0);
   }
 
+  /** The epoch hosts seal with (the newest active; 0 before the first), not the standby after it. */
+  async currentEpoch(network: NetworkRecord): Promise<number> {
+    return currentEpoch(await this.epochs(network))?.epoch ?? 0;
+  }
+
+  /** True when only the current epoch and its standby are left (every older one deleted). */
+  async onlyCurrentAndStandby(network: NetworkRecord): Promise<boolean> {
+    const states = (await this.epochs(network)).map((r) => r.state).sort();
+    return states.join() === 'active,published';
+  }
+
   /** Asks for a rotation on `hostId`, as POST /networks/{id}/rotate does there. */
   rotate(network: NetworkRecord, hostId: string): Promise<{ afterEpoch: number }> {
     return this.host(hostId).node.keys.requestRotation(network.id, `test:${hostId}`);
@@ -377,14 +388,14 @@ export class Cluster {
     });
   }
 
-  /** Waits until `epoch` (default: the newest) is active in etcd and every running member seals with it. */
+  /** Waits until `epoch` (default: the newest active) is active in etcd and every running member seals with it. */
   async activeEverywhere(network: NetworkRecord, epoch?: number, timeoutMs = 10_000): Promise<number> {
     let want = epoch ?? 0;
     await until(
-      `epoch ${epoch ?? 'newest'} of ${network.name} to be active on every host`,
+      `epoch ${epoch ?? 'newest active'} of ${network.name} to be active on every host`,
       async () => {
         const records = await this.epochs(network);
-        want = epoch ?? records.reduce((max, r) => Math.max(max, r.epoch), 0);
+        want = epoch ?? currentEpoch(records)?.epoch ?? 0;
         return records.some((r) => r.epoch === want && r.state === 'active') && this.sealsEverywhere(network, want);
       },
       timeoutMs,
@@ -397,7 +408,7 @@ export class Cluster {
    * (it is retired and deleted): the schedule may publish the next. Returns the new epoch.
    */
   async nextEpoch(network: NetworkRecord, after: number): Promise<number> {
-    await until(`an epoch after ${after}`, async () => (await this.newestEpoch(network)) > after);
+    await until(`an epoch after ${after} active`, async () => (await this.currentEpoch(network)) > after);
     const epoch = await this.activeEverywhere(network);
     await this.endGrace();
     return epoch;
@@ -416,7 +427,7 @@ export class Cluster {
 
   /** One forced rotation from `hostId`, waited for until the new epoch seals everywhere (then the grace ends). */
   async rotateAndWait(network: NetworkRecord, hostId: string): Promise<number> {
-    const before = await this.newestEpoch(network);
+    const before = await this.currentEpoch(network);
     await this.rotate(network, hostId);
     return this.nextEpoch(network, before);
   }

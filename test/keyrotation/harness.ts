@@ -25,11 +25,11 @@ export class RecordingSink implements EpochSink {
   readonly secrets = new Map<string, Uint8Array>();
   readonly outbound = new Map<string, number>();
   readonly installed = new Map<string, Set<number>>();
-  /** When set, installEpoch waits for it (to hold a host's ack back). */
-  gate: Promise<void> | null = null;
+  /** When set, installing an epoch from `from` on waits for `open` (to hold a host's ack back). */
+  gate: { from: number; open: Promise<void> } | null = null;
 
   async installEpoch(networkId: string, epoch: number, secret: SecretKey): Promise<void> {
-    if (this.gate) await this.gate;
+    if (this.gate && epoch >= this.gate.from) await this.gate.open;
     this.secrets.set(`${networkId}/${epoch}`, Uint8Array.from(secret.exposeDanger()));
     if (!this.installed.has(networkId)) this.installed.set(networkId, new Set());
     this.installed.get(networkId)!.add(epoch);

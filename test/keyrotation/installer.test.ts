@@ -430,6 +430,9 @@ describe('EpochInstaller: events, snapshots, status', () => {
     });
     expect(s.networks[0]!.waiting).toMatch(/etcd unreachable \(connection refused\): current SAs stay, rotation waits/);
     expect(s.store).toMatchObject({ reachable: false, detail: 'connection refused' });
+    // Reachable, an installed standby is nothing to wait for: it waits for its rotation.
+    installer.setStoreReachable(true);
+    expect(installer.status().networks[0]!.waiting).toBeNull();
     const text = JSON.stringify(s);
     for (const e of [1, 2]) {
       expect(text).not.toContain(bytesToHex(secretOf(e).exposeDanger()));

@@ -32,6 +32,8 @@ const holdersOf = (epochs: KeyEpochRecord[]) =>
   new Map(epochs.map((r) => [r.epoch, new Set(copyHolders.get(r) ?? [])]));
 const published = (epoch: number, at: number, hosts = ALL): KeyEpochRecord =>
   withCopies({ networkId: 'n', epoch, state: 'published', publishedAt: at, copies: hosts.length }, hosts);
+/** The next epoch, published an hour after `at` and waiting (the standby). */
+const standby = (epoch: number, at: number, hosts = ALL): KeyEpochRecord => published(epoch, at + H, hosts);
 const active = (epoch: number, at: number, hosts = ALL): KeyEpochRecord =>
   withCopies(
     { networkId: 'n', epoch, state: 'active', publishedAt: at - 5 * S, activatedAt: at, copies: hosts.length },
@@ -103,17 +105,19 @@ const rows: Row[] = [
     expect: { kind: 'activate', epoch: 1, because: 'ack-timeout', missing: ['h2', 'h3'] },
   },
   {
-    row: 'an ack from a host that left does not count, and its absence does not block',
-    epochs: [active(1, T), published(2, T + H)],
-    acks: acked(2, ['h1', 'h2']),
+    row: 'an ack from a host that holds no copy does not count, and its absence does not block',
+    epochs: [active(1, T), published(2, T + H, ['h1', 'h2'])],
+    acks: acked(2, ['h1', 'h2', 'h3']),
     members: ['h1', 'h2'],
+    request: { afterEpoch: 1 },
     now: T + H + S,
     expect: { kind: 'activate', epoch: 2, because: 'all-acked' },
   },
   // Step 2 → 3: the previous epoch stays installed for the grace period.
   {
     row: 'two active, grace not over → wait until it is',
-    epochs: [active(1, T), active(2, T + H)],
+    epochs: [active(1, T), active(2, T + H), standby(3, T + H)],
+    acks: acked(3, ALL),
     now: T + H + S,
     expect: { kind: 'wait', until: T + H + 30 * S },
     reason: /epoch 1 stays installed/,
@@ -133,7 +137,8 @@ const rows: Row[] = [
   // Step 3 → 4: a retired epoch lingers, then goes.
   {
     row: 'retired, linger not over → wait',
-    epochs: [retired(1, T + H), active(2, T)],
+    epochs: [retired(1, T + H), active(2, T), standby(3, T)],
+    acks: acked(3, ALL),
     now: T + H + S,
     expect: { kind: 'wait', until: T + H + 10 * S },
     reason: /retired epoch 1 lingers/,
@@ -144,22 +149,100 @@ const rows: Row[] = [
     now: T + H + 10 * S,
     expect: { kind: 'delete', epoch: 1 },
   },
-  // The timer and forced rotation.
+  // The standby: the next epoch published and installed ahead of the rotation.
   {
-    row: 'current active, before the interval → wait until activatedAt + interval',
+    row: 'current active, no standby → publish one',
     epochs: [active(1, T)],
+    now: T + S,
+    expect: { kind: 'publish', epoch: 2, because: 'standby' },
+  },
+  {
+    row: 'standby installing, rotation not due → wait for the timer, counting its acks',
+    epochs: [active(1, T), standby(2, T)],
+    acks: acked(2, ['h1']),
+    now: T + 2 * H,
+    expect: { kind: 'wait', until: T + 12 * H, acks: { epoch: 2, missing: ['h2', 'h3'] } },
+    reason: /rotates on the timer/,
+  },
+  {
+    row: 'standby installed, long past its ack timeout, rotation not due → still waits',
+    epochs: [active(1, T), standby(2, T)],
+    acks: acked(2, ALL),
+    now: T + 11 * H,
+    expect: { kind: 'wait', until: T + 12 * H },
+  },
+  {
+    row: 'standby installed, interval reached → activate it',
+    epochs: [active(1, T), standby(2, T)],
+    acks: acked(2, ALL),
+    now: T + 12 * H,
+    expect: { kind: 'activate', epoch: 2, because: 'all-acked', rotation: 'interval' },
+  },
+  {
+    row: 'standby installed, rotation requested after the current epoch → activate it',
+    epochs: [active(1, T), standby(2, T)],
+    acks: acked(2, ALL),
+    request: { afterEpoch: 1 },
+    now: T + 2 * H,
+    expect: { kind: 'activate', epoch: 2, because: 'all-acked', rotation: 'requested' },
+  },
+  {
+    row: 'a host that left holds a copy of the standby → retire it, so the host never gets the next epoch',
+    epochs: [active(1, T), standby(2, T)],
+    acks: acked(2, ALL),
+    members: ['h1', 'h2'],
+    now: T + 2 * H,
+    expect: { kind: 'retire', epoch: 2, because: 'member-left' },
+  },
+  {
+    row: 'the retired standby is replaced at once (a gap in the numbers, the span stays 3)',
+    epochs: [active(1, T), retired(2, T + 2 * H)],
+    members: ['h1', 'h2'],
+    now: T + 2 * H + S,
+    expect: { kind: 'publish', epoch: 3, because: 'standby' },
+  },
+  {
+    row: 'a host that left holds a copy, but no replacement fits (previous in grace) → it stays',
+    epochs: [active(1, T), active(2, T + H), standby(3, T)],
+    acks: acked(3, ALL),
+    members: ['h1', 'h2'],
+    now: T + H + S,
+    expect: { kind: 'wait', until: T + H + 30 * S },
+  },
+  {
+    row: 'a second host left in the same period: its replacement does not fit either → the standby stays',
+    epochs: [active(1, T), standby(3, T + H, ['h1', 'h2'])],
+    acks: acked(3, ['h1', 'h2']),
+    members: ['h1'],
+    now: T + 3 * H,
+    expect: { kind: 'wait', until: T + 12 * H },
+  },
+  {
+    row: 'a copy wrapped later (a host joined) gets its own ack timeout',
+    epochs: [active(1, T, [...ALL, 'h4']), withCopies({ ...standby(2, T), wrappedAt: T + 2 * H }, [...ALL, 'h4'])],
+    acks: acked(2, ALL),
+    members: [...ALL, 'h4'],
+    request: { afterEpoch: 1 },
+    now: T + 2 * H + S,
+    expect: { kind: 'wait', until: T + 2 * H + 60 * S, acks: { epoch: 2, missing: ['h4'] } },
+  },
+  // The timer and forced rotation without a standby.
+  {
+    row: 'current active, before the interval, standby installed → wait until activatedAt + interval',
+    epochs: [active(1, T), standby(2, T)],
+    acks: acked(2, ALL),
     now: T + 12 * H - 1,
     expect: { kind: 'wait', until: T + 12 * H },
     reason: /rotates on the timer/,
   },
   {
-    row: 'current active, interval reached → publish next',
+    row: 'current active, interval reached, no standby → publish next',
     epochs: [active(1, T)],
     now: T + 12 * H,
     expect: { kind: 'publish', epoch: 2, because: 'interval' },
   },
   {
-    row: 'rotation request after the newest epoch → publish next',
+    row: 'rotation request after the current epoch, no standby → publish next',
     epochs: [active(1, T)],
     request: { afterEpoch: 1 },
     now: T + S,
@@ -174,7 +257,8 @@ const rows: Row[] = [
   },
   {
     row: 'satisfied request, nothing else → wait',
-    epochs: [active(2, T)],
+    epochs: [active(2, T), standby(3, T)],
+    acks: acked(3, ALL),
     request: { afterEpoch: 1 },
     now: T + S,
     expect: { kind: 'wait', until: T + 12 * H },
@@ -204,12 +288,19 @@ const rows: Row[] = [
     expect: { kind: 'publish', epoch: 3, because: 'requested' },
   },
   {
-    row: 'rotation due but three epochs exist → wait for retire/delete',
+    row: 'rotation due but the epochs span three numbers → wait for retire/delete',
     epochs: [retired(1, T + H), active(2, T), active(3, T + H)],
     request: { afterEpoch: 3 },
     now: T + H + S,
     expect: { kind: 'wait', until: T + H + 10 * S },
-    reason: /fewer than 3 epochs/,
+    reason: /span fewer than 3 numbers/,
+  },
+  {
+    row: 'no room for a standby (three numbers spanned, with a gap) → wait',
+    epochs: [active(1, T), retired(2, T + H), retired(3, T + H)],
+    now: T + H + S,
+    expect: { kind: 'wait', until: T + H + 10 * S },
+    reason: /retired epoch 2 lingers/,
   },
   // Membership.
   {
@@ -232,11 +323,12 @@ const rows: Row[] = [
     epochs: [retired(1, T + H), active(2, T, [...ALL, 'h4'])],
     members: [...ALL, 'h4'],
     now: T + H + S,
-    expect: { kind: 'wait' },
+    expect: { kind: 'publish', epoch: 3, because: 'standby' },
   },
   {
-    row: 'a host left → nothing to do for the live epochs',
-    epochs: [active(1, T)],
+    row: 'a host left → nothing to do for the active epochs (the next rotation leaves it out)',
+    epochs: [active(1, T), standby(2, T, ['h1', 'h2'])],
+    acks: acked(2, ['h1', 'h2']),
     members: ['h1', 'h2'],
     now: T + S,
     expect: { kind: 'wait', until: T + 12 * H },
@@ -250,13 +342,23 @@ const rows: Row[] = [
     expect: { kind: 'publish', epoch: 2, because: 'unrecoverable' },
   },
   {
-    row: 'joiner lacks an unrecoverable published epoch → it is not awaited',
+    row: 'joiner lacks an unrecoverable published epoch → replace it',
     epochs: [active(1, T, [...ALL, 'h4']), published(2, T + S)],
     acks: acked(2, ALL),
     members: [...ALL, 'h4'],
     unrecoverable: [2],
     now: T + 2 * S,
-    expect: { kind: 'activate', epoch: 2, because: 'all-acked' },
+    expect: { kind: 'retire', epoch: 2, because: 'unrecoverable' },
+  },
+  {
+    row: 'joiner lacks an unrecoverable published epoch, no replacement fits → it is not awaited',
+    epochs: [active(1, T, [...ALL, 'h4']), active(2, T + S, [...ALL, 'h4']), published(3, T + S)],
+    acks: acked(3, ALL),
+    members: [...ALL, 'h4'],
+    unrecoverable: [3],
+    request: { afterEpoch: 2 },
+    now: T + 2 * S,
+    expect: { kind: 'activate', epoch: 3, because: 'all-acked' },
   },
   // Inconsistent states a new leader could inherit.
   {
@@ -296,20 +398,33 @@ describe('the default schedule (injected clock)', () => {
   it('rotates at exactly 12 hours after activation', () => {
     const defaults = scheduleConfig();
     expect(defaults.intervalMs).toBe(12 * H);
-    const epochs = [active(1, T, ['h1'])];
+    const epochs = [active(1, T, ['h1']), standby(2, T, ['h1'])];
     const at = (now: number) =>
-      nextAction({ epochs, acks: new Map(), holders: holdersOf(epochs), members: ['h1'], now, config: defaults });
+      nextAction({
+        epochs,
+        acks: acked(2, ['h1']),
+        holders: holdersOf(epochs),
+        members: ['h1'],
+        now,
+        config: defaults,
+      });
     expect(at(T + 12 * H - 1)).toEqual({ kind: 'wait', until: T + 12 * H, reason: 'epoch 1 rotates on the timer' });
-    expect(at(T + 12 * H)).toEqual({ kind: 'publish', epoch: 2, because: 'interval' });
+    expect(at(T + 12 * H)).toEqual({
+      kind: 'activate',
+      epoch: 2,
+      because: 'all-acked',
+      missing: [],
+      rotation: 'interval',
+    });
     expect(nextRotationAt(epochs, defaults)).toBe(T + 12 * H);
   });
 });
 
 describe('nextRotationAt (status API)', () => {
-  it('is activatedAt(current) + interval, null while no current epoch or while a rotation is under way', () => {
+  it('is activatedAt(current) + interval, null while no epoch seals yet', () => {
     expect(nextRotationAt([], config)).toBeNull();
     expect(nextRotationAt([published(1, T)], config)).toBeNull();
-    expect(nextRotationAt([active(1, T), published(2, T + S)], config)).toBeNull();
+    expect(nextRotationAt([active(1, T), published(2, T + S)], config)).toBe(T + 12 * H);
     expect(nextRotationAt([retired(1, T), active(2, T + H)], config)).toBe(T + 13 * H);
   });
 });
@@ -337,59 +452,79 @@ describe('memberHosts', () => {
 
 /*
  * The schedule driven through many rotations by a tiny simulated leader (perform each
- * action on an in-memory record list, every member acks at once, time moves in random
- * steps): the invariants docs/keys.md "Rotation" states hold in every state reached.
+ * action on an in-memory record list, members ack at random, one host leaves and comes
+ * back, time moves in random steps): the invariants docs/keys.md "Rotation" states hold
+ * in every state reached.
  */
 describe('invariants over many rotations', () => {
-  it('≤ 3 epochs, distinct epoch mod 4, contiguous numbers, one published at a time, outbound only forward', () => {
+  it('numbers span ≤ 3 (distinct mod 4), one published at a time, outbound only forward, a standby most of the time', () => {
     let seed = 7;
     const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
     const cfg = scheduleConfig({ intervalMs: 50 * S, ackTimeoutMs: 5 * S, graceMs: 3 * S, retiredLingerMs: 4 * S });
     let epochs: KeyEpochRecord[] = [];
+    const holders = new Map<number, Set<string>>();
+    let members = ALL;
     let now = T;
     let lastCurrent = 0;
     let request: { afterEpoch: number } | null = null;
     const publishedEpochs: number[] = [];
+    let withStandby = 0;
+    let departedActivations = 0;
     for (let step = 0; step < 5000; step++) {
-      if (rand(10) === 0) request = { afterEpoch: Math.max(0, ...epochs.map((r) => r.epoch)) };
+      if (rand(10) === 0) request = { afterEpoch: epochs.filter((r) => r.state === 'active').pop()?.epoch ?? 0 };
+      if (rand(50) === 0) members = members.length === 3 ? ['h1', 'h2'] : ALL; // h3 leaves, or comes back
       const acks = new Map(
-        epochs.filter((r) => r.state === 'published').map((r) => [r.epoch, new Set(rand(4) === 0 ? ['h1'] : ALL)]),
+        epochs
+          .filter((r) => r.state === 'published')
+          .map((r) => [r.epoch, new Set(rand(4) === 0 ? ['h1'] : [...(holders.get(r.epoch) ?? [])])]),
       );
-      // Every member holds a copy of every live epoch (no one joins here).
-      const holders = new Map(epochs.filter((r) => r.state !== 'retired').map((r) => [r.epoch, new Set(ALL)]));
-      const a = nextAction({ epochs, acks, holders, members: ALL, now, config: cfg, request });
+      const a = nextAction({ epochs, acks, holders, members, now, config: cfg, request });
       const set = (e: number, patch: Partial<KeyEpochRecord>) =>
         (epochs = epochs.map((r) => (r.epoch === e ? { ...r, ...patch } : r)));
       switch (a.kind) {
         case 'publish':
           publishedEpochs.push(a.epoch);
-          epochs = [...epochs, published(a.epoch, now)];
+          epochs = [...epochs, { networkId: 'n', epoch: a.epoch, state: 'published', publishedAt: now, copies: 0 }];
+          holders.set(a.epoch, new Set(members));
           break;
-        case 'activate':
+        case 'activate': {
+          const left = [...holders.get(a.epoch)!].some((h) => !members.includes(h));
+          const oldest = Math.min(...epochs.map((r) => r.epoch));
+          const newest = Math.max(...epochs.map((r) => r.epoch));
+          // Never hand a host that left the next epoch while a replacement fits.
+          if (left) expect(newest + 1 - oldest).toBeGreaterThanOrEqual(MAX_LIVE_EPOCHS);
+          if (left) departedActivations++;
           set(a.epoch, { state: 'active', activatedAt: now });
           break;
+        }
         case 'retire':
           set(a.epoch, { state: 'retired', retiredAt: now, copies: 0 });
+          holders.delete(a.epoch);
           break;
         case 'delete':
           epochs = epochs.filter((r) => r.epoch !== a.epoch);
+          holders.delete(a.epoch);
           break;
         case 'rewrap':
-          throw new Error('no member joins here');
+          for (const h of a.hosts) holders.get(a.epoch)!.add(h);
+          set(a.epoch, { wrappedAt: now });
+          break;
         case 'wait':
           expect(a.until === null || a.until > now).toBe(true);
           now = a.until !== null && rand(2) === 0 ? a.until : now + 1 + rand(4 * S);
       }
       const numbers = epochs.map((r) => r.epoch).sort((x, y) => x - y);
-      expect(numbers.length).toBeLessThanOrEqual(MAX_LIVE_EPOCHS);
+      if (numbers.length > 0) expect(numbers[numbers.length - 1]! - numbers[0]!).toBeLessThan(MAX_LIVE_EPOCHS);
       expect(new Set(numbers.map((n) => n % 4)).size).toBe(numbers.length);
-      if (numbers.length > 0) expect(numbers[numbers.length - 1]! - numbers[0]!).toBe(numbers.length - 1);
       expect(epochs.filter((r) => r.state === 'published').length).toBeLessThanOrEqual(1);
       const current = epochs.filter((r) => r.state === 'active').pop()?.epoch ?? lastCurrent;
       expect(current).toBeGreaterThanOrEqual(lastCurrent);
       lastCurrent = current;
+      if (epochs.some((r) => r.state === 'published' && r.epoch > current)) withStandby++;
     }
     expect(publishedEpochs).toEqual(publishedEpochs.map((_, i) => i + 1)); // 1, 2, 3, ... never a gap or a reuse
     expect(publishedEpochs.length).toBeGreaterThan(50);
+    expect(withStandby / 5000).toBeGreaterThan(0.5);
+    expect(departedActivations).toBeLessThan(publishedEpochs.length / 4);
   });
 });

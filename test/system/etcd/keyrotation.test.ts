@@ -17,7 +17,7 @@ describe('key rotation on a real etcd', () => {
   /** Clients of one fresh key prefix on the shared etcd (each test its own cluster state), closed after all. */
   const freshPrefix = (): (() => EtcdStore) => etcd.fresh().open;
 
-  it('forced rotation with three hosts: publish → all ack → activate → retire → delete; etcd never holds a usable key', async () => {
+  it('forced rotation with three hosts: the standby published and acked ahead → activate → retire → delete; etcd never holds a usable key', async () => {
     const open = freshPrefix();
     const admin = open();
     const n: NetworkRecord = await admin.createNetwork({
@@ -37,16 +37,18 @@ describe('key rotation on a real etcd', () => {
 
     try {
       await waitFor('epoch 1 active on every host', () => everywhere(1), 20_000);
+      // The next epoch waits installed everywhere (the standby); the rotation activates it.
+      await waitFor('standby 2 acked by every host', async () => (await admin.listAcks(n.id, 2)).items.length === 3);
       await requestRotation({ store: h2.store, requests }, n.id, 'h2');
       await waitFor('epoch 2 active on every host', () => everywhere(2), 20_000);
       await waitFor(
-        'epoch 1 deleted',
-        async () => (await epochs(admin)).map((r) => `${r.epoch}:${r.state}`).join() === '2:active',
+        'epoch 1 deleted, 3 the standby',
+        async () => (await epochs(admin)).map((r) => `${r.epoch}:${r.state}`).join() === '2:active,3:published',
         20_000,
       );
 
       for (const h of hosts)
-        expect(h.sink.trace(n.id)).toEqual([
+        expect(h.sink.trace(n.id).filter((call) => !call.endsWith(' 3'))).toEqual([
           'install 1',
           'ack 1',
           'activate 1',
