@@ -9,7 +9,8 @@
 // host's client, rounds interleaved with the measurements so both see the same load):
 //   - a new network, created by host 1, visible to every host's watch (p50, p99 over rounds);
 //   - a new endpoint, the same way;
-//   - a forced rotation: request → every host sealing with the new epoch (p50, p99);
+//   - a forced rotation: request → every host sealing with the new epoch (p50, p99), and until
+//     the next standby epoch is installed on every host (the rest of the rotation's work);
 //   - per rotation: etcd puts (etcd_mvcc_put_total), bytes etcd sent to its clients
 //     (etcd_network_client_grpc_sent_bytes_total), and CPU of this process (all N hosts and the
 //     leader) and of etcd.
@@ -186,15 +187,15 @@ async function main(): Promise<void> {
     ];
     const phases: Array<Record<string, number>> = [];
     const profiler = PROFILE ? await startProfile() : null;
+    // The standby (docs/keys.md "Rotation"): published ahead and installed on every host.
+    const standbyEverywhere = async (): Promise<number | null> => {
+      const { items } = await h0.store.getEpochs(encrypted);
+      const standby = items.find((r) => r.state === 'published')?.epoch;
+      return standby !== undefined && hosts.every((h) => h.installedAt.has(standby)) ? standby : null;
+    };
+    const standbyMs: number[] = [];
     for (let k = 0; k < ROTATIONS; k++) {
-      await within(
-        async () => {
-          const { items } = await h0.store.getEpochs(encrypted);
-          return items.length <= 2 && items.every((r) => r.state !== 'published');
-        },
-        'room for a new epoch',
-        20,
-      );
+      await within(async () => (await standbyEverywhere()) !== null, 'a standby installed on every host', 20);
       await measureReference();
       const before = {
         ...(await etcdCounters(endpoint)),
@@ -207,20 +208,17 @@ async function main(): Promise<void> {
       await within(() => outboundEverywhere(target), `epoch ${target} outbound on every host`, 2);
       const sealing = Math.max(...hosts.map((h) => h.activatedAt.get(target)!));
       rotationMs.push(sealing - t);
-      const published = seenState.get(`${target}:published`) ?? NaN;
-      const installed = Math.max(...hosts.map((h) => h.installedAt.get(target)!));
       const active = seenState.get(`${target}:active`) ?? NaN;
-      const wrote = leaderDone.get(`${target}:epoch published`) ?? NaN;
       const activated = leaderDone.get(`${target}:epoch activated`) ?? NaN;
       phases.push({
-        'request → leader wrote the publish': wrote - t,
-        'publish write → seen': published - wrote,
-        'published → installed on all': installed - published,
-        'installed → leader wrote the activation': activated - installed,
+        'request → leader wrote the activation': activated - t,
         'activation write → seen': active - activated,
         'active → sealing on all': sealing - active,
       });
-      // Until the epoch before it is retired: the whole rotation's writes and fan-out.
+      // The rotation's whole cost: until the next standby is installed everywhere and the epoch
+      // before the new one is retired (its writes, fan-out and CPU).
+      await within(async () => (await standbyEverywhere()) === target + 1, `standby ${target + 1} on every host`, 20);
+      standbyMs.push(Math.max(...hosts.map((h) => h.installedAt.get(target + 1)!)) - t);
       await within(
         async () =>
           (await h0.store.getEpochs(encrypted)).items.every((r) => r.epoch >= target || r.state === 'retired'),
@@ -250,6 +248,7 @@ async function main(): Promise<void> {
     console.log(row('new network visible on every host', networkMs));
     console.log(row('new endpoint visible on every host', endpointMs));
     console.log(row('forced rotation: request → all sealing', rotationMs));
+    console.log(row('then the next standby installed on all', standbyMs));
     const avg = (f: (r: (typeof perRotation)[number]) => number) =>
       perRotation.reduce((a, r) => a + f(r), 0) / Math.max(1, perRotation.length);
     console.log(
