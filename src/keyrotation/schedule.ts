@@ -27,11 +27,12 @@ import { isWindows } from '../model/windows.js';
  *   state of the network's epochs                          time / acks / members              → action
  *   a published or active epoch lacks a live member        leader can unwrap its own copy      → rewrap {epoch, hosts}
  *   published epoch older than an active one (stale)       —                                  → retire (never activate out of order)
- *   published e, a host that left holds a copy             a replacement fits (≤ 3 numbers)   → retire (member-left)
- *   published e lacks a member and cannot be rewrapped     a replacement fits                 → retire (unrecoverable)
- *   published e, rotation not due (the standby)            —                                  → wait (counting its acks)
+ *   published e, rotation not due (the standby)            —                                  → (no action on e; acks counted)
+ *   published e, rotation due, a host that left holds a    a replacement fits (≤ 3 numbers)   → retire (member-left)
+ *     copy, or it lacks a member and cannot be rewrapped   else, an older epoch than current  → (wait for it to go)
  *   published e, rotation due                              every member holding e acked       → activate e (all-acked)
- *   published e, rotation due                              now ≥ last wrap + ackTimeout       → activate e (ack-timeout, missing)
+ *   published e, rotation due                              now ≥ max(publish, last wrap, due)  → activate e (ack-timeout, missing)
+ *                                                          + ackTimeout
  *   active e, newer active f                               now ≥ activatedAt(f) + grace       → retire e
  *   retired e, not the newest record                       now ≥ retiredAt + linger           → delete e
  *   no published/active epoch                              ≥ 1 member                         → publish max+1 (first)
@@ -90,6 +91,8 @@ export function scheduleConfig(partial: Partial<ScheduleConfig> = {}): ScheduleC
 /** A forced rotation: "give this network an epoch newer than `afterEpoch`" (requests.ts). */
 export interface RotationWanted {
   afterEpoch: number;
+  /** When it was asked (the requester's clock): a missing ack's timeout counts from here at the latest. */
+  requestedAt?: number;
 }
 
 export interface ScheduleInput {
@@ -179,6 +182,8 @@ export function nextAction(input: ScheduleInput): Action {
   const room = epochs.length === 0 || next - epochs[0]!.epoch < MAX_LIVE_EPOCHS;
   const deadlines: Deadline[] = [];
   let awaited: AwaitedAcks | undefined;
+  /** Why a due rotation cannot activate its published epoch yet (it must be replaced first). */
+  let held: string | undefined;
 
   // Rewrap: a member without its wrapped copy of a live epoch cannot install it (docs/keys.md "Key wrap").
   for (const r of epochs) {
@@ -194,25 +199,31 @@ export function nextAction(input: ScheduleInput): Action {
   for (const r of epochs) {
     if (r.state !== 'published') continue;
     if (current && r.epoch < current.epoch) return { kind: 'retire', epoch: r.epoch, because: 'stale' };
-    // A host that left must not be handed the next epoch with it, and a member this leader cannot
-    // wrap it for could not use it: replace the epoch while a replacement fits. When none fits (one
-    // was made since the last rotation, or the previous epoch is in its grace), it stays until one
-    // does; a rotation before then activates it, and the next one leaves the host out.
-    if (room) {
-      if ([...(input.holders.get(r.epoch) ?? [])].some((h) => !memberSet.has(h)))
-        return { kind: 'retire', epoch: r.epoch, because: 'member-left' };
-      if (unrecoverable.has(r.epoch) && members.some((m) => !holds(r, m)))
-        return { kind: 'retire', epoch: r.epoch, because: 'unrecoverable' };
-    }
     const acked = input.acks.get(r.epoch) ?? new Set<string>();
     // A member with no copy (unrecoverable epoch) cannot ack; the rotation rule below reaches it.
     const missing = members.filter((m) => holds(r, m) && !acked.has(m));
     if (missing.length > 0) awaited = { epoch: r.epoch, missing };
     if (!due.because) break; // the standby: installed everywhere, activated when a rotation is due
+    // Never activate the standby for a host that left since it was published (a restart that is back
+    // by now does not count), nor without a member this leader cannot wrap it for: replace it. With
+    // no room, wait for the previous epoch to go; if the current one is the oldest, this epoch was
+    // published for this rotation and the host left during it: activate, as without a standby.
+    const left = [...(input.holders.get(r.epoch) ?? [])].some((h) => !memberSet.has(h));
+    const lacking = unrecoverable.has(r.epoch) && members.some((m) => !holds(r, m));
+    if (left || lacking) {
+      const because = left ? 'member-left' : 'unrecoverable';
+      if (room) return { kind: 'retire', epoch: r.epoch, because };
+      if (epochs[0] !== current) {
+        held = `rotation due (${due.because}): epoch ${r.epoch} is replaced (${because}) once the older epochs are gone`;
+        awaited = undefined;
+        break;
+      }
+    }
     const rotation = due.because;
     if (missing.length === 0) return { kind: 'activate', epoch: r.epoch, because: 'all-acked', missing, rotation };
-    // A copy wrapped later (a host that joined) gets its own full timeout.
-    const timeout = Math.max(r.publishedAt, r.wrappedAt ?? r.publishedAt) + config.ackTimeoutMs;
+    // Each missing member gets the full timeout from the latest of: the publish, its copy's wrap (a
+    // host that joined), and the moment the rotation came due (a standby waits long before that).
+    const timeout = Math.max(r.publishedAt, r.wrappedAt ?? 0, due.at ?? 0) + config.ackTimeoutMs;
     if (now >= timeout) return { kind: 'activate', epoch: r.epoch, because: 'ack-timeout', missing, rotation };
     deadlines.push({ at: timeout, reason: `epoch ${r.epoch} waits for acks from ${missing.join(', ')}` });
     break; // activation is in order: later published epochs wait for this one
@@ -241,7 +252,12 @@ export function nextAction(input: ScheduleInput): Action {
     if (members.length === 0)
       return wait(deadlines, now, `rotation due (${due.because}) but no live member host can encrypt`, awaited);
     if (pending)
-      return wait(deadlines, now, `rotation due (${due.because}) after epoch ${pending.epoch} is activated`, awaited);
+      return wait(
+        deadlines,
+        now,
+        held ?? `rotation due (${due.because}) after epoch ${pending.epoch} is activated`,
+        awaited,
+      );
     if (!room)
       return wait(
         deadlines,
@@ -265,8 +281,9 @@ function rotationDue(
 ): { because: RotationReason | null; at: number | null } {
   // No epoch seals yet: the first is due (published, or being published).
   if (!current) return { because: 'first', at: null };
-  // "An epoch newer than the one I saw sealing" (requests.ts): the standby answers it.
-  if (input.request && input.request.afterEpoch >= current.epoch) return { because: 'requested', at: null };
+  // "An epoch newer than the one I saw sealing" (requests.ts): the standby answers it. `at`: since when.
+  if (input.request && input.request.afterEpoch >= current.epoch)
+    return { because: 'requested', at: input.request.requestedAt ?? null };
   if (unrecoverable.has(current.epoch) && members.some((m) => !holds(current, m)))
     return { because: 'unrecoverable', at: null };
   const at = activatedAt(current) + input.config.intervalMs;

@@ -56,7 +56,7 @@ interface Row {
   acks?: Map<number, Set<string>>;
   members?: string[];
   now: number;
-  request?: { afterEpoch: number };
+  request?: { afterEpoch: number; requestedAt?: number };
   unrecoverable?: number[];
   expect: Partial<Action> & { kind: Action['kind'] };
   reason?: RegExp;
@@ -187,35 +187,63 @@ const rows: Row[] = [
     expect: { kind: 'activate', epoch: 2, because: 'all-acked', rotation: 'requested' },
   },
   {
-    row: 'a host that left holds a copy of the standby → retire it, so the host never gets the next epoch',
+    row: 'a host that left holds a copy of the standby, no rotation due → nothing yet (a restart comes back)',
+    epochs: [active(1, T), standby(2, T)],
+    acks: acked(2, ['h1', 'h2']),
+    members: ['h1', 'h2'],
+    now: T + 2 * H,
+    expect: { kind: 'wait', until: T + 12 * H },
+  },
+  {
+    row: 'rotation due, a host that left holds a copy of the standby → retire it, so the host never gets it',
     epochs: [active(1, T), standby(2, T)],
     acks: acked(2, ALL),
     members: ['h1', 'h2'],
+    request: { afterEpoch: 1 },
     now: T + 2 * H,
     expect: { kind: 'retire', epoch: 2, because: 'member-left' },
   },
   {
-    row: 'the retired standby is replaced at once (a gap in the numbers, the span stays 3)',
+    row: 'then the replacement is published at once (a gap in the numbers, the span stays 3)',
     epochs: [active(1, T), retired(2, T + 2 * H)],
     members: ['h1', 'h2'],
+    request: { afterEpoch: 1 },
     now: T + 2 * H + S,
-    expect: { kind: 'publish', epoch: 3, because: 'standby' },
+    expect: { kind: 'publish', epoch: 3, because: 'requested' },
   },
   {
-    row: 'a host that left holds a copy, but no replacement fits (previous in grace) → it stays',
+    row: 'rotation due, a host that left holds a copy, the previous epoch still in grace → wait for room',
     epochs: [active(1, T), active(2, T + H), standby(3, T)],
     acks: acked(3, ALL),
     members: ['h1', 'h2'],
+    request: { afterEpoch: 2 },
     now: T + H + S,
     expect: { kind: 'wait', until: T + H + 30 * S },
+    reason: /epoch 3 is replaced \(member-left\) once the older epochs are gone/,
   },
   {
-    row: 'a second host left in the same period: its replacement does not fit either → the standby stays',
-    epochs: [active(1, T), standby(3, T + H, ['h1', 'h2'])],
+    row: 'a host left during the rotation itself (its replacement holds a copy, no room) → activate, as without a standby',
+    epochs: [active(1, T), retired(2, T + 2 * H), published(3, T + 2 * H)],
     acks: acked(3, ['h1', 'h2']),
-    members: ['h1'],
-    now: T + 3 * H,
-    expect: { kind: 'wait', until: T + 12 * H },
+    members: ['h1', 'h2'],
+    request: { afterEpoch: 1 },
+    now: T + 2 * H + S,
+    expect: { kind: 'activate', epoch: 3, because: 'all-acked', rotation: 'requested' },
+  },
+  {
+    row: 'rotation due, a member has not acked the standby (restarted) → its timeout counts from the request',
+    epochs: [active(1, T), standby(2, T)],
+    acks: acked(2, ['h1', 'h2']),
+    request: { afterEpoch: 1, requestedAt: T + 5 * H },
+    now: T + 5 * H + S,
+    expect: { kind: 'wait', until: T + 5 * H + 60 * S, acks: { epoch: 2, missing: ['h3'] } },
+  },
+  {
+    row: 'interval reached, a member has not acked the standby → its timeout counts from the interval',
+    epochs: [active(1, T), standby(2, T)],
+    acks: acked(2, ['h1', 'h2']),
+    now: T + 12 * H + S,
+    expect: { kind: 'wait', until: T + 12 * H + 60 * S, acks: { epoch: 2, missing: ['h3'] } },
   },
   {
     row: 'a copy wrapped later (a host joined) gets its own ack timeout',
@@ -342,23 +370,24 @@ const rows: Row[] = [
     expect: { kind: 'publish', epoch: 2, because: 'unrecoverable' },
   },
   {
-    row: 'joiner lacks an unrecoverable published epoch → replace it',
+    row: 'joiner lacks an unrecoverable published epoch, rotation due → replace it',
     epochs: [active(1, T, [...ALL, 'h4']), published(2, T + S)],
     acks: acked(2, ALL),
     members: [...ALL, 'h4'],
     unrecoverable: [2],
+    request: { afterEpoch: 1 },
     now: T + 2 * S,
     expect: { kind: 'retire', epoch: 2, because: 'unrecoverable' },
   },
   {
-    row: 'joiner lacks an unrecoverable published epoch, no replacement fits → it is not awaited',
-    epochs: [active(1, T, [...ALL, 'h4']), active(2, T + S, [...ALL, 'h4']), published(3, T + S)],
-    acks: acked(3, ALL),
+    row: 'joiner lacks an unrecoverable published epoch it was published for (no room) → it is not awaited',
+    epochs: [active(2, T + S, [...ALL, 'h4']), retired(3, T + S), published(4, T + S)],
+    acks: acked(4, ALL),
     members: [...ALL, 'h4'],
-    unrecoverable: [3],
+    unrecoverable: [4],
     request: { afterEpoch: 2 },
     now: T + 2 * S,
-    expect: { kind: 'activate', epoch: 3, because: 'all-acked' },
+    expect: { kind: 'activate', epoch: 4, because: 'all-acked' },
   },
   // Inconsistent states a new leader could inherit.
   {
@@ -491,8 +520,11 @@ describe('invariants over many rotations', () => {
           const left = [...holders.get(a.epoch)!].some((h) => !members.includes(h));
           const oldest = Math.min(...epochs.map((r) => r.epoch));
           const newest = Math.max(...epochs.map((r) => r.epoch));
-          // Never hand a host that left the next epoch while a replacement fits.
+          // Never hand a host that left the next epoch while a replacement fits, or will once the older
+          // epochs go: only one published for this very rotation (the current epoch is the oldest).
+          const current = epochs.filter((r) => r.state === 'active').pop()?.epoch;
           if (left) expect(newest + 1 - oldest).toBeGreaterThanOrEqual(MAX_LIVE_EPOCHS);
+          if (left) expect(oldest).toBe(current);
           if (left) departedActivations++;
           set(a.epoch, { state: 'active', activatedAt: now });
           break;
