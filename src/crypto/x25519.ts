@@ -49,8 +49,17 @@ export const nobleX25519: X25519 = {
   },
 };
 
-// The PKCS#8 wrapper for a raw X25519 private key (RFC 8410 §7; OID 1.3.101.110).
+// The PKCS#8 wrapper for a raw X25519 private key (RFC 8410 §7; OID 1.3.101.110), and the
+// SubjectPublicKeyInfo one for a public key (RFC 8410 §4).
 const PKCS8_PREFIX = hexToBytes('302e020100300506032b656e04220420');
+const SPKI_PREFIX = hexToBytes('302a300506032b656e032100');
+
+/** The raw key after a fixed DER prefix; throws when OpenSSL wrote another encoding. */
+function afterPrefix(der: Uint8Array, prefix: Uint8Array): Uint8Array {
+  const ok = der.length === prefix.length + X25519_KEY_LENGTH && prefix.every((b, i) => der[i] === b);
+  if (!ok) throw new Error('X25519: unexpected DER encoding of a generated key');
+  return der.slice(prefix.length);
+}
 
 /**
  * OpenSSL 3 decodes a PKCS#8 key in about half a millisecond, ten times the agreement itself, so
@@ -86,8 +95,11 @@ export const nodeX25519: X25519 = {
   implementation: 'node',
   publicKey(privateKey) {
     checkLengths(privateKey);
-    const jwk = createPublicKey(nodePrivateKey(privateKey)).export({ format: 'jwk' });
-    return new Uint8Array(Buffer.from(jwk.x!, 'base64url'));
+    // DER, not JWK: see generateKeyPair (a generated key is served from privateKeyObjects).
+    return afterPrefix(
+      createPublicKey(nodePrivateKey(privateKey)).export({ format: 'der', type: 'spki' }),
+      SPKI_PREFIX,
+    );
   },
   sharedSecret(privateKey, publicKey) {
     checkLengths(privateKey, publicKey);
@@ -102,10 +114,13 @@ export const nodeX25519: X25519 = {
   },
   generateKeyPair() {
     const pair = generateKeyPairSync('x25519');
-    const jwk = pair.privateKey.export({ format: 'jwk' });
-    const privateKey = new SecretKey(Buffer.from(jwk.d!, 'base64url'));
+    // DER, not JWK: Node 20 can deadlock exporting a generated key as JWK when a garbage collection
+    // during the export frees the generating job, which takes the lock the export holds.
+    const der = pair.privateKey.export({ format: 'der', type: 'pkcs8' });
+    const privateKey = new SecretKey(afterPrefix(der, PKCS8_PREFIX));
+    der.fill(0);
     privateKeyObjects.set(privateKey, pair.privateKey);
-    return { privateKey, publicKey: new Uint8Array(Buffer.from(jwk.x!, 'base64url')) };
+    return { privateKey, publicKey: afterPrefix(pair.publicKey.export({ format: 'der', type: 'spki' }), SPKI_PREFIX) };
   },
 };
 

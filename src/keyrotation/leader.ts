@@ -75,7 +75,7 @@ export interface LeaderStatus {
 }
 
 export const DEFAULT_RETRY_MS = 1000;
-/** Copies wrapped between two turns of the event loop (about 17 ms of work). */
+/** Copies wrapped between two turns of the event loop (about 25 ms of work). */
 const WRAPS_PER_TURN = 100;
 /** A run that needs more actions than this is not converging: back off and look again. */
 const MAX_ACTIONS_PER_RUN = 32;
@@ -677,7 +677,7 @@ class NetworkLoop {
   /**
    * Wraps for each host; a host whose public key cannot be used is logged and left out from now on.
    * Yields to the event loop every WRAPS_PER_TURN copies: the gateway's API, agent and DNS share it,
-   * and a wrap costs about 0.17 ms (1,000 members: 170 ms; 16,383: 2.8 s).
+   * and a wrap costs about 0.25 ms (1,000 members: 250 ms; 16,383: 4 s).
    */
   async #wrapFor(secret: SecretKey, epoch: number, hosts: HostRecord[]): Promise<Record<string, string>> {
     const wrapped: Record<string, string> = {};
