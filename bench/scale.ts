@@ -26,7 +26,17 @@ import { requestRotation, storeRotationRequests } from '../src/keyrotation/reque
 import { SHARED_RANGE, keys } from '../src/store/layout.js';
 import type { WatchHandle } from '../src/store/types.js';
 import { startEtcd } from '../test/system/support/etcd.js';
-import { fanout, median, quantile, simHost, simLeader, sleep, until, type SimHost } from './support.js';
+import {
+  fanout,
+  median,
+  quantile,
+  simHost,
+  simLeader,
+  sleep,
+  standbyEverywhere,
+  until,
+  type SimHost,
+} from './support.js';
 
 const HOSTS = Number(process.env.VEIL_BENCH_HOSTS ?? 1000);
 const ROUNDS = Number(process.env.VEIL_BENCH_ROUNDS ?? 5);
@@ -120,7 +130,7 @@ async function main(): Promise<void> {
     // When the leader finished each step (its log), for the rotation phases below.
     const leaderDone = new Map<string, number>();
     leader = simLeader(hosts[0]!, config, (event, fields) => {
-      if (/^epoch (published|activated)$/.test(event)) leaderDone.set(`${fields?.epoch}:${event}`, performance.now());
+      if (event === 'epoch activated') leaderDone.set(`${fields?.epoch}:${event}`, performance.now());
     });
     console.log(
       `bench/scale: ${HOSTS} simulated hosts registered and watching in ${((performance.now() - t0) / 1e3).toFixed(1)} s`,
@@ -187,15 +197,10 @@ async function main(): Promise<void> {
     ];
     const phases: Array<Record<string, number>> = [];
     const profiler = PROFILE ? await startProfile() : null;
-    // The standby (docs/keys.md "Rotation"): published ahead and installed on every host.
-    const standbyEverywhere = async (): Promise<number | null> => {
-      const { items } = await h0.store.getEpochs(encrypted);
-      const standby = items.find((r) => r.state === 'published')?.epoch;
-      return standby !== undefined && hosts.every((h) => h.installedAt.has(standby)) ? standby : null;
-    };
+    const standby = () => standbyEverywhere(h0.store, encrypted, hosts);
     const standbyMs: number[] = [];
     for (let k = 0; k < ROTATIONS; k++) {
-      await within(async () => (await standbyEverywhere()) !== null, 'a standby installed on every host', 20);
+      await within(async () => (await standby()) !== null, 'a standby installed on every host', 20);
       await measureReference();
       const before = {
         ...(await etcdCounters(endpoint)),
@@ -217,7 +222,7 @@ async function main(): Promise<void> {
       });
       // The rotation's whole cost: until the next standby is installed everywhere and the epoch
       // before the new one is retired (its writes, fan-out and CPU).
-      await within(async () => (await standbyEverywhere()) === target + 1, `standby ${target + 1} on every host`, 20);
+      await within(async () => (await standby()) === target + 1, `standby ${target + 1} on every host`, 20);
       standbyMs.push(Math.max(...hosts.map((h) => h.installedAt.get(target + 1)!)) - t);
       await within(
         async () =>

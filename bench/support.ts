@@ -149,3 +149,16 @@ export function simLeader(host: SimHost, config: ScheduleConfig, log?: LogFn): K
     ...(log ? { log } : {}),
   });
 }
+
+/**
+ * The standby (docs/keys.md "Rotation"): the epoch published ahead of the next rotation, once every
+ * simulated host has installed it; null while there is none or some host has not.
+ */
+export async function standbyEverywhere(
+  store: Pick<SimHost['store'], 'getEpochs'>,
+  networkId: string,
+  hosts: readonly Pick<SimHost, 'installedAt'>[],
+): Promise<number | null> {
+  const standby = (await store.getEpochs(networkId)).items.find((r) => r.state === 'published')?.epoch;
+  return standby !== undefined && hosts.every((h) => h.installedAt.has(standby)) ? standby : null;
+}
